@@ -1,0 +1,55 @@
+// hylab: train and compare hybrid Transformer/Mamba language models.
+// Each subcommand lives in cli/cmd_<name>.cpp; this file only dispatches.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+
+#include "cli/command.h"
+#include "common/check.h"
+
+namespace hylab::cli {
+
+std::vector<Command>& commands() {
+  static std::vector<Command> all;
+  return all;
+}
+
+std::string flag(const std::string& name) {
+  std::string hyphen = name;
+  std::replace(hyphen.begin(), hyphen.end(), '_', '-');
+  if (hyphen == name) return "--" + name;
+  return "--" + name + ",--" + hyphen;
+}
+
+int& exit_status() {
+  static int status = 0;
+  return status;
+}
+
+}  // namespace hylab::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "hylab: train and compare hybrid Transformer/Mamba language models.\n"
+      "Run `hylab COMMAND --help` for a command's options."};
+  app.require_subcommand(1);
+  app.set_help_all_flag("--help-all", "Show the options of every command");
+  auto& cmds = hylab::cli::commands();
+  std::sort(cmds.begin(), cmds.end(),
+            [](const auto& a, const auto& b) { return a.order < b.order; });
+  for (auto& c : cmds) c.setup(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const hylab::Error& e) {
+    std::fprintf(stderr, "hylab: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hylab: unexpected error: %s\n", e.what());
+    return 1;
+  }
+  return hylab::cli::exit_status();
+}

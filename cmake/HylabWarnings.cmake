@@ -1,0 +1,14 @@
+# Warnings on for our own code only (third-party headers are included as SYSTEM).
+function(hylab_target_warnings target)
+  target_compile_options(${target} PRIVATE
+    $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers>
+    $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall>)
+endfunction()
+
+# Libraries that include <torch/torch.h> share one precompiled header each: the header
+# dominates compile time on small machines (CI has 2 cores).
+function(hylab_torch_library target)
+  target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
+  target_precompile_headers(${target} PRIVATE <torch/torch.h>)
+endfunction()

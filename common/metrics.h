@@ -1,0 +1,52 @@
+// The records a run produces, and where they go.
+//
+// The trainer emits MetricPoints and one RunSummary; a MetricsSink delivers them. A local
+// `hylab train` writes them into SQLite (store/); a trial under a worker appends them as
+// JSON lines to <run_dir>/metrics.jsonl, which the worker relays to the coordinator.
+// Metric names are the same everywhere: train_loss, lr, step_time_s, tok_per_s, mfu,
+// mem_alloc_gib, mem_reserved_gib, val_bpb, ...
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hylab {
+
+struct MetricPoint {
+  int64_t step = 0;
+  std::string name;
+  double value = 0;
+  double wall_time = 0;  // seconds since the Unix epoch
+};
+
+// Per-run results, stored in the per-trial summary table (see docs/SCHEMA.md).
+struct RunSummary {
+  int64_t params_total = 0;
+  std::string params_json;   // {"embedding": n, "lm_head": n, "attention": n, "mlp": n, "mamba": n}
+  double flops_per_token = 0;
+  int64_t steps = 0;
+  double total_time_s = 0;
+  double final_val_bpb = -1;  // -1 = not evaluated
+  double final_train_loss = -1;
+  double tok_per_s = 0;       // mean over steps after the first
+  double mfu = 0;
+  double peak_mem_gib = 0;
+  double decode_tok_per_s_b1 = 0;
+  double decode_tok_per_s_b32 = 0;
+  int64_t cache_bytes = 0;    // inference cache per sequence at sequence_len
+};
+
+class MetricsSink {
+ public:
+  virtual ~MetricsSink() = default;
+  // Called from the trainer's rank 0, in step order; points of one step come together.
+  virtual void write(const std::vector<MetricPoint>& points) = 0;
+  virtual void write_summary(const RunSummary& summary) = 0;
+  // Makes everything written so far durable (end of run, before a checkpoint is declared).
+  virtual void flush() {}
+};
+
+double unix_time_now();
+
+}  // namespace hylab

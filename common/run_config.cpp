@@ -1,0 +1,513 @@
+#include "common/run_config.h"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/util/json_util.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "common/check.h"
+
+namespace hylab {
+namespace {
+
+namespace pb = google::protobuf;
+
+std::string lower(std::string s) {
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+std::string normalise_key(std::string key) {
+  while (!key.empty() && key[0] == '-') key.erase(0, 1);
+  std::replace(key.begin(), key.end(), '-', '_');
+  return key;
+}
+
+const pb::FieldDescriptor* find_field(const std::string& key) {
+  return RunConfig::descriptor()->FindFieldByName(normalise_key(key));
+}
+
+std::string known_keys_hint() {
+  const pb::Descriptor* d = RunConfig::descriptor();
+  std::string keys;
+  for (int i = 0; i < d->field_count(); ++i) {
+    if (i) keys += ", ";
+    keys += d->field(i)->name();
+  }
+  return keys;
+}
+
+// Sets one scalar field from a YAML scalar. `where` names the field for messages.
+void set_scalar(RunConfig* cfg, const pb::FieldDescriptor* f, const YAML::Node& node,
+                const std::string& where) {
+  const pb::Reflection* r = cfg->GetReflection();
+  if (!node.IsScalar()) {
+    throw ConfigError(fmt::format("{}: expected a single value, got a {}", where,
+                                  node.IsSequence() ? "list" : "map"));
+  }
+  const std::string text = node.Scalar();
+  try {
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+        if (f->is_repeated()) break;
+        r->SetInt32(cfg, f, node.as<int32_t>());
+        return;
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+        r->SetInt64(cfg, f, node.as<int64_t>());
+        return;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+        r->SetDouble(cfg, f, node.as<double>());
+        return;
+      case pb::FieldDescriptor::CPPTYPE_BOOL: {
+        const std::string v = lower(text);
+        if (v == "true" || v == "1" || v == "yes" || v == "on") {
+          r->SetBool(cfg, f, true);
+        } else if (v == "false" || v == "0" || v == "no" || v == "off") {
+          r->SetBool(cfg, f, false);
+        } else {
+          throw ConfigError(fmt::format("{} = \"{}\": expected true or false", where, text));
+        }
+        return;
+      }
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        if (f->is_repeated()) {
+          r->AddString(cfg, f, text);
+        } else {
+          r->SetString(cfg, f, text);
+        }
+        return;
+      default:
+        break;
+    }
+  } catch (const YAML::Exception&) {
+    const char* type = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE ? "a number"
+                                                                            : "an integer";
+    throw ConfigError(fmt::format("{} = \"{}\": expected {}", where, text, type));
+  }
+  throw ConfigError(fmt::format("{}: unsupported field type", where));
+}
+
+void set_field(RunConfig* cfg, const std::string& key, const YAML::Node& node) {
+  const pb::FieldDescriptor* f = find_field(key);
+  if (f == nullptr) {
+    throw ConfigError(fmt::format("unknown config key \"{}\"; known keys: {}", key,
+                                  known_keys_hint()));
+  }
+  const pb::Reflection* r = cfg->GetReflection();
+  if (f->is_repeated()) {
+    r->ClearField(cfg, f);
+    if (node.IsNull()) return;  // block_pattern: null = all Transformer
+    if (node.IsSequence()) {
+      for (size_t i = 0; i < node.size(); ++i) {
+        set_scalar(cfg, f, node[i], fmt::format("{}[{}]", f->name(), i));
+      }
+      return;
+    }
+    set_scalar(cfg, f, node, f->name());
+    return;
+  }
+  if (node.IsNull()) {
+    r->ClearField(cfg, f);  // back to the default
+    return;
+  }
+  set_scalar(cfg, f, node, f->name());
+}
+
+// ---- block pattern parser: list := item (',' item)* ; item := atom ('*' INT)? ;
+//      atom := '(' list ')' | NAME (T, M, transformer, mamba) | run of T/M letters ----
+class PatternParser {
+ public:
+  PatternParser(const std::string& text, const std::string& field) : s_(text), field_(field) {}
+
+  std::vector<BlockType> parse() {
+    std::vector<BlockType> out = list();
+    skip_space();
+    if (pos_ != s_.size()) fail(fmt::format("unexpected \"{}\"", s_.substr(pos_)));
+    if (out.empty()) fail("empty pattern");
+    return out;
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& why) const {
+    throw ConfigError(fmt::format(
+        "{} = \"{}\": {} at position {}; expected T/transformer or M/mamba, "
+        "e.g. \"TTMM\", \"T*12,M*8\" or \"(T,M)*10\"",
+        field_, s_, why, pos_));
+  }
+  void skip_space() {
+    while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+  }
+  std::vector<BlockType> list() {
+    std::vector<BlockType> out = item();
+    skip_space();
+    while (pos_ < s_.size() && s_[pos_] == ',') {
+      ++pos_;
+      std::vector<BlockType> more = item();
+      out.insert(out.end(), more.begin(), more.end());
+      skip_space();
+    }
+    return out;
+  }
+  std::vector<BlockType> item() {
+    std::vector<BlockType> a = atom();
+    skip_space();
+    if (pos_ < s_.size() && s_[pos_] == '*') {
+      ++pos_;
+      skip_space();
+      size_t start = pos_;
+      while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+      if (start == pos_) fail("expected a repeat count after '*'");
+      const long n = std::stol(s_.substr(start, pos_ - start));
+      if (n < 1 || n > 100000) fail(fmt::format("repeat count {} out of range 1..100000", n));
+      std::vector<BlockType> out;
+      for (long i = 0; i < n; ++i) out.insert(out.end(), a.begin(), a.end());
+      return out;
+    }
+    return a;
+  }
+  std::vector<BlockType> atom() {
+    skip_space();
+    if (pos_ < s_.size() && s_[pos_] == '(') {
+      ++pos_;
+      std::vector<BlockType> inner = list();
+      skip_space();
+      if (pos_ >= s_.size() || s_[pos_] != ')') fail("missing ')'");
+      ++pos_;
+      return inner;
+    }
+    const size_t start = pos_;
+    while (pos_ < s_.size() && std::isalpha(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+    const std::string word = s_.substr(start, pos_ - start);
+    if (word.empty()) fail("expected a block type");
+    BlockType t;
+    if (parse_block_type(word, &t)) return {t};
+    // A run of letters: "TTMM".
+    std::vector<BlockType> out;
+    for (size_t i = 0; i < word.size(); ++i) {
+      if (!parse_block_type(std::string(1, word[i]), &t)) {
+        pos_ = start;
+        fail(fmt::format("unknown block type \"{}\"", word));
+      }
+      out.push_back(t);
+    }
+    return out;
+  }
+
+  const std::string& s_;
+  const std::string& field_;
+  size_t pos_ = 0;
+};
+
+void require(bool ok, const std::string& message) {
+  if (!ok) throw ConfigError(message);
+}
+
+void require_one_of(const std::string& field, const std::string& value,
+                    std::initializer_list<const char*> allowed) {
+  std::string list;
+  for (const char* a : allowed) {
+    if (value == a) return;
+    if (!list.empty()) list += ", ";
+    list += a;
+  }
+  throw ConfigError(fmt::format("{} = \"{}\": expected one of {}", field, value, list));
+}
+
+}  // namespace
+
+const char* block_type_letter(BlockType t) { return t == BlockType::kMamba ? "M" : "T"; }
+
+bool parse_block_type(const std::string& s, BlockType* out) {
+  const std::string v = lower(s);
+  if (v == "t" || v == "transformer") {
+    *out = BlockType::kTransformer;
+    return true;
+  }
+  if (v == "m" || v == "mamba") {
+    *out = BlockType::kMamba;
+    return true;
+  }
+  return false;
+}
+
+std::vector<BlockType> parse_block_pattern(const std::string& text, const std::string& field) {
+  return PatternParser(text, field).parse();
+}
+
+std::vector<BlockType> block_pattern_of(const RunConfig& cfg) {
+  std::vector<BlockType> out;
+  if (cfg.block_pattern_size() == 1) return parse_block_pattern(cfg.block_pattern(0));
+  for (int i = 0; i < cfg.block_pattern_size(); ++i) {
+    BlockType t;
+    if (!parse_block_type(cfg.block_pattern(i), &t)) {
+      throw ConfigError(fmt::format("block_pattern[{}] = \"{}\": expected T/transformer or M/mamba",
+                                    i, cfg.block_pattern(i)));
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+std::string compact_block_pattern(const std::vector<BlockType>& pattern) {
+  std::string out;
+  for (size_t i = 0; i < pattern.size();) {
+    size_t j = i;
+    while (j < pattern.size() && pattern[j] == pattern[i]) ++j;
+    if (!out.empty()) out += ",";
+    out += block_type_letter(pattern[i]);
+    if (j - i > 1) out += "*" + std::to_string(j - i);
+    i = j;
+  }
+  return out;
+}
+
+int GPTConfig::count(BlockType t) const {
+  return static_cast<int>(std::count(block_pattern.begin(), block_pattern.end(), t));
+}
+
+RunConfig load_config_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("cannot read config file {}", path));
+  YAML::Node root;
+  try {
+    root = YAML::Load(in);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("{}: not valid YAML: {}", path, e.what()));
+  }
+  RunConfig cfg;
+  if (root.IsNull()) return cfg;
+  if (!root.IsMap()) throw ConfigError(fmt::format("{}: expected a map of config keys", path));
+  for (const auto& kv : root) {
+    const std::string key = kv.first.as<std::string>();
+    try {
+      set_field(&cfg, key, kv.second);
+    } catch (const ConfigError& e) {
+      throw ConfigError(fmt::format("{}: {}", path, e.what()));
+    }
+  }
+  return cfg;
+}
+
+bool is_config_key(const std::string& key) { return find_field(key) != nullptr; }
+
+void apply_override(RunConfig* cfg, const std::string& key, const std::string& value) {
+  YAML::Node node;
+  try {
+    node = YAML::Load(value);
+  } catch (const YAML::Exception&) {
+    node = YAML::Node(value);  // not YAML: take the text as it is
+  }
+  // A plain string such as "T*12,M*8" parses as a scalar already; "[T, M]" as a list.
+  set_field(cfg, key, node);
+}
+
+std::vector<std::string> apply_override_args(RunConfig* cfg, const std::vector<std::string>& args) {
+  std::vector<std::string> rest;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) != 0) {
+      rest.push_back(a);
+      continue;
+    }
+    const size_t eq = a.find('=');
+    const std::string key = a.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
+    if (!is_config_key(key)) {
+      rest.push_back(a);
+      continue;
+    }
+    std::string value;
+    if (eq != std::string::npos) {
+      value = a.substr(eq + 1);
+    } else if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
+      value = args[++i];
+    } else if (find_field(key)->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
+      value = "true";  // a bare boolean flag
+    } else {
+      throw ConfigError(fmt::format("--{} needs a value", normalise_key(key)));
+    }
+    apply_override(cfg, key, value);
+  }
+  return rest;
+}
+
+RunConfig resolve_config(const RunConfig& in) {
+  RunConfig c = in;
+
+  // depth: the one dial, as nanochat derives it. Fields set explicitly win.
+  if (c.has_depth()) {
+    require(c.depth() >= 1 && c.depth() <= 256,
+            fmt::format("depth = {}: expected 1..256", c.depth()));
+    const int n_embd = c.depth() * 64;
+    const int n_head = std::max(1, (n_embd + 127) / 128);
+    if (!c.has_n_layer()) c.set_n_layer(c.depth());
+    if (!c.has_n_embd()) c.set_n_embd(n_embd);
+    if (!c.has_n_head()) c.set_n_head(n_head);
+    if (!c.has_n_kv_head()) c.set_n_kv_head(c.n_head());
+  } else {
+    c.set_depth(0);  // 0 = widths given directly
+  }
+
+  std::vector<BlockType> pattern = block_pattern_of(c);
+  if (!pattern.empty() && !c.has_n_layer()) {
+    c.set_n_layer(static_cast<int>(pattern.size()));  // pattern alone decides the depth
+  }
+  require(c.n_layer() >= 1 && c.n_layer() <= 1024,
+          fmt::format("n_layer = {}: expected 1..1024", c.n_layer()));
+  if (pattern.empty()) pattern.assign(c.n_layer(), BlockType::kTransformer);
+  require(static_cast<int>(pattern.size()) == c.n_layer(),
+          fmt::format("block_pattern has {} entries ({}) but n_layer is {}", pattern.size(),
+                      compact_block_pattern(pattern), c.n_layer()));
+  c.clear_block_pattern();
+  for (BlockType t : pattern) c.add_block_pattern(block_type_letter(t));
+
+  require(c.n_embd() >= 1, fmt::format("n_embd = {}: expected >= 1", c.n_embd()));
+  require(c.n_head() >= 1, fmt::format("n_head = {}: expected >= 1", c.n_head()));
+  require(c.n_kv_head() >= 1, fmt::format("n_kv_head = {}: expected >= 1", c.n_kv_head()));
+  require(c.n_embd() % c.n_head() == 0,
+          fmt::format("n_embd = {} is not divisible by n_head = {}", c.n_embd(), c.n_head()));
+  require((c.n_embd() / c.n_head()) % 2 == 0,
+          fmt::format("head_dim = n_embd/n_head = {} must be even (rotary embeddings)",
+                      c.n_embd() / c.n_head()));
+  require(c.n_head() % c.n_kv_head() == 0,
+          fmt::format("n_kv_head = {} must divide n_head = {}", c.n_kv_head(), c.n_head()));
+  require(c.vocab_size() >= 2, fmt::format("vocab_size = {}: expected >= 2", c.vocab_size()));
+
+  require(c.mamba_d_state() >= 1 && c.mamba_d_state() <= 256,
+          fmt::format("mamba_d_state = {}: expected 1..256", c.mamba_d_state()));
+  require(c.mamba_d_conv() >= 2 && c.mamba_d_conv() <= 4,
+          fmt::format("mamba_d_conv = {}: expected 2..4", c.mamba_d_conv()));
+  require(c.mamba_expand() >= 1 && c.mamba_expand() <= 16,
+          fmt::format("mamba_expand = {}: expected 1..16", c.mamba_expand()));
+  require(c.mamba_dt_rank() >= 0,
+          fmt::format("mamba_dt_rank = {}: expected >= 1, or 0 for auto", c.mamba_dt_rank()));
+  if (c.mamba_dt_rank() == 0) c.set_mamba_dt_rank((c.n_embd() + 15) / 16);
+  require(c.mamba_dt_min() > 0 && c.mamba_dt_min() < c.mamba_dt_max() && c.mamba_dt_max() <= 1,
+          fmt::format("mamba_dt_min = {}, mamba_dt_max = {}: expected 0 < dt_min < dt_max <= 1",
+                      c.mamba_dt_min(), c.mamba_dt_max()));
+  require(c.mamba_dt_init_floor() > 0,
+          fmt::format("mamba_dt_init_floor = {}: expected > 0", c.mamba_dt_init_floor()));
+  require(c.rope_base() > 0, fmt::format("rope_base = {}: expected > 0", c.rope_base()));
+  require(c.logit_softcap() >= 0,
+          fmt::format("logit_softcap = {}: expected >= 0 (0 = off)", c.logit_softcap()));
+
+  require(c.device_batch_size() >= 1,
+          fmt::format("device_batch_size = {}: expected >= 1", c.device_batch_size()));
+  require(c.max_seq_len() >= 1, fmt::format("max_seq_len = {}: expected >= 1", c.max_seq_len()));
+  if (!c.has_sequence_len()) c.set_sequence_len(c.max_seq_len());
+  require(c.sequence_len() >= c.max_seq_len(),
+          fmt::format("sequence_len = {} is shorter than max_seq_len = {}", c.sequence_len(),
+                      c.max_seq_len()));
+  require(c.total_batch_size() == -1 || c.total_batch_size() >= 1,
+          fmt::format("total_batch_size = {}: expected >= 1, or -1 for one micro-step",
+                      c.total_batch_size()));
+  require(c.num_iterations() == -1 || c.num_iterations() >= 0,
+          fmt::format("num_iterations = {}: expected >= 0, or -1 for the Chinchilla horizon",
+                      c.num_iterations()));
+  require(c.target_param_data_ratio() > 0,
+          fmt::format("target_param_data_ratio = {}: expected > 0", c.target_param_data_ratio()));
+  for (auto [name, v] : {std::pair<const char*, double>{"embedding_lr", c.embedding_lr()},
+                         {"unembedding_lr", c.unembedding_lr()},
+                         {"matrix_lr", c.matrix_lr()},
+                         {"scalar_lr", c.scalar_lr()},
+                         {"weight_decay", c.weight_decay()},
+                         {"grad_clip", c.grad_clip()}}) {
+    require(v >= 0 && std::isfinite(v), fmt::format("{} = {}: expected >= 0", name, v));
+  }
+  require(c.adam_beta1() >= 0 && c.adam_beta1() < 1 && c.adam_beta2() >= 0 && c.adam_beta2() < 1,
+          "adam_beta1 and adam_beta2: expected 0 <= beta < 1");
+  require(c.warmup_ratio() >= 0 && c.warmdown_ratio() >= 0 &&
+              c.warmup_ratio() + c.warmdown_ratio() <= 1,
+          fmt::format("warmup_ratio = {}, warmdown_ratio = {}: expected >= 0 with sum <= 1",
+                      c.warmup_ratio(), c.warmdown_ratio()));
+  require(c.final_lr_frac() >= 0 && c.final_lr_frac() <= 1,
+          fmt::format("final_lr_frac = {}: expected 0..1", c.final_lr_frac()));
+  for (auto [name, v] : {std::pair<const char*, int>{"eval_every", c.eval_every()},
+                         {"sample_every", c.sample_every()},
+                         {"checkpoint_every", c.checkpoint_every()}}) {
+    require(v >= 0, fmt::format("{} = {}: expected >= 0 (0 = only at the end/never)", name, v));
+  }
+  require(c.log_every() >= 1, fmt::format("log_every = {}: expected >= 1", c.log_every()));
+  require(c.eval_tokens() >= 1, fmt::format("eval_tokens = {}: expected >= 1", c.eval_tokens()));
+  require_one_of("device", c.device(), {"auto", "cpu", "cuda"});
+  require_one_of("dtype", c.dtype(), {"auto", "bf16", "fp32"});
+  require_one_of("kernels", c.kernels(), {"auto", "reference"});
+  require(!c.name().empty(), "name: must not be empty");
+
+  // Make every field explicit so the stored JSON is complete.
+  const pb::Descriptor* d = RunConfig::descriptor();
+  const pb::Reflection* r = c.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    if (f->is_repeated() || r->HasField(c, f)) continue;
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_INT32: r->SetInt32(&c, f, r->GetInt32(c, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_INT64: r->SetInt64(&c, f, r->GetInt64(c, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE: r->SetDouble(&c, f, r->GetDouble(c, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL: r->SetBool(&c, f, r->GetBool(c, f)); break;
+      case pb::FieldDescriptor::CPPTYPE_STRING: r->SetString(&c, f, r->GetString(c, f)); break;
+      default: break;
+    }
+  }
+  return c;
+}
+
+std::string config_to_json(const RunConfig& cfg, bool pretty) {
+  pb::util::JsonPrintOptions opt;
+  opt.add_whitespace = pretty;
+  opt.preserve_proto_field_names = true;
+  std::string out;
+  auto status = pb::util::MessageToJsonString(cfg, &out, opt);
+  HYLAB_CHECK(status.ok(), "config_to_json: {}", status.ToString());
+  return out;
+}
+
+RunConfig config_from_json(const std::string& json) {
+  RunConfig cfg;
+  pb::util::JsonParseOptions opt;
+  auto status = pb::util::JsonStringToMessage(json, &cfg, opt);
+  if (!status.ok()) throw ConfigError("config JSON: " + status.ToString());
+  return cfg;
+}
+
+std::string config_hash(const RunConfig& resolved) {
+  const std::string json = config_to_json(resolved, false);
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64
+  for (unsigned char ch : json) {
+    h ^= ch;
+    h *= 1099511628211ull;
+  }
+  return fmt::format("{:016x}", h);
+}
+
+GPTConfig gpt_config(const RunConfig& r) {
+  GPTConfig g;
+  g.sequence_len = r.sequence_len();
+  g.vocab_size = r.vocab_size();
+  g.n_layer = r.n_layer();
+  g.n_embd = r.n_embd();
+  g.n_head = r.n_head();
+  g.n_kv_head = r.n_kv_head();
+  g.block_pattern = block_pattern_of(r);
+  if (g.block_pattern.empty()) g.block_pattern.assign(g.n_layer, BlockType::kTransformer);
+  HYLAB_CHECK(static_cast<int>(g.block_pattern.size()) == g.n_layer,
+              "gpt_config needs a resolved config (block_pattern {} vs n_layer {})",
+              g.block_pattern.size(), g.n_layer);
+  g.mamba_d_state = r.mamba_d_state();
+  g.mamba_d_conv = r.mamba_d_conv();
+  g.mamba_expand = r.mamba_expand();
+  g.mamba_use_mlp = r.mamba_use_mlp();
+  g.mamba_dt_rank = r.mamba_dt_rank() > 0 ? r.mamba_dt_rank() : (r.n_embd() + 15) / 16;
+  g.mamba_dt_min = r.mamba_dt_min();
+  g.mamba_dt_max = r.mamba_dt_max();
+  g.mamba_dt_init_floor = r.mamba_dt_init_floor();
+  g.rope_base = r.rope_base();
+  g.logit_softcap = r.logit_softcap();
+  return g;
+}
+
+}  // namespace hylab

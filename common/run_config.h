@@ -1,0 +1,92 @@
+// Loading, overriding, resolving and serialising a run's config (proto/config.proto).
+//
+// Data flow: YAML file -> load_config_file -> apply_override("key", "value")... ->
+// resolve_config -> (stored as JSON with the run / trial) -> gpt_config() for the model.
+// Every error is a hylab::ConfigError whose message names the field and what is allowed.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "proto/config.pb.h"
+
+namespace hylab {
+
+using proto::RunConfig;
+
+enum class BlockType { kTransformer, kMamba };
+
+// "T" or "M".
+const char* block_type_letter(BlockType t);
+
+// Parses one pattern entry, case-insensitive: T/transformer or M/mamba. Returns false if not.
+bool parse_block_type(const std::string& s, BlockType* out);
+
+// Parses a compact pattern: "TTMM", "T*12,M*8", "(T,M)*10", "T,transformer,M*2".
+// Throws ConfigError naming `field` and the offending text.
+std::vector<BlockType> parse_block_pattern(const std::string& text,
+                                           const std::string& field = "block_pattern");
+
+// The block_pattern field of a config (list or one compact string) as one type per layer.
+// Empty list -> empty vector (the caller decides the default).
+std::vector<BlockType> block_pattern_of(const RunConfig& cfg);
+
+// Run-length form for display and sweep names: {T,T,M} -> "T*2,M".
+std::string compact_block_pattern(const std::vector<BlockType>& pattern);
+
+// Reads a YAML (or JSON) file into a config. Unknown keys are errors. Paths: as given.
+RunConfig load_config_file(const std::string& path);
+
+// Sets one field from text, as from `--key=value` (hyphens in key become underscores).
+// The value is parsed as YAML, so lists ("[T, M]") and numbers work.
+void apply_override(RunConfig* cfg, const std::string& key, const std::string& value);
+
+// Applies `--key=value` / `--key value` arguments; returns the ones that are not config
+// keys (so callers can reject them). Flags with hyphens or underscores are both accepted.
+std::vector<std::string> apply_override_args(RunConfig* cfg, const std::vector<std::string>& args);
+
+// True if `key` (after hyphen normalisation) names a RunConfig field.
+bool is_config_key(const std::string& key);
+
+// Validates and fills every derived field. The result has every field set.
+// Throws ConfigError naming the first bad field.
+RunConfig resolve_config(const RunConfig& cfg);
+
+// Canonical JSON of a config (every set field, proto field names). Parses back identically.
+std::string config_to_json(const RunConfig& cfg, bool pretty = true);
+RunConfig config_from_json(const std::string& json);
+
+// Stable 16-hex-digit hash of a resolved config's canonical JSON (sweep de-duplication).
+std::string config_hash(const RunConfig& resolved);
+
+// The model's view of a resolved config, with typed pattern and derived sizes.
+struct GPTConfig {
+  int sequence_len = 2048;
+  int vocab_size = 32768;
+  int n_layer = 12;
+  int n_embd = 768;   // C
+  int n_head = 6;     // H
+  int n_kv_head = 6;  // Hkv
+  std::vector<BlockType> block_pattern;  // one per layer
+  int mamba_d_state = 16;  // N
+  int mamba_d_conv = 4;    // K
+  int mamba_expand = 2;
+  bool mamba_use_mlp = false;
+  int mamba_dt_rank = 48;  // R
+  double mamba_dt_min = 0.001;
+  double mamba_dt_max = 0.1;
+  double mamba_dt_init_floor = 1e-4;
+  double rope_base = 10000;
+  double logit_softcap = 15;
+
+  int head_dim() const { return n_embd / n_head; }                      // Dh
+  int d_inner() const { return mamba_expand * n_embd; }                 // E
+  int padded_vocab_size() const { return (vocab_size + 63) / 64 * 64; }  // V padded to 64
+  int count(BlockType t) const;
+};
+
+// Requires a resolved config (resolve_config).
+GPTConfig gpt_config(const RunConfig& resolved);
+
+}  // namespace hylab

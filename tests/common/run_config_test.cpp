@@ -1,0 +1,155 @@
+#include "common/run_config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+
+#include "common/check.h"
+
+namespace hylab {
+namespace {
+
+std::string pattern_string(const RunConfig& c) {
+  std::string s;
+  for (const auto& p : c.block_pattern()) s += p;
+  return s;
+}
+
+std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(RunConfig, DefaultIsAllTransformer) {
+  RunConfig c = resolve_config(RunConfig());
+  EXPECT_EQ(c.n_layer(), 12);
+  EXPECT_EQ(pattern_string(c), std::string(12, 'T'));
+  EXPECT_EQ(c.sequence_len(), c.max_seq_len());
+  EXPECT_EQ(c.mamba_dt_rank(), 48);  // ceil(768/16)
+}
+
+TEST(RunConfig, DepthDerivesWidthsAsNanochat) {
+  RunConfig c;
+  c.set_depth(20);
+  c = resolve_config(c);
+  EXPECT_EQ(c.n_layer(), 20);
+  EXPECT_EQ(c.n_embd(), 1280);
+  EXPECT_EQ(c.n_head(), 10);
+  EXPECT_EQ(c.n_kv_head(), 10);
+  c.Clear();
+  c.set_depth(1);
+  c = resolve_config(c);
+  EXPECT_EQ(c.n_head(), 1);  // max(1, ceil(64/128))
+}
+
+TEST(RunConfig, CompactPatterns) {
+  auto p = parse_block_pattern("T*12,M*8");
+  ASSERT_EQ(p.size(), 20u);
+  EXPECT_EQ(compact_block_pattern(p), "T*12,M*8");
+  EXPECT_EQ(compact_block_pattern(parse_block_pattern("(T,M)*3")), "T,M,T,M,T,M");
+  EXPECT_EQ(compact_block_pattern(parse_block_pattern("TTMM")), "T*2,M*2");
+  EXPECT_EQ(compact_block_pattern(parse_block_pattern("transformer, Mamba*2")), "T,M*2");
+  EXPECT_EQ(compact_block_pattern(parse_block_pattern("T*2,(M*2,T)*2")), "T*2,M*2,T,M*2,T");
+}
+
+TEST(RunConfig, ListPatternWithAliasesAndCase) {
+  RunConfig c;
+  for (const char* s : {"T", "transformer", "MAMBA", "m"}) c.add_block_pattern(s);
+  c = resolve_config(c);
+  EXPECT_EQ(c.n_layer(), 4);  // taken from the pattern when nothing else sets it
+  EXPECT_EQ(pattern_string(c), "TTMM");
+}
+
+TEST(RunConfig, BadEntryNamesPosition) {
+  RunConfig c;
+  for (const char* s : {"T", "T", "M", "X"}) c.add_block_pattern(s);
+  EXPECT_EQ(error_of([&] { resolve_config(c); }),
+            "block_pattern[3] = \"X\": expected T/transformer or M/mamba");
+  EXPECT_NE(error_of([] { parse_block_pattern("T*2,Q"); }).find("unknown block type \"Q\""),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_block_pattern("(T,M"); }).find("missing ')'"), std::string::npos);
+}
+
+TEST(RunConfig, LengthMismatchSaysBothNumbers) {
+  RunConfig c;
+  c.set_n_layer(12);
+  c.add_block_pattern("T*10");
+  const std::string e = error_of([&] { resolve_config(c); });
+  EXPECT_NE(e.find("10 entries"), std::string::npos) << e;
+  EXPECT_NE(e.find("n_layer is 12"), std::string::npos) << e;
+}
+
+TEST(RunConfig, RangeChecksNameTheField) {
+  RunConfig c;
+  c.set_mamba_dt_min(0.5);
+  c.set_mamba_dt_max(0.1);
+  EXPECT_NE(error_of([&] { resolve_config(c); }).find("mamba_dt_min"), std::string::npos);
+  c.Clear();
+  c.set_n_embd(768);
+  c.set_n_head(5);
+  EXPECT_NE(error_of([&] { resolve_config(c); }).find("n_head = 5"), std::string::npos);
+  c.Clear();
+  c.set_n_kv_head(4);
+  EXPECT_NE(error_of([&] { resolve_config(c); }).find("n_kv_head = 4 must divide"), std::string::npos);
+  c.Clear();
+  c.set_mamba_d_conv(7);
+  EXPECT_NE(error_of([&] { resolve_config(c); }).find("mamba_d_conv = 7"), std::string::npos);
+}
+
+TEST(RunConfig, OverridesAcceptHyphensAndLists) {
+  RunConfig c;
+  auto rest = apply_override_args(
+      &c, {"--device-batch-size=16", "--max_seq_len", "1024", "--block_pattern=[T, M]",
+           "--mamba_use_mlp", "--not_a_key=3", "positional"});
+  EXPECT_EQ(c.device_batch_size(), 16);
+  EXPECT_EQ(c.max_seq_len(), 1024);
+  EXPECT_EQ(c.block_pattern_size(), 2);
+  EXPECT_TRUE(c.mamba_use_mlp());
+  ASSERT_EQ(rest.size(), 2u);
+  EXPECT_EQ(rest[0], "--not_a_key=3");
+  EXPECT_NE(error_of([&] { apply_override(&c, "depth", "four"); }).find("depth = \"four\": expected an integer"),
+            std::string::npos);
+}
+
+TEST(RunConfig, YamlFileAndJsonRoundTrip) {
+  const std::string path = ::testing::TempDir() + "/cfg.yaml";
+  {
+    std::ofstream f(path);
+    f << "depth: 4\nblock_pattern: [T, M, T, M]\nmamba_d_state: 32\nmax_seq_len: 128\n";
+  }
+  RunConfig r = resolve_config(load_config_file(path));
+  EXPECT_EQ(r.n_embd(), 256);
+  EXPECT_EQ(pattern_string(r), "TMTM");
+  const std::string json = config_to_json(r);
+  RunConfig back = config_from_json(json);
+  EXPECT_EQ(config_to_json(back), json);
+  EXPECT_EQ(config_hash(back), config_hash(r));
+  EXPECT_EQ(config_to_json(resolve_config(back)), json);  // resolving is idempotent
+
+  {
+    std::ofstream f(path);
+    f << "depth: 4\nmamba_d_sate: 32\n";
+  }
+  EXPECT_NE(error_of([&] { load_config_file(path); }).find("unknown config key \"mamba_d_sate\""),
+            std::string::npos);
+}
+
+TEST(RunConfig, GptConfigView) {
+  RunConfig c;
+  c.set_depth(4);
+  c.add_block_pattern("T,M*3");
+  c.set_vocab_size(1000);
+  GPTConfig g = gpt_config(resolve_config(c));
+  EXPECT_EQ(g.count(BlockType::kMamba), 3);
+  EXPECT_EQ(g.padded_vocab_size(), 1024);
+  EXPECT_EQ(g.d_inner(), 512);
+  EXPECT_EQ(g.head_dim(), 128);
+}
+
+}  // namespace
+}  // namespace hylab
