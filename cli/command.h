@@ -31,6 +31,10 @@ struct Registrar {
 // with underscores (the seed's spelling) and with hyphens.
 std::string flag(const std::string& name);
 
+// Gets or creates a command group such as `bench` or `model`, so several cmd_*.cpp files can
+// each add one sub-subcommand (`hylab bench kernels`, `hylab bench train`).
+CLI::App* group(CLI::App& root, const std::string& name, const std::string& description);
+
 // Process exit status for a subcommand; set by callbacks that want a non-zero exit
 // without an error message (e.g. a trainer that diverged).
 int& exit_status();

@@ -23,6 +23,15 @@ std::string flag(const std::string& name) {
   return "--" + name + ",--" + hyphen;
 }
 
+CLI::App* group(CLI::App& root, const std::string& name, const std::string& description) {
+  for (CLI::App* sub : root.get_subcommands([](CLI::App*) { return true; })) {
+    if (sub->get_name() == name) return sub;
+  }
+  CLI::App* g = root.add_subcommand(name, description);
+  g->require_subcommand(1);
+  return g;
+}
+
 int& exit_status() {
   static int status = 0;
   return status;
