@@ -1,0 +1,59 @@
+// The Mamba path's primitive ops, one dispatch point for all of them.
+//
+// CUDA tensors go to our kernels (model/cuda_ops.h, kernels/) when the build has them and
+// `use_kernels` is true; everything else goes to the plain-LibTorch reference
+// (model/reference_ops.h), which is also the oracle the kernel tests compare against.
+//
+// Shapes (channel-major, as the kernels want them):
+//   u, delta, z, y: (B, E, T)   A: (E, N) fp32   Bm, Cm: (B, N, T)   D, delta_bias: (E) fp32
+//   conv x: (B, E, T)  weight: (E, K)  bias: (E)
+// Activations may be fp32 or bf16; states and accumulation are fp32.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <tuple>
+
+namespace hylab::ops {
+
+// True when this build has our CUDA kernels (LibTorch with CUDA + nvcc).
+bool have_cuda_kernels();
+
+// Selective scan (Mamba v1), differentiable in every input:
+//   d = delta (+ delta_bias) (softplus'd if delta_softplus)
+//   x_t = exp(d_t * A) * x_{t-1} + d_t * Bm_t * u_t;   y_t = <x_t, Cm_t> + D * u_t
+//   y = y * silu(z) if z is defined.
+// z and delta_bias may be undefined tensors.
+torch::Tensor selective_scan(const torch::Tensor& u, const torch::Tensor& delta,
+                             const torch::Tensor& A, const torch::Tensor& Bm,
+                             const torch::Tensor& Cm, const torch::Tensor& D,
+                             const torch::Tensor& z, const torch::Tensor& delta_bias,
+                             bool delta_softplus, bool use_kernels = true);
+
+// Same, no autograd, also returning the final state (B, E, N) fp32: prefill for decoding.
+std::tuple<torch::Tensor, torch::Tensor> selective_scan_with_state(
+    const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+    const torch::Tensor& Bm, const torch::Tensor& Cm, const torch::Tensor& D,
+    const torch::Tensor& z, const torch::Tensor& delta_bias, bool delta_softplus,
+    bool use_kernels = true);
+
+// Depthwise causal conv1d over T (left zero padding K-1), optional fused SiLU. Differentiable.
+torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias, bool silu, bool use_kernels = true);
+
+// One decode step of the conv: conv_state (B, E, K) holds the last K inputs and is rolled
+// in place (drop oldest, append x); x (B, E) -> out (B, E). No autograd.
+torch::Tensor causal_conv1d_update(const torch::Tensor& x, torch::Tensor& conv_state,
+                                   const torch::Tensor& weight, const torch::Tensor& bias,
+                                   bool silu, bool use_kernels = true);
+
+// One decode step of the scan: ssm_state (B, E, N) fp32 updated in place.
+// x, dt, z: (B, E)   Bm, Cm: (B, N)   A: (E, N)   D, dt_bias: (E)  -> y (B, E). No autograd.
+torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tensor& x,
+                                     const torch::Tensor& dt, const torch::Tensor& A,
+                                     const torch::Tensor& Bm, const torch::Tensor& Cm,
+                                     const torch::Tensor& D, const torch::Tensor& z,
+                                     const torch::Tensor& dt_bias, bool dt_softplus,
+                                     bool use_kernels = true);
+
+}  // namespace hylab::ops

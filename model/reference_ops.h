@@ -1,0 +1,32 @@
+// Plain-LibTorch reference implementations of the Mamba primitives: the CPU path and the
+// oracle for the CUDA kernels. Exact (no approximations), computed in fp32 (or fp64 when
+// given fp64 inputs) whatever the input dtype, and returned in the input dtype of u / x.
+// Same signatures and shapes as model/ops.h. Differentiable through LibTorch autograd.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <tuple>
+
+namespace hylab::ref {
+
+// Returns (y, last_state (B, E, N)).
+std::tuple<torch::Tensor, torch::Tensor> selective_scan(
+    const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+    const torch::Tensor& Bm, const torch::Tensor& Cm, const torch::Tensor& D,
+    const torch::Tensor& z, const torch::Tensor& delta_bias, bool delta_softplus);
+
+torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias, bool silu);
+
+torch::Tensor causal_conv1d_update(const torch::Tensor& x, torch::Tensor& conv_state,
+                                   const torch::Tensor& weight, const torch::Tensor& bias,
+                                   bool silu);
+
+torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tensor& x,
+                                     const torch::Tensor& dt, const torch::Tensor& A,
+                                     const torch::Tensor& Bm, const torch::Tensor& Cm,
+                                     const torch::Tensor& D, const torch::Tensor& z,
+                                     const torch::Tensor& dt_bias, bool dt_softplus);
+
+}  // namespace hylab::ref
