@@ -1,0 +1,161 @@
+#include "store/db.h"
+
+#include <sqlite3.h>
+
+#include <filesystem>
+
+#include "common/check.h"
+
+namespace hylab::store {
+namespace {
+
+constexpr int kBusyTimeoutMs = 30000;
+
+[[noreturn]] void fail(sqlite3* db, const std::string& path, const std::string& what) {
+  HYLAB_FAIL("SQLite database {}: {}: {}", path, what, db ? sqlite3_errmsg(db) : "out of memory");
+}
+
+}  // namespace
+
+Stmt::Stmt(sqlite3* db, sqlite3_stmt* stmt, std::string sql, std::string db_path)
+    : db_(db), stmt_(stmt), sql_(std::move(sql)), db_path_(std::move(db_path)) {}
+
+Stmt::Stmt(Stmt&& o) noexcept
+    : db_(o.db_), stmt_(o.stmt_), sql_(std::move(o.sql_)), db_path_(std::move(o.db_path_)) {
+  o.stmt_ = nullptr;
+}
+
+Stmt& Stmt::operator=(Stmt&& o) noexcept {
+  if (this != &o) {
+    if (stmt_) sqlite3_finalize(stmt_);
+    db_ = o.db_;
+    stmt_ = o.stmt_;
+    sql_ = std::move(o.sql_);
+    db_path_ = std::move(o.db_path_);
+    o.stmt_ = nullptr;
+  }
+  return *this;
+}
+
+Stmt::~Stmt() {
+  if (stmt_) sqlite3_finalize(stmt_);
+}
+
+Stmt& Stmt::bind(int i, int64_t v) {
+  if (sqlite3_bind_int64(stmt_, i, v) != SQLITE_OK) fail(db_, db_path_, "bind in: " + sql_);
+  return *this;
+}
+
+Stmt& Stmt::bind(int i, double v) {
+  if (sqlite3_bind_double(stmt_, i, v) != SQLITE_OK) fail(db_, db_path_, "bind in: " + sql_);
+  return *this;
+}
+
+Stmt& Stmt::bind(int i, const std::string& v) {
+  if (sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT) !=
+      SQLITE_OK) {
+    fail(db_, db_path_, "bind in: " + sql_);
+  }
+  return *this;
+}
+
+Stmt& Stmt::bind_null(int i) {
+  if (sqlite3_bind_null(stmt_, i) != SQLITE_OK) fail(db_, db_path_, "bind in: " + sql_);
+  return *this;
+}
+
+bool Stmt::step() {
+  const int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  const std::string msg = sqlite3_errmsg(db_);
+  sqlite3_reset(stmt_);
+  HYLAB_FAIL("SQLite database {}: executing {}: {}", db_path_, sql_, msg);
+}
+
+void Stmt::run() {
+  while (step()) {
+  }
+  sqlite3_reset(stmt_);
+}
+
+void Stmt::reset() { sqlite3_reset(stmt_); }
+
+bool Stmt::is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
+int64_t Stmt::int64(int col) const { return sqlite3_column_int64(stmt_, col); }
+double Stmt::real(int col) const { return sqlite3_column_double(stmt_, col); }
+std::string Stmt::text(int col) const {
+  const auto* p = sqlite3_column_text(stmt_, col);
+  return p ? std::string(reinterpret_cast<const char*>(p),
+                         static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
+           : std::string();
+}
+int Stmt::column_count() const { return sqlite3_column_count(stmt_); }
+std::string Stmt::column_name(int col) const { return sqlite3_column_name(stmt_, col); }
+
+std::unique_ptr<Db> Db::open(const std::string& path, bool read_only) {
+  if (!read_only) {
+    const auto parent = std::filesystem::path(path).parent_path();
+    std::error_code ec;
+    if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  } else if (!std::filesystem::exists(path)) {
+    HYLAB_FAIL("SQLite database {} does not exist (pass --db PATH or set HYLAB_DB)", path);
+  }
+  sqlite3* db = nullptr;
+  const int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    HYLAB_FAIL("cannot open SQLite database {}: {}", path, msg);
+  }
+  std::unique_ptr<Db> out(new Db(db, path));
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  if (!read_only) {
+    out->exec("PRAGMA journal_mode=WAL");
+    out->exec("PRAGMA synchronous=NORMAL");
+  }
+  out->exec("PRAGMA foreign_keys=ON");
+  return out;
+}
+
+Db::~Db() { sqlite3_close_v2(db_); }
+
+void Db::exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db_);
+    sqlite3_free(err);
+    HYLAB_FAIL("SQLite database {}: executing {}: {}", path_, sql.substr(0, 200), msg);
+  }
+}
+
+Stmt Db::prepare(const std::string& sql) {
+  sqlite3_stmt* stmt = nullptr;
+  if (sqlite3_prepare_v2(db_, sql.c_str(), static_cast<int>(sql.size()), &stmt, nullptr) !=
+      SQLITE_OK) {
+    fail(db_, path_, "preparing " + sql);
+  }
+  return Stmt(db_, stmt, sql, path_);
+}
+
+int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
+int Db::changes() const { return sqlite3_changes(db_); }
+
+Tx::Tx(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+
+Tx::~Tx() {
+  if (!done_) {
+    try {
+      db_.exec("ROLLBACK");
+    } catch (...) {
+      // The transaction may already be gone (e.g. SQLite rolled it back on an I/O error).
+    }
+  }
+}
+
+void Tx::commit() {
+  db_.exec("COMMIT");
+  done_ = true;
+}
+
+}  // namespace hylab::store

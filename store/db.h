@@ -1,0 +1,100 @@
+// A thin RAII layer over the SQLite C API: one connection (Db), prepared statements (Stmt)
+// and write transactions (Tx). Every failure throws hylab::Error naming the database file,
+// the statement and SQLite's message.
+//
+// Thread safety: a Db and its Stmts belong to one thread. Several processes may open the
+// same file: connections use WAL and a busy_timeout, and Tx takes the write lock up front
+// (BEGIN IMMEDIATE) so two writers never deadlock on a lock upgrade.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace hylab::store {
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, sqlite3_stmt* stmt, std::string sql, std::string db_path);
+  Stmt(Stmt&&) noexcept;
+  Stmt& operator=(Stmt&&) noexcept;
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  ~Stmt();
+
+  // Parameters are 1-based, as in SQLite. Returns *this to chain.
+  Stmt& bind(int i, int64_t v);
+  Stmt& bind(int i, int v) { return bind(i, static_cast<int64_t>(v)); }
+  Stmt& bind(int i, double v);
+  Stmt& bind(int i, const std::string& v);
+  Stmt& bind(int i, const char* v) { return bind(i, std::string(v)); }
+  Stmt& bind_null(int i);
+  template <typename T>
+  Stmt& bind(int i, const std::optional<T>& v) {
+    return v ? bind(i, *v) : bind_null(i);
+  }
+
+  // Runs one step: true if a row is available, false when done.
+  bool step();
+  // step() until done (for statements without rows).
+  void run();
+  // Makes the statement ready to run again; bindings are kept unless cleared.
+  void reset();
+
+  // Columns are 0-based.
+  bool is_null(int col) const;
+  int64_t int64(int col) const;
+  double real(int col) const;
+  std::string text(int col) const;
+  int column_count() const;
+  std::string column_name(int col) const;
+
+ private:
+  sqlite3* db_ = nullptr;
+  sqlite3_stmt* stmt_ = nullptr;
+  std::string sql_;
+  std::string db_path_;
+};
+
+class Db {
+ public:
+  // Opens (creating if needed unless read_only) the file and sets WAL, busy_timeout,
+  // foreign_keys. Creates the parent directory of a new file. Throws hylab::Error.
+  static std::unique_ptr<Db> open(const std::string& path, bool read_only = false);
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  void exec(const std::string& sql);
+  Stmt prepare(const std::string& sql);
+  int64_t last_insert_rowid() const;
+  int changes() const;
+  const std::string& path() const { return path_; }
+  sqlite3* raw() { return db_; }
+
+ private:
+  Db(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
+  sqlite3* db_;
+  std::string path_;
+};
+
+// A write transaction: BEGIN IMMEDIATE in the constructor, ROLLBACK in the destructor
+// unless commit() was called.
+class Tx {
+ public:
+  explicit Tx(Db& db);
+  ~Tx();
+  void commit();
+  Tx(const Tx&) = delete;
+  Tx& operator=(const Tx&) = delete;
+
+ private:
+  Db& db_;
+  bool done_ = false;
+};
+
+}  // namespace hylab::store

@@ -1,0 +1,292 @@
+#include "store/schema.h"
+
+#include <algorithm>
+#include <array>
+
+#include <nlohmann/json.hpp>
+
+#include <cstdlib>
+
+#include "common/check.h"
+
+namespace hylab::store {
+namespace {
+
+// Keep docs/SCHEMA.md in step with this text.
+constexpr const char* kSchemaSql = R"SQL(
+CREATE TABLE IF NOT EXISTS workers (
+  worker_id    TEXT PRIMARY KEY,        -- chosen by the worker: host:pid:random
+  host         TEXT NOT NULL,
+  gpus         INTEGER NOT NULL,        -- 0 = CPU-only worker (runs one CPU trial at a time)
+  gpu_names    TEXT NOT NULL DEFAULT '',-- JSON list, one entry per GPU
+  gpu_mem_gib  REAL NOT NULL DEFAULT 0, -- per GPU
+  mem_gib      REAL NOT NULL DEFAULT 0, -- host memory
+  cpus         INTEGER NOT NULL DEFAULT 0,
+  public_key   TEXT NOT NULL DEFAULT '',-- Z85 CurveZMQ key ('' when --insecure)
+  state        TEXT NOT NULL,           -- alive | draining | lost
+  first_seen   REAL NOT NULL,
+  last_seen    REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS sweeps (
+  sweep_id        INTEGER PRIMARY KEY,
+  name            TEXT NOT NULL,        -- "local" for `hylab train` runs without daemons
+  spec_yaml       TEXT NOT NULL DEFAULT '',
+  spec_path       TEXT NOT NULL DEFAULT '',
+  metric_name     TEXT NOT NULL DEFAULT 'val_bpb',
+  metric_goal     TEXT NOT NULL DEFAULT 'minimize',  -- minimize | maximize
+  priority        INTEGER NOT NULL DEFAULT 0,        -- higher runs first
+  gpus_per_trial  INTEGER NOT NULL DEFAULT 1,
+  max_retries     INTEGER NOT NULL DEFAULT 2,
+  early_stop_json TEXT NOT NULL DEFAULT '',          -- the spec's early_stop as JSON
+  state           TEXT NOT NULL,        -- running | completed | cancelled | local
+  created_at      REAL NOT NULL,
+  finished_at     REAL
+);
+
+CREATE TABLE IF NOT EXISTS trials (
+  trial_id        INTEGER PRIMARY KEY,
+  sweep_id        INTEGER NOT NULL REFERENCES sweeps(sweep_id),
+  trial_index     INTEGER NOT NULL,     -- position in the sweep's expansion
+  params_json     TEXT NOT NULL,        -- the swept values, e.g. {"block_pattern":"(T,M)*2"}
+  config_json     TEXT NOT NULL,        -- resolved RunConfig (common/run_config.h)
+  config_hash     TEXT NOT NULL,
+  block_pattern   TEXT NOT NULL,        -- resolved, run-length form: "T*2,M*2", "T,M,T,M"
+  n_layer         INTEGER NOT NULL,
+  n_embd          INTEGER NOT NULL,
+  n_attn_layers   INTEGER NOT NULL,
+  n_mamba_layers  INTEGER NOT NULL,
+  mamba_d_state   INTEGER NOT NULL,
+  mamba_expand    INTEGER NOT NULL,
+  mamba_d_conv    INTEGER NOT NULL,
+  seed            INTEGER NOT NULL,
+  gpus            INTEGER NOT NULL,     -- GPUs the trial needs (0 = CPU)
+  priority        INTEGER NOT NULL DEFAULT 0,
+  state           TEXT NOT NULL,        -- see is_trial_state()
+  attempt         INTEGER NOT NULL DEFAULT 0,  -- current or last attempt; 0 = never started
+  failures        INTEGER NOT NULL DEFAULT 0,  -- failed attempts (counted against max_retries)
+  worker_id       TEXT,                 -- worker of the current or last attempt
+  run_dir         TEXT NOT NULL DEFAULT '',
+  reason          TEXT NOT NULL DEFAULT '',
+  last_step       INTEGER NOT NULL DEFAULT -1,  -- newest metric step stored
+  checkpoint_step INTEGER NOT NULL DEFAULT -1,  -- newest durable checkpoint reported
+  created_at      REAL NOT NULL,
+  started_at      REAL,
+  finished_at     REAL
+);
+CREATE INDEX IF NOT EXISTS trials_by_sweep ON trials(sweep_id, trial_index);
+CREATE INDEX IF NOT EXISTS trials_by_state ON trials(state);
+CREATE INDEX IF NOT EXISTS trials_by_run_dir ON trials(run_dir);
+
+CREATE TABLE IF NOT EXISTS trial_params (
+  trial_id   INTEGER NOT NULL REFERENCES trials(trial_id),
+  name       TEXT NOT NULL,             -- a RunConfig key
+  value      TEXT NOT NULL,             -- as written in the sweep (YAML scalar / compact pattern)
+  value_num  REAL,                      -- the same value when it is a number, else NULL
+  PRIMARY KEY (trial_id, name)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS trial_attempts (
+  trial_id     INTEGER NOT NULL REFERENCES trials(trial_id),
+  attempt      INTEGER NOT NULL,        -- 1, 2, ...
+  worker_id    TEXT NOT NULL,
+  state        TEXT NOT NULL,           -- running, then the attempt's outcome
+  reason       TEXT NOT NULL DEFAULT '',
+  exit_code    INTEGER,
+  log_tail     TEXT NOT NULL DEFAULT '',
+  resumed      INTEGER NOT NULL DEFAULT 0,  -- 1 if launched with --resume
+  last_seq     INTEGER NOT NULL DEFAULT 0,  -- newest metrics batch sequence number stored
+  started_at   REAL NOT NULL,
+  finished_at  REAL,
+  PRIMARY KEY (trial_id, attempt)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS metrics (
+  trial_id   INTEGER NOT NULL,
+  name       TEXT NOT NULL,             -- train_loss, lr, step_time_s, tok_per_s, mfu, val_bpb, ...
+  step       INTEGER NOT NULL,
+  value      REAL NOT NULL,
+  wall_time  REAL NOT NULL,
+  attempt    INTEGER NOT NULL,          -- the attempt that produced the stored value
+  PRIMARY KEY (trial_id, name, step)    -- one value per (trial, metric, step); curves by prefix
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS trial_summary (
+  trial_id              INTEGER PRIMARY KEY REFERENCES trials(trial_id),
+  params_total          INTEGER NOT NULL,
+  params_json           TEXT NOT NULL DEFAULT '',
+  flops_per_token       REAL NOT NULL,
+  steps                 INTEGER NOT NULL,
+  total_time_s          REAL NOT NULL,
+  final_val_bpb         REAL,           -- NULL = not evaluated
+  final_train_loss      REAL,
+  tok_per_s             REAL NOT NULL,
+  mfu                   REAL NOT NULL,
+  peak_mem_gib          REAL NOT NULL,
+  decode_tok_per_s_b1   REAL NOT NULL,
+  decode_tok_per_s_b32  REAL NOT NULL,
+  cache_bytes           INTEGER NOT NULL,
+  updated_at            REAL NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS events (
+  event_id   INTEGER PRIMARY KEY,
+  time       REAL NOT NULL,
+  kind       TEXT NOT NULL,             -- sweep_submitted, trial_assigned, trial_finished, worker_lost, ...
+  sweep_id   INTEGER,
+  trial_id   INTEGER,
+  worker_id  TEXT,
+  attempt    INTEGER,
+  message    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS events_by_trial ON events(trial_id, event_id);
+)SQL";
+
+constexpr std::array<const char*, 8> kTrialStates = {
+    "pending", "running", "succeeded", "failed", "diverged", "oom", "cancelled", "stopped"};
+
+}  // namespace
+
+void ensure_schema(Db& db) {
+  auto version = db.prepare("PRAGMA user_version");
+  version.step();
+  const int64_t v = version.int64(0);
+  version.reset();
+  if (v > kSchemaVersion) {
+    HYLAB_FAIL("SQLite database {} has schema version {}, newer than this hylab knows ({}); "
+               "use a newer hylab or another --db",
+               db.path(), v, kSchemaVersion);
+  }
+  if (v == kSchemaVersion) return;
+  Tx tx(db);
+  db.exec(kSchemaSql);
+  db.exec("PRAGMA user_version = " + std::to_string(kSchemaVersion));
+  tx.commit();
+}
+
+bool is_trial_state(const std::string& s) {
+  return std::find(kTrialStates.begin(), kTrialStates.end(), s) != kTrialStates.end();
+}
+
+bool is_final_trial_state(const std::string& s) {
+  return is_trial_state(s) && s != "pending" && s != "running";
+}
+
+std::string trial_state_list() {
+  std::string out;
+  for (const char* s : kTrialStates) out += (out.empty() ? "" : ", ") + std::string(s);
+  return out;
+}
+
+void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points) {
+  if (points.empty()) return;
+  auto ins = db.prepare(
+      "INSERT INTO metrics(trial_id, name, step, value, wall_time, attempt) VALUES(?,?,?,?,?,?) "
+      "ON CONFLICT(trial_id, name, step) DO UPDATE SET value=excluded.value, "
+      "wall_time=excluded.wall_time, attempt=excluded.attempt");
+  int64_t max_step = -1;
+  for (const auto& p : points) {
+    ins.bind(1, trial_id).bind(2, p.name).bind(3, p.step).bind(4, p.value).bind(5, p.wall_time);
+    ins.bind(6, attempt);
+    ins.run();
+    max_step = std::max(max_step, p.step);
+  }
+  db.prepare("UPDATE trials SET last_step = MAX(last_step, ?) WHERE trial_id = ?")
+      .bind(1, max_step)
+      .bind(2, trial_id)
+      .run();
+}
+
+void put_summary(Db& db, int64_t trial_id, const RunSummary& s) {
+  auto st = db.prepare(
+      "INSERT OR REPLACE INTO trial_summary(trial_id, params_total, params_json, flops_per_token, "
+      "steps, total_time_s, final_val_bpb, final_train_loss, tok_per_s, mfu, peak_mem_gib, "
+      "decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, updated_at) "
+      "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  st.bind(1, trial_id).bind(2, s.params_total).bind(3, s.params_json).bind(4, s.flops_per_token);
+  st.bind(5, s.steps).bind(6, s.total_time_s);
+  if (s.final_val_bpb >= 0) st.bind(7, s.final_val_bpb); else st.bind_null(7);
+  if (s.final_train_loss >= 0) st.bind(8, s.final_train_loss); else st.bind_null(8);
+  st.bind(9, s.tok_per_s).bind(10, s.mfu).bind(11, s.peak_mem_gib);
+  st.bind(12, s.decode_tok_per_s_b1).bind(13, s.decode_tok_per_s_b32).bind(14, s.cache_bytes);
+  st.bind(15, unix_time_now());
+  st.run();
+}
+
+void add_event(Db& db, const std::string& kind, const std::string& message, int64_t sweep_id,
+               int64_t trial_id, const std::string& worker_id, int64_t attempt) {
+  auto st = db.prepare(
+      "INSERT INTO events(time, kind, sweep_id, trial_id, worker_id, attempt, message) "
+      "VALUES(?,?,?,?,?,?,?)");
+  st.bind(1, unix_time_now()).bind(2, kind);
+  if (sweep_id > 0) st.bind(3, sweep_id); else st.bind_null(3);
+  if (trial_id > 0) st.bind(4, trial_id); else st.bind_null(4);
+  if (!worker_id.empty()) st.bind(5, worker_id); else st.bind_null(5);
+  if (attempt > 0) st.bind(6, attempt); else st.bind_null(6);
+  st.bind(7, message);
+  st.run();
+}
+
+namespace {
+
+// A value as written in a sweep that is a plain number (int or float), else nullopt-like false.
+bool parse_number(const std::string& text, double* out) {
+  if (text.empty()) return false;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (end != text.c_str() + text.size()) return false;
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
+std::string params_to_json(const std::vector<std::pair<std::string, std::string>>& params) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const auto& [name, value] : params) {
+    double num = 0;
+    if (parse_number(value, &num)) {
+      if (num == static_cast<double>(static_cast<int64_t>(num)) &&
+          value.find_first_of(".eE") == std::string::npos) {
+        j[name] = static_cast<int64_t>(num);
+      } else {
+        j[name] = num;
+      }
+    } else {
+      j[name] = value;
+    }
+  }
+  return j.dump();
+}
+
+int64_t insert_trial(Db& db, const NewTrial& t) {
+  const GPTConfig g = gpt_config(t.resolved);
+  auto st = db.prepare(
+      "INSERT INTO trials(sweep_id, trial_index, params_json, config_json, config_hash, "
+      "block_pattern, n_layer, n_embd, n_attn_layers, n_mamba_layers, mamba_d_state, "
+      "mamba_expand, mamba_d_conv, seed, gpus, priority, state, attempt, worker_id, run_dir, "
+      "created_at, started_at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  const double now = unix_time_now();
+  st.bind(1, t.sweep_id).bind(2, t.trial_index).bind(3, params_to_json(t.params));
+  st.bind(4, config_to_json(t.resolved, false)).bind(5, config_hash(t.resolved));
+  st.bind(6, compact_block_pattern(g.block_pattern)).bind(7, g.n_layer).bind(8, g.n_embd);
+  st.bind(9, g.count(BlockType::kTransformer)).bind(10, g.count(BlockType::kMamba));
+  st.bind(11, g.mamba_d_state).bind(12, g.mamba_expand).bind(13, g.mamba_d_conv);
+  st.bind(14, static_cast<int64_t>(t.resolved.seed())).bind(15, t.gpus).bind(16, t.priority);
+  st.bind(17, t.state).bind(18, t.attempt);
+  if (t.worker_id.empty()) st.bind_null(19); else st.bind(19, t.worker_id);
+  st.bind(20, t.run_dir).bind(21, now);
+  if (t.state == "running") st.bind(22, now); else st.bind_null(22);
+  st.run();
+  const int64_t trial_id = db.last_insert_rowid();
+  auto p = db.prepare("INSERT OR REPLACE INTO trial_params(trial_id, name, value, value_num) VALUES(?,?,?,?)");
+  for (const auto& [name, value] : t.params) {
+    double num = 0;
+    p.bind(1, trial_id).bind(2, name).bind(3, value);
+    if (parse_number(value, &num)) p.bind(4, num); else p.bind_null(4);
+    p.run();
+  }
+  return trial_id;
+}
+
+}  // namespace hylab::store
