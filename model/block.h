@@ -1,0 +1,52 @@
+// One block shape for both layer kinds (a hybrid is data, not subclasses):
+//   Transformer (T): x + attn(norm(x)),  x + mlp(norm(x))
+//   Mamba (M):       x + mamba(norm(x)) [, x + mlp(norm(x)) when mamba_use_mlp]
+// Parameter names: h.<i>.attn.*, h.<i>.mamba.*, h.<i>.mlp.*.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+
+#include "common/run_config.h"
+#include "model/inference_cache.h"
+#include "model/mamba.h"
+#include "model/transformer.h"
+
+namespace hylab {
+
+class BlockImpl : public torch::nn::Module {
+ public:
+  BlockImpl(const GPTConfig& cfg, BlockType type, int layer_idx);
+
+  BlockType type() const { return type_; }
+  int layer_idx() const { return layer_idx_; }
+
+  // x (B, T, C); cos/sin (T, Dh/2) for positions [0, T) (ignored by Mamba blocks).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+
+  // Inference for positions [pos, pos+T) with this layer's cache. No autograd.
+  torch::Tensor forward_step(const torch::Tensor& x, const torch::Tensor& cos,
+                             const torch::Tensor& sin, LayerCache& cache, int64_t pos);
+
+  // Empty tensors of this layer's cache kind for `batch` sequences of up to `max_len`.
+  LayerCache make_cache(int64_t batch, int64_t max_len, torch::Device device,
+                        torch::Dtype dtype) const;
+
+  CausalSelfAttention attn{nullptr};  // T blocks
+  MambaMixer mamba{nullptr};          // M blocks
+  MLP mlp{nullptr};                   // T blocks, and M blocks with mamba_use_mlp
+
+ private:
+  BlockType type_;
+  int layer_idx_;
+  int64_t n_kv_head_, head_dim_, d_inner_, d_conv_, d_state_;
+};
+TORCH_MODULE(Block);
+
+// The block factory: `type` is "T"/"transformer" or "M"/"mamba", any case. Anything else
+// throws ConfigError: `block type "X" (layer 3): expected T/transformer or M/mamba`.
+Block create_block(const std::string& type, const GPTConfig& cfg, int layer_idx);
+
+}  // namespace hylab

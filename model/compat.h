@@ -1,0 +1,123 @@
+// Every difference between the LibTorch versions we build against goes through this header:
+// Debian's 1.13 (CPU, the development and CI machines) and 2.x with CUDA (the GPU hosts).
+//
+//   - AutocastGuard: CUDA bf16 autocast for a scope (1.13: set_enabled; >= 2.4: per device).
+//   - causal_attention: scaled_dot_product_attention where it exists (>= 2.0; flash/cuDNN
+//     on GPU), an exact fp32 math fallback elsewhere. Handles a KV cache offset.
+//   - rms_norm: nanochat's weightless RMSNorm (F.rms_norm with eps = finfo(dtype).eps).
+#pragma once
+
+#include <ATen/autocast_mode.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <cstdint>
+#include <limits>
+
+#define HYLAB_TORCH_AT_LEAST(major, minor) \
+  (TORCH_VERSION_MAJOR > (major) ||        \
+   (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+namespace hylab::compat {
+
+// Turns CUDA autocast to bf16 on (or leaves everything as is when `enabled` is false) for
+// the guard's lifetime, and restores the previous state afterwards, like Python's
+// `torch.autocast("cuda", dtype=torch.bfloat16)`. Not copyable; nest freely.
+class AutocastGuard {
+ public:
+  explicit AutocastGuard(bool enabled) : active_(enabled) {
+    if (!active_) return;
+#if HYLAB_TORCH_AT_LEAST(2, 4)
+    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+#else
+    prev_enabled_ = at::autocast::is_enabled();
+    prev_dtype_ = at::autocast::get_autocast_gpu_dtype();
+    at::autocast::set_enabled(true);
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+#endif
+    at::autocast::increment_nesting();
+  }
+  ~AutocastGuard() {
+    if (!active_) return;
+    // As Python's autocast.__exit__: the cast cache lives as long as the outermost region.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+#if HYLAB_TORCH_AT_LEAST(2, 4)
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+#else
+    at::autocast::set_enabled(prev_enabled_);
+    at::autocast::set_autocast_gpu_dtype(prev_dtype_);
+#endif
+  }
+  AutocastGuard(const AutocastGuard&) = delete;
+  AutocastGuard& operator=(const AutocastGuard&) = delete;
+
+ private:
+  bool active_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+// nanochat's norm(): RMSNorm over the last dim, no learnable weight, eps = machine epsilon
+// of the input dtype (what F.rms_norm uses when eps is None). Low-precision inputs are
+// normalised in fp32 and returned in their own dtype.
+inline torch::Tensor rms_norm(const torch::Tensor& x) {
+  if (x.scalar_type() == at::kDouble) {
+    return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) +
+                            std::numeric_limits<double>::epsilon());
+  }
+  const double eps = x.scalar_type() == at::kBFloat16 ? 0.0078125            // 2^-7
+                     : x.scalar_type() == at::kHalf   ? 0.0009765625         // 2^-10
+                                                      : std::numeric_limits<float>::epsilon();
+  torch::Tensor xf = x.to(at::kFloat);
+  return (xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type());
+}
+
+// Causal attention of Tq queries against Tk >= Tq keys, where query i sits at absolute
+// position q_offset + i and key j at position j (q_offset = Tk - Tq with a KV cache, 0 in
+// training). Query i sees keys j <= q_offset + i.
+//   q: (B, H, Tq, Dh)   k, v: (B, Hkv, Tk, Dh) with Hkv dividing H   ->   (B, H, Tq, Dh)
+// Scale 1/sqrt(Dh). The result has q's dtype.
+inline torch::Tensor causal_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                                      int64_t q_offset) {
+  const int64_t H = q.size(1), Hkv = k.size(1), Tq = q.size(2), Tk = k.size(2);
+  TORCH_CHECK(H % Hkv == 0, "causal_attention: Hkv = ", Hkv, " must divide H = ", H);
+  TORCH_CHECK(q_offset >= 0 && q_offset + Tq <= Tk, "causal_attention: q_offset ", q_offset,
+              " + Tq ", Tq, " exceeds Tk ", Tk);
+  if (Hkv != H) {  // GQA/MQA: each kv head serves H/Hkv consecutive query heads
+    k = k.repeat_interleave(H / Hkv, /*dim=*/1);
+    v = v.repeat_interleave(H / Hkv, /*dim=*/1);
+  }
+  // Keep mask: (Tq, Tk), true where key j <= q_offset + i. Not needed when every query sees
+  // every key (one decode query) or for the plain causal case (flash path).
+  auto keep_mask = [&] {
+    auto qi = torch::arange(Tq, torch::dtype(torch::kLong).device(q.device())).unsqueeze(1);
+    auto kj = torch::arange(Tk, torch::dtype(torch::kLong).device(q.device())).unsqueeze(0);
+    return kj <= qi + q_offset;  // (Tq, Tk) bool
+  };
+#if HYLAB_TORCH_AT_LEAST(2, 0)
+  if (q_offset == 0 && Tq == Tk) {
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+  }
+  if (Tq == 1 && q_offset == Tk - 1) {  // one decode query sees every key
+    return at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/false);
+  }
+  return at::scaled_dot_product_attention(q, k, v, keep_mask(), 0.0, /*is_causal=*/false);
+#else
+  // Exact math: scores and softmax in fp32 (fp64 stays fp64).
+  const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(q.size(3)));
+  auto scores = torch::matmul(q.to(acc), k.to(acc).transpose(-2, -1)) * scale;  // (B,H,Tq,Tk)
+  if (!(Tq == 1 && q_offset == Tk - 1)) {
+    scores = scores.masked_fill(keep_mask().logical_not(),
+                                -std::numeric_limits<double>::infinity());
+  }
+  auto att = torch::softmax(scores, -1);
+  return torch::matmul(att, v.to(acc)).to(q.scalar_type());  // (B,H,Tq,Dh)
+#endif
+}
+
+}  // namespace hylab::compat

@@ -1,0 +1,186 @@
+// The hybrid GPT (see gpt.h).
+#include "model/gpt.h"
+
+#include <cmath>
+#include <unordered_set>
+
+#include "common/check.h"
+#include "model/compat.h"
+
+namespace hylab {
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Mamba parameters that go to AdamW at scalar_lr (they are not matrices Muon should see,
+// even the 2-D ones: A_log is a per-channel list of decay rates, conv1d_weight a set of
+// K-tap filters).
+bool is_mamba_scalar(const std::string& name) {
+  for (const char* s : {".mamba.A_log", ".mamba.D", ".mamba.dt_proj.bias", ".mamba.conv1d_weight",
+                        ".mamba.conv1d_bias"}) {
+    if (ends_with(name, s)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+GPTImpl::GPTImpl(const GPTConfig& cfg) : cfg_(cfg) {
+  HYLAB_CHECK(static_cast<int>(cfg.block_pattern.size()) == cfg.n_layer,
+              "GPT: block_pattern has {} entries but n_layer is {} (use resolve_config/gpt_config)",
+              cfg.block_pattern.size(), cfg.n_layer);
+  HYLAB_CHECK(cfg.n_embd % cfg.n_head == 0 && cfg.n_head % cfg.n_kv_head == 0 &&
+                  cfg.head_dim() % 2 == 0,
+              "GPT: n_embd {} / n_head {} / n_kv_head {} are inconsistent (resolve the config first)",
+              cfg.n_embd, cfg.n_head, cfg.n_kv_head);
+  const int64_t V = cfg.padded_vocab_size(), C = cfg.n_embd;
+  wte = register_module("wte", torch::nn::Embedding(V, C));
+  h = register_module("h", torch::nn::ModuleList());
+  for (int i = 0; i < cfg.n_layer; ++i) h->push_back(Block(cfg, cfg.block_pattern[i], i));
+  lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(C, V).bias(false)));
+  rotary_len_ = 10 * static_cast<int64_t>(cfg.sequence_len);
+  std::tie(cos_, sin_) = rotary_tables(rotary_len_, cfg.head_dim(), cfg.rope_base);
+  init_weights();
+}
+
+void GPTImpl::init_weights() {
+  torch::NoGradGuard no_grad;
+  // Parameters with an init of their own (Mamba's): the generic rules below skip them.
+  std::unordered_set<const void*> own;
+  for (const auto& m : h->children()) {
+    auto b = std::dynamic_pointer_cast<BlockImpl>(m);
+    if (b && b->mamba) {
+      for (const auto& p : b->mamba->own_init_parameters()) own.insert(p.unsafeGetTensorImpl());
+    }
+  }
+  for (auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    torch::Tensor& p = item.value();
+    if (own.count(p.unsafeGetTensorImpl())) continue;
+    if (name == "wte.weight") {
+      p.normal_(0.0, 1.0);
+    } else if (name == "lm_head.weight" || ends_with(name, ".c_proj.weight")) {
+      p.zero_();
+    } else if (p.dim() == 2) {
+      // https://arxiv.org/abs/2310.17813 (nanochat): std = min(1, sqrt(fan_out/fan_in)) / sqrt(fan_in)
+      const double fan_out = static_cast<double>(p.size(0)), fan_in = static_cast<double>(p.size(1));
+      p.normal_(0.0, std::min(1.0, std::sqrt(fan_out / fan_in)) / std::sqrt(fan_in));
+    } else {
+      HYLAB_FAIL("GPT::init_weights: no init rule for parameter {} {}", name, c10::str(p.sizes()));
+    }
+  }
+  for (const auto& m : h->children()) {
+    auto b = std::dynamic_pointer_cast<BlockImpl>(m);
+    if (b && b->mamba) b->mamba->reset_mamba_parameters();
+  }
+}
+
+std::pair<torch::Tensor, torch::Tensor> GPTImpl::rotary(int64_t pos, int64_t T, torch::Device device) {
+  HYLAB_CHECK(pos >= 0 && pos + T <= rotary_len_,
+              "GPT: positions {}..{} exceed the rotary tables ({} = 10 * sequence_len)", pos,
+              pos + T, rotary_len_);
+  if (cos_.device() != device) {  // follow the model to its device once
+    cos_ = cos_.to(device);
+    sin_ = sin_.to(device);
+  }
+  return {cos_.narrow(0, pos, T), sin_.narrow(0, pos, T)};
+}
+
+torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x) {
+  auto logits = lm_head(compat::rms_norm(x));                     // (B, T, V_padded)
+  logits = logits.narrow(-1, 0, cfg_.vocab_size).to(torch::kFloat);  // (B, T, V) fp32
+  if (cfg_.logit_softcap > 0) {
+    logits = cfg_.logit_softcap * torch::tanh(logits / cfg_.logit_softcap);
+  }
+  return logits;
+}
+
+torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
+  HYLAB_CHECK(idx.dim() == 2 && idx.scalar_type() == torch::kLong,
+              "GPT::forward: idx must be (B, T) int64, got {} {}", c10::str(idx.sizes()),
+              c10::toString(idx.scalar_type()));
+  const int64_t T = idx.size(1);
+  auto [cos, sin] = rotary(0, T, idx.device());
+  auto x = compat::rms_norm(wte(idx));  // (B, T, C)
+  for (const auto& m : h->children()) {
+    x = std::static_pointer_cast<BlockImpl>(m)->forward(x, cos, sin);
+  }
+  return logits_from_hidden(x);
+}
+
+torch::Tensor GPTImpl::loss(const torch::Tensor& idx, const torch::Tensor& targets, bool per_token) {
+  HYLAB_CHECK(targets.sizes() == idx.sizes(), "GPT::loss: targets {} must match idx {}",
+              c10::str(targets.sizes()), c10::str(idx.sizes()));
+  auto logits = forward(idx);  // (B, T, V)
+  namespace F = torch::nn::functional;
+  auto opts = F::CrossEntropyFuncOptions().ignore_index(-1);
+  if (per_token) opts = opts.reduction(torch::kNone);
+  auto l = F::cross_entropy(logits.view({-1, logits.size(-1)}), targets.reshape({-1}), opts);
+  return per_token ? l.view(idx.sizes()) : l;
+}
+
+GPTImpl::ParamGroups GPTImpl::param_groups() {
+  ParamGroups g;
+  for (auto& item : named_parameters(/*recurse=*/true)) {
+    const std::string& name = item.key();
+    if (name == "wte.weight") {
+      g.embedding.push_back(item.value());
+    } else if (name == "lm_head.weight") {
+      g.lm_head.push_back(item.value());
+    } else if (is_mamba_scalar(name)) {
+      g.scalar.push_back(item.value());
+    } else {
+      HYLAB_CHECK(item.value().dim() == 2, "param_groups: {} {} is neither a matrix nor a known scalar",
+                  name, c10::str(item.value().sizes()));
+      g.matrix.push_back(item.value());
+    }
+  }
+  return g;
+}
+
+void GPTImpl::set_use_kernels(bool on) {
+  for (const auto& m : h->children()) {
+    auto b = std::static_pointer_cast<BlockImpl>(m);
+    if (b->mamba) b->mamba->set_use_kernels(on);
+  }
+}
+
+InferenceCache GPTImpl::make_cache(int64_t batch, int64_t max_len) {
+  HYLAB_CHECK(batch >= 1 && max_len >= 1 && max_len <= rotary_len_,
+              "make_cache: batch {} and max_len {} must be >= 1, max_len <= {} (10 * sequence_len)",
+              batch, max_len, rotary_len_);
+  const auto& w = lm_head->weight;
+  InferenceCache cache;
+  cache.batch = batch;
+  cache.max_len = max_len;
+  for (const auto& m : h->children()) {
+    cache.layers.push_back(std::static_pointer_cast<BlockImpl>(m)->make_cache(
+        batch, max_len, w.device(), w.scalar_type()));
+  }
+  return cache;
+}
+
+torch::Tensor GPTImpl::forward_step(const torch::Tensor& idx, InferenceCache& cache) {
+  torch::NoGradGuard no_grad;
+  HYLAB_CHECK(idx.dim() == 2 && idx.scalar_type() == torch::kLong && idx.size(0) == cache.batch,
+              "forward_step: idx must be (B={}, T_new) int64, got {}", cache.batch, c10::str(idx.sizes()));
+  HYLAB_CHECK(static_cast<int>(cache.layers.size()) == cfg_.n_layer,
+              "forward_step: the cache has {} layers, the model {}", cache.layers.size(), cfg_.n_layer);
+  const int64_t T = idx.size(1), pos = cache.pos;
+  HYLAB_CHECK(T >= 1 && pos + T <= cache.max_len,
+              "forward_step: {} new tokens at position {} exceed the cache's max_len {}", T, pos,
+              cache.max_len);
+  auto [cos, sin] = rotary(pos, T, idx.device());
+  auto x = compat::rms_norm(wte(idx));  // (B, T, C)
+  int i = 0;
+  for (const auto& m : h->children()) {
+    x = std::static_pointer_cast<BlockImpl>(m)->forward_step(x, cos, sin, cache.layers[i++], pos);
+  }
+  cache.pos += T;
+  return logits_from_hidden(x);
+}
+
+}  // namespace hylab

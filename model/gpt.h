@@ -1,0 +1,92 @@
+// The hybrid GPT: nanochat's Transformer with any layer swappable for a Mamba block.
+//
+// Design (mirrors nanochat/gpt.py, plus Mamba):
+//   - token embedding wte (V padded to a multiple of 64), RMSNorm right after it;
+//   - n_layer blocks, each Transformer (T) or Mamba (M) by block_pattern (model/block.h);
+//   - RMSNorm without weights everywhere (eps = machine epsilon, like F.rms_norm);
+//   - rotary embeddings (base rope_base, tables for 10 * sequence_len positions) for
+//     attention only; Mamba blocks get no positional information;
+//   - final RMSNorm, untied lm_head, logits cropped to vocab_size and soft-capped in fp32:
+//     softcap * tanh(logits / softcap) (off when logit_softcap = 0);
+//   - init (init_weights): wte ~ N(0, 1); lm_head, every c_proj and Mamba's out_proj = 0;
+//     other matrices ~ N(0, std) with std = min(1, sqrt(fan_out/fan_in)) / sqrt(fan_in);
+//     Mamba's A_log, D, dt_proj, conv1d keep Mamba's own init (model/mamba.h).
+//
+// Mixed precision: parameters stay fp32; on CUDA wrap calls in compat::AutocastGuard for bf16.
+// The model is constructed initialised (the constructor calls init_weights()).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/run_config.h"
+#include "model/block.h"
+#include "model/inference_cache.h"
+
+namespace hylab {
+
+class GPTImpl : public torch::nn::Module {
+ public:
+  explicit GPTImpl(const GPTConfig& cfg);
+
+  // nanochat's init plus Mamba's own init (never overwritten by the generic rules).
+  // Draws from the global torch generator: seed with torch::manual_seed first.
+  void init_weights();
+
+  // idx (B, T) int64, T <= 10 * sequence_len -> logits (B, T, vocab_size) fp32, soft-capped.
+  torch::Tensor forward(const torch::Tensor& idx);
+
+  // Mean cross-entropy over positions whose target is not -1, or per-token losses (B, T)
+  // (0 where the target is -1) when per_token.
+  torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets, bool per_token = false);
+
+  struct ParamGroups {
+    std::vector<torch::Tensor> matrix;     // Muon: 2-D weights inside blocks (attn, mlp,
+                                           //   mamba in_proj/x_proj/dt_proj.weight/out_proj)
+    std::vector<torch::Tensor> embedding;  // AdamW: wte
+    std::vector<torch::Tensor> lm_head;    // AdamW: lm_head
+    std::vector<torch::Tensor> scalar;     // AdamW: mamba A_log, D, dt_proj.bias, conv1d_*
+  };
+  // Every parameter in exactly one group, in named_parameters() order.
+  ParamGroups param_groups();
+
+  const GPTConfig& config() const { return cfg_; }
+
+  // false = the reference ops everywhere (config `kernels: reference`); true = our CUDA
+  // kernels for CUDA tensors when the build has them.
+  void set_use_kernels(bool on);
+
+  // A cache for `batch` sequences of up to `max_len` tokens, on the model's device, KV and
+  // conv states in the model's dtype, SSM states fp32.
+  InferenceCache make_cache(int64_t batch, int64_t max_len);
+
+  // idx (B, T_new): the next T_new tokens of each sequence -> their logits (B, T_new, V), the
+  // same as forward() on the whole sequence would give at those positions. Advances
+  // cache.pos by T_new. Use T_new > 1 for the prompt (prefill), then 1 per decoded token.
+  // No autograd.
+  torch::Tensor forward_step(const torch::Tensor& idx, InferenceCache& cache);
+
+  // Positions the rotary tables cover (10 * sequence_len, as nanochat).
+  int64_t max_positions() const { return rotary_len_; }
+
+  torch::nn::Embedding wte{nullptr};  // (V_padded, C)
+  torch::nn::ModuleList h{nullptr};   // n_layer Blocks
+  torch::nn::Linear lm_head{nullptr};  // (V_padded, C)
+
+  Block block(int i) const { return h->ptr<BlockImpl>(i); }
+
+ private:
+  torch::Tensor logits_from_hidden(const torch::Tensor& x);  // (B, T, C) -> (B, T, V) fp32
+  // Rotary tables for positions [pos, pos+T) on `device`: (T, Dh/2) each.
+  std::pair<torch::Tensor, torch::Tensor> rotary(int64_t pos, int64_t T, torch::Device device);
+
+  GPTConfig cfg_;
+  int64_t rotary_len_;
+  torch::Tensor cos_, sin_;  // (rotary_len, Dh/2) fp32; not parameters, not saved
+};
+TORCH_MODULE(GPT);
+
+}  // namespace hylab

@@ -1,0 +1,118 @@
+// The Mamba mixer (see mamba.h). All primitives go through model/ops.h.
+#include "model/mamba.h"
+
+#include <cmath>
+
+#include "common/check.h"
+#include "model/ops.h"
+
+namespace hylab {
+
+MambaMixerImpl::MambaMixerImpl(const GPTConfig& cfg)
+    : E_(cfg.d_inner()),
+      N_(cfg.mamba_d_state),
+      K_(cfg.mamba_d_conv),
+      R_(cfg.mamba_dt_rank),
+      dt_min_(cfg.mamba_dt_min),
+      dt_max_(cfg.mamba_dt_max),
+      dt_init_floor_(cfg.mamba_dt_init_floor) {
+  const int64_t C = cfg.n_embd;
+  using torch::nn::LinearOptions;
+  in_proj = register_module("in_proj", torch::nn::Linear(LinearOptions(C, 2 * E_).bias(false)));
+  conv1d_weight = register_parameter("conv1d_weight", torch::empty({E_, K_}));
+  conv1d_bias = register_parameter("conv1d_bias", torch::empty({E_}));
+  x_proj = register_module("x_proj", torch::nn::Linear(LinearOptions(E_, R_ + 2 * N_).bias(false)));
+  dt_proj = register_module("dt_proj", torch::nn::Linear(LinearOptions(R_, E_).bias(true)));
+  A_log = register_parameter("A_log", torch::empty({E_, N_}, torch::kFloat));
+  D = register_parameter("D", torch::empty({E_}, torch::kFloat));
+  out_proj = register_module("out_proj", torch::nn::Linear(LinearOptions(E_, C).bias(false)));
+  reset_mamba_parameters();
+}
+
+std::vector<torch::Tensor> MambaMixerImpl::own_init_parameters() const {
+  return {dt_proj->weight, dt_proj->bias, A_log, D, conv1d_weight, conv1d_bias, out_proj->weight};
+}
+
+void MambaMixerImpl::reset_mamba_parameters() {
+  torch::NoGradGuard no_grad;
+  const double dt_std = 1.0 / std::sqrt(static_cast<double>(R_));
+  dt_proj->weight.uniform_(-dt_std, dt_std);
+  // dt ~ exp(U(log dt_min, log dt_max)), floored; bias = softplus^-1(dt) = dt + log(-expm1(-dt)).
+  auto dt = torch::exp(torch::rand({E_}, torch::kFloat) * (std::log(dt_max_) - std::log(dt_min_)) +
+                       std::log(dt_min_))
+                .clamp_min(dt_init_floor_);
+  auto inv_dt = dt + torch::log(-torch::expm1(-dt));
+  dt_proj->bias.copy_(inv_dt);
+  // S4D-real: A = -(1..N) for every channel, stored as its log.
+  A_log.copy_(torch::log(torch::arange(1, N_ + 1, torch::kFloat)).unsqueeze(0).expand({E_, N_}));
+  D.fill_(1.0);
+  const double conv_bound = 1.0 / std::sqrt(static_cast<double>(K_));  // fan_in of a depthwise conv
+  conv1d_weight.uniform_(-conv_bound, conv_bound);
+  conv1d_bias.uniform_(-conv_bound, conv_bound);
+  out_proj->weight.zero_();
+}
+
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> MambaMixerImpl::ssm_inputs(
+    const torch::Tensor& x) {
+  auto x_dbl = x_proj(x.transpose(1, 2));                 // (B, T, R+2N)
+  auto parts = x_dbl.split_with_sizes({R_, N_, N_}, -1);  // (B,T,R) (B,T,N) (B,T,N)
+  auto dt = torch::linear(parts[0], dt_proj->weight);     // (B, T, E), bias goes to the scan
+  return {dt.transpose(1, 2), parts[1].transpose(1, 2), parts[2].transpose(1, 2)};
+}
+
+torch::Tensor MambaMixerImpl::forward(const torch::Tensor& x_in) {
+  auto xz = in_proj(x_in).transpose(1, 2);  // (B, 2E, T)
+  auto x = xz.narrow(1, 0, E_);             // (B, E, T)
+  auto z = xz.narrow(1, E_, E_);            // (B, E, T)
+  x = ops::causal_conv1d(x, conv1d_weight, conv1d_bias, /*silu=*/true, use_kernels_);
+  auto [dt, Bm, Cm] = ssm_inputs(x);
+  auto A = -torch::exp(A_log.to(torch::kFloat));  // (E, N) fp32
+  auto y = ops::selective_scan(x, dt, A, Bm, Cm, D.to(torch::kFloat), z,
+                               dt_proj->bias.to(torch::kFloat), /*delta_softplus=*/true,
+                               use_kernels_);  // (B, E, T)
+  return out_proj(y.transpose(1, 2));          // (B, T, C)
+}
+
+torch::Tensor MambaMixerImpl::forward_step(const torch::Tensor& x_in, LayerCache& cache,
+                                           int64_t pos) {
+  torch::NoGradGuard no_grad;
+  HYLAB_CHECK(cache.conv_state.defined() && cache.ssm_state.defined(),
+              "mamba forward_step: the layer cache has no conv/ssm state (not a Mamba layer?)");
+  const int64_t T = x_in.size(1);
+  auto A = -torch::exp(A_log.to(torch::kFloat));  // (E, N)
+  auto Df = D.to(torch::kFloat);
+  auto dt_bias = dt_proj->bias.to(torch::kFloat);
+
+  if (pos == 0 && T > 1) {  // prefill from an empty state: the full ops, then keep the states
+    auto xz = in_proj(x_in).transpose(1, 2);  // (B, 2E, T)
+    auto x = xz.narrow(1, 0, E_);
+    auto z = xz.narrow(1, E_, E_);
+    // The conv state is the last K pre-conv inputs, zero-padded on the left when T < K.
+    cache.conv_state.copy_(T >= K_ ? x.narrow(2, T - K_, K_)
+                                   : torch::constant_pad_nd(x, {K_ - T, 0}));
+    x = ops::causal_conv1d(x, conv1d_weight, conv1d_bias, /*silu=*/true, use_kernels_);
+    auto [dt, Bm, Cm] = ssm_inputs(x);
+    auto [y, last_state] = ops::selective_scan_with_state(x, dt, A, Bm, Cm, Df, z, dt_bias,
+                                                          /*delta_softplus=*/true, use_kernels_);
+    cache.ssm_state.copy_(last_state);
+    return out_proj(y.transpose(1, 2));  // (B, T, C)
+  }
+
+  std::vector<torch::Tensor> outs;
+  outs.reserve(T);
+  for (int64_t t = 0; t < T; ++t) {
+    auto xz = in_proj(x_in.select(1, t));  // (B, 2E)
+    auto x = xz.narrow(1, 0, E_);
+    auto z = xz.narrow(1, E_, E_);
+    x = ops::causal_conv1d_update(x, cache.conv_state, conv1d_weight, conv1d_bias,
+                                  /*silu=*/true, use_kernels_);  // (B, E)
+    auto parts = x_proj(x).split_with_sizes({R_, N_, N_}, -1);   // (B,R) (B,N) (B,N)
+    auto dt = torch::linear(parts[0], dt_proj->weight);          // (B, E)
+    auto y = ops::selective_state_update(cache.ssm_state, x, dt, A, parts[1], parts[2], Df, z,
+                                         dt_bias, /*dt_softplus=*/true, use_kernels_);  // (B, E)
+    outs.push_back(out_proj(y));  // (B, C)
+  }
+  return torch::stack(outs, 1);  // (B, T, C)
+}
+
+}  // namespace hylab

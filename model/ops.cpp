@@ -1,0 +1,98 @@
+// The one dispatch point of the Mamba primitives (see ops.h): our CUDA kernels for CUDA
+// tensors when this build has them and the caller allows them, the reference otherwise.
+#include "model/ops.h"
+
+#include "model/reference_ops.h"
+#if HYLAB_CUDA_KERNELS
+#include "model/cuda_ops.h"
+#endif
+
+namespace hylab::ops {
+namespace {
+
+// True when this call should go to hylab::cuda_ops.
+[[maybe_unused]] bool use_cuda(const torch::Tensor& t, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  return use_kernels && t.is_cuda();
+#else
+  (void)t;
+  (void)use_kernels;
+  return false;
+#endif
+}
+
+}  // namespace
+
+bool have_cuda_kernels() {
+#if HYLAB_CUDA_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+torch::Tensor selective_scan(const torch::Tensor& u, const torch::Tensor& delta,
+                             const torch::Tensor& A, const torch::Tensor& Bm,
+                             const torch::Tensor& Cm, const torch::Tensor& D,
+                             const torch::Tensor& z, const torch::Tensor& delta_bias,
+                             bool delta_softplus, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(u, use_kernels)) {
+    return cuda_ops::selective_scan(u, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus);
+  }
+#endif
+  return std::get<0>(ref::selective_scan(u, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus));
+}
+
+std::tuple<torch::Tensor, torch::Tensor> selective_scan_with_state(
+    const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+    const torch::Tensor& Bm, const torch::Tensor& Cm, const torch::Tensor& D,
+    const torch::Tensor& z, const torch::Tensor& delta_bias, bool delta_softplus,
+    bool use_kernels) {
+  torch::NoGradGuard no_grad;
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(u, use_kernels)) {
+    return cuda_ops::selective_scan_with_state(u, delta, A, Bm, Cm, D, z, delta_bias,
+                                               delta_softplus);
+  }
+#endif
+  return ref::selective_scan(u, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus);
+}
+
+torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias, bool silu, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(x, use_kernels)) return cuda_ops::causal_conv1d(x, weight, bias, silu);
+#endif
+  return ref::causal_conv1d(x, weight, bias, silu);
+}
+
+torch::Tensor causal_conv1d_update(const torch::Tensor& x, torch::Tensor& conv_state,
+                                   const torch::Tensor& weight, const torch::Tensor& bias,
+                                   bool silu, bool use_kernels) {
+  torch::NoGradGuard no_grad;
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(x, use_kernels)) {
+    return cuda_ops::causal_conv1d_update(x, conv_state, weight, bias, silu);
+  }
+#endif
+  return ref::causal_conv1d_update(x, conv_state, weight, bias, silu);
+}
+
+torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tensor& x,
+                                     const torch::Tensor& dt, const torch::Tensor& A,
+                                     const torch::Tensor& Bm, const torch::Tensor& Cm,
+                                     const torch::Tensor& D, const torch::Tensor& z,
+                                     const torch::Tensor& dt_bias, bool dt_softplus,
+                                     bool use_kernels) {
+  torch::NoGradGuard no_grad;
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(x, use_kernels)) {
+    return cuda_ops::selective_state_update(ssm_state, x, dt, A, Bm, Cm, D, z, dt_bias,
+                                            dt_softplus);
+  }
+#endif
+  return ref::selective_state_update(ssm_state, x, dt, A, Bm, Cm, D, z, dt_bias, dt_softplus);
+}
+
+}  // namespace hylab::ops

@@ -1,0 +1,141 @@
+// Plain-LibTorch Mamba primitives: the oracle (see reference_ops.h). Written for clarity,
+// mirroring mamba's selective_scan_ref / causal_conv1d_ref / selective_state_update_ref:
+// a sequential loop over T with an fp32 state, no parallel-scan tricks.
+#include "model/reference_ops.h"
+
+#include "common/check.h"
+
+namespace hylab::ref {
+namespace {
+
+// fp64 inputs stay fp64 (gradient checks); everything else is computed in fp32.
+at::ScalarType compute_dtype(const torch::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+torch::Tensor softplus_ref(const torch::Tensor& x) {
+  return torch::nn::functional::softplus(
+      x, torch::nn::functional::SoftplusFuncOptions().beta(1).threshold(20));
+}
+
+void check_scan_shapes(const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+                       const torch::Tensor& Bm, const torch::Tensor& Cm, const torch::Tensor& D,
+                       const torch::Tensor& z, const torch::Tensor& delta_bias) {
+  HYLAB_CHECK(u.dim() == 3, "selective_scan: u must be (B, E, T), got {} dims", u.dim());
+  const int64_t B = u.size(0), E = u.size(1), T = u.size(2);
+  HYLAB_CHECK(delta.sizes() == u.sizes(), "selective_scan: delta must match u (B={}, E={}, T={})",
+              B, E, T);
+  HYLAB_CHECK(A.dim() == 2 && A.size(0) == E, "selective_scan: A must be (E={}, N)", E);
+  const int64_t N = A.size(1);
+  for (const auto* bc : {&Bm, &Cm}) {
+    HYLAB_CHECK(bc->dim() == 3 && bc->size(0) == B && bc->size(1) == N && bc->size(2) == T,
+                "selective_scan: Bm and Cm must be (B={}, N={}, T={})", B, N, T);
+  }
+  HYLAB_CHECK(!D.defined() || (D.dim() == 1 && D.size(0) == E), "selective_scan: D must be (E={})", E);
+  HYLAB_CHECK(!z.defined() || z.sizes() == u.sizes(), "selective_scan: z must match u");
+  HYLAB_CHECK(!delta_bias.defined() || (delta_bias.dim() == 1 && delta_bias.size(0) == E),
+              "selective_scan: delta_bias must be (E={})", E);
+}
+
+}  // namespace
+
+std::tuple<torch::Tensor, torch::Tensor> selective_scan(
+    const torch::Tensor& u_in, const torch::Tensor& delta_in, const torch::Tensor& A_in,
+    const torch::Tensor& Bm_in, const torch::Tensor& Cm_in, const torch::Tensor& D,
+    const torch::Tensor& z, const torch::Tensor& delta_bias, bool delta_softplus) {
+  check_scan_shapes(u_in, delta_in, A_in, Bm_in, Cm_in, D, z, delta_bias);
+  const auto acc = compute_dtype(u_in);
+  const int64_t B = u_in.size(0), E = u_in.size(1), T = u_in.size(2), N = A_in.size(1);
+
+  torch::Tensor u = u_in.to(acc), delta = delta_in.to(acc), A = A_in.to(acc);  // (B,E,T) (E,N)
+  torch::Tensor Bm = Bm_in.to(acc), Cm = Cm_in.to(acc);                        // (B,N,T)
+  if (delta_bias.defined()) delta = delta + delta_bias.to(acc).unsqueeze(-1);
+  if (delta_softplus) delta = softplus_ref(delta);
+
+  // Discretisation for all steps at once: dA = exp(d * A), dBu = d * Bm * u.
+  auto dA = torch::exp(delta.unsqueeze(-1) * A.unsqueeze(1));             // (B,E,T,N)
+  auto dBu = (delta * u).unsqueeze(-1) * Bm.transpose(1, 2).unsqueeze(1);  // (B,E,T,N)
+
+  auto x = torch::zeros({B, E, N}, u.options());  // state (B,E,N)
+  std::vector<torch::Tensor> ys;
+  ys.reserve(T);
+  for (int64_t t = 0; t < T; ++t) {
+    x = dA.select(2, t) * x + dBu.select(2, t);                             // (B,E,N)
+    ys.push_back(torch::matmul(x, Cm.select(2, t).unsqueeze(-1)).squeeze(-1));  // (B,E)
+  }
+  auto y = torch::stack(ys, /*dim=*/2);  // (B,E,T)
+  if (D.defined()) y = y + u * D.to(acc).unsqueeze(-1);
+  if (z.defined()) y = y * torch::silu(z.to(acc));
+  return {y.to(u_in.scalar_type()), x};
+}
+
+torch::Tensor causal_conv1d(const torch::Tensor& x_in, const torch::Tensor& weight,
+                            const torch::Tensor& bias, bool silu) {
+  HYLAB_CHECK(x_in.dim() == 3, "causal_conv1d: x must be (B, E, T), got {} dims", x_in.dim());
+  const int64_t E = x_in.size(1), T = x_in.size(2);
+  HYLAB_CHECK(weight.dim() == 2 && weight.size(0) == E,
+              "causal_conv1d: weight must be (E={}, K), got {}", E, c10::str(weight.sizes()));
+  HYLAB_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == E),
+              "causal_conv1d: bias must be (E={})", E);
+  const auto acc = compute_dtype(x_in);
+  const int64_t K = weight.size(1);
+  // out[t] = bias + sum_k w[k] * x[t - (K-1) + k], x[<0] = 0: a sum of K shifted copies.
+  auto xp = torch::constant_pad_nd(x_in.to(acc), {K - 1, 0});  // (B,E,T+K-1)
+  auto w = weight.to(acc);
+  auto out = torch::zeros_like(x_in, x_in.options().dtype(acc));
+  for (int64_t k = 0; k < K; ++k) {
+    out = out + xp.narrow(2, k, T) * w.select(1, k).unsqueeze(-1);  // (B,E,T)
+  }
+  if (bias.defined()) out = out + bias.to(acc).unsqueeze(-1);
+  if (silu) out = torch::silu(out);
+  return out.to(x_in.scalar_type());
+}
+
+torch::Tensor causal_conv1d_update(const torch::Tensor& x_in, torch::Tensor& conv_state,
+                                   const torch::Tensor& weight, const torch::Tensor& bias,
+                                   bool silu) {
+  HYLAB_CHECK(x_in.dim() == 2, "causal_conv1d_update: x must be (B, E), got {}", c10::str(x_in.sizes()));
+  const int64_t B = x_in.size(0), E = x_in.size(1), K = weight.size(1);
+  HYLAB_CHECK(conv_state.dim() == 3 && conv_state.size(0) == B && conv_state.size(1) == E &&
+                  conv_state.size(2) == K,
+              "causal_conv1d_update: conv_state must be (B={}, E={}, K={}), got {}", B, E, K,
+              c10::str(conv_state.sizes()));
+  const auto acc = compute_dtype(x_in);
+  // Drop the oldest input, append x: the state then holds inputs t-K+1 .. t.
+  auto rolled = torch::cat({conv_state.narrow(2, 1, K - 1), x_in.unsqueeze(-1).to(conv_state.scalar_type())}, 2);
+  conv_state.copy_(rolled);
+  auto out = (conv_state.to(acc) * weight.to(acc).unsqueeze(0)).sum(-1);  // (B,E)
+  if (bias.defined()) out = out + bias.to(acc);
+  if (silu) out = torch::silu(out);
+  return out.to(x_in.scalar_type());
+}
+
+torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tensor& x_in,
+                                     const torch::Tensor& dt_in, const torch::Tensor& A,
+                                     const torch::Tensor& Bm, const torch::Tensor& Cm,
+                                     const torch::Tensor& D, const torch::Tensor& z,
+                                     const torch::Tensor& dt_bias, bool dt_softplus) {
+  HYLAB_CHECK(x_in.dim() == 2, "selective_state_update: x must be (B, E), got {}", c10::str(x_in.sizes()));
+  const int64_t B = x_in.size(0), E = x_in.size(1), N = A.size(1);
+  HYLAB_CHECK(ssm_state.dim() == 3 && ssm_state.size(0) == B && ssm_state.size(1) == E &&
+                  ssm_state.size(2) == N,
+              "selective_state_update: ssm_state must be (B={}, E={}, N={}), got {}", B, E, N,
+              c10::str(ssm_state.sizes()));
+  HYLAB_CHECK(dt_in.sizes() == x_in.sizes(), "selective_state_update: dt must be (B, E)");
+  HYLAB_CHECK(Bm.dim() == 2 && Bm.size(0) == B && Bm.size(1) == N && Cm.sizes() == Bm.sizes(),
+              "selective_state_update: Bm and Cm must be (B={}, N={})", B, N);
+  const auto acc = ssm_state.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  auto x = x_in.to(acc);  // (B,E)
+  auto dt = dt_in.to(acc);
+  if (dt_bias.defined()) dt = dt + dt_bias.to(acc);
+  if (dt_softplus) dt = softplus_ref(dt);
+  auto dA = torch::exp(dt.unsqueeze(-1) * A.to(acc));                     // (B,E,N)
+  auto dBx = (dt * x).unsqueeze(-1) * Bm.to(acc).unsqueeze(1);             // (B,E,N)
+  ssm_state.copy_(ssm_state.to(acc) * dA + dBx);
+  auto y = torch::matmul(ssm_state.to(acc), Cm.to(acc).unsqueeze(-1)).squeeze(-1);  // (B,E)
+  if (D.defined()) y = y + x * D.to(acc);
+  if (z.defined()) y = y * torch::silu(z.to(acc));
+  return y.to(x_in.scalar_type());
+}
+
+}  // namespace hylab::ref

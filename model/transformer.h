@@ -1,0 +1,53 @@
+// The Transformer block's parts, as in nanochat's gpt.py: rotary embeddings, causal
+// self-attention (rotary, then QK-norm, GQA/MQA, no biases) and the ReLU^2 MLP (4x, no bias).
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+
+#include "common/run_config.h"
+#include "model/inference_cache.h"
+
+namespace hylab {
+
+// cos and sin of the rotary angles for positions [0, T): (T, Dh/2) fp32 each.
+// Channel pair i rotates with frequency base^(-2i/Dh).
+std::pair<torch::Tensor, torch::Tensor> rotary_tables(int64_t T, int64_t head_dim, double base);
+
+// Rotates the two halves of the last dim of x (B, T, H, Dh) by the angles of cos/sin (T, Dh/2)
+// (nanochat's split-half convention). Returns x's dtype.
+torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin);
+
+class CausalSelfAttentionImpl : public torch::nn::Module {
+ public:
+  explicit CausalSelfAttentionImpl(const GPTConfig& cfg);
+
+  // x (B, T, C) normed; cos/sin (T, Dh/2) for positions [pos, pos+T) -> (B, T, C).
+  // With a cache, k/v of these T positions are written at [pos, pos+T) and the queries
+  // attend to all cached positions [0, pos+T); without one, plain causal attention (pos 0).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
+                        const torch::Tensor& sin, LayerCache* cache = nullptr, int64_t pos = 0);
+
+  torch::nn::Linear c_q{nullptr};     // (H*Dh, C)
+  torch::nn::Linear c_k{nullptr};     // (Hkv*Dh, C)
+  torch::nn::Linear c_v{nullptr};     // (Hkv*Dh, C)
+  torch::nn::Linear c_proj{nullptr};  // (C, C), zero-initialised
+
+ private:
+  int64_t n_head_, n_kv_head_, head_dim_;
+};
+TORCH_MODULE(CausalSelfAttention);
+
+class MLPImpl : public torch::nn::Module {
+ public:
+  explicit MLPImpl(const GPTConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C): c_proj(relu(c_fc x)^2)
+
+  torch::nn::Linear c_fc{nullptr};    // (4C, C)
+  torch::nn::Linear c_proj{nullptr};  // (C, 4C), zero-initialised
+};
+TORCH_MODULE(MLP);
+
+}  // namespace hylab
