@@ -1,0 +1,54 @@
+// Parameter counts, training FLOPs per token and inference cache sizes, from the config
+// alone (no model is built). Torch-free. The formulas are documented in docs/MODEL.md and
+// tests/model/accounting_test.cpp checks them against built models.
+//
+// Vocabulary: C n_embd, H n_head, Hkv n_kv_head, Dh head dim, V vocab padded to 64,
+// E = expand*C, N d_state, K d_conv, R dt_rank, L_T / L_M the number of T / M layers,
+// L_mlp the layers with an MLP (every T layer, M layers when mamba_use_mlp).
+#pragma once
+
+#include <cstdint>
+
+#include "common/run_config.h"
+
+namespace hylab {
+
+struct ParamCounts {
+  int64_t embedding = 0;  // V*C
+  int64_t lm_head = 0;    // V*C
+  int64_t attention = 0;  // L_T * (2*C*C + 2*C*Hkv*Dh)               c_q, c_proj, c_k, c_v
+  int64_t mlp = 0;        // L_mlp * 8*C*C                            c_fc, c_proj
+  int64_t mamba = 0;      // L_M * (3*C*E + E*(K + 2R + 3N + 3))      see mamba_layer_params
+  int64_t total = 0;
+};
+ParamCounts count_params(const GPTConfig& cfg);
+
+// One Mamba mixer: in_proj 2EC, conv EK+E, x_proj E(R+2N), dt_proj RE+E, A_log EN, D E,
+// out_proj CE.
+int64_t mamba_layer_params(const GPTConfig& cfg);
+
+// Training FLOPs (forward + backward) per token at a given sequence length, by part.
+struct FlopsPerToken {
+  double matmul = 0;     // 6 * (total params - embedding): every weight, 2 FLOPs fwd + 4 bwd
+  double attention = 0;  // 12 * L_T * H * Dh * T: QK^T and AV over the full T (nanochat's rule)
+  double mamba_scan = 0;  // 3 * L_M * (9*E*N + 2*E): the selective scan (mamba's count) + D skip + gate
+  double total = 0;
+};
+FlopsPerToken flops_breakdown(const GPTConfig& cfg, int64_t seq_len);
+
+// nanochat's estimate 6*(params - embedding) + 12*L*H*Dh*T, extended with the scan term.
+double flops_per_token(const GPTConfig& cfg, int64_t seq_len);
+
+// Inference cache of one sequence of seq_len tokens. activation_bytes: 2 for bf16, 4 fp32
+// (the dtype of the KV cache and the conv state; the SSM state is always fp32).
+struct CacheBytes {
+  int64_t attention_per_layer = 0;  // 2 * Hkv * Dh * T * activation_bytes   (K and V)
+  int64_t mamba_per_layer = 0;      // E * K * activation_bytes + E * N * 4  (conv + ssm state)
+  int64_t attention = 0;            // L_T * attention_per_layer
+  int64_t mamba = 0;                // L_M * mamba_per_layer
+  int64_t total = 0;
+};
+CacheBytes cache_bytes(const GPTConfig& cfg, int64_t seq_len, int64_t activation_bytes);
+int64_t cache_bytes_per_sequence(const GPTConfig& cfg, int64_t seq_len, int64_t activation_bytes);
+
+}  // namespace hylab
