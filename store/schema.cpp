@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS sweeps (
   metric_name     TEXT NOT NULL DEFAULT 'val_bpb',
   metric_goal     TEXT NOT NULL DEFAULT 'minimize',  -- minimize | maximize
   priority        INTEGER NOT NULL DEFAULT 0,        -- higher runs first
-  gpus_per_trial  INTEGER NOT NULL DEFAULT 1,
+  gpus_per_trial  INTEGER NOT NULL DEFAULT 1,        -- slots: GPUs, or CPU processes
+  nodes_per_trial INTEGER NOT NULL DEFAULT 1,
   max_retries     INTEGER NOT NULL DEFAULT 2,
   early_stop_json TEXT NOT NULL DEFAULT '',          -- the spec's early_stop as JSON
   state           TEXT NOT NULL,        -- running | completed | cancelled | local
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS trials (
   attempt         INTEGER NOT NULL DEFAULT 0,  -- current or last attempt; 0 = never started
   failures        INTEGER NOT NULL DEFAULT 0,  -- failed attempts (counted against max_retries)
   worker_id       TEXT,                 -- worker of the current or last attempt
-  run_dir         TEXT NOT NULL DEFAULT '',
+  run_dir         TEXT NOT NULL DEFAULT '',     -- sweeps: relative to the workers' work_dir
   reason          TEXT NOT NULL DEFAULT '',
   last_step       INTEGER NOT NULL DEFAULT -1,  -- newest metric step stored
   checkpoint_step INTEGER NOT NULL DEFAULT -1,  -- newest durable checkpoint reported
@@ -89,8 +90,8 @@ CREATE TABLE IF NOT EXISTS trial_params (
 CREATE TABLE IF NOT EXISTS trial_attempts (
   trial_id     INTEGER NOT NULL REFERENCES trials(trial_id),
   attempt      INTEGER NOT NULL,        -- 1, 2, ...
-  worker_id    TEXT NOT NULL,
-  state        TEXT NOT NULL,           -- running, then the attempt's outcome
+  worker_id    TEXT NOT NULL,           -- node_rank 0's worker for multi-node trials
+  state        TEXT NOT NULL,           -- running, then succeeded|failed|diverged|oom|cancelled|stopped|preempted|lost
   reason       TEXT NOT NULL DEFAULT '',
   exit_code    INTEGER,
   log_tail     TEXT NOT NULL DEFAULT '',

@@ -1,0 +1,261 @@
+// `hylab local FILE`: a coordinator and N workers as child processes on loopback (a free
+// port, plain TCP), the sweep submitted, progress shown, the results table at the end.
+// Exits 0 if every trial succeeded.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "cli/daemon_flags.h"
+#include "common/check.h"
+#include "coordinator/submission.h"
+#include "store/results.h"
+
+namespace hylab::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string file;
+  int workers = 1;
+  int slots = 1;
+  std::string gpus = "auto";
+  std::string db = default_db_path();
+  std::string work_dir = "runs/work";
+  int heartbeat_ms = 1000;
+  int summary_every_s = 30;
+};
+
+struct Child {
+  std::string name;
+  pid_t pid = -1;
+  std::string log;
+};
+
+// A daemon child: own process group (Ctrl-C reaches only us; we stop it in order), killed
+// if we die, output to its log file.
+Child spawn(const std::string& name, const std::vector<std::string>& args, const std::string& log) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) HYLAB_FAIL("cannot open {}", log);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) HYLAB_FAIL("fork failed");
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(127);
+    ::dup2(fd, STDOUT_FILENO);
+    ::dup2(fd, STDERR_FILENO);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+  return {name, pid, log};
+}
+
+bool alive(Child& c) {
+  if (c.pid <= 0) return false;
+  int status = 0;
+  if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+    c.pid = -1;
+    return false;
+  }
+  return true;
+}
+
+void stop(Child& c, int timeout_ms) {
+  if (!alive(c)) return;
+  ::kill(c.pid, SIGTERM);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (Clock::now() < deadline) {
+    if (!alive(c)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::kill(-c.pid, SIGKILL);
+  ::kill(c.pid, SIGKILL);
+  int status = 0;
+  ::waitpid(c.pid, &status, 0);
+  c.pid = -1;
+}
+
+std::string tail_of(const std::string& path, size_t n = 2000) {
+  std::ifstream in(path);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return s.size() > n ? s.substr(s.size() - n) : s;
+}
+
+std::string params_text(const json& params) {
+  std::string out;
+  for (auto it = params.begin(); it != params.end(); ++it) {
+    if (it.key() == "attention_fraction" || it.key() == "placement") continue;
+    out += (out.empty() ? "" : " ") + it.key() + "=" +
+           (it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
+  }
+  return out;
+}
+
+int run_local(const Flags& f) {
+  const std::string self = fs::read_symlink("/proc/self/exe").string();
+  // Expand first: a bad sweep fails here, before any daemon starts.
+  coordinator::Submission sub = coordinator::prepare_submission(f.file);
+  if (f.workers < 1) HYLAB_FAIL("--workers {}: expected >= 1", f.workers);
+  fs::create_directories(f.work_dir);
+  const fs::path logs = fs::path(f.work_dir) / "local-logs";
+  fs::create_directories(logs);
+  const std::string endpoint_file = (logs / ("endpoint." + std::to_string(getpid()))).string();
+  fs::remove(endpoint_file);
+  const auto t0 = Clock::now();
+  auto stamp = [&] {
+    const auto s = std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - t0).count();
+    return fmt::format("[{:02d}:{:02d}]", s / 60, s % 60);
+  };
+
+  std::vector<Child> children;
+  children.push_back(spawn("coordinator",
+                           {self, "coordinator", "--db", f.db, "--bind", "tcp://127.0.0.1:*",
+                            "--endpoint_file", endpoint_file, "--insecure", "--heartbeat_ms",
+                            std::to_string(f.heartbeat_ms)},
+                           (logs / "coordinator.log").string()));
+  auto cleanup = [&] {
+    for (size_t i = children.size(); i-- > 1;) stop(children[i], 20000);  // workers first
+    stop(children[0], 5000);
+    fs::remove(endpoint_file);
+  };
+  try {
+    std::string endpoint;
+    for (int i = 0; i < 600 && endpoint.empty(); ++i) {
+      if (!alive(children[0])) {
+        HYLAB_FAIL("the coordinator exited at start; its log ({}):\n{}", children[0].log, tail_of(children[0].log));
+      }
+      std::ifstream in(endpoint_file);
+      std::getline(in, endpoint);
+      if (endpoint.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (endpoint.empty()) HYLAB_FAIL("the coordinator did not start within 30 s; see {}", children[0].log);
+    for (int i = 0; i < f.workers; ++i) {
+      children.push_back(spawn("worker " + std::to_string(i),
+                               {self, "worker", "--coordinator", endpoint, "--insecure", "--work_dir",
+                                f.work_dir, "--gpus", f.gpus, "--slots", std::to_string(f.slots),
+                                "--heartbeat_ms", std::to_string(f.heartbeat_ms)},
+                               (logs / ("worker-" + std::to_string(i) + ".log")).string()));
+    }
+    wire::Security insecure;
+    insecure.insecure = true;
+    wire::Client client(endpoint, insecure, 30000);
+    proto::ClientRequest req;
+    *req.mutable_submit_sweep() = sub.request;
+    const int64_t sweep_id = client.call_json(req).at("sweep_id").get<int64_t>();
+    std::printf("%s sweep %lld (%s): %zu trials on %d local worker(s); coordinator %s; logs in %s\n",
+                stamp().c_str(), static_cast<long long>(sweep_id), sub.spec.name().c_str(),
+                sub.expansion.trials.size(), f.workers, endpoint.c_str(), logs.string().c_str());
+    std::fflush(stdout);
+
+    std::map<int64_t, std::string> last_state;
+    auto next_summary = Clock::now() + std::chrono::seconds(f.summary_every_s);
+    bool cancelled = false;
+    json sweep;
+    while (true) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      for (size_t i = 0; i < children.size(); ++i) {
+        if (!alive(children[i])) {
+          HYLAB_FAIL("{} exited unexpectedly; its log ({}):\n{}", children[i].name, children[i].log,
+                     tail_of(children[i].log));
+        }
+      }
+      if (stop_requested().load() && !cancelled) {
+        cancelled = true;
+        std::printf("%s interrupted: cancelling sweep %lld\n", stamp().c_str(), static_cast<long long>(sweep_id));
+        proto::ClientRequest c;
+        c.set_cancel_sweep(sweep_id);
+        try {
+          client.call(c);
+        } catch (const Error& e) {
+          std::printf("%s %s\n", stamp().c_str(), e.what());
+        }
+      }
+      proto::ClientRequest show;
+      show.set_show_sweep(sweep_id);
+      sweep = client.call_json(show);
+      for (const auto& t : sweep["trials"]) {
+        const int64_t id = t["trial_id"].get<int64_t>();
+        const std::string state = t["state"].get<std::string>();
+        if (last_state[id] == state) continue;
+        last_state[id] = state;
+        std::string extra;
+        if (state == "running") extra = fmt::format(" (attempt {} on {})", t["attempt"].get<int64_t>(),
+                                                    t["worker_id"].get<std::string>());
+        if (!t["final_val_bpb"].is_null()) extra += fmt::format(" val_bpb {:.4f}", t["final_val_bpb"].get<double>());
+        if (!t["reason"].get<std::string>().empty()) extra += ": " + t["reason"].get<std::string>();
+        std::printf("%s trial %lld [%s] %s%s\n", stamp().c_str(), static_cast<long long>(id),
+                    params_text(t["params"]).c_str(), state.c_str(), extra.c_str());
+      }
+      const std::string sweep_state = sweep["state"].get<std::string>();
+      if (Clock::now() >= next_summary && sweep_state == "running") {
+        next_summary = Clock::now() + std::chrono::seconds(f.summary_every_s);
+        std::string counts, steps;
+        for (auto it = sweep["counts"].begin(); it != sweep["counts"].end(); ++it) {
+          counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", it.value().get<int64_t>(), it.key());
+        }
+        for (const auto& t : sweep["trials"]) {
+          if (t["state"] == "running") steps += fmt::format(" #{}@{}", t["trial_id"].get<int64_t>(), t["last_step"].get<int64_t>());
+        }
+        std::printf("%s sweep %lld: %s;%s\n", stamp().c_str(), static_cast<long long>(sweep_id), counts.c_str(),
+                    steps.empty() ? "" : (" running at step" + steps).c_str());
+      }
+      std::fflush(stdout);
+      if (sweep_state != "running") break;
+    }
+    cleanup();
+    auto db = store::Db::open(f.db, /*read_only=*/true);
+    store::ResultsQuery q;
+    q.sweep_id = sweep_id;
+    q.sort = "val_bpb";
+    std::printf("\nsweep %lld %s in %s\n%s", static_cast<long long>(sweep_id),
+                sweep["state"].get<std::string>().c_str(), stamp().c_str(),
+                store::render(store::results(*db, q), store::Format::kTable).c_str());
+    bool all_ok = !sweep["trials"].empty();
+    for (const auto& t : sweep["trials"]) all_ok = all_ok && t["state"] == "succeeded";
+    std::printf("results: hylab results --db %s --sweep %lld  (curves: --curves TRIAL_ID...)\n",
+                f.db.c_str(), static_cast<long long>(sweep_id));
+    return all_ok ? 0 : 1;
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+}
+
+void setup(CLI::App& root) {
+  auto* cmd = root.add_subcommand("local", "Run a sweep on this machine: a coordinator and N workers, then the results table");
+  auto f = std::make_shared<Flags>();
+  cmd->add_option("file", f->file, "Sweep spec (YAML), e.g. sweeps/quickstart.yaml")->required();
+  cmd->add_option(flag("workers"), f->workers, "Worker processes")->capture_default_str();
+  cmd->add_option(flag("slots"), f->slots, "CPU trial slots per worker (without GPUs)")->capture_default_str();
+  cmd->add_option(flag("gpus"), f->gpus, "GPUs for the workers: auto, none or a list")->capture_default_str();
+  cmd->add_option(flag("db"), f->db, "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
+  cmd->add_option(flag("work_dir"), f->work_dir, "Run directories and daemon logs")->capture_default_str();
+  cmd->add_option(flag("heartbeat_ms"), f->heartbeat_ms, "Daemon heartbeat interval")->capture_default_str();
+  cmd->add_option(flag("summary_every_s"), f->summary_every_s, "Seconds between progress summaries")->capture_default_str();
+  cmd->callback([f] {
+    install_stop_signals();
+    exit_status() = run_local(*f);
+  });
+}
+
+HYLAB_REGISTER_COMMAND("local", 10, setup);
+
+}  // namespace
+}  // namespace hylab::cli

@@ -1,0 +1,46 @@
+// `hylab results`: one row per trial, grouped views, loss curves. Reads the SQLite database
+// directly, so it works while the coordinator is down.
+#include <cstdio>
+
+#include "cli/daemon_flags.h"
+#include "common/check.h"
+#include "store/results.h"
+
+namespace hylab::cli {
+namespace {
+
+struct Flags {
+  std::string db = default_db_path();
+  int64_t sweep_id = 0;
+  std::string sort, group_by, format = "table";
+  std::vector<int64_t> curves;
+};
+
+void setup(CLI::App& root) {
+  auto* cmd = root.add_subcommand("results", "Compare trials: pattern, Mamba settings, bpb, speed, memory (reads the database)");
+  auto f = std::make_shared<Flags>();
+  cmd->add_option(flag("db"), f->db, "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
+  cmd->add_option(flag("sweep"), f->sweep_id, "Only this sweep's trials");
+  cmd->add_option(flag("sort"), f->sort, "Sort by a column (e.g. val_bpb; -tok_per_s for descending)");
+  cmd->add_option(flag("group_by"), f->group_by, "Group by a column (e.g. block_pattern, attention_fraction)");
+  cmd->add_option(flag("format"), f->format, "table, csv or json")->capture_default_str();
+  cmd->add_option(flag("curves"), f->curves, "Loss curves of these trials as CSV: trial_id, step, one column per metric");
+  cmd->callback([f] {
+    auto db = store::Db::open(f->db, /*read_only=*/true);
+    if (!f->curves.empty()) {
+      std::string format = f->format == "table" ? "csv" : f->format;  // curves are data: CSV unless json
+      std::fputs(store::render(store::curves(*db, f->curves), store::parse_format(format)).c_str(), stdout);
+      return;
+    }
+    store::ResultsQuery q;
+    q.sweep_id = f->sweep_id;
+    q.sort = f->sort;
+    q.group_by = f->group_by;
+    std::fputs(store::render(store::results(*db, q), store::parse_format(f->format)).c_str(), stdout);
+  });
+}
+
+HYLAB_REGISTER_COMMAND("results", 54, setup);
+
+}  // namespace
+}  // namespace hylab::cli

@@ -1,0 +1,426 @@
+// The coordinator's loop, sockets and client requests. Worker messages and trial state
+// transitions are in trial_book.cpp.
+#include "coordinator/coordinator.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "common/check.h"
+#include "common/run_config.h"
+#include "coordinator/coordinator_impl.h"
+#include "coordinator/sweep_expander.h"
+#include "coordinator/sweep_spec.h"
+#include "coordinator/wire.h"
+
+namespace hylab::coordinator {
+namespace {
+
+constexpr int kMaxMessagesPerIteration = 1000;
+constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
+
+int64_t steady_ms() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count();
+}
+
+std::string random_id() {
+  std::random_device rd;
+  return fmt::format("{:08x}{:08x}", rd(), rd());
+}
+
+}  // namespace
+
+std::vector<int> WorkerInfo::free_slots() const {
+  std::set<int> busy;
+  for (const auto& [k, s] : reported) busy.insert(s.begin(), s.end());
+  for (const auto& [k, h] : assigned) busy.insert(h.slots.begin(), h.slots.end());
+  std::vector<int> out;
+  for (int i = 0; i < slots; ++i) {
+    if (!busy.count(i)) out.push_back(i);
+  }
+  return out;
+}
+
+Coordinator::Impl::Impl(CoordinatorOptions o) : opt(std::move(o)) {
+  liveness.interval_ms = opt.heartbeat_ms;
+  liveness.misses = opt.liveness;
+  if (opt.recovery_grace_ms <= 0) opt.recovery_grace_ms = 4 * opt.liveness * opt.heartbeat_ms;
+  coordinator_id = random_id();
+  store = store::Store::open(opt.db_path);
+  now = steady_ms();
+  load_state();
+  bind_sockets();
+}
+
+void Coordinator::Impl::bind_sockets() {
+  if (!opt.security.insecure) {
+    // The ZAP handler must exist before the CURVE socket binds, or libzmq lets everyone in.
+    zap.emplace(ctx, zmq::socket_type::rep);
+    zap->set(zmq::sockopt::linger, 0);
+    zap->bind(kZapEndpoint);
+  }
+  router.set(zmq::sockopt::linger, 0);
+  router.set(zmq::sockopt::router_mandatory, true);   // unroutable sends fail instead of vanishing
+  router.set(zmq::sockopt::router_handover, true);    // a re-registering worker takes its id over
+  router.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(wire::kMaxMessageBytes));
+  wire::apply_server(router, opt.security);
+  try {
+    router.bind(opt.bind);
+  } catch (const zmq::error_t& e) {
+    HYLAB_FAIL("cannot bind {}: {} (expected e.g. tcp://*:5555; is the port in use?)", opt.bind, e.what());
+  }
+  endpoint = router.get(zmq::sockopt::last_endpoint);
+  if (!opt.endpoint_file.empty()) {
+    const std::string tmp = opt.endpoint_file + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << endpoint << "\n";
+    }
+    std::filesystem::rename(tmp, opt.endpoint_file);
+  }
+  spdlog::info("coordinator {} listening on {} ({}), database {}", coordinator_id, endpoint,
+               opt.security.insecure ? "INSECURE plain TCP" : "CurveZMQ, " +
+               std::to_string(opt.security.allow.size()) + " allowed keys", opt.db_path);
+}
+
+void Coordinator::Impl::load_sweep(const store::SweepRow& row) {
+  SweepInfo s;
+  s.row = row;
+  s.early_stop = early_stop_from_json(row.early_stop_json);
+  s.minimize = row.metric_goal != "maximize";
+  if (!s.early_stop.type().empty()) {
+    for (auto& [trial_id, pts] : store->metric_series(row.sweep_id, row.metric_name)) {
+      s.series[trial_id] = std::move(pts);
+    }
+  }
+  sweeps[row.sweep_id] = std::move(s);
+  for (const auto& tr : store->active_trials(row.sweep_id)) {
+    ActiveTrial t;
+    t.trial_id = tr.trial_id;
+    t.sweep_id = tr.sweep_id;
+    t.trial_index = tr.trial_index;
+    t.slots = row.gpus_per_trial;
+    t.nodes = row.nodes_per_trial;
+    t.priority = row.priority;
+    t.state = tr.state;
+    t.attempt = tr.attempt;
+    t.failures = tr.failures;
+    t.config_json = tr.config_json;
+    t.run_dir = tr.run_dir;
+    t.checkpoint_step = tr.checkpoint_step;
+    if (t.state == "running") {
+      // Its workers will say whether they still hold it.
+      t.recover_deadline_ms = now + opt.recovery_grace_ms;
+      t.assigned_ms = now;
+    }
+    trials[t.trial_id] = std::move(t);
+  }
+}
+
+void Coordinator::Impl::load_state() {
+  int recovered = 0;
+  for (const auto& row : store->sweeps("running")) load_sweep(row);
+  for (const auto& [id, t] : trials) recovered += t.state == "running";
+  {
+    store::Tx tx(store->db());
+    // Workers must register again with this coordinator.
+    store->db().exec("UPDATE workers SET state = 'lost' WHERE state != 'lost'");
+    for (const auto& [id, s] : sweeps) finish_sweep_if_done(id);
+    tx.commit();
+  }
+  spdlog::info("loaded {} running sweeps, {} active trials ({} were running: waiting up to {} ms "
+               "for their workers)", sweeps.size(), trials.size(), recovered, opt.recovery_grace_ms);
+}
+
+void Coordinator::Impl::send(const std::string& routing_id, proto::Envelope env, bool delimiter) {
+  outbox.push_back({routing_id, delimiter, wire::encode(std::move(env), "coordinator")});
+}
+
+void Coordinator::Impl::flush_outbox() {
+  for (auto& m : outbox) {
+    try {
+      router.send(zmq::buffer(m.routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      if (m.delimiter) router.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
+      router.send(zmq::buffer(m.payload), zmq::send_flags::dontwait);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("cannot send to {}: {} (peer gone?)", m.routing_id, e.what());
+    }
+  }
+  outbox.clear();
+}
+
+void Coordinator::Impl::handle_zap() {
+  std::vector<std::string> req;
+  while (true) {
+    zmq::message_t part;
+    if (!zap->recv(part, zmq::recv_flags::dontwait)) break;
+    req.push_back(part.to_string());
+    if (!part.more()) break;
+  }
+  std::string log;
+  const auto reply = wire::zap_reply(req, opt.security.allow, &log);
+  if (!log.empty()) spdlog::warn("ZAP: {}", log);
+  for (size_t i = 0; i < reply.size(); ++i) {
+    zap->send(zmq::buffer(reply[i]), i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+  }
+}
+
+void Coordinator::Impl::handle_frames(std::vector<zmq::message_t>& frames) {
+  // [routing id][payload] from DEALER peers, [routing id][empty][payload] from REQ peers.
+  const std::string routing_id = frames.empty() ? "" : frames[0].to_string();
+  const bool delimiter = frames.size() == 3 && frames[1].size() == 0;
+  if (!(frames.size() == 2 || delimiter)) {
+    spdlog::warn("dropped a message of {} frames from peer \"{}\": expected [id][payload]",
+                 frames.size(), routing_id);
+    return;
+  }
+  zmq::message_t& payload = frames.back();
+  std::string user_id;
+  try {
+    if (!opt.security.insecure) user_id = payload.gets("User-Id");
+  } catch (const zmq::error_t&) {
+  }
+  std::string error;
+  auto env = wire::decode(payload.data(), payload.size(), &error);
+  if (!env) {
+    spdlog::warn("dropped a message from peer \"{}\": {}", routing_id, error);
+    return;
+  }
+  auto& db = store->db();
+  db.exec("SAVEPOINT message");
+  const size_t outbox_mark = outbox.size();
+  try {
+    dispatch(*env, routing_id, delimiter, user_id);
+    db.exec("RELEASE message");
+  } catch (const std::exception& e) {
+    spdlog::error("dropped a {} message from {}: {}", wire::kind_name(*env), env->sender(), e.what());
+    outbox.resize(outbox_mark);
+    db.exec("ROLLBACK TO message");
+    db.exec("RELEASE message");
+  }
+}
+
+void Coordinator::Impl::dispatch(const proto::Envelope& env, const std::string& routing_id,
+                                 bool delimiter, const std::string& user_id) {
+  using E = proto::Envelope;
+  if (env.kind_case() == E::kRequest) {
+    handle_request(env.request(), routing_id, delimiter);
+    return;
+  }
+  if (routing_id != env.sender()) {
+    spdlog::warn("dropped a {} message: sender \"{}\" differs from its connection id \"{}\"",
+                 wire::kind_name(env), env.sender(), routing_id);
+    return;
+  }
+  if (env.kind_case() == E::kHello) {
+    on_hello(env.hello(), user_id);
+    return;
+  }
+  auto it = workers.find(env.sender());
+  if (it == workers.end()) {
+    // Not registered with this coordinator (e.g. it restarted): ask for a Hello, drop this.
+    int64_t& last = reregister_asked[env.sender()];
+    if (now - last >= opt.heartbeat_ms) {
+      last = now;
+      proto::Envelope r;
+      r.set_reregister(true);
+      send(routing_id, r);
+      spdlog::info("{} from unregistered worker {}: asked it to register", wire::kind_name(env), env.sender());
+    }
+    return;
+  }
+  WorkerInfo& w = it->second;
+  w.last_heard_ms = now;
+  switch (env.kind_case()) {
+    case E::kHeartbeat: on_heartbeat(w, env.heartbeat()); break;
+    case E::kStarted: on_started(w, env.started()); break;
+    case E::kMetrics: on_metrics(w, env.metrics()); break;
+    case E::kFinished: on_finished(w, env.finished()); break;
+    case E::kRendezvous: on_rendezvous(w, env.rendezvous()); break;
+    default:
+      spdlog::warn("dropped a {} message from worker {}: workers do not send it", wire::kind_name(env), w.worker_id);
+  }
+}
+
+void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const std::string& routing_id,
+                                       bool delimiter) {
+  proto::Envelope env;
+  auto* reply = env.mutable_reply();
+  reply->set_request_id(req.request_id());
+  reply->set_ok(true);
+  try {
+    switch (req.kind_case()) {
+      case proto::ClientRequest::kSubmitSweep: reply->set_json(submit_sweep(req.submit_sweep())); break;
+      case proto::ClientRequest::kListSweeps: reply->set_json(store->sweeps_json().dump()); break;
+      case proto::ClientRequest::kShowSweep: reply->set_json(store->sweep_json(req.show_sweep()).dump()); break;
+      case proto::ClientRequest::kCancelSweep: reply->set_json(cancel_sweep(req.cancel_sweep())); break;
+      case proto::ClientRequest::kResumeSweep: reply->set_json(resume_sweep(req.resume_sweep())); break;
+      case proto::ClientRequest::kListWorkers: reply->set_json(workers_json()); break;
+      case proto::ClientRequest::kDrainWorker: {
+        auto it = workers.find(req.drain_worker());
+        if (it == workers.end()) HYLAB_FAIL("no registered worker {}", req.drain_worker());
+        it->second.draining = true;
+        store->set_worker_state(it->first, "draining");
+        proto::Envelope d;
+        d.mutable_drain()->set_exit_when_idle(true);
+        send(it->first, d);
+        reply->set_json(nlohmann::json{{"worker_id", it->first}, {"state", "draining"}}.dump());
+        break;
+      }
+      default: HYLAB_FAIL("unknown request");
+    }
+  } catch (const Error& e) {
+    // An expected failure: roll back this request's writes but answer the client.
+    store->db().exec("ROLLBACK TO message");
+    reply->set_ok(false);
+    reply->set_error(e.what());
+    reply->clear_json();
+  }
+  send(routing_id, env, delimiter);
+}
+
+std::string Coordinator::Impl::submit_sweep(const proto::SubmitSweep& s) {
+  std::vector<store::NewTrial> rows;
+  std::set<std::string> hashes;
+  for (const auto& def : s.trials()) {
+    store::NewTrial t;
+    t.trial_index = def.trial_index();
+    try {
+      t.resolved = resolve_config(config_from_json(def.config_json()));
+    } catch (const ConfigError& e) {
+      HYLAB_FAIL("sweep {}: trial {}: {}", s.name(), def.trial_index(), e.what());
+    }
+    const std::string hash = config_hash(t.resolved);
+    if (!def.config_hash().empty() && def.config_hash() != hash) {
+      HYLAB_FAIL("sweep {}: trial {}: config_hash {} does not match its config ({}); client and "
+                 "coordinator builds differ?", s.name(), def.trial_index(), def.config_hash(), hash);
+    }
+    if (!hashes.insert(hash).second) HYLAB_FAIL("sweep {}: trial {} duplicates an earlier trial", s.name(), def.trial_index());
+    for (int i = 0; i < def.param_names_size(); ++i) t.params.push_back({def.param_names(i), def.param_values(i)});
+    rows.push_back(std::move(t));
+  }
+  store::SweepRow row;
+  row.name = s.name();
+  row.spec_yaml = s.spec_yaml();
+  row.spec_path = s.spec_path();
+  row.metric_name = s.metric_name().empty() ? "val_bpb" : s.metric_name();
+  row.metric_goal = s.metric_goal() == "maximize" ? "maximize" : "minimize";
+  row.priority = s.priority();
+  row.gpus_per_trial = s.gpus_per_trial();
+  row.nodes_per_trial = std::max(1, s.nodes_per_trial());
+  row.max_retries = s.max_retries();
+  row.early_stop_json = s.early_stop_json();
+  early_stop_from_json(row.early_stop_json);  // validate
+  const int64_t sweep_id = store->create_sweep(row, std::move(rows));
+  load_sweep(store->sweep(sweep_id));
+  spdlog::info("sweep {} ({}) submitted: {} trials, {} slots each", sweep_id, row.name,
+               s.trials_size(), row.gpus_per_trial);
+  return nlohmann::json{{"sweep_id", sweep_id}, {"trials", s.trials_size()}}.dump();
+}
+
+std::string Coordinator::Impl::cancel_sweep(int64_t sweep_id) {
+  const store::SweepRow row = store->sweep(sweep_id);
+  if (row.state != "running") HYLAB_FAIL("sweep {} is {}, not running", sweep_id, row.state);
+  std::vector<int64_t> ids;
+  for (const auto& [id, t] : trials) {
+    if (t.sweep_id == sweep_id) ids.push_back(id);
+  }
+  for (int64_t id : ids) stop_trial(id, "cancelled", "sweep cancelled");
+  store->set_sweep_state(sweep_id, "cancelled");
+  sweeps.erase(sweep_id);
+  spdlog::info("sweep {} cancelled ({} trials stopped or dequeued)", sweep_id, ids.size());
+  return nlohmann::json{{"sweep_id", sweep_id}, {"state", "cancelled"}, {"trials_cancelled", ids.size()}}.dump();
+}
+
+std::string Coordinator::Impl::resume_sweep(int64_t sweep_id) {
+  const store::SweepRow row = store->sweep(sweep_id);
+  int n = 0;
+  for (const auto& t : store->trials_of(sweep_id)) {
+    if (t.state != "failed" && t.state != "cancelled") continue;
+    if (trials.count(t.trial_id)) continue;
+    store->set_trial_state(t.trial_id, "pending", 0, "resumed");
+    store::add_event(store->db(), "trial_resumed", "", sweep_id, t.trial_id);
+    ++n;
+  }
+  if (n == 0 && row.state != "running") {
+    HYLAB_FAIL("sweep {} has no failed or cancelled trials to run again", sweep_id);
+  }
+  if (row.state != "running") store->set_sweep_state(sweep_id, "running");
+  // Reload the sweep's active trials (keeps those already known).
+  auto kept = trials;
+  load_sweep(store->sweep(sweep_id));
+  for (auto& [id, t] : kept) trials[id] = std::move(t);
+  spdlog::info("sweep {} resumed: {} trials pending again", sweep_id, n);
+  return nlohmann::json{{"sweep_id", sweep_id}, {"state", "running"}, {"trials_resumed", n}}.dump();
+}
+
+std::string Coordinator::Impl::workers_json() {
+  nlohmann::json out = store->workers_json();
+  for (auto& w : out) {
+    auto it = workers.find(w["worker_id"].get<std::string>());
+    if (it == workers.end()) continue;
+    const WorkerInfo& info = it->second;
+    nlohmann::json running = nlohmann::json::array();
+    for (const auto& [k, h] : info.assigned) running.push_back({{"trial_id", k.first}, {"attempt", k.second}});
+    w["slots"] = info.slots;
+    w["free_slots"] = info.free_slots().size();
+    w["running"] = running;
+    w["heard_ms_ago"] = now - info.last_heard_ms;
+  }
+  return out.dump();
+}
+
+void Coordinator::Impl::run(const std::atomic<bool>& stop) {
+  next_heartbeat_ms = steady_ms();
+  while (!stop.load()) {
+    std::vector<zmq::pollitem_t> items = {{router.handle(), 0, ZMQ_POLLIN, 0}};
+    if (zap) items.push_back({zap->handle(), 0, ZMQ_POLLIN, 0});
+    const int timeout = std::max(5, std::min(100, opt.heartbeat_ms / 4));
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+    now = steady_ms();
+    if (zap && (items[1].revents & ZMQ_POLLIN)) handle_zap();
+    const bool tick = now >= next_heartbeat_ms;
+    if (!(items[0].revents & ZMQ_POLLIN) && !tick) continue;
+    try {
+      store::Tx tx(store->db());
+      for (int n = 0; n < kMaxMessagesPerIteration; ++n) {
+        std::vector<zmq::message_t> frames;
+        while (true) {
+          zmq::message_t part;
+          if (!router.recv(part, zmq::recv_flags::dontwait)) break;
+          const bool more = part.more();
+          frames.push_back(std::move(part));
+          if (!more) break;
+        }
+        if (frames.empty()) break;
+        handle_frames(frames);
+      }
+      if (tick) {
+        periodic();
+        next_heartbeat_ms = now + opt.heartbeat_ms;
+      }
+      check_early_stop();
+      schedule();
+      tx.commit();
+      flush_outbox();
+    } catch (const std::exception& e) {
+      // The database refused a write or commit: nothing of this iteration is acknowledged;
+      // peers retransmit what was not acked.
+      spdlog::error("event loop iteration rolled back: {}", e.what());
+      outbox.clear();
+    }
+  }
+  spdlog::info("coordinator stopping; workers keep their trials and re-register on restart");
+}
+
+Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+Coordinator::~Coordinator() = default;
+void Coordinator::run(const std::atomic<bool>& stop) { impl_->run(stop); }
+std::string Coordinator::endpoint() const { return impl_->endpoint; }
+
+}  // namespace hylab::coordinator

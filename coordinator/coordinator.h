@@ -1,0 +1,47 @@
+// The coordinator daemon (`hylab coordinator`): one ZeroMQ ROUTER socket, one poll loop that
+// owns all state, the only writer of the sweep trials in the SQLite database.
+//
+// Each loop iteration: poll (ROUTER + the ZAP handler socket) -> handle every waiting message
+// inside one transaction (a savepoint per message, so a bad message rolls back alone) ->
+// periodic work (heartbeats, liveness, recovery deadlines) -> early stopping -> scheduling ->
+// COMMIT -> only then send the queued replies and acks. So an ack means "stored".
+//
+// Restart: all durable state is in the database. On start, running trials are "recovered":
+// the workers re-register (they hear a Reregister, or notice the silence) and list the
+// attempts they still hold; those carry on. A recovered attempt nobody claims within the
+// grace period is lost and retried.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "coordinator/security.h"
+
+namespace hylab::coordinator {
+
+struct CoordinatorOptions {
+  std::string db_path = "runs/hylab.db";
+  std::string bind = "tcp://*:5555";
+  std::string endpoint_file;  // written (atomically) with the bound endpoint, e.g. for port 0
+  int heartbeat_ms = 1000;
+  int liveness = 3;           // missed heartbeats before a worker is lost
+  int recovery_grace_ms = 0;  // 0 = 4 * liveness * heartbeat_ms
+  wire::Security security;
+};
+
+class Coordinator {
+ public:
+  explicit Coordinator(CoordinatorOptions options);  // opens the DB, binds; throws hylab::Error
+  ~Coordinator();
+  // Serves until `stop` becomes true (checked at least every 100 ms).
+  void run(const std::atomic<bool>& stop);
+  std::string endpoint() const;  // the bound endpoint
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hylab::coordinator

@@ -1,0 +1,139 @@
+// Internal state of the coordinator's event loop (coordinator.cpp: loop, sockets, clients;
+// trial_book.cpp: workers and trial transitions). Single-threaded: only the loop touches it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "coordinator/coordinator.h"
+#include "coordinator/early_stop.h"
+#include "coordinator/policy.h"
+#include "proto/sweep.pb.h"
+#include "proto/wire.pb.h"
+#include "store/store.h"
+
+namespace hylab::coordinator {
+
+using AttemptKey = std::pair<int64_t, int64_t>;  // (trial_id, attempt)
+
+// One worker's share of a running attempt.
+struct NodeRun {
+  std::string worker_id;
+  std::vector<int> slots;
+  int node_rank = 0;
+  bool confirmed = false;  // Started received, or listed in the worker's held trials
+  bool finished = false;
+};
+
+struct ActiveTrial {
+  int64_t trial_id = 0, sweep_id = 0, trial_index = 0;
+  int slots = 1, nodes = 1, priority = 0;
+  std::string state = "pending";  // pending | running
+  int64_t attempt = 0;
+  int failures = 0;
+  std::vector<NodeRun> run;       // while running, node_rank order
+  int64_t assigned_ms = 0;
+  std::optional<int64_t> recover_deadline_ms;  // set for attempts found running at start
+  std::string config_json, run_dir;
+  int64_t checkpoint_step = -1;
+  std::string rendezvous;         // node 0's payload, relayed to the others
+};
+
+struct Held {  // an attempt on a worker, as the coordinator assigned it
+  std::vector<int> slots;
+  int64_t since_ms = 0;
+};
+
+struct WorkerInfo {
+  std::string worker_id, host, public_key, work_dir;
+  int slots = 0;
+  std::vector<proto::Gpu> gpus;
+  int64_t last_heard_ms = 0;
+  int64_t last_reregister_ms = 0;
+  bool draining = false;
+  std::map<AttemptKey, std::vector<int>> reported;  // held trials from the latest hello/heartbeat
+  std::map<AttemptKey, Held> assigned;               // attempts this coordinator counts as here
+  std::vector<int> free_slots() const;
+};
+
+struct SweepInfo {
+  store::SweepRow row;
+  proto::EarlyStop early_stop;
+  bool minimize = true;
+  std::map<int64_t, std::vector<std::pair<int64_t, double>>> series;  // sweep metric per trial
+  bool series_dirty = false;
+};
+
+struct Outgoing {
+  std::string routing_id;
+  bool delimiter = false;  // REQ peers want an empty frame before the payload
+  std::string payload;
+};
+
+struct Coordinator::Impl {
+  CoordinatorOptions opt;
+  Liveness liveness;
+  std::string coordinator_id;
+  std::unique_ptr<store::Store> store;
+  zmq::context_t ctx{1};
+  zmq::socket_t router{ctx, zmq::socket_type::router};
+  std::optional<zmq::socket_t> zap;
+  std::string endpoint;
+
+  std::map<std::string, WorkerInfo> workers;
+  std::map<int64_t, ActiveTrial> trials;  // pending and running trials of running sweeps
+  std::map<int64_t, SweepInfo> sweeps;    // running sweeps
+  std::map<std::string, int64_t> reregister_asked;  // unknown peer -> when we last asked it
+  std::vector<Outgoing> outbox;
+  int64_t now = 0;                        // ms, steady clock, set once per iteration
+  int64_t next_heartbeat_ms = 0;
+
+  explicit Impl(CoordinatorOptions o);
+  void run(const std::atomic<bool>& stop);
+
+  // coordinator.cpp
+  void bind_sockets();
+  void handle_zap();
+  void handle_frames(std::vector<zmq::message_t>& frames);
+  void dispatch(const proto::Envelope& env, const std::string& routing_id, bool delimiter,
+                const std::string& user_id);
+  void send(const std::string& routing_id, proto::Envelope env, bool delimiter = false);
+  void flush_outbox();
+  void handle_request(const proto::ClientRequest& req, const std::string& routing_id, bool delimiter);
+  std::string submit_sweep(const proto::SubmitSweep& s);
+  std::string cancel_sweep(int64_t sweep_id);
+  std::string resume_sweep(int64_t sweep_id);
+  std::string workers_json();
+  void load_state();
+  void load_sweep(const store::SweepRow& row);
+
+  // trial_book.cpp
+  void on_hello(const proto::Hello& h, const std::string& user_id);
+  void on_heartbeat(WorkerInfo& w, const proto::Heartbeat& hb);
+  void reconcile(WorkerInfo& w, const google::protobuf::RepeatedPtrField<proto::HeldTrial>& held,
+                 bool full_report);
+  void on_started(WorkerInfo& w, const proto::Started& s);
+  void on_metrics(WorkerInfo& w, const proto::MetricsBatch& b);
+  void on_finished(WorkerInfo& w, const proto::Finished& f);
+  void on_rendezvous(WorkerInfo& w, const proto::Rendezvous& r);
+  void conclude_attempt(ActiveTrial& t, proto::TrialOutcome outcome, int exit_code,
+                        const std::string& reason, const std::string& log_tail);
+  void requeue_unstarted(ActiveTrial& t, const std::string& reason);
+  void stop_trial(int64_t trial_id, const std::string& state, const std::string& reason);
+  void lose_worker(const std::string& worker_id, const std::string& why);
+  void send_cancel(const std::string& worker_id, int64_t trial_id, int64_t attempt,
+                   const std::string& reason);
+  void periodic();
+  void check_early_stop();
+  void schedule();
+  void finish_sweep_if_done(int64_t sweep_id);
+};
+
+}  // namespace hylab::coordinator

@@ -1,0 +1,39 @@
+// Small pure decisions of the coordinator: what an attempt's outcome means for its trial
+// (retry or record), and when a silent peer is given up (liveness).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "proto/wire.pb.h"
+
+namespace hylab::coordinator {
+
+struct AttemptDecision {
+  std::string trial_state;  // "pending" (run again) or a final state
+  bool count_failure = false;
+  bool retry = false;
+};
+
+// failures: failed attempts so far (before this one); max_retries: from the sweep.
+//   succeeded -> succeeded;  diverged -> diverged;  oom -> oom  (results, not retried)
+//   bad config -> failed, not retried (the trainer rejected the config: rerunning cannot help)
+//   cancelled -> cancelled
+//   preempted -> pending, not counted as a failure
+//   failed (also: worker lost, trainer could not start) -> pending while failures + 1 <=
+//   max_retries, else failed
+AttemptDecision decide_after_attempt(proto::TrialOutcome outcome, int failures, int max_retries);
+
+// "succeeded", "failed", ... for an outcome (the trial_attempts.state column).
+std::string outcome_name(proto::TrialOutcome outcome);
+
+// Paranoid Pirate liveness: a peer is lost after `misses` heartbeat intervals of silence.
+struct Liveness {
+  int64_t interval_ms = 1000;
+  int misses = 3;
+  bool expired(int64_t last_heard_ms, int64_t now_ms) const {
+    return now_ms - last_heard_ms > interval_ms * misses;
+  }
+};
+
+}  // namespace hylab::coordinator

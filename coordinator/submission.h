@@ -1,0 +1,22 @@
+// A sweep file -> the SubmitSweep request a client sends: the spec is read and expanded on
+// the client (errors show up before anything is sent), and every trial travels as its
+// resolved config, so the coordinator needs neither the sweep file nor the base config.
+#pragma once
+
+#include <string>
+
+#include "coordinator/sweep_expander.h"
+#include "proto/wire.pb.h"
+
+namespace hylab::coordinator {
+
+struct Submission {
+  proto::SweepSpec spec;
+  Expansion expansion;
+  proto::SubmitSweep request;
+};
+
+// Throws ConfigError naming the file and field for an invalid spec or invalid trials.
+Submission prepare_submission(const std::string& sweep_path);
+
+}  // namespace hylab::coordinator

@@ -1,0 +1,201 @@
+#include "coordinator/sweep_expander.h"
+
+#include <cmath>
+#include <map>
+#include <random>
+#include <set>
+
+#include "common/check.h"
+
+namespace hylab::coordinator {
+namespace {
+
+constexpr int64_t kMaxTrials = 100000;
+constexpr size_t kMaxErrorsShown = 20;
+
+// One choice of one parameter: what to record and what to set.
+struct Choice {
+  std::vector<std::pair<std::string, std::string>> record;  // (name, value as written)
+  std::pair<std::string, std::string> set;                  // (config key, value)
+};
+
+std::string format_fraction(double f) { return fmt::format("{}", f); }
+
+std::vector<Choice> choices_of(const proto::SweepParameter& p, int n_layer) {
+  std::vector<Choice> out;
+  if (p.has_generate()) {
+    for (double f : p.generate().attention_fraction()) {
+      for (const auto& placement : p.generate().placement()) {
+        const std::string pattern = generate_block_pattern(n_layer, f, placement);
+        out.push_back({{{"block_pattern", pattern},
+                        {"attention_fraction", format_fraction(f)},
+                        {"placement", placement}},
+                       {"block_pattern", pattern}});
+      }
+    }
+    return out;
+  }
+  for (const auto& v : p.values()) out.push_back({{{p.name(), v}}, {p.name(), v}});
+  return out;
+}
+
+std::string sample_range(const proto::SweepParameter& p, std::mt19937_64& rng) {
+  if (p.distribution() == "int_uniform") {
+    std::uniform_int_distribution<int64_t> d(static_cast<int64_t>(std::ceil(p.min())),
+                                             static_cast<int64_t>(std::floor(p.max())));
+    return std::to_string(d(rng));
+  }
+  if (p.distribution() == "log_uniform") {
+    std::uniform_real_distribution<double> d(std::log(p.min()), std::log(p.max()));
+    return fmt::format("{}", std::exp(d(rng)));
+  }
+  std::uniform_real_distribution<double> d(p.min(), p.max());
+  return fmt::format("{}", d(rng));
+}
+
+std::string describe(const std::vector<std::pair<std::string, std::string>>& params) {
+  std::string out;
+  for (const auto& [k, v] : params) out += (out.empty() ? "" : ", ") + k + "=" + v;
+  return out.empty() ? "no parameters" : out;
+}
+
+}  // namespace
+
+bool is_generator_param(const std::string& name) {
+  return name == "attention_fraction" || name == "placement";
+}
+
+std::string generate_block_pattern(int n_layer, double attention_fraction,
+                                   const std::string& placement) {
+  if (n_layer < 1) throw ConfigError(fmt::format("generate: n_layer = {}: expected >= 1", n_layer));
+  if (attention_fraction < 0 || attention_fraction > 1) {
+    throw ConfigError(fmt::format("generate: attention_fraction = {}: expected 0..1", attention_fraction));
+  }
+  const int n_attn = static_cast<int>(std::lround(attention_fraction * n_layer));
+  std::vector<BlockType> pattern(n_layer, BlockType::kMamba);
+  if (placement == "early") {
+    for (int i = 0; i < n_attn; ++i) pattern[i] = BlockType::kTransformer;
+  } else if (placement == "late") {
+    for (int i = n_layer - n_attn; i < n_layer; ++i) pattern[i] = BlockType::kTransformer;
+  } else if (placement == "even") {
+    // Layer i closes group floor((i+1)*n_attn/n_layer); it is attention when that count steps.
+    for (int i = 0; i < n_layer; ++i) {
+      const int64_t before = static_cast<int64_t>(i) * n_attn / n_layer;
+      const int64_t after = static_cast<int64_t>(i + 1) * n_attn / n_layer;
+      if (after > before) pattern[i] = BlockType::kTransformer;
+    }
+  } else {
+    throw ConfigError(fmt::format("generate: placement = \"{}\": expected even, early or late", placement));
+  }
+  return compact_block_pattern(pattern);
+}
+
+Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in) {
+  // The base with the fixed overrides; sweep name as run name (the same for every trial,
+  // so it does not defeat de-duplication).
+  RunConfig base = base_in;
+  base.set_name(spec.name());
+  std::map<std::string, std::string> overrides(spec.overrides().begin(), spec.overrides().end());
+  for (const auto& [k, v] : overrides) {
+    try {
+      apply_override(&base, k, v);
+    } catch (const ConfigError& e) {
+      throw ConfigError(fmt::format("sweep {}: overrides.{}: {}", spec.name(), k, e.what()));
+    }
+  }
+  RunConfig resolved_base;
+  try {
+    resolved_base = resolve_config(base);
+  } catch (const ConfigError& e) {
+    // A base that only becomes valid with the swept values (e.g. a pattern that decides
+    // n_layer) is fine; generated patterns need n_layer, so they need a valid base.
+    for (const auto& p : spec.parameters()) {
+      if (p.has_generate()) {
+        throw ConfigError(fmt::format("sweep {}: parameters.block_pattern.generate needs n_layer "
+                                      "from the base config, which is invalid: {}",
+                                      spec.name(), e.what()));
+      }
+    }
+  }
+  const int n_layer = resolved_base.n_layer();
+
+  std::vector<std::vector<Choice>> axes;  // ranges (random only) have no fixed choices
+  for (const auto& p : spec.parameters()) axes.push_back(choices_of(p, n_layer));
+
+  // The combinations, each a list of choices (one per parameter).
+  std::vector<std::vector<Choice>> combos;
+  if (spec.method() == "random") {
+    std::mt19937_64 rng(static_cast<uint64_t>(spec.seed()));
+    for (int i = 0; i < spec.count(); ++i) {
+      std::vector<Choice> combo;
+      for (int a = 0; a < spec.parameters_size(); ++a) {
+        const auto& p = spec.parameters(a);
+        if (p.has_min()) {
+          const std::string v = sample_range(p, rng);
+          combo.push_back({{{p.name(), v}}, {p.name(), v}});
+        } else {
+          std::uniform_int_distribution<size_t> pick(0, axes[a].size() - 1);
+          combo.push_back(axes[a][pick(rng)]);
+        }
+      }
+      combos.push_back(std::move(combo));
+    }
+  } else {
+    int64_t total = 1;
+    for (const auto& axis : axes) {
+      total *= static_cast<int64_t>(axis.size());
+      if (total > kMaxTrials) {
+        throw ConfigError(fmt::format("sweep {}: the grid has more than {} trials; narrow it",
+                                      spec.name(), kMaxTrials));
+      }
+    }
+    std::vector<size_t> idx(axes.size(), 0);
+    for (int64_t n = 0; n < total; ++n) {
+      std::vector<Choice> combo;
+      for (size_t a = 0; a < axes.size(); ++a) combo.push_back(axes[a][idx[a]]);
+      combos.push_back(std::move(combo));
+      for (size_t a = axes.size(); a-- > 0;) {  // odometer: last axis fastest
+        if (++idx[a] < axes[a].size()) break;
+        idx[a] = 0;
+      }
+    }
+  }
+
+  Expansion out;
+  std::set<std::string> seen;
+  std::vector<std::string> errors;
+  for (size_t c = 0; c < combos.size(); ++c) {
+    TrialPlan plan;
+    RunConfig cfg = base;
+    for (const auto& choice : combos[c]) {
+      plan.params.insert(plan.params.end(), choice.record.begin(), choice.record.end());
+    }
+    try {
+      for (const auto& choice : combos[c]) apply_override(&cfg, choice.set.first, choice.set.second);
+      plan.resolved = resolve_config(cfg);
+    } catch (const ConfigError& e) {
+      errors.push_back(fmt::format("combination {} ({}): {}", c, describe(plan.params), e.what()));
+      continue;
+    }
+    plan.config_hash = config_hash(plan.resolved);
+    if (!seen.insert(plan.config_hash).second) {
+      ++out.duplicates_removed;
+      continue;
+    }
+    plan.trial_index = static_cast<int64_t>(out.trials.size());
+    out.trials.push_back(std::move(plan));
+  }
+  if (!errors.empty()) {
+    std::string msg = fmt::format("sweep {}: {} of {} parameter combinations are invalid, so "
+                                  "nothing was submitted:",
+                                  spec.name(), errors.size(), combos.size());
+    for (size_t i = 0; i < errors.size() && i < kMaxErrorsShown; ++i) msg += "\n  " + errors[i];
+    if (errors.size() > kMaxErrorsShown) {
+      msg += fmt::format("\n  ... and {} more", errors.size() - kMaxErrorsShown);
+    }
+    throw ConfigError(msg);
+  }
+  return out;
+}
+
+}  // namespace hylab::coordinator

@@ -1,0 +1,50 @@
+// Sweep expansion: a SweepSpec and its base config -> the trials to run. A pure function:
+// same inputs, same trials, in the same order.
+//
+// Grid: the cartesian product of every parameter's values, in YAML order, the last
+// parameter varying fastest. Random: `count` draws (mt19937_64 seeded by `seed`), each
+// parameter drawn uniformly from its values or from its min/max distribution.
+// Each trial's config = base -> overrides -> parameter values -> resolve_config. Trials
+// whose resolved config equals an earlier one's (config_hash) are dropped as duplicates.
+// If any combination is invalid, nothing runs: expand_sweep throws one ConfigError that
+// lists every invalid trial with its parameters and the field-naming reason.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/run_config.h"
+#include "proto/sweep.pb.h"
+
+namespace hylab::coordinator {
+
+struct TrialPlan {
+  int64_t trial_index = 0;  // 0, 1, ... after de-duplication
+  // The swept values as written (name, YAML text); generated patterns add
+  // attention_fraction and placement beside block_pattern, for grouping.
+  std::vector<std::pair<std::string, std::string>> params;
+  RunConfig resolved;
+  std::string config_hash;
+};
+
+struct Expansion {
+  std::vector<TrialPlan> trials;
+  int duplicates_removed = 0;
+};
+
+Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base);
+
+// One pattern of n_layer layers with round(fraction * n_layer) Transformer layers:
+//   early: T...T M...M     late: M...M T...T
+//   even:  the attention layers spread evenly, each closing its group of layers
+//          (n_layer 12, 3 attention: M,M,M,T three times).
+// Returned in compact form ("M*3,T,M*3,T,M*3,T"). Throws ConfigError on a bad placement.
+std::string generate_block_pattern(int n_layer, double attention_fraction,
+                                   const std::string& placement);
+
+// The names of parameters that are not RunConfig keys but describe a generated pattern.
+bool is_generator_param(const std::string& name);
+
+}  // namespace hylab::coordinator

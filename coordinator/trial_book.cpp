@@ -1,0 +1,477 @@
+// The coordinator's bookkeeping of workers and trial attempts: registration, heartbeats and
+// liveness, attempt start/metrics/finish, retries, cancellation, early stopping, scheduling.
+// Every message is idempotent on (trial_id, attempt): a repeat or a stale attempt is
+// acknowledged and otherwise ignored (or cancelled on the worker that still runs it).
+#include <spdlog/spdlog.h>
+
+#include "common/check.h"
+#include "coordinator/coordinator_impl.h"
+#include "coordinator/scheduler.h"
+
+namespace hylab::coordinator {
+namespace {
+
+std::string join_ints(const std::vector<int>& v) {
+  std::string out;
+  for (int x : v) out += (out.empty() ? "" : ",") + std::to_string(x);
+  return out;
+}
+
+}  // namespace
+
+// ---- workers ----
+
+void Coordinator::Impl::on_hello(const proto::Hello& h, const std::string& user_id) {
+  const bool known = workers.count(h.worker_id()) > 0;
+  WorkerInfo& w = workers[h.worker_id()];
+  w.worker_id = h.worker_id();
+  w.host = h.host();
+  w.slots = h.slots();
+  w.gpus.assign(h.gpus().begin(), h.gpus().end());
+  w.public_key = user_id;
+  w.work_dir = h.work_dir();
+  w.draining = h.draining();
+  w.last_heard_ms = now;
+  store::WorkerRow row;
+  row.worker_id = w.worker_id;
+  row.host = w.host;
+  row.gpus = h.gpus_size();
+  nlohmann::json names = nlohmann::json::array();
+  for (const auto& g : h.gpus()) {
+    names.push_back(g.name());
+    row.gpu_mem_gib = g.mem_gib();
+  }
+  row.gpu_names = names.dump();
+  row.mem_gib = h.mem_gib();
+  row.cpus = h.cpus();
+  row.slots = h.slots();
+  row.public_key = user_id;
+  row.state = w.draining ? "draining" : "alive";
+  store->upsert_worker(row);
+  store::add_event(store->db(), known ? "worker_reregistered" : "worker_registered",
+                   fmt::format("{} slots, {} GPUs, {} held trials", h.slots(), h.gpus_size(), h.held_size()),
+                   0, 0, w.worker_id);
+  spdlog::info("worker {} registered: host {}, {} slots ({} GPUs), holds {} trials{}", w.worker_id,
+               w.host, w.slots, h.gpus_size(), h.held_size(), user_id.empty() ? "" : ", key " + user_id);
+  proto::Envelope env;
+  env.mutable_welcome()->set_heartbeat_ms(opt.heartbeat_ms);
+  env.mutable_welcome()->set_coordinator_id(coordinator_id);
+  send(w.worker_id, env);
+  reconcile(w, h.held(), /*full_report=*/true);
+}
+
+void Coordinator::Impl::on_heartbeat(WorkerInfo& w, const proto::Heartbeat& hb) {
+  reconcile(w, hb.held(), /*full_report=*/true);
+}
+
+// Compares what the worker holds with what this coordinator counts on it.
+void Coordinator::Impl::reconcile(WorkerInfo& w,
+                                  const google::protobuf::RepeatedPtrField<proto::HeldTrial>& held,
+                                  bool full_report) {
+  w.reported.clear();
+  std::set<AttemptKey> listed;
+  for (const auto& h : held) {
+    const AttemptKey key{h.trial_id(), h.attempt()};
+    listed.insert(key);
+    w.reported[key].assign(h.slots().begin(), h.slots().end());
+    if (w.assigned.count(key)) {
+      auto it = trials.find(h.trial_id());
+      if (it != trials.end() && it->second.attempt == h.attempt()) {
+        for (auto& n : it->second.run) {
+          if (n.worker_id == w.worker_id) n.confirmed = true;
+        }
+      }
+      continue;
+    }
+    auto it = trials.find(h.trial_id());
+    if (it != trials.end() && it->second.state == "running" && it->second.attempt == h.attempt() &&
+        it->second.recover_deadline_ms) {
+      // A running attempt found at start, claimed by its worker: it carries on.
+      ActiveTrial& t = it->second;
+      std::vector<int> slots(h.slots().begin(), h.slots().end());
+      w.assigned[key] = Held{slots, now};
+      bool have = false;
+      for (auto& n : t.run) have = have || n.worker_id == w.worker_id;
+      if (!have) t.run.push_back(NodeRun{w.worker_id, slots, static_cast<int>(t.run.size()), true, false});
+      if (static_cast<int>(t.run.size()) >= t.nodes) t.recover_deadline_ms.reset();
+      spdlog::info("trial {} attempt {} recovered on worker {} (slots {})", t.trial_id, t.attempt,
+                   w.worker_id, join_ints(slots));
+      store::add_event(store->db(), "trial_recovered", "", t.sweep_id, t.trial_id, w.worker_id, t.attempt);
+      continue;
+    }
+    if (h.finished()) continue;  // its Finished message will come and be acknowledged
+    // Stale: a cancelled/stopped/lost attempt the worker still runs.
+    send_cancel(w.worker_id, h.trial_id(), h.attempt(), "stale attempt: the coordinator no longer runs it");
+    w.assigned[key] = Held{std::vector<int>(h.slots().begin(), h.slots().end()), now};
+  }
+  if (!full_report) return;
+  // Attempts assigned here that the worker does not hold (an Assign lost on the way, or a
+  // worker that restarted): after a grace for messages in flight, they are lost.
+  std::vector<AttemptKey> missing;
+  for (const auto& [key, h] : w.assigned) {
+    if (!listed.count(key) && now - h.since_ms > 2 * opt.heartbeat_ms) missing.push_back(key);
+  }
+  for (const auto& key : missing) {
+    w.assigned.erase(key);
+    auto it = trials.find(key.first);
+    if (it == trials.end() || it->second.attempt != key.second || it->second.state != "running") continue;
+    ActiveTrial& t = it->second;
+    bool confirmed = false;
+    for (const auto& n : t.run) confirmed = confirmed || (n.worker_id == w.worker_id && n.confirmed);
+    const std::string why = "worker " + w.worker_id + " does not hold the attempt";
+    if (confirmed) {
+      conclude_attempt(t, proto::TRIAL_OUTCOME_FAILED, -1, why, "");
+    } else {
+      requeue_unstarted(t, why + " (never started)");
+    }
+  }
+}
+
+void Coordinator::Impl::lose_worker(const std::string& worker_id, const std::string& why) {
+  auto it = workers.find(worker_id);
+  if (it == workers.end()) return;
+  spdlog::warn("worker {} lost: {}", worker_id, why);
+  store->set_worker_state(worker_id, "lost");
+  store::add_event(store->db(), "worker_lost", why, 0, 0, worker_id);
+  const auto assigned = it->second.assigned;
+  workers.erase(it);
+  for (const auto& [key, h] : assigned) {
+    auto t = trials.find(key.first);
+    if (t == trials.end() || t->second.attempt != key.second || t->second.state != "running") continue;
+    bool confirmed = false;
+    for (const auto& n : t->second.run) confirmed = confirmed || (n.worker_id == worker_id && n.confirmed);
+    if (confirmed) {
+      conclude_attempt(t->second, proto::TRIAL_OUTCOME_FAILED, -1, "worker " + worker_id + " lost: " + why, "");
+    } else {
+      requeue_unstarted(t->second, "worker " + worker_id + " lost before the attempt started");
+    }
+  }
+}
+
+void Coordinator::Impl::send_cancel(const std::string& worker_id, int64_t trial_id, int64_t attempt,
+                                    const std::string& reason) {
+  proto::Envelope env;
+  auto* c = env.mutable_cancel();
+  c->set_trial_id(trial_id);
+  c->set_attempt(attempt);
+  c->set_reason(reason);
+  send(worker_id, env);
+}
+
+void Coordinator::Impl::periodic() {
+  // Heartbeats to every worker; liveness of every worker.
+  std::vector<std::pair<std::string, std::string>> lost;
+  for (auto& [id, w] : workers) {
+    if (liveness.expired(w.last_heard_ms, now)) {
+      lost.push_back({id, fmt::format("no message for {} ms", now - w.last_heard_ms)});
+      continue;
+    }
+    proto::Envelope hb;
+    hb.mutable_heartbeat();
+    send(id, hb);
+  }
+  for (const auto& [id, why] : lost) lose_worker(id, why);
+  // Attempts found running at start that no worker claimed in time.
+  for (auto& [id, t] : trials) {
+    if (t.state == "running" && t.recover_deadline_ms && now > *t.recover_deadline_ms) {
+      t.recover_deadline_ms.reset();
+      bool any = false;
+      for (const auto& n : t.run) any = any || n.confirmed;
+      for (const auto& n : t.run) {
+        auto w = workers.find(n.worker_id);
+        if (w != workers.end()) w->second.assigned.erase({t.trial_id, t.attempt});
+      }
+      if (!any) {
+        conclude_attempt(t, proto::TRIAL_OUTCOME_FAILED, -1,
+                         "no worker claimed the attempt after the coordinator restarted", "");
+      }
+    }
+  }
+}
+
+// ---- attempts ----
+
+void Coordinator::Impl::on_started(WorkerInfo& w, const proto::Started& s) {
+  auto it = trials.find(s.trial_id());
+  if (it == trials.end() || it->second.attempt != s.attempt() || it->second.state != "running") {
+    if (!w.assigned.count({s.trial_id(), s.attempt()})) {
+      send_cancel(w.worker_id, s.trial_id(), s.attempt(), "stale attempt");
+    }
+    return;
+  }
+  for (auto& n : it->second.run) {
+    if (n.worker_id == w.worker_id) n.confirmed = true;
+  }
+  store::add_event(store->db(), "trial_started", fmt::format("pid {} in {}", s.pid(), s.run_dir()),
+                   it->second.sweep_id, s.trial_id(), w.worker_id, s.attempt());
+  spdlog::info("trial {} attempt {} started on {} (pid {})", s.trial_id(), s.attempt(), w.worker_id, s.pid());
+}
+
+void Coordinator::Impl::on_metrics(WorkerInfo& w, const proto::MetricsBatch& b) {
+  proto::Envelope ack;
+  ack.mutable_metrics_ack()->set_trial_id(b.trial_id());
+  ack.mutable_metrics_ack()->set_attempt(b.attempt());
+  ack.mutable_metrics_ack()->set_seq(b.seq());
+  // Accept the trial's current attempt only, also after it became final (late records of a
+  // cancelled attempt); records of older attempts would overwrite newer values.
+  auto it = trials.find(b.trial_id());
+  int64_t current = 0;
+  int64_t sweep_id = 0;
+  if (it != trials.end()) {
+    current = it->second.attempt;
+    sweep_id = it->second.sweep_id;
+  } else {
+    try {
+      const auto row = store->trial(b.trial_id());
+      current = row.attempt;
+      sweep_id = row.sweep_id;
+    } catch (const Error&) {
+      current = -1;
+    }
+  }
+  if (current != b.attempt()) {
+    spdlog::warn("metrics of trial {} attempt {} from {} dropped: the current attempt is {}",
+                 b.trial_id(), b.attempt(), w.worker_id, current);
+    send(w.worker_id, ack);
+    return;
+  }
+  if (b.seq() <= store->last_seq(b.trial_id(), b.attempt()) && b.seq() > 0) {
+    // A retransmit of a stored batch; storing it again would change nothing either.
+  }
+  std::map<int64_t, std::vector<MetricPoint>> by_attempt;
+  for (const auto& m : b.metrics()) {
+    by_attempt[m.attempt() > 0 ? m.attempt() : b.attempt()].push_back(
+        MetricPoint{m.step(), m.name(), m.value(), m.wall_time()});
+  }
+  for (const auto& [attempt, points] : by_attempt) store::put_metrics(store->db(), b.trial_id(), attempt, points);
+  if (b.checkpoint_step() >= 0) {
+    store->set_checkpoint_step(b.trial_id(), b.checkpoint_step());
+    if (it != trials.end()) it->second.checkpoint_step = std::max(it->second.checkpoint_step, b.checkpoint_step());
+  }
+  if (b.has_summary()) {
+    const auto& s = b.summary();
+    RunSummary r;
+    r.params_total = s.params_total();
+    r.params_json = s.params_json();
+    r.flops_per_token = s.flops_per_token();
+    r.steps = s.steps();
+    r.total_time_s = s.total_time_s();
+    r.final_val_bpb = s.final_val_bpb();
+    r.final_train_loss = s.final_train_loss();
+    r.tok_per_s = s.tok_per_s();
+    r.mfu = s.mfu();
+    r.peak_mem_gib = s.peak_mem_gib();
+    r.decode_tok_per_s_b1 = s.decode_tok_per_s_b1();
+    r.decode_tok_per_s_b32 = s.decode_tok_per_s_b32();
+    r.cache_bytes = s.cache_bytes();
+    store::put_summary(store->db(), b.trial_id(), r);
+  }
+  store->set_last_seq(b.trial_id(), b.attempt(), b.seq());
+  auto sw = sweeps.find(sweep_id);
+  if (sw != sweeps.end() && !sw->second.early_stop.type().empty()) {
+    auto& series = sw->second.series[b.trial_id()];
+    for (const auto& m : b.metrics()) {
+      if (m.name() != sw->second.row.metric_name) continue;
+      // Keep (step, value) sorted and unique: a re-emitted step replaces the old value.
+      auto pos = std::lower_bound(series.begin(), series.end(), std::make_pair(m.step(), -1e300));
+      if (pos != series.end() && pos->first == m.step()) pos->second = m.value();
+      else series.insert(pos, {m.step(), m.value()});
+      sw->second.series_dirty = true;
+    }
+  }
+  send(w.worker_id, ack);
+}
+
+void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
+  proto::Envelope ack;
+  ack.mutable_finished_ack()->set_trial_id(f.trial_id());
+  ack.mutable_finished_ack()->set_attempt(f.attempt());
+  const AttemptKey key{f.trial_id(), f.attempt()};
+  w.assigned.erase(key);
+  w.reported.erase(key);
+  auto it = trials.find(f.trial_id());
+  const bool current = it != trials.end() && it->second.attempt == f.attempt() && it->second.state == "running";
+  if (!current) {
+    // A repeat, or the end of an attempt this coordinator already gave up (cancelled,
+    // stopped, lost): record its outcome if the attempt row is still open, change nothing else.
+    store->finish_attempt(f.trial_id(), f.attempt(), outcome_name(f.outcome()), f.reason(),
+                          f.exit_code(), f.log_tail());
+    send(w.worker_id, ack);
+    return;
+  }
+  ActiveTrial& t = it->second;
+  NodeRun* node = nullptr;
+  for (auto& n : t.run) {
+    if (n.worker_id == w.worker_id) node = &n;
+  }
+  if (node == nullptr) {
+    spdlog::warn("finished for trial {} attempt {} from {}, which does not run it: ignored",
+                 f.trial_id(), f.attempt(), w.worker_id);
+    send(w.worker_id, ack);
+    return;
+  }
+  node->finished = true;
+  // Multi-node: rank 0 decides a success; any node's failure ends the attempt everywhere.
+  if (f.outcome() == proto::TRIAL_OUTCOME_SUCCEEDED && node->node_rank != 0) {
+    send(w.worker_id, ack);
+    return;
+  }
+  spdlog::info("trial {} attempt {} on {}: {} (exit {}){}", t.trial_id, t.attempt, w.worker_id,
+               outcome_name(f.outcome()), f.exit_code(), f.reason().empty() ? "" : ": " + f.reason());
+  conclude_attempt(t, f.outcome(), f.exit_code(), f.reason(), f.log_tail());
+  send(w.worker_id, ack);
+}
+
+void Coordinator::Impl::on_rendezvous(WorkerInfo& w, const proto::Rendezvous& r) {
+  auto it = trials.find(r.trial_id());
+  if (it == trials.end() || it->second.attempt != r.attempt() || it->second.run.empty() ||
+      it->second.run[0].worker_id != w.worker_id) {
+    spdlog::warn("rendezvous for trial {} attempt {} from {} dropped: not node 0 of the current attempt",
+                 r.trial_id(), r.attempt(), w.worker_id);
+    return;
+  }
+  it->second.rendezvous = r.payload();
+  for (size_t i = 1; i < it->second.run.size(); ++i) {
+    proto::Envelope env;
+    *env.mutable_rendezvous() = r;
+    send(it->second.run[i].worker_id, env);
+  }
+}
+
+void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome outcome, int exit_code,
+                                         const std::string& reason, const std::string& log_tail) {
+  const int max_retries = sweeps.count(t.sweep_id) ? sweeps[t.sweep_id].row.max_retries : 0;
+  const AttemptDecision d = decide_after_attempt(outcome, t.failures, max_retries);
+  store->finish_attempt(t.trial_id, t.attempt, outcome_name(outcome), reason, exit_code, log_tail);
+  // The other nodes of a multi-node attempt stop too.
+  for (const auto& n : t.run) {
+    if (!n.finished && workers.count(n.worker_id)) {
+      send_cancel(n.worker_id, t.trial_id, t.attempt, "another node of the attempt ended");
+    }
+  }
+  t.failures += d.count_failure ? 1 : 0;
+  t.run.clear();
+  t.recover_deadline_ms.reset();
+  t.rendezvous.clear();
+  const std::string why = reason.empty() ? outcome_name(outcome) : reason;
+  store::add_event(store->db(), "attempt_finished", outcome_name(outcome) + ": " + why, t.sweep_id,
+                   t.trial_id, "", t.attempt);
+  if (d.retry) {
+    t.state = "pending";
+    store->set_trial_state(t.trial_id, "pending", t.failures,
+                           fmt::format("attempt {} {}; retrying ({} failures of {} allowed)",
+                                       t.attempt, why, t.failures, max_retries));
+    spdlog::info("trial {} will run again ({} failures, max_retries {})", t.trial_id, t.failures, max_retries);
+    return;
+  }
+  const int64_t sweep_id = t.sweep_id;
+  store->set_trial_state(t.trial_id, d.trial_state, t.failures, d.trial_state == "succeeded" ? "" : why);
+  trials.erase(t.trial_id);  // t is gone from here on
+  finish_sweep_if_done(sweep_id);
+}
+
+void Coordinator::Impl::requeue_unstarted(ActiveTrial& t, const std::string& reason) {
+  store->finish_attempt(t.trial_id, t.attempt, "lost", reason, -1, "");
+  spdlog::warn("trial {} attempt {} never started ({}): pending again", t.trial_id, t.attempt, reason);
+  for (const auto& n : t.run) {
+    auto w = workers.find(n.worker_id);
+    if (w != workers.end()) {
+      w->second.assigned.erase({t.trial_id, t.attempt});
+      send_cancel(n.worker_id, t.trial_id, t.attempt, "attempt abandoned");
+    }
+  }
+  t.run.clear();
+  t.state = "pending";
+  store->set_trial_state(t.trial_id, "pending", t.failures, reason);
+}
+
+void Coordinator::Impl::stop_trial(int64_t trial_id, const std::string& state, const std::string& reason) {
+  auto it = trials.find(trial_id);
+  if (it == trials.end()) return;
+  ActiveTrial& t = it->second;
+  if (t.state == "running") {
+    for (const auto& n : t.run) {
+      if (workers.count(n.worker_id)) send_cancel(n.worker_id, t.trial_id, t.attempt, reason);
+    }
+    store->finish_attempt(t.trial_id, t.attempt, state, reason, -1, "");
+  }
+  store->set_trial_state(t.trial_id, state, t.failures, reason);
+  store::add_event(store->db(), "trial_" + state, reason, t.sweep_id, t.trial_id, "", t.attempt);
+  spdlog::info("trial {} {}: {}", t.trial_id, state, reason);
+  const int64_t sweep_id = t.sweep_id;
+  trials.erase(it);
+  finish_sweep_if_done(sweep_id);
+}
+
+void Coordinator::Impl::finish_sweep_if_done(int64_t sweep_id) {
+  auto sw = sweeps.find(sweep_id);
+  if (sw == sweeps.end() || sw->second.row.state != "running") return;
+  for (const auto& [id, t] : trials) {
+    if (t.sweep_id == sweep_id) return;
+  }
+  store->set_sweep_state(sweep_id, "completed");
+  spdlog::info("sweep {} ({}) completed", sweep_id, sw->second.row.name);
+  sweeps.erase(sw);
+}
+
+void Coordinator::Impl::check_early_stop() {
+  std::vector<std::pair<int64_t, StopDecision>> stops;
+  for (auto& [sweep_id, s] : sweeps) {
+    if (!s.series_dirty) continue;
+    s.series_dirty = false;
+    std::vector<MetricSeries> all;
+    for (const auto& [trial_id, pts] : s.series) {
+      auto t = trials.find(trial_id);
+      all.push_back({trial_id, t != trials.end() && t->second.state == "running", pts});
+    }
+    for (auto& d : early_stop(s.early_stop, s.minimize, all)) stops.push_back({sweep_id, d});
+  }
+  for (const auto& [sweep_id, d] : stops) stop_trial(d.trial_id, "stopped", d.reason);
+}
+
+void Coordinator::Impl::schedule() {
+  std::vector<SchedTrial> pending;
+  std::map<int64_t, int> running;
+  for (const auto& [id, t] : trials) {
+    if (t.state == "pending") {
+      pending.push_back({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
+    } else {
+      running[t.sweep_id] += t.slots;
+    }
+  }
+  if (pending.empty()) return;
+  std::vector<SchedWorker> ws;
+  for (const auto& [id, w] : workers) ws.push_back({id, w.slots, w.free_slots(), !w.draining});
+  for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
+    ActiveTrial& t = trials.at(a.trial_id);
+    t.attempt += 1;
+    t.state = "running";
+    t.assigned_ms = now;
+    const bool resume = t.checkpoint_step >= 0;
+    store->start_attempt(t.trial_id, t.attempt, a.nodes[0].worker_id, resume);
+    std::string where;
+    for (const Placement& p : a.nodes) {
+      t.run.push_back(NodeRun{p.worker_id, p.slots, p.node_rank, false, false});
+      workers[p.worker_id].assigned[{t.trial_id, t.attempt}] = Held{p.slots, now};
+      proto::Envelope env;
+      auto* as = env.mutable_assign();
+      as->set_trial_id(t.trial_id);
+      as->set_attempt(t.attempt);
+      as->set_sweep_id(t.sweep_id);
+      as->set_config_json(t.config_json);
+      as->set_run_dir(t.run_dir);
+      as->set_resume(resume);
+      for (int s : p.slots) as->add_slots(s);
+      as->set_node_rank(p.node_rank);
+      as->set_num_nodes(static_cast<int>(a.nodes.size()));
+      send(p.worker_id, env);
+      where += (where.empty() ? "" : " + ") + p.worker_id + "[" + join_ints(p.slots) + "]";
+    }
+    store::add_event(store->db(), "trial_assigned", where + (resume ? " (resume)" : ""), t.sweep_id,
+                     t.trial_id, a.nodes[0].worker_id, t.attempt);
+    spdlog::info("trial {} attempt {} -> {}{}", t.trial_id, t.attempt, where,
+                 resume ? fmt::format(" (resume from step {})", t.checkpoint_step) : "");
+  }
+}
+
+}  // namespace hylab::coordinator

@@ -1,0 +1,38 @@
+// The protocol at the boundary: encoding Envelopes (proto/wire.proto) into one ZeroMQ frame,
+// and validating what arrives before anything else looks at it.
+//
+// Shared by the coordinator, the worker and the clients (library hylab_wire). A message that
+// fails validation is dropped and logged by the caller; nothing here throws on bad input.
+#pragma once
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+#include "proto/wire.pb.h"
+
+namespace hylab::wire {
+
+using proto::Envelope;
+
+// Larger frames are refused by libzmq (ZMQ_MAXMSGSIZE, the peer is disconnected) and by
+// decode(). A metrics batch is capped well below (kMaxMetricsPerBatch).
+constexpr size_t kMaxMessageBytes = 8u << 20;
+constexpr int kMaxMetricsPerBatch = 2000;
+constexpr int kMaxTrialsPerSubmit = 100000;
+
+// Serialises with the current protocol version and the given sender.
+std::string encode(Envelope env, const std::string& sender);
+
+// Parses and validates one frame. On failure returns nullopt and says why in *error
+// (size, not a protobuf Envelope, wrong version, no kind, a missing or out-of-range field).
+std::optional<Envelope> decode(const void* data, size_t size, std::string* error);
+
+// Field checks per message kind (ids positive, names non-empty, sizes bounded, enums known).
+// Returns "" when valid, else the reason.
+std::string validate(const Envelope& env);
+
+// "hello", "metrics", ... for logs.
+std::string kind_name(const Envelope& env);
+
+}  // namespace hylab::wire

@@ -1,0 +1,51 @@
+// Read-only queries behind `hylab results`: one row per trial (pattern, Mamba settings,
+// params, final val bpb, tokens/s, MFU, memory, decode speed, cache bytes, state), grouped
+// views, and loss curves. They read the database file directly, so they work while the
+// coordinator is down (WAL lets them read while it writes).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "store/db.h"
+
+namespace hylab::store {
+
+// A rectangular result: named columns, cells as JSON values (number, string or null).
+struct Table {
+  std::vector<std::string> columns;
+  std::vector<std::vector<nlohmann::json>> rows;
+  int column(const std::string& name) const;  // -1 if absent
+};
+
+struct ResultsQuery {
+  int64_t sweep_id = 0;       // 0 = every sweep (and local runs)
+  std::string sort;           // a column; "-col" for descending; "" = trial_id
+  std::string group_by;       // a column (e.g. block_pattern, attention_fraction); "" = none
+};
+
+// Columns: trial_id, sweep_id, sweep, state, block_pattern, n_layer, n_attn_layers,
+// n_mamba_layers, mamba_d_state, mamba_expand, seed, then each swept parameter that is not
+// already a column, then params, val_bpb, train_loss, tok_per_s, mfu, peak_mem_gib,
+// decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason.
+// val_bpb is the summary's final value, else the newest val_bpb metric (stopped trials).
+// Throws hylab::Error for an unknown sort or group_by column (listing the columns).
+Table results(Db& db, const ResultsQuery& q);
+
+// Groups rows by one column: group value, trials, succeeded, val_bpb_best, val_bpb_mean,
+// tok_per_s_mean, params_mean, mfu_mean, peak_mem_gib_mean; sorted by val_bpb_best.
+Table group_results(const Table& t, const std::string& column);
+
+// Loss curves: trial_id, step, then one column per metric name (sorted; train_loss and
+// val_bpb first); cells are null where a metric has no value at a step.
+Table curves(Db& db, const std::vector<int64_t>& trial_ids);
+
+enum class Format { kTable, kCsv, kJson };
+Format parse_format(const std::string& s);  // throws hylab::Error naming the allowed values
+// table: aligned text with human-sized numbers; csv: RFC 4180; json: array of objects.
+std::string render(const Table& t, Format f);
+
+}  // namespace hylab::store

@@ -1,0 +1,509 @@
+// The coordinator's event loop over real ZeroMQ sockets on loopback with a real SQLite file.
+// The test plays the worker side of the protocol message by message (a protocol driver, so
+// every retransmit, stale attempt and malformed frame can be provoked exactly); the real
+// worker and trainer are exercised by tests/e2e.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <deque>
+#include <set>
+#include <filesystem>
+#include <thread>
+
+#include "common/check.h"
+#include "coordinator/client.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/sweep_expander.h"
+#include "coordinator/sweep_spec.h"
+#include "coordinator/wire.h"
+#include "store/db.h"
+
+namespace hylab::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr int kHeartbeatMs = 100;
+
+class Running {
+ public:
+  explicit Running(CoordinatorOptions opt) {
+    opt.bind = "tcp://127.0.0.1:*";
+    opt.heartbeat_ms = kHeartbeatMs;
+    c_ = std::make_unique<Coordinator>(opt);
+    thread_ = std::thread([this] { c_->run(stop_); });
+  }
+  ~Running() {
+    stop_ = true;
+    thread_.join();
+  }
+  std::string endpoint() const { return c_->endpoint(); }
+
+ private:
+  std::atomic<bool> stop_{false};
+  std::unique_ptr<Coordinator> c_;
+  std::thread thread_;
+};
+
+// The worker end of the protocol, driven by the test.
+class Peer {
+ public:
+  Peer(const std::string& endpoint, const std::string& id) : id_(id), s_(ctx_, zmq::socket_type::dealer) {
+    s_.set(zmq::sockopt::linger, 0);
+    s_.set(zmq::sockopt::routing_id, id);
+    s_.connect(endpoint);
+  }
+  void send(proto::Envelope env) {
+    const std::string b = wire::encode(std::move(env), id_);
+    s_.send(zmq::buffer(b), zmq::send_flags::none);
+  }
+  void send_raw(const std::string& bytes) { s_.send(zmq::buffer(bytes), zmq::send_flags::none); }
+  // The next message of `kind` (others are kept for later; heartbeats dropped); nullopt on
+  // timeout. Meanwhile it heartbeats like a worker, listing the attempts it holds.
+  std::optional<proto::Envelope> expect(proto::Envelope::KindCase kind, int timeout_ms = 3000) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (true) {
+      for (auto it = inbox_.begin(); it != inbox_.end(); ++it) {
+        if (it->kind_case() == kind) {
+          proto::Envelope env = *it;
+          inbox_.erase(it);
+          return env;
+        }
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      if (beating_ && std::chrono::steady_clock::now() - last_beat_ > 50ms) heartbeat(held_);
+      zmq::pollitem_t items[] = {{s_.handle(), 0, ZMQ_POLLIN, 0}};
+      zmq::poll(items, 1, 10ms);
+      if (!(items[0].revents & ZMQ_POLLIN)) continue;
+      zmq::message_t m;
+      (void)s_.recv(m);
+      std::string err;
+      auto env = wire::decode(m.data(), m.size(), &err);
+      if (!env || env->has_heartbeat()) continue;
+      if (env->has_assign()) held_.insert({env->assign().trial_id(), env->assign().attempt()});
+      inbox_.push_back(*env);
+    }
+  }
+  // Stop heartbeating (a worker that hangs or is killed).
+  void go_silent() { beating_ = false; }
+  void hello(int slots, const std::vector<std::pair<int64_t, int64_t>>& held = {}) {
+    held_ = {held.begin(), held.end()};
+    proto::Envelope env;
+    auto* h = env.mutable_hello();
+    h->set_worker_id(id_);
+    h->set_host("test");
+    h->set_slots(slots);
+    for (auto [t, a] : held) {
+      auto* x = h->add_held();
+      x->set_trial_id(t);
+      x->set_attempt(a);
+      x->add_slots(0);
+    }
+    send(env);
+  }
+  void heartbeat(const std::set<std::pair<int64_t, int64_t>>& held) {
+    last_beat_ = std::chrono::steady_clock::now();
+    proto::Envelope env;
+    auto* hb = env.mutable_heartbeat();
+    for (auto [t, a] : held) {
+      auto* x = hb->add_held();
+      x->set_trial_id(t);
+      x->set_attempt(a);
+      x->add_slots(0);
+    }
+    send(env);
+  }
+  void started(int64_t t, int64_t a) {
+    proto::Envelope env;
+    env.mutable_started()->set_trial_id(t);
+    env.mutable_started()->set_attempt(a);
+    env.mutable_started()->set_pid(1234);
+    send(env);
+  }
+  void metrics(int64_t t, int64_t a, int64_t seq, int64_t from, int64_t to, double base,
+               int64_t checkpoint = -1) {
+    proto::Envelope env;
+    auto* b = env.mutable_metrics();
+    b->set_trial_id(t);
+    b->set_attempt(a);
+    b->set_seq(seq);
+    for (int64_t s = from; s <= to; ++s) {
+      auto* m = b->add_metrics();
+      m->set_step(s);
+      m->set_name("train_loss");
+      m->set_value(base + s);
+      m->set_wall_time(1.0);
+    }
+    b->set_checkpoint_step(checkpoint);
+    send(env);
+  }
+  void finished(int64_t t, int64_t a, proto::TrialOutcome outcome, int code = 0) {
+    held_.erase({t, a});
+    proto::Envelope env;
+    env.mutable_finished()->set_trial_id(t);
+    env.mutable_finished()->set_attempt(a);
+    env.mutable_finished()->set_outcome(outcome);
+    env.mutable_finished()->set_exit_code(code);
+    send(env);
+  }
+
+ private:
+  std::string id_;
+  zmq::context_t ctx_{1};
+  zmq::socket_t s_;
+  std::deque<proto::Envelope> inbox_;
+  std::set<std::pair<int64_t, int64_t>> held_;
+  bool beating_ = true;
+  std::chrono::steady_clock::time_point last_beat_{};
+};
+
+class CoordinatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("hylab_coord_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    opt_.db_path = (dir_ / "hylab.db").string();
+    opt_.security.insecure = true;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  proto::ClientRequest submit_request(int n_trials, int max_retries, const std::string& extra = "") {
+    std::string values;
+    for (int i = 0; i < n_trials; ++i) values += (i ? ", " : "") + std::to_string(i);
+    const auto spec = parse_sweep_yaml("name: t\nbase: b\nmax_retries: " + std::to_string(max_retries) +
+                                           "\n" + extra + "parameters: {seed: {values: [" + values + "]}}\n",
+                                       "t");
+    RunConfig base;
+    base.set_depth(2);
+    base.set_max_seq_len(32);
+    const Expansion e = expand_sweep(spec, base);
+    proto::ClientRequest req;
+    auto* s = req.mutable_submit_sweep();
+    s->set_name(spec.name());
+    s->set_gpus_per_trial(1);
+    s->set_max_retries(spec.max_retries());
+    s->set_early_stop_json(early_stop_to_json(spec));
+    s->set_metric_name(spec.metric().name());
+    s->set_metric_goal(spec.metric().goal());
+    for (const auto& t : e.trials) {
+      auto* d = s->add_trials();
+      d->set_trial_index(t.trial_index);
+      d->add_param_names("seed");
+      d->add_param_values(std::to_string(t.resolved.seed()));
+      d->set_config_json(config_to_json(t.resolved, false));
+      d->set_config_hash(t.config_hash);
+    }
+    return req;
+  }
+
+  int64_t submit(const std::string& endpoint, int n_trials, int max_retries, const std::string& extra = "") {
+    wire::Security insecure;
+    insecure.insecure = true;
+    wire::Client c(endpoint, insecure, 5000);
+    return c.call_json(submit_request(n_trials, max_retries, extra)).at("sweep_id").get<int64_t>();
+  }
+
+  // One value from the database (the coordinator commits every loop iteration, before it
+  // sends the replies the test waits for).
+  std::string query(const std::string& sql) {
+    auto db = store::Db::open(opt_.db_path);
+    auto st = db->prepare(sql);
+    return st.step() ? st.text(0) : "<no row>";
+  }
+  bool wait_for(const std::string& sql, const std::string& want, int timeout_ms = 5000) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (query(sql) == want) return true;
+      std::this_thread::sleep_for(20ms);
+    }
+    ADD_FAILURE() << sql << ": wanted " << want << ", got " << query(sql);
+    return false;
+  }
+
+  fs::path dir_;
+  CoordinatorOptions opt_;
+};
+
+TEST_F(CoordinatorTest, RunsTrialsStoresEachMetricOnceAndCompletesTheSweep) {
+  Running c(opt_);
+  const int64_t sweep_id = submit(c.endpoint(), 2, 2);
+  Peer w(c.endpoint(), "w1");
+  w.hello(1);
+  ASSERT_TRUE(w.expect(proto::Envelope::kWelcome));
+  auto a1 = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(a1);
+  const int64_t t1 = a1->assign().trial_id();
+  EXPECT_EQ(a1->assign().attempt(), 1);
+  EXPECT_FALSE(a1->assign().resume());
+  EXPECT_EQ(a1->assign().run_dir(), "sweep-" + std::to_string(sweep_id) + "/trial-" + std::to_string(t1));
+  EXPECT_EQ(config_from_json(a1->assign().config_json()).seed(), 0);
+  // One slot: the second trial waits.
+  EXPECT_FALSE(w.expect(proto::Envelope::kAssign, 400));
+  w.started(t1, 1);
+  w.metrics(t1, 1, 1, 0, 4, 10.0);
+  auto ack = w.expect(proto::Envelope::kMetricsAck);
+  ASSERT_TRUE(ack);
+  EXPECT_EQ(ack->metrics_ack().seq(), 1);
+  w.metrics(t1, 1, 1, 0, 4, 10.0);  // a retransmit: acked again, stored once
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  w.metrics(t1, 1, 2, 3, 6, 20.0, /*checkpoint=*/5);  // steps 3, 4 again with new values
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  const std::string id = std::to_string(t1);
+  EXPECT_EQ(query("SELECT COUNT(*) FROM metrics WHERE trial_id=" + id), "7");
+  EXPECT_EQ(query("SELECT value FROM metrics WHERE trial_id=" + id + " AND step=4"), "24.0");
+  EXPECT_EQ(query("SELECT checkpoint_step FROM trials WHERE trial_id=" + id), "5");
+  EXPECT_EQ(query("SELECT last_seq FROM trial_attempts WHERE trial_id=" + id), "2");
+  w.finished(t1, 1, proto::TRIAL_OUTCOME_SUCCEEDED);
+  ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  w.finished(t1, 1, proto::TRIAL_OUTCOME_SUCCEEDED);  // a repeat: acked, nothing changes
+  ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id=" + id), "succeeded");
+
+  auto a2 = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(a2);
+  const int64_t t2 = a2->assign().trial_id();
+  EXPECT_NE(t2, t1);
+  w.started(t2, 1);
+  w.finished(t2, 1, proto::TRIAL_OUTCOME_OOM, 4);  // a result: recorded, not retried
+  ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  EXPECT_FALSE(w.expect(proto::Envelope::kAssign, 400));
+  wait_for("SELECT state FROM sweeps WHERE sweep_id=" + std::to_string(sweep_id), "completed");
+  EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id=" + std::to_string(t2)), "oom");
+  EXPECT_EQ(query("SELECT state FROM workers"), "alive");
+}
+
+TEST_F(CoordinatorTest, FailedAttemptsAreRetriedFromTheirCheckpointUpToMaxRetries) {
+  Running c(opt_);
+  submit(c.endpoint(), 1, 1);
+  Peer w(c.endpoint(), "w1");
+  w.hello(1);
+  auto a = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(a);
+  const int64_t t = a->assign().trial_id();
+  w.started(t, 1);
+  w.metrics(t, 1, 1, 0, 9, 1.0, /*checkpoint=*/5);
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  w.finished(t, 1, proto::TRIAL_OUTCOME_FAILED, 1);
+  auto again = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->assign().trial_id(), t);
+  EXPECT_EQ(again->assign().attempt(), 2);
+  EXPECT_TRUE(again->assign().resume());
+  // Metrics of the old attempt arriving late are acknowledged but not stored.
+  w.metrics(t, 1, 2, 6, 9, 100.0);
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  EXPECT_EQ(query("SELECT value FROM metrics WHERE step=7"), "8.0");
+  w.started(t, 2);
+  w.finished(t, 2, proto::TRIAL_OUTCOME_FAILED, 1);
+  ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  wait_for("SELECT state FROM trials", "failed");
+  EXPECT_EQ(query("SELECT failures FROM trials"), "2");
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trial_attempts WHERE state='failed'"), "2");
+  EXPECT_FALSE(w.expect(proto::Envelope::kAssign, 300));
+}
+
+TEST_F(CoordinatorTest, MalformedAndOversizedMessagesAreDroppedNeverFatal) {
+  Running c(opt_);
+  {
+    Peer bad(c.endpoint(), "intruder");
+    bad.send_raw("\x08\x01 definitely not an envelope");
+    bad.send_raw(std::string(wire::kMaxMessageBytes + 100, 'x'));  // libzmq drops the peer
+    proto::Envelope env;
+    env.mutable_metrics()->set_trial_id(-5);
+    bad.send(env);
+    std::this_thread::sleep_for(200ms);
+  }
+  {
+    // A registered worker that sends a message for a trial that does not exist.
+    Peer w(c.endpoint(), "w1");
+    w.hello(1);
+    ASSERT_TRUE(w.expect(proto::Envelope::kWelcome));
+    w.metrics(999, 1, 1, 0, 1, 0.0);
+    ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+    w.finished(999, 1, proto::TRIAL_OUTCOME_SUCCEEDED);
+    ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  }
+  // Still serving.
+  const int64_t sweep_id = submit(c.endpoint(), 1, 0);
+  EXPECT_GT(sweep_id, 0);
+  EXPECT_EQ(query("SELECT COUNT(*) FROM metrics"), "0");
+}
+
+TEST_F(CoordinatorTest, ASilentWorkerIsLostAndItsTrialRunsElsewhere) {
+  Running c(opt_);
+  submit(c.endpoint(), 1, 2);
+  Peer a(c.endpoint(), "wa");
+  a.hello(1);
+  auto as = a.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(as);
+  const int64_t t = as->assign().trial_id();
+  a.started(t, 1);
+  a.metrics(t, 1, 1, 0, 3, 1.0, 2);
+  ASSERT_TRUE(a.expect(proto::Envelope::kMetricsAck));
+  a.go_silent();
+  Peer b(c.endpoint(), "wb");
+  b.hello(1);
+  // wa is silent; wb keeps beating until it gets the trial.
+  auto moved = b.expect(proto::Envelope::kAssign, 3000);
+  ASSERT_TRUE(moved);
+  EXPECT_EQ(moved->assign().trial_id(), t);
+  EXPECT_EQ(moved->assign().attempt(), 2);
+  EXPECT_TRUE(moved->assign().resume());
+  EXPECT_EQ(query("SELECT state FROM workers WHERE worker_id='wa'"), "lost");
+  EXPECT_NE(query("SELECT reason FROM trial_attempts WHERE attempt=1").find("lost"), std::string::npos);
+}
+
+TEST_F(CoordinatorTest, RestartRecoversRunningTrialsFromTheDatabase) {
+  int64_t t = 0;
+  std::string endpoint;
+  {
+    Running c(opt_);
+    submit(c.endpoint(), 1, 0);  // max_retries 0: a lost attempt would fail the trial
+    Peer w(c.endpoint(), "w1");
+    w.hello(1);
+    auto as = w.expect(proto::Envelope::kAssign);
+    ASSERT_TRUE(as);
+    t = as->assign().trial_id();
+    w.started(t, 1);
+    w.metrics(t, 1, 1, 0, 4, 1.0);
+    ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  }  // the coordinator goes away; the trial keeps running on w1
+  Running c2(opt_);
+  Peer w(c2.endpoint(), "w1");
+  w.heartbeat({{t, 1}});  // unknown to the new coordinator -> asked to register
+  ASSERT_TRUE(w.expect(proto::Envelope::kReregister));
+  w.hello(1, {{t, 1}});
+  ASSERT_TRUE(w.expect(proto::Envelope::kWelcome));
+  EXPECT_FALSE(w.expect(proto::Envelope::kAssign, 300));  // carries on: no new attempt
+  w.metrics(t, 1, 1, 0, 4, 1.0);  // unacked batch resent after the reconnect
+  w.metrics(t, 1, 2, 5, 9, 1.0);
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  w.finished(t, 1, proto::TRIAL_OUTCOME_SUCCEEDED);
+  ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  wait_for("SELECT state FROM trials", "succeeded");
+  EXPECT_EQ(query("SELECT COUNT(*) FROM metrics"), "10");
+  EXPECT_EQ(query("SELECT attempt FROM trials"), "1");
+  EXPECT_EQ(query("SELECT state FROM sweeps"), "completed");
+}
+
+TEST_F(CoordinatorTest, RecoveredAttemptsNobodyClaimsAreLost) {
+  opt_.recovery_grace_ms = 300;
+  {
+    Running c(opt_);
+    submit(c.endpoint(), 1, 1);
+    Peer w(c.endpoint(), "w1");
+    w.hello(1);
+    auto as = w.expect(proto::Envelope::kAssign);
+    ASSERT_TRUE(as);
+    w.started(as->assign().trial_id(), 1);
+    std::this_thread::sleep_for(200ms);
+  }
+  Running c2(opt_);
+  Peer w2(c2.endpoint(), "w2");  // a different worker; w1 never comes back
+  w2.hello(1);
+  auto as = w2.expect(proto::Envelope::kAssign, 3000);
+  ASSERT_TRUE(as);
+  EXPECT_EQ(as->assign().attempt(), 2);
+}
+
+TEST_F(CoordinatorTest, CancelStopsRunningAndPendingTrials) {
+  Running c(opt_);
+  const int64_t sweep_id = submit(c.endpoint(), 3, 2);
+  Peer w(c.endpoint(), "w1");
+  w.hello(1);
+  auto as = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(as);
+  const int64_t t = as->assign().trial_id();
+  w.started(t, 1);
+  wire::Security insecure;
+  insecure.insecure = true;
+  wire::Client client(c.endpoint(), insecure, 5000);
+  proto::ClientRequest req;
+  req.set_cancel_sweep(sweep_id);
+  EXPECT_EQ(client.call_json(req)["trials_cancelled"], 3);
+  auto cancel = w.expect(proto::Envelope::kCancel);
+  ASSERT_TRUE(cancel);
+  EXPECT_EQ(cancel->cancel().trial_id(), t);
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='cancelled'"), "3");
+  EXPECT_EQ(query("SELECT state FROM sweeps"), "cancelled");
+  w.finished(t, 1, proto::TRIAL_OUTCOME_CANCELLED, 143);
+  ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  // Resume reruns the cancelled trials.
+  proto::ClientRequest res;
+  res.set_resume_sweep(sweep_id);
+  EXPECT_EQ(client.call_json(res)["trials_resumed"], 3);
+  ASSERT_TRUE(w.expect(proto::Envelope::kAssign));
+  // Errors come back as sentences.
+  proto::ClientRequest bad;
+  bad.set_show_sweep(12345);
+  try {
+    client.call(bad);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no sweep with sweep_id 12345"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(CoordinatorTest, EarlyStoppingStopsTrialsThatCannotWin) {
+  Running c(opt_);
+  submit(c.endpoint(), 4, 0, "early_stop: {type: median, min_steps: 10, min_trials: 3}\nmetric: {name: train_loss}\n");
+  // Three finished trials with low loss, then one running with a high loss.
+  Peer w(c.endpoint(), "w1");
+  w.hello(1);
+  for (int i = 0; i < 3; ++i) {
+    auto as = w.expect(proto::Envelope::kAssign);
+    ASSERT_TRUE(as);
+    const int64_t t = as->assign().trial_id();
+    w.started(t, 1);
+    w.metrics(t, 1, 1, 0, 20, 1.0 + 0.1 * i);
+    ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+    w.finished(t, 1, proto::TRIAL_OUTCOME_SUCCEEDED);
+    ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  }
+  auto as = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(as);
+  const int64_t t = as->assign().trial_id();
+  w.started(t, 1);
+  w.metrics(t, 1, 1, 0, 5, 50.0);  // before min_steps: nothing happens
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  EXPECT_FALSE(w.expect(proto::Envelope::kCancel, 300));
+  w.metrics(t, 1, 2, 6, 12, 50.0);
+  auto cancel = w.expect(proto::Envelope::kCancel);
+  ASSERT_TRUE(cancel);
+  EXPECT_EQ(cancel->cancel().trial_id(), t);
+  EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id=" + std::to_string(t)), "stopped");
+  EXPECT_NE(query("SELECT reason FROM trials WHERE trial_id=" + std::to_string(t)).find("median"),
+            std::string::npos);
+}
+
+TEST_F(CoordinatorTest, CurveAdmitsOnlyKeysInTheAllowList) {
+  const wire::KeyPair server = wire::generate_keypair(), known = wire::generate_keypair(),
+                      stranger = wire::generate_keypair();
+  opt_.security.insecure = false;
+  opt_.security.own = server;
+  opt_.security.allow.add(known.public_z85);
+  Running c(opt_);
+  proto::ClientRequest req;
+  req.set_list_sweeps(true);
+  wire::Security ok;
+  ok.own = known;
+  ok.server_public = server.public_z85;
+  EXPECT_NO_THROW(wire::Client(c.endpoint(), ok, 3000).call(req));
+  wire::Security bad = ok;
+  bad.own = stranger;
+  EXPECT_THROW(wire::Client(c.endpoint(), bad, 700).call(req), Error);
+  wire::Security plain;
+  plain.insecure = true;
+  EXPECT_THROW(wire::Client(c.endpoint(), plain, 700).call(req), Error);
+  // Still serving the known key afterwards.
+  EXPECT_NO_THROW(wire::Client(c.endpoint(), ok, 3000).call(req));
+}
+
+}  // namespace
+}  // namespace hylab::coordinator

@@ -1,0 +1,209 @@
+// The coordinator's pure decisions: scheduling (gang, priorities, fairness, no starvation,
+// multi-node), retries, liveness, early stopping. No sockets, no clock: state in, decisions out.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "coordinator/early_stop.h"
+#include "coordinator/policy.h"
+#include "coordinator/scheduler.h"
+
+namespace hylab::coordinator {
+namespace {
+
+SchedWorker worker(const std::string& id, int total, std::vector<int> free) {
+  return {id, total, std::move(free), true};
+}
+
+SchedTrial trial(int64_t id, int64_t sweep, int slots = 1, int priority = 0, int nodes = 1) {
+  return {id, sweep, id, slots, nodes, priority};
+}
+
+std::vector<int64_t> ids(const std::vector<Assignment>& as) {
+  std::vector<int64_t> out;
+  for (const auto& a : as) out.push_back(a.trial_id);
+  return out;
+}
+
+TEST(Scheduler, GangStartsOnlyWhenAllSlotsAreFreeOnOneWorker) {
+  // Two workers with one free GPU each: a 2-GPU trial must not be split across them.
+  auto out = schedule({trial(1, 1, 2)}, {worker("a", 2, {1}), worker("b", 2, {0})}, {});
+  EXPECT_TRUE(out.empty());
+  out = schedule({trial(1, 1, 2)}, {worker("a", 2, {1}), worker("b", 2, {0, 1})}, {});
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].nodes.size(), 1u);
+  EXPECT_EQ(out[0].nodes[0].worker_id, "b");
+  EXPECT_EQ(out[0].nodes[0].slots, (std::vector<int>{0, 1}));
+}
+
+TEST(Scheduler, FillsFreeSlotsAndNeverDoubleBooks) {
+  auto out = schedule({trial(1, 1), trial(2, 1), trial(3, 1), trial(4, 1)},
+                      {worker("a", 2, {0, 1}), worker("b", 1, {0})}, {});
+  ASSERT_EQ(out.size(), 3u);
+  std::set<std::pair<std::string, int>> used;
+  for (const auto& a : out) {
+    for (int s : a.nodes[0].slots) EXPECT_TRUE(used.insert({a.nodes[0].worker_id, s}).second);
+  }
+  EXPECT_EQ(ids(out), (std::vector<int64_t>{1, 2, 3}));  // trial_index order within a sweep
+}
+
+TEST(Scheduler, HigherPriorityFirst) {
+  auto out = schedule({trial(1, 1, 1, 0), trial(2, 2, 1, 5)}, {worker("a", 1, {0})}, {});
+  EXPECT_EQ(ids(out), (std::vector<int64_t>{2}));
+}
+
+TEST(Scheduler, FairAcrossSweepsOfEqualPriority) {
+  // Sweep 1 submitted first with many trials; sweep 2 must still get half of 4 slots.
+  std::vector<SchedTrial> pending;
+  for (int i = 1; i <= 6; ++i) pending.push_back(trial(i, 1));
+  for (int i = 7; i <= 9; ++i) pending.push_back(trial(i, 2));
+  auto out = schedule(pending, {worker("a", 4, {0, 1, 2, 3})}, {});
+  ASSERT_EQ(out.size(), 4u);
+  int s1 = 0, s2 = 0;
+  for (const auto& a : out) (a.trial_id <= 6 ? s1 : s2)++;
+  EXPECT_EQ(s1, 2);
+  EXPECT_EQ(s2, 2);
+  // With sweep 1 already holding 3 slots elsewhere, sweep 2 gets both free slots.
+  out = schedule(pending, {worker("a", 2, {0, 1})}, {{1, 3}});
+  EXPECT_EQ(ids(out), (std::vector<int64_t>{7, 8}));
+}
+
+TEST(Scheduler, BestFitKeepsRoomForLargerGangs) {
+  // A 1-GPU trial goes to the worker with 1 free slot, leaving the 2-free worker for the gang.
+  auto out = schedule({trial(1, 1, 1), trial(2, 1, 2)}, {worker("big", 2, {0, 1}), worker("small", 2, {1})}, {});
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].nodes[0].worker_id, "small");
+  EXPECT_EQ(out[1].nodes[0].worker_id, "big");
+}
+
+TEST(Scheduler, BlockedGangReservesAWorkerSoSmallTrialsDoNotStarveIt) {
+  // High-priority 2-GPU trial, each worker has 1 of 2 free: it cannot start; the worker it
+  // will get first is reserved, so the low-priority 1-GPU trial takes only the other one.
+  auto out = schedule({trial(1, 1, 2, 9), trial(2, 2, 1, 0), trial(3, 2, 1, 0)},
+                      {worker("a", 2, {1}), worker("b", 2, {0})}, {});
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].trial_id, 2);
+  // A gang that no worker could ever host reserves nothing.
+  out = schedule({trial(1, 1, 8, 9), trial(2, 2, 1, 0)}, {worker("a", 2, {0, 1})}, {});
+  EXPECT_EQ(ids(out), (std::vector<int64_t>{2}));
+}
+
+TEST(Scheduler, MultiNodeTrialsTakeEqualSharesOnDistinctWorkers) {
+  auto out = schedule({trial(1, 1, 4, 0, 2)},
+                      {worker("a", 2, {0, 1}), worker("b", 2, {0, 1}), worker("c", 2, {0})}, {});
+  ASSERT_EQ(out.size(), 1u);
+  ASSERT_EQ(out[0].nodes.size(), 2u);
+  EXPECT_NE(out[0].nodes[0].worker_id, out[0].nodes[1].worker_id);
+  EXPECT_EQ(out[0].nodes[0].node_rank, 0);
+  EXPECT_EQ(out[0].nodes[1].node_rank, 1);
+  for (const auto& n : out[0].nodes) EXPECT_EQ(n.slots.size(), 2u);
+  // Only one worker with 2 free: cannot start.
+  EXPECT_TRUE(schedule({trial(1, 1, 4, 0, 2)}, {worker("a", 2, {0, 1}), worker("c", 2, {0})}, {}).empty());
+}
+
+TEST(Scheduler, DrainingWorkersGetNothing) {
+  SchedWorker w = worker("a", 2, {0, 1});
+  w.accepting = false;
+  EXPECT_TRUE(schedule({trial(1, 1)}, {w}, {}).empty());
+}
+
+TEST(Policy, RetriesFailuresUpToMaxRetriesAndRecordsResults) {
+  using proto::TrialOutcome;
+  auto d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 0, 2);
+  EXPECT_EQ(d.trial_state, "pending");
+  EXPECT_TRUE(d.retry);
+  EXPECT_TRUE(d.count_failure);
+  d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 1, 2);
+  EXPECT_EQ(d.trial_state, "pending");
+  d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 2, 2);
+  EXPECT_EQ(d.trial_state, "failed");
+  EXPECT_FALSE(d.retry);
+  d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 0, 0);
+  EXPECT_EQ(d.trial_state, "failed");
+  // OOM and divergence are results for the architecture: never retried.
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_OOM, 0, 5).trial_state, "oom");
+  EXPECT_FALSE(decide_after_attempt(proto::TRIAL_OUTCOME_OOM, 0, 5).retry);
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_DIVERGED, 0, 5).trial_state, "diverged");
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_BAD_CONFIG, 0, 5).trial_state, "failed");
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_SUCCEEDED, 0, 5).trial_state, "succeeded");
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_CANCELLED, 0, 5).trial_state, "cancelled");
+  // Preemption runs again without using up a retry, even at the limit.
+  d = decide_after_attempt(proto::TRIAL_OUTCOME_PREEMPTED, 2, 2);
+  EXPECT_EQ(d.trial_state, "pending");
+  EXPECT_FALSE(d.count_failure);
+}
+
+TEST(Policy, LivenessExpiresAfterThreeMissedBeats) {
+  Liveness l{1000, 3};
+  EXPECT_FALSE(l.expired(0, 2999));
+  EXPECT_FALSE(l.expired(0, 3000));
+  EXPECT_TRUE(l.expired(0, 3001));
+}
+
+MetricSeries series(int64_t id, bool running, std::vector<std::pair<int64_t, double>> pts) {
+  return {id, running, std::move(pts)};
+}
+
+TEST(EarlyStop, MedianRuleStopsTrialsWorseThanTheMedianAtTheSameStep) {
+  proto::EarlyStop rule;
+  rule.set_type("median");
+  rule.set_min_steps(100);
+  rule.set_min_trials(3);
+  std::vector<MetricSeries> s = {
+      series(1, false, {{100, 2.0}, {200, 1.8}}),
+      series(2, false, {{100, 2.1}, {200, 1.9}}),
+      series(3, false, {{100, 2.2}, {200, 2.0}}),
+      series(4, true, {{100, 2.5}, {200, 2.4}}),   // worse than median 1.9 at step 200
+      series(5, true, {{100, 1.5}, {200, 1.4}}),   // better
+  };
+  auto d = early_stop(rule, /*minimize=*/true, s);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].trial_id, 4);
+  EXPECT_NE(d[0].reason.find("median"), std::string::npos);
+  // Before min_steps: no decision.
+  rule.set_min_steps(500);
+  EXPECT_TRUE(early_stop(rule, true, s).empty());
+  // Too few trials reached the step: no decision.
+  rule.set_min_steps(100);
+  rule.set_min_trials(5);
+  EXPECT_TRUE(early_stop(rule, true, s).empty());
+  // Maximize flips the comparison.
+  rule.set_min_trials(3);
+  d = early_stop(rule, /*minimize=*/false, s);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].trial_id, 5);
+}
+
+TEST(EarlyStop, AshaKeepsTheTopOneOverEtaAtEachRung) {
+  proto::EarlyStop rule;
+  rule.set_type("asha");
+  rule.set_min_steps(10);
+  rule.set_eta(2);
+  rule.set_rungs(3);  // rungs at 10, 20, 40
+  std::vector<MetricSeries> s = {
+      series(1, false, {{10, 1.0}, {20, 0.9}}),
+      series(2, true, {{10, 2.0}, {15, 1.9}}),  // rung 10: rank 2 of 2 -> stop
+      series(3, true, {{5, 3.0}}),              // below the first rung
+  };
+  auto d = early_stop(rule, true, s);
+  ASSERT_EQ(d.size(), 1u);
+  EXPECT_EQ(d[0].trial_id, 2);
+  // Fewer than eta trials at the rung: no decision.
+  s.erase(s.begin());
+  EXPECT_TRUE(early_stop(rule, true, s).empty());
+  // The best at its rung continues.
+  std::vector<MetricSeries> s2 = {series(1, true, {{10, 0.5}}), series(2, false, {{10, 1.0}}),
+                                  series(3, false, {{10, 1.5}}), series(4, false, {{10, 2.0}})};
+  EXPECT_TRUE(early_stop(rule, true, s2).empty());
+  s2[0].points = {{10, 1.2}};  // now 2nd of 4; keep = 2 -> continues
+  EXPECT_TRUE(early_stop(rule, true, s2).empty());
+  s2[0].points = {{10, 1.7}};  // 3rd of 4 -> stop
+  EXPECT_EQ(early_stop(rule, true, s2).size(), 1u);
+}
+
+TEST(EarlyStop, NoRuleNoDecisions) {
+  EXPECT_TRUE(early_stop(proto::EarlyStop(), true, {series(1, true, {{1000, 9.0}})}).empty());
+}
+
+}  // namespace
+}  // namespace hylab::coordinator

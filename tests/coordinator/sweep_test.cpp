@@ -1,0 +1,250 @@
+// Sweep specs and their expansion: a pure function from (spec, base config) to trials.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/check.h"
+#include "coordinator/submission.h"
+#include "coordinator/sweep_expander.h"
+#include "coordinator/sweep_spec.h"
+
+namespace hylab::coordinator {
+namespace {
+
+RunConfig base_d4() {
+  RunConfig c;
+  c.set_depth(4);
+  c.set_max_seq_len(64);
+  return c;
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string param(const TrialPlan& t, const std::string& name) {
+  for (const auto& [k, v] : t.params) {
+    if (k == name) return v;
+  }
+  return "<none>";
+}
+
+TEST(SweepSpec, ParsesEveryBlock) {
+  const auto spec = parse_sweep_yaml(R"(
+name: patterns
+base: configs/d12.yaml
+method: grid
+metric: {name: val_bpb, goal: minimize}
+resources: {gpus_per_trial: 2}
+max_retries: 1
+priority: 5
+early_stop: {type: asha, min_steps: 50, eta: 2, rungs: 2}
+overrides: {num_iterations: 100}
+parameters:
+  block_pattern: {values: ["T*4", "M*4"]}
+  mamba_d_state: {values: [16, 32]}
+  seed: {value: 3}
+)", "test.yaml");
+  EXPECT_EQ(spec.name(), "patterns");
+  EXPECT_EQ(spec.resources().gpus_per_trial(), 2);
+  EXPECT_EQ(spec.resources().nodes_per_trial(), 1);
+  EXPECT_EQ(spec.max_retries(), 1);
+  EXPECT_EQ(spec.priority(), 5);
+  EXPECT_EQ(spec.early_stop().type(), "asha");
+  EXPECT_EQ(spec.early_stop().eta(), 2);
+  ASSERT_EQ(spec.parameters_size(), 3);
+  EXPECT_EQ(spec.parameters(0).name(), "block_pattern");  // YAML order kept
+  EXPECT_EQ(spec.parameters(1).values(1), "32");
+  EXPECT_EQ(spec.overrides().at("num_iterations"), "100");
+  const auto es = early_stop_from_json(early_stop_to_json(spec));
+  EXPECT_EQ(es.min_steps(), 50);
+}
+
+TEST(SweepSpec, ErrorsNameTheFieldAndWhatIsAllowed) {
+  auto err = [](const std::string& yaml) { return error_of([&] { parse_sweep_yaml(yaml, "s.yaml"); }); };
+  EXPECT_NE(err("name: x\nbase: b\nfoo: 1\n").find("unknown key \"foo\""), std::string::npos);
+  EXPECT_NE(err("base: b\n").find("name: required"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nmethod: bayes\n").find("expected grid or random"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nparameters: {n_layers: {values: [1]}}\n").find("\"n_layers\" is not a config key"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nparameters: {seed: {values: []}}\n").find("parameters.seed.values: expected a non-empty list"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nparameters: {seed: {values: [1], value: 2}}\n").find("exactly one of"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nparameters: {seed: {generate: {attention_fraction: [0.5]}}}\n")
+                .find("only block_pattern can be generated"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nparameters: {block_pattern: {generate: {attention_fraction: [1.5]}}}\n")
+                .find("expected a number in [0, 1]"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nparameters: {matrix_lr: {min: 0.1, max: 0.2}}\n").find("needs method: random"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nresources: {gpus_per_trial: 3, nodes_per_trial: 2}\n").find("dividing gpus_per_trial"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nearly_stop: {type: hyperband}\n").find("expected median or asha"),
+            std::string::npos);
+  EXPECT_NE(err("name: local\nbase: b\n").find("reserved"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nmethod: random\n").find("count"), std::string::npos);
+}
+
+TEST(SweepExpander, GridIsTheProductWithTheLastParameterFastest) {
+  const auto spec = parse_sweep_yaml(R"(
+name: g
+base: b.yaml
+parameters:
+  block_pattern: {values: ["T*4", "M*4", "(T,M)*2"]}
+  mamba_d_state: {values: [8, 16]}
+)", "g");
+  const Expansion e = expand_sweep(spec, base_d4());
+  ASSERT_EQ(e.trials.size(), 6u);
+  EXPECT_EQ(e.duplicates_removed, 0);
+  EXPECT_EQ(param(e.trials[0], "block_pattern"), "T*4");
+  EXPECT_EQ(param(e.trials[0], "mamba_d_state"), "8");
+  EXPECT_EQ(param(e.trials[1], "mamba_d_state"), "16");
+  EXPECT_EQ(param(e.trials[2], "block_pattern"), "M*4");
+  EXPECT_EQ(compact_block_pattern(gpt_config(e.trials[4].resolved).block_pattern), "T,M,T,M");
+  EXPECT_EQ(e.trials[5].resolved.mamba_d_state(), 16);
+  for (size_t i = 0; i < e.trials.size(); ++i) {
+    EXPECT_EQ(e.trials[i].trial_index, static_cast<int64_t>(i));
+    EXPECT_EQ(e.trials[i].resolved.name(), "g");
+    EXPECT_EQ(e.trials[i].config_hash, config_hash(e.trials[i].resolved));
+  }
+  // Pure: the same inputs give the same trials.
+  const Expansion again = expand_sweep(spec, base_d4());
+  for (size_t i = 0; i < e.trials.size(); ++i) EXPECT_EQ(again.trials[i].config_hash, e.trials[i].config_hash);
+}
+
+TEST(SweepExpander, RemovesDuplicatesByConfigHash) {
+  // "T*4" and "T,T,T,T" and [T, T, T, T] resolve to the same config.
+  const auto spec = parse_sweep_yaml(R"(
+name: d
+base: b.yaml
+parameters:
+  block_pattern: {values: ["T*4", "T,T,T,T", [T, T, T, T], "M*4"]}
+)", "d");
+  const Expansion e = expand_sweep(spec, base_d4());
+  EXPECT_EQ(e.trials.size(), 2u);
+  EXPECT_EQ(e.duplicates_removed, 2);
+  EXPECT_EQ(e.trials[1].trial_index, 1);
+}
+
+TEST(SweepExpander, RejectsInvalidCombinationsBeforeAnythingRuns) {
+  const auto spec = parse_sweep_yaml(R"(
+name: bad
+base: b.yaml
+parameters:
+  block_pattern: {values: ["T*4", "T*3"]}
+  mamba_d_conv: {values: [4, 9]}
+)", "bad");
+  const std::string msg = error_of([&] { expand_sweep(spec, base_d4()); });
+  EXPECT_NE(msg.find("3 of 4 parameter combinations are invalid"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("block_pattern has 3 entries"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("mamba_d_conv = 9"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("block_pattern=T*4, mamba_d_conv=9"), std::string::npos) << msg;
+}
+
+TEST(SweepExpander, GeneratedPatterns) {
+  EXPECT_EQ(generate_block_pattern(12, 0.25, "early"), "T*3,M*9");
+  EXPECT_EQ(generate_block_pattern(12, 0.25, "late"), "M*9,T*3");
+  EXPECT_EQ(generate_block_pattern(12, 0.25, "even"), "M*3,T,M*3,T,M*3,T");
+  EXPECT_EQ(generate_block_pattern(12, 0.5, "even"), "M,T,M,T,M,T,M,T,M,T,M,T");
+  EXPECT_EQ(generate_block_pattern(12, 0.0, "even"), "M*12");
+  EXPECT_EQ(generate_block_pattern(12, 1.0, "late"), "T*12");
+  EXPECT_EQ(generate_block_pattern(8, 0.125, "even"), "M*7,T");
+  EXPECT_EQ(generate_block_pattern(4, 0.1, "early"), "M*4");  // rounds to 0 attention layers
+  EXPECT_THROW(generate_block_pattern(12, 0.5, "middle"), ConfigError);
+  // In a sweep: fractions x placements, duplicates (fraction 0 and 1) removed, n_layer from the base.
+  const auto spec = parse_sweep_yaml(R"(
+name: gen
+base: b.yaml
+parameters:
+  block_pattern:
+    generate: {attention_fraction: [0, 0.25, 0.5, 1], placement: [even, early, late]}
+)", "gen");
+  const Expansion e = expand_sweep(spec, base_d4());
+  // 0 -> M*4 (once), 1 -> T*4 (once); 0.25: M*3,T / T,M*3 / M*3,T(dup); 0.5: M,T,M,T / T*2,M*2 / M*2,T*2
+  EXPECT_EQ(e.trials.size(), 7u);
+  EXPECT_EQ(e.duplicates_removed, 5);
+  EXPECT_EQ(param(e.trials[1], "attention_fraction"), "0.25");
+  EXPECT_EQ(param(e.trials[1], "placement"), "even");
+  EXPECT_EQ(param(e.trials[1], "block_pattern"), "M*3,T");
+}
+
+TEST(SweepExpander, RandomIsSeededAndDrawsFromRanges) {
+  const std::string yaml = R"(
+name: r
+base: b.yaml
+method: random
+count: 6
+seed: 11
+parameters:
+  matrix_lr: {min: 0.001, max: 0.1, distribution: log_uniform}
+  mamba_d_state: {min: 4, max: 64, distribution: int_uniform}
+  block_pattern: {values: ["T*4", "M*4"]}
+)";
+  const Expansion a = expand_sweep(parse_sweep_yaml(yaml, "r"), base_d4());
+  const Expansion b = expand_sweep(parse_sweep_yaml(yaml, "r"), base_d4());
+  ASSERT_EQ(a.trials.size() + a.duplicates_removed, 6u);
+  ASSERT_EQ(a.trials.size(), b.trials.size());
+  for (size_t i = 0; i < a.trials.size(); ++i) {
+    EXPECT_EQ(a.trials[i].config_hash, b.trials[i].config_hash);
+    EXPECT_GE(a.trials[i].resolved.matrix_lr(), 0.001);
+    EXPECT_LE(a.trials[i].resolved.matrix_lr(), 0.1);
+    EXPECT_GE(a.trials[i].resolved.mamba_d_state(), 4);
+    EXPECT_LE(a.trials[i].resolved.mamba_d_state(), 64);
+  }
+  auto other_seed = parse_sweep_yaml(yaml, "r");
+  other_seed.set_seed(12);
+  const Expansion d = expand_sweep(other_seed, base_d4());
+  EXPECT_NE(a.trials[0].config_hash, d.trials[0].config_hash);
+}
+
+TEST(SweepExpander, OverridesApplyToEveryTrial) {
+  const auto spec = parse_sweep_yaml(R"(
+name: o
+base: b.yaml
+overrides: {num_iterations: 17, device_batch_size: 2}
+parameters:
+  seed: {values: [0, 1]}
+)", "o");
+  const Expansion e = expand_sweep(spec, base_d4());
+  ASSERT_EQ(e.trials.size(), 2u);
+  for (const auto& t : e.trials) {
+    EXPECT_EQ(t.resolved.num_iterations(), 17);
+    EXPECT_EQ(t.resolved.device_batch_size(), 2);
+  }
+  EXPECT_EQ(e.trials[1].resolved.seed(), 1);
+}
+
+// Every sweep file we ship expands against its base config.
+TEST(SweepExpander, ShippedSweepsExpand) {
+  namespace fs = std::filesystem;
+  const char* src = std::getenv("HYLAB_SOURCE_DIR");
+  const fs::path root = src ? src : ".";
+  if (!fs::exists(root / "sweeps")) GTEST_SKIP() << "no sweeps/ folder";
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(root / "sweeps")) {
+    if (e.path().extension() != ".yaml") continue;
+    const auto cwd = fs::current_path();
+    fs::current_path(root);
+    try {
+      const Submission s = prepare_submission(e.path().string());
+      EXPECT_GE(s.expansion.trials.size(), 1u) << e.path();
+      EXPECT_EQ(s.request.trials_size(), static_cast<int>(s.expansion.trials.size()));
+      ++n;
+    } catch (const std::exception& ex) {
+      ADD_FAILURE() << e.path() << ": " << ex.what();
+    }
+    fs::current_path(cwd);
+  }
+  EXPECT_GE(n, 1);
+}
+
+}  // namespace
+}  // namespace hylab::coordinator

@@ -1,0 +1,185 @@
+// Message validation at the boundary, key files, the allow-list and the ZAP decision.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/check.h"
+#include "coordinator/security.h"
+#include "coordinator/wire.h"
+
+namespace hylab::wire {
+namespace {
+
+namespace fs = std::filesystem;
+
+proto::Envelope metrics_batch(int64_t trial, int64_t attempt, int64_t seq, int n) {
+  proto::Envelope env;
+  auto* b = env.mutable_metrics();
+  b->set_trial_id(trial);
+  b->set_attempt(attempt);
+  b->set_seq(seq);
+  for (int i = 0; i < n; ++i) {
+    auto* m = b->add_metrics();
+    m->set_step(i);
+    m->set_name("train_loss");
+    m->set_value(1.0);
+  }
+  return env;
+}
+
+std::optional<proto::Envelope> roundtrip(const proto::Envelope& env, std::string* error,
+                                         const std::string& sender = "w1") {
+  const std::string bytes = encode(env, sender);
+  return decode(bytes.data(), bytes.size(), error);
+}
+
+TEST(Wire, ValidMessagesRoundTrip) {
+  std::string error;
+  auto env = roundtrip(metrics_batch(3, 1, 1, 10), &error);
+  ASSERT_TRUE(env) << error;
+  EXPECT_EQ(env->metrics().metrics_size(), 10);
+  EXPECT_EQ(env->sender(), "w1");
+  EXPECT_EQ(kind_name(*env), "metrics");
+}
+
+TEST(Wire, MalformedMessagesAreRejectedWithAReason) {
+  std::string error;
+  const std::string garbage = "\xff\xff\xff\xff this is not protobuf";
+  EXPECT_FALSE(decode(garbage.data(), garbage.size(), &error));
+  EXPECT_NE(error.find("not a protobuf Envelope"), std::string::npos) << error;
+
+  proto::Envelope empty;
+  EXPECT_FALSE(roundtrip(empty, &error));
+  EXPECT_NE(error.find("no message kind"), std::string::npos) << error;
+
+  EXPECT_FALSE(roundtrip(metrics_batch(0, 1, 1, 1), &error));
+  EXPECT_NE(error.find("trial_id = 0"), std::string::npos) << error;
+  EXPECT_FALSE(roundtrip(metrics_batch(1, 1, 0, 1), &error));
+  EXPECT_NE(error.find("seq = 0"), std::string::npos) << error;
+  EXPECT_FALSE(roundtrip(metrics_batch(1, 1, 1, kMaxMetricsPerBatch + 1), &error));
+  EXPECT_NE(error.find("at most"), std::string::npos) << error;
+
+  proto::Envelope hello;
+  hello.mutable_hello()->set_worker_id("w1");
+  hello.mutable_hello()->set_slots(0);
+  EXPECT_FALSE(roundtrip(hello, &error));
+  EXPECT_NE(error.find("slots = 0"), std::string::npos) << error;
+  hello.mutable_hello()->set_slots(1);
+  EXPECT_TRUE(roundtrip(hello, &error)) << error;
+  EXPECT_FALSE(roundtrip(hello, &error, "someone-else"));
+  EXPECT_NE(error.find("differs from the sender"), std::string::npos) << error;
+
+  proto::Envelope assign;
+  auto* a = assign.mutable_assign();
+  a->set_trial_id(1);
+  a->set_attempt(1);
+  a->set_config_json("{}");
+  a->set_run_dir("../../etc");
+  a->add_slots(0);
+  EXPECT_FALSE(roundtrip(assign, &error));
+  EXPECT_NE(error.find("run_dir"), std::string::npos) << error;
+
+  proto::Envelope fin;
+  fin.mutable_finished()->set_trial_id(1);
+  fin.mutable_finished()->set_attempt(1);
+  EXPECT_FALSE(roundtrip(fin, &error));  // outcome unspecified
+  EXPECT_NE(error.find("outcome"), std::string::npos) << error;
+
+  // Wrong protocol version.
+  proto::Envelope hb;
+  hb.mutable_heartbeat();
+  hb.set_version(proto::PROTOCOL_VERSION_UNSPECIFIED);
+  hb.set_sender("w1");
+  const std::string bytes = hb.SerializeAsString();
+  EXPECT_FALSE(decode(bytes.data(), bytes.size(), &error));
+  EXPECT_NE(error.find("protocol version"), std::string::npos) << error;
+}
+
+TEST(Wire, OversizedMessagesAreRejectedBeforeParsing) {
+  std::string big(kMaxMessageBytes + 1, 'x');
+  std::string error;
+  EXPECT_FALSE(decode(big.data(), big.size(), &error));
+  EXPECT_NE(error.find("exceeds the limit"), std::string::npos) << error;
+}
+
+class KeysTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("hylab_keys_" + std::to_string(getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+};
+
+TEST_F(KeysTest, KeygenFilesRoundTripAndTheSecretFileIsPrivate) {
+  const KeyPair kp = generate_keypair();
+  EXPECT_TRUE(is_z85_key(kp.public_z85));
+  EXPECT_TRUE(is_z85_key(kp.secret_z85));
+  const std::string name = (dir_ / "sub" / "w1").string();
+  write_keypair(kp, name);
+  const KeyPair back = read_key_file(name + ".key");
+  EXPECT_EQ(back.public_z85, kp.public_z85);
+  EXPECT_EQ(back.secret_z85, kp.secret_z85);
+  const KeyPair pub = read_key_file(name + ".pub");
+  EXPECT_EQ(pub.public_z85, kp.public_z85);
+  EXPECT_TRUE(pub.secret_z85.empty());
+  EXPECT_EQ(fs::status(name + ".key").permissions() & fs::perms::group_read, fs::perms::none);
+  EXPECT_THROW(write_keypair(generate_keypair(), name), Error);  // never overwrites a secret
+}
+
+TEST_F(KeysTest, AllowListFromFileOrFolder) {
+  const KeyPair a = generate_keypair(), b = generate_keypair(), c = generate_keypair();
+  write_keypair(a, (dir_ / "keys" / "a").string());
+  write_keypair(b, (dir_ / "keys" / "b").string());
+  AllowList dir_list = AllowList::load((dir_ / "keys").string());
+  EXPECT_EQ(dir_list.size(), 2u);
+  {
+    std::ofstream f(dir_ / "allow.txt");
+    f << "# workers\n" << c.public_z85 << "\n\npublic-key = \"" << a.public_z85 << "\"\n";
+  }
+  AllowList file_list = AllowList::load((dir_ / "allow.txt").string());
+  EXPECT_EQ(file_list.size(), 2u);
+  {
+    std::ofstream f(dir_ / "bad.txt");
+    f << "not-a-key\n";
+  }
+  try {
+    AllowList::load((dir_ / "bad.txt").string());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.txt:1"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(KeysTest, ZapAllowsKnownKeysAndRefusesOthers) {
+  const KeyPair known = generate_keypair(), stranger = generate_keypair();
+  AllowList allow;
+  allow.add(known.public_z85);
+  auto binary = [](const std::string& z85) {
+    std::string out(32, '\0');
+    zmq_z85_decode(reinterpret_cast<uint8_t*>(out.data()), z85.c_str());
+    return out;
+  };
+  std::string log;
+  auto r = zap_reply({"1.0", "7", "hylab", "127.0.0.1", "", "CURVE", binary(known.public_z85)}, allow, &log);
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_EQ(r[1], "7");
+  EXPECT_EQ(r[2], "200");
+  EXPECT_EQ(r[4], known.public_z85);
+  EXPECT_TRUE(log.empty());
+  r = zap_reply({"1.0", "8", "hylab", "10.0.0.9", "", "CURVE", binary(stranger.public_z85)}, allow, &log);
+  EXPECT_EQ(r[2], "400");
+  EXPECT_NE(log.find(stranger.public_z85), std::string::npos) << log;
+  EXPECT_NE(log.find("10.0.0.9"), std::string::npos) << log;
+  r = zap_reply({"1.0", "9", "hylab", "10.0.0.9", "", "NULL"}, allow, &log);
+  EXPECT_EQ(r[2], "400");
+  r = zap_reply({"garbage"}, allow, &log);
+  EXPECT_EQ(r[2], "500");
+}
+
+}  // namespace
+}  // namespace hylab::wire

@@ -1,0 +1,160 @@
+// The coordinator's store and the results queries on a real SQLite file.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "common/check.h"
+#include "store/results.h"
+#include "store/store.h"
+
+namespace hylab::store {
+namespace {
+
+namespace fs = std::filesystem;
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("hylab_store_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    store_ = Store::open((dir_ / "hylab.db").string());
+  }
+  void TearDown() override {
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+
+  NewTrial trial(const std::string& pattern, int d_state, const std::string& fraction = "") {
+    RunConfig c;
+    c.set_depth(2);
+    c.set_max_seq_len(32);
+    c.add_block_pattern(pattern);
+    c.set_mamba_d_state(d_state);
+    NewTrial t;
+    t.resolved = resolve_config(c);
+    t.params = {{"block_pattern", pattern}, {"mamba_d_state", std::to_string(d_state)}};
+    if (!fraction.empty()) t.params.push_back({"attention_fraction", fraction});
+    return t;
+  }
+
+  // A sweep of 3 trials: one succeeded with a summary, one stopped with metrics only, one pending.
+  int64_t make_sweep() {
+    SweepRow s;
+    s.name = "s";
+    std::vector<NewTrial> ts = {trial("T*2", 16, "1"), trial("M*2", 16, "0"), trial("T,M", 32, "0.5")};
+    for (size_t i = 0; i < ts.size(); ++i) ts[i].trial_index = static_cast<int64_t>(i);
+    Tx tx(store_->db());
+    const int64_t sweep_id = store_->create_sweep(s, ts);
+    auto trials = store_->trials_of(sweep_id);
+    store_->start_attempt(trials[0].trial_id, 1, "w1", false);
+    put_metrics(store_->db(), trials[0].trial_id, 1,
+                {{0, "train_loss", 5.0, 1}, {1, "train_loss", 4.0, 2}, {1, "val_bpb", 2.5, 2}});
+    RunSummary sum;
+    sum.params_total = 123456;
+    sum.final_val_bpb = 2.25;
+    sum.tok_per_s = 1500;
+    sum.steps = 2;
+    put_summary(store_->db(), trials[0].trial_id, sum);
+    store_->finish_attempt(trials[0].trial_id, 1, "succeeded", "", 0, "");
+    store_->set_trial_state(trials[0].trial_id, "succeeded", 0, "");
+    store_->start_attempt(trials[1].trial_id, 1, "w1", false);
+    put_metrics(store_->db(), trials[1].trial_id, 1,
+                {{0, "train_loss", 6.0, 1}, {1, "val_bpb", 3.5, 2}, {2, "val_bpb", 3.0, 3},
+                 {1, "tok_per_s", 100, 2}, {2, "tok_per_s", 300, 3}});
+    store_->set_trial_state(trials[1].trial_id, "stopped", 0, "early stop");
+    tx.commit();
+    return sweep_id;
+  }
+
+  fs::path dir_;
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, CreateSweepNamesRunDirsAndLoadsBack) {
+  const int64_t sweep_id = make_sweep();
+  auto trials = store_->trials_of(sweep_id);
+  ASSERT_EQ(trials.size(), 3u);
+  EXPECT_EQ(trials[2].run_dir, "sweep-" + std::to_string(sweep_id) + "/trial-" + std::to_string(trials[2].trial_id));
+  EXPECT_EQ(trials[2].state, "pending");
+  EXPECT_EQ(store_->active_trials().size(), 1u);
+  EXPECT_EQ(store_->sweep(sweep_id).name, "s");
+  EXPECT_THROW(store_->sweep(999), Error);
+  EXPECT_THROW(store_->set_trial_state(trials[2].trial_id, "exploded", 0, ""), Error);
+  const auto series = store_->metric_series(sweep_id, "val_bpb");
+  ASSERT_EQ(series.size(), 2u);
+  EXPECT_EQ(series[1].second.size(), 2u);
+  const auto j = store_->sweep_json(sweep_id);
+  EXPECT_EQ(j["trials"].size(), 3u);
+  EXPECT_EQ(j["counts"]["pending"], 1);
+  EXPECT_EQ(j["trials"][0]["params"]["mamba_d_state"], 16);
+}
+
+TEST_F(StoreTest, ResultsOneRowPerTrialWithFallbacksForStoppedTrials) {
+  const int64_t sweep_id = make_sweep();
+  ResultsQuery q;
+  q.sweep_id = sweep_id;
+  q.sort = "val_bpb";
+  Table t = results(store_->db(), q);
+  ASSERT_EQ(t.rows.size(), 3u);
+  const int bpb = t.column("val_bpb"), state = t.column("state"), tps = t.column("tok_per_s");
+  ASSERT_GE(t.column("attention_fraction"), 0);  // swept parameters become columns
+  EXPECT_EQ(t.rows[0][state], "succeeded");
+  EXPECT_DOUBLE_EQ(t.rows[0][bpb].get<double>(), 2.25);  // the summary wins over metrics
+  EXPECT_EQ(t.rows[1][state], "stopped");
+  EXPECT_DOUBLE_EQ(t.rows[1][bpb].get<double>(), 3.0);   // newest val_bpb metric
+  EXPECT_DOUBLE_EQ(t.rows[1][tps].get<double>(), 200);   // mean tok/s after step 0
+  EXPECT_TRUE(t.rows[2][bpb].is_null());                 // nulls sort last
+  EXPECT_EQ(t.rows[2][t.column("block_pattern")], "T,M");
+  q.sort = "-val_bpb";
+  t = results(store_->db(), q);
+  EXPECT_EQ(t.rows[0][state], "stopped");
+  q.sort = "bogus";
+  try {
+    results(store_->db(), q);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--sort bogus: no such column"), std::string::npos);
+  }
+}
+
+TEST_F(StoreTest, GroupByAndFormats) {
+  const int64_t sweep_id = make_sweep();
+  ResultsQuery q;
+  q.sweep_id = sweep_id;
+  q.group_by = "mamba_d_state";
+  Table g = results(store_->db(), q);
+  ASSERT_EQ(g.rows.size(), 2u);
+  EXPECT_EQ(g.rows[0][0], 16);
+  EXPECT_EQ(g.rows[0][1], 2);  // trials
+  EXPECT_EQ(g.rows[0][2], 1);  // succeeded
+  EXPECT_DOUBLE_EQ(g.rows[0][3].get<double>(), 2.25);
+  EXPECT_DOUBLE_EQ(g.rows[0][4].get<double>(), 2.625);
+  const std::string csv = render(g, Format::kCsv);
+  EXPECT_EQ(csv.substr(0, csv.find('\n')),
+            "mamba_d_state,trials,succeeded,val_bpb_best,val_bpb_mean,tok_per_s_mean,params_mean,mfu_mean,peak_mem_gib_mean");
+  const auto json = nlohmann::json::parse(render(g, Format::kJson));
+  EXPECT_EQ(json.size(), 2u);
+  EXPECT_EQ(json[1]["mamba_d_state"], 32);
+  const std::string table = render(results(store_->db(), ResultsQuery{sweep_id, "", ""}), Format::kTable);
+  EXPECT_NE(table.find("123.5K"), std::string::npos) << table;  // params, human-sized
+  EXPECT_THROW(parse_format("xml"), Error);
+}
+
+TEST_F(StoreTest, CurvesHaveAStepColumnAndOneColumnPerMetric) {
+  const int64_t sweep_id = make_sweep();
+  auto trials = store_->trials_of(sweep_id);
+  Table c = curves(store_->db(), {trials[1].trial_id});
+  EXPECT_EQ(c.columns, (std::vector<std::string>{"trial_id", "step", "train_loss", "val_bpb", "tok_per_s"}));
+  ASSERT_EQ(c.rows.size(), 3u);
+  EXPECT_EQ(c.rows[0][1], 0);
+  EXPECT_TRUE(c.rows[0][3].is_null());
+  EXPECT_DOUBLE_EQ(c.rows[2][3].get<double>(), 3.0);
+  const std::string csv = render(c, Format::kCsv);
+  EXPECT_NE(csv.find("trial_id,step,train_loss,val_bpb,tok_per_s\n"), std::string::npos);
+  EXPECT_THROW(curves(store_->db(), {424242}), Error);
+}
+
+}  // namespace
+}  // namespace hylab::store

@@ -1,0 +1,242 @@
+#include "worker/trial_runner.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "common/check.h"
+
+extern char** environ;
+
+namespace hylab::worker {
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* signal_name(int sig) {
+  switch (sig) {
+    case SIGKILL: return "SIGKILL";
+    case SIGTERM: return "SIGTERM";
+    case SIGSEGV: return "SIGSEGV";
+    case SIGABRT: return "SIGABRT";
+    case SIGINT: return "SIGINT";
+    case SIGBUS: return "SIGBUS";
+    default: return "a signal";
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> trainer_argv(const LaunchSpec& spec) {
+  std::vector<std::string> argv = {spec.hylab_bin, "train",
+                                   "--config", spec.run_dir + "/config.json",
+                                   "--run_dir", spec.run_dir,
+                                   "--metrics_jsonl", spec.run_dir + "/metrics.a" + std::to_string(spec.attempt) + ".jsonl"};
+  if (spec.resume) argv.push_back("--resume");
+  if (spec.nproc > 1) {
+    argv.push_back("--nproc");
+    argv.push_back(std::to_string(spec.nproc));
+  }
+  return argv;
+}
+
+ExitInfo classify_exit(int status, bool cancel_requested, bool shutting_down) {
+  ExitInfo e;
+  auto terminated = [&](const std::string& how) {
+    if (cancel_requested) {
+      e.outcome = proto::TRIAL_OUTCOME_CANCELLED;
+      e.reason = "cancelled (" + how + ")";
+    } else {
+      e.outcome = proto::TRIAL_OUTCOME_PREEMPTED;
+      e.reason = shutting_down ? "preempted: the worker shut down (" + how + ")"
+                               : "preempted: terminated from outside (" + how + ")";
+    }
+  };
+  if (WIFEXITED(status)) {
+    e.exit_code = WEXITSTATUS(status);
+    switch (e.exit_code) {
+      case 0: e.outcome = proto::TRIAL_OUTCOME_SUCCEEDED; break;
+      case 2: e.outcome = proto::TRIAL_OUTCOME_BAD_CONFIG; e.reason = "the trainer rejected the config (exit 2)"; break;
+      case 3: e.outcome = proto::TRIAL_OUTCOME_DIVERGED; e.reason = "diverged: non-finite loss (exit 3)"; break;
+      case 4: e.outcome = proto::TRIAL_OUTCOME_OOM; e.reason = "out of memory (exit 4)"; break;
+      case 143: terminated("exit 143"); break;
+      default:
+        e.outcome = cancel_requested ? proto::TRIAL_OUTCOME_CANCELLED : proto::TRIAL_OUTCOME_FAILED;
+        e.reason = fmt::format("{}exit {}", cancel_requested ? "cancelled; " : "", e.exit_code);
+    }
+    return e;
+  }
+  if (WIFSIGNALED(status)) {
+    const int sig = WTERMSIG(status);
+    e.exit_code = -sig;
+    const std::string how = fmt::format("killed by {} ({})", signal_name(sig), sig);
+    if (cancel_requested || shutting_down || sig == SIGTERM) {
+      terminated(how);
+    } else {
+      e.outcome = proto::TRIAL_OUTCOME_FAILED;
+      e.reason = how + (sig == SIGKILL ? "; the kernel's OOM killer?" : "");
+    }
+    return e;
+  }
+  e.reason = "unknown wait status";
+  return e;
+}
+
+TrialRunner::TrialRunner(LaunchSpec spec) : spec_(std::move(spec)) {}
+
+TrialRunner::~TrialRunner() {
+  if (pid_ > 0 && !exited_) {
+    ::kill(-pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+  }
+}
+
+std::string TrialRunner::metrics_path() const {
+  return spec_.run_dir + "/metrics.a" + std::to_string(spec_.attempt) + ".jsonl";
+}
+
+std::string TrialRunner::log_path() const {
+  return spec_.run_dir + "/attempt-" + std::to_string(spec_.attempt) + ".log";
+}
+
+void TrialRunner::start() {
+  std::error_code ec;
+  fs::create_directories(spec_.run_dir, ec);
+  if (ec) HYLAB_FAIL("cannot create run directory {}: {}", spec_.run_dir, ec.message());
+  {
+    std::ofstream cfg(spec_.run_dir + "/config.json");
+    cfg << spec_.config_json << "\n";
+    if (!cfg) HYLAB_FAIL("cannot write {}/config.json", spec_.run_dir);
+  }
+  fs::remove(metrics_path(), ec);  // a fresh spool for this attempt
+  if (access(spec_.hylab_bin.c_str(), X_OK) != 0) {
+    HYLAB_FAIL("trainer executable {} is not executable: {}", spec_.hylab_bin, std::strerror(errno));
+  }
+  // Everything the child needs is prepared before fork (no allocation after it).
+  const std::vector<std::string> args = trainer_argv(spec_);
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::map<std::string, std::string> env_map;
+  for (char** e = environ; *e; ++e) {
+    const std::string kv = *e;
+    const size_t eq = kv.find('=');
+    if (eq != std::string::npos) env_map[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  if (!spec_.gpu_indices.empty()) {
+    std::string list;
+    for (int g : spec_.gpu_indices) list += (list.empty() ? "" : ",") + std::to_string(g);
+    env_map["CUDA_VISIBLE_DEVICES"] = list;
+  }
+  env_map["HYLAB_TRIAL_ID"] = std::to_string(spec_.trial_id);
+  env_map["HYLAB_ATTEMPT"] = std::to_string(spec_.attempt);
+  for (const auto& [k, v] : spec_.env) env_map[k] = v;
+  std::vector<std::string> env_strings;
+  for (const auto& [k, v] : env_map) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (const auto& s : env_strings) envp.push_back(const_cast<char*>(s.c_str()));
+  envp.push_back(nullptr);
+  const int log_fd = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (log_fd < 0) HYLAB_FAIL("cannot open {}: {}", log_path(), std::strerror(errno));
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    ::close(log_fd);
+    HYLAB_FAIL("fork failed: {}", std::strerror(errno));
+  }
+  if (pid == 0) {
+    // Child: own process group, dies with the worker, output to the log.
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);  // the worker died before prctl
+    ::dup2(log_fd, STDOUT_FILENO);
+    ::dup2(log_fd, STDERR_FILENO);
+    const int devnull = ::open("/dev/null", O_RDONLY);
+    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
+    ::execve(argv[0], argv.data(), envp.data());
+    const char msg[] = "hylab worker: execve of the trainer failed\n";
+    (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+    ::_exit(127);
+  }
+  ::setpgid(pid, pid);  // also from the parent, so kill(-pid) works at once
+  ::close(log_fd);
+  pid_ = pid;
+  spdlog::info("trial {} attempt {}: started pid {} in {}{}", spec_.trial_id, spec_.attempt, pid,
+               spec_.run_dir, spec_.resume ? " (resume)" : "");
+}
+
+bool TrialRunner::poll(int64_t now_ms) {
+  if (pid_ <= 0 || exited_) return exited_;
+  int status = 0;
+  const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+  if (r == pid_) {
+    exited_ = true;
+    wait_status_ = status;
+    ::kill(-pid_, SIGKILL);  // stragglers: ranks the trainer started, if any are left
+    return true;
+  }
+  if (kill_at_ms_ >= 0 && now_ms >= kill_at_ms_) {
+    spdlog::warn("trial {} attempt {}: still running after the grace period; SIGKILL", spec_.trial_id, spec_.attempt);
+    ::kill(-pid_, SIGKILL);
+    kill_at_ms_ = -1;
+  }
+  return false;
+}
+
+void TrialRunner::cancel(int64_t now_ms, int grace_ms, bool shutting_down) {
+  if (shutting_down) shutting_down_ = true;
+  else cancel_requested_ = true;
+  if (pid_ <= 0 || exited_) return;
+  if (kill_at_ms_ < 0) {
+    ::kill(-pid_, SIGTERM);
+    kill_at_ms_ = now_ms + grace_ms;
+  }
+}
+
+ExitInfo TrialRunner::exit_info() const {
+  return classify_exit(wait_status_, cancel_requested_, shutting_down_);
+}
+
+std::string TrialRunner::log_tail(size_t max_bytes) const {
+  std::ifstream in(log_path(), std::ios::binary | std::ios::ate);
+  if (!in) return "";
+  const std::streamoff size = in.tellg();
+  const std::streamoff from = std::max<std::streamoff>(0, size - static_cast<std::streamoff>(max_bytes));
+  in.seekg(from);
+  std::string out(static_cast<size_t>(size - from), '\0');
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  if (from > 0) {
+    const size_t nl = out.find('\n');
+    if (nl != std::string::npos) out = out.substr(nl + 1);
+  }
+  return out;
+}
+
+std::vector<std::pair<int64_t, std::string>> earlier_attempt_spools(const std::string& run_dir, int64_t before) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  std::error_code ec;
+  if (!fs::is_directory(run_dir, ec)) return out;
+  static const std::regex kName(R"(metrics\.a(\d+)\.jsonl)");
+  for (const auto& e : fs::directory_iterator(run_dir, ec)) {
+    std::smatch m;
+    const std::string name = e.path().filename().string();
+    if (std::regex_match(name, m, kName)) {
+      const int64_t a = std::stoll(m[1]);
+      if (a < before) out.push_back({a, e.path().string()});
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace hylab::worker

@@ -1,0 +1,92 @@
+// One attempt of one trial on this worker: the `hylab train` child process in its run
+// directory, its metrics spool, and how its exit becomes an outcome.
+//
+// Run directory (shared by the attempts of a trial; lives under the worker's work_dir,
+// which must be a shared filesystem for a retry on another worker to resume):
+//   <run_dir>/config.json            resolved config (written by every attempt)
+//   <run_dir>/attempt-<A>.log        the trainer's stdout and stderr
+//   <run_dir>/metrics.a<A>.jsonl     the trainer's records (--metrics_jsonl), the spool
+//   <run_dir>/checkpoints/           the trainer's checkpoints (--resume reads them)
+//
+// The child runs in its own process group (so cancel reaches every rank it starts) and dies
+// with the worker (PR_SET_PDEATHSIG), so a killed worker leaves no orphan writing into a run
+// directory that another worker resumes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "proto/wire.pb.h"
+
+namespace hylab::worker {
+
+struct LaunchSpec {
+  int64_t trial_id = 0;
+  int64_t attempt = 0;
+  std::string run_dir;           // absolute
+  std::string config_json;
+  bool resume = false;
+  int nproc = 1;                 // trainer processes (--nproc) on this node
+  std::vector<int> gpu_indices;  // CUDA_VISIBLE_DEVICES; empty on a CPU worker
+  std::string hylab_bin;         // the `hylab` executable
+  std::map<std::string, std::string> env;  // extra environment (multi-node rendezvous)
+};
+
+// The argv of the trainer for a spec (without environment).
+std::vector<std::string> trainer_argv(const LaunchSpec& spec);
+
+struct ExitInfo {
+  proto::TrialOutcome outcome = proto::TRIAL_OUTCOME_FAILED;
+  int exit_code = 0;  // -N when killed by signal N
+  std::string reason;
+};
+
+// Exit status (from waitpid) -> outcome, per the trainer contract: 0 succeeded, 2 bad
+// config, 3 diverged, 4 oom, 143/SIGTERM terminated; anything else failed. A requested
+// cancel makes a termination "cancelled"; a worker shutting down makes it "preempted";
+// a SIGTERM from elsewhere (a batch system) is "preempted" too.
+ExitInfo classify_exit(int wait_status, bool cancel_requested, bool shutting_down);
+
+class TrialRunner {
+ public:
+  explicit TrialRunner(LaunchSpec spec);
+  ~TrialRunner();  // kills a still-running process group
+  TrialRunner(const TrialRunner&) = delete;
+  TrialRunner& operator=(const TrialRunner&) = delete;
+
+  // Creates the run directory, writes config.json, spawns the trainer. Throws hylab::Error.
+  void start();
+  // Reaps the child if it exited (non-blocking); kills stragglers of its group then.
+  // Escalates a cancel to SIGKILL once the grace period is over. Returns exited().
+  bool poll(int64_t now_ms);
+  // SIGTERM to the process group now, SIGKILL after grace_ms.
+  void cancel(int64_t now_ms, int grace_ms, bool shutting_down);
+
+  bool started() const { return pid_ > 0; }
+  bool exited() const { return exited_; }
+  pid_t pid() const { return pid_; }
+  ExitInfo exit_info() const;
+  std::string log_tail(size_t max_bytes = 4000) const;
+  const LaunchSpec& spec() const { return spec_; }
+  std::string metrics_path() const;
+  std::string log_path() const;
+
+ private:
+  LaunchSpec spec_;
+  pid_t pid_ = -1;
+  bool exited_ = false;
+  int wait_status_ = 0;
+  bool cancel_requested_ = false;
+  bool shutting_down_ = false;
+  int64_t kill_at_ms_ = -1;
+};
+
+// Metrics files of earlier attempts in a run directory: (attempt, path), attempts < before.
+std::vector<std::pair<int64_t, std::string>> earlier_attempt_spools(const std::string& run_dir,
+                                                                    int64_t before);
+
+}  // namespace hylab::worker
