@@ -1,0 +1,388 @@
+// `hylab bench kernels [--json FILE]`: times our Mamba-path kernels on the current GPU at
+// the shapes of issue 5 (CUDA events, warm-up, median of --reps runs) and prints JSON:
+//   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
+//    "dtype", "ms", "tb_per_s"}]}
+// tb_per_s = bytes that must move (each input read once, each output written once) / time;
+// copy_tb_per_s is a device-to-device copy on the same GPU (bytes read + written), the
+// ceiling to compare with. Layer records (matmul-bound) carry tb_per_s = null.
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include "cli/command.h"
+#include "common/check.h"
+
+#if HYLAB_CUDA_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <vector>
+
+#include "model/cuda_ops.h"
+#endif
+
+namespace hylab::cli {
+namespace {
+
+struct BenchOptions {
+  std::string json_path;
+  int reps = 20;
+  int warmup = 3;
+  bool skip_layers = false;
+  bool quick = false;  // d12 scan and the conv only (for profilers)
+};
+
+#if HYLAB_CUDA_KERNELS
+
+using torch::Tensor;
+using Json = nlohmann::json;
+
+// Median over `reps` timings of fn() (each `inner` back-to-back calls) with CUDA events on
+// the current stream, after `warmup` untimed calls.
+double median_ms(const std::function<void()>& fn, const BenchOptions& o, int inner = 1) {
+  cudaStream_t stream = at::cuda::getCurrentCUDAStream().stream();
+  for (int i = 0; i < o.warmup; ++i) fn();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<float> ms;
+  for (int r = 0; r < o.reps; ++r) {
+    cudaEventRecord(start, stream);
+    for (int i = 0; i < inner; ++i) fn();
+    cudaEventRecord(stop, stream);
+    cudaEventSynchronize(stop);
+    float t = 0;
+    cudaEventElapsedTime(&t, start, stop);
+    ms.push_back(t / inner);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  const cudaError_t err = cudaGetLastError();
+  HYLAB_CHECK(err == cudaSuccess, "CUDA error while timing: {}", cudaGetErrorString(err));
+  std::sort(ms.begin(), ms.end());
+  return ms.size() % 2 ? ms[ms.size() / 2] : 0.5 * (ms[ms.size() / 2 - 1] + ms[ms.size() / 2]);
+}
+
+Json record(const std::string& kernel, const std::string& shape, const std::string& pass,
+            double ms, std::optional<double> bytes) {
+  Json r = {{"kernel", kernel}, {"shape", shape}, {"pass", pass}, {"dtype", "bf16"}, {"ms", ms}};
+  r["tb_per_s"] = bytes ? Json(*bytes / (ms * 1e-3) / 1e12) : Json(nullptr);
+  std::fprintf(stderr, "  %-18s %-22s %-8s %9.4f ms", kernel.c_str(), shape.c_str(),
+               pass.c_str(), ms);
+  if (bytes) std::fprintf(stderr, "  %6.3f TB/s", *bytes / (ms * 1e-3) / 1e12);
+  std::fprintf(stderr, "\n");
+  return r;
+}
+
+std::string dims(std::initializer_list<int64_t> d) {
+  std::string s;
+  for (int64_t v : d) s += (s.empty() ? "" : "x") + std::to_string(v);
+  return s;
+}
+
+const auto kCuda = torch::TensorOptions().device(torch::kCUDA);
+const auto kBf16 = kCuda.dtype(torch::kBFloat16);
+const auto kF32 = kCuda.dtype(torch::kFloat32);
+
+double copy_tb_per_s(const BenchOptions& o) {
+  const int64_t n = int64_t{1} << 30;  // 1 GiB each way
+  Tensor src = torch::randint(0, 255, {n}, kCuda.dtype(torch::kUInt8));
+  Tensor dst = torch::empty_like(src);
+  const double ms = median_ms([&] { dst.copy_(src); }, o);
+  return 2.0 * n / (ms * 1e-3) / 1e12;
+}
+
+struct ScanTensors {
+  Tensor u, delta, A, Bm, Cm, D, z, bias;
+};
+
+ScanTensors scan_inputs(int64_t B, int64_t E, int64_t T, int64_t N, bool grad) {
+  ScanTensors s;
+  s.u = torch::randn({B, E, T}, kBf16);
+  s.delta = torch::randn({B, E, T}, kBf16) * 0.5 - 1.0;
+  s.A = -(torch::rand({E, N}, kF32) + 0.5) * torch::arange(1, N + 1, kF32).view({1, N});
+  s.Bm = torch::randn({B, N, T}, kBf16);
+  s.Cm = torch::randn({B, N, T}, kBf16);
+  s.D = torch::randn({E}, kF32);
+  s.z = torch::randn({B, E, T}, kBf16);
+  s.bias = torch::rand({E}, kF32) * 3.0 - 3.0;
+  if (grad) {
+    for (Tensor* t : {&s.u, &s.delta, &s.A, &s.Bm, &s.Cm, &s.D, &s.z, &s.bias}) {
+      t->requires_grad_(true);
+    }
+  }
+  return s;
+}
+
+void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
+                const BenchOptions& o, Json& results) {
+  ScanTensors s = scan_inputs(B, E, T, N, true);
+  const Tensor dout = torch::randn({B, E, T}, kBf16);
+  const double bet = 2.0 * B * E * T, bnt = 2.0 * B * N * T;  // bytes of one bf16 tensor
+  const std::string shape = dims({B, E, T, N});
+  auto fwd = [&] {
+    return hylab::cuda_ops::selective_scan(s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias,
+                                           true);
+  };
+  if (with_fwd_only) {
+    // The training forward (grad enabled: saves the chunk states for the backward).
+    const double ms = median_ms([&] { fwd(); }, o);
+    results.push_back(record("selective_scan", shape, "fwd", ms, 4 * bet + 2 * bnt));
+  }
+  const double ms = median_ms(
+      [&] {
+        Tensor y = fwd();
+        torch::autograd::grad({y}, {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias}, {dout});
+      },
+      o);
+  // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
+  // dB, dC out.
+  results.push_back(record("selective_scan", shape, "fwd+bwd", ms, 11 * bet + 6 * bnt));
+}
+
+void bench_conv(int64_t B, int64_t E, int64_t T, int64_t K, const BenchOptions& o,
+                Json& results) {
+  Tensor x = torch::randn({B, E, T}, kBf16).requires_grad_(true);
+  Tensor w = (torch::randn({E, K}, kF32) * 0.5).requires_grad_(true);
+  Tensor b = (torch::randn({E}, kF32) * 0.5).requires_grad_(true);
+  const Tensor dout = torch::randn({B, E, T}, kBf16);
+  const double bet = 2.0 * B * E * T;
+  const std::string shape = dims({B, E, T, K});
+  auto fwd = [&] { return hylab::cuda_ops::causal_conv1d(x, w, b, true); };
+  double ms = median_ms([&] { fwd(); }, o);
+  results.push_back(record("causal_conv1d", shape, "fwd", ms, 2 * bet));
+  ms = median_ms(
+      [&] {
+        Tensor y = fwd();
+        torch::autograd::grad({y}, {x, w, b}, {dout});
+      },
+      o);
+  results.push_back(record("causal_conv1d", shape, "fwd+bwd", ms, 5 * bet));
+}
+
+// One Mamba (v1) mixer, written from our ops: in_proj -> conv+SiLU -> x_proj -> dt_proj ->
+// selective scan (softplus, D, z gate) -> out_proj. Weights bf16; A, D, dt_bias fp32.
+struct MambaLayer {
+  int64_t C, E, N = 16, K = 4, R;
+  Tensor W_in, conv_w, conv_b, W_x, W_dt, dt_bias, A, D, W_out;
+
+  explicit MambaLayer(int64_t d_model) : C(d_model), E(2 * d_model), R((d_model + 15) / 16) {
+    const double s = 1.0 / std::sqrt(static_cast<double>(C));
+    W_in = (torch::randn({2 * E, C}, kF32) * s).to(torch::kBFloat16);
+    conv_w = torch::randn({E, K}, kF32) * 0.5;
+    conv_b = torch::zeros({E}, kF32);
+    W_x = (torch::randn({R + 2 * N, E}, kF32) / std::sqrt(static_cast<double>(E))).to(torch::kBFloat16);
+    W_dt = (torch::randn({E, R}, kF32) / std::sqrt(static_cast<double>(R))).to(torch::kBFloat16);
+    dt_bias = torch::rand({E}, kF32) * 3.0 - 5.0;
+    A = -torch::arange(1, N + 1, kF32).repeat({E, 1});
+    D = torch::ones({E}, kF32);
+    W_out = (torch::randn({C, E}, kF32) / std::sqrt(static_cast<double>(E))).to(torch::kBFloat16);
+  }
+  std::vector<Tensor> params() { return {W_in, conv_w, conv_b, W_x, W_dt, dt_bias, A, D, W_out}; }
+  void requires_grad() {
+    for (Tensor& p : params()) p.requires_grad_(true);
+  }
+
+  Tensor forward(const Tensor& h) {  // (B, T, C) -> (B, T, C)
+    const Tensor xz = torch::matmul(W_in, h.transpose(1, 2));          // (B, 2E, T)
+    const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
+    const Tensor xc = hylab::cuda_ops::causal_conv1d(x, conv_w, conv_b, true);  // (B, E, T)
+    const Tensor x_dbl = torch::matmul(xc.transpose(1, 2), W_x.t());  // (B, T, R + 2N)
+    const Tensor delta = torch::matmul(W_dt, x_dbl.narrow(2, 0, R).transpose(1, 2));  // (B,E,T)
+    const Tensor Bm = x_dbl.narrow(2, R, N).transpose(1, 2);          // (B, N, T)
+    const Tensor Cm = x_dbl.narrow(2, R + N, N).transpose(1, 2);
+    const Tensor y = hylab::cuda_ops::selective_scan(xc, delta, A, Bm, Cm, D, z, dt_bias, true);
+    return torch::matmul(y.transpose(1, 2), W_out.t());
+  }
+};
+
+// Causal self-attention layer: fused qkv projection, SDPA (causal), output projection.
+struct AttentionLayer {
+  int64_t C, H, Dh = 128;
+  Tensor W_qkv, W_o;
+  explicit AttentionLayer(int64_t d_model) : C(d_model), H(d_model / 128) {
+    const double s = 1.0 / std::sqrt(static_cast<double>(C));
+    W_qkv = (torch::randn({3 * C, C}, kF32) * s).to(torch::kBFloat16);
+    W_o = (torch::randn({C, C}, kF32) * s).to(torch::kBFloat16);
+  }
+  Tensor forward(const Tensor& h) {
+    const int64_t B = h.size(0), T = h.size(1);
+    const Tensor qkv = torch::matmul(h, W_qkv.t()).view({B, T, 3, H, Dh}).permute({2, 0, 3, 1, 4});
+#if TORCH_VERSION_MAJOR >= 2
+    const Tensor a = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], {}, 0.0, true);
+#else
+    HYLAB_FAIL("attention_layer needs LibTorch >= 2.0 (scaled_dot_product_attention)");
+    const Tensor a = qkv[0];
+#endif
+    return torch::matmul(a.transpose(1, 2).reshape({B, T, C}), W_o.t());
+  }
+};
+
+template <typename Layer>
+double layer_fwd_bwd_ms(Layer& layer, std::vector<Tensor> params, int64_t B, int64_t T,
+                        const BenchOptions& o) {
+  for (Tensor& p : params) p.requires_grad_(true);
+  Tensor h = torch::randn({B, T, layer.C}, kBf16).requires_grad_(true);
+  const Tensor dout = torch::randn({B, T, layer.C}, kBf16);
+  std::vector<Tensor> wrt = params;
+  wrt.push_back(h);
+  return median_ms(
+      [&] {
+        Tensor out = layer.forward(h);
+        torch::autograd::grad({out}, wrt, {dout});
+      },
+      o);
+}
+
+void bench_layers(int64_t d_model, int64_t B, int64_t T, const BenchOptions& o, Json& results) {
+  const std::string shape = dims({B, T, d_model});
+  {
+    MambaLayer m(d_model);
+    results.push_back(record("mamba_layer", shape, "fwd+bwd",
+                             layer_fwd_bwd_ms(m, m.params(), B, T, o), std::nullopt));
+  }
+  {
+    AttentionLayer a(d_model);
+    results.push_back(record("attention_layer", shape, "fwd+bwd",
+                             layer_fwd_bwd_ms(a, {a.W_qkv, a.W_o}, B, T, o), std::nullopt));
+  }
+}
+
+// One decode step of one Mamba layer (batch `B`), captured in a CUDA graph and replayed.
+void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
+  torch::NoGradGuard ng;
+  MambaLayer m(d_model);
+  const int64_t E = m.E, N = m.N, K = m.K, R = m.R;
+  Tensor h = torch::randn({B, d_model}, kBf16);
+  Tensor conv_state = torch::zeros({B, E, K}, kBf16);
+  Tensor ssm_state = torch::zeros({B, E, N}, kF32);
+  Tensor out;
+  auto step = [&] {
+    const Tensor xz = torch::matmul(h, m.W_in.t());  // (B, 2E)
+    const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
+    const Tensor xc = hylab::cuda_ops::causal_conv1d_update(x, conv_state, m.conv_w, m.conv_b, true);
+    const Tensor x_dbl = torch::matmul(xc, m.W_x.t());  // (B, R + 2N)
+    const Tensor dt = torch::matmul(x_dbl.narrow(1, 0, R), m.W_dt.t());  // (B, E)
+    const Tensor y = hylab::cuda_ops::selective_state_update(
+        ssm_state, xc, dt, m.A, x_dbl.narrow(1, R, N), x_dbl.narrow(1, R + N, N), m.D, z,
+        m.dt_bias, true);
+    out = torch::matmul(y, m.W_out.t());
+  };
+  const double eager_ms = median_ms(step, o, 100);
+
+  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+  double graph_ms = 0;
+  {
+    const c10::cuda::CUDAStreamGuard guard(side);
+    for (int i = 0; i < 5; ++i) step();  // warm up cuBLAS etc. on the capture stream
+    side.synchronize();
+    at::cuda::CUDAGraph graph;
+    graph.capture_begin();
+    step();
+    graph.capture_end();
+    graph_ms = median_ms([&] { graph.replay(); }, o, 100);
+  }
+  std::fprintf(stderr, "  (decode step without a graph: %.4f ms)\n", eager_ms);
+  // Bytes: every weight once, conv/ssm states read and written, h in, out out.
+  const double weight_bytes =
+      2.0 * (2 * E * d_model + (R + 2 * N) * E + E * R + d_model * E) + 4.0 * (E * K + E * N + 3 * E);
+  const double state_bytes = 2.0 * (2.0 * B * E * K) + 2.0 * (4.0 * B * E * N);
+  results.push_back(record("mamba_decode_step", dims({B, d_model}), "step", graph_ms,
+                           weight_bytes + state_bytes + 4.0 * B * d_model));
+}
+
+std::string commit_id() {
+  if (const char* c = std::getenv("HYLAB_COMMIT"); c != nullptr && c[0] != '\0') return c;
+  std::string s;
+  if (FILE* f = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r")) {
+    char buf[64];
+    while (std::fgets(buf, sizeof buf, f)) s += buf;
+    pclose(f);
+  }
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s.empty() ? "unknown" : s;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+void run_bench(const BenchOptions& o) {
+  HYLAB_CHECK(torch::cuda::is_available(), "hylab bench kernels: no CUDA device is visible");
+  HYLAB_CHECK(o.reps >= 1 && o.warmup >= 0, "hylab bench kernels: --reps must be >= 1, --warmup >= 0");
+  const c10::cuda::CUDAGuard device(0);
+  Json doc;
+  doc["commit"] = commit_id();
+  doc["date"] = utc_now();
+  doc["gpu"] = at::cuda::getCurrentDeviceProperties()->name;
+  std::fprintf(stderr, "hylab bench kernels on %s (median of %d, %d warm-up)\n",
+               doc["gpu"].get<std::string>().c_str(), o.reps, o.warmup);
+  doc["copy_tb_per_s"] = copy_tb_per_s(o);
+  std::fprintf(stderr, "  device-to-device copy: %.3f TB/s\n", doc["copy_tb_per_s"].get<double>());
+  Json results = Json::array();
+  bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
+  if (!o.quick) {
+    bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
+    bench_scan(8, 2048, 8192, 16, true, o, results);   // long
+  }
+  bench_conv(32, 1536, 2048, 4, o, results);
+  if (!o.skip_layers && !o.quick) {
+    bench_layers(768, 32, 2048, o, results);
+    bench_layers(1280, 16, 2048, o, results);
+  }
+  if (!o.quick) bench_decode(768, 1, o, results);
+  doc["results"] = results;
+  const std::string text = doc.dump(2);
+  std::printf("%s\n", text.c_str());
+  if (!o.json_path.empty()) {
+    std::ofstream f(o.json_path);
+    HYLAB_CHECK(f.good(), "hylab bench kernels: cannot write --json {}", o.json_path);
+    f << text << "\n";
+  }
+}
+
+#else  // !HYLAB_CUDA_KERNELS
+
+void run_bench(const BenchOptions&) {
+  HYLAB_FAIL(
+      "hylab bench kernels: this hylab was built without CUDA kernels (it needs LibTorch with "
+      "CUDA and nvcc; see docs/KERNELS.md). Build on a GPU host, e.g. scripts/gpu.sh.");
+}
+
+#endif
+
+void setup(CLI::App& root) {
+  CLI::App* bench = group(root, "bench", "Benchmarks that print JSON");
+  auto opts = std::make_shared<BenchOptions>();
+  CLI::App* cmd = bench->add_subcommand(
+      "kernels", "Time the Mamba-path CUDA kernels (scan, conv, decode step, layers) on this GPU");
+  cmd->add_option(flag("json"), opts->json_path, "Also write the JSON to this file");
+  cmd->add_option(flag("reps"), opts->reps, "Timed runs per measurement (median)")
+      ->capture_default_str();
+  cmd->add_option(flag("warmup"), opts->warmup, "Untimed runs first")->capture_default_str();
+  cmd->add_flag(flag("skip_layers"), opts->skip_layers,
+                "Skip the whole-layer (Mamba vs attention) measurements");
+  cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
+  cmd->callback([opts] { run_bench(*opts); });
+}
+
+HYLAB_REGISTER_COMMAND("bench kernels", 80, setup);
+
+}  // namespace
+}  // namespace hylab::cli

@@ -1,0 +1,10 @@
+// Causal conv1d bwd, bf16 activations, widths 2-4.
+#include "kernels/causal_conv1d/conv_kernels.cuh"
+
+namespace hylab::kernels {
+
+void causal_conv1d_bwd_bf16(const CausalConv1dParams& p, bool vec, cudaStream_t stream) {
+  conv::conv_bwd_dispatch<bf16>(p, vec, stream);
+}
+
+}  // namespace hylab::kernels

@@ -1,0 +1,89 @@
+// Host entry points of the selective scan: checks the parameters the kernels rely on and
+// dispatches on dtype (the LibTorch glue in model/cuda_ops.cpp validates tensors first).
+#include "kernels/selective_scan/selective_scan.h"
+
+#include <string>
+
+#include "kernels/common/cuda_check.h"
+
+namespace hylab::kernels {
+namespace {
+
+bool aligned(const void* p) {
+  return p == nullptr || (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+void check_common(const SelectiveScanParams& p, const char* who) {
+  const std::string w = who;
+  if (p.batch <= 0 || p.dim <= 0 || p.seqlen <= 0) {
+    throw CudaError(w + ": B, E, T must be positive (got " + std::to_string(p.batch) + ", " +
+                    std::to_string(p.dim) + ", " + std::to_string(p.seqlen) + ")");
+  }
+  if (!selective_scan_supports_dstate(p.dstate)) {
+    throw CudaError(w + ": N (dstate) = " + std::to_string(p.dstate) +
+                    " is not supported; allowed: 4, 8, 16, 32, 64");
+  }
+  if (p.u == nullptr || p.delta == nullptr || p.A == nullptr || p.Bm == nullptr ||
+      p.Cm == nullptr) {
+    throw CudaError(w + ": u, delta, A, Bm, Cm must be given");
+  }
+}
+
+}  // namespace
+
+bool selective_scan_supports_dstate(int n) {
+  return n == 4 || n == 8 || n == 16 || n == 32 || n == 64;
+}
+
+int selective_scan_bwd_channels_per_block(int dstate) {
+  const int threads = dstate <= 8 ? 128 : 256;
+  return threads / (dstate / 4);
+}
+
+int selective_scan_bwd_blocks_per_batch(int dim, int dstate) {
+  const int cpb = selective_scan_bwd_channels_per_block(dstate);
+  return (dim + cpb - 1) / cpb;
+}
+
+bool selective_scan_vectorizable(const SelectiveScanParams& p) {
+  const int64_t v = p.dtype == DType::kFloat32 ? 4 : 8;
+  auto strides_ok = [&](int64_t a, int64_t b) { return a % v == 0 && b % v == 0; };
+  return p.seqlen % v == 0 && aligned(p.u) && aligned(p.delta) && aligned(p.z) &&
+         aligned(p.Bm) && aligned(p.Cm) && aligned(p.out) && aligned(p.dout) &&
+         aligned(p.du) && aligned(p.ddelta) && aligned(p.dz) &&
+         strides_ok(p.u_batch_stride, p.u_dim_stride) &&
+         strides_ok(p.delta_batch_stride, p.delta_dim_stride) &&
+         (p.z == nullptr || strides_ok(p.z_batch_stride, p.z_dim_stride)) &&
+         strides_ok(p.B_batch_stride, p.B_dstate_stride) &&
+         strides_ok(p.C_batch_stride, p.C_dstate_stride);
+}
+
+void selective_scan_fwd(const SelectiveScanParams& p, cudaStream_t stream) {
+  check_common(p, "selective_scan fwd");
+  if (p.out == nullptr) throw CudaError("selective_scan fwd: out must be given");
+  const bool vec = selective_scan_vectorizable(p);
+  if (p.dtype == DType::kFloat32) {
+    selective_scan_fwd_f32(p, vec, stream);
+  } else {
+    selective_scan_fwd_bf16(p, vec, stream);
+  }
+}
+
+void selective_scan_bwd(const SelectiveScanParams& p, cudaStream_t stream) {
+  check_common(p, "selective_scan bwd");
+  if (p.chunk_states == nullptr || p.dout == nullptr || p.du == nullptr ||
+      p.ddelta == nullptr || p.dB == nullptr || p.dC == nullptr || p.dA == nullptr ||
+      p.ws_dBC == nullptr || p.ws_dA == nullptr || p.ws_dD == nullptr ||
+      p.ws_ddelta_bias == nullptr || (p.z != nullptr && p.dz == nullptr)) {
+    throw CudaError("selective_scan bwd: missing chunk states, dout, a gradient or a workspace");
+  }
+  const bool vec = selective_scan_vectorizable(p);
+  if (p.dtype == DType::kFloat32) {
+    selective_scan_bwd_f32(p, vec, stream);
+  } else {
+    selective_scan_bwd_bf16(p, vec, stream);
+  }
+  selective_scan_bwd_reduce(p, stream);
+}
+
+}  // namespace hylab::kernels

@@ -1,0 +1,520 @@
+// LibTorch glue for kernels/: validation, dtype dispatch, autograd wrappers (see cuda_ops.h).
+#include "model/cuda_ops.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <atomic>
+#include <limits>
+
+#include "kernels/causal_conv1d/causal_conv1d.h"
+#include "kernels/decode/decode.h"
+#include "kernels/selective_scan/selective_scan.h"
+
+namespace hylab::cuda_ops {
+namespace {
+
+namespace hk = hylab::kernels;
+using torch::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::atomic<bool> g_deterministic{true};
+
+cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
+
+hk::DType activation_dtype(const Tensor& t, const char* fn, const char* name) {
+  if (t.scalar_type() == torch::kFloat32) return hk::DType::kFloat32;
+  if (t.scalar_type() == torch::kBFloat16) return hk::DType::kBFloat16;
+  TORCH_CHECK(false, fn, ": ", name, " must be float32 or bfloat16, got ", t.scalar_type());
+  return hk::DType::kFloat32;  // not reached
+}
+
+void check_tensor(const Tensor& t, const char* fn, const char* name, const torch::Device& dev) {
+  TORCH_CHECK(t.defined(), fn, ": ", name, " is required (got an undefined tensor)");
+  TORCH_CHECK(t.is_cuda(), fn, ": ", name, " must be a CUDA tensor (got one on ", t.device(),
+              ")");
+  TORCH_CHECK(t.device() == dev, fn, ": ", name, " is on ", t.device(),
+              " but the first input is on ", dev);
+}
+
+void check_shape(const Tensor& t, torch::IntArrayRef expected, const char* fn,
+                 const char* name) {
+  TORCH_CHECK(t.sizes() == expected, fn, ": ", name, " must have shape ", expected, ", got ",
+              t.sizes());
+}
+
+void check_dtype(const Tensor& t, torch::ScalarType want, const char* fn, const char* name,
+                 const char* why) {
+  TORCH_CHECK(t.scalar_type() == want, fn, ": ", name, " must be ", want, " (", why, "), got ",
+              t.scalar_type());
+}
+
+// The kernels need stride 1 along the last dimension; other strides are passed through.
+Tensor unit_last_stride(const Tensor& t) {
+  return (t.size(-1) <= 1 || t.stride(-1) == 1) ? t : t.contiguous();
+}
+
+// ---------------------------------------------------------------- selective scan
+
+struct ScanInputs {
+  Tensor u, delta, A, Bm, Cm, D, z, delta_bias;
+  int64_t B = 0, E = 0, T = 0, N = 0;
+  hk::DType dtype = hk::DType::kFloat32;
+};
+
+ScanInputs check_scan(const char* fn, const Tensor& u, const Tensor& delta, const Tensor& A,
+                      const Tensor& Bm, const Tensor& Cm, const Tensor& D, const Tensor& z,
+                      const Tensor& delta_bias) {
+  TORCH_CHECK(u.defined(), fn, ": u is required");
+  const torch::Device dev = u.device();
+  check_tensor(u, fn, "u", dev);
+  TORCH_CHECK(u.dim() == 3, fn, ": u must be (B, E, T), got shape ", u.sizes());
+  ScanInputs in;
+  in.B = u.size(0), in.E = u.size(1), in.T = u.size(2);
+  in.dtype = activation_dtype(u, fn, "u");
+  check_tensor(A, fn, "A", dev);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == in.E, fn, ": A must be (E, N) with E = ", in.E,
+              ", got shape ", A.sizes());
+  in.N = A.size(1);
+  TORCH_CHECK(hk::selective_scan_supports_dstate(static_cast<int>(in.N)), fn, ": N = ", in.N,
+              " (A.size(1)) is not supported; allowed: 4, 8, 16, 32, 64");
+  check_dtype(A, torch::kFloat32, fn, "A", "parameters are fp32");
+  const char* act = "activations share u's dtype";
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&delta, "delta"}}) {
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, u.scalar_type(), fn, name, act);
+    check_shape(*t, {in.B, in.E, in.T}, fn, name);
+  }
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&Bm, "Bm"}, {&Cm, "Cm"}}) {
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, u.scalar_type(), fn, name, act);
+    check_shape(*t, {in.B, in.N, in.T}, fn, name);
+  }
+  if (z.defined()) {
+    check_tensor(z, fn, "z", dev);
+    check_dtype(z, u.scalar_type(), fn, "z", act);
+    check_shape(z, {in.B, in.E, in.T}, fn, "z");
+  }
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&D, "D"}, {&delta_bias, "delta_bias"}}) {
+    if (!t->defined()) continue;
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, torch::kFloat32, fn, name, "parameters are fp32");
+    check_shape(*t, {in.E}, fn, name);
+  }
+  TORCH_CHECK(in.T <= std::numeric_limits<int>::max() / 2 && in.E <= (1 << 30) &&
+                  in.B <= 65535,
+              fn, ": sizes too large (B must be <= 65535)");
+  in.u = unit_last_stride(u);
+  in.delta = unit_last_stride(delta);
+  in.A = A.contiguous();
+  in.Bm = unit_last_stride(Bm);
+  in.Cm = unit_last_stride(Cm);
+  in.D = D.defined() ? D.contiguous() : D;
+  in.z = z.defined() ? unit_last_stride(z) : z;
+  in.delta_bias = delta_bias.defined() ? delta_bias.contiguous() : delta_bias;
+  return in;
+}
+
+hk::SelectiveScanParams scan_params(const ScanInputs& in, bool softplus) {
+  hk::SelectiveScanParams p;
+  p.dtype = in.dtype;
+  p.batch = static_cast<int>(in.B), p.dim = static_cast<int>(in.E);
+  p.seqlen = static_cast<int>(in.T), p.dstate = static_cast<int>(in.N);
+  p.delta_softplus = softplus;
+  p.u = in.u.data_ptr();
+  p.u_batch_stride = in.u.stride(0), p.u_dim_stride = in.u.stride(1);
+  p.delta = in.delta.data_ptr();
+  p.delta_batch_stride = in.delta.stride(0), p.delta_dim_stride = in.delta.stride(1);
+  p.A = in.A.data_ptr<float>();
+  p.Bm = in.Bm.data_ptr();
+  p.B_batch_stride = in.Bm.stride(0), p.B_dstate_stride = in.Bm.stride(1);
+  p.Cm = in.Cm.data_ptr();
+  p.C_batch_stride = in.Cm.stride(0), p.C_dstate_stride = in.Cm.stride(1);
+  p.D = in.D.defined() ? in.D.data_ptr<float>() : nullptr;
+  if (in.z.defined()) {
+    p.z = in.z.data_ptr();
+    p.z_batch_stride = in.z.stride(0), p.z_dim_stride = in.z.stride(1);
+  }
+  p.delta_bias = in.delta_bias.defined() ? in.delta_bias.data_ptr<float>() : nullptr;
+  return p;
+}
+
+struct ScanForward {
+  Tensor out, chunk_states, last_state;
+};
+
+ScanForward scan_forward(const ScanInputs& in, bool softplus, bool save_states, bool want_last) {
+  const c10::cuda::CUDAGuard guard(in.u.device());
+  ScanForward f;
+  f.out = torch::empty({in.B, in.E, in.T}, in.u.options());
+  if (in.B == 0 || in.E == 0 || in.T == 0) {
+    if (want_last) f.last_state = torch::zeros({in.B, in.E, in.N}, in.u.options().dtype(torch::kFloat32));
+    return f;
+  }
+  const auto f32 = in.u.options().dtype(torch::kFloat32);
+  if (save_states) {
+    f.chunk_states = torch::empty(
+        {in.B, hk::selective_scan_nchunks(static_cast<int>(in.T)), in.E, in.N}, f32);
+  }
+  if (want_last) f.last_state = torch::empty({in.B, in.E, in.N}, f32);
+  hk::SelectiveScanParams p = scan_params(in, softplus);
+  p.out = f.out.data_ptr();
+  p.chunk_states = save_states ? f.chunk_states.data_ptr<float>() : nullptr;
+  p.last_state = want_last ? f.last_state.data_ptr<float>() : nullptr;
+  hk::selective_scan_fwd(p, current_stream());
+  return f;
+}
+
+class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& u, const Tensor& delta,
+                        const Tensor& A, const Tensor& Bm, const Tensor& Cm, const Tensor& D,
+                        const Tensor& z, const Tensor& delta_bias, bool softplus) {
+    ScanInputs in = check_scan("selective_scan", u, delta, A, Bm, Cm, D, z, delta_bias);
+    ScanForward f = scan_forward(in, softplus, /*save_states=*/true, /*want_last=*/false);
+    ctx->save_for_backward(
+        {in.u, in.delta, in.A, in.Bm, in.Cm, in.D, in.z, in.delta_bias, f.chunk_states});
+    ctx->saved_data["softplus"] = softplus;
+    return f.out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list s = ctx->get_saved_variables();
+    ScanInputs in;
+    in.u = s[0], in.delta = s[1], in.A = s[2], in.Bm = s[3], in.Cm = s[4], in.D = s[5];
+    in.z = s[6], in.delta_bias = s[7];
+    const Tensor chunk_states = s[8];
+    in.B = in.u.size(0), in.E = in.u.size(1), in.T = in.u.size(2), in.N = in.A.size(1);
+    in.dtype = in.u.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32 : hk::DType::kBFloat16;
+    const bool softplus = ctx->saved_data["softplus"].toBool();
+
+    const c10::cuda::CUDAGuard guard(in.u.device());
+    const auto act = in.u.options();
+    if (in.B == 0 || in.E == 0 || in.T == 0) {  // empty: zero grads, no launch
+      auto zeros_like_or_none = [](const Tensor& t) { return t.defined() ? torch::zeros_like(t) : Tensor(); };
+      return {torch::zeros_like(in.u), torch::zeros_like(in.delta), torch::zeros_like(in.A),
+              torch::zeros_like(in.Bm), torch::zeros_like(in.Cm), zeros_like_or_none(in.D),
+              zeros_like_or_none(in.z), zeros_like_or_none(in.delta_bias), Tensor()};
+    }
+    Tensor dout = grad_outputs[0];
+    if (!dout.defined()) dout = torch::zeros({in.B, in.E, in.T}, act);
+    dout = dout.to(in.u.scalar_type()).contiguous();
+
+    const auto f32 = act.dtype(torch::kFloat32);
+    Tensor du = torch::empty({in.B, in.E, in.T}, act);
+    Tensor ddelta = torch::empty({in.B, in.E, in.T}, act);
+    Tensor dz = in.z.defined() ? torch::empty({in.B, in.E, in.T}, act) : Tensor();
+    Tensor dB = torch::empty({in.B, in.N, in.T}, act);
+    Tensor dC = torch::empty({in.B, in.N, in.T}, act);
+    Tensor dA = torch::empty({in.E, in.N}, f32);
+    Tensor dD = in.D.defined() ? torch::empty({in.E}, f32) : Tensor();
+    Tensor dbias = in.delta_bias.defined() ? torch::empty({in.E}, f32) : Tensor();
+    const int nblk = hk::selective_scan_bwd_blocks_per_batch(static_cast<int>(in.E),
+                                                             static_cast<int>(in.N));
+    Tensor ws_dBC = torch::empty({in.B, nblk, 2, in.N, in.T}, f32);
+    Tensor ws_dA = torch::empty({in.B, in.E, in.N}, f32);
+    Tensor ws_dD = torch::empty({in.B, in.E}, f32);
+    Tensor ws_db = torch::empty({in.B, in.E}, f32);
+
+    hk::SelectiveScanParams p = scan_params(in, softplus);
+    p.chunk_states = chunk_states.data_ptr<float>();
+    p.dout = dout.data_ptr();
+    p.du = du.data_ptr();
+    p.ddelta = ddelta.data_ptr();
+    p.dz = dz.defined() ? dz.data_ptr() : nullptr;
+    p.dB = dB.data_ptr();
+    p.dC = dC.data_ptr();
+    p.dA = dA.data_ptr<float>();
+    p.dD = dD.defined() ? dD.data_ptr<float>() : nullptr;
+    p.ddelta_bias = dbias.defined() ? dbias.data_ptr<float>() : nullptr;
+    p.ws_dBC = ws_dBC.data_ptr<float>();
+    p.ws_dA = ws_dA.data_ptr<float>();
+    p.ws_dD = ws_dD.data_ptr<float>();
+    p.ws_ddelta_bias = ws_db.data_ptr<float>();
+    hk::selective_scan_bwd(p, current_stream());
+    return {du, ddelta, dA, dB, dC, dD, dz, dbias, Tensor()};
+  }
+};
+
+bool any_requires_grad(std::initializer_list<const Tensor*> ts) {
+  if (!torch::GradMode::is_enabled()) return false;
+  for (const Tensor* t : ts) {
+    if (t->defined() && t->requires_grad()) return true;
+  }
+  return false;
+}
+
+// ---------------------------------------------------------------- causal conv1d
+
+struct ConvInputs {
+  Tensor x, weight, bias;  // weight/bias as fp32 contiguous
+  int64_t B = 0, E = 0, T = 0, K = 0;
+  hk::DType dtype = hk::DType::kFloat32;
+};
+
+void check_conv_params(const char* fn, const Tensor& weight, const Tensor& bias, int64_t E,
+                       const Tensor& x) {
+  check_tensor(weight, fn, "weight", x.device());
+  TORCH_CHECK(weight.dim() == 2 && weight.size(0) == E, fn,
+              ": weight must be (E, K) with E = ", E, ", got shape ", weight.sizes());
+  TORCH_CHECK(weight.size(1) >= 2 && weight.size(1) <= 4, fn, ": width K = ", weight.size(1),
+              " is not supported; allowed: 2, 3, 4");
+  TORCH_CHECK(weight.scalar_type() == torch::kFloat32 || weight.scalar_type() == x.scalar_type(),
+              fn, ": weight must be float32 or x's dtype, got ", weight.scalar_type());
+  if (bias.defined()) {
+    check_tensor(bias, fn, "bias", x.device());
+    check_shape(bias, {E}, fn, "bias");
+    TORCH_CHECK(bias.scalar_type() == torch::kFloat32 || bias.scalar_type() == x.scalar_type(),
+                fn, ": bias must be float32 or x's dtype, got ", bias.scalar_type());
+  }
+}
+
+ConvInputs check_conv(const char* fn, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  TORCH_CHECK(x.defined(), fn, ": x is required");
+  check_tensor(x, fn, "x", x.device());
+  TORCH_CHECK(x.dim() == 3, fn, ": x must be (B, E, T), got shape ", x.sizes());
+  ConvInputs in;
+  in.B = x.size(0), in.E = x.size(1), in.T = x.size(2);
+  in.dtype = activation_dtype(x, fn, "x");
+  check_conv_params(fn, weight, bias, in.E, x);
+  in.K = weight.size(1);
+  TORCH_CHECK(in.B * in.E <= std::numeric_limits<int>::max() && in.T <= (1 << 26), fn,
+              ": sizes too large");
+  in.x = unit_last_stride(x);
+  in.weight = weight.to(torch::kFloat32).contiguous();
+  in.bias = bias.defined() ? bias.to(torch::kFloat32).contiguous() : Tensor();
+  return in;
+}
+
+hk::CausalConv1dParams conv_params(const ConvInputs& in, bool silu) {
+  hk::CausalConv1dParams p;
+  p.dtype = in.dtype;
+  p.batch = static_cast<int>(in.B), p.dim = static_cast<int>(in.E);
+  p.seqlen = static_cast<int>(in.T), p.width = static_cast<int>(in.K);
+  p.silu = silu;
+  p.x = in.x.data_ptr();
+  p.x_batch_stride = in.x.stride(0), p.x_dim_stride = in.x.stride(1);
+  p.weight = in.weight.data_ptr<float>();
+  p.bias = in.bias.defined() ? in.bias.data_ptr<float>() : nullptr;
+  return p;
+}
+
+Tensor conv_forward(const ConvInputs& in, bool silu) {
+  const c10::cuda::CUDAGuard guard(in.x.device());
+  Tensor out = torch::empty({in.B, in.E, in.T}, in.x.options());
+  if (out.numel() == 0) return out;
+  hk::CausalConv1dParams p = conv_params(in, silu);
+  p.out = out.data_ptr();
+  hk::causal_conv1d_fwd(p, current_stream());
+  return out;
+}
+
+class CausalConv1dFn : public torch::autograd::Function<CausalConv1dFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
+                        const Tensor& bias, bool silu) {
+    ConvInputs in = check_conv("causal_conv1d", x, weight, bias);
+    Tensor out = conv_forward(in, silu);
+    ctx->save_for_backward({in.x, in.weight, in.bias});
+    ctx->saved_data["silu"] = silu;
+    ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
+    ctx->saved_data["bias_dtype"] =
+        static_cast<int64_t>(bias.defined() ? bias.scalar_type() : torch::kFloat32);
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    const variable_list s = ctx->get_saved_variables();
+    ConvInputs in;
+    in.x = s[0], in.weight = s[1], in.bias = s[2];
+    in.B = in.x.size(0), in.E = in.x.size(1), in.T = in.x.size(2), in.K = in.weight.size(1);
+    in.dtype = in.x.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32 : hk::DType::kBFloat16;
+    const bool silu = ctx->saved_data["silu"].toBool();
+    const auto wdt = static_cast<torch::ScalarType>(ctx->saved_data["weight_dtype"].toInt());
+    const auto bdt = static_cast<torch::ScalarType>(ctx->saved_data["bias_dtype"].toInt());
+
+    const c10::cuda::CUDAGuard guard(in.x.device());
+    Tensor dout = grad_outputs[0];
+    if (!dout.defined()) dout = torch::zeros({in.B, in.E, in.T}, in.x.options());
+    dout = dout.to(in.x.scalar_type()).contiguous();
+    const auto f32 = in.x.options().dtype(torch::kFloat32);
+    Tensor dx = torch::empty({in.B, in.E, in.T}, in.x.options());
+    Tensor dw = torch::empty({in.E, in.K}, f32);
+    Tensor db = in.bias.defined() ? torch::empty({in.E}, f32) : Tensor();
+    if (dx.numel() == 0) {
+      dw.zero_();
+      if (db.defined()) db.zero_();
+    } else {
+      Tensor ws = torch::empty(
+          {in.B, in.E, hk::causal_conv1d_tchunks(static_cast<int>(in.T)), in.K + 1}, f32);
+      hk::CausalConv1dParams p = conv_params(in, silu);
+      p.dout = dout.data_ptr();
+      p.dx = dx.data_ptr();
+      p.dweight = dw.data_ptr<float>();
+      p.dbias = db.defined() ? db.data_ptr<float>() : nullptr;
+      p.ws = ws.data_ptr<float>();
+      hk::causal_conv1d_bwd(p, current_stream());
+    }
+    return {dx, dw.to(wdt), db.defined() ? db.to(bdt) : Tensor(), Tensor()};
+  }
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------- public entry points
+
+torch::Tensor selective_scan(const torch::Tensor& u, const torch::Tensor& delta,
+                             const torch::Tensor& A, const torch::Tensor& Bm,
+                             const torch::Tensor& Cm, const torch::Tensor& D,
+                             const torch::Tensor& z, const torch::Tensor& delta_bias,
+                             bool delta_softplus) {
+  if (!any_requires_grad({&u, &delta, &A, &Bm, &Cm, &D, &z, &delta_bias})) {
+    ScanInputs in = check_scan("selective_scan", u, delta, A, Bm, Cm, D, z, delta_bias);
+    return scan_forward(in, delta_softplus, false, false).out;
+  }
+  return SelectiveScanFn::apply(u, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> selective_scan_with_state(
+    const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+    const torch::Tensor& Bm, const torch::Tensor& Cm, const torch::Tensor& D,
+    const torch::Tensor& z, const torch::Tensor& delta_bias, bool delta_softplus) {
+  const torch::NoGradGuard no_grad;
+  ScanInputs in =
+      check_scan("selective_scan_with_state", u, delta, A, Bm, Cm, D, z, delta_bias);
+  ScanForward f = scan_forward(in, delta_softplus, false, true);
+  return {f.out, f.last_state};
+}
+
+torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias, bool silu) {
+  if (!any_requires_grad({&x, &weight, &bias})) {
+    return conv_forward(check_conv("causal_conv1d", x, weight, bias), silu);
+  }
+  return CausalConv1dFn::apply(x, weight, bias, silu);
+}
+
+torch::Tensor causal_conv1d_update(const torch::Tensor& x, torch::Tensor& conv_state,
+                                   const torch::Tensor& weight, const torch::Tensor& bias,
+                                   bool silu) {
+  const char* fn = "causal_conv1d_update";
+  TORCH_CHECK(x.defined(), fn, ": x is required");
+  check_tensor(x, fn, "x", x.device());
+  TORCH_CHECK(x.dim() == 2, fn, ": x must be (B, E), got shape ", x.sizes());
+  const int64_t B = x.size(0), E = x.size(1);
+  const hk::DType dt = activation_dtype(x, fn, "x");
+  check_conv_params(fn, weight, bias, E, x);
+  const int64_t K = weight.size(1);
+  check_tensor(conv_state, fn, "conv_state", x.device());
+  check_shape(conv_state, {B, E, K}, fn, "conv_state");
+  TORCH_CHECK(conv_state.is_contiguous(), fn, ": conv_state must be contiguous (it is updated in place)");
+  TORCH_CHECK(conv_state.scalar_type() == x.scalar_type() ||
+                  conv_state.scalar_type() == torch::kFloat32,
+              fn, ": conv_state must be float32 or x's dtype, got ", conv_state.scalar_type());
+  TORCH_CHECK(!(dt == hk::DType::kFloat32 && conv_state.scalar_type() != torch::kFloat32), fn,
+              ": a float32 x needs a float32 conv_state");
+  const c10::cuda::CUDAGuard guard(x.device());
+  Tensor xin = (E <= 1 || x.stride(1) == 1) ? x : x.contiguous();
+  Tensor w = weight.to(torch::kFloat32).contiguous();
+  Tensor b = bias.defined() ? bias.to(torch::kFloat32).contiguous() : Tensor();
+  Tensor out = torch::empty({B, E}, x.options());
+  if (out.numel() == 0) return out;
+  hk::ConvUpdateParams p;
+  p.dtype = dt;
+  p.state_dtype = conv_state.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32
+                                                              : hk::DType::kBFloat16;
+  p.batch = static_cast<int>(B), p.dim = static_cast<int>(E), p.width = static_cast<int>(K);
+  p.silu = silu;
+  p.x = xin.data_ptr();
+  p.x_batch_stride = xin.stride(0);
+  p.conv_state = conv_state.data_ptr();
+  p.weight = w.data_ptr<float>();
+  p.bias = b.defined() ? b.data_ptr<float>() : nullptr;
+  p.out = out.data_ptr();
+  hk::causal_conv1d_update(p, current_stream());
+  return out;
+}
+
+torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tensor& x,
+                                     const torch::Tensor& dt, const torch::Tensor& A,
+                                     const torch::Tensor& Bm, const torch::Tensor& Cm,
+                                     const torch::Tensor& D, const torch::Tensor& z,
+                                     const torch::Tensor& dt_bias, bool dt_softplus) {
+  const char* fn = "selective_state_update";
+  TORCH_CHECK(x.defined(), fn, ": x is required");
+  const torch::Device dev = x.device();
+  check_tensor(x, fn, "x", dev);
+  TORCH_CHECK(x.dim() == 2, fn, ": x must be (B, E), got shape ", x.sizes());
+  const int64_t B = x.size(0), E = x.size(1);
+  const hk::DType dtype = activation_dtype(x, fn, "x");
+  check_tensor(A, fn, "A", dev);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == E, fn, ": A must be (E, N) with E = ", E,
+              ", got shape ", A.sizes());
+  check_dtype(A, torch::kFloat32, fn, "A", "parameters are fp32");
+  const int64_t N = A.size(1);
+  TORCH_CHECK(hk::selective_state_update_supports_dstate(static_cast<int>(N)), fn, ": N = ", N,
+              " is not supported; allowed: 4, 8, 16, 32, 64, 128");
+  check_tensor(ssm_state, fn, "ssm_state", dev);
+  check_shape(ssm_state, {B, E, N}, fn, "ssm_state");
+  check_dtype(ssm_state, torch::kFloat32, fn, "ssm_state", "states are fp32");
+  TORCH_CHECK(ssm_state.is_contiguous(), fn, ": ssm_state must be contiguous (it is updated in place)");
+  const char* act = "activations share x's dtype";
+  check_tensor(dt, fn, "dt", dev);
+  check_dtype(dt, x.scalar_type(), fn, "dt", act);
+  check_shape(dt, {B, E}, fn, "dt");
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&Bm, "Bm"}, {&Cm, "Cm"}}) {
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, x.scalar_type(), fn, name, act);
+    check_shape(*t, {B, N}, fn, name);
+  }
+  if (z.defined()) {
+    check_tensor(z, fn, "z", dev);
+    check_dtype(z, x.scalar_type(), fn, "z", act);
+    check_shape(z, {B, E}, fn, "z");
+  }
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&D, "D"}, {&dt_bias, "dt_bias"}}) {
+    if (!t->defined()) continue;
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, torch::kFloat32, fn, name, "parameters are fp32");
+    check_shape(*t, {E}, fn, name);
+  }
+  const c10::cuda::CUDAGuard guard(dev);
+  auto unit = [](const Tensor& t) {
+    return (!t.defined() || t.size(-1) <= 1 || t.stride(-1) == 1) ? t : t.contiguous();
+  };
+  Tensor xi = unit(x), dti = unit(dt), zi = unit(z), Bi = unit(Bm), Ci = unit(Cm);
+  Tensor Ai = A.contiguous();
+  Tensor Di = D.defined() ? D.contiguous() : D;
+  Tensor dbi = dt_bias.defined() ? dt_bias.contiguous() : dt_bias;
+  Tensor out = torch::empty({B, E}, x.options());
+  if (out.numel() == 0) return out;
+  hk::StateUpdateParams p;
+  p.dtype = dtype;
+  p.batch = static_cast<int>(B), p.dim = static_cast<int>(E), p.dstate = static_cast<int>(N);
+  p.dt_softplus = dt_softplus;
+  p.ssm_state = ssm_state.data_ptr<float>();
+  p.x = xi.data_ptr();
+  p.x_batch_stride = xi.stride(0);
+  p.dt = dti.data_ptr();
+  p.dt_batch_stride = dti.stride(0);
+  if (zi.defined()) {
+    p.z = zi.data_ptr();
+    p.z_batch_stride = zi.stride(0);
+  }
+  p.Bm = Bi.data_ptr();
+  p.B_batch_stride = Bi.stride(0);
+  p.Cm = Ci.data_ptr();
+  p.C_batch_stride = Ci.stride(0);
+  p.A = Ai.data_ptr<float>();
+  p.D = Di.defined() ? Di.data_ptr<float>() : nullptr;
+  p.dt_bias = dbi.defined() ? dbi.data_ptr<float>() : nullptr;
+  p.out = out.data_ptr();
+  hk::selective_state_update(p, current_stream());
+  return out;
+}
+
+void set_deterministic(bool on) { g_deterministic.store(on); }
+bool deterministic() { return g_deterministic.load(); }
+
+}  // namespace hylab::cuda_ops

@@ -1,0 +1,62 @@
+// Our CUDA kernels (kernels/) as LibTorch ops: tensor validation, dtype dispatch and
+// torch::autograd::Function wrappers. Only compiled when LibTorch has CUDA and nvcc built
+// hylab_kernels (HYLAB_CUDA_KERNELS); model/ops.h is the dispatch point callers use.
+//
+// Same names, arguments, shapes and semantics as model/ops.h (minus use_kernels):
+//   u, delta, z: (B, E, T)  A: (E, N) fp32  Bm, Cm: (B, N, T)  D, delta_bias: (E) fp32
+//   conv x: (B, E, T)  weight: (E, K)  bias: (E)
+// Activations (u, delta, z, Bm, Cm, x) are fp32 or bf16, all of one dtype; states and
+// accumulation are fp32. Any batch/channel strides are accepted; a tensor whose last
+// dimension is not stride-1 is copied to a contiguous one first. N in {4, 8, 16, 32, 64}
+// for the scan (multiples of 4 up to 128 for the decode step), K in {2, 3, 4}.
+//
+// Every entry point checks device, dtype, rank, shapes and strides, and throws c10::Error
+// naming the function and the argument. All kernels run on the current CUDA stream.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <tuple>
+
+namespace hylab::cuda_ops {
+
+// Differentiable in u, delta, A, Bm, Cm, D, z, delta_bias (z, delta_bias, D may be undefined).
+torch::Tensor selective_scan(const torch::Tensor& u, const torch::Tensor& delta,
+                             const torch::Tensor& A, const torch::Tensor& Bm,
+                             const torch::Tensor& Cm, const torch::Tensor& D,
+                             const torch::Tensor& z, const torch::Tensor& delta_bias,
+                             bool delta_softplus);
+
+// No autograd. Returns (y, last_state (B, E, N) fp32): the prefill before decoding.
+std::tuple<torch::Tensor, torch::Tensor> selective_scan_with_state(
+    const torch::Tensor& u, const torch::Tensor& delta, const torch::Tensor& A,
+    const torch::Tensor& Bm, const torch::Tensor& Cm, const torch::Tensor& D,
+    const torch::Tensor& z, const torch::Tensor& delta_bias, bool delta_softplus);
+
+// Differentiable in x, weight, bias (bias may be undefined). weight/bias may be fp32 or x's
+// dtype; they are used in fp32 and their grads come back in their own dtype.
+torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
+                            const torch::Tensor& bias, bool silu);
+
+// One decode step: x (B, E); conv_state (B, E, K) contiguous, x's dtype or fp32, rolled in
+// place. Returns (B, E). No autograd.
+torch::Tensor causal_conv1d_update(const torch::Tensor& x, torch::Tensor& conv_state,
+                                   const torch::Tensor& weight, const torch::Tensor& bias,
+                                   bool silu);
+
+// One decode step of the scan; ssm_state (B, E, N) fp32 contiguous, updated in place.
+// x, dt, z: (B, E)  Bm, Cm: (B, N)  A: (E, N)  D, dt_bias: (E). Returns y (B, E). No autograd.
+torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tensor& x,
+                                     const torch::Tensor& dt, const torch::Tensor& A,
+                                     const torch::Tensor& Bm, const torch::Tensor& Cm,
+                                     const torch::Tensor& D, const torch::Tensor& z,
+                                     const torch::Tensor& dt_bias, bool dt_softplus);
+
+// Deterministic mode (default on). Every kernel here is deterministic (fixed-order
+// reductions, no atomics), so both settings run the same code today: there is no faster
+// non-deterministic path (docs/KERNELS.md says why). The switch exists so callers can state
+// what they need and a future atomics path has a place to go.
+void set_deterministic(bool on);
+bool deterministic();
+
+}  // namespace hylab::cuda_ops
