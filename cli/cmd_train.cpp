@@ -1,0 +1,63 @@
+// `hylab train`: the trainer process (trainer/train.h has the contract; docs/TRAINING.md the
+// guide). This file only maps flags onto TrainOptions.
+#include <memory>
+
+#include "cli/command.h"
+#include "trainer/train.h"
+
+namespace hylab::cli {
+namespace {
+
+void setup(CLI::App& root) {
+  auto o = std::make_shared<trainer::TrainOptions>();
+  auto resume_dir = std::make_shared<std::string>();
+  auto* cmd = root.add_subcommand(
+      "train", "Train a model on a prepared data folder (CPU, one GPU, or --nproc ranks)");
+  cmd->add_option("--config", o->config_path, "Config file (YAML, keys of proto/config.proto)");
+  cmd->add_option(flag("run_dir"), o->run_dir,
+                  "Run folder for log, checkpoints and config (default runs/<name>-<time>/)");
+  cmd->add_option(flag("metrics_jsonl"), o->metrics_jsonl,
+                  "Append metrics as JSON lines here instead of the SQLite database (workers)");
+  auto* resume = cmd->add_option(
+      "--resume", *resume_dir,
+      "Continue from the newest checkpoint of --run_dir (or of the folder given here)");
+  resume->expected(0, 1);
+  cmd->add_option("--nproc", o->nproc, "Ranks to run on this machine (one per GPU, or CPU processes)")
+      ->capture_default_str();
+  cmd->add_option("--db", o->db_path, "SQLite database of local runs (default $HYLAB_DB or runs/hylab.db)");
+  cmd->add_option(flag("probe_steps"), o->probe_steps,
+                  "Decode steps of the end-of-run inference probe (0 = skip)")
+      ->capture_default_str();
+  cmd->allow_extras();
+  cmd->footer(
+      "Any config key may follow as --key=value, e.g. --depth=4 --num_iterations=100 "
+      "--device_batch_size=8.\nExit status: 0 ok, 2 bad config/usage, 3 diverged, 4 out of memory, "
+      "143 SIGTERM, 1 other.");
+  cmd->callback([cmd, o, resume, resume_dir] {
+    trainer::TrainOptions opt = *o;
+    opt.overrides = cmd->remaining();
+    if (resume->count() > 0) {
+      opt.resume = true;
+      if (!resume_dir->empty()) {
+        if (!opt.run_dir.empty() && opt.run_dir != *resume_dir) {
+          std::fprintf(stderr, "hylab train: --resume %s and --run_dir %s name different folders\n",
+                       resume_dir->c_str(), opt.run_dir.c_str());
+          exit_status() = trainer::kExitConfig;
+          return;
+        }
+        opt.run_dir = *resume_dir;
+      }
+      if (opt.run_dir.empty()) {
+        std::fprintf(stderr, "hylab train: --resume needs the run folder (--run_dir DIR or --resume DIR)\n");
+        exit_status() = trainer::kExitConfig;
+        return;
+      }
+    }
+    exit_status() = trainer::run_train(opt);
+  });
+}
+
+HYLAB_REGISTER_COMMAND("train", 30, setup);
+
+}  // namespace
+}  // namespace hylab::cli

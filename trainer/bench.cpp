@@ -1,0 +1,112 @@
+#include "trainer/bench.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "common/check.h"
+#include "common/run_config.h"
+#include "model/accounting.h"
+#include "model/compat.h"
+#include "model/gpt.h"
+#include "trainer/device.h"
+#include "trainer/optim.h"
+#include "trainer/schedule.h"
+#include "trainer/train.h"
+
+namespace hylab::trainer {
+namespace {
+
+nlohmann::json bench(const BenchOptions& opt) {
+  RunConfig cfg = opt.config_path.empty() ? RunConfig() : load_config_file(opt.config_path);
+  const auto rest = apply_override_args(&cfg, opt.overrides);
+  if (!rest.empty()) throw ConfigError("unknown argument \"" + rest.front() + "\"");
+  cfg = resolve_config(cfg);
+  if (opt.steps < 1 || opt.warmup < 0) throw ConfigError("--steps must be >= 1 and --warmup >= 0");
+
+  const torch::Device device = pick_device(cfg, 0);
+  const bool autocast = use_bf16_autocast(cfg, device);
+  const GPTConfig gcfg = gpt_config(cfg);
+  torch::manual_seed(static_cast<uint64_t>(cfg.seed()));
+  GPT model(gcfg);
+  model->to(device);
+  model->set_use_kernels(cfg.kernels() != "reference");
+  const ParamCounts counts = count_params(gcfg);
+  const Horizon h = compute_horizon(cfg, counts.total, /*world=*/1);
+  Optimizers optim(*model, cfg, device.is_cuda());
+  const int64_t B = cfg.device_batch_size(), T = cfg.max_seq_len();
+  // Random tokens, drawn once on the device (the data path is not what is measured).
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed()));
+  const torch::Tensor tokens = torch::randint(gcfg.vocab_size, {B, T + 1}, gen, torch::kLong).to(device);
+  const torch::Tensor x = tokens.slice(1, 0, T), y = tokens.slice(1, 1, T + 1);  // (B, T) each
+
+  auto step = [&](int64_t it) {
+    for (int64_t m = 0; m < h.grad_accum_steps; ++m) {
+      torch::Tensor loss;
+      {
+        compat::AutocastGuard guard(autocast);
+        loss = model->loss(x, y);
+      }
+      (loss / static_cast<double>(h.grad_accum_steps)).backward();
+    }
+    clip_grad_norm(optim.all_params(), cfg.grad_clip());
+    optim.set_schedule(1.0, muon_momentum(it));
+    optim.step();
+    optim.zero_grad();
+  };
+  for (int i = 0; i < opt.warmup; ++i) step(i);
+  synchronize(device);
+  reset_peak_memory(device);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < opt.steps; ++i) step(opt.warmup + i);
+  synchronize(device);
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const double tok_per_s = static_cast<double>(h.total_batch_size) * opt.steps / dt;
+  const double fpt = flops_per_token(gcfg, T);
+  const double peak = peak_flops_for_device(device_name(device));
+  const MemoryStats mem = peak_memory(device);
+  return {
+      {"tok_per_s", tok_per_s},
+      {"mfu", peak > 0 ? nlohmann::json(mfu(fpt, tok_per_s, peak, 1)) : nlohmann::json()},
+      {"step_ms", 1e3 * dt / opt.steps},
+      {"peak_mem_gib", mem.peak_allocated_gib},
+      {"peak_reserved_gib", mem.peak_reserved_gib},
+      {"params_total", counts.total},
+      {"params", {{"embedding", counts.embedding}, {"lm_head", counts.lm_head},
+                  {"attention", counts.attention}, {"mlp", counts.mlp}, {"mamba", counts.mamba}}},
+      {"flops_per_token", fpt},
+      {"device", device.str()},
+      {"device_name", device_name(device)},
+      {"dtype", autocast ? "bf16" : "fp32"},
+      {"tokens_per_step", h.total_batch_size},
+      {"grad_accum_steps", h.grad_accum_steps},
+      {"steps", opt.steps},
+      {"warmup_steps", opt.warmup},
+      {"torch_version", TORCH_VERSION},
+      {"config", nlohmann::json::parse(config_to_json(cfg, false))},
+  };
+}
+
+}  // namespace
+
+int run_bench_train(const BenchOptions& opt) {
+  try {
+    std::printf("%s\n", bench(opt).dump(2).c_str());
+    return kExitOk;
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "hylab bench train: config error: %s\n", e.what());
+    return kExitConfig;
+  } catch (const std::exception& e) {
+    if (is_out_of_memory(e)) {
+      std::fprintf(stderr, "hylab bench train: out of memory: %s\n", e.what());
+      return kExitOutOfMemory;
+    }
+    std::fprintf(stderr, "hylab bench train: error: %s\n", e.what());
+    return kExitFailed;
+  }
+}
+
+}  // namespace hylab::trainer

@@ -1,0 +1,23 @@
+// `hylab bench train`: training throughput on random tokens (no dataset needed), printed
+// as one JSON object: tok_per_s, mfu, step_ms, peak_mem_gib, params, config.
+// Each step is a full optimiser step (grad accumulation as the config says; pass
+// --total_batch_size=-1 for one micro-step per step). The first `warmup` steps are not timed.
+// Torch-free header.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace hylab::trainer {
+
+struct BenchOptions {
+  std::string config_path;             // YAML, optional
+  std::vector<std::string> overrides;  // --key=value config overrides
+  int steps = 10;                      // timed steps
+  int warmup = 2;                      // untimed steps first
+};
+
+// Prints the JSON to stdout; returns an exit status (0 ok, 2 bad config, 4 OOM, 1 other).
+int run_bench_train(const BenchOptions& opt);
+
+}  // namespace hylab::trainer

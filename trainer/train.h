@@ -1,0 +1,38 @@
+// `hylab train`: the trainer process (docs/ARCHITECTURE.md, "Trainer process contract").
+//
+//   hylab train --config FILE [--run_dir DIR] [--metrics_jsonl FILE] [--resume] [--nproc N]
+//               [--db PATH] [--probe_steps N] [--key=value ...]
+//
+// Exit status: 0 succeeded, 2 bad config or usage, 3 diverged (non-finite loss), 4 out of
+// memory, 143 SIGTERM, 1 anything else (the reason on stderr).
+// Torch-free header, so the CLI front end compiles fast.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace hylab::trainer {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailed = 1;
+constexpr int kExitConfig = 2;
+constexpr int kExitDiverged = 3;
+constexpr int kExitOutOfMemory = 4;
+constexpr int kExitTerminated = 143;
+
+struct TrainOptions {
+  std::string config_path;             // YAML; optional with --resume (the run's config.json)
+  std::vector<std::string> overrides;  // "--key=value" / "--key value" config overrides
+  std::string run_dir;                 // "" = runs/<name>-<time>/
+  std::string metrics_jsonl;           // "" = records go to SQLite (db_path)
+  bool resume = false;                 // continue from the newest checkpoint in run_dir
+  int nproc = 1;                       // ranks to spawn on this machine
+  std::string db_path;                 // "" = $HYLAB_DB or runs/hylab.db
+  int probe_steps = 32;                // decode steps of the inference probe; 0 = skip it
+};
+
+// Runs a training (spawning --nproc ranks, or as one rank when RANK/WORLD_SIZE are set) and
+// returns the exit status above. Never throws.
+int run_train(const TrainOptions& opt);
+
+}  // namespace hylab::trainer
