@@ -71,7 +71,7 @@ proto::ClientReply Client::call(proto::ClientRequest request) {
         deadline - std::chrono::steady_clock::now()).count();
     if (left <= 0) break;
     zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
-    zmq::poll(items, 1, std::chrono::milliseconds(left));
+    poll(items, 1, static_cast<int>(left));
     if (!(items[0].revents & ZMQ_POLLIN)) continue;
     zmq::message_t msg;
     if (!socket_.recv(msg, zmq::recv_flags::dontwait)) continue;

@@ -381,7 +381,7 @@ void Coordinator::Impl::run(const std::atomic<bool>& stop) {
     std::vector<zmq::pollitem_t> items = {{router.handle(), 0, ZMQ_POLLIN, 0}};
     if (zap) items.push_back({zap->handle(), 0, ZMQ_POLLIN, 0});
     const int timeout = std::max(5, std::min(100, opt.heartbeat_ms / 4));
-    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+    wire::poll(items.data(), items.size(), timeout);
     now = steady_ms();
     if (zap && (items[1].revents & ZMQ_POLLIN)) handle_zap();
     const bool tick = now >= next_heartbeat_ms;

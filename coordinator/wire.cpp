@@ -1,5 +1,7 @@
 #include "coordinator/wire.h"
 
+#include <cerrno>
+#include <chrono>
 #include <cmath>
 
 #include <spdlog/fmt/fmt.h>
@@ -137,6 +139,15 @@ std::string validate(const Envelope& env) {
       return "";
   }
   return "unknown message kind";
+}
+
+void poll(zmq::pollitem_t* items, size_t n, int timeout_ms) {
+  try {
+    zmq::poll(items, n, std::chrono::milliseconds(timeout_ms));
+  } catch (const zmq::error_t& e) {
+    if (e.num() != EINTR) throw;
+    for (size_t i = 0; i < n; ++i) items[i].revents = 0;
+  }
 }
 
 std::optional<Envelope> decode(const void* data, size_t size, std::string* error) {

@@ -9,6 +9,8 @@
 #include <optional>
 #include <string>
 
+#include <zmq.hpp>
+
 #include "proto/wire.pb.h"
 
 namespace hylab::wire {
@@ -34,5 +36,9 @@ std::string validate(const Envelope& env);
 
 // "hello", "metrics", ... for logs.
 std::string kind_name(const Envelope& env);
+
+// zmq::poll that returns (nothing ready) when a signal interrupts it, so SIGTERM/SIGINT
+// handlers can set their flag and the loop sees it.
+void poll(zmq::pollitem_t* items, size_t n, int timeout_ms);
 
 }  // namespace hylab::wire

@@ -160,6 +160,10 @@ void ensure_schema(Db& db) {
   }
   if (v == kSchemaVersion) return;
   Tx tx(db);
+  if (v == 1) {
+    // Version 1 (the first days of development) lacked sweeps.nodes_per_trial.
+    db.exec("ALTER TABLE sweeps ADD COLUMN nodes_per_trial INTEGER NOT NULL DEFAULT 1");
+  }
   db.exec(kSchemaSql);
   db.exec("PRAGMA user_version = " + std::to_string(kSchemaVersion));
   tx.commit();

@@ -17,7 +17,7 @@
 namespace hylab::store {
 
 // Bumped when a table changes shape; stored in PRAGMA user_version.
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 
 // Creates every table and index if missing (idempotent, safe with concurrent openers).
 // Throws hylab::Error if the file has a newer schema version than this build knows.

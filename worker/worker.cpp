@@ -441,7 +441,7 @@ struct Worker::Impl {
     next_beat_ms = steady_ms();
     while (true) {
       zmq::pollitem_t items[] = {{socket->handle(), 0, ZMQ_POLLIN, 0}};
-      zmq::poll(items, 1, std::chrono::milliseconds(std::max(5, std::min(100, heartbeat_ms / 4))));
+      wire::poll(items, 1, std::max(5, std::min(100, heartbeat_ms / 4)));
       now = steady_ms();
       while (items[0].revents & ZMQ_POLLIN) {
         zmq::message_t msg;

@@ -1,0 +1,390 @@
+// End to end, with real processes: the built `hylab` (env HYLAB_BIN) as coordinator, workers,
+// clients and trainer; real sockets on 127.0.0.1 (free ports); a real SQLite file; real tiny
+// training runs on CPU on data this test prepares with `hylab data prepare`.
+//
+// Workers share one work_dir (as they would share a filesystem on a cluster), so a trial
+// retried on another worker resumes from the checkpoint of the failed attempt.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "store/db.h"
+
+namespace hylab::e2e {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+constexpr int kHeartbeatMs = 200;
+
+std::string hylab_bin() {
+  const char* b = std::getenv("HYLAB_BIN");
+  return b ? b : "";
+}
+
+// Small English-like text, deterministic, ASCII.
+std::string corpus(int docs) {
+  static const char* kWords[] = {"the", "model", "learns", "from", "text", "and", "every", "layer",
+                                 "state", "space", "attention", "mamba", "token", "loss", "falls",
+                                 "when", "training", "runs", "on", "small", "machines", "we",
+                                 "measure", "bits", "per", "byte", "river", "stone", "garden",
+                                 "light", "water", "music", "city", "people", "said", "would"};
+  uint64_t s = 88172645463325252ull;
+  auto next = [&s] { s ^= s << 13; s ^= s >> 7; s ^= s << 17; return s; };
+  std::string out;
+  for (int d = 0; d < docs; ++d) {
+    for (int k = 0, n = 3 + static_cast<int>(next() % 4); k < n; ++k) {
+      for (int w = 0, len = 5 + static_cast<int>(next() % 8); w < len; ++w) {
+        out += kWords[next() % (sizeof(kWords) / sizeof(kWords[0]))];
+        out += w + 1 < len ? " " : ". ";
+      }
+    }
+    out += "\n\n";
+  }
+  return out;
+}
+
+struct Proc {
+  std::string name;
+  pid_t pid = -1;
+  std::string log;
+};
+
+// A daemon: its own process group, killed if the test dies, output to a log file.
+Proc spawn(const std::string& name, const std::vector<std::string>& args, const std::string& log) {
+  std::vector<char*> argv;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  ::close(fd);
+  return {name, pid, log};
+}
+
+bool process_alive(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string a, b, state;
+  if (!(stat >> a >> b >> state)) return false;
+  return state != "Z" && state != "X";
+}
+
+// Runs a command, returns (exit status, stdout).
+std::pair<int, std::string> run(const std::vector<std::string>& args) {
+  std::string cmd;
+  for (const auto& a : args) cmd += "'" + a + "' ";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Trainer processes whose command line mentions `needle` (a run directory).
+std::vector<pid_t> trainers_in(const std::string& needle) {
+  std::vector<pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    for (char& c : cmdline) c = c == '\0' ? ' ' : c;
+    if (cmdline.find(" train ") != std::string::npos && cmdline.find(needle) != std::string::npos &&
+        process_alive(std::stoi(name))) {
+      out.push_back(std::stoi(name));
+    }
+  }
+  return out;
+}
+
+bool wait_until(const std::function<bool()>& f, int timeout_s) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (f()) return true;
+    std::this_thread::sleep_for(100ms);
+  }
+  return f();
+}
+
+class DaemonsE2E : public ::testing::Test {
+ protected:
+  static fs::path suite_dir_;
+  static std::string data_dir_;
+  static std::string skip_reason_;
+
+  static void SetUpTestSuite() {
+    if (hylab_bin().empty() || !fs::exists(hylab_bin())) {
+      skip_reason_ = "HYLAB_BIN is not set to the built hylab";
+      return;
+    }
+    const auto train_help = run({hylab_bin(), "train", "--help"});
+    if (train_help.first != 0 || train_help.second.find("--metrics_jsonl") == std::string::npos) {
+      skip_reason_ = "this hylab has no `train` command (the trainer is not built)";
+      return;
+    }
+    suite_dir_ = fs::temp_directory_path() / ("hylab_e2e_" + std::to_string(getpid()));
+    fs::remove_all(suite_dir_);
+    fs::create_directories(suite_dir_ / "text");
+    std::ofstream(suite_dir_ / "text" / "corpus.txt") << corpus(1500);
+    data_dir_ = (suite_dir_ / "data").string();
+    auto [status, out] = run({hylab_bin(), "data", "prepare", "--input", (suite_dir_ / "text").string(),
+                              "--out", data_dir_, "--vocab_size", "320", "--threads", "1"});
+    if (status != 0) skip_reason_ = "hylab data prepare failed: " + out;
+  }
+  static void TearDownTestSuite() {
+    if (!suite_dir_.empty() && !std::getenv("HYLAB_E2E_KEEP")) fs::remove_all(suite_dir_);
+  }
+
+  void SetUp() override {
+    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    dir_ = suite_dir_ / ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    fs::create_directories(dir_);
+    db_ = (dir_ / "hylab.db").string();
+    work_ = (dir_ / "work").string();
+  }
+  void TearDown() override {
+    for (auto& p : procs_) {
+      if (p.pid > 0) {
+        ::kill(-p.pid, SIGKILL);
+        ::kill(p.pid, SIGKILL);
+        int st;
+        ::waitpid(p.pid, &st, 0);
+      }
+    }
+    if (HasFailure()) {
+      for (const auto& p : procs_) {
+        std::ifstream f(p.log);
+        std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+        std::printf("---- %s log (last 3000 bytes) ----\n%s\n", p.name.c_str(),
+                    s.substr(s.size() > 3000 ? s.size() - 3000 : 0).c_str());
+      }
+    }
+  }
+
+  // A sweep file over a tiny CPU model; one trial per block pattern.
+  std::string sweep_file(const std::vector<std::string>& patterns, int iterations, int max_retries = 2) {
+    const fs::path base = dir_ / "base.yaml";
+    std::ofstream(base) << "depth: 2\nn_embd: 64\nn_head: 1\nn_kv_head: 1\nmax_seq_len: 32\n"
+                        << "device_batch_size: 4\ntotal_batch_size: -1\ndevice: cpu\n"
+                        << "eval_every: " << iterations / 2 << "\neval_tokens: 2048\nsample_every: 0\n"
+                        << "checkpoint_every: 10\nlog_every: 1\ndata: " << data_dir_ << "\n";
+    std::string values;
+    for (const auto& p : patterns) values += (values.empty() ? "\"" : ", \"") + p + "\"";
+    const fs::path sweep = dir_ / "sweep.yaml";
+    std::ofstream(sweep) << "name: e2e\nbase: " << base.string() << "\nmax_retries: " << max_retries
+                         << "\noverrides: {num_iterations: " << iterations << "}\n"
+                         << "parameters:\n  block_pattern: {values: [" << values << "]}\n";
+    return sweep.string();
+  }
+
+  Proc& start_coordinator(const std::string& bind = "tcp://127.0.0.1:*") {
+    const std::string ep_file = (dir_ / "endpoint").string();
+    fs::remove(ep_file);
+    procs_.push_back(spawn("coordinator",
+                           {hylab_bin(), "coordinator", "--db", db_, "--bind", bind, "--endpoint_file",
+                            ep_file, "--insecure", "--heartbeat_ms", std::to_string(kHeartbeatMs)},
+                           (dir_ / "coordinator.log").string()));
+    EXPECT_TRUE(wait_until([&] { return fs::exists(ep_file); }, 30)) << "the coordinator did not start";
+    std::ifstream(ep_file) >> endpoint_;
+    return procs_.back();
+  }
+
+  Proc& start_worker(const std::string& name) {
+    procs_.push_back(spawn(name,
+                           {hylab_bin(), "worker", "--coordinator", endpoint_, "--insecure", "--work_dir",
+                            work_, "--gpus", "none", "--slots", "1", "--heartbeat_ms",
+                            std::to_string(kHeartbeatMs), "--kill_grace_ms", "3000", "--worker_id", name},
+                           (dir_ / (name + ".log")).string()));
+    return procs_.back();
+  }
+
+  json cli_json(std::vector<std::string> args) {
+    args.insert(args.begin(), hylab_bin());
+    for (const char* a : {"--coordinator", endpoint_.c_str(), "--insecure", "--format", "json"}) args.push_back(a);
+    auto [status, out] = run(args);
+    EXPECT_EQ(status, 0) << out;
+    return json::parse(out, nullptr, false);
+  }
+
+  int64_t submit(const std::string& sweep) {
+    const json r = cli_json({"sweep", "submit", sweep});
+    return r.at("sweep_id").get<int64_t>();
+  }
+
+  std::string sweep_state(int64_t id) {
+    const json s = cli_json({"sweep", "show", std::to_string(id)});
+    return s.is_object() ? s.value("state", "") : "";
+  }
+
+  std::string query(const std::string& sql) {
+    auto db = store::Db::open(db_, true);
+    auto st = db->prepare(sql);
+    return st.step() ? st.text(0) : "";
+  }
+
+  // The train_loss steps of a trial: no gap, no duplicate, exactly `n` of them.
+  void expect_complete_series(int64_t trial_id, int n) {
+    const std::string id = std::to_string(trial_id);
+    EXPECT_EQ(query("SELECT COUNT(*) FROM metrics WHERE name='train_loss' AND trial_id=" + id), std::to_string(n));
+    EXPECT_EQ(query("SELECT COUNT(DISTINCT step) FROM metrics WHERE name='train_loss' AND trial_id=" + id),
+              std::to_string(n));
+    EXPECT_EQ(query("SELECT MAX(step) - MIN(step) + 1 FROM metrics WHERE name='train_loss' AND trial_id=" + id),
+              std::to_string(n));
+  }
+
+  void kill9(Proc& p) {
+    ::kill(p.pid, SIGKILL);
+    int st;
+    ::waitpid(p.pid, &st, 0);
+    p.pid = -1;
+  }
+
+  fs::path dir_;
+  std::string db_, work_, endpoint_;
+  std::vector<Proc> procs_;
+};
+
+fs::path DaemonsE2E::suite_dir_;
+std::string DaemonsE2E::data_dir_;
+std::string DaemonsE2E::skip_reason_;
+
+TEST_F(DaemonsE2E, FourTrialSweepOnTwoWorkersCompletesWithTheRightResults) {
+  constexpr int kSteps = 20;
+  start_coordinator();
+  start_worker("wa");
+  start_worker("wb");
+  const std::vector<std::string> patterns = {"T*2", "M*2", "T,M", "M,T"};
+  const int64_t id = submit(sweep_file(patterns, kSteps));
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 240));
+  const json workers = cli_json({"workers"});
+  ASSERT_EQ(workers.size(), 2u);
+  auto [status, out] = run({hylab_bin(), "results", "--db", db_, "--sweep", std::to_string(id), "--format", "json"});
+  ASSERT_EQ(status, 0);
+  const json rows = json::parse(out);
+  ASSERT_EQ(rows.size(), 4u);
+  std::set<std::string> seen;
+  for (const auto& r : rows) {
+    EXPECT_EQ(r["state"], "succeeded") << r.dump();
+    EXPECT_EQ(r["sweep_id"], id);
+    EXPECT_TRUE(r["val_bpb"].is_number()) << r.dump();
+    EXPECT_GT(r["val_bpb"].get<double>(), 0);
+    EXPECT_TRUE(r["params"].is_number()) << r.dump();
+    EXPECT_EQ(r["steps"], kSteps);
+    EXPECT_EQ(r["n_layer"], 2);
+    seen.insert(r["block_pattern"].get<std::string>());
+    expect_complete_series(r["trial_id"].get<int64_t>(), kSteps);
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{"T*2", "M*2", "T,M", "M,T"}));
+  // Both workers ran trials; the all-Mamba trial has no attention layer.
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT worker_id) FROM trial_attempts"), "2");
+  EXPECT_EQ(query("SELECT n_attn_layers FROM trials WHERE block_pattern='M*2'"), "0");
+  // The table and the curves render.
+  auto [s2, table] = run({hylab_bin(), "results", "--db", db_, "--sort", "val_bpb"});
+  EXPECT_EQ(s2, 0);
+  EXPECT_NE(table.find("M*2"), std::string::npos) << table;
+  auto [s3, curves] = run({hylab_bin(), "results", "--db", db_, "--curves", "1"});
+  EXPECT_EQ(s3, 0);
+  EXPECT_EQ(curves.substr(0, curves.find('\n')).find("trial_id,step,train_loss"), 0u) << curves;
+}
+
+TEST_F(DaemonsE2E, KilledWorkerTrialResumesElsewhereWithoutGapsOrDuplicates) {
+  constexpr int kSteps = 60;
+  start_coordinator();
+  Proc& a = start_worker("wa");
+  const int64_t id = submit(sweep_file({"T,M"}, kSteps));
+  // Let the first attempt get past a checkpoint (steps 10, 20, ...) before killing its worker.
+  ASSERT_TRUE(wait_until([&] { return std::atoi(query("SELECT checkpoint_step FROM trials").c_str()) >= 10; }, 180));
+  const auto pids = trainers_in("sweep-" + std::to_string(id));
+  ASSERT_FALSE(pids.empty());
+  start_worker("wb");
+  kill9(a);
+  // The orphaned trainer dies with its worker (PR_SET_PDEATHSIG): no second writer in the run dir.
+  EXPECT_TRUE(wait_until([&] { return !process_alive(pids[0]); }, 10));
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 240));
+  EXPECT_EQ(query("SELECT state FROM trials"), "succeeded");
+  EXPECT_EQ(query("SELECT attempt FROM trials"), "2");
+  EXPECT_EQ(query("SELECT worker_id FROM trial_attempts WHERE attempt=2"), "wb");
+  EXPECT_EQ(query("SELECT resumed FROM trial_attempts WHERE attempt=2"), "1");
+  EXPECT_EQ(query("SELECT state FROM workers WHERE worker_id='wa'"), "lost");
+  expect_complete_series(1, kSteps);
+  // Steps up to the checkpoint come from attempt 1; attempt 2 resumed after it (not from 0).
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT attempt) FROM metrics WHERE name='train_loss'"), "2");
+  EXPECT_GT(std::atoi(query("SELECT MIN(step) FROM metrics WHERE name='train_loss' AND attempt=2").c_str()), 5);
+  EXPECT_TRUE(fs::exists(fs::path(work_) / ("sweep-" + std::to_string(id)) / "trial-1" / "attempt-2.log"));
+}
+
+TEST_F(DaemonsE2E, KilledCoordinatorRestartsOnTheSameDatabaseAndLosesNothing) {
+  constexpr int kSteps = 40;
+  start_coordinator();
+  const std::string endpoint = endpoint_;  // restart on the same port, so workers find it
+  start_worker("wa");
+  const int64_t id = submit(sweep_file({"T*2", "M*2"}, kSteps, /*max_retries=*/0));
+  ASSERT_TRUE(wait_until([&] { return std::atoi(query("SELECT MAX(last_step) FROM trials").c_str()) >= 5; }, 180));
+  kill9(procs_[0]);
+  std::this_thread::sleep_for(1500ms);  // the worker trains on and spools its metrics
+  start_coordinator(endpoint);
+  ASSERT_EQ(endpoint_, endpoint);
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 240));
+  // max_retries 0: had the restart lost the running attempt, the trial would have failed.
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='succeeded'"), "2");
+  EXPECT_EQ(query("SELECT MAX(attempt) FROM trials"), "1");
+  expect_complete_series(1, kSteps);
+  expect_complete_series(2, kSteps);
+  EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_recovered'"), "1");
+}
+
+TEST_F(DaemonsE2E, CancelStopsTheTrainerProcesses) {
+  start_coordinator();
+  start_worker("wa");
+  const int64_t id = submit(sweep_file({"T*2", "M*2"}, 100000));
+  const std::string run_dirs = "sweep-" + std::to_string(id);
+  ASSERT_TRUE(wait_until([&] {
+    return !trainers_in(run_dirs).empty() && std::atoi(query("SELECT MAX(last_step) FROM trials").c_str()) >= 1;
+  }, 120));
+  const auto pids = trainers_in(run_dirs);
+  const json r = cli_json({"sweep", "cancel", std::to_string(id)});
+  EXPECT_EQ(r["trials_cancelled"], 2);
+  EXPECT_TRUE(wait_until([&] { return trainers_in(run_dirs).empty(); }, 20)) << "trainer still running";
+  for (pid_t p : pids) EXPECT_FALSE(process_alive(p));
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='cancelled'"), "2");
+  EXPECT_EQ(query("SELECT state FROM sweeps"), "cancelled");
+  EXPECT_TRUE(wait_until([&] { return query("SELECT state FROM trial_attempts") == "cancelled"; }, 10));
+}
+
+TEST_F(DaemonsE2E, LocalRunsASweepAndPrintsTheTable) {
+  const std::string sweep = sweep_file({"T*2", "M*2"}, 10);
+  auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
+                            "--heartbeat_ms", std::to_string(kHeartbeatMs), "--gpus", "none"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
+  EXPECT_NE(out.find("val_bpb"), std::string::npos) << out;
+  EXPECT_NE(out.find("sweep 1 completed"), std::string::npos) << out;
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='succeeded'"), "2");
+  EXPECT_TRUE(trainers_in(work_).empty());
+}
+
+}  // namespace
+}  // namespace hylab::e2e
