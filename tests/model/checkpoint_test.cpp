@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -53,6 +54,11 @@ TEST_F(CheckpointTest, RoundTripGivesBitIdenticalLogits) {
         {"half", torch::randn({5}).to(torch::kBFloat16)}};
     save_checkpoint(dir, *model, extra, meta_for(r));
     for (const char* f : {"model.pt", "extra.pt", "meta.json"}) EXPECT_TRUE(fs::exists(fs::path(dir) / f));
+    if (const char* keep = std::getenv("HYLAB_KEEP_CKPT")) {  // for cross-version checks by hand
+      fs::remove_all(fs::path(keep) / pattern);
+      fs::create_directories(keep);
+      fs::copy(dir, fs::path(keep) / pattern, fs::copy_options::recursive);
+    }
 
     Checkpoint info;
     GPT loaded = load_model(dir, torch::kCPU, &info);

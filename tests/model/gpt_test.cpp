@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <array>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
 
 #include "common/check.h"
+#include "model/compat.h"
 #include "model/gpt.h"
 #include "tests/model/test_util.h"
 
@@ -279,6 +282,27 @@ TEST(GPTForward, RejectsBadInput) {
   EXPECT_THROW(model->forward(torch::zeros({2, 4}, torch::kInt)), Error);
   EXPECT_NE(error_of([&] { model->forward(torch::zeros({1, 321}, torch::kLong)); }).find("rotary"),
             std::string::npos);
+}
+
+TEST(Compat, CausalAttentionMatchesTheDefinition) {
+  torch::manual_seed(12);
+  // (H, Hkv, Tq, Tk): training (Tq == Tk), one decode query, a chunk after a prefix; MHA/GQA/MQA.
+  for (auto [H, Hkv, Tq, Tk] : std::vector<std::array<int64_t, 4>>{
+           {4, 4, 7, 7}, {4, 2, 7, 7}, {4, 1, 1, 9}, {4, 2, 3, 10}, {2, 2, 5, 5}}) {
+    auto q = torch::randn({2, H, Tq, 8}), k = torch::randn({2, Hkv, Tk, 8}), v = torch::randn({2, Hkv, Tk, 8});
+    auto got = compat::causal_attention(q, k, v, Tk - Tq);
+    auto want = testing::naive_attention(q, k, v, Tk - Tq);
+    EXPECT_TRUE(torch::allclose(got.to(torch::kDouble), want, 1e-5, 1e-5))
+        << "H=" << H << " Hkv=" << Hkv << " Tq=" << Tq << " Tk=" << Tk;
+  }
+}
+
+TEST(Compat, RmsNormIsNanochats) {
+  auto x = torch::randn({3, 5, 16});
+  auto want = x / torch::sqrt(x.pow(2).mean(-1, true) + std::numeric_limits<float>::epsilon());
+  EXPECT_TRUE(torch::allclose(compat::rms_norm(x), want, 1e-6, 1e-6));
+  auto xb = x.to(torch::kBFloat16);
+  EXPECT_EQ(compat::rms_norm(xb).scalar_type(), torch::kBFloat16);
 }
 
 }  // namespace

@@ -37,3 +37,33 @@ inline std::vector<std::string> example_patterns() {
 }
 
 }  // namespace hylab::testing
+
+#include <torch/torch.h>
+
+namespace hylab::testing {
+
+// Attention by its definition, in fp64: query i (absolute position q_offset + i) attends to
+// keys j <= q_offset + i; kv head h serves query heads h*H/Hkv .. (h+1)*H/Hkv - 1.
+//   q (B, H, Tq, Dh), k/v (B, Hkv, Tk, Dh) -> (B, H, Tq, Dh) fp64
+inline torch::Tensor naive_attention(const torch::Tensor& q, const torch::Tensor& k,
+                                     const torch::Tensor& v, int64_t q_offset) {
+  const int64_t H = q.size(1), Hkv = k.size(1), Tq = q.size(2), Tk = k.size(2);
+  auto qd = q.to(torch::kCPU, torch::kDouble), kd = k.to(torch::kCPU, torch::kDouble),
+       vd = v.to(torch::kCPU, torch::kDouble);
+  auto out = torch::zeros(qd.sizes(), torch::kDouble);
+  for (int64_t h = 0; h < H; ++h) {
+    const int64_t hk = h / (H / Hkv);
+    for (int64_t i = 0; i < Tq; ++i) {
+      const int64_t n = q_offset + i + 1;  // visible keys
+      auto qi = qd.select(1, h).select(1, i);                                 // (B, Dh)
+      auto ks = kd.select(1, hk).narrow(1, 0, n);                             // (B, n, Dh)
+      auto scores = (ks * qi.unsqueeze(1)).sum(-1) / std::sqrt(double(q.size(3)));  // (B, n)
+      auto w = torch::softmax(scores, -1);
+      out.select(1, h).select(1, i).copy_((w.unsqueeze(-1) * vd.select(1, hk).narrow(1, 0, n)).sum(1));
+    }
+  }
+  (void)Tk;
+  return out;
+}
+
+}  // namespace hylab::testing

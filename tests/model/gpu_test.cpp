@@ -1,0 +1,219 @@
+// The model on CUDA (LibTorch 2.x): scaled_dot_product_attention paths, bf16 autocast, the
+// inference cache, checkpoints across devices, and (when built) our kernels against the
+// reference. Label gpu; built only with a CUDA LibTorch.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <array>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+
+#include "model/checkpoint.h"
+#include "model/compat.h"
+#include "model/gpt.h"
+#include "model/ops.h"
+#include "model/reference_ops.h"
+#include "tests/model/test_util.h"
+
+namespace hylab {
+namespace {
+
+using testing::example_patterns;
+using testing::tiny_config;
+using testing::tiny_run_config;
+
+class Gpu : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  }
+};
+
+GPT perturbed(const GPTConfig& cfg, int seed) {
+  torch::manual_seed(seed);
+  GPT model(cfg);
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters()) p.add_(torch::randn_like(p) * 0.05);
+  return model;
+}
+
+double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kCPU, torch::kDouble) - b.to(torch::kCPU, torch::kDouble)).abs().max().item<double>();
+}
+
+TEST_F(Gpu, SdpaMatchesTheDefinition) {
+  torch::manual_seed(1);
+  for (auto dtype : {torch::kFloat, torch::kBFloat16}) {
+    for (auto [H, Hkv, Tq, Tk] : std::vector<std::array<int64_t, 4>>{
+             {4, 4, 64, 64}, {4, 2, 64, 64}, {4, 1, 1, 70}, {4, 2, 13, 70}}) {
+      auto o = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+      auto q = torch::randn({2, H, Tq, 64}, o), k = torch::randn({2, Hkv, Tk, 64}, o),
+           v = torch::randn({2, Hkv, Tk, 64}, o);
+      auto got = compat::causal_attention(q, k, v, Tk - Tq);
+      const double tol = dtype == torch::kFloat ? 2e-3 : 3e-2;  // TF32/flash accumulate differently
+      EXPECT_LT(max_diff(got, testing::naive_attention(q, k, v, Tk - Tq)), tol)
+          << c10::toString(dtype) << " H=" << H << " Hkv=" << Hkv << " Tq=" << Tq << " Tk=" << Tk;
+    }
+  }
+}
+
+TEST_F(Gpu, ReferenceOpsOnCudaMatchCpu) {
+  torch::manual_seed(2);
+  const int64_t B = 2, E = 32, T = 40, N = 16;
+  auto u = torch::randn({B, E, T}), delta = torch::randn({B, E, T}) * 0.5, A = -torch::rand({E, N}) - 0.1;
+  auto Bm = torch::randn({B, N, T}), Cm = torch::randn({B, N, T}), D = torch::randn({E}), z = torch::randn({B, E, T});
+  auto bias = torch::randn({E}) - 2;
+  auto c = [](const torch::Tensor& t) { return t.to(torch::kCUDA); };
+  auto [y_cpu, s_cpu] = ref::selective_scan(u, delta, A, Bm, Cm, D, z, bias, true);
+  auto [y_gpu, s_gpu] = ref::selective_scan(c(u), c(delta), c(A), c(Bm), c(Cm), c(D), c(z), c(bias), true);
+  EXPECT_LT(max_diff(y_cpu, y_gpu), 1e-4);
+  EXPECT_LT(max_diff(s_cpu, s_gpu), 1e-4);
+  auto w = torch::randn({E, 4}), b = torch::randn({E});
+  EXPECT_LT(max_diff(ref::causal_conv1d(u, w, b, true), ref::causal_conv1d(c(u), c(w), c(b), true)), 1e-5);
+}
+
+TEST_F(Gpu, ForwardMatchesCpuAndDecodeMatchesForwardFp32) {
+  for (const auto& pattern : example_patterns()) {
+    GPT model = perturbed(tiny_config(pattern), 3);
+    auto idx = torch::randint(100, {2, 24}, torch::kLong);
+    torch::Tensor cpu_logits;
+    {
+      torch::NoGradGuard no_grad;
+      cpu_logits = model->forward(idx);
+    }
+    model->to(torch::kCUDA);
+    model->set_use_kernels(false);
+    auto idx_gpu = idx.to(torch::kCUDA);
+    torch::NoGradGuard no_grad;
+    auto full = model->forward(idx_gpu);
+    EXPECT_LT(max_diff(full, cpu_logits), 2e-3) << pattern;  // TF32 matmuls may differ slightly
+    auto cache = model->make_cache(2, 24);
+    std::vector<torch::Tensor> parts;
+    int64_t pos = 0;
+    for (int64_t c : {9, 1, 1, 5, 1, 7}) {
+      parts.push_back(model->forward_step(idx_gpu.narrow(1, pos, c), cache));
+      pos += c;
+    }
+    EXPECT_LT(max_diff(torch::cat(parts, 1), full), 2e-3) << pattern;
+  }
+}
+
+TEST_F(Gpu, AutocastBf16TrainingStepAndDecode) {
+  for (const std::string pattern : {"TMTM", "MTTM"}) {
+    GPT model = perturbed(tiny_config(pattern, {{"mamba_use_mlp", "true"}}), 4);
+    model->to(torch::kCUDA);
+    auto idx = torch::randint(100, {4, 32}, torch::kLong).to(torch::kCUDA);
+    auto targets = torch::randint(100, {4, 32}, torch::kLong).to(torch::kCUDA);
+    float fp32_loss;
+    {
+      torch::NoGradGuard no_grad;
+      fp32_loss = model->loss(idx, targets).item<float>();
+    }
+    torch::Tensor loss;
+    {
+      compat::AutocastGuard autocast(true);
+      loss = model->loss(idx, targets);
+      EXPECT_EQ(model->forward(idx).scalar_type(), torch::kFloat);  // logits stay fp32
+    }
+    EXPECT_NEAR(loss.item<float>(), fp32_loss, 0.03 * fp32_loss) << pattern;
+    loss.backward();
+    for (const auto& item : model->named_parameters()) {
+      EXPECT_EQ(item.value().scalar_type(), torch::kFloat) << item.key();
+      ASSERT_TRUE(item.value().grad().defined()) << item.key();
+      EXPECT_EQ(item.value().grad().scalar_type(), torch::kFloat) << item.key();
+      EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << pattern << " " << item.key();
+    }
+    // Decoding under autocast stays close to the fp32 forward.
+    torch::NoGradGuard no_grad;
+    auto full = model->forward(idx);
+    compat::AutocastGuard autocast(true);
+    auto cache = model->make_cache(4, 32);
+    auto a = model->forward_step(idx.narrow(1, 0, 20), cache);
+    std::vector<torch::Tensor> parts = {a};
+    for (int64_t t = 20; t < 32; ++t) parts.push_back(model->forward_step(idx.narrow(1, t, 1), cache));
+    EXPECT_LT(max_diff(torch::cat(parts, 1), full), 0.15) << pattern;
+  }
+  // The guard restores the previous state.
+#if HYLAB_TORCH_AT_LEAST(2, 4)
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCUDA));
+#endif
+}
+
+TEST_F(Gpu, CheckpointFromCudaLoadsOnCpu) {
+  RunConfig r = tiny_run_config("TMMT");
+  GPT model = perturbed(gpt_config(r), 5);
+  model->to(torch::kCUDA);
+  const auto dir = std::filesystem::temp_directory_path() / ("hylab_gpu_ckpt_" + std::to_string(::getpid()));
+  save_checkpoint(dir.string(), *model, {{"m", torch::ones({3}, torch::kCUDA)}},
+                  {{"config", nlohmann::json::parse(config_to_json(r))}});
+  Checkpoint info;
+  GPT loaded = load_model(dir.string(), torch::kCPU, &info);
+  EXPECT_TRUE(info.extra["m"].device().is_cpu());
+  auto a = model->named_parameters(), b = loaded->named_parameters();
+  for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value().cpu(), b[item.key()])) << item.key();
+  if (const char* keep = std::getenv("HYLAB_KEEP_CKPT")) {  // for cross-version checks by hand
+    std::filesystem::remove_all(keep);
+    std::filesystem::copy(dir, keep, std::filesystem::copy_options::recursive);
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(Gpu, KernelsMatchTheReferenceInTheModel) {
+  if (!ops::have_cuda_kernels()) GTEST_SKIP() << "this build has no CUDA kernels";
+  for (const std::string pattern : {"MMMM", "TMTM"}) {
+    GPT model = perturbed(tiny_config(pattern, {{"max_seq_len", "128"}}), 6);
+    model->to(torch::kCUDA);
+    auto idx = torch::randint(100, {2, 128}, torch::kLong).to(torch::kCUDA);
+    auto targets = torch::randint(100, {2, 128}, torch::kLong).to(torch::kCUDA);
+    std::map<std::string, torch::Tensor> grads[2];
+    torch::Tensor logits[2];
+    for (int k = 0; k < 2; ++k) {
+      model->set_use_kernels(k == 1);
+      model->zero_grad();
+      logits[k] = model->forward(idx).detach();
+      model->loss(idx, targets).backward();
+      for (const auto& item : model->named_parameters()) grads[k][item.key()] = item.value().grad().clone();
+    }
+    EXPECT_LT(max_diff(logits[0], logits[1]), 2e-3) << pattern;
+    for (const auto& [name, g] : grads[0]) {
+      const double scale = g.abs().max().item<double>() + 1e-6;
+      EXPECT_LT(max_diff(g, grads[1][name]) / scale, 1e-2) << pattern << " " << name;
+    }
+    // Decoding with kernels equals the full forward with kernels.
+    torch::NoGradGuard no_grad;
+    auto cache = model->make_cache(2, 128);
+    std::vector<torch::Tensor> parts = {model->forward_step(idx.narrow(1, 0, 100), cache)};
+    for (int64_t t = 100; t < 128; ++t) parts.push_back(model->forward_step(idx.narrow(1, t, 1), cache));
+    EXPECT_LT(max_diff(torch::cat(parts, 1), logits[1]), 2e-3) << pattern;
+  }
+}
+
+// Not a check: a timing line for the report (d12-sized, bf16, reference ops for Mamba).
+TEST_F(Gpu, TimingLine) {
+  for (const std::string pattern : {"T*12", "(T,M)*6"}) {
+    RunConfig c;
+    c.set_depth(12);
+    c.set_vocab_size(32768);
+    c.set_max_seq_len(1024);
+    apply_override(&c, "block_pattern", pattern);
+    GPT model(gpt_config(resolve_config(c)));
+    model->to(torch::kCUDA);
+    auto idx = torch::randint(32768, {8, 1024}, torch::kLong).to(torch::kCUDA);
+    auto run = [&] {
+      compat::AutocastGuard autocast(true);
+      model->loss(idx, idx).backward();
+    };
+    run();
+    torch::cuda::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < 3; ++i) run();
+    torch::cuda::synchronize();
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / 3;
+    std::printf("timing: d12 %s B=8 T=1024 bf16 fwd+bwd %.1f ms/step, %.0f tok/s (kernels %s)\n",
+                pattern.c_str(), s * 1e3, 8 * 1024 / s, ops::have_cuda_kernels() ? "on" : "off");
+  }
+}
+
+}  // namespace
+}  // namespace hylab
