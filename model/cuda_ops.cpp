@@ -63,9 +63,11 @@ struct ScanInputs {
   hk::DType dtype = hk::DType::kFloat32;
 };
 
+// Validates every argument; with normalize, also makes the last dimension stride-1 and the
+// parameters contiguous (copies only where needed).
 ScanInputs check_scan(const char* fn, const Tensor& u, const Tensor& delta, const Tensor& A,
                       const Tensor& Bm, const Tensor& Cm, const Tensor& D, const Tensor& z,
-                      const Tensor& delta_bias) {
+                      const Tensor& delta_bias, bool normalize = true) {
   TORCH_CHECK(u.defined(), fn, ": u is required");
   const torch::Device dev = u.device();
   check_tensor(u, fn, "u", dev);
@@ -105,6 +107,7 @@ ScanInputs check_scan(const char* fn, const Tensor& u, const Tensor& delta, cons
   TORCH_CHECK(in.T <= std::numeric_limits<int>::max() / 2 && in.E <= (1 << 30) &&
                   in.B <= 65535,
               fn, ": sizes too large (B must be <= 65535)");
+  if (!normalize) return in;
   in.u = unit_last_stride(u);
   in.delta = unit_last_stride(delta);
   in.A = A.contiguous();
@@ -166,24 +169,44 @@ ScanForward scan_forward(const ScanInputs& in, bool softplus, bool save_states, 
   return f;
 }
 
+// LibTorch's Function::apply builds metadata for every tensor argument and rejects undefined
+// ones, so optional inputs (D, z, delta_bias, conv bias) travel as 0-element placeholders
+// plus a has_* flag; they are never read when the flag is false, and get no gradient.
+Tensor placeholder_if_undefined(const Tensor& t, const Tensor& like) {
+  return t.defined() ? t : torch::empty({0}, like.options().dtype(torch::kFloat32));
+}
+
 class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
  public:
+  // D, z, delta_bias are placeholders when has_D / has_z / has_bias is false.
   static Tensor forward(AutogradContext* ctx, const Tensor& u, const Tensor& delta,
                         const Tensor& A, const Tensor& Bm, const Tensor& Cm, const Tensor& D,
-                        const Tensor& z, const Tensor& delta_bias, bool softplus) {
-    ScanInputs in = check_scan("selective_scan", u, delta, A, Bm, Cm, D, z, delta_bias);
+                        const Tensor& z, const Tensor& delta_bias, bool has_D, bool has_z,
+                        bool has_bias, bool softplus) {
+    ScanInputs in = check_scan("selective_scan", u, delta, A, Bm, Cm, has_D ? D : Tensor(),
+                               has_z ? z : Tensor(), has_bias ? delta_bias : Tensor());
     ScanForward f = scan_forward(in, softplus, /*save_states=*/true, /*want_last=*/false);
-    ctx->save_for_backward(
-        {in.u, in.delta, in.A, in.Bm, in.Cm, in.D, in.z, in.delta_bias, f.chunk_states});
+    // Only defined tensors are saved: placeholders stand in for absent ones.
+    ctx->save_for_backward({in.u, in.delta, in.A, in.Bm, in.Cm, has_D ? in.D : D,
+                            has_z ? in.z : z, has_bias ? in.delta_bias : delta_bias,
+                            placeholder_if_undefined(f.chunk_states, u)});
     ctx->saved_data["softplus"] = softplus;
+    ctx->saved_data["has_D"] = has_D;
+    ctx->saved_data["has_z"] = has_z;
+    ctx->saved_data["has_bias"] = has_bias;
     return f.out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list s = ctx->get_saved_variables();
+    const bool has_D = ctx->saved_data["has_D"].toBool();
+    const bool has_z = ctx->saved_data["has_z"].toBool();
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
     ScanInputs in;
-    in.u = s[0], in.delta = s[1], in.A = s[2], in.Bm = s[3], in.Cm = s[4], in.D = s[5];
-    in.z = s[6], in.delta_bias = s[7];
+    in.u = s[0], in.delta = s[1], in.A = s[2], in.Bm = s[3], in.Cm = s[4];
+    in.D = has_D ? s[5] : Tensor();
+    in.z = has_z ? s[6] : Tensor();
+    in.delta_bias = has_bias ? s[7] : Tensor();
     const Tensor chunk_states = s[8];
     in.B = in.u.size(0), in.E = in.u.size(1), in.T = in.u.size(2), in.N = in.A.size(1);
     in.dtype = in.u.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32 : hk::DType::kBFloat16;
@@ -193,9 +216,11 @@ class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
     const auto act = in.u.options();
     if (in.B == 0 || in.E == 0 || in.T == 0) {  // empty: zero grads, no launch
       auto zeros_like_or_none = [](const Tensor& t) { return t.defined() ? torch::zeros_like(t) : Tensor(); };
-      return {torch::zeros_like(in.u), torch::zeros_like(in.delta), torch::zeros_like(in.A),
-              torch::zeros_like(in.Bm), torch::zeros_like(in.Cm), zeros_like_or_none(in.D),
-              zeros_like_or_none(in.z), zeros_like_or_none(in.delta_bias), Tensor()};
+      return {torch::zeros_like(in.u),  torch::zeros_like(in.delta), torch::zeros_like(in.A),
+              torch::zeros_like(in.Bm), torch::zeros_like(in.Cm),    zeros_like_or_none(in.D),
+              zeros_like_or_none(in.z), zeros_like_or_none(in.delta_bias),
+              Tensor(),                 Tensor(),                    Tensor(),
+              Tensor()};
     }
     Tensor dout = grad_outputs[0];
     if (!dout.defined()) dout = torch::zeros({in.B, in.E, in.T}, act);
@@ -233,7 +258,8 @@ class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
     p.ws_dD = ws_dD.data_ptr<float>();
     p.ws_ddelta_bias = ws_db.data_ptr<float>();
     hk::selective_scan_bwd(p, current_stream());
-    return {du, ddelta, dA, dB, dC, dD, dz, dbias, Tensor()};
+    // One entry per forward argument; the four flags get none.
+    return {du, ddelta, dA, dB, dC, dD, dz, dbias, Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -270,7 +296,8 @@ void check_conv_params(const char* fn, const Tensor& weight, const Tensor& bias,
   }
 }
 
-ConvInputs check_conv(const char* fn, const Tensor& x, const Tensor& weight, const Tensor& bias) {
+ConvInputs check_conv(const char* fn, const Tensor& x, const Tensor& weight, const Tensor& bias,
+                      bool normalize = true) {
   TORCH_CHECK(x.defined(), fn, ": x is required");
   check_tensor(x, fn, "x", x.device());
   TORCH_CHECK(x.dim() == 3, fn, ": x must be (B, E, T), got shape ", x.sizes());
@@ -281,6 +308,7 @@ ConvInputs check_conv(const char* fn, const Tensor& x, const Tensor& weight, con
   in.K = weight.size(1);
   TORCH_CHECK(in.B * in.E <= std::numeric_limits<int>::max() && in.T <= (1 << 26), fn,
               ": sizes too large");
+  if (!normalize) return in;
   in.x = unit_last_stride(x);
   in.weight = weight.to(torch::kFloat32).contiguous();
   in.bias = bias.defined() ? bias.to(torch::kFloat32).contiguous() : Tensor();
@@ -312,22 +340,25 @@ Tensor conv_forward(const ConvInputs& in, bool silu) {
 
 class CausalConv1dFn : public torch::autograd::Function<CausalConv1dFn> {
  public:
+  // bias is a placeholder when has_bias is false (see placeholder_if_undefined).
   static Tensor forward(AutogradContext* ctx, const Tensor& x, const Tensor& weight,
-                        const Tensor& bias, bool silu) {
-    ConvInputs in = check_conv("causal_conv1d", x, weight, bias);
+                        const Tensor& bias, bool has_bias, bool silu) {
+    ConvInputs in = check_conv("causal_conv1d", x, weight, has_bias ? bias : Tensor());
     Tensor out = conv_forward(in, silu);
-    ctx->save_for_backward({in.x, in.weight, in.bias});
+    ctx->save_for_backward({in.x, in.weight, has_bias ? in.bias : bias});
     ctx->saved_data["silu"] = silu;
+    ctx->saved_data["has_bias"] = has_bias;
     ctx->saved_data["weight_dtype"] = static_cast<int64_t>(weight.scalar_type());
     ctx->saved_data["bias_dtype"] =
-        static_cast<int64_t>(bias.defined() ? bias.scalar_type() : torch::kFloat32);
+        static_cast<int64_t>(has_bias ? bias.scalar_type() : torch::kFloat32);
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const variable_list s = ctx->get_saved_variables();
     ConvInputs in;
-    in.x = s[0], in.weight = s[1], in.bias = s[2];
+    in.x = s[0], in.weight = s[1];
+    in.bias = ctx->saved_data["has_bias"].toBool() ? s[2] : Tensor();
     in.B = in.x.size(0), in.E = in.x.size(1), in.T = in.x.size(2), in.K = in.weight.size(1);
     in.dtype = in.x.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32 : hk::DType::kBFloat16;
     const bool silu = ctx->saved_data["silu"].toBool();
@@ -356,7 +387,7 @@ class CausalConv1dFn : public torch::autograd::Function<CausalConv1dFn> {
       p.ws = ws.data_ptr<float>();
       hk::causal_conv1d_bwd(p, current_stream());
     }
-    return {dx, dw.to(wdt), db.defined() ? db.to(bdt) : Tensor(), Tensor()};
+    return {dx, dw.to(wdt), db.defined() ? db.to(bdt) : Tensor(), Tensor(), Tensor()};
   }
 };
 
@@ -373,7 +404,12 @@ torch::Tensor selective_scan(const torch::Tensor& u, const torch::Tensor& delta,
     ScanInputs in = check_scan("selective_scan", u, delta, A, Bm, Cm, D, z, delta_bias);
     return scan_forward(in, delta_softplus, false, false).out;
   }
-  return SelectiveScanFn::apply(u, delta, A, Bm, Cm, D, z, delta_bias, delta_softplus);
+  // Validate first: apply() would fail on an undefined or foreign tensor with a vaguer message.
+  check_scan("selective_scan", u, delta, A, Bm, Cm, D, z, delta_bias, /*normalize=*/false);
+  return SelectiveScanFn::apply(u, delta, A, Bm, Cm, placeholder_if_undefined(D, u),
+                                placeholder_if_undefined(z, u),
+                                placeholder_if_undefined(delta_bias, u), D.defined(),
+                                z.defined(), delta_bias.defined(), delta_softplus);
 }
 
 std::tuple<torch::Tensor, torch::Tensor> selective_scan_with_state(
@@ -392,7 +428,9 @@ torch::Tensor causal_conv1d(const torch::Tensor& x, const torch::Tensor& weight,
   if (!any_requires_grad({&x, &weight, &bias})) {
     return conv_forward(check_conv("causal_conv1d", x, weight, bias), silu);
   }
-  return CausalConv1dFn::apply(x, weight, bias, silu);
+  check_conv("causal_conv1d", x, weight, bias, /*normalize=*/false);  // clear messages first
+  return CausalConv1dFn::apply(x, weight, placeholder_if_undefined(bias, x), bias.defined(),
+                               silu);
 }
 
 torch::Tensor causal_conv1d_update(const torch::Tensor& x, torch::Tensor& conv_state,
