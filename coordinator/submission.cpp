@@ -2,17 +2,48 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "common/check.h"
 
 #include "coordinator/sweep_spec.h"
 
 namespace hylab::coordinator {
+namespace {
+
+// vocab_size from `hylab data prepare`'s meta.json, as the trainer reads it.
+int vocab_from_meta(const std::string& data_dir) {
+  const auto path = std::filesystem::path(data_dir) / "meta.json";
+  std::ifstream in(path);
+  if (!in) {
+    throw ConfigError(fmt::format(
+        "data = \"{}\": no prepared data folder there ({} missing, looked from {}); a trial's "
+        "vocab_size comes from its data's tokenizer. Run `hylab data prepare --out {}` first, "
+        "submit from the folder the data path is relative to, or set vocab_size in the sweep",
+        data_dir, path.string(), std::filesystem::current_path().string(), data_dir));
+  }
+  const auto meta = nlohmann::json::parse(in, nullptr, false);
+  if (!meta.is_object() || !meta.contains("vocab_size") || !meta["vocab_size"].is_number_integer()) {
+    throw ConfigError(fmt::format("{}: no integer vocab_size in it", path.string()));
+  }
+  return meta["vocab_size"].get<int>();
+}
+
+}  // namespace
 
 Submission prepare_submission(const std::string& sweep_path) {
   Submission s;
   s.spec = load_sweep_file(sweep_path);
   const RunConfig base = load_config_file(find_base_config(s.spec, sweep_path));
-  s.expansion = expand_sweep(s.spec, base);
+  std::map<std::string, int> cache;
+  s.expansion = expand_sweep(s.spec, base, [&cache](const std::string& data) {
+    auto it = cache.find(data);
+    if (it == cache.end()) it = cache.emplace(data, vocab_from_meta(data)).first;
+    return it->second;
+  });
   std::ifstream in(sweep_path);
   std::stringstream text;
   text << in.rdbuf();

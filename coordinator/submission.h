@@ -16,7 +16,9 @@ struct Submission {
   proto::SubmitSweep request;
 };
 
-// Throws ConfigError naming the file and field for an invalid spec or invalid trials.
+// Trials whose config does not set vocab_size get the one of their data folder (meta.json,
+// relative to the working directory), as `hylab train` would. Throws ConfigError naming the
+// file and field for an invalid spec, invalid trials or a data folder that is not there.
 Submission prepare_submission(const std::string& sweep_path);
 
 }  // namespace hylab::coordinator

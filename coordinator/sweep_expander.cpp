@@ -90,7 +90,8 @@ std::string generate_block_pattern(int n_layer, double attention_fraction,
   return compact_block_pattern(pattern);
 }
 
-Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in) {
+Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
+                       const VocabLookup& vocab_of_data) {
   // The base with the fixed overrides; sweep name as run name (the same for every trial,
   // so it does not defeat de-duplication).
   RunConfig base = base_in;
@@ -172,6 +173,7 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in) {
     }
     try {
       for (const auto& choice : combos[c]) apply_override(&cfg, choice.set.first, choice.set.second);
+      if (!cfg.has_vocab_size() && vocab_of_data) cfg.set_vocab_size(vocab_of_data(cfg.data()));
       plan.resolved = resolve_config(cfg);
     } catch (const ConfigError& e) {
       errors.push_back(fmt::format("combination {} ({}): {}", c, describe(plan.params), e.what()));

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,7 +35,13 @@ struct Expansion {
   int duplicates_removed = 0;
 };
 
-Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base);
+// The vocabulary of a data folder (its tokenizer's size). The trainer takes vocab_size from
+// the data when a config does not set it; expansion does the same (via this lookup) so the
+// stored and sent configs are the ones that run. Empty: the schema default stays.
+using VocabLookup = std::function<int(const std::string& data_dir)>;
+
+Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base,
+                       const VocabLookup& vocab_of_data = {});
 
 // One pattern of n_layer layers with round(fraction * n_layer) Transformer layers:
 //   early: T...T M...M     late: M...M T...T

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <unistd.h>
 
 #include "common/check.h"
 #include "coordinator/submission.h"
@@ -222,28 +223,63 @@ parameters:
   EXPECT_EQ(e.trials[1].resolved.seed(), 1);
 }
 
-// Every sweep file we ship expands against its base config.
+// Every sweep file we ship expands against its base config (the data folder's vocabulary is
+// looked up by the client; here a stand-in size, the data may not be prepared).
 TEST(SweepExpander, ShippedSweepsExpand) {
   namespace fs = std::filesystem;
   const char* src = std::getenv("HYLAB_SOURCE_DIR");
   const fs::path root = src ? src : ".";
   if (!fs::exists(root / "sweeps")) GTEST_SKIP() << "no sweeps/ folder";
   int n = 0;
-  for (const auto& e : fs::directory_iterator(root / "sweeps")) {
+  const auto cwd = fs::current_path();
+  fs::current_path(root);
+  for (const auto& e : fs::directory_iterator("sweeps")) {
     if (e.path().extension() != ".yaml") continue;
-    const auto cwd = fs::current_path();
-    fs::current_path(root);
     try {
-      const Submission s = prepare_submission(e.path().string());
-      EXPECT_GE(s.expansion.trials.size(), 1u) << e.path();
-      EXPECT_EQ(s.request.trials_size(), static_cast<int>(s.expansion.trials.size()));
+      const auto spec = load_sweep_file(e.path().string());
+      const RunConfig base = load_config_file(find_base_config(spec, e.path().string()));
+      const Expansion x = expand_sweep(spec, base, [](const std::string&) { return 320; });
+      EXPECT_GE(x.trials.size(), 4u) << e.path();
+      for (const auto& t : x.trials) EXPECT_EQ(t.resolved.vocab_size(), 320);
       ++n;
     } catch (const std::exception& ex) {
       ADD_FAILURE() << e.path() << ": " << ex.what();
     }
-    fs::current_path(cwd);
   }
-  EXPECT_GE(n, 1);
+  fs::current_path(cwd);
+  EXPECT_EQ(n, 4);
+}
+
+TEST(SweepExpander, VocabularyComesFromTheDataUnlessSet) {
+  const auto spec = parse_sweep_yaml("name: v\nbase: b\nparameters: {data: {values: [d1, d2]}}\n", "v");
+  std::vector<std::string> asked;
+  const Expansion e = expand_sweep(spec, base_d4(), [&](const std::string& d) {
+    asked.push_back(d);
+    return d == "d1" ? 300 : 500;
+  });
+  ASSERT_EQ(e.trials.size(), 2u);
+  EXPECT_EQ(e.trials[0].resolved.vocab_size(), 300);
+  EXPECT_EQ(e.trials[1].resolved.vocab_size(), 500);
+  RunConfig fixed = base_d4();
+  fixed.set_vocab_size(1000);
+  EXPECT_EQ(expand_sweep(spec, fixed, [](const std::string&) { return 1; }).trials[0].resolved.vocab_size(), 1000);
+}
+
+TEST(Submission, NamesAMissingDataFolder) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("hylab_submit_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "base.yaml") << "depth: 2\ndata: " << (dir / "nodata").string() << "\n";
+  std::ofstream(dir / "s.yaml") << "name: s\nbase: base.yaml\nparameters: {seed: {values: [0, 1]}}\n";
+  const std::string msg = error_of([&] { prepare_submission((dir / "s.yaml").string()); });
+  EXPECT_NE(msg.find("meta.json missing"), std::string::npos) << msg;
+  fs::create_directories(dir / "nodata");
+  std::ofstream(dir / "nodata" / "meta.json") << "{\"vocab_size\": 321}";
+  const Submission s = prepare_submission((dir / "s.yaml").string());
+  EXPECT_EQ(s.request.trials_size(), 2);
+  EXPECT_EQ(config_from_json(s.request.trials(1).config_json()).vocab_size(), 321);
+  EXPECT_EQ(s.request.name(), "s");
+  fs::remove_all(dir);
 }
 
 }  // namespace

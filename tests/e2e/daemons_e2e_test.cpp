@@ -124,7 +124,7 @@ bool wait_until(const std::function<bool()>& f, int timeout_s) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
   while (std::chrono::steady_clock::now() < deadline) {
     if (f()) return true;
-    std::this_thread::sleep_for(100ms);
+    std::this_thread::sleep_for(250ms);
   }
   return f();
 }
@@ -234,9 +234,10 @@ class DaemonsE2E : public ::testing::Test {
     return r.at("sweep_id").get<int64_t>();
   }
 
+  // Polled from the database: each `hylab` client process loads LibTorch at start, too
+  // heavy to run several times a second next to the trainers on a 2-core machine.
   std::string sweep_state(int64_t id) {
-    const json s = cli_json({"sweep", "show", std::to_string(id)});
-    return s.is_object() ? s.value("state", "") : "";
+    return query("SELECT state FROM sweeps WHERE sweep_id=" + std::to_string(id));
   }
 
   std::string query(const std::string& sql) {
@@ -281,6 +282,9 @@ TEST_F(DaemonsE2E, FourTrialSweepOnTwoWorkersCompletesWithTheRightResults) {
   ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 240));
   const json workers = cli_json({"workers"});
   ASSERT_EQ(workers.size(), 2u);
+  const json shown = cli_json({"sweep", "show", std::to_string(id)});
+  EXPECT_EQ(shown["state"], "completed");
+  EXPECT_EQ(shown["counts"]["succeeded"], 4);
   auto [status, out] = run({hylab_bin(), "results", "--db", db_, "--sweep", std::to_string(id), "--format", "json"});
   ASSERT_EQ(status, 0);
   const json rows = json::parse(out);
