@@ -20,7 +20,8 @@ void setup(CLI::App& root) {
                   "Append metrics as JSON lines here instead of the SQLite database (workers)");
   auto* resume = cmd->add_option(
       "--resume", *resume_dir,
-      "Continue from the newest checkpoint of --run_dir (or of the folder given here)");
+      "Continue from the newest checkpoint of --run_dir (or of the folder given here), with the "
+      "run's own config.json plus any --key=value given again");
   resume->expected(0, 1);
   cmd->add_option("--nproc", o->nproc, "Ranks to run on this machine (one per GPU, or CPU processes)")
       ->capture_default_str();

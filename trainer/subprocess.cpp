@@ -37,6 +37,10 @@ Subprocess Subprocess::spawn(const std::vector<std::string>& argv, const Options
   posix_spawn_file_actions_init(&actions);
   if (opt.pipe_stdin) posix_spawn_file_actions_adddup2(&actions, in_pipe[0], 0);
   if (opt.pipe_stdout) posix_spawn_file_actions_adddup2(&actions, out_pipe[1], 1);
+  if (!opt.stdout_file.empty() && !opt.pipe_stdout) {
+    posix_spawn_file_actions_addopen(&actions, 1, opt.stdout_file.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  }
   if (!opt.stderr_file.empty()) {
     posix_spawn_file_actions_addopen(&actions, 2, opt.stderr_file.c_str(),
                                      O_WRONLY | O_CREAT | O_TRUNC, 0644);

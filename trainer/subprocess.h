@@ -19,6 +19,7 @@ class Subprocess {
     bool pipe_stdin = false;   // parent writes to stdin_fd()
     bool pipe_stdout = false;  // parent reads from stdout_fd()
     std::vector<std::string> extra_env;  // "KEY=VALUE", added to (and overriding) ours
+    std::string stdout_file;  // if set (and no stdout pipe), the child's stdout goes here
     std::string stderr_file;  // if set, the child's stderr goes to this file (truncated)
   };
 

@@ -74,14 +74,19 @@ std::string read_text(const std::string& path) {
   return ss.str();
 }
 
-// --config (or, when resuming without one, the run's config.json) + overrides, with the
-// vocabulary taken from the data folder unless the config sets it; then resolved.
+// The run's config + overrides, with the vocabulary taken from the data folder unless the
+// config sets it; then resolved. A resumed run continues with the config it started with
+// (<run_dir>/config.json; --config is not re-read), so that only overrides given again
+// (e.g. a longer --num_iterations) change it.
 RunConfig load_run_config(const TrainOptions& opt) {
   RunConfig cfg;
-  if (!opt.config_path.empty()) {
-    cfg = load_config_file(opt.config_path);
-  } else if (opt.resume && !opt.run_dir.empty() && fs::exists(opt.run_dir + "/config.json")) {
+  if (opt.resume && !opt.run_dir.empty() && fs::exists(opt.run_dir + "/config.json")) {
     cfg = config_from_json(read_text(opt.run_dir + "/config.json"));
+    // A resolved config stores depth 0 for "widths given directly", which resolve_config
+    // does not accept back as input.
+    if (cfg.has_depth() && cfg.depth() == 0) cfg.clear_depth();
+  } else if (!opt.config_path.empty()) {
+    cfg = load_config_file(opt.config_path);
   }
   const std::vector<std::string> rest = apply_override_args(&cfg, opt.overrides);
   if (!rest.empty()) {
@@ -236,6 +241,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
 
     // Resume: weights, optimiser state, data position and RNG from the newest checkpoint.
     int64_t step = 0;
+    double train_loss = -1;
     if (!resume_from.empty()) {
       Checkpoint ck = load_checkpoint(resume_from, model.get(), device);
       check_same_model(ck.config, cfg);
@@ -243,6 +249,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       train_loader.set_position(ck.extra.at("loader.position").item<int64_t>());
       set_rng_state(ck.extra, device);
       step = ck.meta.at("step").get<int64_t>();
+      train_loss = ck.meta.value("train_loss", -1.0);
       say(fmt::format("resumed from {} (step {})", resume_from, step));
     } else if (opt.resume) {
       say(fmt::format("--resume: no checkpoint in {}/checkpoints yet; starting at step 0", run_dir));
@@ -278,7 +285,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
                               .dump();
     summary.flops_per_token = flops_per_tok;
     summary.cache_bytes = cache_bytes_per_sequence(gcfg, cfg.sequence_len(), autocast ? 2 : 4);
-    double train_loss = -1, val_bpb = -1, rate_sum = 0;
+    double val_bpb = -1, rate_sum = 0;
     int64_t rate_steps = 0;
     const auto run_start = Clock::now();
     const int64_t num_iterations = horizon.num_iterations;
