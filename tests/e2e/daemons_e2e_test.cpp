@@ -360,6 +360,90 @@ TEST_F(DaemonsE2E, KilledCoordinatorRestartsOnTheSameDatabaseAndLosesNothing) {
   EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_recovered'"), "1");
 }
 
+// The hardest case for "nothing lost": the coordinator is down while a worker trains (its
+// metrics wait in the worker's spool), then that worker dies too. The retry on another worker
+// resumes from the newest checkpoint and relays the dead attempt's spooled records up to it.
+TEST_F(DaemonsE2E, SpooledMetricsOfADeadWorkerAreRelayedByTheRetry) {
+  constexpr int kSteps = 100;
+  start_coordinator();
+  const std::string endpoint = endpoint_;
+  Proc& a = start_worker("wa");
+  const int64_t id = submit(sweep_file({"M,T"}, kSteps));
+  ASSERT_TRUE(wait_until([&] { return std::atoi(query("SELECT checkpoint_step FROM trials").c_str()) >= 10; }, 180));
+  kill9(procs_[0]);  // the coordinator
+  // The trainer goes on past the next checkpoint with nobody to deliver to.
+  const fs::path spool = fs::path(work_) / ("sweep-" + std::to_string(id)) / "trial-1" / "metrics.a1.jsonl";
+  ASSERT_TRUE(wait_until([&] {
+    std::ifstream f(spool);
+    std::string line;
+    int64_t ck = -1;
+    while (std::getline(f, line)) {
+      const json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("type", "") == "checkpoint") ck = std::max<int64_t>(ck, j.value("step", -1));
+    }
+    return ck >= 30;
+  }, 120));
+  const int64_t delivered = std::atoi(query("SELECT last_step FROM trials").c_str());
+  kill9(a);
+  start_coordinator(endpoint);
+  start_worker("wb");
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 240));
+  EXPECT_EQ(query("SELECT state FROM trials"), "succeeded");
+  EXPECT_EQ(query("SELECT attempt FROM trials"), "2");
+  EXPECT_LT(delivered, 30);  // steps up to the checkpoint had not reached the database...
+  expect_complete_series(1, kSteps);  // ...and yet the series is complete
+  EXPECT_GE(std::atoi(query("SELECT MAX(step) FROM metrics WHERE name='train_loss' AND attempt=1").c_str()), 29);
+}
+
+TEST_F(DaemonsE2E, CurveKeysAdmitWorkersAndClientsAndRefuseStrangers) {
+  const std::string keys = (dir_ / "keys").string();
+  for (const char* name : {"coordinator", "worker", "alice", "mallory"}) {
+    ASSERT_EQ(run({hylab_bin(), "keygen", "--out", keys + "/" + name}).first, 0);
+  }
+  const std::string allow = (dir_ / "allowed").string();
+  {
+    std::ofstream out(allow);
+    for (const char* name : {"worker", "alice"}) {
+      std::ifstream in(keys + "/" + name + ".pub");
+      out << in.rdbuf();
+    }
+  }
+  const std::string ep_file = (dir_ / "endpoint").string();
+  procs_.push_back(spawn("coordinator",
+                         {hylab_bin(), "coordinator", "--db", db_, "--bind", "tcp://127.0.0.1:*",
+                          "--endpoint_file", ep_file, "--key", keys + "/coordinator.key", "--allow", allow,
+                          "--heartbeat_ms", std::to_string(kHeartbeatMs)},
+                         (dir_ / "coordinator.log").string()));
+  ASSERT_TRUE(wait_until([&] { return fs::exists(ep_file); }, 30));
+  std::ifstream(ep_file) >> endpoint_;
+  procs_.push_back(spawn("wa",
+                         {hylab_bin(), "worker", "--coordinator", endpoint_, "--key", keys + "/worker.key",
+                          "--server_key", keys + "/coordinator.pub", "--work_dir", work_, "--gpus", "none",
+                          "--worker_id", "wa", "--heartbeat_ms", std::to_string(kHeartbeatMs)},
+                         (dir_ / "wa.log").string()));
+  auto as = [&](const std::string& who, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {hylab_bin(), "workers", "--coordinator", endpoint_, "--format", "json",
+                                     "--timeout_ms", "3000"};
+    if (!who.empty()) {
+      args.insert(args.end(), {"--key", keys + "/" + who + ".key", "--server_key", keys + "/coordinator.pub"});
+    }
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run(args);
+  };
+  ASSERT_TRUE(wait_until([&] {
+    auto [status, out] = as("alice", {});
+    const json w = json::parse(out, nullptr, false);
+    return status == 0 && w.is_array() && w.size() == 1 && w[0]["state"] == "alive";
+  }, 60));
+  EXPECT_NE(as("mallory", {}).first, 0);               // an unknown key is refused
+  EXPECT_NE(as("", {"--insecure"}).first, 0);          // plain TCP is refused
+  EXPECT_NE(as("", {}).first, 0);                      // no key: a clear error, no connection
+  std::ifstream log(dir_ / "coordinator.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("refused"), std::string::npos) << text;
+  EXPECT_NE(text.find("not in the allow-list"), std::string::npos) << text;
+}
+
 TEST_F(DaemonsE2E, CancelStopsTheTrainerProcesses) {
   start_coordinator();
   start_worker("wa");
