@@ -4,8 +4,9 @@
 // printing text as it comes.
 #include <torch/torch.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
-#include <filesystem>
 #include <string>
 
 #include "cli/command.h"
@@ -16,7 +17,6 @@
 
 namespace hylab::cli {
 namespace {
-namespace fs = std::filesystem;
 
 struct GenerateArgs {
   std::string checkpoint, prompt, tokenizer, device = "auto";
@@ -29,14 +29,15 @@ struct GenerateArgs {
 
 // The tokenizer next to a checkpoint: DIR/tokenizer.model, else the run dir's
 // (DIR/../../tokenizer.model, as the trainer lays out <run_dir>/checkpoints/step_N/).
+// (POSIX stat, not std::filesystem: a pip LibTorch interposes its own copy of the latter.)
 std::string find_tokenizer(const std::string& ckpt_dir, const std::string& run_path) {
-  for (const fs::path& p : {fs::path(ckpt_dir) / "tokenizer.model",
-                            fs::path(ckpt_dir) / ".." / ".." / "tokenizer.model",
-                            fs::path(run_path) / "tokenizer.model"}) {
-    if (fs::exists(p)) return p.lexically_normal().string();
+  for (const std::string& p : {ckpt_dir + "/tokenizer.model", ckpt_dir + "/../../tokenizer.model",
+                               run_path + "/tokenizer.model"}) {
+    struct stat st;
+    if (::stat(p.c_str(), &st) == 0) return p;
   }
-  HYLAB_FAIL("no tokenizer.model in {} or its run directory {}; pass --tokenizer PATH", ckpt_dir,
-             (fs::path(ckpt_dir) / ".." / "..").lexically_normal().string());
+  HYLAB_FAIL("no tokenizer.model in {} or its run directory {}/../..; pass --tokenizer PATH",
+             ckpt_dir, ckpt_dir);
 }
 
 torch::Device pick_device(const std::string& name) {

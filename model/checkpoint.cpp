@@ -1,22 +1,21 @@
 // Checkpoint directories (see checkpoint.h).
 #include "model/checkpoint.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 
-#include <torch/csrc/jit/serialization/pickle.h>
-
 #include "common/check.h"
 
 namespace hylab {
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -47,6 +46,58 @@ void write_durable(const std::string& path, const char* data, size_t size) {
   if (::close(fd) != 0) io_fail("cannot close", path);
 }
 
+// Paths with POSIX calls, not std::filesystem: a pip LibTorch exports its own copy of
+// std::filesystem (libtorch_cpu.so: 142 symbols), which interposes on ours at run time.
+std::string join(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  return a.back() == '/' ? a + b : a + "/" + b;
+}
+std::string parent_of(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.rfind('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : p.substr(0, slash);
+}
+std::string base_of(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const size_t slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+bool path_exists(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0;
+}
+bool is_dir(const std::string& p) {
+  struct stat st;
+  return ::stat(p.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+void make_dirs(const std::string& p) {
+  if (p.empty() || is_dir(p)) return;
+  make_dirs(parent_of(p));
+  if (::mkdir(p.c_str(), 0755) != 0 && errno != EEXIST) io_fail("cannot create directory", p);
+}
+void remove_tree(const std::string& p) {
+  if (!path_exists(p)) return;
+  ::nftw(p.c_str(), [](const char* f, const struct stat*, int, struct FTW*) { return ::remove(f); },
+         16, FTW_DEPTH | FTW_PHYS);
+}
+std::vector<std::string> list_dir(const std::string& p) {
+  std::vector<std::string> names;
+  DIR* d = ::opendir(p.c_str());
+  if (d == nullptr) return names;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(d);
+  return names;
+}
+void rename_or_fail(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    HYLAB_FAIL("checkpoint: cannot rename {} to {}: {}", from, to, std::strerror(errno));
+  }
+}
+
 void fsync_dir(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) return;  // best effort: some filesystems do not allow it
@@ -60,27 +111,122 @@ std::vector<char> read_file(const std::string& path) {
   return std::vector<char>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-void save_tensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors) {
-  c10::Dict<std::string, at::Tensor> dict;
-  for (const auto& [name, t] : tensors) {
-    HYLAB_CHECK(t.defined(), "checkpoint: tensor {} is undefined", name);
-    dict.insert(name, t.detach().to(torch::kCPU).contiguous());
-  }
-  const std::vector<char> bytes = torch::pickle_save(c10::IValue(dict));
-  write_durable(path, bytes.data(), bytes.size());
+// ---- safetensors: u64 little-endian header size, JSON header
+// {"name": {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, ...}, raw bytes ----
+
+const std::vector<std::pair<at::ScalarType, const char*>>& safetensors_dtypes() {
+  static const std::vector<std::pair<at::ScalarType, const char*>> t = {
+      {at::kFloat, "F32"}, {at::kDouble, "F64"}, {at::kBFloat16, "BF16"}, {at::kHalf, "F16"},
+      {at::kLong, "I64"},  {at::kInt, "I32"},    {at::kShort, "I16"},     {at::kChar, "I8"},
+      {at::kByte, "U8"},   {at::kBool, "BOOL"}};
+  return t;
 }
 
-std::map<std::string, torch::Tensor> load_tensors(const std::string& path) {
-  const c10::IValue v = torch::pickle_load(read_file(path));
-  HYLAB_CHECK(v.isGenericDict(), "checkpoint: {} does not hold a name -> tensor dict", path);
+const char* dtype_name(at::ScalarType t, const std::string& tensor) {
+  for (const auto& [st, name] : safetensors_dtypes()) {
+    if (st == t) return name;
+  }
+  HYLAB_FAIL("checkpoint: tensor {} has dtype {}, which checkpoints do not store", tensor, c10::toString(t));
+}
+
+void write_all(int fd, const char* data, size_t size, const std::string& path) {
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      ::close(fd);
+      io_fail("cannot write", path);
+    }
+    done += static_cast<size_t>(n);
+  }
+}
+
+// Streams the tensors to `path` (no second copy of the whole file in memory) and fsyncs.
+}  // namespace
+
+void save_safetensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors) {
+  std::vector<torch::Tensor> cpu;
+  nlohmann::json header = nlohmann::json::object();
+  int64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    HYLAB_CHECK(t.defined(), "checkpoint: tensor {} is undefined", name);
+    cpu.push_back(t.detach().to(torch::kCPU).contiguous());
+    const int64_t bytes = cpu.back().numel() * static_cast<int64_t>(cpu.back().element_size());
+    header[name] = {{"dtype", dtype_name(t.scalar_type(), name)},
+                    {"shape", t.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) io_fail("cannot create", path);
+  uint64_t n = text.size();
+  char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<char>((n >> (8 * i)) & 0xff);  // little-endian
+  write_all(fd, len, 8, path);
+  write_all(fd, text.data(), text.size(), path);
+  for (const auto& t : cpu) {
+    write_all(fd, static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size(), path);
+  }
+  if (::fsync(fd) != 0) {
+    ::close(fd);
+    io_fail("cannot fsync", path);
+  }
+  if (::close(fd) != 0) io_fail("cannot close", path);
+}
+
+std::map<std::string, torch::Tensor> load_safetensors(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) HYLAB_FAIL("checkpoint: cannot read {} (is it a checkpoint directory?)", path);
+  in.seekg(0, std::ios::end);
+  const int64_t file_size = in.tellg();
+  in.seekg(0);
+  unsigned char len[8] = {};
+  in.read(reinterpret_cast<char*>(len), 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(len[i]) << (8 * i);
+  HYLAB_CHECK(in && n <= static_cast<uint64_t>(file_size) - 8,
+              "checkpoint: {} is not a safetensors file (bad header size)", path);
+  std::string text(n, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(n));
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    HYLAB_FAIL("checkpoint: {} has a corrupt header: {}", path, e.what());
+  }
+  const int64_t data_start = 8 + static_cast<int64_t>(n);
   std::map<std::string, torch::Tensor> out;
-  for (const auto& item : v.toGenericDict()) {
-    HYLAB_CHECK(item.key().isString() && item.value().isTensor(),
-                "checkpoint: {} holds a non-(name, tensor) entry", path);
-    out[item.key().toStringRef()] = item.value().toTensor();
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") continue;
+    at::ScalarType dtype = at::kFloat;
+    bool known = false;
+    for (const auto& [st, dn] : safetensors_dtypes()) {
+      if (entry.value("dtype", "") == dn) {
+        dtype = st;
+        known = true;
+      }
+    }
+    HYLAB_CHECK(known, "checkpoint: {}: tensor {} has unsupported dtype {}", path, name,
+                entry.value("dtype", "?"));
+    const auto shape = entry.at("shape").get<std::vector<int64_t>>();
+    const auto offsets = entry.at("data_offsets").get<std::vector<int64_t>>();
+    auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
+    const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+    HYLAB_CHECK(offsets.size() == 2 && offsets[1] - offsets[0] == bytes &&
+                    data_start + offsets[1] <= file_size,
+                "checkpoint: {}: tensor {} has inconsistent offsets (truncated file?)", path, name);
+    in.seekg(data_start + offsets[0]);
+    in.read(static_cast<char*>(t.data_ptr()), bytes);
+    HYLAB_CHECK(static_cast<bool>(in), "checkpoint: {}: cannot read tensor {}", path, name);
+    out[name] = t;
   }
   return out;
 }
+
+namespace {
 
 // The model's state: parameters then buffers, by name.
 std::map<std::string, torch::Tensor> model_state(GPTImpl& model) {
@@ -118,39 +264,33 @@ void save_checkpoint(const std::string& dir, GPTImpl& model,
   m["config"] = nlohmann::json::parse(config_to_json(cfg, false));
   m["format"] = kFormat;
 
-  const fs::path target = fs::path(dir);
-  const fs::path parent = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  std::error_code ec;
-  fs::create_directories(parent, ec);
-  if (ec) HYLAB_FAIL("checkpoint: cannot create {}: {}", parent.string(), ec.message());
-  const fs::path tmp = parent / (target.filename().string() + ".tmp." + std::to_string(::getpid()));
-  fs::remove_all(tmp, ec);
-  fs::create_directory(tmp, ec);
-  if (ec) HYLAB_FAIL("checkpoint: cannot create {}: {}", tmp.string(), ec.message());
+  const std::string parent = parent_of(dir), name = base_of(dir);
+  make_dirs(parent);
+  const std::string tmp = join(parent, name + ".tmp." + std::to_string(::getpid()));
+  remove_tree(tmp);
+  if (::mkdir(tmp.c_str(), 0755) != 0) io_fail("cannot create directory", tmp);
 
-  save_tensors((tmp / "model.pt").string(), model_state(model));
-  save_tensors((tmp / "extra.pt").string(), extra);
+  save_safetensors(join(tmp, "model.safetensors"), model_state(model));
+  save_safetensors(join(tmp, "extra.safetensors"), extra);
   const std::string meta_text = m.dump(2) + "\n";
-  write_durable((tmp / "meta.json").string(), meta_text.data(), meta_text.size());
-  fsync_dir(tmp.string());
+  write_durable(join(tmp, "meta.json"), meta_text.data(), meta_text.size());
+  fsync_dir(tmp);
 
   // Replace: move an old checkpoint aside first (rename cannot replace a non-empty dir).
-  fs::path old;
-  if (fs::exists(target)) {
-    old = parent / (target.filename().string() + ".old." + std::to_string(::getpid()));
-    fs::remove_all(old, ec);
-    fs::rename(target, old, ec);
-    if (ec) HYLAB_FAIL("checkpoint: cannot move {} aside: {}", target.string(), ec.message());
+  std::string old;
+  if (path_exists(dir)) {
+    old = join(parent, name + ".old." + std::to_string(::getpid()));
+    remove_tree(old);
+    rename_or_fail(dir, old);
   }
-  fs::rename(tmp, target, ec);
-  if (ec) HYLAB_FAIL("checkpoint: cannot rename {} to {}: {}", tmp.string(), target.string(), ec.message());
-  fsync_dir(parent.string());
-  if (!old.empty()) fs::remove_all(old, ec);
+  rename_or_fail(tmp, dir);
+  fsync_dir(parent);
+  if (!old.empty()) remove_tree(old);
 }
 
 Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device device) {
   Checkpoint ck;
-  const std::string meta_path = (fs::path(dir) / "meta.json").string();
+  const std::string meta_path = join(dir, "meta.json");
   const std::vector<char> meta_bytes = read_file(meta_path);
   try {
     ck.meta = nlohmann::json::parse(meta_bytes.begin(), meta_bytes.end());
@@ -163,7 +303,7 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
     const std::string want = describe(gpt_config(ck.config)), have = describe(model->config());
     HYLAB_CHECK(want == have, "load_checkpoint: {} holds a model with {}, the given model has {}",
                 dir, want, have);
-    auto stored = load_tensors((fs::path(dir) / "model.pt").string());
+    auto stored = load_safetensors(join(dir, "model.safetensors"));
     auto state = model_state(*model);
     std::vector<std::string> missing, unexpected, wrong_shape;
     for (const auto& [name, t] : state) {
@@ -185,7 +325,7 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
         if (v.size() > 8) s += fmt::format(", ... ({} in all)", v.size());
         return s.empty() ? std::string("none") : s;
       };
-      HYLAB_FAIL("load_checkpoint: {}/model.pt does not match the model: missing [{}], unexpected [{}], "
+      HYLAB_FAIL("load_checkpoint: {}/model.safetensors does not match the model: missing [{}], unexpected [{}], "
                  "wrong shape [{}]",
                  dir, join(missing), join(unexpected), join(wrong_shape));
     }
@@ -193,13 +333,12 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
     for (auto& [name, t] : state) t.copy_(stored.at(name));
   }
 
-  const fs::path extra_path = fs::path(dir) / "extra.pt";
-  for (auto& [name, t] : load_tensors(extra_path.string())) ck.extra[name] = t.to(device);
+  for (auto& [name, t] : load_safetensors(join(dir, "extra.safetensors"))) ck.extra[name] = t.to(device);
   return ck;
 }
 
 GPT load_model(const std::string& dir, torch::Device device, Checkpoint* info) {
-  const std::string meta_path = (fs::path(dir) / "meta.json").string();
+  const std::string meta_path = join(dir, "meta.json");
   const std::vector<char> bytes = read_file(meta_path);
   nlohmann::json meta;
   try {
@@ -215,22 +354,21 @@ GPT load_model(const std::string& dir, torch::Device device, Checkpoint* info) {
 }
 
 std::string resolve_checkpoint_dir(const std::string& path) {
-  if (fs::exists(fs::path(path) / "meta.json")) return path;
-  const fs::path dir = fs::path(path) / "checkpoints";
+  if (path_exists(join(path, "meta.json"))) return path;
+  const std::string dir = join(path, "checkpoints");
   std::string best;
   long best_step = -1;
-  std::error_code ec;
-  if (fs::is_directory(dir, ec)) {
-    for (const auto& entry : fs::directory_iterator(dir, ec)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind("step_", 0) != 0 || !fs::exists(entry.path() / "meta.json")) continue;
-      const std::string digits = name.substr(5);
-      if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-      const long step = std::stol(digits);
-      if (step > best_step) {
-        best_step = step;
-        best = entry.path().string();
-      }
+  for (const std::string& name : list_dir(dir)) {
+    if (name.rfind("step_", 0) != 0 || !path_exists(join(join(dir, name), "meta.json"))) continue;
+    const std::string digits = name.substr(5);
+    if (digits.empty() || digits.size() > 12 ||
+        digits.find_first_not_of("0123456789") != std::string::npos) {
+      continue;
+    }
+    const long step = std::stol(digits);
+    if (step > best_step) {
+      best_step = step;
+      best = join(dir, name);
     }
   }
   if (best.empty()) {

@@ -1,12 +1,14 @@
 // Checkpoints: one directory per checkpoint, written atomically (a temporary sibling
 // directory, fsynced, then renamed into place), so a reader never sees half a checkpoint:
 //
-//   <dir>/model.pt    the model's named parameters and buffers (a dict name -> tensor)
-//   <dir>/extra.pt    named tensors of the caller (optimizer state, RNG state, loader position)
-//   <dir>/meta.json   {"config": <resolved RunConfig JSON>, "format": 1, ...caller fields}
+//   <dir>/model.safetensors   the model's named parameters and buffers
+//   <dir>/extra.safetensors   named tensors of the caller (optimizer state, RNG, loader position)
+//   <dir>/meta.json           {"config": <resolved RunConfig JSON>, "format": 1, ...caller fields}
 //
-// The .pt files are torch pickles of a str->Tensor dict (torch::pickle_save), CPU tensors:
-// Python's torch.load reads them, and either LibTorch version reads the other's.
+// Tensors are stored in the safetensors layout (8-byte header length, JSON header with dtype,
+// shape and offsets, raw little-endian bytes), streamed, independent of the LibTorch version
+// (a round trip through torch::pickle_save/pickle_load segfaulted under LibTorch 2.11, and
+// its typed dicts need torch.load(weights_only=False)); Python's `safetensors` reads them.
 // A run keeps its checkpoints in <run_dir>/checkpoints/step_XXXXXX/.
 #pragma once
 
@@ -39,6 +41,11 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model_or_null, torch
 
 // Builds the model a checkpoint describes, on `device`, with its weights.
 GPT load_model(const std::string& dir, torch::Device device, Checkpoint* info = nullptr);
+
+// One safetensors file of named tensors (any device in; CPU tensors out). Written with fsync;
+// every read is checked against the file size. Throws hylab::Error naming the path.
+void save_safetensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors);
+std::map<std::string, torch::Tensor> load_safetensors(const std::string& path);
 
 // `path` itself when it is a checkpoint (has meta.json), else the newest complete
 // <path>/checkpoints/step_N by N. Throws hylab::Error naming `path` when there is none.

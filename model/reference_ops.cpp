@@ -52,18 +52,26 @@ std::tuple<torch::Tensor, torch::Tensor> selective_scan(
   if (delta_bias.defined()) delta = delta + delta_bias.to(acc).unsqueeze(-1);
   if (delta_softplus) delta = softplus_ref(delta);
 
-  // Discretisation for all steps at once: dA = exp(d * A), dBu = d * Bm * u.
-  auto dA = torch::exp(delta.unsqueeze(-1) * A.unsqueeze(1));             // (B,E,T,N)
-  auto dBu = (delta * u).unsqueeze(-1) * Bm.transpose(1, 2).unsqueeze(1);  // (B,E,T,N)
+  // Discretisation for all steps at once, time-major so that each step's slice is contiguous:
+  // dA = exp(d * A), dBu = d * u * Bm.
+  auto d_t = delta.permute({2, 0, 1}).contiguous().unsqueeze(-1);                               // (T,B,E,1)
+  auto dA = torch::exp(d_t * A);                                                      // (T,B,E,N)
+  auto dBu = (d_t * u.permute({2, 0, 1}).unsqueeze(-1)) *
+             Bm.permute({2, 0, 1}).contiguous().unsqueeze(2);  // (T,B,E,N)
 
-  auto x = torch::zeros({B, E, N}, u.options());  // state (B,E,N)
-  std::vector<torch::Tensor> ys;
-  ys.reserve(T);
+  // The recurrence, one step at a time. unbind (not select) per step: its backward is one
+  // stack, where T selects would each scatter into a full-size zero tensor (quadratic in T).
+  const auto dA_steps = dA.unbind(0), dBu_steps = dBu.unbind(0);  // T x (B,E,N)
+  auto x = torch::zeros({B, E, N}, u.options());                   // state (B,E,N)
+  std::vector<torch::Tensor> xs;
+  xs.reserve(T);
   for (int64_t t = 0; t < T; ++t) {
-    x = dA.select(2, t) * x + dBu.select(2, t);                             // (B,E,N)
-    ys.push_back(torch::matmul(x, Cm.select(2, t).unsqueeze(-1)).squeeze(-1));  // (B,E)
+    x = dA_steps[t] * x + dBu_steps[t];
+    xs.push_back(x);
   }
-  auto y = torch::stack(ys, /*dim=*/2);  // (B,E,T)
+  // Read-out for all steps at once: y_t = <x_t, Cm_t>.
+  auto y = (torch::stack(xs, 0) * Cm.permute({2, 0, 1}).contiguous().unsqueeze(2)).sum(-1);  // (T,B,E)
+  y = y.permute({1, 2, 0});                                                        // (B,E,T)
   if (D.defined()) y = y + u * D.to(acc).unsqueeze(-1);
   if (z.defined()) y = y * torch::silu(z.to(acc));
   return {y.to(u_in.scalar_type()), x};

@@ -4,15 +4,15 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <filesystem>
+#include <set>
 #include <map>
 
 #include "model/accounting.h"
 #include "model/gpt.h"
+#include "tests/model/test_files.h"
 
 namespace hylab {
 namespace {
-namespace fs = std::filesystem;
 
 struct Expected {
   std::string pattern;  // compact
@@ -38,8 +38,8 @@ const std::map<std::string, Expected>& expected_configs() {
 
 TEST(Configs, EveryFileIsKnownAndEveryKnownFileExists) {
   std::set<std::string> found;
-  for (const auto& entry : fs::directory_iterator("configs")) {
-    if (entry.path().extension() == ".yaml") found.insert(entry.path().stem().string());
+  for (const std::string& f : testing::list_dir("configs")) {
+    if (f.size() > 5 && f.compare(f.size() - 5, 5, ".yaml") == 0) found.insert(f.substr(0, f.size() - 5));
   }
   for (const auto& [name, e] : expected_configs()) EXPECT_TRUE(found.count(name)) << name;
   for (const auto& name : found) EXPECT_TRUE(expected_configs().count(name)) << "untested config " << name;

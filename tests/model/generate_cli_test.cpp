@@ -8,7 +8,6 @@
 #include <array>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -16,12 +15,12 @@
 #include "model/checkpoint.h"
 #include "model/generate.h"
 #include "model/gpt.h"
+#include "tests/model/test_files.h"
 #include "tests/model/test_util.h"
 #include "trainer/tokenizer.h"
 
 namespace hylab {
 namespace {
-namespace fs = std::filesystem;
 
 struct CmdResult {
   int status;
@@ -43,41 +42,39 @@ class GenerateCli : public ::testing::Test {
     const char* bin = std::getenv("HYLAB_BIN");
     if (bin == nullptr) return;
     bin_ = bin;
-    root_ = fs::temp_directory_path() / ("hylab_generate_cli_" + std::to_string(::getpid()));
-    fs::remove_all(root_);
-    fs::create_directories(root_ / "in");
+    root_ = testing::make_temp_dir("generate_cli");
+    testing::make_dirs(testing::join(root_, "in"));
     // Documents of 40 words from a 17-word vocabulary.
     const std::vector<std::string> words = {"the", "quick", "brown", "fox", "jumps", "over",
                                             "lazy", "dog", "and", "cat", "sat", "on",
                                             "mat", "while", "birds", "sing", "trees"};
     std::mt19937 rng(0);
-    std::ofstream f(root_ / "in" / "a.txt");
+    std::ofstream f(testing::join(root_, "in/a.txt"));
     for (int d = 0; d < 150; ++d) {
       for (int w = 0; w < 40; ++w) f << (w ? " " : "") << words[rng() % words.size()];
       f << "\n\n";
     }
     f.close();
-    CmdResult r = run_cmd(bin_ + " data prepare --input " + (root_ / "in").string() + " --out " +
-                          (root_ / "data").string() + " --vocab_size 300 2>&1");
+    CmdResult r = run_cmd(bin_ + " data prepare --input " + testing::join(root_, "in") + " --out " +
+                          testing::join(root_, "data") + " --vocab_size 300 2>&1");
     ASSERT_EQ(r.status, 0) << r.out;
   }
   static void TearDownTestSuite() {
-    if (!root_.empty()) fs::remove_all(root_);
+    if (!root_.empty()) testing::remove_tree(root_);
   }
   void SetUp() override {
     if (bin_.empty()) GTEST_SKIP() << "HYLAB_BIN not set (run through ctest)";
   }
 
   static std::string bin_;
-  static fs::path root_;
+  static std::string root_;
 };
 std::string GenerateCli::bin_;
-fs::path GenerateCli::root_;
+std::string GenerateCli::root_;
 
 TEST_F(GenerateCli, TrainTinyModelThenGenerateFromTheRunDir) {
-  auto tok = trainer::Tokenizer::load((root_ / "data" / "tokenizer.model").string());
-  std::ifstream in(root_ / "in" / "a.txt");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto tok = trainer::Tokenizer::load(testing::join(root_, "data/tokenizer.model"));
+  const std::string text = testing::read_text(testing::join(root_, "in/a.txt"));
   std::vector<int64_t> ids = {tok.bos_id()};
   for (int id : tok.encode(text.substr(0, 6000))) ids.push_back(id);
   auto data = torch::tensor(ids, torch::kLong);  // (n)
@@ -108,12 +105,13 @@ TEST_F(GenerateCli, TrainTinyModelThenGenerateFromTheRunDir) {
     EXPECT_NEAR(first, std::log(static_cast<float>(tok.vocab_size())), 0.01) << pattern;  // zero lm_head
     EXPECT_LT(last, first - 2.0f) << pattern << ": the loss did not fall";
 
-    const fs::path run_dir = root_ / ("run_" + pattern);
-    save_checkpoint((run_dir / "checkpoints" / "step_000060").string(), *model, {},
+    const std::string run_dir = testing::join(root_, "run_" + pattern);
+    save_checkpoint(testing::join(run_dir, "checkpoints/step_000060"), *model, {},
                     {{"config", nlohmann::json::parse(config_to_json(r))}, {"step", 60}});
-    fs::copy_file(root_ / "data" / "tokenizer.model", run_dir / "tokenizer.model");
+    testing::write_text(testing::join(run_dir, "tokenizer.model"),
+                        testing::read_text(testing::join(root_, "data/tokenizer.model")));
 
-    CmdResult out = run_cmd(bin_ + " generate --checkpoint " + run_dir.string() +
+    CmdResult out = run_cmd(bin_ + " generate --checkpoint " + run_dir +
                             " --prompt 'the quick' --max_tokens 20 --temperature 0 --device cpu --quiet");
     ASSERT_EQ(out.status, 0) << out.out;
 
@@ -136,7 +134,7 @@ TEST_F(GenerateCli, TrainTinyModelThenGenerateFromTheRunDir) {
 }
 
 TEST_F(GenerateCli, ErrorsNameTheProblem) {
-  CmdResult r = run_cmd(bin_ + " generate --checkpoint " + (root_ / "nope").string() + " --prompt x 2>&1");
+  CmdResult r = run_cmd(bin_ + " generate --checkpoint " + testing::join(root_, "nope") + " --prompt x 2>&1");
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("no checkpoint at"), std::string::npos) << r.out;
 }

@@ -7,13 +7,13 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
-#include <filesystem>
 
 #include "model/checkpoint.h"
 #include "model/compat.h"
 #include "model/gpt.h"
 #include "model/ops.h"
 #include "model/reference_ops.h"
+#include "tests/model/test_files.h"
 #include "tests/model/test_util.h"
 
 namespace hylab {
@@ -144,19 +144,18 @@ TEST_F(Gpu, CheckpointFromCudaLoadsOnCpu) {
   RunConfig r = tiny_run_config("TMMT");
   GPT model = perturbed(gpt_config(r), 5);
   model->to(torch::kCUDA);
-  const auto dir = std::filesystem::temp_directory_path() / ("hylab_gpu_ckpt_" + std::to_string(::getpid()));
-  save_checkpoint(dir.string(), *model, {{"m", torch::ones({3}, torch::kCUDA)}},
-                  {{"config", nlohmann::json::parse(config_to_json(r))}});
+  const std::string root = testing::make_temp_dir("gpu_ckpt"), dir = testing::join(root, "step_1");
+  const nlohmann::json meta = {{"config", nlohmann::json::parse(config_to_json(r))}};
+  save_checkpoint(dir, *model, {{"m", torch::ones({3}, torch::kCUDA)}}, meta);
   Checkpoint info;
-  GPT loaded = load_model(dir.string(), torch::kCPU, &info);
+  GPT loaded = load_model(dir, torch::kCPU, &info);
   EXPECT_TRUE(info.extra["m"].device().is_cpu());
   auto a = model->named_parameters(), b = loaded->named_parameters();
   for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value().cpu(), b[item.key()])) << item.key();
   if (const char* keep = std::getenv("HYLAB_KEEP_CKPT")) {  // for cross-version checks by hand
-    std::filesystem::remove_all(keep);
-    std::filesystem::copy(dir, keep, std::filesystem::copy_options::recursive);
+    save_checkpoint(keep, *model, {}, meta);
   }
-  std::filesystem::remove_all(dir);
+  testing::remove_tree(root);
 }
 
 TEST_F(Gpu, KernelsMatchTheReferenceInTheModel) {
