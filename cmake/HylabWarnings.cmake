@@ -9,6 +9,11 @@ endfunction()
 # dominates compile time on small machines (CI has 2 cores).
 function(hylab_torch_library target)
   target_link_libraries(${target} PUBLIC ${TORCH_LIBRARIES})
+  # A pip LibTorch ships its own (older) google/protobuf headers inside its include dir; our
+  # protobuf's headers must be found first, or config.pb.h fails to compile next to torch.
+  if(Protobuf_INCLUDE_DIRS)
+    target_include_directories(${target} SYSTEM BEFORE PUBLIC ${Protobuf_INCLUDE_DIRS})
+  endif()
   target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
   target_precompile_headers(${target} PRIVATE <torch/torch.h>)
 endfunction()
