@@ -4,7 +4,9 @@
 // bit for bit, 2 gloo ranks == 1 rank at the same global batch, divergence (3), bad config
 // and data (2), a rank that never joins (init deadline).
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -35,6 +37,19 @@ std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// A TCP port that was free a moment ago (bind to port 0, read it back).
+int free_tcp_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
 }
 
 struct Result {
@@ -210,6 +225,29 @@ TEST_F(TrainTest, TwoGlooRanksMatchOneRankAtTheSameGlobalBatch) {
   }
   std::printf("2 ranks vs 1 rank: %d of 8 losses bit-identical\n", exact);
   EXPECT_NE(slurp(run_dir("two") + "/train.log").find("2 rank(s), backend gloo"), std::string::npos);
+
+  // The same two ranks started the way torchrun/SLURM do: RANK/WORLD_SIZE and a TCPStore at
+  // MASTER_ADDR:MASTER_PORT served by rank 0.
+  const int port = free_tcp_port();
+  std::vector<Subprocess> ranks;
+  for (int r = 0; r < 2; ++r) {
+    Subprocess::Options so;
+    so.extra_env = {"RANK=" + std::to_string(r), "WORLD_SIZE=2", "LOCAL_RANK=" + std::to_string(r),
+                    "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
+    so.stdout_file = (root_ / ("tcp" + std::to_string(r) + ".out")).string();
+    so.stderr_file = so.stdout_file + ".err";
+    std::vector<std::string> args = {hylab_bin(), "train", "--config", (root_ / "tiny.yaml").string(),
+                                     "--run_dir", run_dir("tcp"), "--metrics_jsonl", jsonl("tcp"),
+                                     "--probe_steps", "0"};
+    args.insert(args.end(), cfg.begin(), cfg.end());
+    ranks.push_back(Subprocess::spawn(args, so));
+  }
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(ranks[r].wait(), 0) << slurp((root_ / ("tcp" + std::to_string(r) + ".out.err")).string());
+  }
+  const auto c = metric(jsonl("tcp"), "train_loss");
+  ASSERT_EQ(c.size(), 8u);
+  for (const auto& [step, v] : b) EXPECT_EQ(c.at(step), v) << "step " << step;
 }
 
 TEST_F(TrainTest, DivergenceExitsWith3) {
