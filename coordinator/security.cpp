@@ -21,18 +21,26 @@ std::string trim(std::string s) {
   return s;
 }
 
-// `public-key = "..."` -> ("public-key", "...") ; a bare key -> ("", key).
+// `public-key = "..."` -> ("public-key", "...") ; a bare key -> ("", key). Z85 keys may
+// contain '=', so only the two known names make a line an assignment.
 std::pair<std::string, std::string> parse_line(const std::string& raw) {
   std::string line = trim(raw);
-  const size_t eq = line.find('=');
-  if (eq == std::string::npos) return {"", line};
-  std::string key = trim(line.substr(0, eq));
-  std::string value = trim(line.substr(eq + 1));
-  if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
-    value = value.substr(1, value.size() - 2);
+  for (const char* name : {"public-key", "secret-key"}) {
+    const std::string n = name;
+    if (line.compare(0, n.size(), n) != 0) continue;
+    std::string rest = trim(line.substr(n.size()));
+    if (rest.empty() || rest[0] != '=') continue;
+    std::string value = trim(rest.substr(1));
+    if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+      value = value.substr(1, value.size() - 2);
+    }
+    return {n, value};
   }
-  return {key, value};
+  return {"", line};
 }
+
+// Blank lines and comments (# ...) carry nothing. (No Z85 key starts with '#'.)
+bool skip_line(const std::string& t) { return t.empty() || t[0] == '#'; }
 
 std::string binary_of(const std::string& z85) {
   std::string out(32, '\0');
@@ -50,13 +58,9 @@ void add_keys_from_file(AllowList* list, const fs::path& path) {
   while (std::getline(in, line)) {
     ++n;
     const std::string t = trim(line);
-    if (t.empty() || t[0] == '#') continue;
+    if (skip_line(t)) continue;
     auto [key, value] = parse_line(t);
     if (key == "secret-key") continue;  // a .key file given by mistake: use its public half
-    if (!key.empty() && key != "public-key") {
-      HYLAB_FAIL("{}:{}: unknown entry \"{}\"; expected a Z85 public key or public-key = \"...\"",
-                 path.string(), n, key);
-    }
     if (!is_z85_key(value)) {
       HYLAB_FAIL("{}:{}: \"{}\" is not a CurveZMQ public key (40 Z85 characters)", path.string(), n, value);
     }
@@ -119,11 +123,10 @@ KeyPair read_key_file(const std::string& path) {
   std::string line;
   while (std::getline(in, line)) {
     const std::string t = trim(line);
-    if (t.empty() || t[0] == '#') continue;
+    if (skip_line(t)) continue;
     auto [key, value] = parse_line(t);
-    if (key == "public-key" || key.empty()) kp.public_z85 = value;
-    else if (key == "secret-key") kp.secret_z85 = value;
-    else HYLAB_FAIL("{}: unknown entry \"{}\"; expected public-key or secret-key", path, key);
+    if (key == "secret-key") kp.secret_z85 = value;
+    else kp.public_z85 = value;  // public-key = "..." or a bare key
   }
   if (!kp.secret_z85.empty()) {
     if (!is_z85_key(kp.secret_z85)) HYLAB_FAIL("{}: secret-key is not 40 Z85 characters", path);

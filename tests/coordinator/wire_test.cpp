@@ -155,6 +155,25 @@ TEST_F(KeysTest, AllowListFromFileOrFolder) {
   }
 }
 
+// Z85 uses '=' too: a bare key with one is a key, not an assignment. (A key never starts
+// with '#': the first character of a Z85 group encodes at most 2^32 / 85^4 < 83.)
+TEST_F(KeysTest, BareKeysMayContainEquals) {
+  KeyPair with_eq;
+  for (int i = 0; i < 1000 && with_eq.public_z85.empty(); ++i) {
+    const KeyPair k = generate_keypair();
+    if (k.public_z85.find('=') != std::string::npos) with_eq = k;
+  }
+  ASSERT_FALSE(with_eq.public_z85.empty());
+  {
+    std::ofstream f(dir_ / "allow.txt");
+    f << "# a comment\n" << with_eq.public_z85 << "\n";
+  }
+  EXPECT_EQ(AllowList::load((dir_ / "allow.txt").string()).size(), 1u);
+  write_keypair(with_eq, (dir_ / "e").string());
+  EXPECT_EQ(read_key_file((dir_ / "e.key").string()).public_z85, with_eq.public_z85);
+  EXPECT_EQ(read_key_file((dir_ / "e.pub").string()).public_z85, with_eq.public_z85);
+}
+
 TEST_F(KeysTest, ZapAllowsKnownKeysAndRefusesOthers) {
   const KeyPair known = generate_keypair(), stranger = generate_keypair();
   AllowList allow;

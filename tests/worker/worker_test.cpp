@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -154,6 +156,22 @@ TEST(Inventory, ParsesNvidiaSmi) {
   EXPECT_GT(cpu.mem_gib, 0);
   EXPECT_THROW(detect_inventory("9999", 1), std::exception);
   EXPECT_THROW(detect_inventory("x", 1), std::exception);
+}
+
+// On a GPU machine: what nvidia-smi lists is what the worker offers (one slot per GPU).
+TEST(Inventory, DetectsThisMachinesGpus) {
+  if (std::system("nvidia-smi -L >/dev/null 2>&1") != 0) GTEST_SKIP() << "no nvidia-smi here";
+  const Inventory inv = detect_inventory("auto", 1);
+  ASSERT_FALSE(inv.gpus.empty());
+  EXPECT_EQ(inv.slots, static_cast<int>(inv.gpus.size()));
+  for (const auto& g : inv.gpus) {
+    EXPECT_FALSE(g.name.empty());
+    EXPECT_GT(g.mem_gib, 1.0);
+    std::printf("GPU %d: %s, %.1f GiB\n", g.index, g.name.c_str(), g.mem_gib);
+  }
+  const Inventory first = detect_inventory(std::to_string(inv.gpus[0].index), 1);
+  EXPECT_EQ(first.slots, 1);
+  EXPECT_EQ(detect_inventory("none", 2).slots, 2);
 }
 
 TEST_F(WorkerPartsTest, RunnerPassesTheContractArgvAndCollectsExitAndLog) {
