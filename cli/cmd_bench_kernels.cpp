@@ -196,13 +196,34 @@ struct MambaLayer {
     for (Tensor& p : params()) p.requires_grad_(true);
   }
 
+  // Same layout as model/mamba.cpp: every tensor the kernels see has unit stride along T,
+  // so the glue makes no layout copies. in_proj is one GEMM into (2E, B*T) (as
+  // mamba_simple); x_proj, dt_proj and out_proj are channel-major bmm's with the weight
+  // broadcast over B.
   Tensor forward(const Tensor& h) {  // (B, T, C) -> (B, T, C)
-    const Tensor xz = torch::matmul(W_in, h.transpose(1, 2));          // (B, 2E, T)
-    const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
+    const int64_t B = h.size(0), T = h.size(1);
+    const Tensor xz = torch::mm(W_in, h.reshape({B * T, C}).t()).view({2 * E, B, T});
+    const auto xzs = xz.split(E, 0);                                   // (E, B, T) each
+    const Tensor x = xzs[0].permute({1, 0, 2}), z = xzs[1].permute({1, 0, 2});  // (B, E, T)
     const Tensor xc = hylab::cuda_ops::causal_conv1d(x, conv_w, conv_b, true);  // (B, E, T)
+    const Tensor x_dbl = torch::bmm(W_x.unsqueeze(0).expand({B, -1, -1}), xc);  // (B, R+2N, T)
+    const Tensor delta =
+        torch::bmm(W_dt.unsqueeze(0).expand({B, -1, -1}), x_dbl.narrow(1, 0, R));  // (B, E, T)
+    const Tensor Bm = x_dbl.narrow(1, R, N), Cm = x_dbl.narrow(1, R + N, N);    // (B, N, T)
+    const Tensor y = hylab::cuda_ops::selective_scan(xc, delta, A, Bm, Cm, D, z, dt_bias, true);
+    return torch::bmm(W_out.unsqueeze(0).expand({B, -1, -1}), y).transpose(1, 2).contiguous();
+  }
+
+  // The layout this bench used up to ff955ca (Linear-style matmuls on transposed views: the
+  // glue copies x, z, delta, Bm, Cm and the scan's incoming gradient). Timed beside forward()
+  // and printed to stderr only, so one run shows what the layout costs.
+  Tensor forward_transposed(const Tensor& h) {
+    const Tensor xz = torch::matmul(W_in, h.transpose(1, 2));  // (B, 2E, T), stride 2E along T
+    const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
+    const Tensor xc = hylab::cuda_ops::causal_conv1d(x, conv_w, conv_b, true);
     const Tensor x_dbl = torch::matmul(xc.transpose(1, 2), W_x.t());  // (B, T, R + 2N)
-    const Tensor delta = torch::matmul(W_dt, x_dbl.narrow(2, 0, R).transpose(1, 2));  // (B,E,T)
-    const Tensor Bm = x_dbl.narrow(2, R, N).transpose(1, 2);          // (B, N, T)
+    const Tensor delta = torch::matmul(W_dt, x_dbl.narrow(2, 0, R).transpose(1, 2));
+    const Tensor Bm = x_dbl.narrow(2, R, N).transpose(1, 2);
     const Tensor Cm = x_dbl.narrow(2, R + N, N).transpose(1, 2);
     const Tensor y = hylab::cuda_ops::selective_scan(xc, delta, A, Bm, Cm, D, z, dt_bias, true);
     return torch::matmul(y.transpose(1, 2), W_out.t());
@@ -231,9 +252,9 @@ struct AttentionLayer {
   }
 };
 
-template <typename Layer>
+template <typename Layer, typename Fwd>
 double layer_fwd_bwd_ms(Layer& layer, std::vector<Tensor> params, int64_t B, int64_t T,
-                        const BenchOptions& o) {
+                        const BenchOptions& o, Fwd&& fwd) {
   for (Tensor& p : params) p.requires_grad_(true);
   Tensor h = torch::randn({B, T, layer.C}, kBf16).requires_grad_(true);
   const Tensor dout = torch::randn({B, T, layer.C}, kBf16);
@@ -241,7 +262,7 @@ double layer_fwd_bwd_ms(Layer& layer, std::vector<Tensor> params, int64_t B, int
   wrt.push_back(h);
   return median_ms(
       [&] {
-        Tensor out = layer.forward(h);
+        Tensor out = fwd(h);
         torch::autograd::grad({out}, wrt, {dout});
       },
       o);
@@ -252,12 +273,19 @@ void bench_layers(int64_t d_model, int64_t B, int64_t T, const BenchOptions& o, 
   {
     MambaLayer m(d_model);
     results.push_back(record("mamba_layer", shape, "fwd+bwd",
-                             layer_fwd_bwd_ms(m, m.params(), B, T, o), std::nullopt));
+                             layer_fwd_bwd_ms(m, m.params(), B, T, o,
+                                              [&](const Tensor& h) { return m.forward(h); }),
+                             std::nullopt));
+    const double old_ms = layer_fwd_bwd_ms(
+        m, m.params(), B, T, o, [&](const Tensor& h) { return m.forward_transposed(h); });
+    std::fprintf(stderr, "  (mamba layer, transposed layout of ff955ca: %.4f ms)\n", old_ms);
   }
   {
     AttentionLayer a(d_model);
     results.push_back(record("attention_layer", shape, "fwd+bwd",
-                             layer_fwd_bwd_ms(a, {a.W_qkv, a.W_o}, B, T, o), std::nullopt));
+                             layer_fwd_bwd_ms(a, {a.W_qkv, a.W_o}, B, T, o,
+                                              [&](const Tensor& h) { return a.forward(h); }),
+                             std::nullopt));
   }
 }
 

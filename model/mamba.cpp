@@ -7,6 +7,14 @@
 #include "model/ops.h"
 
 namespace hylab {
+namespace {
+
+// W (M, K) in x's dtype, broadcast over x's batch: (B, M, K) with batch stride 0.
+torch::Tensor batched_weight(const torch::Tensor& W, const torch::Tensor& x) {
+  return W.to(x.scalar_type()).unsqueeze(0).expand({x.size(0), -1, -1});
+}
+
+}  // namespace
 
 MambaMixerImpl::MambaMixerImpl(const GPTConfig& cfg)
     : E_(cfg.d_inner()),
@@ -54,23 +62,38 @@ void MambaMixerImpl::reset_mamba_parameters() {
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> MambaMixerImpl::ssm_inputs(
     const torch::Tensor& x) {
-  auto x_dbl = x_proj(x.transpose(1, 2));                 // (B, T, R+2N)
-  auto parts = x_dbl.split_with_sizes({R_, N_, N_}, -1);  // (B,T,R) (B,T,N) (B,T,N)
-  auto dt = torch::linear(parts[0], dt_proj->weight);     // (B, T, E), bias goes to the scan
-  return {dt.transpose(1, 2), parts[1].transpose(1, 2), parts[2].transpose(1, 2)};
+  // Channel-major batched GEMMs (the weights broadcast over B), so dt, Bm and Cm come out
+  // with unit stride along T and the kernels take them without layout copies (a Linear on
+  // x^T returns (B, T, .) and each of them would become a transposed copy).
+  // The weights are cast to x's dtype before the broadcast (what autocast would do anyway),
+  // so autocast does not materialise a (B, ., .) copy of them.
+  auto x_dbl = torch::bmm(batched_weight(x_proj->weight, x), x);  // (B, R+2N, T)
+  auto parts = x_dbl.split_with_sizes({R_, N_, N_}, 1);   // (B,R,T) (B,N,T) (B,N,T)
+  auto dt = torch::bmm(batched_weight(dt_proj->weight, parts[0]), parts[0]);  // (B, E, T)
+  return {dt, parts[1], parts[2]};  // dt_proj's bias goes to the scan as delta_bias
 }
 
 torch::Tensor MambaMixerImpl::forward(const torch::Tensor& x_in) {
-  auto xz = in_proj(x_in).transpose(1, 2);  // (B, 2E, T)
-  auto x = xz.narrow(1, 0, E_);             // (B, E, T)
-  auto z = xz.narrow(1, E_, E_);            // (B, E, T)
+  const int64_t B = x_in.size(0), T = x_in.size(1);
+  // in_proj as one GEMM with the channels first, as mamba_simple does:
+  // (2E, C) @ (C, B*T) -> (2E, B, T); x and z are (B, E, T) views of it with unit stride
+  // along T (strides (T, B*T, 1)), which the kernels take as they are. Splitting along the
+  // leading dim makes the backward one cat straight into the (2E, B*T) layout mm wants.
+  auto xz = torch::mm(in_proj->weight, x_in.reshape({B * T, x_in.size(2)}).t())
+                .view({2 * E_, B, T});
+  auto xz_parts = xz.split(E_, 0);          // (E, B, T) each
+  auto x = xz_parts[0].permute({1, 0, 2});  // (B, E, T)
+  auto z = xz_parts[1].permute({1, 0, 2});  // (B, E, T)
   x = ops::causal_conv1d(x, conv1d_weight, conv1d_bias, /*silu=*/true, use_kernels_);
   auto [dt, Bm, Cm] = ssm_inputs(x);
   auto A = -torch::exp(A_log.to(torch::kFloat));  // (E, N) fp32
   auto y = ops::selective_scan(x, dt, A, Bm, Cm, D.to(torch::kFloat), z,
                                dt_proj->bias.to(torch::kFloat), /*delta_softplus=*/true,
                                use_kernels_);  // (B, E, T)
-  return out_proj(y.transpose(1, 2));          // (B, T, C)
+  // out_proj as (C, E) @ y per batch: its backward hands the scan a (B, E, T) gradient with
+  // unit stride along T; the one transposed copy left is that of the (B, T, C) output.
+  auto out_t = torch::bmm(batched_weight(out_proj->weight, y), y);  // (B, C, T)
+  return out_t.transpose(1, 2).contiguous();  // (B, T, C)
 }
 
 torch::Tensor MambaMixerImpl::forward_step(const torch::Tensor& x_in, LayerCache& cache,
