@@ -274,11 +274,11 @@ void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const st
       }
       default: HYLAB_FAIL("unknown request");
     }
-  } catch (const Error& e) {
-    // An expected failure: roll back this request's writes but answer the client.
+  } catch (const std::exception& e) {
+    // Roll back this request's writes but answer the client with the reason.
     store->db().exec("ROLLBACK TO message");
     reply->set_ok(false);
-    reply->set_error(e.what());
+    reply->set_error(dynamic_cast<const Error*>(&e) ? e.what() : std::string("internal error: ") + e.what());
     reply->clear_json();
   }
   send(routing_id, env, delimiter);

@@ -235,9 +235,8 @@ void Coordinator::Impl::on_metrics(WorkerInfo& w, const proto::MetricsBatch& b) 
     send(w.worker_id, ack);
     return;
   }
-  if (b.seq() <= store->last_seq(b.trial_id(), b.attempt()) && b.seq() > 0) {
-    // A retransmit of a stored batch; storing it again would change nothing either.
-  }
+  // A retransmitted batch (seq <= last_seq) is stored again: its rows are keyed by
+  // (trial_id, name, step) and carry the same values, so nothing changes.
   std::map<int64_t, std::vector<MetricPoint>> by_attempt;
   for (const auto& m : b.metrics()) {
     by_attempt[m.attempt() > 0 ? m.attempt() : b.attempt()].push_back(

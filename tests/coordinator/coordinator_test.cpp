@@ -25,13 +25,13 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-constexpr int kHeartbeatMs = 100;
+constexpr int kHeartbeatMs = 200;  // liveness 600 ms: robust to a loaded 2-core CI machine
 
 class Running {
  public:
-  explicit Running(CoordinatorOptions opt) {
+  explicit Running(CoordinatorOptions opt, int heartbeat_ms = kHeartbeatMs) {
     opt.bind = "tcp://127.0.0.1:*";
-    opt.heartbeat_ms = kHeartbeatMs;
+    opt.heartbeat_ms = heartbeat_ms;
     c_ = std::make_unique<Coordinator>(opt);
     thread_ = std::thread([this] { c_->run(stop_); });
   }
@@ -172,7 +172,8 @@ class CoordinatorTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  proto::ClientRequest submit_request(int n_trials, int max_retries, const std::string& extra = "") {
+  proto::ClientRequest submit_request(int n_trials, int max_retries, const std::string& extra = "",
+                                      int gpus = 1, int nodes = 1) {
     std::string values;
     for (int i = 0; i < n_trials; ++i) values += (i ? ", " : "") + std::to_string(i);
     const auto spec = parse_sweep_yaml("name: t\nbase: b\nmax_retries: " + std::to_string(max_retries) +
@@ -185,7 +186,8 @@ class CoordinatorTest : public ::testing::Test {
     proto::ClientRequest req;
     auto* s = req.mutable_submit_sweep();
     s->set_name(spec.name());
-    s->set_gpus_per_trial(1);
+    s->set_gpus_per_trial(gpus);
+    s->set_nodes_per_trial(nodes);
     s->set_max_retries(spec.max_retries());
     s->set_early_stop_json(early_stop_to_json(spec));
     s->set_metric_name(spec.metric().name());
@@ -201,11 +203,15 @@ class CoordinatorTest : public ::testing::Test {
     return req;
   }
 
-  int64_t submit(const std::string& endpoint, int n_trials, int max_retries, const std::string& extra = "") {
+  int64_t submit(const std::string& endpoint, int n_trials, int max_retries, const std::string& extra = "",
+                 int gpus = 1, int nodes = 1) {
+    return client(endpoint)->call_json(submit_request(n_trials, max_retries, extra, gpus, nodes))
+        .at("sweep_id").get<int64_t>();
+  }
+  std::unique_ptr<wire::Client> client(const std::string& endpoint) {
     wire::Security insecure;
     insecure.insecure = true;
-    wire::Client c(endpoint, insecure, 5000);
-    return c.call_json(submit_request(n_trials, max_retries, extra)).at("sweep_id").get<int64_t>();
+    return std::make_unique<wire::Client>(endpoint, insecure, 5000);
   }
 
   // One value from the database (the coordinator commits every loop iteration, before it
@@ -480,6 +486,59 @@ TEST_F(CoordinatorTest, EarlyStoppingStopsTrialsThatCannotWin) {
   EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id=" + std::to_string(t)), "stopped");
   EXPECT_NE(query("SELECT reason FROM trials WHERE trial_id=" + std::to_string(t)).find("median"),
             std::string::npos);
+}
+
+TEST_F(CoordinatorTest, MultiNodeTrialsAreGangScheduledAndTheirRendezvousRelayed) {
+  Running c(opt_, /*heartbeat_ms=*/500);  // two peers beat only while the test waits on them
+  submit(c.endpoint(), 1, 0, "", /*gpus=*/2, /*nodes=*/2);
+  Peer a(c.endpoint(), "wa");
+  a.hello(1);
+  EXPECT_FALSE(a.expect(proto::Envelope::kAssign, 400));  // one node is not enough
+  Peer b(c.endpoint(), "wb");
+  b.hello(1);
+  auto as_a = a.expect(proto::Envelope::kAssign);
+  auto as_b = b.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(as_a && as_b);
+  EXPECT_EQ(as_a->assign().num_nodes(), 2);
+  EXPECT_EQ(as_a->assign().trial_id(), as_b->assign().trial_id());
+  EXPECT_NE(as_a->assign().node_rank(), as_b->assign().node_rank());
+  Peer& rank0 = as_a->assign().node_rank() == 0 ? a : b;
+  Peer& rank1 = as_a->assign().node_rank() == 0 ? b : a;
+  const int64_t t = as_a->assign().trial_id();
+  proto::Envelope rv;
+  rv.mutable_rendezvous()->set_trial_id(t);
+  rv.mutable_rendezvous()->set_attempt(1);
+  rv.mutable_rendezvous()->set_payload("node0:29500");
+  rank1.send(rv);  // not node 0: dropped
+  rank0.send(rv);
+  auto relayed = rank1.expect(proto::Envelope::kRendezvous);
+  ASSERT_TRUE(relayed);
+  EXPECT_EQ(relayed->rendezvous().payload(), "node0:29500");
+  EXPECT_FALSE(rank1.expect(proto::Envelope::kRendezvous, 300));  // exactly once
+  // A failure on one node ends the attempt everywhere.
+  rank1.started(t, 1);
+  rank0.started(t, 1);
+  rank1.finished(t, 1, proto::TRIAL_OUTCOME_FAILED, 1);
+  auto cancel = rank0.expect(proto::Envelope::kCancel);
+  ASSERT_TRUE(cancel);
+  EXPECT_EQ(cancel->cancel().trial_id(), t);
+}
+
+TEST_F(CoordinatorTest, DrainedWorkersGetNoNewTrials) {
+  Running c(opt_);
+  Peer w(c.endpoint(), "w1");
+  w.hello(1);
+  ASSERT_TRUE(w.expect(proto::Envelope::kWelcome));
+  proto::ClientRequest req;
+  req.set_drain_worker("w1");
+  EXPECT_EQ(client(c.endpoint())->call_json(req)["state"], "draining");
+  ASSERT_TRUE(w.expect(proto::Envelope::kDrain));
+  submit(c.endpoint(), 1, 0);
+  EXPECT_FALSE(w.expect(proto::Envelope::kAssign, 500));
+  EXPECT_EQ(query("SELECT state FROM workers"), "draining");
+  proto::ClientRequest unknown;
+  unknown.set_drain_worker("nobody");
+  EXPECT_THROW(client(c.endpoint())->call(unknown), Error);
 }
 
 TEST_F(CoordinatorTest, CurveAdmitsOnlyKeysInTheAllowList) {
