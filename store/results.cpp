@@ -68,6 +68,15 @@ std::string csv_quote(const std::string& s) {
   return out + "\"";
 }
 
+// A clear error for a file that is not a hylab database (instead of "no such table").
+void require_schema(Db& db) {
+  auto st = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'trials'");
+  if (!st.step()) {
+    HYLAB_FAIL("{} is not a hylab results database (no trials table); pass the --db that the "
+               "coordinator or `hylab train` wrote", db.path());
+  }
+}
+
 }  // namespace
 
 int Table::column(const std::string& name) const {
@@ -78,6 +87,7 @@ int Table::column(const std::string& name) const {
 }
 
 Table results(Db& db, const ResultsQuery& q) {
+  require_schema(db);
   auto st = db.prepare(R"SQL(
     SELECT t.trial_id, t.sweep_id, sw.name, t.state, t.block_pattern, t.n_layer, t.n_attn_layers,
            t.n_mamba_layers, t.mamba_d_state, t.mamba_expand, t.seed, t.params_json,
@@ -199,6 +209,7 @@ Table group_results(const Table& t, const std::string& column) {
 }
 
 Table curves(Db& db, const std::vector<int64_t>& trial_ids) {
+  require_schema(db);
   std::set<std::string> names_set;
   std::map<std::pair<int64_t, int64_t>, std::map<std::string, double>> cells;  // (trial, step)
   for (int64_t id : trial_ids) {

@@ -142,6 +142,18 @@ TEST_F(StoreTest, GroupByAndFormats) {
   EXPECT_THROW(parse_format("xml"), Error);
 }
 
+TEST_F(StoreTest, ForeignDatabasesAreNamed) {
+  auto other = Db::open((dir_ / "other.db").string());
+  other->exec("CREATE TABLE x(a)");
+  try {
+    results(*other, ResultsQuery{});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("not a hylab results database"), std::string::npos);
+  }
+  EXPECT_THROW(Db::open((dir_ / "missing.db").string(), /*read_only=*/true), Error);
+}
+
 TEST_F(StoreTest, CurvesHaveAStepColumnAndOneColumnPerMetric) {
   const int64_t sweep_id = make_sweep();
   auto trials = store_->trials_of(sweep_id);
