@@ -19,7 +19,7 @@
 namespace hylab::trainer {
 namespace {
 
-nlohmann::json bench(const BenchOptions& opt) {
+nlohmann::ordered_json bench(const BenchOptions& opt) {
   RunConfig cfg = opt.config_path.empty() ? RunConfig() : load_config_file(opt.config_path);
   const auto rest = apply_override_args(&cfg, opt.overrides);
   if (!rest.empty()) throw ConfigError("unknown argument \"" + rest.front() + "\"");
@@ -70,7 +70,7 @@ nlohmann::json bench(const BenchOptions& opt) {
   const MemoryStats mem = peak_memory(device);
   return {
       {"tok_per_s", tok_per_s},
-      {"mfu", peak > 0 ? nlohmann::json(mfu(fpt, tok_per_s, peak, 1)) : nlohmann::json()},
+      {"mfu", peak > 0 ? nlohmann::ordered_json(mfu(fpt, tok_per_s, peak, 1)) : nlohmann::ordered_json()},
       {"step_ms", 1e3 * dt / opt.steps},
       {"peak_mem_gib", mem.peak_allocated_gib},
       {"peak_reserved_gib", mem.peak_reserved_gib},
@@ -86,7 +86,7 @@ nlohmann::json bench(const BenchOptions& opt) {
       {"steps", opt.steps},
       {"warmup_steps", opt.warmup},
       {"torch_version", TORCH_VERSION},
-      {"config", nlohmann::json::parse(config_to_json(cfg, false))},
+      {"config", nlohmann::ordered_json::parse(config_to_json(cfg, false))},
   };
 }
 

@@ -264,8 +264,10 @@ int64_t utf8_error_offset(const std::string& s) {
   return -1;
 }
 
-PrepareResult prepare_data(const PrepareOptions& opt,
-                           const std::function<void(const std::string&)>& progress) {
+namespace {
+
+PrepareResult prepare_data_impl(const PrepareOptions& opt,
+                                const std::function<void(const std::string&)>& progress) {
   const auto t0 = Clock::now();
   auto say = [&](const std::string& s) {
     if (progress) progress(s);
@@ -390,6 +392,19 @@ PrepareResult prepare_data(const PrepareOptions& opt,
   if (ec) HYLAB_FAIL("cannot rename {} to {}: {}", partial.string(), out.string(), ec.message());
   r.seconds = seconds_since(t0);
   return r;
+}
+
+}  // namespace
+
+PrepareResult prepare_data(const PrepareOptions& opt,
+                           const std::function<void(const std::string&)>& progress) {
+  try {
+    return prepare_data_impl(opt, progress);
+  } catch (...) {
+    std::error_code ec;  // leave no half-written OUT.partial behind
+    if (!opt.out_dir.empty()) fs::remove_all(opt.out_dir + ".partial", ec);
+    throw;
+  }
 }
 
 DataMeta read_data_meta(const std::string& dir) {

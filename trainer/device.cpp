@@ -91,12 +91,12 @@ void set_rng_state(const std::map<std::string, torch::Tensor>& state, const torc
   if (auto it = state.find("rng.cpu"); it != state.end()) {
     auto gen = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(it->second);
+    gen.set_state(it->second.to(torch::kCPU));  // states are CPU byte tensors, whatever the device
   }
   if (auto it = state.find("rng.cuda"); it != state.end() && device.is_cuda()) {
     auto gen = at::globalContext().defaultGenerator(device);
     std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(it->second);
+    gen.set_state(it->second.to(torch::kCPU));
   }
 }
 

@@ -303,6 +303,7 @@ TEST(Prepare, BadInputGivesClearErrors) {
   opt.out_dir = dir / "notdata";
   EXPECT_NE(err({dir / "ok.txt"}).find("is not a hylab data folder"), std::string::npos);
   EXPECT_TRUE(fs::exists(dir / "notdata/keep.txt"));
+  EXPECT_FALSE(fs::exists(dir / "notdata.partial"));  // a failed prepare cleans up after itself
   EXPECT_NE(error_of([&] { read_data_meta(dir / "nowhere"); }).find("hylab data prepare"),
             std::string::npos);
 }
