@@ -1,14 +1,15 @@
 // Checkpoints: one directory per checkpoint, written atomically (a temporary sibling
 // directory, fsynced, then renamed into place), so a reader never sees half a checkpoint:
 //
-//   <dir>/model.safetensors   the model's named parameters and buffers
-//   <dir>/extra.safetensors   named tensors of the caller (optimizer state, RNG, loader position)
-//   <dir>/meta.json           {"config": <resolved RunConfig JSON>, "format": 1, ...caller fields}
+//   <dir>/model.pt    the model's named parameters and buffers
+//   <dir>/extra.pt    named tensors of the caller (optimizer state, RNG, loader position)
+//   <dir>/meta.json   {"config": <resolved RunConfig JSON>, "format": 1, ...caller fields}
 //
-// Tensors are stored in the safetensors layout (8-byte header length, JSON header with dtype,
-// shape and offsets, raw little-endian bytes), streamed, independent of the LibTorch version
-// (a round trip through torch::pickle_save/pickle_load segfaulted under LibTorch 2.11, and
-// its typed dicts need torch.load(weights_only=False)); Python's `safetensors` reads them.
+// The .pt files hold the safetensors layout (8-byte header length, JSON header with dtype,
+// shape and offsets, raw little-endian bytes), not torch pickles: streamed, the same bytes
+// under LibTorch 1.13 and 2.x, and readable from Python with safetensors.torch.load_file
+// (Python torch 2.11's torch.load refused torch::pickle_save's typed dicts unless
+// weights_only=False). The names stay .pt because the layout above is the pinned contract.
 // A run keeps its checkpoints in <run_dir>/checkpoints/step_XXXXXX/.
 #pragma once
 

@@ -51,7 +51,7 @@ TEST_F(CheckpointTest, RoundTripGivesBitIdenticalLogits) {
         {"loader.position", torch::tensor({int64_t{123456789012}})},
         {"half", torch::randn({5}).to(torch::kBFloat16)}};
     save_checkpoint(dir, *model, extra, meta_for(r));
-    for (const char* f : {"model.safetensors", "extra.safetensors", "meta.json"}) EXPECT_TRUE(testing::exists(testing::join(dir, f)));
+    for (const char* f : {"model.pt", "extra.pt", "meta.json"}) EXPECT_TRUE(testing::exists(testing::join(dir, f)));
     if (const char* keep = std::getenv("HYLAB_KEEP_CKPT")) {  // for cross-version checks by hand
       save_checkpoint(testing::join(keep, pattern), *model, extra, meta_for(r));
     }
@@ -133,11 +133,11 @@ TEST_F(CheckpointTest, MismatchesAreNamed) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("block_pattern T,M"), std::string::npos) << e.what();
   }
-  // Tampered weights: a tensor missing from model.safetensors.
+  // Tampered weights: a tensor missing from model.pt.
   {
-    auto tensors = load_safetensors(testing::join(dir, "model.safetensors"));
+    auto tensors = load_safetensors(testing::join(dir, "model.pt"));
     tensors.erase("h.1.mamba.A_log");
-    save_safetensors(testing::join(dir, "model.safetensors"), tensors);
+    save_safetensors(testing::join(dir, "model.pt"), tensors);
   }
   GPT same(gpt_config(r));
   try {
@@ -148,7 +148,7 @@ TEST_F(CheckpointTest, MismatchesAreNamed) {
   }
   EXPECT_THROW(load_checkpoint(testing::join(root_, "nope"), nullptr, torch::kCPU), Error);
   // A truncated file is detected, not read past its end.
-  const std::string path = testing::join(dir, "model.safetensors");
+  const std::string path = testing::join(dir, "model.pt");
   struct stat st;
   ASSERT_EQ(::stat(path.c_str(), &st), 0);
   ASSERT_EQ(::truncate(path.c_str(), st.st_size - 100), 0);
