@@ -270,8 +270,8 @@ void save_checkpoint(const std::string& dir, GPTImpl& model,
   remove_tree(tmp);
   if (::mkdir(tmp.c_str(), 0755) != 0) io_fail("cannot create directory", tmp);
 
-  save_safetensors(join(tmp, "model.safetensors"), model_state(model));
-  save_safetensors(join(tmp, "extra.safetensors"), extra);
+  save_safetensors(join(tmp, "model.pt"), model_state(model));
+  save_safetensors(join(tmp, "extra.pt"), extra);
   const std::string meta_text = m.dump(2) + "\n";
   write_durable(join(tmp, "meta.json"), meta_text.data(), meta_text.size());
   fsync_dir(tmp);
@@ -303,7 +303,7 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
     const std::string want = describe(gpt_config(ck.config)), have = describe(model->config());
     HYLAB_CHECK(want == have, "load_checkpoint: {} holds a model with {}, the given model has {}",
                 dir, want, have);
-    auto stored = load_safetensors(join(dir, "model.safetensors"));
+    auto stored = load_safetensors(join(dir, "model.pt"));
     auto state = model_state(*model);
     std::vector<std::string> missing, unexpected, wrong_shape;
     for (const auto& [name, t] : state) {
@@ -325,7 +325,7 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
         if (v.size() > 8) s += fmt::format(", ... ({} in all)", v.size());
         return s.empty() ? std::string("none") : s;
       };
-      HYLAB_FAIL("load_checkpoint: {}/model.safetensors does not match the model: missing [{}], unexpected [{}], "
+      HYLAB_FAIL("load_checkpoint: {}/model.pt does not match the model: missing [{}], unexpected [{}], "
                  "wrong shape [{}]",
                  dir, join(missing), join(unexpected), join(wrong_shape));
     }
@@ -333,7 +333,7 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
     for (auto& [name, t] : state) t.copy_(stored.at(name));
   }
 
-  for (auto& [name, t] : load_safetensors(join(dir, "extra.safetensors"))) ck.extra[name] = t.to(device);
+  for (auto& [name, t] : load_safetensors(join(dir, "extra.pt"))) ck.extra[name] = t.to(device);
   return ck;
 }
 
