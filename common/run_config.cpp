@@ -339,9 +339,11 @@ RunConfig resolve_config(const RunConfig& in) {
   RunConfig c = in;
 
   // depth: the one dial, as nanochat derives it. Fields set explicitly win.
-  if (c.has_depth()) {
+  // depth 0 means "widths given directly" (what resolving writes), so a resolved config
+  // resolves again to itself.
+  if (c.has_depth() && c.depth() != 0) {
     require(c.depth() >= 1 && c.depth() <= 256,
-            fmt::format("depth = {}: expected 1..256", c.depth()));
+            fmt::format("depth = {}: expected 1..256, or 0 for widths given directly", c.depth()));
     const int n_embd = c.depth() * 64;
     const int n_head = std::max(1, (n_embd + 127) / 128);
     if (!c.has_n_layer()) c.set_n_layer(c.depth());
@@ -351,6 +353,8 @@ RunConfig resolve_config(const RunConfig& in) {
   } else {
     c.set_depth(0);  // 0 = widths given directly
   }
+
+  if (!c.has_n_kv_head()) c.set_n_kv_head(c.n_head());  // plain multi-head unless told
 
   std::vector<BlockType> pattern = block_pattern_of(c);
   if (!pattern.empty() && !c.has_n_layer()) {

@@ -139,6 +139,16 @@ TEST(RunConfig, YamlFileAndJsonRoundTrip) {
             std::string::npos);
 }
 
+TEST(RunConfig, ResolvedConfigWithoutDepthResolvesToItself) {
+  RunConfig c;
+  c.set_n_layer(3);
+  c.set_n_embd(128);
+  c.set_n_head(2);
+  RunConfig r = resolve_config(c);
+  EXPECT_EQ(r.depth(), 0);
+  EXPECT_EQ(config_to_json(resolve_config(r)), config_to_json(r));
+}
+
 TEST(RunConfig, GptConfigView) {
   RunConfig c;
   c.set_depth(4);
