@@ -16,4 +16,10 @@ function(hylab_torch_library target)
   endif()
   target_include_directories(${target} SYSTEM PUBLIC ${TORCH_INCLUDE_DIRS})
   target_precompile_headers(${target} PRIVATE <torch/torch.h>)
+  # pip LibTorch 2.x exports the std::filesystem symbols of a statically linked libstdc++
+  # (pytorch/pytorch#133437). Executables that link LibTorch then bind our std::filesystem
+  # calls to that copy, which crashed next to the system libstdc++ on the GPU host. Naming
+  # libstdc++ first on the link line makes it the first library searched for those symbols.
+  target_link_options(${target} INTERFACE
+    "LINKER:--push-state,--no-as-needed" "-lstdc++" "LINKER:--pop-state")
 endfunction()
