@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #include "common/check.h"
@@ -36,25 +37,77 @@ class StopSignals {
   struct sigaction old_term_ {}, old_int_ {};
 };
 
+// A whole non-negative decimal int into *out; false if `s` is not one.
+bool parse_int(const std::string& s, int* out) {
+  if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) return false;
+  *out = std::atoi(s.c_str());
+  return true;
+}
+
 }  // namespace
+
+bool multi_node_from_environment(LaunchOptions* lo) {
+  const char* nodes_env = std::getenv("HYLAB_NUM_NODES");
+  if (nodes_env == nullptr) return false;
+  int nodes = 0;
+  if (!parse_int(nodes_env, &nodes) || nodes < 1) {
+    throw ConfigError(fmt::format("HYLAB_NUM_NODES=\"{}\": expected an integer >= 1", nodes_env));
+  }
+  if (nodes == 1) return false;
+  const char* rank_env = std::getenv("HYLAB_NODE_RANK");
+  int node_rank = -1;
+  if (rank_env == nullptr || !parse_int(rank_env, &node_rank) || node_rank >= nodes) {
+    throw ConfigError(fmt::format("HYLAB_NODE_RANK=\"{}\" with HYLAB_NUM_NODES={}: expected an "
+                                  "integer in 0..{}", rank_env ? rank_env : "(unset)", nodes, nodes - 1));
+  }
+  const char* rdv_env = std::getenv("HYLAB_RENDEZVOUS");
+  const std::string rdv = rdv_env ? rdv_env : "";
+  const size_t colon = rdv.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || colon == 0 || !parse_int(rdv.substr(colon + 1), &port) || port < 1 ||
+      port > 65535) {
+    throw ConfigError(fmt::format("HYLAB_RENDEZVOUS=\"{}\" with HYLAB_NUM_NODES={}: expected \"host:port\" "
+                                  "(node 0's address, port 1..65535)", rdv_env ? rdv : "(unset)", nodes));
+  }
+  lo->node_rank = node_rank;
+  lo->num_nodes = nodes;
+  lo->master_addr = rdv.substr(0, colon);
+  lo->master_port = port;
+  return true;
+}
 
 int run_local_ranks(const LaunchOptions& opt, const std::function<void(const std::string&)>& log) {
   HYLAB_CHECK(opt.nproc >= 1, "nproc = {}: expected >= 1", opt.nproc);
+  HYLAB_CHECK(opt.num_nodes >= 1 && opt.node_rank >= 0 && opt.node_rank < opt.num_nodes,
+              "node_rank = {}, num_nodes = {}: expected 0 <= node_rank < num_nodes", opt.node_rank,
+              opt.num_nodes);
+  const bool multi_node = opt.num_nodes > 1;
   g_stop_signal = 0;
   StopSignals signals;
   std::vector<Subprocess> ranks;
   for (int r = 0; r < opt.nproc; ++r) {
     Subprocess::Options so;
     so.extra_env = {
-        "RANK=" + std::to_string(r),
-        "WORLD_SIZE=" + std::to_string(opt.nproc),
+        "RANK=" + std::to_string(opt.node_rank * opt.nproc + r),
+        "WORLD_SIZE=" + std::to_string(opt.num_nodes * opt.nproc),
         "LOCAL_RANK=" + std::to_string(r),
         "LOCAL_WORLD_SIZE=" + std::to_string(opt.nproc),
-        "HYLAB_RENDEZVOUS_FILE=" + opt.rendezvous_file,
     };
+    if (multi_node) {
+      so.extra_env.push_back("MASTER_ADDR=" + opt.master_addr);
+      so.extra_env.push_back("MASTER_PORT=" + std::to_string(opt.master_port));
+      so.extra_env.push_back("HYLAB_RENDEZVOUS_FILE=");  // empty: the TCPStore, not a file
+    } else {
+      so.extra_env.push_back("HYLAB_RENDEZVOUS_FILE=" + opt.rendezvous_file);
+    }
     ranks.push_back(Subprocess::spawn(opt.argv, so));
   }
-  log(fmt::format("launched {} ranks (pids {})", opt.nproc,
+  log(fmt::format("launched {} ranks{} (pids {})", opt.nproc,
+                  multi_node ? fmt::format(" {}..{} of {} (node {} of {}, store at {}:{})",
+                                           opt.node_rank * opt.nproc, (opt.node_rank + 1) * opt.nproc - 1,
+                                           opt.num_nodes * opt.nproc, opt.node_rank, opt.num_nodes,
+                                           opt.master_addr, opt.master_port)
+                             : std::string(),
                   fmt::join([&] {
                     std::vector<int> p;
                     for (auto& s : ranks) p.push_back(s.pid());

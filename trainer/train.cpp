@@ -443,12 +443,14 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
   }
 }
 
-// `--nproc N` without RANK/WORLD_SIZE: supervise N copies of ourselves.
-int launch(const TrainOptions& opt, const RunConfig& cfg) {
+// `--nproc N` without RANK/WORLD_SIZE: supervise N copies of ourselves. `multi` (from
+// HYLAB_NUM_NODES > 1, see launch.h) makes them this node's share of a multi-node world.
+int launch(const TrainOptions& opt, const RunConfig& cfg, const LaunchOptions* multi = nullptr) {
   const std::string run_dir = opt.run_dir.empty() ? default_run_dir(cfg.name()) : opt.run_dir;
   const fs::path rdv = fs::path(run_dir) / "rendezvous";
   fs::create_directories(rdv);
   LaunchOptions lo;
+  if (multi != nullptr) lo = *multi;
   lo.nproc = opt.nproc;
   lo.rendezvous_file = (rdv / fmt::format("store-{}-{}", ::getpid(),
                                           std::chrono::system_clock::now().time_since_epoch().count()))
@@ -475,6 +477,10 @@ int run_train(const TrainOptions& opt) {
     if (opt.nproc < 1) throw ConfigError(fmt::format("--nproc {}: expected >= 1", opt.nproc));
     const RunConfig cfg = load_run_config(opt);
     const bool launched = std::getenv("WORLD_SIZE") != nullptr;
+    // A worker's multi-node trial (HYLAB_NUM_NODES > 1): even one local rank goes through the
+    // launcher, which gives it its global RANK/WORLD_SIZE and node 0's store address.
+    LaunchOptions multi;
+    if (!launched && multi_node_from_environment(&multi)) return launch(opt, cfg, &multi);
     if (opt.nproc > 1 && !launched) return launch(opt, cfg);
     return run_rank(opt, cfg);
   } catch (const ConfigError& e) {

@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -212,10 +213,10 @@ class DaemonsE2E : public ::testing::Test {
     return procs_.back();
   }
 
-  Proc& start_worker(const std::string& name) {
+  Proc& start_worker(const std::string& name, const std::string& work_dir = "") {
     procs_.push_back(spawn(name,
                            {hylab_bin(), "worker", "--coordinator", endpoint_, "--insecure", "--work_dir",
-                            work_, "--gpus", "none", "--slots", "1", "--heartbeat_ms",
+                            work_dir.empty() ? work_ : work_dir, "--gpus", "none", "--slots", "1", "--heartbeat_ms",
                             std::to_string(kHeartbeatMs), "--kill_grace_ms", "3000", "--worker_id", name},
                            (dir_ / (name + ".log")).string()));
     return procs_.back();
@@ -393,6 +394,95 @@ TEST_F(DaemonsE2E, SpooledMetricsOfADeadWorkerAreRelayedByTheRetry) {
   EXPECT_LT(delivered, 30);  // steps up to the checkpoint had not reached the database...
   expect_complete_series(1, kSteps);  // ...and yet the series is complete
   EXPECT_GE(std::atoi(query("SELECT MAX(step) FROM metrics WHERE name='train_loss' AND attempt=1").c_str()), 29);
+}
+
+// A trial of 2 slots on 2 nodes: the scheduler places one slot on each 1-slot CPU worker,
+// node 0's worker picks the rendezvous address, and the two trainers (one rank each, global
+// ranks 0 and 1) train together over gloo through node 0's TCPStore. The workers do not share
+// a work_dir (as on nodes without a shared filesystem). The loss curve must be the one of the
+// same config trained on one node with --nproc 2 (same ranks, same global batch).
+TEST_F(DaemonsE2E, TwoNodeTrialTrainsAsOneWorldAndMatchesOneNodeWithTwoRanks) {
+  constexpr int kSteps = 8;
+  start_coordinator();
+  start_worker("wa", work_ + "-a");
+  start_worker("wb", work_ + "-b");
+  // Both workers registered before the submit, so the gang is placed at once.
+  ASSERT_TRUE(wait_until([&] { return query("SELECT COUNT(*) FROM workers") == "2"; }, 60));
+  const fs::path base = dir_ / "base.yaml";
+  std::ofstream(base) << "depth: 2\nn_embd: 64\nn_head: 1\nn_kv_head: 1\nmax_seq_len: 32\n"
+                      << "device_batch_size: 4\ntotal_batch_size: -1\ndevice: cpu\nblock_pattern: \"T,M\"\n"
+                      << "eval_every: " << kSteps << "\neval_tokens: 1024\nsample_every: 0\n"
+                      << "checkpoint_every: 0\nlog_every: 1\ndata: " << data_dir_ << "\n";
+  const fs::path sweep = dir_ / "sweep.yaml";
+  std::ofstream(sweep) << "name: e2e-2node\nbase: " << base.string() << "\nmax_retries: 0\n"
+                       << "resources: {gpus_per_trial: 2, nodes_per_trial: 2}\n"
+                       << "overrides: {num_iterations: " << kSteps << "}\n"
+                       << "parameters:\n  seed: {values: [7]}\n";
+  const int64_t id = submit(sweep.string());
+  ASSERT_TRUE(wait_until([&] {
+    const std::string s = sweep_state(id);
+    return s == "completed" || s == "failed" || s == "cancelled";
+  }, 180));
+  ASSERT_EQ(sweep_state(id), "completed");
+  ASSERT_EQ(query("SELECT state FROM trials"), "succeeded");
+  EXPECT_EQ(query("SELECT attempt FROM trials"), "1");
+  expect_complete_series(1, kSteps);
+  // Each node ran its trainer in its own run folder; only global rank 0 (node 0) wrote metrics.
+  const fs::path run_a = fs::path(work_ + "-a") / ("sweep-" + std::to_string(id)) / "trial-1";
+  const fs::path run_b = fs::path(work_ + "-b") / ("sweep-" + std::to_string(id)) / "trial-1";
+  const std::string node0 = query("SELECT worker_id FROM trials") == "wa" ? run_a.string() : run_b.string();
+  ASSERT_TRUE(fs::exists(fs::path(node0) / "config.json")) << node0;
+  // The same config on one node, two local ranks.
+  const std::string one = (dir_ / "one-node").string();
+  auto [status, out] = run({hylab_bin(), "train", "--config", node0 + "/config.json", "--run_dir", one,
+                            "--metrics_jsonl", one + ".jsonl", "--nproc", "2", "--probe_steps", "0"});
+  ASSERT_EQ(status, 0) << out;
+  std::map<int64_t, double> want;
+  {
+    std::ifstream in(one + ".jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const json j = json::parse(line, nullptr, false);
+      if (j.is_object() && j.value("type", "") == "metric" && j.value("name", "") == "train_loss") {
+        want[j["step"].get<int64_t>()] = j["value"].get<double>();
+      }
+    }
+  }
+  ASSERT_EQ(want.size(), static_cast<size_t>(kSteps));
+  auto db = store::Db::open(db_, true);
+  auto st = db->prepare("SELECT step, value FROM metrics WHERE name='train_loss' AND trial_id=1 ORDER BY step");
+  size_t n = 0;
+  while (st.step()) {
+    const int64_t step = st.int64(0);
+    const double got = st.real(1);
+    ASSERT_EQ(want.count(step), 1u) << "step " << step;
+    EXPECT_NEAR(got, want[step], 1e-5 * std::abs(want[step])) << "step " << step;
+    ++n;
+  }
+  EXPECT_EQ(n, static_cast<size_t>(kSteps));
+}
+
+// Malformed multi-node variables are config errors (exit 2) that name the variable.
+TEST_F(DaemonsE2E, TrainRefusesMalformedMultiNodeVariables) {
+  const std::string cfg = (dir_ / "tiny.yaml").string();
+  std::ofstream(cfg) << "depth: 2\nn_embd: 64\nn_head: 1\nn_kv_head: 1\nmax_seq_len: 32\n"
+                     << "device: cpu\nnum_iterations: 1\ndata: " << data_dir_ << "\n";
+  auto train_with = [&](const std::string& env) {
+    return run({"sh", "-c", env + " '" + hylab_bin() + "' train --config '" + cfg + "' --run_dir '" +
+                                (dir_ / "run").string() + "' 2>&1"});
+  };
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"HYLAB_NUM_NODES=2 HYLAB_NODE_RANK=2 HYLAB_RENDEZVOUS=127.0.0.1:29500", "HYLAB_NODE_RANK"},
+      {"HYLAB_NUM_NODES=2 HYLAB_RENDEZVOUS=127.0.0.1:29500", "HYLAB_NODE_RANK"},
+      {"HYLAB_NUM_NODES=2 HYLAB_NODE_RANK=1 HYLAB_RENDEZVOUS=127.0.0.1", "HYLAB_RENDEZVOUS"},
+      {"HYLAB_NUM_NODES=2 HYLAB_NODE_RANK=1 HYLAB_RENDEZVOUS=h:70000", "HYLAB_RENDEZVOUS"},
+      {"HYLAB_NUM_NODES=two HYLAB_NODE_RANK=0 HYLAB_RENDEZVOUS=h:1", "HYLAB_NUM_NODES"},
+  };
+  for (const auto& [env, name] : cases) {
+    auto [status, out] = train_with(env);
+    EXPECT_EQ(status, 2) << env << "\n" << out;
+    EXPECT_NE(out.find(name + "="), std::string::npos) << env << "\n" << out;
+  }
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "checkpoints"));
 }
 
 TEST_F(DaemonsE2E, CurveKeysAdmitWorkersAndClientsAndRefuseStrangers) {
