@@ -104,7 +104,8 @@ std::pair<int, std::string> run(const std::vector<std::string>& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-// Trainer processes whose command line mentions `needle` (a run directory).
+// Trainer processes whose command line mentions `needle` (a run directory: give the test's own
+// work_dir in it, or trainers of anything else running on the machine match too).
 std::vector<pid_t> trainers_in(const std::string& needle) {
   std::vector<pid_t> out;
   for (const auto& e : fs::directory_iterator("/proc")) {
@@ -322,7 +323,7 @@ TEST_F(DaemonsE2E, KilledWorkerTrialResumesElsewhereWithoutGapsOrDuplicates) {
   const int64_t id = submit(sweep_file({"T,M"}, kSteps));
   // Let the first attempt get past a checkpoint (steps 10, 20, ...) before killing its worker.
   ASSERT_TRUE(wait_until([&] { return std::atoi(query("SELECT checkpoint_step FROM trials").c_str()) >= 10; }, 180));
-  const auto pids = trainers_in("sweep-" + std::to_string(id));
+  const auto pids = trainers_in(work_ + "/sweep-" + std::to_string(id));
   ASSERT_FALSE(pids.empty());
   start_worker("wb");
   kill9(a);
@@ -538,7 +539,7 @@ TEST_F(DaemonsE2E, CancelStopsTheTrainerProcesses) {
   start_coordinator();
   start_worker("wa");
   const int64_t id = submit(sweep_file({"T*2", "M*2"}, 100000));
-  const std::string run_dirs = "sweep-" + std::to_string(id);
+  const std::string run_dirs = work_ + "/sweep-" + std::to_string(id);  // this test's own trainers only
   ASSERT_TRUE(wait_until([&] {
     return !trainers_in(run_dirs).empty() && std::atoi(query("SELECT MAX(last_step) FROM trials").c_str()) >= 1;
   }, 120));
