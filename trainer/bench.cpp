@@ -96,16 +96,8 @@ int run_bench_train(const BenchOptions& opt) {
   try {
     std::printf("%s\n", bench(opt).dump(2).c_str());
     return kExitOk;
-  } catch (const ConfigError& e) {
-    std::fprintf(stderr, "hylab bench train: config error: %s\n", e.what());
-    return kExitConfig;
-  } catch (const std::exception& e) {
-    if (is_out_of_memory(e)) {
-      std::fprintf(stderr, "hylab bench train: out of memory: %s\n", e.what());
-      return kExitOutOfMemory;
-    }
-    std::fprintf(stderr, "hylab bench train: error: %s\n", e.what());
-    return kExitFailed;
+  } catch (...) {
+    return exit_status_of_current_exception("hylab bench train");
   }
 }
 

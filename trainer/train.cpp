@@ -483,15 +483,26 @@ int run_train(const TrainOptions& opt) {
     if (!launched && multi_node_from_environment(&multi)) return launch(opt, cfg, &multi);
     if (opt.nproc > 1 && !launched) return launch(opt, cfg);
     return run_rank(opt, cfg);
+  } catch (...) {
+    return exit_status_of_current_exception("hylab train");
+  }
+}
+
+int exit_status_of_current_exception(const char* command) {
+  try {
+    throw;
   } catch (const ConfigError& e) {
-    std::fprintf(stderr, "hylab train: config error: %s\n", e.what());
+    std::fprintf(stderr, "%s: config error: %s\n", command, e.what());
     return kExitConfig;
   } catch (const std::exception& e) {
     if (is_out_of_memory(e)) {
-      std::fprintf(stderr, "hylab train: out of memory: %s\n", e.what());
+      std::fprintf(stderr, "%s: out of memory: %s\n", command, e.what());
       return kExitOutOfMemory;
     }
-    std::fprintf(stderr, "hylab train: error: %s\n", e.what());
+    std::fprintf(stderr, "%s: error: %s\n", command, e.what());
+    return kExitFailed;
+  } catch (...) {
+    std::fprintf(stderr, "%s: unknown error\n", command);
     return kExitFailed;
   }
 }

@@ -31,6 +31,10 @@ struct TrainOptions {
   int probe_steps = 32;                // decode steps of the inference probe; 0 = skip it
 };
 
+// Inside a catch block: prints the current exception as "<command>: ..." on stderr and returns
+// its exit status (config error 2, out of memory 4, anything else 1).
+int exit_status_of_current_exception(const char* command);
+
 // Runs a training (spawning --nproc ranks, or as one rank when RANK/WORLD_SIZE are set) and
 // returns the exit status above. Never throws.
 int run_train(const TrainOptions& opt);
