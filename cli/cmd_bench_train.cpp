@@ -15,6 +15,8 @@ void setup(CLI::App& root) {
   cmd->add_option("--config", o->config_path, "Config file (YAML)");
   cmd->add_option("--steps", o->steps, "Timed optimiser steps")->capture_default_str();
   cmd->add_option("--warmup", o->warmup, "Untimed steps first")->capture_default_str();
+  cmd->add_option("--profile", o->profile_path,
+                  "Profile one more step: chrome trace to this file, GPU time by kernel in the JSON");
   cmd->allow_extras();
   cmd->footer("Any config key may follow as --key=value, e.g. --device_batch_size=32 "
               "--total_batch_size=-1 (one micro-step per step).");

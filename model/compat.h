@@ -72,8 +72,14 @@ inline torch::Tensor rms_norm(const torch::Tensor& x) {
   const double eps = x.scalar_type() == at::kBFloat16 ? 0.0078125            // 2^-7
                      : x.scalar_type() == at::kHalf   ? 0.0009765625         // 2^-10
                                                       : std::numeric_limits<float>::epsilon();
+#if HYLAB_TORCH_AT_LEAST(2, 4)
+  // One fused op on CUDA (it computes in fp32 for bf16/fp16 inputs), instead of the six
+  // element-wise and reduction kernels below, each of which keeps an fp32 copy for backward.
+  return at::rms_norm(x, {x.size(-1)}, c10::nullopt, eps);
+#else
   torch::Tensor xf = x.to(at::kFloat);
   return (xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps)).to(x.scalar_type());
+#endif
 }
 
 // Causal attention of Tq queries against Tk >= Tq keys, where query i sits at absolute

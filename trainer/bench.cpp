@@ -13,6 +13,7 @@
 #include "model/gpt.h"
 #include "trainer/device.h"
 #include "trainer/optim.h"
+#include "trainer/profile.h"
 #include "trainer/schedule.h"
 #include "trainer/train.h"
 
@@ -42,7 +43,7 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
   const torch::Tensor tokens = torch::randint(gcfg.vocab_size, {B, T + 1}, gen, torch::kLong).to(device);
   const torch::Tensor x = tokens.slice(1, 0, T), y = tokens.slice(1, 1, T + 1);  // (B, T) each
 
-  auto step = [&](int64_t it) {
+  auto micro_steps = [&] {
     for (int64_t m = 0; m < h.grad_accum_steps; ++m) {
       torch::Tensor loss;
       {
@@ -51,18 +52,49 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
       }
       (loss / static_cast<double>(h.grad_accum_steps)).backward();
     }
+  };
+  auto optimizer_step = [&](int64_t it) {
     clip_grad_norm(optim.all_params(), cfg.grad_clip());
     optim.set_schedule(1.0, muon_momentum(it));
     optim.step();
     optim.zero_grad();
   };
-  for (int i = 0; i < opt.warmup; ++i) step(i);
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
+  for (int i = 0; i < opt.warmup; ++i) {
+    micro_steps();
+    optimizer_step(i);
+  }
   synchronize(device);
   reset_peak_memory(device);
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < opt.steps; ++i) step(opt.warmup + i);
+  for (int i = 0; i < opt.steps; ++i) {
+    micro_steps();
+    optimizer_step(opt.warmup + i);
+  }
   synchronize(device);
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double dt = seconds_since(t0);
+
+  // One more step, synchronised between its parts: where the step's time goes.
+  auto t1 = std::chrono::steady_clock::now();
+  micro_steps();
+  synchronize(device);
+  const double fwd_bwd_s = seconds_since(t1);
+  t1 = std::chrono::steady_clock::now();
+  optimizer_step(opt.warmup + opt.steps);
+  synchronize(device);
+  const double optim_s = seconds_since(t1);
+  nlohmann::ordered_json profile;
+  if (!opt.profile_path.empty()) {
+    profile = profile_gpu_work(
+        [&] {
+          micro_steps();
+          optimizer_step(opt.warmup + opt.steps + 1);
+          synchronize(device);
+        },
+        opt.profile_path);
+  }
 
   const double tok_per_s = static_cast<double>(h.total_batch_size) * opt.steps / dt;
   const double fpt = flops_per_token(gcfg, T);
@@ -72,6 +104,8 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
       {"tok_per_s", tok_per_s},
       {"mfu", peak > 0 ? nlohmann::ordered_json(mfu(fpt, tok_per_s, peak, 1)) : nlohmann::ordered_json()},
       {"step_ms", 1e3 * dt / opt.steps},
+      {"micro_step_ms", 1e3 * fwd_bwd_s / static_cast<double>(h.grad_accum_steps)},
+      {"optimizer_ms", 1e3 * optim_s},
       {"peak_mem_gib", mem.peak_allocated_gib},
       {"peak_reserved_gib", mem.peak_reserved_gib},
       {"params_total", counts.total},
@@ -87,6 +121,7 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
       {"warmup_steps", opt.warmup},
       {"torch_version", TORCH_VERSION},
       {"config", nlohmann::ordered_json::parse(config_to_json(cfg, false))},
+      {"profile", profile},
   };
 }
 

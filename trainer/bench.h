@@ -1,5 +1,8 @@
 // `hylab bench train`: training throughput on random tokens (no dataset needed), printed
 // as one JSON object: tok_per_s, mfu, step_ms, peak_mem_gib, params, config.
+// After the timed steps, one step is timed in parts (micro_step_ms: forward+backward of one
+// micro-step; optimizer_ms: clip + Muon/AdamW), and with a profile path one more runs under
+// the profiler (trainer/profile.h): kernel time by kind and the kernels with the most time.
 // Each step is a full optimiser step (grad accumulation as the config says; pass
 // --total_batch_size=-1 for one micro-step per step). The first `warmup` steps are not timed.
 // Torch-free header.
@@ -15,6 +18,7 @@ struct BenchOptions {
   std::vector<std::string> overrides;  // --key=value config overrides
   int steps = 10;                      // timed steps
   int warmup = 2;                      // untimed steps first
+  std::string profile_path;            // non-empty: profile one more step, trace to this file
 };
 
 // Prints the JSON to stdout; returns an exit status (0 ok, 2 bad config, 4 OOM, 1 other).
