@@ -2,7 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "common/check.h"
 
@@ -13,6 +15,24 @@ constexpr int kBusyTimeoutMs = 30000;
 
 [[noreturn]] void fail(sqlite3* db, const std::string& path, const std::string& what) {
   HYLAB_FAIL("SQLite database {}: {}: {}", path, what, db ? sqlite3_errmsg(db) : "out of memory");
+}
+
+// SQLite answers SQLITE_BUSY (or SQLITE_LOCKED) to a journal-mode change while another
+// connection holds a lock on the file -- as when several processes create one new database at
+// once -- without calling the busy handler, so busy_timeout does not help here. Retry with a
+// short sleep until the same timeout has passed.
+void set_wal(sqlite3* db, const std::string& path) {
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (;;) {
+    const int rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    if (rc == SQLITE_OK) return;
+    const bool busy = (rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED;
+    if (!busy || std::chrono::steady_clock::now() >= deadline) {
+      fail(db, path, "executing PRAGMA journal_mode=WAL");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 }  // namespace
@@ -111,7 +131,7 @@ std::unique_ptr<Db> Db::open(const std::string& path, bool read_only) {
   std::unique_ptr<Db> out(new Db(db, path));
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
   if (!read_only) {
-    out->exec("PRAGMA journal_mode=WAL");
+    set_wal(db, path);
     out->exec("PRAGMA synchronous=NORMAL");
   }
   out->exec("PRAGMA foreign_keys=ON");

@@ -3,8 +3,9 @@
 // the statement and SQLite's message.
 //
 // Thread safety: a Db and its Stmts belong to one thread. Several processes may open the
-// same file: connections use WAL and a busy_timeout, and Tx takes the write lock up front
-// (BEGIN IMMEDIATE) so two writers never deadlock on a lock upgrade.
+// same file: connections use WAL and a busy_timeout (Db::open retries the switch to WAL, which
+// the busy handler does not cover), and Tx takes the write lock up front (BEGIN IMMEDIATE) so
+// two writers never deadlock on a lock upgrade.
 #pragma once
 
 #include <cstdint>

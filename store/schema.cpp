@@ -146,20 +146,27 @@ CREATE INDEX IF NOT EXISTS events_by_trial ON events(trial_id, event_id);
 constexpr std::array<const char*, 8> kTrialStates = {
     "pending", "running", "succeeded", "failed", "diverged", "oom", "cancelled", "stopped"};
 
-}  // namespace
-
-void ensure_schema(Db& db) {
+int64_t schema_version(Db& db) {
   auto version = db.prepare("PRAGMA user_version");
   version.step();
   const int64_t v = version.int64(0);
-  version.reset();
   if (v > kSchemaVersion) {
     HYLAB_FAIL("SQLite database {} has schema version {}, newer than this hylab knows ({}); "
                "use a newer hylab or another --db",
                db.path(), v, kSchemaVersion);
   }
-  if (v == kSchemaVersion) return;
+  return v;
+}
+
+}  // namespace
+
+void ensure_schema(Db& db) {
+  if (schema_version(db) == kSchemaVersion) return;
   Tx tx(db);
+  // Read again under the write lock: another process may have created or migrated the
+  // schema since (a second ALTER TABLE would fail).
+  const int64_t v = schema_version(db);
+  if (v == kSchemaVersion) return;
   if (v == 1) {
     // Version 1 (the first days of development) lacked sweeps.nodes_per_trial.
     db.exec("ALTER TABLE sweeps ADD COLUMN nodes_per_trial INTEGER NOT NULL DEFAULT 1");
