@@ -1,7 +1,8 @@
 // Every difference between the LibTorch versions we build against goes through this header:
 // Debian's 1.13 (CPU, the development and CI machines) and 2.x with CUDA (the GPU hosts).
 //
-//   - AutocastGuard: CUDA bf16 autocast for a scope (1.13: set_enabled; >= 2.4: per device).
+//   - AutocastGuard, cuda_autocast_enabled: CUDA bf16 autocast for a scope (1.13:
+//     set_enabled; >= 2.4: per device).
 //   - causal_attention: scaled_dot_product_attention where it exists (>= 2.0; flash/cuDNN
 //     on GPU), an exact fp32 math fallback elsewhere. Handles a KV cache offset.
 //   - rms_norm: nanochat's weightless RMSNorm (F.rms_norm with eps = finfo(dtype).eps).
@@ -60,6 +61,15 @@ class AutocastGuard {
   bool prev_enabled_ = false;
   at::ScalarType prev_dtype_ = at::kBFloat16;
 };
+
+// True while CUDA bf16 autocast (AutocastGuard) is on for this thread.
+inline bool cuda_autocast_enabled() {
+#if HYLAB_TORCH_AT_LEAST(2, 4)
+  return at::autocast::is_autocast_enabled(at::kCUDA);
+#else
+  return at::autocast::is_enabled();
+#endif
+}
 
 // nanochat's norm(): RMSNorm over the last dim, no learnable weight, eps = machine epsilon
 // of the input dtype (what F.rms_norm uses when eps is None). Low-precision inputs are

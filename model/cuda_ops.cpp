@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "kernels/causal_conv1d/causal_conv1d.h"
+#include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/decode/decode.h"
 #include "kernels/selective_scan/selective_scan.h"
 
@@ -391,9 +392,81 @@ class CausalConv1dFn : public torch::autograd::Function<CausalConv1dFn> {
   }
 };
 
+// ---------------------------------------------------------------- soft-capped cross-entropy
+
+hk::SoftcapCrossEntropyParams ce_params(const Tensor& logits, const Tensor& targets,
+                                        int64_t vocab, double softcap) {
+  const char* fn = "softcap_cross_entropy";
+  TORCH_CHECK(logits.defined() && targets.defined(), fn, ": logits and targets are required");
+  check_tensor(logits, fn, "logits", logits.device());
+  check_tensor(targets, fn, "targets", logits.device());
+  TORCH_CHECK(logits.dim() == 2, fn, ": logits must be (rows, width), got shape ", logits.sizes());
+  TORCH_CHECK(logits.size(1) <= 1 || logits.stride(1) == 1, fn,
+              ": logits must have stride 1 along columns");
+  TORCH_CHECK(targets.dim() == 1 && targets.size(0) == logits.size(0), fn,
+              ": targets must be (rows) = (", logits.size(0), "), got shape ", targets.sizes());
+  check_dtype(targets, torch::kLong, fn, "targets", "class indices");
+  TORCH_CHECK(vocab >= 1 && vocab <= logits.size(1), fn, ": vocab ", vocab, " must be in 1..",
+              logits.size(1), " (logits' width)");
+  TORCH_CHECK(logits.size(0) <= std::numeric_limits<int>::max() &&
+                  logits.size(1) <= std::numeric_limits<int>::max(),
+              fn, ": too many rows or columns");
+  hk::SoftcapCrossEntropyParams p;
+  p.dtype = activation_dtype(logits, fn, "logits");
+  p.rows = logits.size(0);
+  p.width = static_cast<int>(logits.size(1));
+  p.vocab = static_cast<int>(vocab);
+  p.row_stride = logits.size(0) <= 1 ? logits.size(1) : logits.stride(0);
+  p.softcap = static_cast<float>(softcap);
+  p.logits = logits.data_ptr();
+  p.targets = targets.data_ptr<int64_t>();
+  return p;
+}
+
+class SoftcapCrossEntropyFn : public torch::autograd::Function<SoftcapCrossEntropyFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& logits_in, const Tensor& targets_in,
+                        int64_t vocab, double softcap) {
+    const c10::cuda::CUDAGuard guard(logits_in.device());
+    Tensor logits = logits_in, targets = targets_in.contiguous();
+    hk::SoftcapCrossEntropyParams p = ce_params(logits, targets, vocab, softcap);
+    const auto f32 = logits.options().dtype(torch::kFloat32);
+    Tensor loss = torch::empty({p.rows}, f32), lse = torch::empty({p.rows}, f32);
+    p.loss = loss.data_ptr<float>();
+    p.lse = lse.data_ptr<float>();
+    hk::softcap_cross_entropy_fwd(p, current_stream());
+    ctx->save_for_backward({logits, targets, lse});
+    ctx->saved_data["vocab"] = vocab;
+    ctx->saved_data["softcap"] = softcap;
+    ctx->mark_non_differentiable({lse});
+    return loss;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const Tensor& logits = saved[0];
+    const c10::cuda::CUDAGuard guard(logits.device());
+    hk::SoftcapCrossEntropyParams p = ce_params(logits, saved[1], ctx->saved_data["vocab"].toInt(),
+                                                ctx->saved_data["softcap"].toDouble());
+    Tensor dloss = grads[0].to(torch::kFloat32).contiguous();
+    Tensor dlogits = torch::empty(logits.sizes(), logits.options().memory_format(at::MemoryFormat::Contiguous));
+    p.lse = saved[2].data_ptr<float>();
+    p.dloss = dloss.data_ptr<float>();
+    p.dlogits = dlogits.data_ptr();
+    hk::softcap_cross_entropy_bwd(p, current_stream());
+    return {dlogits, Tensor(), Tensor(), Tensor()};
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------- public entry points
+
+torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
+                                    int64_t vocab, double softcap) {
+  ce_params(logits, targets, vocab, softcap);  // clear messages before apply()
+  return SoftcapCrossEntropyFn::apply(logits, targets, vocab, softcap);
+}
 
 torch::Tensor selective_scan(const torch::Tensor& u, const torch::Tensor& delta,
                              const torch::Tensor& A, const torch::Tensor& Bm,

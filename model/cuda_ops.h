@@ -52,6 +52,13 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus);
 
+// Per-row cross-entropy of soft-capped logits (kernels/cross_entropy), differentiable in
+// logits: logits (rows, width) fp32 or bf16 with stride 1 along columns, targets (rows)
+// int64 (-1 = ignore), vocab <= width columns count. Returns (rows) fp32; the gradient has
+// logits' dtype and shape (zero in the columns past vocab).
+torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
+                                    int64_t vocab, double softcap);
+
 // Deterministic mode (default on). Every kernel here is deterministic (fixed-order
 // reductions, no atomics), so both settings run the same code today: there is no faster
 // non-deterministic path (docs/KERNELS.md says why). The switch exists so callers can state

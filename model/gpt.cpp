@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "model/compat.h"
+#include "model/ops.h"
 
 namespace hylab {
 
@@ -98,28 +99,30 @@ torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x) {
   return logits;
 }
 
-torch::Tensor GPTImpl::forward(const torch::Tensor& idx) {
+torch::Tensor GPTImpl::hidden(const torch::Tensor& idx) {
   HYLAB_CHECK(idx.dim() == 2 && idx.scalar_type() == torch::kLong,
-              "GPT::forward: idx must be (B, T) int64, got {} {}", c10::str(idx.sizes()),
+              "GPT: idx must be (B, T) int64, got {} {}", c10::str(idx.sizes()),
               c10::toString(idx.scalar_type()));
   const int64_t T = idx.size(1);
   auto [cos, sin] = rotary(0, T, idx.device());
   auto x = compat::rms_norm(wte(idx));  // (B, T, C)
+  if (x.is_cuda() && compat::cuda_autocast_enabled()) x = x.to(torch::kBFloat16);
   for (const auto& m : h->children()) {
     x = std::static_pointer_cast<BlockImpl>(m)->forward(x, cos, sin);
   }
-  return logits_from_hidden(x);
+  return x;
 }
+
+torch::Tensor GPTImpl::forward(const torch::Tensor& idx) { return logits_from_hidden(hidden(idx)); }
 
 torch::Tensor GPTImpl::loss(const torch::Tensor& idx, const torch::Tensor& targets, bool per_token) {
   HYLAB_CHECK(targets.sizes() == idx.sizes(), "GPT::loss: targets {} must match idx {}",
               c10::str(targets.sizes()), c10::str(idx.sizes()));
-  auto logits = forward(idx);  // (B, T, V)
-  namespace F = torch::nn::functional;
-  auto opts = F::CrossEntropyFuncOptions().ignore_index(-1);
-  if (per_token) opts = opts.reduction(torch::kNone);
-  auto l = F::cross_entropy(logits.view({-1, logits.size(-1)}), targets.reshape({-1}), opts);
-  return per_token ? l.view(idx.sizes()) : l;
+  auto logits = lm_head(compat::rms_norm(hidden(idx)));  // (B, T, V_padded)
+  auto rows = ops::softcap_cross_entropy(logits.view({-1, logits.size(-1)}), targets.reshape({-1}),
+                                         cfg_.vocab_size, cfg_.logit_softcap, use_kernels_);
+  if (per_token) return rows.view(idx.sizes());
+  return rows.sum() / (targets != -1).sum();  // mean over counted positions, as F.cross_entropy
 }
 
 GPTImpl::ParamGroups GPTImpl::param_groups() {
@@ -142,6 +145,7 @@ GPTImpl::ParamGroups GPTImpl::param_groups() {
 }
 
 void GPTImpl::set_use_kernels(bool on) {
+  use_kernels_ = on;
   for (const auto& m : h->children()) {
     auto b = std::static_pointer_cast<BlockImpl>(m);
     if (b->mamba) b->mamba->set_use_kernels(on);
@@ -175,6 +179,7 @@ torch::Tensor GPTImpl::forward_step(const torch::Tensor& idx, InferenceCache& ca
               cache.max_len);
   auto [cos, sin] = rotary(pos, T, idx.device());
   auto x = compat::rms_norm(wte(idx));  // (B, T, C)
+  if (x.is_cuda() && compat::cuda_autocast_enabled()) x = x.to(torch::kBFloat16);  // as hidden()
   int i = 0;
   for (const auto& m : h->children()) {
     x = std::static_pointer_cast<BlockImpl>(m)->forward_step(x, cos, sin, cache.layers[i++], pos);

@@ -39,8 +39,9 @@ class GPTImpl : public torch::nn::Module {
   // idx (B, T) int64, T <= 10 * sequence_len -> logits (B, T, vocab_size) fp32, soft-capped.
   torch::Tensor forward(const torch::Tensor& idx);
 
-  // Mean cross-entropy over positions whose target is not -1, or per-token losses (B, T)
-  // (0 where the target is -1) when per_token.
+  // Mean cross-entropy of the soft-capped logits over positions whose target is not -1, or
+  // per-token losses (B, T) (0 where the target is -1) when per_token. On CUDA with kernels
+  // on, the softcap and the cross-entropy are one fused kernel (kernels/cross_entropy).
   torch::Tensor loss(const torch::Tensor& idx, const torch::Tensor& targets, bool per_token = false);
 
   struct ParamGroups {
@@ -79,6 +80,9 @@ class GPTImpl : public torch::nn::Module {
   Block block(int i) const { return h->ptr<BlockImpl>(i); }
 
  private:
+  // idx (B, T) -> the last block's output (B, T, C). Under CUDA autocast the residual stream
+  // is bf16 (as nanochat's bf16 embedding makes it); otherwise the parameters' dtype.
+  torch::Tensor hidden(const torch::Tensor& idx);
   torch::Tensor logits_from_hidden(const torch::Tensor& x);  // (B, T, C) -> (B, T, V) fp32
   // Rotary tables for positions [pos, pos+T) on `device`: (T, Dh/2) each.
   std::pair<torch::Tensor, torch::Tensor> rotary(int64_t pos, int64_t T, torch::Device device);
@@ -86,6 +90,7 @@ class GPTImpl : public torch::nn::Module {
   GPTConfig cfg_;
   int64_t rotary_len_;
   torch::Tensor cos_, sin_;  // (rotary_len, Dh/2) fp32; not parameters, not saved
+  bool use_kernels_ = true;
 };
 TORCH_MODULE(GPT);
 

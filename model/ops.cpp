@@ -95,4 +95,14 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
   return ref::selective_state_update(ssm_state, x, dt, A, Bm, Cm, D, z, dt_bias, dt_softplus);
 }
 
+torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
+                                    int64_t vocab, double softcap, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(logits, use_kernels)) {
+    return cuda_ops::softcap_cross_entropy(logits, targets, vocab, softcap);
+  }
+#endif
+  return ref::softcap_cross_entropy(logits, targets, vocab, softcap);
+}
+
 }  // namespace hylab::ops

@@ -1,4 +1,4 @@
-// The Mamba path's primitive ops, one dispatch point for all of them.
+// The Mamba path's primitive ops and the fused loss, one dispatch point for all of them.
 //
 // CUDA tensors go to our kernels (model/cuda_ops.h, kernels/) when the build has them and
 // `use_kernels` is true; everything else goes to the plain-LibTorch reference
@@ -55,5 +55,12 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus,
                                      bool use_kernels = true);
+
+// The training loss, fused on CUDA (kernels/cross_entropy): per-row cross-entropy of the
+// soft-capped logits (see ref::softcap_cross_entropy). logits (rows, width) with the first
+// `vocab` columns counting, targets (rows) int64 with -1 = ignore -> (rows) fp32, 0 where
+// ignored. Differentiable in logits.
+torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
+                                    int64_t vocab, double softcap, bool use_kernels = true);
 
 }  // namespace hylab::ops

@@ -146,4 +146,18 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
   return y.to(x_in.scalar_type());
 }
 
+torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
+                                    int64_t vocab, double softcap) {
+  TORCH_CHECK(logits.dim() == 2 && targets.dim() == 1 && targets.size(0) == logits.size(0),
+              "softcap_cross_entropy: logits must be (rows, width) and targets (rows), got ",
+              logits.sizes(), " and ", targets.sizes());
+  TORCH_CHECK(vocab >= 1 && vocab <= logits.size(1), "softcap_cross_entropy: vocab ", vocab,
+              " must be in 1..", logits.size(1));
+  auto z = logits.narrow(1, 0, vocab).to(logits.scalar_type() == torch::kDouble ? torch::kDouble
+                                                                                 : torch::kFloat);
+  if (softcap > 0) z = softcap * torch::tanh(z / softcap);
+  namespace F = torch::nn::functional;
+  return F::cross_entropy(z, targets, F::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kNone));
+}
+
 }  // namespace hylab::ref

@@ -29,4 +29,10 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus);
 
+// Per-row cross-entropy of soft-capped logits (nanochat's loss): logits (rows, width) of any
+// float dtype, the first `vocab` columns count; z = softcap * tanh(x / softcap) in fp32 (no
+// cap when softcap <= 0); loss_r = logsumexp(z_r) - z_r[t_r], 0 where t_r == -1. -> (rows) fp32.
+torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
+                                    int64_t vocab, double softcap);
+
 }  // namespace hylab::ref
