@@ -56,6 +56,7 @@ phase_bench() {
     local name=${p%%:*} pattern=${p#*:}
     "$HYLAB" bench train --config configs/d12.yaml --steps 10 --warmup 2 \
       --block_pattern="$pattern" --device_batch_size=32 --max_seq_len=2048 --vocab_size=32768 \
+      --profile "$OUT_DIR/trace_d12_$name.json" \
       > "$OUT_DIR/bench_train_d12_$name.json" 2> "$OUT_DIR/bench_train_d12_$name.log"
     echo "bench train d12 $name: $(tr -d '\n ' < "$OUT_DIR/bench_train_d12_$name.json" | cut -c1-160)"
   done
@@ -86,15 +87,18 @@ phase_train() {
   return $rc
 }
 
-# Same global batch (2 x 16 x 2048 tokens): 1 GPU accumulates two micro-steps, 2 GPUs one each.
+# The same global batch on 1 GPU and on 2 (nanochat's 524288 tokens by default: 16 micro-steps
+# of 16 x 2048 on one GPU, 8 on each of two): the loss curves must agree, tokens/s should
+# double. DP_TOTAL_BATCH and DP_STEPS change the batch and the number of steps.
 phase_dp() {
   [ "$(gpu_count)" -ge 2 ] || { echo "gpu.sh dp: needs 2 GPUs"; return 1; }
+  local n
   for n in 1 2; do
     "$HYLAB" train --config configs/d12.yaml --data data/default --block_pattern="(T,M)*6" \
-      --nproc "$n" --num_iterations=100 --device_batch_size=16 --max_seq_len=2048 \
-      --total_batch_size=65536 --eval_every=50 --eval_tokens=32768 --sample_every=0 \
-      --checkpoint_every=0 --run_dir "$OUT_DIR/dp_d12_gpus$n" --db "$OUT_DIR/hylab.db" \
-      > "$OUT_DIR/dp_d12_gpus$n.log" 2>&1
+      --nproc "$n" --num_iterations="${DP_STEPS:-30}" --device_batch_size=16 --max_seq_len=2048 \
+      --total_batch_size="${DP_TOTAL_BATCH:-524288}" --eval_every=10 --eval_tokens=32768 \
+      --sample_every=0 --checkpoint_every=0 --run_dir "$OUT_DIR/dp_d12_gpus$n" \
+      --db "$OUT_DIR/hylab.db" > "$OUT_DIR/dp_d12_gpus$n.log" 2>&1
     grep -E "^summary:" "$OUT_DIR/dp_d12_gpus$n.log" | cut -c1-300
   done
 }
