@@ -201,7 +201,7 @@ TEST_F(Gpu, SoftcapCrossEntropyKernelMatchesTheReference) {
       {64, 32768, 32768, 30.0, torch::kFloat32, false}, {100, 520, 512, 15.0, torch::kBFloat16, true},
   };
   for (const Case& c : cases) {
-    SCOPED_TRACE(testing::Message() << c.rows << "x" << c.width << " vocab " << c.vocab << " cap "
+    SCOPED_TRACE(::testing::Message() << c.rows << "x" << c.width << " vocab " << c.vocab << " cap "
                                     << c.cap << " " << c10::toString(c.dtype) << (c.strided ? " strided" : ""));
     torch::manual_seed(11);
     auto opts = torch::TensorOptions().device(torch::kCUDA).dtype(c.dtype);
