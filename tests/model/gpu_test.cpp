@@ -223,7 +223,9 @@ TEST_F(Gpu, SoftcapCrossEntropyKernelMatchesTheReference) {
     // Gradients of one row sum to ~0 and are at most w; bf16 output rounding is 2^-8 relative.
     const double tol = c.dtype == torch::kBFloat16 ? 4e-3 : 2e-5;
     EXPECT_LT(max_diff(x.grad(), x64.grad()), tol);
-    EXPECT_EQ(x.grad().narrow(1, c.vocab, c.width - c.vocab).abs().max().item<double>(), 0.0);
+    if (c.width > c.vocab) {  // the padded columns get no gradient
+      EXPECT_EQ(x.grad().narrow(1, c.vocab, c.width - c.vocab).abs().max().item<double>(), 0.0);
+    }
 
     // Deterministic: a second run gives the same bits.
     torch::Tensor g1 = x.grad().clone();
