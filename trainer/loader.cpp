@@ -34,6 +34,15 @@ DataLoader::DataLoader(const std::string& dir, const std::string& split, int64_t
   buf_.resize(static_cast<size_t>(chunk + 1));
 }
 
+int64_t DataLoader::rows_that_fit(const std::string& dir, const std::string& split, int64_t T) {
+  HYLAB_CHECK(T >= 1, "DataLoader: T = {} must be >= 1", T);
+  int64_t largest = 0;
+  for (const std::string& path : list_shards(dir, split)) {
+    largest = std::max<int64_t>(largest, ShardReader(path).size());
+  }
+  return largest > 0 ? (largest - 1) / T : 0;
+}
+
 void DataLoader::next(int64_t* inputs, int64_t* targets) {
   const int64_t chunk = B_ * T_;
   const int64_t global = (calls_ * world_ + rank_) % total_chunks_;

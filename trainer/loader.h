@@ -30,6 +30,10 @@ class DataLoader {
   DataLoader(const std::string& dir, const std::string& split, int64_t B, int64_t T, int rank = 0,
              int world = 1);
 
+  // The most rows of T tokens (+1 target) that one chunk of the split can hold: the largest
+  // B that a DataLoader of this split accepts. 0 when no shard holds even T+1 tokens.
+  static int64_t rows_that_fit(const std::string& dir, const std::string& split, int64_t T);
+
   // Fills inputs and targets, each B*T int64 in row-major (B, T) order.
   void next(int64_t* inputs, int64_t* targets);
   void next(std::vector<int64_t>* inputs, std::vector<int64_t>* targets);

@@ -228,6 +228,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     DataLoader train_loader(cfg.data(), "train", B, T, denv.rank, denv.world);
     std::unique_ptr<Tokenizer> tokenizer;
     torch::Tensor token_bytes;
+    int64_t eval_B = B;  // rows per evaluation micro-batch (rank 0)
     if (master) {
       tokenizer = std::make_unique<Tokenizer>(Tokenizer::load(cfg.data() + "/tokenizer.model"));
       HYLAB_CHECK(tokenizer->vocab_size() <= gcfg.vocab_size,
@@ -236,7 +237,14 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       const std::vector<int32_t> tb = tokenizer->token_bytes();
       token_bytes = torch::zeros({gcfg.vocab_size}, torch::kLong);
       for (size_t i = 0; i < tb.size(); ++i) token_bytes[static_cast<int64_t>(i)] = tb[i];
-      DataLoader probe_val(cfg.data(), "val", B, T);  // fails early if val is too small
+      // Evaluation takes micro-batches of up to B rows; a small val split (the embedded corpus
+      // holds 38k tokens) gets fewer rows per batch rather than failing the run.
+      eval_B = std::min<int64_t>(B, DataLoader::rows_that_fit(cfg.data(), "val", T));
+      DataLoader probe_val(cfg.data(), "val", std::max<int64_t>(eval_B, 1), T);  // clear error if none fit
+      if (eval_B < B) {
+        say(fmt::format("eval: the val split holds {} rows of {} tokens; evaluating {} rows at a time",
+                        eval_B, T, eval_B));
+      }
     }
 
     // Resume: weights, optimiser state, data position and RNG from the newest checkpoint.
@@ -298,7 +306,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       if (last_step || (cfg.eval_every() > 0 && step % cfg.eval_every() == 0)) {
         if (master) {
           const auto t0 = Clock::now();
-          const EvalResult ev = evaluate_bpb(*model, cfg.data(), B, T, cfg.eval_tokens(),
+          const EvalResult ev = evaluate_bpb(*model, cfg.data(), eval_B, T, cfg.eval_tokens(),
                                              token_bytes, device, autocast);
           val_bpb = ev.bpb;
           rec.write(step, {{"val_bpb", ev.bpb}, {"val_loss", ev.loss}});

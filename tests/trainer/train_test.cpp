@@ -265,6 +265,22 @@ TEST_F(TrainTest, DivergenceExitsWith3) {
   EXPECT_NE(r.err.find("diverged"), std::string::npos) << r.err;
 }
 
+TEST_F(TrainTest, AValSplitSmallerThanOneMicroBatchIsEvaluatedInFewerRows) {
+  const json meta = json::parse(slurp((root_ / "data" / "meta.json").string()));
+  const int64_t val_tokens = meta["val_tokens"].get<int64_t>();
+  const int64_t B = val_tokens / 32 + 2;  // B x 32 + 1 tokens: more than the val split holds
+  ASSERT_LT(B * 32, meta["train_tokens"].get<int64_t>());
+  const Result r = train("smallval", {"--num_iterations=2", "--device_batch_size=" + std::to_string(B)});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE((r.out + r.err).find("evaluating " + std::to_string(val_tokens > 32 ? (val_tokens - 1) / 32 : 0) +
+                                 " rows at a time"),
+            std::string::npos)
+      << r.out << r.err;
+  const auto bpb = metric(jsonl("smallval"), "val_bpb");
+  ASSERT_EQ(bpb.count(2), 1u);
+  EXPECT_TRUE(std::isfinite(bpb.at(2)) && bpb.at(2) > 0);
+}
+
 TEST_F(TrainTest, BadDataOrConfigExitsWith2AndSaysWhy) {
   Result r = train("nodata", {"--data=" + (root_ / "missing").string()});
   EXPECT_EQ(r.code, 2);
