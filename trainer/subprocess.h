@@ -6,6 +6,8 @@
 // Torch-free; one owner thread.
 #pragma once
 
+#include "trainer/fd_io.h"  // read_all / write_all on the pipes
+
 #include <sys/types.h>
 
 #include <string>
@@ -57,9 +59,5 @@ class Subprocess {
 // Path of the running executable (/proc/self/exe).
 std::string self_executable_path();
 
-// Writes/reads exactly n bytes (retrying on EINTR and short transfers). Return false on EOF
-// or error.
-bool write_all(int fd, const void* data, size_t n);
-bool read_all(int fd, void* data, size_t n);
 
 }  // namespace hylab::trainer
