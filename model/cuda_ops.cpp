@@ -438,7 +438,6 @@ class SoftcapCrossEntropyFn : public torch::autograd::Function<SoftcapCrossEntro
     ctx->save_for_backward({logits, targets, lse});
     ctx->saved_data["vocab"] = vocab;
     ctx->saved_data["softcap"] = softcap;
-    ctx->mark_non_differentiable({lse});
     return loss;
   }
 

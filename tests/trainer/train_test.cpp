@@ -281,6 +281,27 @@ TEST_F(TrainTest, AValSplitSmallerThanOneMicroBatchIsEvaluatedInFewerRows) {
   EXPECT_TRUE(std::isfinite(bpb.at(2)) && bpb.at(2) > 0);
 }
 
+TEST_F(TrainTest, BenchTrainPrintsItsFiguresAsJson) {
+  const std::string cfg = (root_ / "tiny.yaml").string();
+  Result r = run_hylab({"bench", "train", "--config", cfg, "--steps", "2", "--warmup", "1"}, root_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const json j = json::parse(r.out);
+  EXPECT_GT(j["tok_per_s"].get<double>(), 0);
+  EXPECT_GT(j["step_ms"].get<double>(), 0);
+  EXPECT_GT(j["micro_step_ms"].get<double>(), 0);
+  EXPECT_GT(j["optimizer_ms"].get<double>(), 0);
+  EXPECT_EQ(j["tokens_per_step"].get<int64_t>(), 4 * 32);  // tiny.yaml: 4 x 32, one micro-step
+  EXPECT_EQ(j["steps"].get<int64_t>(), 2);
+  EXPECT_GT(j["params_total"].get<int64_t>(), 0);
+  EXPECT_TRUE(j["profile"].is_null());
+  // On a CPU build the profiler has no GPU work to report (or no Kineto at all): a clear error.
+  r = run_hylab({"bench", "train", "--config", cfg, "--steps", "1", "--warmup", "0", "--profile",
+                 (root_ / "trace.json").string()},
+                root_);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.err.find("profiler:"), std::string::npos) << r.err;
+}
+
 TEST_F(TrainTest, BadDataOrConfigExitsWith2AndSaysWhy) {
   Result r = train("nodata", {"--data=" + (root_ / "missing").string()});
   EXPECT_EQ(r.code, 2);
