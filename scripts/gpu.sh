@@ -6,6 +6,8 @@
 #            nanochat's shapes (device batch 32 x 2048, vocab 32768, bf16; random tokens)
 #   train    d12 all-T / all-M / alternating, 500 steps each on the default corpus (data/default)
 #   dp       d12 alternating on 1 GPU and on 2 GPUs at the same global batch (needs 2 GPUs)
+#   scaling  issue 7: the three d20 configs on 1, 2, 4, 8 GPUs (as many as there are) at one
+#            global batch; writes $HYLAB_OUT/scaling_h200.json (tok/s, MFU, memory, loss)
 # With no argument: build tests bench. Logs and JSON go to $HYLAB_OUT (default build-gpu/out).
 # Select GPUs with CUDA_VISIBLE_DEVICES as usual; `train` runs its three models at once, one
 # per visible GPU, when there are several.
@@ -101,6 +103,56 @@ phase_dp() {
       --db "$OUT_DIR/hylab.db" > "$OUT_DIR/dp_d12_gpus$n.log" 2>&1
     grep -E "^summary:" "$OUT_DIR/dp_d12_gpus$n.log" | cut -c1-300
   done
+}
+
+# d20 all-T, all-M and the seed's early-T/late-M hybrid, SCALING_STEPS steps (default 8) of
+# SCALING_BATCH tokens (default nanochat's 524288) at 32 x 2048 per micro-step, on 1, 2, 4 and
+# 8 GPUs where the machine has them. The default corpus' val split is small: evaluation runs
+# with fewer rows (the trainer says so).
+phase_scaling() {
+  local n c gpus=(1) max
+  max=$(gpu_count)
+  for n in 2 4 8; do [ "$n" -le "$max" ] && gpus+=("$n"); done
+  for c in transformer_d20 mamba_d20 hybrid_early_t_late_m_d20; do
+    for n in "${gpus[@]}"; do
+      "$HYLAB" train --config "configs/$c.yaml" --data data/default --nproc "$n" \
+        --num_iterations="${SCALING_STEPS:-8}" --device_batch_size=32 --max_seq_len=2048 \
+        --total_batch_size="${SCALING_BATCH:-524288}" --eval_every=0 --sample_every=0 \
+        --checkpoint_every=0 --probe_steps=0 --run_dir "$OUT_DIR/scaling_${c}_gpus$n" \
+        --db "$OUT_DIR/hylab.db" > "$OUT_DIR/scaling_${c}_gpus$n.log" 2>&1
+      grep -E "^summary:" "$OUT_DIR/scaling_${c}_gpus$n.log" | cut -c1-200
+    done
+  done
+  python3 - "$OUT_DIR" <<'PY'
+import glob, json, os, re, subprocess, sys, datetime
+out = sys.argv[1]
+results = []
+for log in sorted(glob.glob(os.path.join(out, "scaling_*_gpus*.log"))):
+    m = re.search(r"scaling_(.+)_gpus(\d+)\.log$", log)
+    text = open(log).read()
+    summary = [l for l in text.splitlines() if l.startswith("summary: ")]
+    steps = re.findall(r"^step (\d+)/\d+ .*?\| loss ([\d.]+)", text, re.M)
+    if not summary or not steps:
+        print(f"scaling: no result in {log}", file=sys.stderr)
+        continue
+    s = json.loads(summary[-1][len("summary: "):])
+    results.append({"config": m.group(1), "gpus": int(m.group(2)), "tok_per_s": s["tok_per_s"],
+                    "mfu": s["mfu"], "peak_mem_gib": s["peak_mem_gib"],
+                    "loss_at_step": float(steps[-1][1]), "step": int(steps[-1][0])})
+def run(*cmd):
+    try:
+        return subprocess.run(list(cmd), capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+gpu = run("nvidia-smi", "--query-gpu=name", "--format=csv,noheader").splitlines()
+doc = {"commit": run("git", "rev-parse", "--short", "HEAD").strip(),
+       "date": datetime.date.today().isoformat(), "gpu": gpu[0] if gpu else "?", "results": results}
+for r in results:  # efficiency against one GPU of the same config
+    one = [q for q in results if q["config"] == r["config"] and q["gpus"] == 1]
+    if one: r["scaling_efficiency"] = r["tok_per_s"] / (r["gpus"] * one[0]["tok_per_s"])
+json.dump(doc, open(os.path.join(out, "scaling_h200.json"), "w"), indent=2)
+print(json.dumps(results, indent=1))
+PY
 }
 
 status=0
