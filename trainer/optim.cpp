@@ -1,6 +1,7 @@
 #include "trainer/optim.h"
 
 #include <cmath>
+#include <map>
 
 #include "common/check.h"
 #include "trainer/schedule.h"
@@ -27,18 +28,20 @@ torch::Tensor restore(const std::map<std::string, torch::Tensor>& in, const std:
 }  // namespace
 
 torch::Tensor zeropower_via_newtonschulz5(const torch::Tensor& G, int steps, bool bf16) {
-  TORCH_CHECK(G.dim() == 2, "zeropower_via_newtonschulz5: expected a matrix, got ", G.sizes());
+  TORCH_CHECK(G.dim() == 2 || G.dim() == 3,
+              "zeropower_via_newtonschulz5: expected a matrix or a stack of them, got ", G.sizes());
   const double a = 3.4445, b = -4.7750, c = 2.0315;  // quintic coefficients (Keller Jordan)
   torch::Tensor X = bf16 ? G.to(torch::kBFloat16) : G.clone();
-  const bool tall = G.size(0) > G.size(1);
-  if (tall) X = X.t();                  // (small, large): X X^T is the small Gram matrix
-  X = X / (X.norm() + 1e-7);            // spectral norm <= Frobenius norm <= 1
+  const bool tall = G.size(-2) > G.size(-1);
+  if (tall) X = X.transpose(-2, -1);  // (small, large): X X^T is the small Gram matrix
+  // Spectral norm <= Frobenius norm <= 1, per matrix.
+  X = X / (X.norm(2, {-2, -1}, /*keepdim=*/true) + 1e-7);
   for (int i = 0; i < steps; ++i) {
-    torch::Tensor A = torch::matmul(X, X.t());            // (small, small)
-    torch::Tensor B = b * A + c * torch::matmul(A, A);    // (small, small)
-    X = a * X + torch::matmul(B, X);                      // (small, large)
+    torch::Tensor A = torch::matmul(X, X.transpose(-2, -1));  // (small, small)
+    torch::Tensor B = b * A + c * torch::matmul(A, A);         // (small, small)
+    X = a * X + torch::matmul(B, X);                           // (small, large)
   }
-  if (tall) X = X.t();
+  if (tall) X = X.transpose(-2, -1);
   return X;
 }
 
@@ -46,23 +49,41 @@ torch::Tensor zeropower_via_newtonschulz5(const torch::Tensor& G, int steps, boo
 
 Muon::Muon(std::vector<torch::Tensor> params, double lr, bool bf16, int ns_steps)
     : params_(std::move(params)), buffers_(params_.size()), lr_(lr), bf16_(bf16), ns_steps_(ns_steps) {
-  for (const auto& p : params_) {
+  std::map<std::vector<int64_t>, size_t> group_of_shape;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const torch::Tensor& p = params_[i];
     HYLAB_CHECK(p.dim() == 2, "Muon takes 2-D matrices only, got a parameter of shape {}", c10::str(p.sizes()));
+    const std::vector<int64_t> shape = p.sizes().vec();
+    auto [it, added] = group_of_shape.emplace(shape, shape_groups_.size());
+    if (added) shape_groups_.emplace_back();
+    shape_groups_[it->second].push_back(i);
   }
 }
 
 void Muon::step() {
   torch::NoGradGuard no_grad;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    torch::Tensor& p = params_[i];
-    if (!p.grad().defined()) continue;
-    torch::Tensor g = p.grad();
-    if (!buffers_[i].defined()) buffers_[i] = torch::zeros_like(g);
-    buffers_[i].lerp_(g, 1.0 - momentum_);
-    g = g.lerp(buffers_[i], momentum_);  // nesterov
-    const torch::Tensor update = zeropower_via_newtonschulz5(g, ns_steps_, bf16_);
-    const double scale = std::sqrt(std::max(1.0, static_cast<double>(p.size(0)) / p.size(1)));
-    p.add_(update.to(p.scalar_type()), -lr_ * scale);
+  // Matrices of one shape are orthogonalised together (one batched Newton-Schulz instead of
+  // one per matrix: a d12 has 48-60 matrices in 2-4 shapes), as nanochat's Muon does.
+  for (const std::vector<size_t>& group : shape_groups_) {
+    std::vector<size_t> idx;
+    std::vector<torch::Tensor> grads;
+    for (size_t i : group) {
+      torch::Tensor& p = params_[i];
+      if (!p.grad().defined()) continue;
+      const torch::Tensor& g = p.grad();
+      if (!buffers_[i].defined()) buffers_[i] = torch::zeros_like(g);
+      buffers_[i].lerp_(g, 1.0 - momentum_);
+      grads.push_back(g.lerp(buffers_[i], momentum_));  // nesterov
+      idx.push_back(i);
+    }
+    if (idx.empty()) continue;
+    const torch::Tensor updates = zeropower_via_newtonschulz5(torch::stack(grads), ns_steps_, bf16_);
+    const torch::Tensor& p0 = params_[idx.front()];
+    const double scale = std::sqrt(std::max(1.0, static_cast<double>(p0.size(0)) / p0.size(1)));
+    for (size_t k = 0; k < idx.size(); ++k) {
+      torch::Tensor& p = params_[idx[k]];
+      p.add_(updates[static_cast<int64_t>(k)].to(p.scalar_type()), -lr_ * scale);
+    }
   }
 }
 

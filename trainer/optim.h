@@ -28,6 +28,7 @@
 namespace hylab::trainer {
 
 // G (rows, cols) -> approximately U V^T of its SVD, in bf16 if `bf16` else in G's dtype.
+// A stack G (n, rows, cols) is orthogonalised matrix by matrix in one batched iteration.
 torch::Tensor zeropower_via_newtonschulz5(const torch::Tensor& G, int steps, bool bf16);
 
 class Muon {
@@ -43,6 +44,7 @@ class Muon {
 
  private:
   std::vector<torch::Tensor> params_, buffers_;  // buffers_[i] undefined until first step
+  std::vector<std::vector<size_t>> shape_groups_;  // indices of params_ by shape
   double lr_, momentum_ = 0.95;
   bool bf16_;
   int ns_steps_;

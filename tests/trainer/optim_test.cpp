@@ -52,6 +52,49 @@ TEST(NewtonSchulz, OrthogonalisesTallAndWideMatrices) {
   }
 }
 
+TEST(NewtonSchulz, AStackIsOrthogonalisedMatrixByMatrix) {
+  torch::manual_seed(3);
+  const torch::Tensor G = torch::randn({3, 24, 40}) * torch::tensor({1.0, 10.0, 0.1}).view({3, 1, 1});
+  const torch::Tensor X = zeropower_via_newtonschulz5(G, 5, /*bf16=*/false);
+  for (int64_t k = 0; k < 3; ++k) {
+    EXPECT_TRUE(torch::allclose(X[k], zeropower_via_newtonschulz5(G[k], 5, false), 1e-5, 1e-6)) << k;
+  }
+  const torch::Tensor Xt = zeropower_via_newtonschulz5(G.transpose(1, 2), 5, false);  // tall
+  EXPECT_TRUE(torch::allclose(Xt, X.transpose(1, 2), 1e-5, 1e-6));
+}
+
+// Matrices of one shape share a batched step; the result is that of one Muon per matrix.
+TEST(Muon, SameShapeMatricesStepAsIfAlone) {
+  torch::manual_seed(4);
+  const std::vector<std::vector<int64_t>> shapes = {{8, 4}, {6, 10}, {8, 4}, {8, 4}};
+  std::vector<torch::Tensor> together, alone;
+  for (const auto& s : shapes) {
+    together.push_back(torch::randn(s).requires_grad_(true));
+    alone.push_back(together.back().detach().clone().requires_grad_(true));
+  }
+  Muon muon(together, 0.05, false);
+  std::vector<std::unique_ptr<Muon>> singles;
+  for (auto& p : alone) singles.push_back(std::make_unique<Muon>(std::vector<torch::Tensor>{p}, 0.05, false));
+  for (int step = 0; step < 3; ++step) {
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      const torch::Tensor g = torch::randn(shapes[i]);
+      together[i].mutable_grad() = g.clone();
+      alone[i].mutable_grad() = g.clone();
+    }
+    together[1].mutable_grad() = torch::Tensor();  // no gradient: skipped, like the others do
+    alone[1].mutable_grad() = torch::Tensor();
+    if (step == 1) {  // part of a shape group without a gradient
+      together[2].mutable_grad() = torch::Tensor();
+      alone[2].mutable_grad() = torch::Tensor();
+    }
+    muon.step();
+    for (auto& m : singles) m->step();
+  }
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(together[i], alone[i], 1e-5, 1e-6)) << i;
+  }
+}
+
 TEST(Muon, FitsALinearMap) {
   torch::manual_seed(1);
   const torch::Tensor X = torch::randn({32, 256});             // (in, samples)
