@@ -9,6 +9,8 @@
 #   scaling  issue 7: the three d20 configs on 1, 2, 4, 8 GPUs (as many as there are) at one
 #            global batch; writes $HYLAB_OUT/scaling_h200.json (tok/s, MFU, memory, loss)
 # With no argument: build tests bench. Logs and JSON go to $HYLAB_OUT (default build-gpu/out).
+# The JSON records `git rev-parse HEAD`; set HYLAB_COMMIT=<commit> where the machine's copy of
+# the checkout has no or stale git metadata (a remote GPU machine fed a copied tree may).
 # Select GPUs with CUDA_VISIBLE_DEVICES as usual; `train` runs its three models at once, one
 # per visible GPU, when there are several.
 #
@@ -145,7 +147,7 @@ def run(*cmd):
     except OSError:
         return ""
 gpu = run("nvidia-smi", "--query-gpu=name", "--format=csv,noheader").splitlines()
-doc = {"commit": run("git", "rev-parse", "--short", "HEAD").strip(),
+doc = {"commit": os.environ.get("HYLAB_COMMIT") or run("git", "rev-parse", "--short", "HEAD").strip(),
        "date": datetime.date.today().isoformat(), "gpu": gpu[0] if gpu else "?", "results": results}
 for r in results:  # efficiency against one GPU of the same config
     one = [q for q in results if q["config"] == r["config"] and q["gpus"] == 1]
