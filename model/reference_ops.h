@@ -1,6 +1,7 @@
-// Plain-LibTorch reference implementations of the Mamba primitives and the loss: the CPU path and the
-// oracle for the CUDA kernels. Exact (no approximations), computed in fp32 (or fp64 when
-// given fp64 inputs) whatever the input dtype, and returned in the input dtype of u / x.
+// Plain-LibTorch reference implementations of the Mamba primitives and the loss: the CPU
+// path and the oracle for the CUDA kernels. Exact (no approximations), computed in fp32 (or
+// fp64 when given fp64 inputs) whatever the input dtype, and returned in the input dtype of
+// u / x (the loss: fp32 per row).
 // Same signatures and shapes as model/ops.h. Differentiable through LibTorch autograd.
 #pragma once
 
