@@ -14,6 +14,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/fd_io.h"
 
 namespace hylab {
 
@@ -25,20 +26,19 @@ constexpr int kFormat = 1;
   HYLAB_FAIL("checkpoint: {} {}: {}", what, path, std::strerror(errno));
 }
 
+// Writes all of `data` to fd or closes fd and throws, naming `path`.
+void write_all(int fd, const char* data, size_t size, const std::string& path) {
+  if (!hylab::write_all(fd, data, size)) {
+    ::close(fd);
+    io_fail("cannot write", path);
+  }
+}
+
 // Writes `data` to `path` and fsyncs it.
 void write_durable(const std::string& path, const char* data, size_t size) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) io_fail("cannot create", path);
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      io_fail("cannot write", path);
-    }
-    done += static_cast<size_t>(n);
-  }
+  write_all(fd, data, size, path);
   if (::fsync(fd) != 0) {
     ::close(fd);
     io_fail("cannot fsync", path);
@@ -129,18 +129,6 @@ const char* dtype_name(at::ScalarType t, const std::string& tensor) {
   HYLAB_FAIL("checkpoint: tensor {} has dtype {}, which checkpoints do not store", tensor, c10::toString(t));
 }
 
-void write_all(int fd, const char* data, size_t size, const std::string& path) {
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      ::close(fd);
-      io_fail("cannot write", path);
-    }
-    done += static_cast<size_t>(n);
-  }
-}
 
 // Streams the tensors to `path` (no second copy of the whole file in memory) and fsyncs.
 }  // namespace

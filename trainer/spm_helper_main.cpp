@@ -25,12 +25,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "trainer/fd_io.h"
+#include "common/fd_io.h"
 
 namespace {
 
-using hylab::trainer::read_all;
-using hylab::trainer::write_all;
+using hylab::read_all;
+using hylab::write_all;
 
 class StdinLines : public sentencepiece::SentenceIterator {
  public:

@@ -6,7 +6,7 @@
 // Torch-free; one owner thread.
 #pragma once
 
-#include "trainer/fd_io.h"  // read_all / write_all on the pipes
+#include "common/fd_io.h"  // read_all / write_all on the pipes
 
 #include <sys/types.h>
 

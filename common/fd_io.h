@@ -1,6 +1,6 @@
-// Whole-buffer read and write on a file descriptor (pipes to and from child processes),
-// retrying short transfers and EINTR. Header-only and dependency-free: the `hylab-spm` helper
-// (which must not link anything of ours, see spm_helper_main.cpp) uses it too.
+// Whole-buffer read and write on a file descriptor (pipes to and from child processes,
+// checkpoint files), retrying short transfers and EINTR. Header-only and dependency-free: the
+// `hylab-spm` helper (which must not link anything of ours, see spm_helper_main.cpp) uses it too.
 #pragma once
 
 #include <unistd.h>
@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstddef>
 
-namespace hylab::trainer {
+namespace hylab {
 
 // False at end of file or on an error (errno says which) before n bytes were read.
 inline bool read_all(int fd, void* data, size_t n) {
@@ -36,4 +36,4 @@ inline bool write_all(int fd, const void* data, size_t n) {
   return true;
 }
 
-}  // namespace hylab::trainer
+}  // namespace hylab
