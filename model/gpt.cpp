@@ -99,14 +99,19 @@ torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x) {
   return logits;
 }
 
+torch::Tensor GPTImpl::embed(const torch::Tensor& idx) {
+  auto x = compat::rms_norm(wte(idx));  // (B, T, C)
+  // Under CUDA autocast the residual stream is bf16, as nanochat's bf16 embedding makes it.
+  return x.is_cuda() && compat::cuda_autocast_enabled() ? x.to(torch::kBFloat16) : x;
+}
+
 torch::Tensor GPTImpl::hidden(const torch::Tensor& idx) {
   HYLAB_CHECK(idx.dim() == 2 && idx.scalar_type() == torch::kLong,
               "GPT: idx must be (B, T) int64, got {} {}", c10::str(idx.sizes()),
               c10::toString(idx.scalar_type()));
   const int64_t T = idx.size(1);
   auto [cos, sin] = rotary(0, T, idx.device());
-  auto x = compat::rms_norm(wte(idx));  // (B, T, C)
-  if (x.is_cuda() && compat::cuda_autocast_enabled()) x = x.to(torch::kBFloat16);
+  auto x = embed(idx);  // (B, T, C)
   for (const auto& m : h->children()) {
     x = std::static_pointer_cast<BlockImpl>(m)->forward(x, cos, sin);
   }
@@ -178,8 +183,7 @@ torch::Tensor GPTImpl::forward_step(const torch::Tensor& idx, InferenceCache& ca
               "forward_step: {} new tokens at position {} exceed the cache's max_len {}", T, pos,
               cache.max_len);
   auto [cos, sin] = rotary(pos, T, idx.device());
-  auto x = compat::rms_norm(wte(idx));  // (B, T, C)
-  if (x.is_cuda() && compat::cuda_autocast_enabled()) x = x.to(torch::kBFloat16);  // as hidden()
+  auto x = embed(idx);  // (B, T, C)
   int i = 0;
   for (const auto& m : h->children()) {
     x = std::static_pointer_cast<BlockImpl>(m)->forward_step(x, cos, sin, cache.layers[i++], pos);

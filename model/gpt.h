@@ -80,8 +80,11 @@ class GPTImpl : public torch::nn::Module {
   Block block(int i) const { return h->ptr<BlockImpl>(i); }
 
  private:
-  // idx (B, T) -> the last block's output (B, T, C). Under CUDA autocast the residual stream
-  // is bf16 (as nanochat's bf16 embedding makes it); otherwise the parameters' dtype.
+  // idx (B, T) -> the normalised token embeddings (B, T, C), the start of the residual
+  // stream: bf16 under CUDA autocast (as nanochat's bf16 embedding makes it), otherwise the
+  // parameters' dtype.
+  torch::Tensor embed(const torch::Tensor& idx);
+  // idx (B, T) -> the last block's output (B, T, C).
   torch::Tensor hidden(const torch::Tensor& idx);
   torch::Tensor logits_from_hidden(const torch::Tensor& x);  // (B, T, C) -> (B, T, V) fp32
   // Rotary tables for positions [pos, pos+T) on `device`: (T, Dh/2) each.
