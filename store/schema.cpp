@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <array>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -146,6 +148,31 @@ CREATE INDEX IF NOT EXISTS events_by_trial ON events(trial_id, event_id);
 constexpr std::array<const char*, 8> kTrialStates = {
     "pending", "running", "succeeded", "failed", "diverged", "oom", "cancelled", "stopped"};
 
+// Columns added after version 2, as (table, column, declaration). Each is also in kSchemaSql
+// above (new databases get it from CREATE TABLE); ensure_schema adds the ones an older database
+// lacks. Adding a column = one line in kSchemaSql + one row here; no version bump needed.
+struct AddedColumn {
+  const char* table;
+  const char* column;
+  const char* declaration;
+};
+const std::vector<AddedColumn> kAddedColumns = {
+    // {"trials", "example", "TEXT NOT NULL DEFAULT ''"},
+};
+
+bool has_column(Db& db, const std::string& table, const std::string& column) {
+  auto info = db.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2");
+  info.bind(1, table).bind(2, column);
+  return info.step();
+}
+
+bool missing_columns(Db& db) {
+  for (const auto& c : kAddedColumns) {
+    if (!has_column(db, c.table, c.column)) return true;
+  }
+  return false;
+}
+
 int64_t schema_version(Db& db) {
   auto version = db.prepare("PRAGMA user_version");
   version.step();
@@ -161,17 +188,23 @@ int64_t schema_version(Db& db) {
 }  // namespace
 
 void ensure_schema(Db& db) {
-  if (schema_version(db) == kSchemaVersion) return;
+  if (schema_version(db) == kSchemaVersion && !missing_columns(db)) return;
   Tx tx(db);
   // Read again under the write lock: another process may have created or migrated the
   // schema since (a second ALTER TABLE would fail).
   const int64_t v = schema_version(db);
-  if (v == kSchemaVersion) return;
+  if (v == kSchemaVersion && !missing_columns(db)) return;
   if (v == 1) {
     // Version 1 (the first days of development) lacked sweeps.nodes_per_trial.
     db.exec("ALTER TABLE sweeps ADD COLUMN nodes_per_trial INTEGER NOT NULL DEFAULT 1");
   }
-  db.exec(kSchemaSql);
+  db.exec(kSchemaSql);  // tables and indexes a database lacks
+  for (const auto& c : kAddedColumns) {
+    if (!has_column(db, c.table, c.column)) {
+      db.exec(std::string("ALTER TABLE ") + c.table + " ADD COLUMN " + c.column + " " +
+              c.declaration);
+    }
+  }
   db.exec("PRAGMA user_version = " + std::to_string(kSchemaVersion));
   tx.commit();
 }
