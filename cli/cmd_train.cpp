@@ -23,6 +23,9 @@ void setup(CLI::App& root) {
       "Continue from the newest checkpoint of --run_dir (or of the folder given here), with the "
       "run's own config.json plus any --key=value given again");
   resume->expected(0, 1);
+  cmd->add_option(flag("resume_step"), o->resume_step,
+                  "With --resume: the checkpoint of this step instead of the newest (a worker names "
+                  "the one whose earlier records it relayed)");
   cmd->add_option("--nproc", o->nproc, "Ranks to run on this machine (one per GPU, or CPU processes)")
       ->capture_default_str();
   cmd->add_option("--db", o->db_path, "SQLite database of local runs (default $HYLAB_DB or runs/hylab.db)");

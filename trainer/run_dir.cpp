@@ -19,31 +19,6 @@ std::string default_run_dir(const std::string& name) {
   return fmt::format("runs/{}-{}", name, stamp);
 }
 
-std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
-  return fmt::format("{}/checkpoints/step_{:06d}", run_dir, step);
-}
-
-std::string newest_checkpoint(const std::string& run_dir) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  std::error_code ec;
-  if (!fs::is_directory(root, ec)) return "";
-  int64_t best_step = -1;
-  std::string best;
-  for (const auto& e : fs::directory_iterator(root, ec)) {
-    const std::string name = e.path().filename().string();
-    if (name.rfind("step_", 0) != 0 || !e.is_directory()) continue;
-    const std::string digits = name.substr(5);
-    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
-    if (!fs::exists(e.path() / "meta.json", ec)) continue;
-    const int64_t step = std::stoll(digits);
-    if (step > best_step) {
-      best_step = step;
-      best = e.path().string();
-    }
-  }
-  return best;
-}
-
 TrainLog::TrainLog(const std::string& path) {
   if (path.empty()) return;
   f_ = std::fopen(path.c_str(), "a");

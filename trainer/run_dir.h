@@ -11,17 +11,16 @@
 #include <cstdio>
 #include <string>
 
+#include "common/checkpoint_dirs.h"
+
 namespace hylab::trainer {
 
 // runs/<name>-<YYYYmmdd-HHMMSS> (local time).
 std::string default_run_dir(const std::string& name);
 
-// <run_dir>/checkpoints/step_<step, 6 digits>.
-std::string checkpoint_dir(const std::string& run_dir, int64_t step);
-
-// The checkpoint with the highest step under <run_dir>/checkpoints, or "" if there is none.
-// Only complete checkpoints count (directories named step_N holding meta.json).
-std::string newest_checkpoint(const std::string& run_dir);
+// Checkpoint folders: common/checkpoint_dirs.h.
+using hylab::checkpoint_dir;
+using hylab::newest_checkpoint;
 
 // Rank 0's log: each line to stdout (flushed) and appended to a file.
 class TrainLog {

@@ -194,7 +194,13 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     throw ConfigError("several ranks need one run folder: pass --run_dir DIR");
   }
   const std::string run_dir = opt.run_dir.empty() ? default_run_dir(cfg.name()) : opt.run_dir;
-  const std::string resume_from = opt.resume ? newest_checkpoint(run_dir) : "";
+  std::string resume_from;
+  if (opt.resume) {
+    resume_from = opt.resume_step >= 0 ? checkpoint_dir(run_dir, opt.resume_step) : newest_checkpoint(run_dir).dir;
+    if (opt.resume_step >= 0 && !fs::exists(resume_from + "/meta.json")) {
+      throw ConfigError(fmt::format("--resume_step {}: no complete checkpoint {}", opt.resume_step, resume_from));
+    }
+  }
   if (master) {
     fs::create_directories(fs::path(run_dir) / "checkpoints");
     std::ofstream(run_dir + "/config.json") << config_to_json(cfg) << "\n";
@@ -469,6 +475,9 @@ int launch(const TrainOptions& opt, const RunConfig& cfg, const LaunchOptions* m
   if (!opt.metrics_jsonl.empty()) lo.argv.insert(lo.argv.end(), {"--metrics_jsonl", opt.metrics_jsonl});
   if (!opt.db_path.empty()) lo.argv.insert(lo.argv.end(), {"--db", opt.db_path});
   if (opt.resume) lo.argv.push_back("--resume");
+  if (opt.resume && opt.resume_step >= 0) {
+    lo.argv.insert(lo.argv.end(), {"--resume_step", std::to_string(opt.resume_step)});
+  }
   lo.argv.insert(lo.argv.end(), opt.overrides.begin(), opt.overrides.end());
   const int code = run_local_ranks(lo, [](const std::string& s) {
     std::fprintf(stderr, "hylab train: %s\n", s.c_str());

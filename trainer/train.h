@@ -26,6 +26,10 @@ struct TrainOptions {
   std::string run_dir;                 // "" = runs/<name>-<time>/
   std::string metrics_jsonl;           // "" = records go to SQLite (db_path)
   bool resume = false;                 // continue from the newest checkpoint in run_dir
+  // With resume: continue from the checkpoint of exactly this step (-1: the newest). A worker
+  // names the checkpoint it found, so the earlier attempts' records it relays (up to that step)
+  // and the steps the trainer re-emits (after it) leave no gap between them.
+  int64_t resume_step = -1;
   int nproc = 1;                       // ranks to spawn on this machine
   std::string db_path;                 // "" = $HYLAB_DB or runs/hylab.db
   int probe_steps = 32;                // decode steps of the inference probe; 0 = skip it

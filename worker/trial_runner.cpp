@@ -11,9 +11,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 
 #include "common/check.h"
+#include "worker/metrics_tail.h"
 
 extern char** environ;
 
@@ -42,6 +44,10 @@ std::vector<std::string> trainer_argv(const LaunchSpec& spec) {
                                    "--run_dir", spec.run_dir,
                                    "--metrics_jsonl", spec.run_dir + "/metrics.a" + std::to_string(spec.attempt) + ".jsonl"};
   if (spec.resume) argv.push_back("--resume");
+  if (spec.resume && spec.resume_step >= 0) {
+    argv.push_back("--resume_step");
+    argv.push_back(std::to_string(spec.resume_step));
+  }
   if (spec.nproc > 1) {
     argv.push_back("--nproc");
     argv.push_back(std::to_string(spec.nproc));
@@ -220,6 +226,25 @@ std::string TrialRunner::log_tail(size_t max_bytes) const {
     if (nl != std::string::npos) out = out.substr(nl + 1);
   }
   return out;
+}
+
+std::vector<proto::Metric> relayed_metrics(const std::string& run_dir, int64_t attempt,
+                                           int64_t resume_step) {
+  std::map<std::pair<std::string, int64_t>, proto::Metric> merged;
+  for (const auto& [k, path] : earlier_attempt_spools(run_dir, attempt)) {
+    const auto records = read_all_records(path);
+    for (const auto& r : records) {
+      if (r.kind != Record::Kind::kMetric || r.metric.step() > resume_step) continue;
+      proto::Metric m = r.metric;
+      m.set_attempt(k);
+      merged[{m.name(), m.step()}] = m;
+    }
+  }
+  std::vector<proto::Metric> sorted;
+  for (auto& [key, m] : merged) sorted.push_back(m);
+  std::stable_sort(sorted.begin(), sorted.end(),
+                   [](const proto::Metric& x, const proto::Metric& y) { return x.step() < y.step(); });
+  return sorted;
 }
 
 std::vector<std::pair<int64_t, std::string>> earlier_attempt_spools(const std::string& run_dir, int64_t before) {

@@ -30,6 +30,7 @@ struct LaunchSpec {
   std::string run_dir;           // absolute
   std::string config_json;
   bool resume = false;
+  int64_t resume_step = -1;      // with resume: the checkpoint's step (-1: the trainer's newest)
   int nproc = 1;                 // trainer processes (--nproc) on this node
   std::vector<int> gpu_indices;  // CUDA_VISIBLE_DEVICES; empty on a CPU worker
   std::string hylab_bin;         // the `hylab` executable
@@ -88,5 +89,13 @@ class TrialRunner {
 // Metrics files of earlier attempts in a run directory: (attempt, path), attempts < before.
 std::vector<std::pair<int64_t, std::string>> earlier_attempt_spools(const std::string& run_dir,
                                                                     int64_t before);
+
+// The metric records of earlier attempts (< attempt) that a resumed attempt relays before its
+// trainer's own: one per (name, step), the latest attempt's, sorted by step, each carrying the
+// attempt that wrote it. The resumed trainer re-emits every step after the checkpoint it loads
+// (resume_step), so records up to that step are relayed. (Relaying up to the newest checkpoint
+// *record* in a spool left a gap whenever a checkpoint reached the disk but its record did not.)
+std::vector<proto::Metric> relayed_metrics(const std::string& run_dir, int64_t attempt,
+                                           int64_t resume_step);
 
 }  // namespace hylab::worker

@@ -14,6 +14,7 @@
 #include <zmq.hpp>
 
 #include "common/check.h"
+#include "common/checkpoint_dirs.h"
 #include "coordinator/wire.h"
 #include "worker/gpu_inventory.h"
 #include "worker/metrics_tail.h"
@@ -264,12 +265,21 @@ struct Worker::Impl {
         if (s >= 0 && s < static_cast<int>(inv.gpus.size())) spec.gpu_indices.push_back(inv.gpus[s].index);
       }
     }
-    if (spec.resume && !fs::exists(fs::path(spec.run_dir) / "checkpoints")) {
-      spdlog::warn("trial {} attempt {}: asked to resume, but {}/checkpoints is not here (no shared "
-                   "work_dir?); starting from step 0", spec.trial_id, spec.attempt, spec.run_dir);
-      spec.resume = false;
+    if (spec.resume) {
+      // The newest checkpoint on disk, which may be newer than the last checkpoint record the
+      // coordinator heard of: the trainer loads exactly this one, and the earlier attempts'
+      // records are relayed up to its step.
+      const CheckpointRef ck = newest_checkpoint(spec.run_dir);
+      if (ck.step < 0) {
+        spdlog::warn("trial {} attempt {}: asked to resume, but {}/checkpoints holds no complete "
+                     "checkpoint (no shared work_dir?); starting from step 0",
+                     spec.trial_id, spec.attempt, spec.run_dir);
+        spec.resume = false;
+      } else {
+        spec.resume_step = ck.step;
+        replay_earlier_spools(a);
+      }
     }
-    if (spec.resume) replay_earlier_spools(a);
     a.tail = std::make_unique<MetricsTail>(spec.run_dir + "/metrics.a" + std::to_string(spec.attempt) + ".jsonl");
     if (as.num_nodes() > 1) {
       spec.env["HYLAB_NODE_RANK"] = std::to_string(as.node_rank());
@@ -290,28 +300,11 @@ struct Worker::Impl {
     if (!it->second.failed_to_start && !it->second.waiting_rendezvous) launch(it->second);
   }
 
-  // Records of earlier attempts up to their newest checkpoint: the resumed trainer re-emits
-  // everything after it, but what came before must reach the coordinator too even if the
-  // earlier worker died before delivering it. The coordinator stores each (name, step) once.
+  // Records of earlier attempts up to the checkpoint the trainer resumes from (relayed_metrics):
+  // what came before must reach the coordinator even if the earlier worker died before
+  // delivering it. The coordinator stores each (name, step) once.
   void replay_earlier_spools(Attempt& a) {
-    std::map<std::pair<std::string, int64_t>, proto::Metric> merged;
-    for (const auto& [k, path] : earlier_attempt_spools(a.spec.run_dir, a.spec.attempt)) {
-      const auto records = read_all_records(path);
-      int64_t ck = -1;
-      for (const auto& r : records) {
-        if (r.kind == Record::Kind::kCheckpoint) ck = std::max(ck, r.step);
-      }
-      for (const auto& r : records) {
-        if (r.kind != Record::Kind::kMetric || r.metric.step() > ck) continue;
-        proto::Metric m = r.metric;
-        m.set_attempt(k);
-        merged[{m.name(), m.step()}] = m;
-      }
-    }
-    std::vector<proto::Metric> sorted;
-    for (auto& [k, m] : merged) sorted.push_back(m);
-    std::stable_sort(sorted.begin(), sorted.end(),
-                     [](const proto::Metric& x, const proto::Metric& y) { return x.step() < y.step(); });
+    const auto sorted = relayed_metrics(a.spec.run_dir, a.spec.attempt, a.spec.resume_step);
     a.prelude.assign(sorted.begin(), sorted.end());
     if (!sorted.empty()) {
       spdlog::info("trial {} attempt {}: relaying {} records of earlier attempts", a.spec.trial_id,

@@ -213,6 +213,30 @@ TEST_F(TrainTest, SigtermThenResumeReproducesTheUninterruptedLossesBitExactly) {
   EXPECT_NE(r.out.find("resumed from"), std::string::npos);
 }
 
+// A worker names the checkpoint it relayed records up to (--resume_step): the trainer resumes
+// from exactly that one, not the newest, and re-emits every later step bit-exactly; a step
+// with no complete checkpoint is a usage error (exit 2).
+TEST_F(TrainTest, ResumeStepResumesFromThatCheckpoint) {
+  ASSERT_EQ(train("full", {"--num_iterations=12", "--checkpoint_every=4", "--eval_every=0"}).code, 0);
+  const auto want = metric(jsonl("full"), "train_loss");
+  ASSERT_EQ(want.size(), 12u);
+  ASSERT_TRUE(fs::exists(run_dir("full") + "/checkpoints/step_000008/meta.json"));
+  const Result bad = run_hylab({"train", "--resume", run_dir("full"), "--resume_step", "6",
+                                "--metrics_jsonl", jsonl("bad"), "--probe_steps", "0"},
+                               root_);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("--resume_step 6"), std::string::npos) << bad.err;
+  const Result r = run_hylab({"train", "--resume", run_dir("full"), "--resume_step", "4",
+                              "--metrics_jsonl", jsonl("again"), "--probe_steps", "0"},
+                             root_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("step_000004 (step 4)"), std::string::npos) << r.out;
+  const auto got = metric(jsonl("again"), "train_loss");
+  ASSERT_EQ(got.size(), 8u);
+  EXPECT_EQ(got.begin()->first, std::next(want.begin(), 4)->first);
+  for (const auto& [step, v] : got) EXPECT_EQ(v, want.at(step)) << "step " << step;  // bit-exact
+}
+
 TEST_F(TrainTest, TwoGlooRanksMatchOneRankAtTheSameGlobalBatch) {
   // 1 rank x 2 micro-steps vs 2 ranks x 1 micro-step: 256 tokens per step either way.
   const std::vector<std::string> cfg = {"--num_iterations=8", "--total_batch_size=256"};

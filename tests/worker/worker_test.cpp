@@ -189,6 +189,11 @@ TEST_F(WorkerPartsTest, RunnerPassesTheContractArgvAndCollectsExitAndLog) {
                                                        "--run_dir", s.run_dir, "--metrics_jsonl",
                                                        s.run_dir + "/metrics.a2.jsonl", "--resume",
                                                        "--nproc", "2"}));
+  LaunchSpec at = s;
+  at.resume_step = 40;
+  const auto argv_at = trainer_argv(at);
+  EXPECT_EQ(std::vector<std::string>(argv_at.begin() + 8, argv_at.begin() + 11),
+            (std::vector<std::string>{"--resume", "--resume_step", "40"}));
   TrialRunner r(s);
   r.start();
   EXPECT_GT(r.pid(), 0);
@@ -252,6 +257,39 @@ TEST_F(WorkerPartsTest, EarlierAttemptSpoolsAreFoundInOrder) {
   ASSERT_EQ(found.size(), 2u);
   EXPECT_EQ(found[0].first, 1);
   EXPECT_EQ(found[1].first, 2);
+}
+
+// A trainer killed after it wrote checkpoint 8 but before its checkpoint record reached the
+// spool (the newest record says 4): the retry resumes from checkpoint 8, the newest on disk,
+// so every step up to 8 must be relayed (relaying up to the record, 4, lost steps 5-8).
+TEST_F(WorkerPartsTest, RelayedMetricsReachTheResumeStep) {
+  fs::create_directories(dir_ / "run");
+  {
+    std::ofstream a1(dir_ / "run" / "metrics.a1.jsonl");
+    for (int s = 1; s <= 9; ++s) {
+      a1 << "{\"type\":\"metric\",\"step\":" << s << ",\"name\":\"train_loss\",\"value\":" << s
+         << ".5}\n";
+      if (s == 4) a1 << "{\"type\":\"checkpoint\",\"step\":4}\n";
+    }
+  }
+  {
+    // Attempt 2 resumed from 4 and wrote steps 5-6 again (the later attempt's records win).
+    std::ofstream a2(dir_ / "run" / "metrics.a2.jsonl");
+    a2 << "{\"type\":\"metric\",\"step\":5,\"name\":\"train_loss\",\"value\":50}\n";
+    a2 << "{\"type\":\"metric\",\"step\":6,\"name\":\"train_loss\",\"value\":60}\n";
+  }
+  const std::string run = (dir_ / "run").string();
+  auto steps = [](const std::vector<proto::Metric>& ms) {
+    std::vector<int64_t> out;
+    for (const auto& m : ms) out.push_back(m.step());
+    return out;
+  };
+  const auto to8 = relayed_metrics(run, 3, 8);
+  EXPECT_EQ(steps(to8), (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_EQ(to8[4].value(), 50);
+  EXPECT_EQ(to8[4].attempt(), 2);
+  EXPECT_EQ(to8[6].attempt(), 1);
+  EXPECT_EQ(steps(relayed_metrics(run, 3, 2)), (std::vector<int64_t>{1, 2}));
 }
 
 }  // namespace
