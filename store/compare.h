@@ -109,8 +109,9 @@ std::vector<Group> group_trials(const Table& trials, const GroupQuery& q);
 
 // As a table: the group_by columns, trials, n, excluded, <metric> (mean), <metric>_std,
 // p_vs_best, mark, note, then the means of the other metrics under their own names
-// (tok_per_s, params, ...). With display = true, <metric> becomes one text cell
-// "mean ± std" and <metric>_std is dropped (for the aligned text table).
+// (tok_per_s, params, ...; whole means as integers). With display = true (the aligned text
+// table), <metric> becomes one text cell "mean ± std", <metric>_std and excluded are dropped
+// (note says it) and only tok_per_s, params, decode_tok_per_s_b1, cache_bytes, steps follow.
 Table groups_table(const std::vector<Group>& groups, const GroupQuery& q, bool display);
 
 // As JSON (the dashboard's API): {"metric", "goal", "group_by", "alpha", "test",
