@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "store/compare.h"
+#include "store/curve_compare.h"
 
 namespace hylab::store {
 namespace {
@@ -236,6 +237,31 @@ TEST(Compare, ParetoRowsKeepTheFrontOfNamedColumns) {
   EXPECT_THROW(pareto_rows(trials, {"val_bpb"}), Error);
   EXPECT_THROW(pareto_rows(trials, {"val_bpb", "bogus"}), Error);
   EXPECT_THROW(pareto_rows(trials, {"val_bpb", "tok_per_s:up"}), Error);
+}
+
+TEST(CurveCompare, CurvesAreReadAtEqualTokensByTheLastPointAtOrBefore) {
+  // Trial 1: 100 tokens per step, points at steps 0, 10, 20 (tokens 0, 1000, 2000).
+  // Trial 2: 250 tokens per step, points at steps 0, 2, 4, 6 (tokens 0, 500, 1000, 1500).
+  const std::vector<Curve> curves = {{1, 100, {{0, 3.0}, {10, 2.5}, {20, 2.0}}},
+                                     {2, 250, {{0, 3.1}, {2, 2.9}, {4, 2.4}, {6, 2.2}}}};
+  const Table t = align_at_tokens(curves, "val_bpb");
+  EXPECT_EQ(t.columns, (std::vector<std::string>{"tokens", "val_bpb #1", "val_bpb #2"}));
+  ASSERT_EQ(t.rows.size(), 5u);  // the union: 0, 500, 1000, 1500, 2000
+  const std::vector<int64_t> tokens = {0, 500, 1000, 1500, 2000};
+  const std::vector<json> one = {3.0, 3.0, 2.5, 2.5, 2.0};     // last point at or before
+  const std::vector<json> two = {3.1, 2.9, 2.4, 2.2, json()};  // nothing past its last point
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    EXPECT_EQ(t.rows[r][0], tokens[r]);
+    EXPECT_EQ(t.rows[r][1], one[r]) << r;
+    EXPECT_EQ(t.rows[r][2], two[r]) << r;
+  }
+  // A curve that starts late is empty before its first point.
+  const Table late = align_at_tokens({{3, 10, {{5, 1.0}}}, {4, 10, {{1, 2.0}, {9, 1.5}}}}, "m");
+  ASSERT_EQ(late.rows.size(), 3u);
+  EXPECT_TRUE(late.rows[0][1].is_null());
+  EXPECT_EQ(late.rows[1][1], 1.0);
+  EXPECT_EQ(late.rows[1][2], 2.0);
+  EXPECT_TRUE(late.rows[2][1].is_null());
 }
 
 }  // namespace
