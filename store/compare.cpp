@@ -231,6 +231,7 @@ std::vector<Group> group_trials(const Table& trials, const GroupQuery& q) {
     const bool counts = has_value && (state == "succeeded" || (q.include_stopped && is_final(state)));
     if (!counts) {
       ++a.g.excluded;
+      if (!is_final(state)) ++a.g.unfinished;
       ++a.excluded_by_state[has_value || state != "succeeded" ? state : "succeeded without " + q.metric];
       continue;
     }
@@ -328,6 +329,7 @@ json groups_json(const std::vector<Group>& groups, const GroupQuery& q) {
                    {"trial_ids", g.trial_ids},
                    {"n", g.metric.n},
                    {"excluded", g.excluded},
+                   {"unfinished", g.unfinished},
                    {"note", g.note},
                    {"mean", nan_to_null(g.metric.mean)},
                    {"std", nan_to_null(g.metric.std)},
@@ -348,16 +350,19 @@ json groups_json(const std::vector<Group>& groups, const GroupQuery& q) {
 }
 
 std::string groups_footer(const std::vector<Group>& groups, const GroupQuery& q) {
-  int64_t with_bars = 0, without = 0, excluded = 0;
+  int64_t with_bars = 0, without = 0, excluded = 0, unfinished = 0;
   for (const Group& g : groups) {
     if (g.metric.n >= 2) ++with_bars;
     else if (g.metric.n == 1) ++without;
     excluded += g.excluded;
+    unfinished += g.unfinished;
   }
   std::string out;
   if (with_bars == 0 && without > 0) {
-    out += "NO ERROR BARS: every group has a single trial (n = 1), so this ranking cannot tell a real\n"
-           "difference from seed noise. Add `seeds: [0, 1, 2]` to the sweep to measure the spread.\n";
+    out += "NO ERROR BARS: every group has a single counted trial (n = 1), so this ranking cannot tell a\n"
+           "real difference from seed noise. ";
+    out += unfinished > 0 ? "More trials are still to finish (see note).\n"
+                          : "Add `seeds: [0, 1, 2]` to the sweep to measure the spread.\n";
   } else {
     out += fmt::format("mark: Welch's two-sided t-test of each group's {} against the best group (alpha {}); "
                        "\"~ best\" = not distinguishable from the best at this n.\n",
@@ -367,8 +372,11 @@ std::string groups_footer(const std::vector<Group>& groups, const GroupQuery& q)
     }
   }
   if (excluded > 0) {
+    const bool stopped = excluded > unfinished;  // some ended without succeeding
     out += fmt::format("{} trial(s) not counted (see note){}.\n", excluded,
-                       q.include_stopped ? "" : "; --include_stopped counts stopped and failed trials' last value");
+                       stopped && !q.include_stopped
+                           ? "; --include_stopped counts stopped and failed trials' last value"
+                           : "");
   }
   return out;
 }

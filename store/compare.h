@@ -96,6 +96,7 @@ struct Group {
   std::vector<int64_t> trial_ids;   // every trial of the group, counted or not
   int64_t trials = 0;               // = trial_ids.size()
   int64_t excluded = 0;             // trials that do not count
+  int64_t unfinished = 0;           // of those: pending or running (may count later)
   std::string note;                 // "excl. 1 stopped", "incl. 1 stopped", ...
   Summary metric;                   // over the counted trials
   std::vector<double> values;       // the counted trials' metric values, in trial order
@@ -116,7 +117,7 @@ Table groups_table(const std::vector<Group>& groups, const GroupQuery& q, bool d
 
 // As JSON (the dashboard's API): {"metric", "goal", "group_by", "alpha", "test",
 // "include_stopped", "single_seed" (true when no group has n >= 2), "groups": [{"key": {col:
-// value}, "trials", "trial_ids", "n", "excluded", "note", "mean", "std", "values", "rank",
+// value}, "trials", "trial_ids", "n", "excluded", "unfinished", "note", "mean", "std", "values", "rank",
 // "mark", "p_vs_best", "means": {name: value}}]}; NaN as null.
 nlohmann::json groups_json(const std::vector<Group>& groups, const GroupQuery& q);
 

@@ -151,6 +151,7 @@ TEST(Compare, GroupBySeveralKeysExcludesStoppedTrialsUnlessAsked) {
   EXPECT_EQ(g[0].trials, 3);
   EXPECT_EQ(g[0].excluded, 2);
   EXPECT_EQ(g[0].note, "excl. 1 failed, 1 running");
+  EXPECT_EQ(g[0].unfinished, 1);
   EXPECT_EQ(g[0].ranked.mark, "best, no error bars");
   EXPECT_EQ(g[1].key, (std::vector<json>{"M*4", 16}));
   EXPECT_EQ(g[1].metric.n, 2);           // the stopped trial's 3.10 is not averaged in
@@ -219,6 +220,12 @@ TEST(Compare, TablesJsonAndFooterTellWhatTheRankingMeans) {
   q.group_by = {"block_pattern"};
   const std::vector<Group> single = group_trials(one_seed, q);
   EXPECT_NE(groups_footer(single, q).find("NO ERROR BARS"), std::string::npos);
+  EXPECT_NE(groups_footer(single, q).find("Add `seeds"), std::string::npos);
+  // ... unless more trials of the groups are still running: then it says that instead.
+  one_seed.rows.push_back(trials.rows[7]);  // M*4, running
+  const std::vector<Group> so_far = group_trials(one_seed, q);
+  EXPECT_NE(groups_footer(so_far, q).find("still to finish"), std::string::npos);
+  EXPECT_EQ(groups_footer(so_far, q).find("--include_stopped"), std::string::npos);
   EXPECT_TRUE(groups_json(single, q)["single_seed"].get<bool>());
 }
 
