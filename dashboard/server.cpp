@@ -297,7 +297,9 @@ void Server::start() {
   Impl& m = *impl_;
   const int threads = m.opt.threads;
   m.http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
-  m.http.set_keep_alive_max_count(20);
+  // One request per connection: a browser keeps idle connections open, and each open
+  // connection would hold one of the few request threads until it timed out.
+  m.http.set_keep_alive_max_count(1);
   m.http.set_read_timeout(5, 0);
   m.http.set_write_timeout(5, 0);
   const std::string& host = m.opt.address.host;

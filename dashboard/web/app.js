@@ -214,7 +214,9 @@ function groupsTable(groups) {
       el('td', { class: 'num' }, g.mean === null ? '' : fmt(g.mean) + (g.std === null ? '' : ' ± ' + fmt(g.std))),
       el('td', {}, g.mark), el('td', { class: 'num' }, g.p_vs_best === null ? '' : g.p_vs_best.toPrecision(2)),
       el('td', { class: 'muted' }, g.note))))),
-  el('p', { class: 'muted' }, groups.test || ''));
+  el('p', { class: 'muted' }, 'n counts ' + (groups.include_stopped ? 'finished' : 'succeeded') + ' trials; ' +
+    'mark: Welch\'s t-test of each group against the best (alpha ' + groups.alpha + ', ' + groups.test + ')' +
+    (groups.single_seed ? '; every group has n < 2: add seeds for error bars' : '')));
 }
 
 function select(options, value, onChange) {
@@ -236,7 +238,7 @@ async function sweepPage(main, id) {
   const [sweep, loss, bpb, pareto, groups] = await Promise.all([
     api('sweeps/' + id), api('sweeps/' + id + '/curves?metric=train_loss'),
     api('sweeps/' + id + '/curves?metric=val_bpb'), api('sweeps/' + id + '/pareto?x=' + sweepView.paretoX),
-    api('sweeps/' + id + '/groups').catch(() => null)]);
+    api('sweeps/' + id + '/groups')]);
   setCrumbs(['sweeps', '/'], [sweep.name + ' (#' + id + ')']);
   const index = new Map(sweep.trials.map((t, i) => [t.trial_id, i]));
   const colorOf = tid => PALETTE[(index.get(tid) || 0) % PALETTE.length];
@@ -296,11 +298,12 @@ async function layersPage(main, id) {
 
 // ---- page: one trial ----
 
+// Key/value pairs as a grid that flows into as many columns as fit.
 function kvTable(id, obj) {
   const entries = Object.entries(obj || {});
   if (entries.length === 0) return el('p', { class: 'muted' }, 'not recorded');
-  return el('table', { id, class: 'kv' }, el('tbody', {}, entries.map(([k, v]) =>
-    el('tr', {}, el('th', {}, k), el('td', {}, Array.isArray(v) ? v.join(', ') : fmt(v))))));
+  return el('div', { id, class: 'kv' }, entries.map(([k, v]) => el('div', { class: 'kv-row' },
+    el('span', { class: 'k' }, k), el('span', { class: 'v' }, Array.isArray(v) ? v.join(', ') : fmt(v)))));
 }
 
 const TRIAL_CHARTS = ['train_loss', 'val_bpb', 'lr', 'tok_per_s'];

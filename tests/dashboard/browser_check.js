@@ -17,7 +17,8 @@ const { chromium } = require('playwright-core');
 const [url, sweepId, trialId, goFile, shotDir] = process.argv.slice(2);
 const TIMEOUT_MS = 30000;
 
-function say(obj) { process.stdout.write(JSON.stringify(obj) + '\n'); }
+const t0 = Date.now();
+function say(obj) { process.stdout.write(JSON.stringify({ ...obj, t: (Date.now() - t0) / 1000 }) + '\n'); }
 
 async function sleep(ms) { return new Promise(r => setTimeout(r, ms)); }
 
@@ -35,7 +36,11 @@ async function open(context, name, route) {
   page.on('requestfailed', r => errors.push('request failed: ' + r.url() + ' ' + (r.failure() || {}).errorText));
   page.on('response', r => { if (r.status() >= 400) errors.push('HTTP ' + r.status() + ': ' + r.url()); });
   await page.goto(url + route, { waitUntil: 'load', timeout: TIMEOUT_MS });
-  await page.waitForFunction(() => window.hylab && window.hylab.ready, null, { timeout: TIMEOUT_MS });
+  try {
+    await page.waitForFunction(() => window.hylab && window.hylab.ready, null, { timeout: TIMEOUT_MS });
+  } catch (e) {
+    throw new Error(name + ' page never got ready: ' + e.message + '\nerrors: ' + JSON.stringify(errors));
+  }
   return { page, errors, name };
 }
 
@@ -51,7 +56,7 @@ async function main() {
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.HYLAB_CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    viewport: { width: 1280, height: 860 },
+    viewport: { width: 1280, height: 600 },
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
@@ -70,7 +75,9 @@ async function main() {
       groups: await p.page.locator('#groups tbody tr').count() });
     await shoot(p);
 
-    await p.page.click('#trials th[data-col="val_bpb"]');  // ascending
+    await p.page.click('#trials th[data-col="trial_id"]');  // by trial_id, then val_bpb ascending
+    await p.page.waitForSelector('#trials th.asc[data-col="trial_id"]');
+    await p.page.click('#trials th[data-col="val_bpb"]');
     await p.page.waitForSelector('#trials th.asc[data-col="val_bpb"]');
     const asc = await p.page.$$eval('#trials tbody tr', rs => rs.map(r => Number(r.dataset.trial)));
     await p.page.click('#trials th[data-col="val_bpb"]');  // descending
@@ -104,7 +111,7 @@ async function main() {
     p = await open(context, 'trial', '/trial/' + trialId);
     say({ page: 'trial', errors: p.errors, charts: await chartPoints(p.page),
       samples: await p.page.locator('#samples li').count(),
-      config_rows: await p.page.locator('#config tr').count(),
+      config_rows: await p.page.locator('#config .kv-row').count(),
       run_dir: await p.page.locator('#run-dir').textContent() });
     await shoot(p);
     await p.page.close();

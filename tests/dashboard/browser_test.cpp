@@ -262,9 +262,16 @@ TEST_F(DashboardBrowser, EveryPageLoadsWithItsChartsAndALayerMapRowPerTrial) {
     if (j.is_discarded() || !j.is_object()) {
       other += line;
     } else if (j.contains("waiting")) {
-      // While the sweep page is open: a new train_loss point for the best trial.
+      // While the sweep page is open: one more train_loss point for the best trial.
       auto w = store::Db::open(db_path);
-      store::put_metrics(*w, trial_id, 1, {{100000, "train_loss", 1.0, 1}});
+      auto last = w->prepare("SELECT step, value FROM metrics WHERE name = 'train_loss' AND trial_id = ?1 "
+                             "ORDER BY step DESC LIMIT 1");
+      last.bind(1, trial_id);
+      if (last.step()) {
+        store::put_metrics(*w, trial_id, 1, {{last.int64(0) + 1, "train_loss", last.real(1) * 0.99, 1}});
+      } else {
+        ADD_FAILURE() << "trial " << trial_id << " has no train_loss";
+      }
       std::ofstream(go) << "go\n";
     } else if (j.contains("page")) {
       seen[j["page"].get<std::string>()] = j;
@@ -299,7 +306,7 @@ TEST_F(DashboardBrowser, EveryPageLoadsWithItsChartsAndALayerMapRowPerTrial) {
   EXPECT_EQ(seen["layers"]["cells"], json(cells));
 
   const json& trial = seen["trial"];
-  EXPECT_EQ(trial["charts"]["trial-train_loss"], trial_loss);
+  EXPECT_EQ(trial["charts"]["trial-train_loss"], trial_loss + 1);  // + the point added above
   EXPECT_EQ(trial["charts"]["trial-val_bpb"], trial_bpb);
   EXPECT_GT(trial["samples"].get<int>(), 0) << "sample_every: 8 writes samples to train.log";
   EXPECT_GT(trial["config_rows"].get<int>(), 10);
