@@ -175,8 +175,12 @@ int run_local(const Flags& f) {
                 stamp().c_str(), static_cast<long long>(sweep_id), sub.spec.name().c_str(),
                 sub.expansion.trials.size(), f.workers, endpoint.c_str(), logs.string().c_str());
 #ifdef HYLAB_HAS_DASHBOARD
-    if (!f.web.http.empty()) std::printf("%s dashboard: http://%s/sweep/%lld\n", stamp().c_str(), f.web.http.c_str(),
-                                         static_cast<long long>(sweep_id));
+    if (!f.web.http.empty()) {
+      const auto a = dashboard::parse_http_address(f.web.http, "--http");
+      std::printf("%s dashboard: http://%s:%d/sweep/%lld\n", stamp().c_str(),
+                  a.host.find(':') == std::string::npos ? a.host.c_str() : ("[" + a.host + "]").c_str(), a.port,
+                  static_cast<long long>(sweep_id));
+    }
 #endif
     std::fflush(stdout);
 

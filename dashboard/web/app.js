@@ -219,8 +219,8 @@ function groupsTable(groups) {
     (groups.single_seed ? '; every group has n < 2: add seeds for error bars' : '')));
 }
 
-function select(options, value, onChange) {
-  return el('select', { on: { change: e => onChange(e.target.value) } },
+function select(options, value, onChange, id) {
+  return el('select', { id, on: { change: e => onChange(e.target.value) } },
     Object.entries(options).map(([v, text]) => el('option', { value: v, selected: v === value }, text)));
 }
 
@@ -253,11 +253,12 @@ async function sweepPage(main, id) {
       v => { sweepView.state = v; render(); })),
     el('div', { id: 'trials-box' }),
     el('div', { id: 'groups-box' }),
-    el('h2', {}, 'Curves against ', select(X_AXES, sweepView.xAxis, v => { sweepView.xAxis = v; render(); })),
+    el('h2', {}, 'Curves against ', select(X_AXES, sweepView.xAxis, v => { sweepView.xAxis = v; render(); },
+      'x-axis')),
     el('div', { class: 'charts' }, el('div', { class: 'chart' }, el('canvas', { id: 'chart-loss' })),
       el('div', { class: 'chart' }, el('canvas', { id: 'chart-bpb' }))),
     el('h2', {}, 'Pareto: val_bpb against ', select(PARETO_AXES, sweepView.paretoX,
-      v => { sweepView.paretoX = v; render(); })),
+      v => { sweepView.paretoX = v; render(); }, 'pareto-x')),
     el('div', { class: 'charts' }, el('div', { class: 'chart wide' }, el('canvas', { id: 'chart-pareto' })))]);
   part('title').replaceChildren(sweep.name + ' ', stateBadge(sweep.state));
   const eta = sweep.eta_s === null ? '' : ', ETA ' + duration(sweep.eta_s);

@@ -90,6 +90,15 @@ async function main() {
     await p.page.waitForFunction(n => document.querySelectorAll('#trials tbody tr').length === n, sweepRows);
     say({ page: 'sweep-sorting', errors: p.errors, asc, desc, first: Number(firstPattern) });
 
+    // The curves against FLOPs: the same points, x = step x tokens per step x FLOPs per token.
+    await p.page.selectOption('#x-axis', 'flops');
+    await p.page.waitForFunction(() => window.hylab.charts.loss.options.scales.x.title.text === 'FLOPs');
+    const flops = await p.page.evaluate(() => window.hylab.charts.loss.data.datasets.map(d => ({
+      label: d.label, last: d.data[d.data.length - 1] })));
+    await p.page.selectOption('#x-axis', 'step');
+    await p.page.waitForFunction(() => window.hylab.charts.loss.options.scales.x.title.text === 'step');
+    say({ page: 'sweep-flops', errors: p.errors, points: (await chartPoints(p.page)).loss, flops });
+
     const before = (await chartPoints(p.page)).loss;
     say({ waiting: 'update' });
     for (let i = 0; i < TIMEOUT_MS / 100 && !fs.existsSync(goFile); ++i) await sleep(100);

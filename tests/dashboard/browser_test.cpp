@@ -233,6 +233,16 @@ TEST_F(DashboardBrowser, EveryPageLoadsWithItsChartsAndALayerMapRowPerTrial) {
                                             std::to_string(trial_id));
   const int64_t trial_bpb = count(*db, "SELECT COUNT(*) FROM metrics WHERE name = 'val_bpb' AND trial_id = " +
                                            std::to_string(trial_id));
+  // FLOPs at a trial's last train_loss step: step x 128 tokens (device_batch_size 4 x
+  // max_seq_len 32, one process, total_batch_size -1) x its summary's flops_per_token.
+  std::map<std::string, double> last_flops;
+  for (const auto& [bpb, id] : by_bpb) {
+    auto st = db->prepare("SELECT (SELECT MAX(step) FROM metrics WHERE name = 'train_loss' AND trial_id = ?1), "
+                          "flops_per_token FROM trial_summary WHERE trial_id = ?1");
+    st.bind(1, id);
+    ASSERT_TRUE(st.step());
+    last_flops[std::to_string(id)] = static_cast<double>(st.int64(0)) * 128 * st.real(1);
+  }
   ASSERT_GT(loss_points, 0);
   ASSERT_GT(bpb_points, 0);
   db.reset();
@@ -282,7 +292,7 @@ TEST_F(DashboardBrowser, EveryPageLoadsWithItsChartsAndALayerMapRowPerTrial) {
   const int node_status = ::pclose(node);
   const double browser_s = seconds_since(t1);
   ASSERT_EQ(WIFEXITED(node_status) ? WEXITSTATUS(node_status) : -1, 0) << other;
-  for (const char* page : {"sweeps", "sweep", "sweep-sorting", "sweep-live", "layers", "trial"}) {
+  for (const char* page : {"sweeps", "sweep", "sweep-sorting", "sweep-flops", "sweep-live", "layers", "trial"}) {
     ASSERT_TRUE(seen.count(page)) << "no report for page " << page << "\n" << other;
     EXPECT_EQ(seen[page]["errors"], json::array()) << page;
   }
@@ -298,6 +308,15 @@ TEST_F(DashboardBrowser, EveryPageLoadsWithItsChartsAndALayerMapRowPerTrial) {
   EXPECT_EQ(seen["sweep-sorting"]["asc"], json(best_first));
   std::vector<int64_t> worst_first(best_first.rbegin(), best_first.rend());
   EXPECT_EQ(seen["sweep-sorting"]["desc"], json(worst_first));
+  EXPECT_EQ(seen["sweep-flops"]["points"], loss_points);
+  ASSERT_EQ(seen["sweep-flops"]["flops"].size(), last_flops.size());
+  for (const auto& d : seen["sweep-flops"]["flops"]) {
+    const std::string label = d["label"].get<std::string>();  // "#ID PATTERN"
+    const std::string id = label.substr(1, label.find(' ') - 1);
+    ASSERT_TRUE(last_flops.count(id)) << label;
+    EXPECT_NEAR(d["last"]["x"].get<double>(), last_flops[id], 1e-6 * last_flops[id]) << label;
+    EXPECT_GT(last_flops[id], 0) << label;
+  }
   EXPECT_EQ(seen["sweep-live"]["after"], seen["sweep-live"]["before"].get<int64_t>() + 1);
 
   EXPECT_EQ(seen["layers"]["order"], json(best_first));  // one row per trial, best val_bpb first
