@@ -18,6 +18,7 @@
 #include "cli/dashboard_flags.h"
 #include "common/check.h"
 #include "coordinator/submission.h"
+#include "store/compare.h"
 #include "store/results.h"
 
 namespace hylab::cli {
@@ -109,6 +110,29 @@ std::string params_text(const json& params) {
     out += (out.empty() ? "" : " ") + it.key() + "=" +
            (it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
   }
+  return out;
+}
+
+// The closing table: with `seeds`, one row per configuration (the swept parameters other
+// than seed): mean ± std and n per group with the significance marking; without, one row per
+// trial and a warning that a single-seed ranking has no error bars.
+std::string closing_table(const proto::SweepSpec& spec, const store::Table& trials) {
+  store::GroupQuery g;
+  g.metric = spec.metric().name();
+  g.goal = store::parse_goal(spec.metric().goal(), "metric.goal");
+  if (spec.seeds_size() > 0) {
+    for (const auto& p : spec.parameters()) {
+      if (p.has_generate()) {
+        g.group_by.push_back("block_pattern");
+      } else if (p.name() != "seed") {
+        g.group_by.push_back(p.name());
+      }
+    }
+    return store::render_groups(trials, g, store::Format::kTable);
+  }
+  std::string out = store::render(trials, store::Format::kTable);
+  for (const auto& p : spec.parameters()) g.group_by.push_back(p.has_generate() ? "block_pattern" : p.name());
+  out += store::groups_footer(store::group_trials(trials, g), g);
   return out;
 }
 
@@ -243,10 +267,16 @@ int run_local(const Flags& f) {
     auto db = store::Db::open(f.db, /*read_only=*/true);
     store::ResultsQuery q;
     q.sweep_id = sweep_id;
-    q.sort = "val_bpb";
-    std::printf("\nsweep %lld %s in %s\n%s", static_cast<long long>(sweep_id),
-                sweep["state"].get<std::string>().c_str(), stamp().c_str(),
-                store::render(store::results(*db, q), store::Format::kTable).c_str());
+    proto::SweepSpec spec = sub.spec;
+    if (store::results(*db, q).column(spec.metric().name()) < 0) {
+      spec.mutable_metric()->set_name("val_bpb");  // a metric that is not a results column
+      spec.mutable_metric()->set_goal("minimize");
+    }
+    q.sort = (spec.metric().goal() == "maximize" ? "-" : "") + spec.metric().name();
+    const store::Table trials = store::results(*db, q);
+    std::printf("\nsweep %lld %s in %s\n", static_cast<long long>(sweep_id),
+                sweep["state"].get<std::string>().c_str(), stamp().c_str());
+    std::fputs(closing_table(spec, trials).c_str(), stdout);
     bool all_ok = !sweep["trials"].empty();
     for (const auto& t : sweep["trials"]) all_ok = all_ok && t["state"] == "succeeded";
     std::printf("results: hylab results --db %s --sweep %lld  (curves: --curves TRIAL_ID...)\n",

@@ -4,15 +4,32 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "cli/command.h"
 #include "common/check.h"
 #include "common/run_config.h"
 #include "model/accounting.h"
+#include "trainer/data_prepare.h"
 
 namespace hylab::cli {
 namespace {
+
+// The trainer takes vocab_size from the data folder's tokenizer when the config does not set
+// it (trainer/train.cpp); so does model info, or its parameter count is the schema default's
+// (32768 tokens: 19.23M instead of 6.64M for configs/d4_alternating.yaml). Returns where the
+// vocabulary came from.
+std::string apply_data_vocab(RunConfig* cfg) {
+  if (cfg->has_vocab_size()) return "set in the config";
+  const std::filesystem::path meta = std::filesystem::path(cfg->data()) / "meta.json";
+  if (!std::filesystem::exists(meta)) {
+    return fmt::format("schema default: data = \"{}\" has no meta.json; the trainer takes the vocabulary "
+                       "from there (prepare it, pass --data or set vocab_size)", cfg->data());
+  }
+  cfg->set_vocab_size(trainer::read_data_meta(cfg->data()).vocab_size);
+  return "from " + meta.string();
+}
 
 // The KV cache / conv state dtype at inference: fp32 only when the run says so, else bf16
 // (what `dtype: auto` uses on the GPU, where generation happens).
@@ -39,7 +56,7 @@ std::string human_bytes(int64_t b) {
   return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.2f} {}", v, units[u]);
 }
 
-nlohmann::json info_json(const RunConfig& r) {
+nlohmann::json info_json(const RunConfig& r, const std::string& vocab_source) {
   const GPTConfig g = gpt_config(r);
   const ParamCounts p = count_params(g);
   const FlopsPerToken f = flops_breakdown(g, g.sequence_len);
@@ -51,6 +68,7 @@ nlohmann::json info_json(const RunConfig& r) {
   j["n_transformer_layers"] = g.count(BlockType::kTransformer);
   j["n_mamba_layers"] = g.count(BlockType::kMamba);
   j["padded_vocab_size"] = g.padded_vocab_size();
+  j["vocab_source"] = vocab_source;
   j["params"] = {{"embedding", p.embedding}, {"lm_head", p.lm_head}, {"attention", p.attention},
                  {"mlp", p.mlp}, {"mamba", p.mamba}, {"total", p.total}};
   j["params_total"] = p.total;
@@ -68,7 +86,7 @@ nlohmann::json info_json(const RunConfig& r) {
   return j;
 }
 
-void print_table(const RunConfig& r) {
+void print_table(const RunConfig& r, const std::string& vocab_source) {
   const GPTConfig g = gpt_config(r);
   const ParamCounts p = count_params(g);
   const FlopsPerToken f = flops_breakdown(g, g.sequence_len);
@@ -80,7 +98,8 @@ void print_table(const RunConfig& r) {
   std::printf("  %-16s %d\n", "n_layer", g.n_layer);
   std::printf("  %-16s %d\n", "n_embd", g.n_embd);
   std::printf("  %-16s %d (kv %d, head_dim %d)\n", "n_head", g.n_head, g.n_kv_head, g.head_dim());
-  std::printf("  %-16s %d (padded %d)\n", "vocab_size", g.vocab_size, g.padded_vocab_size());
+  std::printf("  %-16s %d (padded %d; %s)\n", "vocab_size", g.vocab_size, g.padded_vocab_size(),
+              vocab_source.c_str());
   std::printf("  %-16s %d\n", "sequence_len", g.sequence_len);
   if (L_M > 0) {
     std::printf("  %-16s d_inner %d, d_state %d, d_conv %d, dt_rank %d, mlp %s\n", "mamba",
@@ -119,16 +138,18 @@ void setup(CLI::App& root) {
   info->add_option("--config,config", *path, "Config file (YAML)");
   info->add_option(flag("format"), *format, "table or json")->check(CLI::IsMember({"table", "json"}));
   info->allow_extras();
-  info->footer("Any config key may follow as --key=value, e.g. --depth=20 --block_pattern='T*12,M*8'.");
+  info->footer("Any config key may follow as --key=value, e.g. --depth=20 --block_pattern='T*12,M*8'.\n"
+               "vocab_size: as the trainer, from the data folder's meta.json (--data) unless set.");
   info->callback([info, path, format] {
     RunConfig cfg = path->empty() ? RunConfig() : load_config_file(*path);
     auto rest = apply_override_args(&cfg, info->remaining());
     if (!rest.empty()) throw ConfigError("unknown argument: " + rest.front());
+    const std::string vocab_source = apply_data_vocab(&cfg);
     const RunConfig r = resolve_config(cfg);
     if (*format == "json") {
-      std::printf("%s\n", info_json(r).dump(2).c_str());
+      std::printf("%s\n", info_json(r, vocab_source).dump(2).c_str());
     } else {
-      print_table(r);
+      print_table(r, vocab_source);
     }
   });
 }

@@ -4,6 +4,8 @@
 
 #include "cli/daemon_flags.h"
 #include "common/check.h"
+#include "store/compare.h"
+#include "store/curve_compare.h"
 #include "store/results.h"
 
 namespace hylab::cli {
@@ -14,6 +16,10 @@ struct Flags {
   int64_t sweep_id = 0;
   std::string sort, group_by, format = "table";
   std::vector<int64_t> curves;
+  // Comparisons (store/compare.h, store/curve_compare.h; docs/RESULTS.md).
+  std::string metric = "val_bpb", goal, x = "step";
+  bool include_stopped = false;
+  std::vector<std::string> pareto;
 };
 
 void setup(CLI::App& root) {
@@ -22,21 +28,59 @@ void setup(CLI::App& root) {
   cmd->add_option(flag("db"), f->db, "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
   cmd->add_option(flag("sweep"), f->sweep_id, "Only this sweep's trials");
   cmd->add_option(flag("sort"), f->sort, "Sort by a column (e.g. val_bpb; -tok_per_s for descending)");
-  cmd->add_option(flag("group_by"), f->group_by, "Group by a column (e.g. block_pattern, attention_fraction)");
+  cmd->add_option(flag("group_by"), f->group_by,
+                  "Group by columns, comma-separated (e.g. block_pattern or block_pattern,mamba_d_state): "
+                  "mean ± std and n of --metric per group, ranked, marked by Welch's t-test against the best");
+  cmd->add_option(flag("metric"), f->metric, "The metric groups and --x tokens compare")->capture_default_str();
+  cmd->add_option(flag("goal"), f->goal, "min or max for --metric (default: max for tok_per_s, mfu, decode_*; else min)");
+  cmd->add_flag(flag("include_stopped"), f->include_stopped,
+                "Count early-stopped and failed trials' last value in group statistics (marked in note)");
+  cmd->add_option(flag("pareto"), f->pareto,
+                  "Keep the Pareto front over these columns, e.g. val_bpb,tok_per_s (name:min or name:max to set a goal)")
+      ->delimiter(',');
   cmd->add_option(flag("format"), f->format, "table, csv or json")->capture_default_str();
-  cmd->add_option(flag("curves"), f->curves, "Loss curves of these trials as CSV: trial_id, step, one column per metric");
+  cmd->add_option(flag("curves"), f->curves, "Loss curves of these trials as CSV: trial_id, step, one column per metric")
+      ->delimiter(',');
+  cmd->add_option(flag("x"), f->x,
+                  "With --curves: step (one row per trial and step) or tokens (--metric of every trial at equal "
+                  "training tokens: each trial's last point at or before each token count)")
+      ->check(CLI::IsMember({"step", "tokens"}))
+      ->capture_default_str();
   cmd->callback([f] {
     auto db = store::Db::open(f->db, /*read_only=*/true);
     if (!f->curves.empty()) {
       std::string format = f->format == "table" ? "csv" : f->format;  // curves are data: CSV unless json
-      std::fputs(store::render(store::curves(*db, f->curves), store::parse_format(format)).c_str(), stdout);
+      const store::Table t = f->x == "tokens" ? store::align_at_tokens(store::load_curves(*db, f->curves, f->metric), f->metric)
+                                              : store::curves(*db, f->curves);
+      std::fputs(store::render(t, store::parse_format(format)).c_str(), stdout);
       return;
     }
+    const store::Format format = store::parse_format(f->format);
     store::ResultsQuery q;
     q.sweep_id = f->sweep_id;
     q.sort = f->sort;
-    q.group_by = f->group_by;
-    std::fputs(store::render(store::results(*db, q), store::parse_format(f->format)).c_str(), stdout);
+    const store::Table trials = store::results(*db, q);
+    if (!f->group_by.empty()) {
+      store::GroupQuery g;
+      g.group_by = store::split_list(f->group_by);
+      g.metric = f->metric;
+      g.goal = f->goal.empty() ? store::default_goal(f->metric) : store::parse_goal(f->goal, "--goal");
+      g.include_stopped = f->include_stopped;
+      std::fputs(store::render_groups(trials, g, format, f->pareto).c_str(), stdout);
+      return;
+    }
+    if (f->pareto.empty()) {
+      std::fputs(store::render(trials, format).c_str(), stdout);
+      return;
+    }
+    store::Table pool = trials;  // the front of finished trials (and stopped ones when asked)
+    const int state = trials.column("state");
+    pool.rows.clear();
+    for (const auto& row : trials.rows) {
+      const std::string s = row[state].get<std::string>();
+      if (s == "succeeded" || (f->include_stopped && s != "pending" && s != "running")) pool.rows.push_back(row);
+    }
+    std::fputs(store::render(store::pareto_rows(pool, f->pareto), format).c_str(), stdout);
   });
 }
 

@@ -478,8 +478,27 @@ RunConfig config_from_json(const std::string& json) {
   return cfg;
 }
 
+RunConfig config_identity(const RunConfig& resolved) {
+  RunConfig c = resolved;
+  const std::vector<BlockType> pattern = block_pattern_of(c);
+  const bool any_mamba = std::count(pattern.begin(), pattern.end(), BlockType::kMamba) > 0;
+  const bool any_attention = std::count(pattern.begin(), pattern.end(), BlockType::kTransformer) > 0;
+  const pb::Descriptor* d = RunConfig::descriptor();
+  const pb::Reflection* r = c.GetReflection();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    const std::string& name = f->name();
+    const bool unused = (!any_mamba && (name.rfind("mamba_", 0) == 0 || name == "scalar_lr")) ||
+                        (!any_attention && (name == "n_head" || name == "n_kv_head" || name == "rope_base")) ||
+                        (c.num_iterations() >= 0 && name == "target_param_data_ratio") ||
+                        name == "depth";
+    if (unused) r->ClearField(&c, f);
+  }
+  return c;
+}
+
 std::string config_hash(const RunConfig& resolved) {
-  const std::string json = config_to_json(resolved, false);
+  const std::string json = config_to_json(config_identity(resolved), false);
   uint64_t h = 1469598103934665603ull;  // FNV-1a 64
   for (unsigned char ch : json) {
     h ^= ch;

@@ -57,8 +57,18 @@ RunConfig resolve_config(const RunConfig& cfg);
 std::string config_to_json(const RunConfig& cfg, bool pretty = true);
 RunConfig config_from_json(const std::string& json);
 
-// Stable 16-hex-digit hash of a resolved config's canonical JSON (sweep de-duplication).
+// Stable 16-hex-digit hash of a resolved config's identity (config_identity below): the
+// sweep de-duplication key. Keys a config does not use do not count:
 std::string config_hash(const RunConfig& resolved);
+
+// A resolved config with every key that it does not use set back to its default, so that
+// two configs that train the same model the same way compare equal:
+//   no Mamba layer:        mamba_* and scalar_lr (scalar_lr only steers Mamba's A_log, D, ...)
+//   no Transformer layer:  n_head, n_kv_head, rope_base (attention only)
+//   num_iterations >= 0:   target_param_data_ratio (the horizon is explicit)
+//   always:                depth (0; the resolved widths say it all)
+// Requires a resolved config; the result is for comparing, not for training.
+RunConfig config_identity(const RunConfig& resolved);
 
 // The model's view of a resolved config, with typed pattern and derived sizes.
 struct GPTConfig {

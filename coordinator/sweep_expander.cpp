@@ -162,6 +162,20 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
     }
   }
 
+  // `seeds`: the whole list of combinations once per seed (seed slowest, so the first round
+  // already compares every configuration); the seed is recorded as a parameter.
+  if (spec.seeds_size() > 0) {
+    std::vector<std::vector<Choice>> seeded;
+    for (const int64_t seed : spec.seeds()) {
+      const std::string v = std::to_string(seed);
+      for (const auto& combo : combos) {
+        seeded.push_back(combo);
+        seeded.back().push_back({{{"seed", v}}, {"seed", v}});
+      }
+    }
+    combos = std::move(seeded);
+  }
+
   Expansion out;
   std::set<std::string> seen;
   std::vector<std::string> errors;

@@ -158,7 +158,7 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
   }
   if (!root.IsMap()) throw ConfigError(fmt::format("{}: expected a map (name, base, parameters, ...)", where));
   check_keys(root, {"name", "description", "base", "method", "count", "seed", "metric", "resources",
-                    "max_retries", "early_stop", "priority", "parameters", "overrides"},
+                    "max_retries", "early_stop", "priority", "parameters", "overrides", "seeds"},
              where);
   SweepSpec spec;
   auto str = [&](const char* key) {
@@ -262,7 +262,26 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
       parse_parameter(name, kv.second, pw + "." + name, spec.add_parameters());
     }
   }
+  if (root["seeds"]) {
+    const std::string sw = where + ": seeds";
+    const YAML::Node seeds = root["seeds"];
+    if (!seeds.IsSequence() || seeds.size() == 0) {
+      throw ConfigError(fmt::format("{}: expected a non-empty list of integers, e.g. seeds: [0, 1, 2]", sw));
+    }
+    std::set<int64_t> seen;
+    for (size_t i = 0; i < seeds.size(); ++i) {
+      const int64_t s = integer(seeds[i], fmt::format("seeds[{}]", i));
+      if (!seen.insert(s).second) throw ConfigError(fmt::format("{}[{}] = {}: given twice", sw, i, s));
+      spec.add_seeds(s);
+    }
+    if (spec.overrides().count("seed")) {
+      throw ConfigError(fmt::format("{}: seed is both in overrides and set by seeds; keep one", where));
+    }
+  }
   for (const auto& p : spec.parameters()) {
+    if (p.name() == "seed" && spec.seeds_size() > 0) {
+      throw ConfigError(fmt::format("{}: seed is both in parameters and set by seeds; keep one", where));
+    }
     if (spec.method() == "grid" && p.has_min()) {
       throw ConfigError(fmt::format("{}: parameters.{}: a min/max range needs method: random (grid needs values)",
                                     where, p.name()));

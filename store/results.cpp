@@ -7,6 +7,7 @@
 #include <set>
 
 #include "common/check.h"
+#include "store/compare.h"
 
 namespace hylab::store {
 namespace {
@@ -154,57 +155,26 @@ Table results(Db& db, const ResultsQuery& q) {
     });
   }
   if (!q.group_by.empty()) {
-    if (t.column(q.group_by) < 0) {
-      HYLAB_FAIL("--group_by {}: no such column; columns: {}", q.group_by, column_list(t));
-    }
-    return group_results(t, q.group_by);
+    GroupQuery g;
+    g.group_by = split_list(q.group_by);
+    g.include_stopped = q.include_stopped;
+    return groups_table(group_trials(t, g), g, /*display=*/false);
   }
   return t;
 }
 
-Table group_results(const Table& t, const std::string& column) {
-  const int g = t.column(column);
-  HYLAB_CHECK(g >= 0, "group_results: no column {}", column);
-  const int state = t.column("state"), bpb = t.column("val_bpb"), tps = t.column("tok_per_s");
-  const int params = t.column("params"), mfu = t.column("mfu"), mem = t.column("peak_mem_gib");
-  struct Acc {
-    json key;
-    int n = 0, ok = 0;
-    std::map<int, std::pair<double, int>> sums;  // column -> (sum, count)
-    std::optional<double> best;
-  };
-  std::vector<Acc> groups;
-  for (const auto& row : t.rows) {
-    auto it = std::find_if(groups.begin(), groups.end(), [&](const Acc& a) { return a.key == row[g]; });
-    if (it == groups.end()) {
-      groups.push_back(Acc{row[g]});
-      it = groups.end() - 1;
-    }
-    it->n++;
-    if (row[state] == "succeeded") it->ok++;
-    for (int c : {bpb, tps, params, mfu, mem}) {
-      if (row[c].is_number()) {
-        it->sums[c].first += row[c].get<double>();
-        it->sums[c].second++;
-      }
-    }
-    if (row[bpb].is_number() && (!it->best || row[bpb].get<double>() < *it->best)) {
-      it->best = row[bpb].get<double>();
-    }
+std::vector<std::string> split_list(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    std::string part = text.substr(start, end - start);
+    part.erase(0, part.find_first_not_of(" \t"));
+    part.erase(part.find_last_not_of(" \t") + 1);
+    if (!part.empty()) out.push_back(part);
+    start = end + 1;
   }
-  auto mean = [](const Acc& a, int c) -> json {
-    auto it = a.sums.find(c);
-    return it == a.sums.end() || it->second.second == 0 ? json() : json(it->second.first / it->second.second);
-  };
-  Table out;
-  out.columns = {column, "trials", "succeeded", "val_bpb_best", "val_bpb_mean", "tok_per_s_mean",
-                 "params_mean", "mfu_mean", "peak_mem_gib_mean"};
-  for (const auto& a : groups) {
-    out.rows.push_back({a.key, a.n, a.ok, a.best ? json(*a.best) : json(), mean(a, bpb), mean(a, tps),
-                        mean(a, params), mean(a, mfu), mean(a, mem)});
-  }
-  std::stable_sort(out.rows.begin(), out.rows.end(),
-                   [](const auto& a, const auto& b) { return cell_less(a[3], b[3]); });
   return out;
 }
 

@@ -24,7 +24,8 @@ struct Table {
 struct ResultsQuery {
   int64_t sweep_id = 0;       // 0 = every sweep (and local runs)
   std::string sort;           // a column; "-col" for descending; "" = trial_id
-  std::string group_by;       // a column (e.g. block_pattern, attention_fraction); "" = none
+  std::string group_by;       // columns, comma-separated (e.g. "block_pattern,mamba_d_state"); "" = none
+  bool include_stopped = false;  // group_by: count stopped/failed trials' last value (store/compare.h)
 };
 
 // Columns: trial_id, sweep_id, sweep, state, block_pattern, n_layer, n_attn_layers,
@@ -32,12 +33,13 @@ struct ResultsQuery {
 // already a column, then params, val_bpb, train_loss, tok_per_s, mfu, peak_mem_gib,
 // decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason.
 // val_bpb is the summary's final value, else the newest val_bpb metric (stopped trials).
+// With group_by: one row per group, ranked, as store/compare.h's groups_table (val_bpb mean,
+// std, n, the significance mark, ...; only succeeded trials count unless include_stopped).
 // Throws hylab::Error for an unknown sort or group_by column (listing the columns).
 Table results(Db& db, const ResultsQuery& q);
 
-// Groups rows by one column: group value, trials, succeeded, val_bpb_best, val_bpb_mean,
-// tok_per_s_mean, params_mean, mfu_mean, peak_mem_gib_mean; sorted by val_bpb_best.
-Table group_results(const Table& t, const std::string& column);
+// "a,b" -> {"a", "b"} (spaces trimmed, empty parts dropped).
+std::vector<std::string> split_list(const std::string& text);
 
 // Loss curves: trial_id, step, then one column per metric name (sorted; train_loss and
 // val_bpb first); cells are null where a metric has no value at a step.

@@ -99,13 +99,13 @@ TEST(SweepExpander, GridIsTheProductWithTheLastParameterFastest) {
 name: g
 base: b.yaml
 parameters:
-  block_pattern: {values: ["T*4", "M*4", "(T,M)*2"]}
+  block_pattern: {values: ["T*2,M*2", "M*4", "(T,M)*2"]}
   mamba_d_state: {values: [8, 16]}
 )", "g");
   const Expansion e = expand_sweep(spec, base_d4());
   ASSERT_EQ(e.trials.size(), 6u);
   EXPECT_EQ(e.duplicates_removed, 0);
-  EXPECT_EQ(param(e.trials[0], "block_pattern"), "T*4");
+  EXPECT_EQ(param(e.trials[0], "block_pattern"), "T*2,M*2");
   EXPECT_EQ(param(e.trials[0], "mamba_d_state"), "8");
   EXPECT_EQ(param(e.trials[1], "mamba_d_state"), "16");
   EXPECT_EQ(param(e.trials[2], "block_pattern"), "M*4");
@@ -133,6 +133,116 @@ parameters:
   EXPECT_EQ(e.trials.size(), 2u);
   EXPECT_EQ(e.duplicates_removed, 2);
   EXPECT_EQ(e.trials[1].trial_index, 1);
+}
+
+TEST(SweepExpander, KeysAConfigDoesNotUseDoNotMakeItANewTrial) {
+  // Issue 14: a pattern x Mamba-hyperparameter grid trained the all-T model once per Mamba
+  // setting. Without M layers the mamba_* keys (and scalar_lr) are unused; without T layers
+  // n_head, n_kv_head and rope_base are; with an explicit horizon target_param_data_ratio is.
+  const auto spec = parse_sweep_yaml(R"(
+name: d
+base: b.yaml
+parameters:
+  block_pattern: {values: ["T*4", "M*4", "T*2,M*2"]}
+  mamba_d_state: {values: [16, 32]}
+  mamba_expand: {values: [1, 2]}
+)", "d");
+  const Expansion e = expand_sweep(spec, base_d4());
+  // T*4: 1 trial (not 4); M*4 and T*2,M*2: 4 each.
+  EXPECT_EQ(e.trials.size(), 9u);
+  EXPECT_EQ(e.duplicates_removed, 3);
+  int all_t = 0;
+  for (const auto& t : e.trials) all_t += param(t, "block_pattern") == "T*4";
+  EXPECT_EQ(all_t, 1);
+
+  RunConfig t4 = base_d4();
+  t4.add_block_pattern("T*4");
+  RunConfig t4_other = t4;
+  t4_other.set_mamba_d_state(32);
+  t4_other.set_mamba_dt_max(0.2);
+  t4_other.set_scalar_lr(0.1);
+  EXPECT_EQ(config_hash(resolve_config(t4)), config_hash(resolve_config(t4_other)));
+  t4_other.set_rope_base(500);  // used by attention: a different model
+  EXPECT_NE(config_hash(resolve_config(t4)), config_hash(resolve_config(t4_other)));
+
+  RunConfig m4 = base_d4();
+  m4.add_block_pattern("M*4");
+  RunConfig m4_other = m4;
+  m4_other.set_rope_base(500);
+  m4_other.set_n_head(4);
+  m4_other.set_n_kv_head(2);
+  EXPECT_EQ(config_hash(resolve_config(m4)), config_hash(resolve_config(m4_other)));
+  m4_other.set_mamba_d_state(32);
+  EXPECT_NE(config_hash(resolve_config(m4)), config_hash(resolve_config(m4_other)));
+
+  // An explicit horizon makes target_param_data_ratio unused; -1 uses it.
+  RunConfig a = m4, b = m4;
+  a.set_num_iterations(100);
+  b.set_num_iterations(100);
+  b.set_target_param_data_ratio(5);
+  EXPECT_EQ(config_hash(resolve_config(a)), config_hash(resolve_config(b)));
+  a.set_num_iterations(-1);
+  b.set_num_iterations(-1);
+  EXPECT_NE(config_hash(resolve_config(a)), config_hash(resolve_config(b)));
+  // depth is redundant once the widths are resolved.
+  RunConfig widths;
+  widths.set_n_layer(4);
+  widths.set_n_embd(256);
+  widths.set_n_head(2);
+  widths.set_max_seq_len(64);
+  EXPECT_EQ(config_hash(resolve_config(widths)), config_hash(resolve_config(base_d4())));
+}
+
+TEST(SweepExpander, SeedsRepeatEveryTrialOncePerSeed) {
+  const std::string yaml = R"(
+name: s
+base: b.yaml
+seeds: [0, 1, 2]
+parameters:
+  block_pattern: {values: ["T*4", "M*4"]}
+)";
+  const Expansion e = expand_sweep(parse_sweep_yaml(yaml, "s"), base_d4());
+  ASSERT_EQ(e.trials.size(), 6u);
+  EXPECT_EQ(e.duplicates_removed, 0);
+  // Seed slowest: the first round already compares every configuration.
+  const std::vector<std::pair<std::string, int64_t>> want = {
+      {"T*4", 0}, {"M*4", 0}, {"T*4", 1}, {"M*4", 1}, {"T*4", 2}, {"M*4", 2}};
+  for (size_t i = 0; i < want.size(); ++i) {
+    EXPECT_EQ(param(e.trials[i], "block_pattern"), want[i].first);
+    EXPECT_EQ(param(e.trials[i], "seed"), std::to_string(want[i].second));
+    EXPECT_EQ(e.trials[i].resolved.seed(), want[i].second);
+  }
+  // The trials of one configuration differ only in seed.
+  RunConfig a = e.trials[0].resolved, b = e.trials[4].resolved;
+  b.set_seed(a.seed());
+  EXPECT_EQ(config_to_json(a), config_to_json(b));
+
+  // Random sweeps too: each draw once per seed.
+  const auto random = parse_sweep_yaml(R"(
+name: r
+base: b.yaml
+method: random
+count: 3
+seeds: [5, 6]
+parameters:
+  matrix_lr: {min: 0.001, max: 0.1}
+)", "r");
+  const Expansion r = expand_sweep(random, base_d4());
+  ASSERT_EQ(r.trials.size(), 6u);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(r.trials[i].resolved.matrix_lr(), r.trials[i + 3].resolved.matrix_lr());
+    EXPECT_EQ(r.trials[i].resolved.seed(), 5);
+    EXPECT_EQ(r.trials[i + 3].resolved.seed(), 6);
+  }
+
+  auto err = [](const std::string& y) { return error_of([&] { parse_sweep_yaml(y, "s.yaml"); }); };
+  EXPECT_NE(err("name: x\nbase: b\nseeds: []\n").find("seeds: expected a non-empty list"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nseeds: [1, 1]\n").find("seeds[1] = 1: given twice"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nseeds: [a]\n").find("expected an integer"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nseeds: [1]\noverrides: {seed: 3}\n").find("seed is both in overrides"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nseeds: [1]\nparameters: {seed: {values: [2]}}\n").find("seed is both in parameters"),
+            std::string::npos);
 }
 
 TEST(SweepExpander, RejectsInvalidCombinationsBeforeAnythingRuns) {

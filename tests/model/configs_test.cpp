@@ -4,8 +4,14 @@
 #include <torch/torch.h>
 
 #include <chrono>
-#include <set>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <map>
+#include <memory>
+#include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "model/accounting.h"
 #include "model/gpt.h"
@@ -72,6 +78,43 @@ TEST(Configs, LoadResolveRoundTripAndBuild) {
     std::printf("%-28s %-44s %12lld params  built in %.1f s\n", name.c_str(), e.pattern.c_str(),
                 static_cast<long long>(n), s);
   }
+}
+
+// Issue 14: `hylab model info` said 19.23M params for configs/d4_alternating.yaml (the schema's
+// 32768-token vocabulary) while the trainer built 6.64M (the data's). It must take the
+// vocabulary from the config's data folder, as the trainer does.
+TEST(Configs, ModelInfoUsesTheDataVocabularyAsTheTrainerDoes) {
+  const char* bin = std::getenv("HYLAB_BIN");
+  if (bin == nullptr) GTEST_SKIP() << "HYLAB_BIN not set (run through ctest)";
+  const std::string dir = testing::make_temp_dir("model_info");
+  {
+    std::ofstream meta(testing::join(dir, "meta.json"));
+    meta << R"({"vocab_size": 8192, "bos_id": 1, "train_tokens": 1000, "val_tokens": 100})";
+  }
+  auto info = [&](const std::string& extra) {
+    const std::string cmd = std::string(bin) + " model info --config configs/d4_alternating.yaml --format json " + extra;
+    std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen(cmd.c_str(), "r"), pclose);
+    std::string out;
+    char buf[4096];
+    while (fgets(buf, sizeof buf, pipe.get()) != nullptr) out += buf;
+    return nlohmann::json::parse(out);
+  };
+  RunConfig cfg = load_config_file("configs/d4_alternating.yaml");
+  cfg.set_vocab_size(8192);
+  const int64_t trainer_params = count_params(gpt_config(resolve_config(cfg))).total;
+
+  const auto from_data = info("--data " + dir);
+  EXPECT_EQ(from_data["config"]["vocab_size"], 8192);
+  EXPECT_EQ(from_data["params_total"], trainer_params);
+  EXPECT_NE(from_data["vocab_source"].get<std::string>().find("meta.json"), std::string::npos);
+  // A vocab_size in the config wins over the data's.
+  const auto set = info("--data " + dir + " --vocab_size 300");
+  EXPECT_EQ(set["config"]["vocab_size"], 300);
+  // No prepared data: the schema default, and the output says why.
+  const auto missing = info("--data " + testing::join(dir, "absent"));
+  EXPECT_EQ(missing["config"]["vocab_size"], 32768);
+  EXPECT_NE(missing["vocab_source"].get<std::string>().find("schema default"), std::string::npos);
+  testing::remove_tree(dir);
 }
 
 }  // namespace

@@ -127,16 +127,27 @@ TEST_F(StoreTest, GroupByAndFormats) {
   Table g = results(store_->db(), q);
   ASSERT_EQ(g.rows.size(), 2u);
   EXPECT_EQ(g.rows[0][0], 16);
-  EXPECT_EQ(g.rows[0][1], 2);  // trials
-  EXPECT_EQ(g.rows[0][2], 1);  // succeeded
-  EXPECT_DOUBLE_EQ(g.rows[0][3].get<double>(), 2.25);
-  EXPECT_DOUBLE_EQ(g.rows[0][4].get<double>(), 2.625);
+  EXPECT_EQ(g.rows[0][g.column("trials")], 2);
+  EXPECT_EQ(g.rows[0][g.column("n")], 1);  // the stopped trial's step-2 bpb is not averaged in
+  EXPECT_DOUBLE_EQ(g.rows[0][g.column("val_bpb")].get<double>(), 2.25);
+  EXPECT_EQ(g.rows[0][g.column("note")], "excl. 1 stopped");
   const std::string csv = render(g, Format::kCsv);
-  EXPECT_EQ(csv.substr(0, csv.find('\n')),
-            "mamba_d_state,trials,succeeded,val_bpb_best,val_bpb_mean,tok_per_s_mean,params_mean,mfu_mean,peak_mem_gib_mean");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')).substr(0, 58),
+            "mamba_d_state,trials,n,excluded,val_bpb,val_bpb_std,p_vs_b");
   const auto json = nlohmann::json::parse(render(g, Format::kJson));
   EXPECT_EQ(json.size(), 2u);
   EXPECT_EQ(json[1]["mamba_d_state"], 32);
+  EXPECT_EQ(json[1]["mark"], "no data");  // its only trial is pending
+  // Several keys, and the stopped trial counted when asked.
+  q.group_by = "block_pattern, mamba_d_state";
+  q.include_stopped = true;
+  g = results(store_->db(), q);
+  ASSERT_EQ(g.rows.size(), 3u);
+  EXPECT_EQ(g.columns[1], "mamba_d_state");
+  EXPECT_EQ(g.rows[1][0], "M*2");
+  EXPECT_DOUBLE_EQ(g.rows[1][g.column("val_bpb")].get<double>(), 3.0);
+  EXPECT_EQ(g.rows[1][g.column("note")], "incl. 1 stopped");
+  q.include_stopped = false;
   const std::string table = render(results(store_->db(), ResultsQuery{sweep_id, "", ""}), Format::kTable);
   EXPECT_NE(table.find("123.5K"), std::string::npos) << table;  // params, human-sized
   EXPECT_THROW(parse_format("xml"), Error);
