@@ -18,10 +18,12 @@ struct Flags {
 };
 
 void setup(CLI::App& root) {
-  auto* cmd = root.add_subcommand("dashboard", "Serve the read-only web dashboard of a results database");
+  auto* cmd =
+      root.add_subcommand("dashboard", "Serve the read-only web dashboard of a results database");
   auto f = std::make_shared<Flags>();
   f->web.http = "127.0.0.1:8080";
-  cmd->add_option(flag("db"), f->db, "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
+  cmd->add_option(flag("db"), f->db,
+                  "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
   f->web.add_to(cmd, "Address to serve on, HOST:PORT (port 0 picks a free one)");
   cmd->get_option("--http")->capture_default_str();
   f->web.add_work_dir_to(cmd);

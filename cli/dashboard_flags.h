@@ -21,14 +21,17 @@ struct DashboardFlags {
 
   void add_to(CLI::App* cmd, const std::string& http_help) {
     cmd->add_option(flag("http"), http, http_help);
-    cmd->add_option(flag("http_token_file"), token_file,
-                    "File whose first line is the dashboard's bearer token (default $HYLAB_HTTP_TOKEN); "
-                    "required to bind an address other than loopback");
+    cmd->add_option(
+        flag("http_token_file"), token_file,
+        "File whose first line is the dashboard's bearer token (default $HYLAB_HTTP_TOKEN); "
+        "required to bind an address other than loopback");
     cmd->add_option(flag("web_dir"), web_dir,
-                    "Where scripts/fetch_web.sh put the chart library (default $HYLAB_WEB_DIR, else <dir of hylab>/web)");
+                    "Where scripts/fetch_web.sh put the chart library (default $HYLAB_WEB_DIR, "
+                    "else <dir of hylab>/web)");
   }
   void add_work_dir_to(CLI::App* cmd) {
-    cmd->add_option(flag("work_dir"), work_dir, "The workers' work_dir, to find sweep trials' run directories")
+    cmd->add_option(flag("work_dir"), work_dir,
+                    "The workers' work_dir, to find sweep trials' run directories")
         ->capture_default_str();
   }
 

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/run_config.h"
+#include "store/curve_compare.h"
 #include "store/results.h"
 
 namespace hylab::dashboard {
@@ -21,10 +22,14 @@ using nlohmann::json;
 // One cell as JSON; columns named *_json holding JSON text come back parsed.
 json cell(const store::Stmt& st, int col) {
   switch (st.column_type(col)) {
-    case SQLITE_NULL: return nullptr;
-    case SQLITE_INTEGER: return st.int64(col);
-    case SQLITE_FLOAT: return st.real(col);
-    default: break;
+    case SQLITE_NULL:
+      return nullptr;
+    case SQLITE_INTEGER:
+      return st.int64(col);
+    case SQLITE_FLOAT:
+      return st.real(col);
+    default:
+      break;
   }
   const std::string text = st.text(col);
   const std::string name = st.column_name(col);
@@ -62,23 +67,10 @@ double number(const json& obj, const char* key, double fallback) {
   return fallback;
 }
 
-// What the x axes "tokens" and "FLOPs" need from a resolved config: tokens per optimizer
-// step (total_batch_size, or one micro-step of every rank when it is -1) and the horizon.
-struct Shape {
-  double tokens_per_step = 0;
-  double num_iterations = -1;  // -1: the trainer chooses (Chinchilla horizon)
-};
-
-Shape shape_of(const std::string& config_json, int64_t gpus) {
+// A running trial's horizon from its resolved config (-1: the trainer chooses it).
+double num_iterations_of(const std::string& config_json) {
   const json c = json::parse(config_json, nullptr, false);
-  Shape s;
-  if (!c.is_object()) return s;
-  const double total = number(c, "total_batch_size", -1);
-  s.tokens_per_step = total > 0 ? total
-                                : number(c, "device_batch_size", 0) * number(c, "max_seq_len", 0) *
-                                      static_cast<double>(std::max<int64_t>(1, gpus));
-  s.num_iterations = number(c, "num_iterations", -1);
-  return s;
+  return c.is_object() ? number(c, "num_iterations", -1) : -1;
 }
 
 bool is_final(const std::string& state) { return state != "pending" && state != "running"; }
@@ -91,7 +83,8 @@ json downsample(const std::vector<std::pair<int64_t, double>>& pts, int max_poin
   const double stride = n > keep ? static_cast<double>(n - 1) / static_cast<double>(keep - 1) : 1.0;
   size_t last = n;  // index of the previous point written
   for (size_t k = 0; n > 0; ++k) {
-    const size_t i = std::min(n - 1, static_cast<size_t>(std::llround(static_cast<double>(k) * stride)));
+    const size_t i =
+        std::min(n - 1, static_cast<size_t>(std::llround(static_cast<double>(k) * stride)));
     if (i != last) out.push_back({pts[i].first, pts[i].second});
     last = i;
     if (i == n - 1) break;
@@ -99,8 +92,10 @@ json downsample(const std::vector<std::pair<int64_t, double>>& pts, int max_poin
   return out;
 }
 
-std::vector<std::pair<int64_t, double>> series(store::Db& db, int64_t trial_id, const std::string& name) {
-  auto st = db.prepare("SELECT step, value FROM metrics WHERE trial_id = ?1 AND name = ?2 ORDER BY step");
+std::vector<std::pair<int64_t, double>> series(store::Db& db, int64_t trial_id,
+                                               const std::string& name) {
+  auto st =
+      db.prepare("SELECT step, value FROM metrics WHERE trial_id = ?1 AND name = ?2 ORDER BY step");
   st.bind(1, trial_id).bind(2, name);
   std::vector<std::pair<int64_t, double>> out;
   while (st.step()) out.emplace_back(st.int64(0), st.real(1));
@@ -117,14 +112,23 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
   std::map<int64_t, size_t> index;
   while (st.step()) {
     index[st.int64(0)] = out.size();
-    out.push_back({{"sweep_id", st.int64(0)}, {"name", st.text(1)}, {"state", st.text(2)},
-                   {"metric", {{"name", st.text(3)}, {"goal", st.text(4)}}}, {"priority", st.int64(5)},
-                   {"created_at", st.real(6)}, {"finished_at", cell(st, 7)},
-                   {"trials", 0}, {"pending", 0}, {"running", 0}, {"succeeded", 0}, {"failed", 0},
-                   {"stopped", 0}, {"done", 0.0}});
+    out.push_back({{"sweep_id", st.int64(0)},
+                   {"name", st.text(1)},
+                   {"state", st.text(2)},
+                   {"metric", {{"name", st.text(3)}, {"goal", st.text(4)}}},
+                   {"priority", st.int64(5)},
+                   {"created_at", st.real(6)},
+                   {"finished_at", cell(st, 7)},
+                   {"trials", 0},
+                   {"pending", 0},
+                   {"running", 0},
+                   {"succeeded", 0},
+                   {"failed", 0},
+                   {"stopped", 0},
+                   {"done", 0.0}});
   }
   auto tr = db.prepare(
-      "SELECT sweep_id, state, last_step, config_json, gpus, started_at, finished_at FROM trials "
+      "SELECT sweep_id, state, last_step, config_json FROM trials "
       "WHERE ?1 = 0 OR sweep_id = ?1");
   tr.bind(1, sweep_id);
   std::map<int64_t, std::pair<double, double>> span;  // first start, last finish (local runs)
@@ -134,9 +138,9 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
     json& s = out[it->second];
     const std::string state = tr.text(1);
     s["trials"] = s["trials"].get<int64_t>() + 1;
-    const char* bucket = state == "pending"     ? "pending"
-                         : state == "running"   ? "running"
-                         : state == "succeeded" ? "succeeded"
+    const char* bucket = state == "pending"                             ? "pending"
+                         : state == "running"                           ? "running"
+                         : state == "succeeded"                         ? "succeeded"
                          : (state == "stopped" || state == "cancelled") ? "stopped"
                                                                         : "failed";
     s[bucket] = s[bucket].get<int64_t>() + 1;
@@ -144,10 +148,8 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
     if (is_final(state)) {
       done = 1;
     } else if (state == "running") {
-      const Shape shape = shape_of(tr.text(3), tr.int64(4));
-      if (shape.num_iterations > 0) {
-        done = std::clamp(static_cast<double>(tr.int64(2) + 1) / shape.num_iterations, 0.0, 1.0);
-      }
+      const double horizon = num_iterations_of(tr.text(3));
+      if (horizon > 0) done = std::clamp(static_cast<double>(tr.int64(2) + 1) / horizon, 0.0, 1.0);
     }
     s["done"] = s["done"].get<double>() + done;
   }
@@ -160,7 +162,8 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
     const double end = open || s["finished_at"].is_null() ? now : s["finished_at"].get<double>();
     const double elapsed = std::max(0.0, end - s["created_at"].get<double>());
     s["elapsed_s"] = elapsed;
-    s["eta_s"] = open && progress > 0 && progress < 1 ? json(elapsed * (1 - progress) / progress) : json();
+    s["eta_s"] =
+        open && progress > 0 && progress < 1 ? json(elapsed * (1 - progress) / progress) : json();
   }
   return out;
 }
@@ -200,20 +203,32 @@ json sweep(store::Db& db, int64_t sweep_id, double now) {
   return out;
 }
 
+// Tokens per optimizer step and the points, as `hylab results --curves --x tokens` reads them
+// (store/curve_compare.h), so both show the same x; null/empty while the trial has no point.
+static std::pair<json, std::vector<std::pair<int64_t, double>>> curve_of(
+    store::Db& db, int64_t trial_id, const std::string& metric) {
+  if (series(db, trial_id, metric).empty()) return {nullptr, {}};
+  store::Curve c = store::load_curves(db, {trial_id}, metric).at(0);
+  return {c.tokens_per_step, std::move(c.points)};
+}
+
 json sweep_curves(store::Db& db, int64_t sweep_id, const std::string& metric, int max_points) {
   if (sweep_rows(db, sweep_id, 0).empty()) throw NotFound("no sweep " + std::to_string(sweep_id));
   auto st = db.prepare(
-      "SELECT t.trial_id, t.config_json, t.gpus, t.block_pattern, t.state, s.flops_per_token "
+      "SELECT t.trial_id, t.block_pattern, t.state, s.flops_per_token "
       "FROM trials t LEFT JOIN trial_summary s USING(trial_id) WHERE t.sweep_id = ?1 "
       "ORDER BY t.trial_index, t.trial_id");
   st.bind(1, sweep_id);
   json out = json::array();
   while (st.step()) {
     const int64_t id = st.int64(0);
-    out.push_back({{"trial_id", id}, {"block_pattern", st.text(3)}, {"state", st.text(4)},
-                   {"tokens_per_step", shape_of(st.text(1), st.int64(2)).tokens_per_step},
-                   {"flops_per_token", cell(st, 5)},
-                   {"points", downsample(series(db, id, metric), max_points)}});
+    auto [tokens_per_step, points] = curve_of(db, id, metric);
+    out.push_back({{"trial_id", id},
+                   {"block_pattern", st.text(1)},
+                   {"state", st.text(2)},
+                   {"tokens_per_step", tokens_per_step},
+                   {"flops_per_token", cell(st, 3)},
+                   {"points", downsample(points, max_points)}});
   }
   return {{"metric", metric}, {"trials", out}};
 }
@@ -235,8 +250,11 @@ json layer_map(store::Db& db, int64_t sweep_id) {
       for (const auto& l : c["block_pattern"]) layers += expand_pattern(l.get<std::string>());
     }
     if (layers.empty()) layers = expand_pattern(st.text(2));
-    out.push_back({{"trial_id", st.int64(0)}, {"state", st.text(1)}, {"block_pattern", st.text(2)},
-                   {"layers", layers}, {"val_bpb", cell(st, 4)}});
+    out.push_back({{"trial_id", st.int64(0)},
+                   {"state", st.text(1)},
+                   {"block_pattern", st.text(2)},
+                   {"layers", layers},
+                   {"val_bpb", cell(st, 4)}});
   }
   std::stable_sort(out.begin(), out.end(), [](const json& a, const json& b) {
     if (a["val_bpb"].is_null() != b["val_bpb"].is_null()) return b["val_bpb"].is_null();
@@ -271,8 +289,10 @@ json trial(store::Db& db, int64_t trial_id, const std::string& work_dir) {
       out["provenance"] = (*r)["provenance_json"];
     }
   }
-  out["attempts"] = rows(db, "SELECT * FROM trial_attempts WHERE trial_id = ?1 ORDER BY attempt", trial_id);
-  out["events"] = rows(db, "SELECT * FROM events WHERE trial_id = ?1 ORDER BY event_id DESC LIMIT 50", trial_id);
+  out["attempts"] =
+      rows(db, "SELECT * FROM trial_attempts WHERE trial_id = ?1 ORDER BY attempt", trial_id);
+  out["events"] = rows(
+      db, "SELECT * FROM events WHERE trial_id = ?1 ORDER BY event_id DESC LIMIT 50", trial_id);
 
   // The run directory: absolute for local runs, relative to the workers' work_dir for sweeps.
   const std::string run_dir = t.value("run_dir", "");
@@ -280,7 +300,8 @@ json trial(store::Db& db, int64_t trial_id, const std::string& work_dir) {
   if (!run_dir.empty() && dir.is_relative() && !work_dir.empty()) dir = fs::path(work_dir) / dir;
   std::error_code ec;
   const bool exists = !run_dir.empty() && fs::is_directory(dir, ec);
-  out["run_dir"] = {{"path", run_dir}, {"resolved", exists ? fs::absolute(dir, ec).string() : ""},
+  out["run_dir"] = {{"path", run_dir},
+                    {"resolved", exists ? fs::absolute(dir, ec).string() : ""},
                     {"exists", exists}};
 
   // Samples: the trainer logs "sample: TEXT" lines (train.log; else the attempts' log tails).
@@ -308,13 +329,14 @@ json trial(store::Db& db, int64_t trial_id, const std::string& work_dir) {
 
 json trial_curves(store::Db& db, int64_t trial_id, int max_points) {
   auto st = db.prepare(
-      "SELECT t.config_json, t.gpus, s.flops_per_token FROM trials t LEFT JOIN trial_summary s "
-      "USING(trial_id) WHERE t.trial_id = ?1");
+      "SELECT s.flops_per_token FROM trials t LEFT JOIN trial_summary s USING(trial_id) WHERE "
+      "t.trial_id = ?1");
   st.bind(1, trial_id);
   if (!st.step()) throw NotFound("no trial " + std::to_string(trial_id));
   json out = {{"trial_id", trial_id},
-              {"tokens_per_step", shape_of(st.text(0), st.int64(1)).tokens_per_step},
-              {"flops_per_token", cell(st, 2)}, {"metrics", json::object()}};
+              {"tokens_per_step", curve_of(db, trial_id, "train_loss").first},
+              {"flops_per_token", cell(st, 0)},
+              {"metrics", json::object()}};
   auto names = db.prepare("SELECT DISTINCT name FROM metrics WHERE trial_id = ?1 ORDER BY name");
   names.bind(1, trial_id);
   while (names.step()) {

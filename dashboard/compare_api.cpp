@@ -25,8 +25,10 @@ store::Table sweep_table(store::Db& db, int64_t sweep_id) {
 }  // namespace
 
 const std::vector<std::string>& pareto_axes() {
-  static const std::vector<std::string> kAxes = {"tok_per_s", "decode_tok_per_s_b1", "decode_tok_per_s_b32",
-                                                 "peak_mem_gib", "cache_bytes", "params", "mfu"};
+  static const std::vector<std::string> kAxes = {
+      "tok_per_s",    "decode_tok_per_s_b1", "decode_tok_per_s_b32",
+      "peak_mem_gib", "cache_bytes",         "params",
+      "mfu"};
   return kAxes;
 }
 
@@ -57,14 +59,21 @@ json pareto(store::Db& db, int64_t sweep_id, const std::string& x) {
   for (const auto& r : t.rows) {
     if (x_col < 0 || !r[x_col].is_number() || !r[y_col].is_number()) continue;
     const int64_t id = r[id_col].get<int64_t>();
-    points.push_back({{"trial_id", id}, {"state", r[state_col]}, {"x", r[x_col]}, {"y", r[y_col]},
+    points.push_back({{"trial_id", id},
+                      {"state", r[state_col]},
+                      {"x", r[x_col]},
+                      {"y", r[y_col]},
                       {"front", front.count(id) > 0}});
   }
-  return {{"x", x}, {"x_goal", store::default_goal(x) == store::Goal::kMaximize ? "maximize" : "minimize"},
-          {"y", "val_bpb"}, {"y_goal", "minimize"}, {"points", points}};
+  return {{"x", x},
+          {"x_goal", store::default_goal(x) == store::Goal::kMaximize ? "maximize" : "minimize"},
+          {"y", "val_bpb"},
+          {"y_goal", "minimize"},
+          {"points", points}};
 }
 
-json groups(store::Db& db, int64_t sweep_id, const std::vector<std::string>& group_by, bool include_stopped) {
+json groups(store::Db& db, int64_t sweep_id, const std::vector<std::string>& group_by,
+            bool include_stopped) {
   const store::Table t = sweep_table(db, sweep_id);
   store::GroupQuery q;
   q.group_by = group_by;
@@ -72,7 +81,8 @@ json groups(store::Db& db, int64_t sweep_id, const std::vector<std::string>& gro
   if (q.group_by.empty()) {
     // Default: every swept parameter but the seed (so seeds are what a group averages over).
     auto st = db.prepare(
-        "SELECT DISTINCT p.name FROM trial_params p JOIN trials t USING(trial_id) WHERE t.sweep_id = ?1 "
+        "SELECT DISTINCT p.name FROM trial_params p JOIN trials t USING(trial_id) WHERE t.sweep_id "
+        "= ?1 "
         "AND p.name NOT IN ('seed', 'attention_fraction', 'placement') ORDER BY p.name");
     st.bind(1, sweep_id);
     while (st.step()) {
@@ -81,7 +91,8 @@ json groups(store::Db& db, int64_t sweep_id, const std::vector<std::string>& gro
     if (q.group_by.empty()) q.group_by.push_back("block_pattern");
   }
   for (const auto& c : q.group_by) {
-    if (t.column(c) < 0) throw std::invalid_argument("group_by=" + c + ": not a column of this sweep's trials");
+    if (t.column(c) < 0)
+      throw std::invalid_argument("group_by=" + c + ": not a column of this sweep's trials");
   }
   return store::groups_json(store::group_trials(t, q), q);
 }

@@ -96,7 +96,9 @@ std::string metric_param(const httplib::Request& req) {
   const std::string m = req.has_param("metric") ? req.get_param_value("metric") : "train_loss";
   const bool ok = !m.empty() && m.size() <= 64 &&
                   m.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
-  if (!ok) throw std::invalid_argument("metric=" + m + ": expected a metric name such as train_loss or val_bpb");
+  if (!ok)
+    throw std::invalid_argument("metric=" + m +
+                                ": expected a metric name such as train_loss or val_bpb");
   return m;
 }
 
@@ -119,7 +121,8 @@ HttpAddress parse_http_address(const std::string& text, const std::string& flag)
   char* end = nullptr;
   const long p = std::strtol(port.c_str(), &end, 10);
   if (port.empty() || *end != '\0' || p < 0 || p > 65535 || a.host.empty()) {
-    HYLAB_FAIL("{} {}: expected HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one)", flag, text);
+    HYLAB_FAIL("{} {}: expected HOST:PORT (e.g. 127.0.0.1:8080; port 0 picks a free one)", flag,
+               text);
   }
   a.port = static_cast<int>(p);
   return a;
@@ -139,7 +142,8 @@ std::string load_token(const std::string& file) {
   std::string token;
   std::getline(in, token);
   while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
-  if (token.empty()) HYLAB_FAIL("--http_token_file {}: the first line is empty (expected the token)", file);
+  if (token.empty())
+    HYLAB_FAIL("--http_token_file {}: the first line is empty (expected the token)", file);
   return token;
 }
 
@@ -191,12 +195,15 @@ struct Server::Impl {
     }
     if (req.has_param("token") && same_secret(req.get_param_value("token"), opt.token)) {
       // A browser cannot send a header from a typed URL: trade the token for a cookie.
-      res.set_header("Set-Cookie", "hylab_token=" + opt.token + "; Path=/; HttpOnly; SameSite=Strict");
+      res.set_header("Set-Cookie",
+                     "hylab_token=" + opt.token + "; Path=/; HttpOnly; SameSite=Strict");
       res.set_redirect(req.path);
       return R::Handled;
     }
     res.set_header("WWW-Authenticate", "Bearer");
-    send_error(res, 401, "a bearer token is required (Authorization: Bearer TOKEN, or open /?token=TOKEN once)");
+    send_error(
+        res, 401,
+        "a bearer token is required (Authorization: Bearer TOKEN, or open /?token=TOKEN once)");
     return R::Handled;
   }
 
@@ -208,20 +215,25 @@ struct Server::Impl {
       const WebAsset* a = find_web_asset("index.html");
       res.set_content(a->body, a->content_type);
     };
-    for (const char* p : {"/", "/sweep/(\\d+)", "/sweep/(\\d+)/layers", "/trial/(\\d+)"}) http.Get(p, page);
-    http.Get("/static/([a-z_]+\\.(js|css|svg))", [](const httplib::Request& req, httplib::Response& res) {
-      const WebAsset* a = find_web_asset(req.matches[1].str());
-      if (!a) return send_error(res, 404, "no asset " + req.matches[1].str());
-      res.set_content(a->body, a->content_type);
-    });
+    for (const char* p : {"/", "/sweep/(\\d+)", "/sweep/(\\d+)/layers", "/trial/(\\d+)"})
+      http.Get(p, page);
+    http.Get("/static/([a-z_]+\\.(js|css|svg))",
+             [](const httplib::Request& req, httplib::Response& res) {
+               const WebAsset* a = find_web_asset(req.matches[1].str());
+               if (!a) return send_error(res, 404, "no asset " + req.matches[1].str());
+               res.set_content(a->body, a->content_type);
+             });
     http.Get("/vendor/chart.js", [this](const httplib::Request&, httplib::Response& res) {
       const fs::path path = fs::path(opt.web_dir) / kChartJs;
       std::ifstream in(path, std::ios::binary);
       if (!in) {
-        return send_error(res, 404, "the chart library is not at " + path.string() +
-                                        ": run scripts/fetch_web.sh (scripts/setup.sh does) or pass --web_dir");
+        return send_error(
+            res, 404,
+            "the chart library is not at " + path.string() +
+                ": run scripts/fetch_web.sh (scripts/setup.sh does) or pass --web_dir");
       }
-      const std::string body((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      const std::string body((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
       res.set_header("Cache-Control", "max-age=3600");
       res.set_content(body, "text/javascript; charset=utf-8");
     });
@@ -244,12 +256,13 @@ struct Server::Impl {
       api(req, res, [&](store::Db& db) { return trial(db, id_param(req), opt.work_dir); });
     });
     http.Get("/api/trials/(\\d+)/curves", [this](const auto& req, auto& res) {
-      api(req, res, [&](store::Db& db) { return trial_curves(db, id_param(req), max_points_param(req)); });
+      api(req, res,
+          [&](store::Db& db) { return trial_curves(db, id_param(req), max_points_param(req)); });
     });
-#ifdef HYLAB_DASHBOARD_COMPARE
     http.Get("/api/sweeps/(\\d+)/pareto", [this](const auto& req, auto& res) {
       api(req, res, [&](store::Db& db) {
-        return pareto(db, id_param(req), req.has_param("x") ? req.get_param_value("x") : "tok_per_s");
+        return pareto(db, id_param(req),
+                      req.has_param("x") ? req.get_param_value("x") : "tok_per_s");
       });
     });
     http.Get("/api/sweeps/(\\d+)/groups", [this](const auto& req, auto& res) {
@@ -259,11 +272,11 @@ struct Server::Impl {
         for (std::string c; std::getline(in, c, ',');) {
           if (!c.empty()) by.push_back(c);
         }
-        const std::string inc = req.has_param("include_stopped") ? req.get_param_value("include_stopped") : "0";
+        const std::string inc =
+            req.has_param("include_stopped") ? req.get_param_value("include_stopped") : "0";
         return groups(db, id_param(req), by, inc == "1" || inc == "true");
       });
     });
-#endif
     http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (res.status == 404 && res.body.empty()) send_error(res, 404, "no such page: " + req.path);
     });
@@ -272,20 +285,23 @@ struct Server::Impl {
 
 Server::Server(ServerOptions opt) : impl_(std::make_unique<Impl>()) {
   if (opt.token.empty() && !is_loopback(opt.address.host)) {
-    HYLAB_FAIL("--http {}:{}: a bind address other than loopback needs a bearer token "
-               "(--http_token_file FILE or $HYLAB_HTTP_TOKEN)",
-               opt.address.host, opt.address.port);
+    HYLAB_FAIL(
+        "--http {}:{}: a bind address other than loopback needs a bearer token "
+        "(--http_token_file FILE or $HYLAB_HTTP_TOKEN)",
+        opt.address.host, opt.address.port);
   }
   if (opt.token.find_first_not_of(kTokenChars) != std::string::npos) {
-    HYLAB_FAIL("the dashboard token may hold only letters, digits and -._~+/= (it travels in a cookie)");
+    HYLAB_FAIL(
+        "the dashboard token may hold only letters, digits and -._~+/= (it travels in a cookie)");
   }
   if (!fs::exists(opt.db_path)) HYLAB_FAIL("--db {}: no such database", opt.db_path);
   if (opt.web_dir.empty()) opt.web_dir = default_web_dir();
   if (opt.threads < 1) opt.threads = 1;
   if (!fs::exists(fs::path(opt.web_dir) / kChartJs)) {
-    spdlog::warn("dashboard: the chart library is not at {}/{}: pages will have no charts "
-                 "(run scripts/fetch_web.sh, or pass --web_dir)",
-                 opt.web_dir, kChartJs);
+    spdlog::warn(
+        "dashboard: the chart library is not at {}/{}: pages will have no charts "
+        "(run scripts/fetch_web.sh, or pass --web_dir)",
+        opt.web_dir, kChartJs);
   }
   impl_->opt = std::move(opt);
   impl_->routes();
@@ -308,7 +324,8 @@ void Server::start() {
     if (m.port <= 0) HYLAB_FAIL("--http {}:0: cannot bind", host);
   } else {
     if (!m.http.bind_to_port(host, m.opt.address.port)) {
-      HYLAB_FAIL("--http {}:{}: cannot bind (in use, or not an address of this host)", host, m.opt.address.port);
+      HYLAB_FAIL("--http {}:{}: cannot bind (in use, or not an address of this host)", host,
+                 m.opt.address.port);
     }
     m.port = m.opt.address.port;
   }

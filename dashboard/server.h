@@ -31,12 +31,12 @@ bool is_loopback(const std::string& host);
 std::string load_token(const std::string& file);
 
 struct ServerOptions {
-  std::string db_path;                  // the results database (must exist)
+  std::string db_path;  // the results database (must exist)
   HttpAddress address{"127.0.0.1", 8080};
-  std::string token;                    // required unless address.host is loopback
-  std::string web_dir;                  // fetched chart library; "" = $HYLAB_WEB_DIR, else <exe dir>/web
-  std::string work_dir = "runs/work";   // the workers' work_dir: resolves sweep trials' run_dir
-  int threads = 2;                      // request threads
+  std::string token;    // required unless address.host is loopback
+  std::string web_dir;  // fetched chart library; "" = $HYLAB_WEB_DIR, else <exe dir>/web
+  std::string work_dir = "runs/work";  // the workers' work_dir: resolves sweep trials' run_dir
+  int threads = 2;                     // request threads
 };
 
 class Server {

@@ -1,6 +1,7 @@
 // Our own web assets (dashboard/web/*), embedded into the binary at build time by
 // dashboard/embed_web.cmake, so `hylab` serves them wherever it is installed. The chart
-// library is not among them: it is fetched at setup into the build directory (scripts/fetch_web.sh).
+// library is not among them: it is fetched at setup into the build directory
+// (scripts/fetch_web.sh).
 #pragma once
 
 #include <string>

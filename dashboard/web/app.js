@@ -208,14 +208,14 @@ function groupsTable(groups) {
   return el('div', { class: 'scroll' }, el('table', { id: 'groups' },
     el('thead', {}, el('tr', {}, keys.map(k => el('th', {}, k)),
       ['n', 'trials', groups.metric + ' mean ± std', 'mark', 'p vs best', 'note'].map(h => el('th', {}, h)))),
-    el('tbody', {}, groups.groups.map(g => el('tr', { class: 'mark-' + String(g.mark).replace(/[^a-z]/g, '') },
+    el('tbody', {}, groups.groups.map(g => el('tr', { class: g.mark === 'best' ? 'mark-best' : g.mark === 'worse' ? 'mark-worse' : '' },
       keys.map(k => el('td', {}, fmt(g.key[k]))),
       el('td', { class: 'num' }, g.n), el('td', { class: 'num' }, g.trials),
       el('td', { class: 'num' }, g.mean === null ? '' : fmt(g.mean) + (g.std === null ? '' : ' ± ' + fmt(g.std))),
       el('td', {}, g.mark), el('td', { class: 'num' }, g.p_vs_best === null ? '' : g.p_vs_best.toPrecision(2)),
       el('td', { class: 'muted' }, g.note))))),
   el('p', { class: 'muted' }, 'n counts ' + (groups.include_stopped ? 'finished' : 'succeeded') + ' trials; ' +
-    'mark: Welch\'s t-test of each group against the best (alpha ' + groups.alpha + ', ' + groups.test + ')' +
+    'mark: Welch\'s two-sided t-test of each group against the best (alpha ' + groups.alpha + ')' +
     (groups.single_seed ? '; every group has n < 2: add seeds for error bars' : '')));
 }
 

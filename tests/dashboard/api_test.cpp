@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "common/check.h"
 #include "common/run_config.h"
@@ -22,8 +23,9 @@ using nlohmann::json;
 class DashboardTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("hylab_dashboard_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("hylab_dashboard_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     db_path_ = (dir_ / "hylab.db").string();
     store_ = store::Store::open(db_path_);
@@ -54,11 +56,13 @@ class DashboardTest : public ::testing::Test {
     store::SweepRow s;
     s.name = "patterns";
     Tx tx(store_->db());
-    sweep_id_ = store_->create_sweep(s, {new_trial("T*2", 0), new_trial("M*2", 1), new_trial("T,M", 2)});
+    sweep_id_ =
+        store_->create_sweep(s, {new_trial("T*2", 0), new_trial("M*2", 1), new_trial("T,M", 2)});
     for (const auto& t : store_->trials_of(sweep_id_)) ids_.push_back(t.trial_id);
     store_->start_attempt(ids_[0], 1, "w1", false);
-    store::put_metrics(store_->db(), ids_[0], 1,
-                       {{0, "train_loss", 5.0, 1}, {1, "train_loss", 4.0, 2}, {1, "val_bpb", 2.5, 2}});
+    store::put_metrics(
+        store_->db(), ids_[0], 1,
+        {{0, "train_loss", 5.0, 1}, {1, "train_loss", 4.0, 2}, {1, "val_bpb", 2.5, 2}});
     RunSummary sum;
     sum.params_total = 1000;
     sum.flops_per_token = 6000;
@@ -69,8 +73,10 @@ class DashboardTest : public ::testing::Test {
     store_->finish_attempt(ids_[0], 1, "succeeded", "", 0, "step 1\nsample: The river ran\n");
     store_->set_trial_state(ids_[0], "succeeded", 0, "");
     store_->start_attempt(ids_[1], 1, "w1", false);
-    store::put_metrics(store_->db(), ids_[1], 1, {{0, "train_loss", 6.0, 1}, {4, "val_bpb", 3.0, 3}});
-    store_->db().exec("UPDATE trials SET last_step = 4 WHERE trial_id = " + std::to_string(ids_[1]));
+    store::put_metrics(store_->db(), ids_[1], 1,
+                       {{0, "train_loss", 6.0, 1}, {4, "val_bpb", 3.0, 3}});
+    store_->db().exec("UPDATE trials SET last_step = 4 WHERE trial_id = " +
+                      std::to_string(ids_[1]));
     tx.commit();
   }
 
@@ -172,6 +178,44 @@ TEST_F(DashboardTest, TrialShowsConfigRunDirAndSamples) {
   EXPECT_THROW(trial(*db, 999, ""), NotFound);
 }
 
+TEST_F(DashboardTest, ParetoFrontOverSucceededTrialsAndGroups) {
+  make_sweep();
+  {
+    // M*2 finishes slower and worse than T*2 (dominated); T,M finishes faster but worse (front).
+    Tx tx(store_->db());
+    RunSummary m;
+    m.final_val_bpb = 3.0;
+    m.tok_per_s = 1000;
+    store::put_summary(store_->db(), ids_[1], m);
+    store_->set_trial_state(ids_[1], "succeeded", 0, "");
+    RunSummary tm;
+    tm.final_val_bpb = 2.5;
+    tm.tok_per_s = 3000;
+    store::put_summary(store_->db(), ids_[2], tm);
+    store_->set_trial_state(ids_[2], "succeeded", 0, "");
+    tx.commit();
+  }
+  auto db = store::Db::open(db_path_, true);
+  const json p = pareto(*db, sweep_id_, "tok_per_s");
+  EXPECT_EQ(p["x_goal"], "maximize");
+  ASSERT_EQ(p["points"].size(), 3u);
+  std::map<int64_t, bool> front;
+  for (const auto& pt : p["points"]) front[pt["trial_id"].get<int64_t>()] = pt["front"].get<bool>();
+  EXPECT_TRUE(front[ids_[0]]);
+  EXPECT_FALSE(front[ids_[1]]);
+  EXPECT_TRUE(front[ids_[2]]);
+  EXPECT_THROW(pareto(*db, sweep_id_, "val_bpb"), std::invalid_argument);
+  EXPECT_THROW(pareto(*db, 999, "tok_per_s"), NotFound);
+
+  const json g = groups(*db, sweep_id_, {}, false);  // default: by the swept block_pattern
+  EXPECT_EQ(g["group_by"], json::array({"block_pattern"}));
+  ASSERT_EQ(g["groups"].size(), 3u);
+  EXPECT_EQ(g["groups"][0]["key"]["block_pattern"], "T*2");
+  EXPECT_DOUBLE_EQ(g["groups"][0]["mean"].get<double>(), 2.25);
+  EXPECT_EQ(g["groups"][0]["n"], 1);
+  EXPECT_THROW(groups(*db, sweep_id_, {"no_such_column"}, false), std::invalid_argument);
+}
+
 // ---- the HTTP server ----
 
 ServerOptions options(const std::string& db) {
@@ -210,7 +254,8 @@ TEST_F(DashboardTest, ServesPagesAssetsAndTheApiReadOnly) {
   auto sweeps_r = cli.Get("/api/sweeps");
   ASSERT_EQ(sweeps_r->status, 200);
   EXPECT_EQ(json::parse(sweeps_r->body)[0]["trials"], 3);
-  auto curves = cli.Get(("/api/sweeps/" + std::to_string(sweep_id_) + "/curves?metric=val_bpb").c_str());
+  auto curves =
+      cli.Get(("/api/sweeps/" + std::to_string(sweep_id_) + "/curves?metric=val_bpb").c_str());
   ASSERT_EQ(curves->status, 200);
   EXPECT_EQ(json::parse(curves->body)["trials"][1]["points"][0][1], 3.0);
   EXPECT_EQ(cli.Get("/api/sweeps/999")->status, 404);
@@ -218,8 +263,13 @@ TEST_F(DashboardTest, ServesPagesAssetsAndTheApiReadOnly) {
   EXPECT_EQ(cli.Get("/api/nothing")->status, 404);
   auto bad = cli.Get("/api/sweeps/1/curves?max_points=lots");
   EXPECT_EQ(bad->status, 400);
-  EXPECT_NE(json::parse(bad->body)["error"].get<std::string>().find("max_points=lots"), std::string::npos);
+  EXPECT_NE(json::parse(bad->body)["error"].get<std::string>().find("max_points=lots"),
+            std::string::npos);
   EXPECT_EQ(cli.Get("/api/sweeps/1/curves?metric=x;drop")->status, 400);
+  EXPECT_EQ(cli.Get("/api/sweeps/1/pareto?x=tok_per_s")->status, 200);
+  EXPECT_EQ(cli.Get("/api/sweeps/1/pareto?x=nonsense")->status, 400);
+  EXPECT_EQ(cli.Get("/api/sweeps/1/groups")->status, 200);
+  EXPECT_EQ(cli.Get("/api/sweeps/1/groups?group_by=nonsense")->status, 400);
   EXPECT_EQ(cli.Post("/api/sweeps", "{}", "application/json")->status, 405);
   EXPECT_EQ(cli.Delete("/api/sweeps/1")->status, 405);
   // A page elsewhere reaching us through DNS rebinding names its own host.
@@ -275,8 +325,11 @@ TEST_F(DashboardTest, TokenRequiredOffLoopbackAndEnforcedWhenSet) {
   httplib::Client cli("127.0.0.1", server.port());
   EXPECT_EQ(cli.Get("/api/sweeps")->status, 401);
   EXPECT_EQ(cli.Get("/")->status, 401);
-  EXPECT_EQ(cli.Get("/api/sweeps", httplib::Headers{{"Authorization", "Bearer wrong"}})->status, 401);
-  EXPECT_EQ(cli.Get("/api/sweeps", httplib::Headers{{"Authorization", "Bearer s3cret-Token"}})->status, 200);
+  EXPECT_EQ(cli.Get("/api/sweeps", httplib::Headers{{"Authorization", "Bearer wrong"}})->status,
+            401);
+  EXPECT_EQ(
+      cli.Get("/api/sweeps", httplib::Headers{{"Authorization", "Bearer s3cret-Token"}})->status,
+      200);
   // A browser trades ?token= for a cookie once.
   auto login = cli.Get("/sweep/1?token=s3cret-Token");
   EXPECT_EQ(login->status, 302);
@@ -284,8 +337,12 @@ TEST_F(DashboardTest, TokenRequiredOffLoopbackAndEnforcedWhenSet) {
   const std::string cookie = login->get_header_value("Set-Cookie");
   EXPECT_EQ(cookie.rfind("hylab_token=s3cret-Token;", 0), 0u) << cookie;
   EXPECT_NE(cookie.find("HttpOnly"), std::string::npos);
-  EXPECT_EQ(cli.Get("/api/sweeps", httplib::Headers{{"Cookie", "theme=dark; hylab_token=s3cret-Token"}})->status, 200);
-  EXPECT_EQ(cli.Get("/api/sweeps", httplib::Headers{{"Cookie", "hylab_token=s3cret"}})->status, 401);
+  EXPECT_EQ(
+      cli.Get("/api/sweeps", httplib::Headers{{"Cookie", "theme=dark; hylab_token=s3cret-Token"}})
+          ->status,
+      200);
+  EXPECT_EQ(cli.Get("/api/sweeps", httplib::Headers{{"Cookie", "hylab_token=s3cret"}})->status,
+            401);
 }
 
 }  // namespace

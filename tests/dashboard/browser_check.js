@@ -72,7 +72,7 @@ async function main() {
     p = await open(context, 'sweep', '/sweep/' + sweepId);
     const sweepRows = await p.page.locator('#trials tbody tr').count();
     say({ page: 'sweep', errors: p.errors, charts: await chartPoints(p.page), rows: sweepRows,
-      groups: await p.page.locator('#groups tbody tr').count() });
+      groups: await p.page.$$eval('#groups tbody tr', rs => rs.map(r => Array.from(r.cells, c => c.textContent))) });
     await shoot(p);
 
     await p.page.click('#trials th[data-col="trial_id"]');  // by trial_id, then val_bpb ascending
