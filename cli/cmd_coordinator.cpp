@@ -1,6 +1,7 @@
 // `hylab coordinator`: the sweep coordinator daemon (see coordinator/coordinator.h and
 // docs/DAEMONS.md).
 #include "cli/daemon_flags.h"
+#include "cli/dashboard_flags.h"
 #include "common/check.h"
 #include "coordinator/coordinator.h"
 
@@ -11,6 +12,9 @@ struct Flags {
   coordinator::CoordinatorOptions opt;
   std::string key, allow;
   bool insecure = false;
+#ifdef HYLAB_HAS_DASHBOARD
+  DashboardFlags web;  // --http: off unless asked
+#endif
 };
 
 void setup(CLI::App& root) {
@@ -29,6 +33,10 @@ void setup(CLI::App& root) {
   cmd->add_option(flag("liveness"), f->opt.liveness, "Missed heartbeats before a worker is lost")->capture_default_str();
   cmd->add_option(flag("recovery_grace_ms"), f->opt.recovery_grace_ms,
                   "After a restart, how long running trials wait for their worker (0 = 4 x liveness x heartbeat)");
+#ifdef HYLAB_HAS_DASHBOARD
+  f->web.add_to(cmd, "Also serve the read-only web dashboard on HOST:PORT, e.g. 127.0.0.1:8080 (off unless given)");
+  f->web.add_work_dir_to(cmd);
+#endif
   cmd->callback([f] {
     use_stderr_log("coordinator");
     Flags& x = *f;
@@ -49,7 +57,11 @@ void setup(CLI::App& root) {
       if (x.opt.security.allow.size() == 0) throw hylab::Error("--allow " + x.allow + ": no public keys in it");
     }
     install_stop_signals();
-    coordinator::Coordinator c(x.opt);
+    coordinator::Coordinator c(x.opt);  // creates the database
+#ifdef HYLAB_HAS_DASHBOARD
+    // Its own thread and read-only connections: the poll loop never waits on it.
+    auto web = x.web.start(x.opt.db_path);
+#endif
     c.run(stop_requested());
   });
 }

