@@ -5,6 +5,7 @@
 #include "cli/daemon_flags.h"
 #include "common/check.h"
 #include "store/results.h"
+#include "store/trial_view.h"
 
 namespace hylab::cli {
 namespace {
@@ -14,6 +15,7 @@ struct Flags {
   int64_t sweep_id = 0;
   std::string sort, group_by, format = "table";
   std::vector<int64_t> curves;
+  int64_t trial_id = 0;  // --trial: one trial's view (provenance, run_dir, config)
 };
 
 void setup(CLI::App& root) {
@@ -25,8 +27,17 @@ void setup(CLI::App& root) {
   cmd->add_option(flag("group_by"), f->group_by, "Group by a column (e.g. block_pattern, attention_fraction)");
   cmd->add_option(flag("format"), f->format, "table, csv or json")->capture_default_str();
   cmd->add_option(flag("curves"), f->curves, "Loss curves of these trials as CSV: trial_id, step, one column per metric");
+  cmd->add_option(flag("trial"), f->trial_id,
+                  "One trial in full: every column (budget, disk use, run_dir, provenance) and its config");
+  cmd->footer("The text table leaves out the provenance columns (hylab_version, hylab_commit, "
+              "torch_version, cuda_version, nccl_version, driver_version, gpu_name, host); "
+              "--format csv/json and --trial show them.");
   cmd->callback([f] {
     auto db = store::Db::open(f->db, /*read_only=*/true);
+    if (f->trial_id > 0) {
+      std::fputs(store::render_trial(*db, f->trial_id, store::parse_format(f->format)).c_str(), stdout);
+      return;
+    }
     if (!f->curves.empty()) {
       std::string format = f->format == "table" ? "csv" : f->format;  // curves are data: CSV unless json
       std::fputs(store::render(store::curves(*db, f->curves), store::parse_format(format)).c_str(), stdout);
@@ -36,7 +47,10 @@ void setup(CLI::App& root) {
     q.sweep_id = f->sweep_id;
     q.sort = f->sort;
     q.group_by = f->group_by;
-    std::fputs(store::render(store::results(*db, q), store::parse_format(f->format)).c_str(), stdout);
+    const store::Format format = store::parse_format(f->format);
+    store::Table t = store::results(*db, q);
+    if (format == store::Format::kTable) t = store::without_provenance(t);
+    std::fputs(store::render(t, format).c_str(), stdout);
   });
 }
 

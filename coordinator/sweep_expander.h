@@ -4,7 +4,8 @@
 // Grid: the cartesian product of every parameter's values, in YAML order, the last
 // parameter varying fastest. Random: `count` draws (mt19937_64 seeded by `seed`), each
 // parameter drawn uniformly from its values or from its min/max distribution.
-// Each trial's config = base -> overrides -> parameter values -> resolve_config. Trials
+// Each trial's config = base -> overrides -> budget (target_flops or target_tokens, with
+// num_iterations -1) -> parameter values -> resolve_config. Trials
 // whose resolved config equals an earlier one's (config_hash) are dropped as duplicates.
 // If any combination is invalid, nothing runs: expand_sweep throws one ConfigError that
 // lists every invalid trial with its parameters and the field-naming reason.

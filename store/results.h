@@ -30,7 +30,10 @@ struct ResultsQuery {
 // Columns: trial_id, sweep_id, sweep, state, block_pattern, n_layer, n_attn_layers,
 // n_mamba_layers, mamba_d_state, mamba_expand, seed, then each swept parameter that is not
 // already a column, then params, val_bpb, train_loss, tok_per_s, mfu, peak_mem_gib,
-// decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason.
+// decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason, then
+// budget ("flops 1e+18", "tokens 5e+09", "steps 1500" or "ratio 20", from the config),
+// train_flops, disk_bytes, run_dir (the newest attempt's absolute folder on its worker, else
+// trials.run_dir) and the provenance columns (store/schema.h kProvenanceKeys).
 // val_bpb is the summary's final value, else the newest val_bpb metric (stopped trials).
 // Throws hylab::Error for an unknown sort or group_by column (listing the columns).
 Table results(Db& db, const ResultsQuery& q);

@@ -35,7 +35,7 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
   model->to(device);
   model->set_use_kernels(cfg.kernels() != "reference");
   const ParamCounts counts = count_params(gcfg);
-  const Horizon h = compute_horizon(cfg, counts.total, /*world=*/1);
+  const Horizon h = compute_horizon(cfg, counts.total, /*world=*/1, flops_per_token(gcfg, cfg.max_seq_len()));
   Optimizers optim(*model, cfg, device.is_cuda());
   const int64_t B = cfg.device_batch_size(), T = cfg.max_seq_len();
   // Random tokens, drawn once on the device (the data path is not what is measured).
