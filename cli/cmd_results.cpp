@@ -48,9 +48,8 @@ void setup(CLI::App& root) {
     q.sort = f->sort;
     q.group_by = f->group_by;
     const store::Format format = store::parse_format(f->format);
-    store::Table t = store::results(*db, q);
-    if (format == store::Format::kTable) t = store::without_provenance(t);
-    std::fputs(store::render(t, format).c_str(), stdout);
+    q.provenance = format != store::Format::kTable;
+    std::fputs(store::render(store::results(*db, q), format).c_str(), stdout);
   });
 }
 

@@ -440,8 +440,8 @@ RunConfig resolve_config(const RunConfig& in) {
   {
     std::vector<std::string> horizons;
     if (c.num_iterations() >= 0) horizons.push_back(fmt::format("num_iterations = {}", c.num_iterations()));
-    if (c.target_flops() > 0) horizons.push_back(fmt::format("target_flops = {}", c.target_flops()));
-    if (c.target_tokens() > 0) horizons.push_back(fmt::format("target_tokens = {}", c.target_tokens()));
+    if (c.target_flops() > 0) horizons.push_back(fmt::format("target_flops = {:g}", c.target_flops()));
+    if (c.target_tokens() > 0) horizons.push_back(fmt::format("target_tokens = {:g}", c.target_tokens()));
     if (horizons.size() > 1) {
       throw ConfigError(fmt::format("{} and {} both set the horizon: set one (the other to -1)",
                                     horizons[0], horizons[1]));

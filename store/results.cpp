@@ -106,8 +106,8 @@ std::string budget_of(const json& cfg) {
 
 // Appends budget, train_flops (flops_per_token * steps * tokens per step), disk_bytes, run_dir
 // (the newest attempt's absolute folder on its worker, else trials.run_dir) and the provenance
-// columns (store/schema.h kProvenanceKeys) to a results table.
-void append_artifact_columns(Db& db, Table* t) {
+// columns (store/schema.h kProvenanceKeys, when asked) to a results table.
+void append_artifact_columns(Db& db, Table* t, bool provenance) {
   auto st = db.prepare(R"SQL(
     SELECT t.config_json, t.gpus, s.flops_per_token, s.steps, s.disk_bytes,
            COALESCE(NULLIF((SELECT a.run_dir FROM trial_attempts a WHERE a.trial_id = t.trial_id
@@ -117,7 +117,9 @@ void append_artifact_columns(Db& db, Table* t) {
     FROM trials t LEFT JOIN trial_summary s USING(trial_id) WHERE t.trial_id = ?)SQL");
   const int id = t->column("trial_id");
   for (const char* c : {"budget", "train_flops", "disk_bytes", "run_dir"}) t->columns.push_back(c);
-  for (const char* c : kProvenanceKeys) t->columns.push_back(c);
+  if (provenance) {
+    for (const char* c : kProvenanceKeys) t->columns.push_back(c);
+  }
   for (auto& row : t->rows) {
     st.bind(1, row[id].get<int64_t>());
     HYLAB_CHECK(st.step(), "results: trial {} vanished", row[id].get<int64_t>());
@@ -136,7 +138,7 @@ void append_artifact_columns(Db& db, Table* t) {
     row.push_back(flops);
     row.push_back(int_or_null(st, 4));
     row.push_back(st.text(5));
-    for (int c = 6; c < 14; ++c) row.push_back(st.is_null(c) ? json() : json(st.text(c)));
+    for (int c = 6; c < 14 && provenance; ++c) row.push_back(st.is_null(c) ? json() : json(st.text(c)));
     st.reset();
   }
 }
@@ -207,7 +209,7 @@ Table results(Db& db, const ResultsQuery& q) {
     row.insert(row.end(), tail_rows[r].begin(), tail_rows[r].end());
     t.rows.push_back(std::move(row));
   }
-  append_artifact_columns(db, &t);
+  append_artifact_columns(db, &t, q.provenance);
   if (!q.sort.empty()) {
     const bool desc = q.sort[0] == '-';
     const std::string col = desc ? q.sort.substr(1) : q.sort;

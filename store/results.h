@@ -25,6 +25,7 @@ struct ResultsQuery {
   int64_t sweep_id = 0;       // 0 = every sweep (and local runs)
   std::string sort;           // a column; "-col" for descending; "" = trial_id
   std::string group_by;       // a column (e.g. block_pattern, attention_fraction); "" = none
+  bool provenance = false;    // add the provenance columns (csv/json, --trial, the dashboard)
 };
 
 // Columns: trial_id, sweep_id, sweep, state, block_pattern, n_layer, n_attn_layers,
@@ -33,7 +34,8 @@ struct ResultsQuery {
 // decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason, then
 // budget ("flops 1e+18", "tokens 5e+09", "steps 1500" or "ratio 20", from the config),
 // train_flops, disk_bytes, run_dir (the newest attempt's absolute folder on its worker, else
-// trials.run_dir) and the provenance columns (store/schema.h kProvenanceKeys).
+// trials.run_dir) and, with q.provenance, the provenance columns (store/schema.h
+// kProvenanceKeys; left out by default, as the same few values repeat on every row).
 // val_bpb is the summary's final value, else the newest val_bpb metric (stopped trials).
 // Throws hylab::Error for an unknown sort or group_by column (listing the columns).
 Table results(Db& db, const ResultsQuery& q);

@@ -3,14 +3,15 @@
 #include <algorithm>
 
 #include "common/check.h"
-#include "store/schema.h"
 
 namespace hylab::store {
 
 using nlohmann::json;
 
 std::string render_trial(Db& db, int64_t trial_id, Format f) {
-  const Table all = results(db, ResultsQuery{});
+  ResultsQuery q;
+  q.provenance = true;
+  const Table all = results(db, q);
   const int id = all.column("trial_id");
   const auto row = std::find_if(all.rows.begin(), all.rows.end(),
                                 [&](const auto& r) { return r[id] == json(trial_id); });
@@ -48,24 +49,6 @@ std::string render_trial(Db& db, int64_t trial_id, Format f) {
     j = pretty.find('\n', i);
     if (j == std::string::npos) j = pretty.size();
     out += "  " + pretty.substr(i, j - i) + "\n";
-  }
-  return out;
-}
-
-Table without_provenance(const Table& t) {
-  std::vector<size_t> keep;
-  Table out;
-  for (size_t c = 0; c < t.columns.size(); ++c) {
-    const bool prov = std::find_if(std::begin(kProvenanceKeys), std::end(kProvenanceKeys),
-                                   [&](const char* k) { return t.columns[c] == k; }) != std::end(kProvenanceKeys);
-    if (prov) continue;
-    keep.push_back(c);
-    out.columns.push_back(t.columns[c]);
-  }
-  for (const auto& row : t.rows) {
-    std::vector<json> r;
-    for (size_t c : keep) r.push_back(row[c]);
-    out.rows.push_back(std::move(r));
   }
   return out;
 }

@@ -1,6 +1,6 @@
 // One trial at a glance (`hylab results --trial N`): every column of its results row
 // (store/results.h: metrics, budget, disk use, run_dir, provenance) as one "key  value" line
-// each, then its resolved config. And the wide table's view without the provenance columns.
+// each, then its resolved config.
 #pragma once
 
 #include <cstdint>
@@ -15,9 +15,5 @@ namespace hylab::store {
 // json: one object (the row's columns plus "config"); csv: the row with a header.
 // Throws hylab::Error naming the trial_id and the database when there is no such trial.
 std::string render_trial(Db& db, int64_t trial_id, Format f);
-
-// The table without the provenance columns (kProvenanceKeys), for the text table, where
-// the same few values would repeat on every row; csv and json keep them.
-Table without_provenance(const Table& t);
 
 }  // namespace hylab::store

@@ -73,7 +73,9 @@ class ArtifactsTest : public ::testing::Test {
 TEST_F(ArtifactsTest, ResultsShowBudgetDiskRunDirAndProvenance) {
   auto store = Store::open(db_path_);
   const auto ids = make_sweep(*store);
-  const Table t = results(store->db(), ResultsQuery{});
+  ResultsQuery with;
+  with.provenance = true;
+  const Table t = results(store->db(), with);
   ASSERT_EQ(t.rows.size(), 2u);
   const auto& ran = t.rows[0];
   EXPECT_EQ(ran[t.column("budget")], "flops 3e+12");
@@ -93,8 +95,8 @@ TEST_F(ArtifactsTest, ResultsShowBudgetDiskRunDirAndProvenance) {
   q.sort = "-disk_bytes";
   EXPECT_EQ(results(store->db(), q).rows[0][0], ids[0]);
 
-  // The text table leaves the provenance out; csv and json keep it.
-  const Table narrow = without_provenance(t);
+  // Without asking, the provenance columns stay out (the text table, `hylab local`'s table).
+  const Table narrow = results(store->db(), ResultsQuery{});
   EXPECT_LT(narrow.column("hylab_commit"), 0);
   EXPECT_GE(narrow.column("run_dir"), 0);
   EXPECT_EQ(narrow.columns.size(), t.columns.size() - std::size(kProvenanceKeys));
@@ -134,7 +136,9 @@ TEST_F(ArtifactsTest, ADatabaseWithoutTheNewColumnsGetsThemWhenOpened) {
   }
   auto store = Store::open(db_path_);  // ensure_schema adds them back
   const auto ids = make_sweep(*store);
-  const Table t = results(store->db(), ResultsQuery{});
+  ResultsQuery with;
+  with.provenance = true;
+  const Table t = results(store->db(), with);
   EXPECT_EQ(t.rows[0][t.column("hylab_commit")], "abc123def456");
   EXPECT_EQ(t.rows[0][t.column("run_dir")], "/work/sweep-1/trial-1");
   EXPECT_EQ(t.rows[0][t.column("disk_bytes")], 123456789);
