@@ -14,6 +14,7 @@
 #include "trainer/device.h"
 #include "trainer/optim.h"
 #include "trainer/profile.h"
+#include "trainer/provenance.h"
 #include "trainer/schedule.h"
 #include "trainer/train.h"
 
@@ -120,6 +121,7 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
       {"steps", opt.steps},
       {"warmup_steps", opt.warmup},
       {"torch_version", TORCH_VERSION},
+      {"provenance", collect_provenance(device)},  // commit, CUDA, NCCL, driver, GPU, host
       {"config", nlohmann::ordered_json::parse(config_to_json(cfg, false))},
       {"profile", profile},
   };
