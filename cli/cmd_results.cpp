@@ -7,6 +7,7 @@
 #include "store/compare.h"
 #include "store/curve_compare.h"
 #include "store/results.h"
+#include "store/trial_view.h"
 
 namespace hylab::cli {
 namespace {
@@ -20,6 +21,7 @@ struct Flags {
   std::string metric = "val_bpb", goal, x = "step";
   bool include_stopped = false;
   std::vector<std::string> pareto;
+  int64_t trial_id = 0;  // --trial: one trial's view (provenance, run_dir, config)
 };
 
 void setup(CLI::App& root) {
@@ -46,8 +48,17 @@ void setup(CLI::App& root) {
                   "training tokens: each trial's last point at or before each token count)")
       ->check(CLI::IsMember({"step", "tokens"}))
       ->capture_default_str();
+  cmd->add_option(flag("trial"), f->trial_id,
+                  "One trial in full: every column (budget, disk use, run_dir, provenance) and its config");
+  cmd->footer("The text table leaves out the provenance columns (hylab_version, hylab_commit, "
+              "torch_version, cuda_version, nccl_version, driver_version, gpu_name, host); "
+              "--format csv/json and --trial show them.");
   cmd->callback([f] {
     auto db = store::Db::open(f->db, /*read_only=*/true);
+    if (f->trial_id > 0) {
+      std::fputs(store::render_trial(*db, f->trial_id, store::parse_format(f->format)).c_str(), stdout);
+      return;
+    }
     if (!f->curves.empty()) {
       std::string format = f->format == "table" ? "csv" : f->format;  // curves are data: CSV unless json
       const store::Table t = f->x == "tokens" ? store::align_at_tokens(store::load_curves(*db, f->curves, f->metric), f->metric)
@@ -59,6 +70,7 @@ void setup(CLI::App& root) {
     store::ResultsQuery q;
     q.sweep_id = f->sweep_id;
     q.sort = f->sort;
+    q.provenance = format != store::Format::kTable;
     const store::Table trials = store::results(*db, q);
     if (!f->group_by.empty()) {
       store::GroupQuery g;

@@ -35,7 +35,10 @@ void setup(CLI::App& root) {
   cmd->allow_extras();
   cmd->footer(
       "Any config key may follow as --key=value, e.g. --depth=4 --num_iterations=100 "
-      "--device_batch_size=8.\nExit status: 0 ok, 2 bad config/usage, 3 diverged, 4 out of memory, "
+      "--device_batch_size=8.\nEqual budgets: --target_flops=F (or --target_tokens=N) instead of "
+      "--num_iterations takes the steps from the model's own FLOPs per token: round(F / "
+      "(flops_per_token * total_batch_size)).\nCheckpoint retention: --checkpoint_keep_last=1 "
+      "--checkpoint_keep_best=1 (the default; -1 keeps all).\nExit status: 0 ok, 2 bad config/usage, 3 diverged, 4 out of memory, "
       "143 SIGTERM, 1 other.");
   cmd->callback([cmd, o, resume, resume_dir] {
     trainer::TrainOptions opt = *o;

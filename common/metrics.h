@@ -35,6 +35,8 @@ struct RunSummary {
   double decode_tok_per_s_b1 = 0;
   double decode_tok_per_s_b32 = 0;
   int64_t cache_bytes = 0;    // inference cache per sequence at sequence_len
+  std::string provenance_json;  // trainer/provenance.h: versions, commit, GPU, driver, host
+  int64_t disk_bytes = 0;     // the run folder's size at the end, after checkpoint retention
 };
 
 class MetricsSink {

@@ -92,7 +92,25 @@ void set_scalar(RunConfig* cfg, const pb::FieldDescriptor* f, const YAML::Node& 
   throw ConfigError(fmt::format("{}: unsupported field type", where));
 }
 
+// `checkpoint_keep: {last: L, best: B}`: the YAML form of checkpoint_keep_last/_best.
+constexpr const char* kCheckpointKeep = "checkpoint_keep";
+
+void set_checkpoint_keep(RunConfig* cfg, const YAML::Node& node) {
+  if (!node.IsMap()) {
+    throw ConfigError(fmt::format("{}: expected a map such as {{last: 1, best: 1}}", kCheckpointKeep));
+  }
+  for (const auto& kv : node) {
+    const std::string k = kv.first.as<std::string>();
+    if (k != "last" && k != "best") {
+      throw ConfigError(fmt::format("{}.{}: unknown key; allowed: last, best", kCheckpointKeep, k));
+    }
+    const pb::FieldDescriptor* f = find_field(std::string(kCheckpointKeep) + "_" + k);
+    set_scalar(cfg, f, kv.second, std::string(kCheckpointKeep) + "." + k);
+  }
+}
+
 void set_field(RunConfig* cfg, const std::string& key, const YAML::Node& node) {
+  if (normalise_key(key) == kCheckpointKeep) return set_checkpoint_keep(cfg, node);
   const pb::FieldDescriptor* f = find_field(key);
   if (f == nullptr) {
     throw ConfigError(fmt::format("unknown config key \"{}\"; known keys: {}", key,
@@ -293,7 +311,9 @@ RunConfig load_config_file(const std::string& path) {
   return cfg;
 }
 
-bool is_config_key(const std::string& key) { return find_field(key) != nullptr; }
+bool is_config_key(const std::string& key) {
+  return find_field(key) != nullptr || normalise_key(key) == kCheckpointKeep;
+}
 
 void apply_override(RunConfig* cfg, const std::string& key, const std::string& value) {
   YAML::Node node;
@@ -325,7 +345,7 @@ std::vector<std::string> apply_override_args(RunConfig* cfg, const std::vector<s
       value = a.substr(eq + 1);
     } else if (i + 1 < args.size() && args[i + 1].rfind("--", 0) != 0) {
       value = args[++i];
-    } else if (find_field(key)->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
+    } else if (find_field(key) && find_field(key)->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
       value = "true";  // a bare boolean flag
     } else {
       throw ConfigError(fmt::format("--{} needs a value", normalise_key(key)));
@@ -412,6 +432,27 @@ RunConfig resolve_config(const RunConfig& in) {
   require(c.num_iterations() == -1 || c.num_iterations() >= 0,
           fmt::format("num_iterations = {}: expected >= 0, or -1 for the Chinchilla horizon",
                       c.num_iterations()));
+  for (auto [name, v] : {std::pair<const char*, double>{"target_flops", c.target_flops()},
+                         {"target_tokens", c.target_tokens()}}) {
+    require(v == -1 || (v > 0 && std::isfinite(v)),
+            fmt::format("{} = {}: expected > 0, or -1 for no budget", name, v));
+  }
+  {
+    std::vector<std::string> horizons;
+    if (c.num_iterations() >= 0) horizons.push_back(fmt::format("num_iterations = {}", c.num_iterations()));
+    if (c.target_flops() > 0) horizons.push_back(fmt::format("target_flops = {:g}", c.target_flops()));
+    if (c.target_tokens() > 0) horizons.push_back(fmt::format("target_tokens = {:g}", c.target_tokens()));
+    if (horizons.size() > 1) {
+      throw ConfigError(fmt::format("{} and {} both set the horizon: set one (the other to -1)",
+                                    horizons[0], horizons[1]));
+    }
+  }
+  require(c.checkpoint_keep_last() == -1 || c.checkpoint_keep_last() >= 1,
+          fmt::format("checkpoint_keep_last = {}: expected >= 1 (the newest checkpoint is what "
+                      "--resume needs), or -1 to keep every checkpoint",
+                      c.checkpoint_keep_last()));
+  require(c.checkpoint_keep_best() >= 0,
+          fmt::format("checkpoint_keep_best = {}: expected >= 0", c.checkpoint_keep_best()));
   require(c.target_param_data_ratio() > 0,
           fmt::format("target_param_data_ratio = {}: expected > 0", c.target_param_data_ratio()));
   for (auto [name, v] : {std::pair<const char*, double>{"embedding_lr", c.embedding_lr()},

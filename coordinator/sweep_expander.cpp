@@ -104,6 +104,15 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
       throw ConfigError(fmt::format("sweep {}: overrides.{}: {}", spec.name(), k, e.what()));
     }
   }
+  // An equal budget replaces the horizon of the base and the overrides; each trial's
+  // steps then follow from its own FLOPs per token (trainer/schedule.h).
+  if (spec.has_budget()) {
+    base.set_num_iterations(-1);
+    base.clear_target_flops();
+    base.clear_target_tokens();
+    if (spec.budget().has_flops()) base.set_target_flops(spec.budget().flops());
+    if (spec.budget().has_tokens()) base.set_target_tokens(spec.budget().tokens());
+  }
   RunConfig resolved_base;
   try {
     resolved_base = resolve_config(base);

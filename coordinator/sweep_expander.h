@@ -5,9 +5,10 @@
 // parameter varying fastest. Random: `count` draws (mt19937_64 seeded by `seed`), each
 // parameter drawn uniformly from its values or from its min/max distribution.
 // `seeds: [a, b, ...]` repeats the whole list once per seed (seed slowest), recording
-// seed=a as a parameter. Each trial's config = base -> overrides -> parameter values -> seed
-// -> resolve_config. Trials whose resolved config equals an earlier one's in every key it
-// uses (config_hash: Mamba keys do not count without M layers, ...) are dropped as duplicates.
+// seed=a as a parameter. Each trial's config = base -> overrides -> budget (target_flops or
+// target_tokens, with num_iterations -1) -> parameter values -> seed -> resolve_config. Trials
+// whose resolved config equals an earlier one's in every key it uses (config_hash: Mamba keys
+// do not count without M layers, ...) are dropped as duplicates.
 // If any combination is invalid, nothing runs: expand_sweep throws one ConfigError that
 // lists every invalid trial with its parameters and the field-naming reason.
 #pragma once

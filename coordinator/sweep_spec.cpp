@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -147,6 +148,38 @@ void parse_parameter(const std::string& name, const YAML::Node& body, const std:
   }
 }
 
+// `budget: {tokens: N}` or `budget: {flops: F}`; it replaces every trial's horizon, so the
+// horizon keys may not be swept or fixed beside it (parameters are parsed before this).
+void parse_budget(const YAML::Node& node, const std::string& where, SweepSpec* spec) {
+  const std::string bw = where + ": budget";
+  const YAML::Node b = require_map(node, bw);
+  check_keys(b, {"tokens", "flops"}, bw);
+  if (b.size() != 1) {
+    throw ConfigError(fmt::format("{}: give exactly one of tokens or flops, e.g. {{flops: 1e18}}", bw));
+  }
+  for (const char* key : {"tokens", "flops"}) {
+    if (!b[key]) continue;
+    const double v = scalar_as<double>(b[key], fmt::format("{}.{}", bw, key), "a number");
+    if (!(v > 0) || !std::isfinite(v)) {
+      throw ConfigError(fmt::format("{}.{} = {}: expected a number > 0", bw, key, v));
+    }
+    if (std::string(key) == "tokens") spec->mutable_budget()->set_tokens(v);
+    else spec->mutable_budget()->set_flops(v);
+  }
+  for (const char* horizon : {"num_iterations", "target_flops", "target_tokens"}) {
+    for (const auto& p : spec->parameters()) {
+      if (p.name() == horizon) {
+        throw ConfigError(fmt::format("{}: parameters.{} and budget both set the horizon; "
+                                      "drop one of them", where, horizon));
+      }
+    }
+    if (std::string(horizon) != "num_iterations" && spec->overrides().count(horizon)) {
+      throw ConfigError(fmt::format("{}: overrides.{} and budget both set the horizon; drop one "
+                                    "of them", where, horizon));
+    }
+  }
+}
+
 }  // namespace
 
 SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& where) {
@@ -158,7 +191,7 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
   }
   if (!root.IsMap()) throw ConfigError(fmt::format("{}: expected a map (name, base, parameters, ...)", where));
   check_keys(root, {"name", "description", "base", "method", "count", "seed", "metric", "resources",
-                    "max_retries", "early_stop", "priority", "parameters", "overrides", "seeds"},
+                    "max_retries", "early_stop", "priority", "parameters", "overrides", "seeds", "budget"},
              where);
   SweepSpec spec;
   auto str = [&](const char* key) {
@@ -278,6 +311,7 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
       throw ConfigError(fmt::format("{}: seed is both in overrides and set by seeds; keep one", where));
     }
   }
+  if (root["budget"]) parse_budget(root["budget"], where, &spec);
   for (const auto& p : spec.parameters()) {
     if (p.name() == "seed" && spec.seeds_size() > 0) {
       throw ConfigError(fmt::format("{}: seed is both in parameters and set by seeds; keep one", where));

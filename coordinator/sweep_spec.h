@@ -5,6 +5,7 @@
 //   resources {gpus_per_trial, nodes_per_trial}, max_retries, priority,
 //   early_stop {type: median|asha, min_steps, min_trials, eta, rungs},
 //   overrides {key: value, ...}            fixed for every trial
+//   budget {tokens: N} | {flops: F}        equal budgets: replaces num_iterations (BudgetSpec)
 //   parameters {key: {values: [...]} | {value: x} | {min, max, distribution} |
 //               block_pattern: {generate: {attention_fraction: [...], placement: [...]}}}
 // Every error is a ConfigError naming the file and the field, and saying what is allowed.

@@ -204,6 +204,11 @@ void Coordinator::Impl::on_started(WorkerInfo& w, const proto::Started& s) {
   }
   store::add_event(store->db(), "trial_started", fmt::format("pid {} in {}", s.pid(), s.run_dir()),
                    it->second.sweep_id, s.trial_id(), w.worker_id, s.attempt());
+  // Where the attempt runs, for `hylab logs` and results' run_dir (node 0's for multi-node).
+  store->db()
+      .prepare("UPDATE trial_attempts SET run_dir = ? WHERE trial_id = ? AND attempt = ? AND worker_id = ?")
+      .bind(1, s.run_dir()).bind(2, s.trial_id()).bind(3, s.attempt()).bind(4, w.worker_id)
+      .run();
   spdlog::info("trial {} attempt {} started on {} (pid {})", s.trial_id(), s.attempt(), w.worker_id, s.pid());
 }
 
@@ -263,6 +268,8 @@ void Coordinator::Impl::on_metrics(WorkerInfo& w, const proto::MetricsBatch& b) 
     r.decode_tok_per_s_b1 = s.decode_tok_per_s_b1();
     r.decode_tok_per_s_b32 = s.decode_tok_per_s_b32();
     r.cache_bytes = s.cache_bytes();
+    r.provenance_json = s.provenance_json();
+    r.disk_bytes = s.disk_bytes();
     store::put_summary(store->db(), b.trial_id(), r);
   }
   store->set_last_seq(b.trial_id(), b.attempt(), b.seq());

@@ -2,12 +2,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <set>
 
 #include "common/check.h"
 #include "store/compare.h"
+#include "store/schema.h"
 
 namespace hylab::store {
 namespace {
@@ -78,6 +80,70 @@ void require_schema(Db& db) {
   }
 }
 
+// "flops 1e+18", "tokens 5e+08", "steps 1500" or "ratio 20": the horizon a trial's resolved
+// config asked for (common/run_config.h; configs stored before budgets existed have no
+// target_* keys).
+// A number of a config's JSON (proto JSON writes int64 fields as strings), else fallback.
+double config_number(const json& cfg, const char* key, double fallback) {
+  if (!cfg.contains(key)) return fallback;
+  const json& v = cfg[key];
+  if (v.is_number()) return v.get<double>();
+  if (v.is_string()) {
+    char* end = nullptr;
+    const std::string& s = v.get_ref<const std::string&>();
+    const double d = std::strtod(s.c_str(), &end);
+    if (!s.empty() && end == s.c_str() + s.size()) return d;
+  }
+  return fallback;
+}
+
+std::string budget_of(const json& cfg) {
+  auto num = [&](const char* key, double fallback) { return config_number(cfg, key, fallback); };
+  if (num("num_iterations", -1) >= 0) return fmt::format("steps {}", static_cast<int64_t>(num("num_iterations", 0)));
+  if (num("target_flops", -1) > 0) return fmt::format("flops {:.4g}", num("target_flops", 0));
+  if (num("target_tokens", -1) > 0) return fmt::format("tokens {:.4g}", num("target_tokens", 0));
+  return fmt::format("ratio {}", num("target_param_data_ratio", 20));
+}
+
+// Appends budget, train_flops (flops_per_token * steps * tokens per step), disk_bytes, run_dir
+// (the newest attempt's absolute folder on its worker, else trials.run_dir) and the provenance
+// columns (store/schema.h kProvenanceKeys, when asked) to a results table.
+void append_artifact_columns(Db& db, Table* t, bool provenance) {
+  auto st = db.prepare(R"SQL(
+    SELECT t.config_json, t.gpus, s.flops_per_token, s.steps, s.disk_bytes,
+           COALESCE(NULLIF((SELECT a.run_dir FROM trial_attempts a WHERE a.trial_id = t.trial_id
+                            ORDER BY a.attempt DESC LIMIT 1), ''), t.run_dir),
+           s.hylab_version, s.hylab_commit, s.torch_version, s.cuda_version, s.nccl_version,
+           s.driver_version, s.gpu_name, s.host
+    FROM trials t LEFT JOIN trial_summary s USING(trial_id) WHERE t.trial_id = ?)SQL");
+  const int id = t->column("trial_id");
+  for (const char* c : {"budget", "train_flops", "disk_bytes", "run_dir"}) t->columns.push_back(c);
+  if (provenance) {
+    for (const char* c : kProvenanceKeys) t->columns.push_back(c);
+  }
+  for (auto& row : t->rows) {
+    st.bind(1, row[id].get<int64_t>());
+    HYLAB_CHECK(st.step(), "results: trial {} vanished", row[id].get<int64_t>());
+    const json cfg = json::parse(st.text(0), nullptr, false);
+    const bool ok = cfg.is_object();
+    row.push_back(ok ? json(budget_of(cfg)) : json());
+    json flops;
+    if (ok && !st.is_null(2) && !st.is_null(3)) {
+      const double tbs = config_number(cfg, "total_batch_size", -1);
+      const double per_step = tbs > 0 ? tbs
+                                      : config_number(cfg, "device_batch_size", 0) *
+                                            config_number(cfg, "max_seq_len", 0) *
+                                            static_cast<double>(std::max<int64_t>(1, st.int64(1)));
+      flops = st.real(2) * static_cast<double>(st.int64(3)) * per_step;
+    }
+    row.push_back(flops);
+    row.push_back(int_or_null(st, 4));
+    row.push_back(st.text(5));
+    for (int c = 6; c < 14 && provenance; ++c) row.push_back(st.is_null(c) ? json() : json(st.text(c)));
+    st.reset();
+  }
+}
+
 }  // namespace
 
 int Table::column(const std::string& name) const {
@@ -144,6 +210,7 @@ Table results(Db& db, const ResultsQuery& q) {
     row.insert(row.end(), tail_rows[r].begin(), tail_rows[r].end());
     t.rows.push_back(std::move(row));
   }
+  append_artifact_columns(db, &t, q.provenance);
   if (!q.sort.empty()) {
     const bool desc = q.sort[0] == '-';
     const std::string col = desc ? q.sort.substr(1) : q.sort;

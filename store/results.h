@@ -26,12 +26,17 @@ struct ResultsQuery {
   std::string sort;           // a column; "-col" for descending; "" = trial_id
   std::string group_by;       // columns, comma-separated (e.g. "block_pattern,mamba_d_state"); "" = none
   bool include_stopped = false;  // group_by: count stopped/failed trials' last value (store/compare.h)
+  bool provenance = false;    // add the provenance columns (csv/json, --trial, the dashboard)
 };
 
 // Columns: trial_id, sweep_id, sweep, state, block_pattern, n_layer, n_attn_layers,
 // n_mamba_layers, mamba_d_state, mamba_expand, seed, then each swept parameter that is not
 // already a column, then params, val_bpb, train_loss, tok_per_s, mfu, peak_mem_gib,
-// decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason.
+// decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason, then
+// budget ("flops 1e+18", "tokens 5e+09", "steps 1500" or "ratio 20", from the config),
+// train_flops, disk_bytes, run_dir (the newest attempt's absolute folder on its worker, else
+// trials.run_dir) and, with q.provenance, the provenance columns (store/schema.h
+// kProvenanceKeys; left out by default, as the same few values repeat on every row).
 // val_bpb is the summary's final value, else the newest val_bpb metric (stopped trials).
 // With group_by: one row per group, ranked, as store/compare.h's groups_table (val_bpb mean,
 // std, n, the significance mark, ...; only succeeded trials count unless include_stopped).

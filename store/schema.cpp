@@ -101,6 +101,7 @@ CREATE TABLE IF NOT EXISTS trial_attempts (
   last_seq     INTEGER NOT NULL DEFAULT 0,  -- newest metrics batch sequence number stored
   started_at   REAL NOT NULL,
   finished_at  REAL,
+  run_dir      TEXT NOT NULL DEFAULT '',  -- absolute, on the worker (from its Started message)
   PRIMARY KEY (trial_id, attempt)
 ) WITHOUT ROWID;
 
@@ -129,7 +130,16 @@ CREATE TABLE IF NOT EXISTS trial_summary (
   decode_tok_per_s_b1   REAL NOT NULL,
   decode_tok_per_s_b32  REAL NOT NULL,
   cache_bytes           INTEGER NOT NULL,
-  updated_at            REAL NOT NULL
+  updated_at            REAL NOT NULL,
+  hylab_version         TEXT NOT NULL DEFAULT '',  -- provenance (trainer/provenance.h)
+  hylab_commit          TEXT NOT NULL DEFAULT '',
+  torch_version         TEXT NOT NULL DEFAULT '',
+  cuda_version          TEXT NOT NULL DEFAULT '',
+  nccl_version          TEXT NOT NULL DEFAULT '',
+  driver_version        TEXT NOT NULL DEFAULT '',
+  gpu_name              TEXT NOT NULL DEFAULT '',
+  host                  TEXT NOT NULL DEFAULT '',
+  disk_bytes            INTEGER       -- run folder size at the end (after checkpoint retention)
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -158,6 +168,16 @@ struct AddedColumn {
 };
 const std::vector<AddedColumn> kAddedColumns = {
     // {"trials", "example", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "hylab_version", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "hylab_commit", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "torch_version", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "cuda_version", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "nccl_version", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "driver_version", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "gpu_name", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "host", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "disk_bytes", "INTEGER"},
+    {"trial_attempts", "run_dir", "TEXT NOT NULL DEFAULT ''"},
 };
 
 bool has_column(Db& db, const std::string& table, const std::string& column) {
@@ -242,6 +262,28 @@ void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<Me
       .run();
 }
 
+namespace {
+
+// The summary's provenance object and disk use, into their columns (a separate statement so
+// that the summary's own INSERT stays as it was).
+void put_provenance(Db& db, int64_t trial_id, const RunSummary& s) {
+  const auto p = nlohmann::json::parse(s.provenance_json.empty() ? "{}" : s.provenance_json,
+                                       nullptr, /*allow_exceptions=*/false);
+  auto text = [&](const char* key) {
+    return p.is_object() && p.contains(key) && p[key].is_string() ? p[key].get<std::string>() : "";
+  };
+  auto st = db.prepare(
+      "UPDATE trial_summary SET hylab_version=?, hylab_commit=?, torch_version=?, cuda_version=?, "
+      "nccl_version=?, driver_version=?, gpu_name=?, host=?, disk_bytes=? WHERE trial_id=?");
+  int i = 1;
+  for (const char* key : kProvenanceKeys) st.bind(i++, text(key));
+  if (s.disk_bytes > 0) st.bind(9, s.disk_bytes); else st.bind_null(9);
+  st.bind(10, trial_id);
+  st.run();
+}
+
+}  // namespace
+
 void put_summary(Db& db, int64_t trial_id, const RunSummary& s) {
   auto st = db.prepare(
       "INSERT OR REPLACE INTO trial_summary(trial_id, params_total, params_json, flops_per_token, "
@@ -256,6 +298,7 @@ void put_summary(Db& db, int64_t trial_id, const RunSummary& s) {
   st.bind(12, s.decode_tok_per_s_b1).bind(13, s.decode_tok_per_s_b32).bind(14, s.cache_bytes);
   st.bind(15, unix_time_now());
   st.run();
+  put_provenance(db, trial_id, s);
 }
 
 void add_event(Db& db, const std::string& kind, const std::string& message, int64_t sweep_id,

@@ -37,8 +37,15 @@ std::string trial_state_list();
 // Call inside a Tx for speed when writing many batches.
 void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points);
 
-// Replaces the trial's row in trial_summary.
+// Replaces the trial's row in trial_summary, with the provenance columns taken from
+// s.provenance_json (keys as kProvenanceKeys) and disk_bytes (0 = unknown: NULL).
 void put_summary(Db& db, int64_t trial_id, const RunSummary& s);
+
+// The provenance columns of trial_summary, in order; also the keys of RunSummary's
+// provenance_json (trainer/provenance.h writes them).
+inline constexpr const char* kProvenanceKeys[] = {"hylab_version", "hylab_commit", "torch_version",
+                                                  "cuda_version",  "nccl_version", "driver_version",
+                                                  "gpu_name",      "host"};
 
 // Appends one row to events. Ids <= 0 / empty worker_id are stored as NULL.
 void add_event(Db& db, const std::string& kind, const std::string& message, int64_t sweep_id = 0,

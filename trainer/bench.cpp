@@ -14,6 +14,7 @@
 #include "trainer/device.h"
 #include "trainer/optim.h"
 #include "trainer/profile.h"
+#include "trainer/provenance.h"
 #include "trainer/schedule.h"
 #include "trainer/train.h"
 
@@ -35,7 +36,7 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
   model->to(device);
   model->set_use_kernels(cfg.kernels() != "reference");
   const ParamCounts counts = count_params(gcfg);
-  const Horizon h = compute_horizon(cfg, counts.total, /*world=*/1);
+  const Horizon h = compute_horizon(cfg, counts.total, /*world=*/1, flops_per_token(gcfg, cfg.max_seq_len()));
   Optimizers optim(*model, cfg, device.is_cuda());
   const int64_t B = cfg.device_batch_size(), T = cfg.max_seq_len();
   // Random tokens, drawn once on the device (the data path is not what is measured).
@@ -120,6 +121,7 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
       {"steps", opt.steps},
       {"warmup_steps", opt.warmup},
       {"torch_version", TORCH_VERSION},
+      {"provenance", collect_provenance(device)},  // commit, CUDA, NCCL, driver, GPU, host
       {"config", nlohmann::ordered_json::parse(config_to_json(cfg, false))},
       {"profile", profile},
   };

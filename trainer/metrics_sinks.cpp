@@ -31,6 +31,9 @@ nlohmann::json summary_object(const RunSummary& s) {
       {"decode_tok_per_s_b1", number(s.decode_tok_per_s_b1)},
       {"decode_tok_per_s_b32", number(s.decode_tok_per_s_b32)},
       {"cache_bytes", s.cache_bytes},
+      {"provenance", s.provenance_json.empty() ? nlohmann::json::object()
+                                               : nlohmann::json::parse(s.provenance_json)},
+      {"disk_bytes", s.disk_bytes},
   };
 }
 

@@ -8,7 +8,7 @@
 
 namespace hylab::trainer {
 
-Horizon compute_horizon(const RunConfig& c, int64_t num_params, int world) {
+Horizon compute_horizon(const RunConfig& c, int64_t num_params, int world, double flops_per_token) {
   HYLAB_CHECK(world >= 1, "world size {} must be >= 1", world);
   Horizon h;
   h.tokens_per_micro_step = static_cast<int64_t>(c.device_batch_size()) * c.max_seq_len();
@@ -29,6 +29,15 @@ Horizon compute_horizon(const RunConfig& c, int64_t num_params, int world) {
   if (c.num_iterations() >= 0) {
     h.num_iterations = c.num_iterations();
     h.horizon_source = "num_iterations";
+  } else if (c.target_flops() > 0) {
+    HYLAB_CHECK(flops_per_token > 0, "target_flops needs the model's FLOPs per token (got {})",
+                flops_per_token);
+    const double flops_per_step = flops_per_token * static_cast<double>(h.total_batch_size);
+    h.num_iterations = std::max<int64_t>(1, std::llround(c.target_flops() / flops_per_step));
+    h.horizon_source = "target_flops";
+  } else if (c.target_tokens() > 0) {
+    h.num_iterations = std::max<int64_t>(1, std::llround(c.target_tokens() / static_cast<double>(h.total_batch_size)));
+    h.horizon_source = "target_tokens";
   } else {
     const double target_tokens = c.target_param_data_ratio() * static_cast<double>(num_params);
     h.num_iterations = std::max<int64_t>(1, static_cast<int64_t>(target_tokens / h.total_batch_size));

@@ -15,14 +15,20 @@ struct Horizon {
   int64_t total_batch_size = 0;       // tokens per optimizer step, all ranks
   int64_t grad_accum_steps = 0;       // micro-steps per optimizer step on each rank
   int64_t num_iterations = 0;         // optimizer steps of the run
-  std::string horizon_source;         // "num_iterations" or "target_param_data_ratio"
+  std::string horizon_source;         // num_iterations, target_flops, target_tokens or target_param_data_ratio
 };
 
 // grad_accum = total_batch_size / (device_batch_size * max_seq_len * world), which must divide
-// exactly (total_batch_size = -1: one micro-step per rank). Horizon: num_iterations if >= 0,
-// else target_param_data_ratio * num_params / total_batch_size (Chinchilla), at least 1.
+// exactly (total_batch_size = -1: one micro-step per rank). Horizon (at least 1 step):
+// num_iterations if >= 0; else round(target_flops / (flops_per_token * total_batch_size))
+// (nanochat's equal-FLOPs horizon: each model's steps follow from its own FLOPs per token, so
+// models of one budget differ by less than one step's FLOPs); else
+// round(target_tokens / total_batch_size); else target_param_data_ratio * num_params /
+// total_batch_size (Chinchilla). flops_per_token: model/accounting.h's flops_per_token at
+// max_seq_len, needed only for target_flops.
 // Throws hylab::ConfigError naming the fields when the batch sizes do not divide.
-Horizon compute_horizon(const RunConfig& resolved, int64_t num_params, int world);
+Horizon compute_horizon(const RunConfig& resolved, int64_t num_params, int world,
+                        double flops_per_token = 0);
 
 // LR multiplier at step `it` (0-based): linear warmup over round(warmup_ratio * n) steps,
 // constant, then linear warmdown over the last round(warmdown_ratio * n) steps towards

@@ -29,6 +29,8 @@
 #include "trainer/loader.h"
 #include "trainer/metrics_sinks.h"
 #include "trainer/optim.h"
+#include "trainer/provenance.h"
+#include "trainer/retention.h"
 #include "trainer/run_dir.h"
 #include "trainer/schedule.h"
 #include "trainer/subprocess.h"
@@ -227,8 +229,8 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     model->set_use_kernels(cfg.kernels() != "reference");
     const ParamCounts counts = count_params(gcfg);
     const int64_t B = cfg.device_batch_size(), T = cfg.max_seq_len();
-    const Horizon horizon = compute_horizon(cfg, counts.total, denv.world);
     const double flops_per_tok = flops_per_token(gcfg, T);
+    const Horizon horizon = compute_horizon(cfg, counts.total, denv.world, flops_per_tok);
     const double peak = peak_flops_for_device(device_name(device));
     Optimizers optim(*model, cfg, device.is_cuda());
     DataLoader train_loader(cfg.data(), "train", B, T, denv.rank, denv.world);
@@ -290,6 +292,11 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
                     horizon.num_iterations, horizon.horizon_source,
                     format_count(static_cast<double>(train_loader.total_tokens()))));
     say(optim.describe());
+    const nlohmann::ordered_json provenance = collect_provenance(device);
+    if (master) {
+      std::ofstream(run_dir + "/provenance.json") << provenance.dump(2) << "\n";
+      say("provenance: " + provenance.dump());
+    }
 
     RunSummary summary;
     summary.params_total = counts.total;
@@ -351,6 +358,12 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
           save_checkpoint(dir, *model, extra, meta);
           rec.checkpoint(step);
           say(fmt::format("step {:05d} | checkpoint {}", step, dir));
+          // Retention only after the new checkpoint is durable and announced.
+          for (const std::string& gone :
+               prune_checkpoints(run_dir, cfg.checkpoint_keep_last(), cfg.checkpoint_keep_best())) {
+            say(fmt::format("step {:05d} | deleted checkpoint {} (checkpoint_keep: last {}, best {})",
+                            step, gone, cfg.checkpoint_keep_last(), cfg.checkpoint_keep_best()));
+          }
         }
         dist->barrier();
       }
@@ -428,6 +441,8 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
         summary.decode_tok_per_s_b1 = p.decode_tok_per_s_b1;
         summary.decode_tok_per_s_b32 = p.decode_tok_per_s_b32;
       }
+      summary.provenance_json = provenance.dump();
+      summary.disk_bytes = directory_bytes(run_dir);
       if (rec.sink) rec.sink->write_summary(summary);
       say("summary: " + summary_to_json(summary));
       rec.finish("succeeded", "");

@@ -80,6 +80,8 @@ std::optional<Record> parse_record(const std::string& line, std::string* error) 
     s.set_decode_tok_per_s_b1(num(j, "decode_tok_per_s_b1"));
     s.set_decode_tok_per_s_b32(num(j, "decode_tok_per_s_b32"));
     s.set_cache_bytes(integer(j, "cache_bytes"));
+    if (j.contains("provenance") && j["provenance"].is_object()) s.set_provenance_json(j["provenance"].dump());
+    s.set_disk_bytes(integer(j, "disk_bytes"));
     return r;
   }
   *error = "unknown record type \"" + type + "\"";

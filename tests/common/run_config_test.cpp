@@ -149,6 +149,50 @@ TEST(RunConfig, ResolvedConfigWithoutDepthResolvesToItself) {
   EXPECT_EQ(config_to_json(resolve_config(r)), config_to_json(r));
 }
 
+TEST(RunConfig, BudgetsAndCheckpointKeep) {
+  RunConfig c;
+  apply_override(&c, "target-flops", "1e18");
+  apply_override(&c, "checkpoint_keep", "{last: 2, best: 0}");
+  c = resolve_config(c);
+  EXPECT_EQ(c.target_flops(), 1e18);
+  EXPECT_EQ(c.target_tokens(), -1);
+  EXPECT_EQ(c.checkpoint_keep_last(), 2);
+  EXPECT_EQ(c.checkpoint_keep_best(), 0);
+  EXPECT_EQ(resolve_config(RunConfig()).checkpoint_keep_last(), 1);  // default: last and best
+  EXPECT_EQ(resolve_config(RunConfig()).checkpoint_keep_best(), 1);
+  EXPECT_TRUE(is_config_key("checkpoint_keep"));
+  // The flag form: --checkpoint_keep_last=-1 keeps every checkpoint.
+  RunConfig f;
+  EXPECT_TRUE(apply_override_args(&f, {"--checkpoint-keep-last=-1", "--target_tokens", "5e8"}).empty());
+  EXPECT_EQ(resolve_config(f).checkpoint_keep_last(), -1);
+  EXPECT_EQ(f.target_tokens(), 5e8);
+
+  auto bad = [](const std::string& key, const std::string& value) {
+    return error_of([&] {
+      RunConfig x;
+      apply_override(&x, key, value);
+      resolve_config(x);
+    });
+  };
+  EXPECT_NE(bad("checkpoint_keep", "{last: 1, newest: 2}").find("checkpoint_keep.newest: unknown key; allowed: last, best"),
+            std::string::npos);
+  EXPECT_NE(bad("checkpoint_keep", "3").find("checkpoint_keep: expected a map"), std::string::npos);
+  EXPECT_NE(bad("checkpoint_keep", "{last: x}").find("checkpoint_keep.last = \"x\": expected an integer"),
+            std::string::npos);
+  EXPECT_NE(bad("checkpoint_keep_last", "0").find("checkpoint_keep_last = 0: expected >= 1"), std::string::npos);
+  EXPECT_NE(bad("checkpoint_keep_best", "-2").find("checkpoint_keep_best = -2: expected >= 0"), std::string::npos);
+  EXPECT_NE(bad("target_flops", "0").find("target_flops = 0: expected > 0, or -1"), std::string::npos);
+  // Two horizons at once are refused, naming both.
+  const std::string both = error_of([] {
+    RunConfig x;
+    x.set_num_iterations(100);
+    x.set_target_flops(1e15);
+    resolve_config(x);
+  });
+  EXPECT_NE(both.find("num_iterations = 100 and target_flops = 1e+15 both set the horizon"), std::string::npos)
+      << both;
+}
+
 TEST(RunConfig, GptConfigView) {
   RunConfig c;
   c.set_depth(4);

@@ -120,6 +120,7 @@ class Peer {
     env.mutable_started()->set_trial_id(t);
     env.mutable_started()->set_attempt(a);
     env.mutable_started()->set_pid(1234);
+    env.mutable_started()->set_run_dir("/work/trial-" + std::to_string(t));
     send(env);
   }
   void metrics(int64_t t, int64_t a, int64_t seq, int64_t from, int64_t to, double base,
@@ -281,6 +282,34 @@ TEST_F(CoordinatorTest, RunsTrialsStoresEachMetricOnceAndCompletesTheSweep) {
   wait_for("SELECT state FROM sweeps WHERE sweep_id=" + std::to_string(sweep_id), "completed");
   EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id=" + std::to_string(t2)), "oom");
   EXPECT_EQ(query("SELECT state FROM workers"), "alive");
+}
+
+TEST_F(CoordinatorTest, StartedRecordsTheRunDirAndTheSummaryItsProvenance) {
+  Running c(opt_);
+  submit(c.endpoint(), 1, 1);
+  Peer w(c.endpoint(), "w1");
+  w.hello(1);
+  ASSERT_TRUE(w.expect(proto::Envelope::kWelcome));
+  auto a = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(a);
+  const int64_t t = a->assign().trial_id();
+  const std::string id = std::to_string(t);
+  w.started(t, 1);
+  proto::Envelope env;
+  auto* b = env.mutable_metrics();
+  b->set_trial_id(t);
+  b->set_attempt(1);
+  b->set_seq(1);
+  auto* s = b->mutable_summary();
+  s->set_steps(3);
+  s->set_provenance_json(R"({"hylab_commit":"abc123","gpu_name":"NVIDIA H200","host":"n1"})");
+  s->set_disk_bytes(4096);
+  w.send(env);
+  ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+  EXPECT_EQ(query("SELECT run_dir FROM trial_attempts WHERE trial_id=" + id), "/work/trial-" + id);
+  EXPECT_EQ(query("SELECT hylab_commit || ',' || gpu_name || ',' || host || ',' || disk_bytes || ',' || "
+                  "torch_version || '.' FROM trial_summary WHERE trial_id=" + id),
+            "abc123,NVIDIA H200,n1,4096,.");
 }
 
 TEST_F(CoordinatorTest, FailedAttemptsAreRetriedFromTheirCheckpointUpToMaxRetries) {

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -304,6 +305,20 @@ TEST_F(DaemonsE2E, FourTrialSweepOnTwoWorkersCompletesWithTheRightResults) {
     expect_complete_series(r["trial_id"].get<int64_t>(), kSteps);
   }
   EXPECT_EQ(seen, (std::set<std::string>{"T*2", "M*2", "T,M", "M,T"}));
+  // Each trial's folder on its worker, its disk use and provenance; `hylab logs` prints the
+  // log its worker wrote.
+  for (const auto& r : rows) {
+    const std::string dir = r["run_dir"].get<std::string>();
+    EXPECT_TRUE(fs::path(dir).is_absolute()) << dir;
+    EXPECT_GT(r["disk_bytes"].get<int64_t>(), 0) << r.dump();
+    EXPECT_FALSE(r["hylab_commit"].get<std::string>().empty()) << r.dump();
+    EXPECT_EQ(r["gpu_name"], "cpu") << r.dump();
+    auto [log_status, log] = run({hylab_bin(), "logs", std::to_string(r["trial_id"].get<int64_t>()), "--db", db_});
+    EXPECT_EQ(log_status, 0);
+    std::ifstream f(dir + "/attempt-1.log");
+    EXPECT_EQ(log, std::string((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>()));
+    EXPECT_NE(log.find("summary: "), std::string::npos) << log;
+  }
   // Both workers ran trials; the all-Mamba trial has no attention layer.
   EXPECT_EQ(query("SELECT COUNT(DISTINCT worker_id) FROM trial_attempts"), "2");
   EXPECT_EQ(query("SELECT n_attn_layers FROM trials WHERE block_pattern='M*2'"), "0");
@@ -314,6 +329,29 @@ TEST_F(DaemonsE2E, FourTrialSweepOnTwoWorkersCompletesWithTheRightResults) {
   auto [s3, curves] = run({hylab_bin(), "results", "--db", db_, "--curves", "1"});
   EXPECT_EQ(s3, 0);
   EXPECT_EQ(curves.substr(0, curves.find('\n')).find("trial_id,step,train_loss"), 0u) << curves;
+}
+
+TEST_F(DaemonsE2E, AFlopBudgetSweepGivesEveryPatternTheSameFlopsWithinOneStep) {
+  start_coordinator();
+  start_worker("wa");
+  const std::string sweep = sweep_file({"T*2", "M*2", "T,M"}, 10);
+  std::ofstream(sweep, std::ios::app) << "budget: {flops: 2e9}\n";  // replaces num_iterations: 10
+  const int64_t id = submit(sweep);
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 240));
+  auto [status, out] = run({hylab_bin(), "results", "--db", db_, "--sweep", std::to_string(id), "--format", "json"});
+  ASSERT_EQ(status, 0);
+  const json rows = json::parse(out);
+  ASSERT_EQ(rows.size(), 3u);
+  std::set<int64_t> steps;
+  for (const auto& r : rows) {
+    EXPECT_EQ(r["state"], "succeeded") << r.dump();
+    EXPECT_EQ(r["budget"], "flops 2e+09") << r.dump();
+    const double flops = r["train_flops"].get<double>();
+    const double per_step = flops / r["steps"].get<double>();
+    EXPECT_LE(std::abs(flops - 2e9), 0.5 * per_step) << r.dump();
+    steps.insert(r["steps"].get<int64_t>());
+  }
+  EXPECT_EQ(steps.size(), 3u) << "each pattern's steps follow from its own FLOPs per token";
 }
 
 TEST_F(DaemonsE2E, KilledWorkerTrialResumesElsewhereWithoutGapsOrDuplicates) {

@@ -365,6 +365,31 @@ TEST(Schedule, HorizonAndGradAccumulation) {
   EXPECT_EQ(h.num_iterations, 7);
 }
 
+TEST(Schedule, HorizonFromAFlopsOrTokensBudget) {
+  RunConfig c;
+  c.set_depth(2);
+  c.set_device_batch_size(4);
+  c.set_max_seq_len(32);
+  c.set_total_batch_size(256);
+  c.set_target_flops(1e12);
+  c = resolve_config(c);
+  // steps = round(1e12 / (3e6 * 256)) = round(1302.08) = 1302; its FLOPs within half a step.
+  Horizon h = compute_horizon(c, 1000, 1, 3e6);
+  EXPECT_EQ(h.num_iterations, 1302);
+  EXPECT_EQ(h.horizon_source, "target_flops");
+  EXPECT_LE(std::fabs(h.num_iterations * 3e6 * 256 - 1e12), 0.5 * 3e6 * 256);
+  // A model with twice the FLOPs per token gets half the steps.
+  EXPECT_EQ(compute_horizon(c, 1000, 1, 6e6).num_iterations, 651);
+  EXPECT_THROW(compute_horizon(c, 1000, 1), Error);  // target_flops needs FLOPs per token
+  c.set_target_flops(-1);
+  c.set_target_tokens(256 * 10 + 100);
+  h = compute_horizon(c, 1000, 1);
+  EXPECT_EQ(h.num_iterations, 10);
+  EXPECT_EQ(h.horizon_source, "target_tokens");
+  c.set_target_tokens(1);  // less than one step: still one step
+  EXPECT_EQ(compute_horizon(c, 1000, 1).num_iterations, 1);
+}
+
 TEST(Schedule, BitsPerByteAndMfu) {
   // 4 tokens with loss ln(2) each over 4 bytes = exactly 1 bit per byte.
   EXPECT_DOUBLE_EQ(bits_per_byte(4 * std::log(2.0), 4), 1.0);

@@ -163,10 +163,13 @@ TEST_F(TrainTest, TinyHybridLearnsAndWritesTheRunFolder) {
   EXPECT_GT(summary[0]["params_total"].get<int64_t>(), 0);
   EXPECT_GT(summary[0]["decode_tok_per_s_b32"].get<double>(), 0);
   EXPECT_GT(summary[0]["cache_bytes"].get<int64_t>(), 0);
-  for (const char* f : {"config.json", "train.log", "tokenizer.model",
-                        "checkpoints/step_000020/meta.json", "checkpoints/step_000040/meta.json"}) {
+  for (const char* f : {"config.json", "train.log", "tokenizer.model", "provenance.json",
+                        "checkpoints/step_000040/meta.json"}) {
     EXPECT_TRUE(fs::exists(fs::path(run_dir("learn")) / f)) << f;
   }
+  // Default retention (checkpoint_keep: {last: 1, best: 1}): step 20 had no evaluation, so
+  // neither newest nor best once step 40 was written (tests/trainer/artifacts_test.cpp has more).
+  EXPECT_FALSE(fs::exists(fs::path(run_dir("learn")) / "checkpoints/step_000020"));
   // The weights file's name belongs to model/checkpoint.h; only check that weights are there.
   int64_t weight_bytes = 0;
   for (const auto& e : fs::directory_iterator(fs::path(run_dir("learn")) / "checkpoints/step_000040")) {

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "worker/gpu_inventory.h"
@@ -90,6 +91,10 @@ TEST(MetricsRecords, ParsesTheTrainerContract) {
   EXPECT_EQ(s->summary.params_total(), 99);
   EXPECT_EQ(s->summary.params_json(), R"({"mlp":3})");
   EXPECT_DOUBLE_EQ(s->summary.final_train_loss(), -1);  // absent -> not evaluated
+  auto p = parse_record(R"({"type":"summary","provenance":{"hylab_commit":"abc","host":"n1"},"disk_bytes":4096})", &err);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(nlohmann::json::parse(p->summary.provenance_json())["hylab_commit"], "abc");
+  EXPECT_EQ(p->summary.disk_bytes(), 4096);
   EXPECT_FALSE(parse_record("{not json", &err));
   EXPECT_FALSE(parse_record(R"({"type":"metric","step":1,"name":"train_loss","value":null})", &err));
   EXPECT_NE(err.find("not a finite number"), std::string::npos);
