@@ -565,9 +565,6 @@ TEST_F(DaemonsE2E, LocalRunsASweepAndPrintsTheTable) {
   EXPECT_TRUE(trainers_in(work_).empty());
 }
 
-}  // namespace
-}  // namespace hylab::e2e
-
 // ---- adaptive search (coordinator/search.h, docs/SEARCH.md) ----
 
 // A tpe sweep over d4 block patterns and mamba_d_state; the coordinator proposes every trial.
@@ -639,3 +636,6 @@ TEST_F(DaemonsE2E, KilledCoordinatorMidTpeSweepContinuesWithoutReproposing) {
   EXPECT_EQ(after.substr(0, before.size()), before);
   EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_proposed'"), "4");
 }
+
+}  // namespace
+}  // namespace hylab::e2e
