@@ -5,6 +5,8 @@
 #include <memory>
 
 #include "cli/daemon_flags.h"
+#include "common/check.h"
+#include "coordinator/submission.h"
 #include "store/results.h"
 
 namespace hylab::cli {
@@ -23,19 +25,31 @@ void setup(CLI::App& root) {
       "extend", "Add trials to a sweep: method tpe raises its budget (the coordinator proposes "
                 "them as slots free up), method random draws them now; a completed sweep runs again");
   ext->add_option("sweep_id", *id, "Sweep id")->required();
+  auto spec = std::make_shared<std::string>();
   ext->add_option(flag("count"), *count, "How many trials to add")->required()->check(CLI::Range(1, 100000));
+  ext->add_option(flag("spec"), *spec,
+                  "A sweep file (any method; the way to grow a grid): add its trials the sweep does "
+                  "not have yet, at most --count, in the file's order");
   client->add_to(ext);
   ext->add_option(flag("format"), *format, "table or json")->capture_default_str();
   ext->callback([=] {
     proto::ClientRequest req;
     req.mutable_extend_sweep()->set_sweep_id(*id);
     req.mutable_extend_sweep()->set_count(*count);
+    if (!spec->empty()) {
+      const coordinator::Submission s = coordinator::prepare_submission(*spec);
+      if (s.spec.method() == "tpe") {
+        throw ConfigError(fmt::format("--spec {}: method tpe has no fixed trials; extend a tpe sweep "
+                                      "without --spec (its budget grows)", *spec));
+      }
+      *req.mutable_extend_sweep()->mutable_trials() = s.request.trials();
+    }
     const json r = client->client()->call_json(req);
     if (*format == "json") {
       std::printf("%s\n", r.dump().c_str());
       return;
     }
-    std::printf("sweep %lld (%s): %d trials added, budget now %d\n", static_cast<long long>(*id),
+    std::printf("sweep %lld (%s): %d trials added, %d now\n", static_cast<long long>(*id),
                 r["method"].get<std::string>().c_str(), r["added"].get<int>(), r["count"].get<int>());
   });
 

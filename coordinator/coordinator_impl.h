@@ -131,6 +131,7 @@ struct Coordinator::Impl {
   void add_active_trial(const SweepInfo& s, int64_t trial_id, const TrialPlan& plan);
   std::vector<KnownTrial> known_trials(int64_t sweep_id, const std::string& metric, bool minimize);
   std::string extend_sweep(const proto::SearchExtend& e);
+  std::string extend_with_trials(const proto::SearchExtend& e, const store::SweepRow& row);
   std::string suggest_sweep(const proto::SearchSuggest& s);
 
   // trial_book.cpp

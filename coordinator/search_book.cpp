@@ -3,6 +3,8 @@
 // the rest of Coordinator::Impl; the proposals themselves are pure (propose_trials).
 #include <spdlog/spdlog.h>
 
+#include <set>
+
 #include "common/check.h"
 #include "coordinator/coordinator_impl.h"
 #include "store/search_rows.h"
@@ -129,13 +131,13 @@ std::string Coordinator::Impl::extend_sweep(const proto::SearchExtend& e) {
   const int64_t sweep_id = e.sweep_id();
   if (e.count() < 1 || e.count() > 100000) HYLAB_FAIL("--count = {}: expected 1..100000", e.count());
   const store::SweepRow row = store->sweep(sweep_id);
+  if (row.state == "cancelled") HYLAB_FAIL("sweep {} is cancelled; `hylab sweep resume {}` first", sweep_id, sweep_id);
+  if (e.trials_size() > 0) return extend_with_trials(e, row);
   const std::string json = store::sweep_search_json(store->db(), sweep_id);
   if (json.empty()) {
-    HYLAB_FAIL("sweep {} is a grid sweep (or was submitted before sweeps could grow): every "
-               "combination of its values is already in it; submit a new sweep with more values, "
-               "or use method random or tpe", sweep_id);
+    HYLAB_FAIL("sweep {} is a grid sweep: every combination of its values is already in it; give "
+               "`--spec FILE` with more values (its new combinations are added)", sweep_id);
   }
-  if (row.state == "cancelled") HYLAB_FAIL("sweep {} is cancelled; `hylab sweep resume {}` first", sweep_id, sweep_id);
   SearchState state = search_state_from_json(json);
   int added = 0;
   if (state.spec.method() == "tpe") {
@@ -179,6 +181,52 @@ std::string Coordinator::Impl::extend_sweep(const proto::SearchExtend& e) {
   spdlog::info("sweep {} extended by {} trials ({} now {})", sweep_id, added, state.spec.method(), state.spec.count());
   return nlohmann::json{{"sweep_id", sweep_id}, {"method", state.spec.method()}, {"added", added},
                         {"count", state.spec.count()}}.dump();
+}
+
+// `extend --spec FILE`: the client's expansion of the new file; the trials the sweep lacks.
+std::string Coordinator::Impl::extend_with_trials(const proto::SearchExtend& e, const store::SweepRow& row) {
+  const int64_t sweep_id = row.sweep_id;
+  std::set<std::string> hashes;
+  int64_t next = 0;
+  for (const auto& r : store::search_trials(store->db(), sweep_id, row.metric_name)) {
+    hashes.insert(r.config_hash);
+    next = std::max(next, r.trial_index + 1);
+  }
+  int added = 0;
+  for (const auto& def : e.trials()) {
+    if (added >= e.count()) break;
+    TrialPlan plan;
+    try {
+      plan.resolved = resolve_config(config_from_json(def.config_json()));
+    } catch (const ConfigError& err) {
+      HYLAB_FAIL("sweep {}: extend: trial {}: {}", sweep_id, def.trial_index(), err.what());
+    }
+    plan.config_hash = config_hash(plan.resolved);
+    if (!hashes.insert(plan.config_hash).second) continue;
+    plan.trial_index = next++;
+    for (int i = 0; i < def.param_names_size(); ++i) plan.params.push_back({def.param_names(i), def.param_values(i)});
+    store::NewTrial nt;
+    nt.trial_index = plan.trial_index;
+    nt.params = plan.params;
+    nt.resolved = plan.resolved;
+    const int64_t trial_id = store::add_sweep_trial(store->db(), sweep_id, row.gpus_per_trial, row.priority, nt);
+    if (auto it = sweeps.find(sweep_id); it != sweeps.end()) {
+      add_active_trial(it->second, trial_id, plan);
+      ++it->second.n_trials;
+      it->second.next_index = plan.trial_index + 1;
+    }
+    ++added;
+  }
+  if (added == 0) HYLAB_FAIL("sweep {}: every trial of the given spec is already in the sweep", sweep_id);
+  store::add_event(store->db(), "sweep_extended", fmt::format("{} more trials from a spec", added), sweep_id);
+  if (row.state != "running") {
+    store->set_sweep_state(sweep_id, "running");
+    auto kept = trials;
+    load_sweep(store->sweep(sweep_id));
+    for (auto& [id, t] : kept) trials[id] = std::move(t);
+  }
+  spdlog::info("sweep {} extended by {} trials from a spec", sweep_id, added);
+  return nlohmann::json{{"sweep_id", sweep_id}, {"method", "spec"}, {"added", added}, {"count", next}}.dump();
 }
 
 std::string Coordinator::Impl::suggest_sweep(const proto::SearchSuggest& s) {
