@@ -30,9 +30,12 @@ void free_layers(const PatternConstraints& c, std::vector<int>* free, int* fixed
   for (int i = 0; i < c.n_layer; ++i) {
     const bool is_first = i == 0 && c.first >= 0;
     const bool is_last = i == c.n_layer - 1 && c.last >= 0;
-    if (is_first) *fixed_t += c.first;
-    else if (is_last) *fixed_t += c.last;
-    else free->push_back(i);
+    if (is_first)
+      *fixed_t += c.first;
+    else if (is_last)
+      *fixed_t += c.last;
+    else
+      free->push_back(i);
   }
 }
 
@@ -40,7 +43,8 @@ void free_layers(const PatternConstraints& c, std::vector<int>* free, int* fixed
 
 PatternConstraints make_pattern_constraints(const proto::SearchPatternSpace& space, int n_layer,
                                             const std::string& where) {
-  if (n_layer < 1) throw ConfigError(fmt::format("{}: n_layer = {}: expected >= 1", where, n_layer));
+  if (n_layer < 1)
+    throw ConfigError(fmt::format("{}: n_layer = {}: expected >= 1", where, n_layer));
   const double lo = space.min_attention_fraction(), hi = space.max_attention_fraction();
   if (!(0 <= lo && lo <= hi && hi <= 1)) {
     throw ConfigError(fmt::format("{}.attention_fraction = [{}, {}]: expected 0 <= min <= max <= 1",
@@ -61,11 +65,13 @@ PatternConstraints make_pattern_constraints(const proto::SearchPatternSpace& spa
   int fixed_t = 0;
   free_layers(c, &free, &fixed_t);
   const int reach_lo = fixed_t, reach_hi = fixed_t + static_cast<int>(free.size());
-  if (c.min_attention > c.max_attention || c.max_attention < reach_lo || c.min_attention > reach_hi) {
+  if (c.min_attention > c.max_attention || c.max_attention < reach_lo ||
+      c.min_attention > reach_hi) {
     throw ConfigError(fmt::format(
         "{}: no pattern of {} layers satisfies attention_fraction [{}, {}] (= {}..{} attention "
-        "layers) with first = {} and last = {}", where, n_layer, lo, hi, c.min_attention,
-        c.max_attention, space.first().empty() ? "any" : space.first(),
+        "layers) with first = {} and last = {}",
+        where, n_layer, lo, hi, c.min_attention, c.max_attention,
+        space.first().empty() ? "any" : space.first(),
         space.last().empty() ? "any" : space.last()));
   }
   return c;

@@ -28,8 +28,10 @@ SearchSpace search_space_of(const SearchState& s) {
       try {
         resolve_config(s.base);
       } catch (const ConfigError& e) {
-        throw ConfigError(fmt::format("sweep {}: parameters.block_pattern needs n_layer from the base "
-                                      "config, which is invalid: {}", s.spec.name(), e.what()));
+        throw ConfigError(
+            fmt::format("sweep {}: parameters.block_pattern needs n_layer from the base "
+                        "config, which is invalid: {}",
+                        s.spec.name(), e.what()));
       }
     }
   }
@@ -60,7 +62,8 @@ SearchState make_search_state(const proto::SweepSpec& spec, const RunConfig& bas
       throw ConfigError(fmt::format("sweep {}: overrides.{}: {}", spec.name(), k, e.what()));
     }
   }
-  if (!s.base.has_vocab_size() && vocab_of_data) s.base.set_vocab_size(vocab_of_data(s.base.data()));
+  if (!s.base.has_vocab_size() && vocab_of_data)
+    s.base.set_vocab_size(vocab_of_data(s.base.data()));
   const SearchSpace space = search_space_of(s);  // throws on an invalid space
   // One draw must make a valid config, or the search could never start.
   const Proposals first = propose_trials(s, {}, 0, 1);
@@ -73,7 +76,8 @@ SearchState make_search_state(const proto::SweepSpec& spec, const RunConfig& bas
       apply_override(&cfg, k, v);
     }
     resolve_config(cfg);  // throws the field-naming reason
-    throw ConfigError(fmt::format("sweep {}: no valid trial in its space ({})", spec.name(), params));
+    throw ConfigError(
+        fmt::format("sweep {}: no valid trial in its space ({})", spec.name(), params));
   }
   return s;
 }
@@ -115,8 +119,10 @@ Proposals propose_trials(const SearchState& state, const std::vector<KnownTrial>
     const auto p = point_of_params(space, t.params);
     if (!p) continue;  // a trial from outside the space (e.g. an earlier spec): not modelled
     taken.insert(point_key(space, *p));
-    if (t.value) finished.push_back({*p, *t.value});
-    else if (t.pending) pending.push_back(*p);
+    if (t.value)
+      finished.push_back({*p, *t.value});
+    else if (t.pending)
+      pending.push_back(*p);
   }
   Proposals out;
   for (int i = 0; i < n; ++i) {
@@ -124,8 +130,8 @@ Proposals propose_trials(const SearchState& state, const std::vector<KnownTrial>
     std::optional<TrialPlan> plan;
     // Invalid or duplicate configs are marked taken and drawn again.
     for (int attempt = 0; attempt < 8 && !plan; ++attempt) {
-      const auto p = propose_new(space, finished, pending, taken, state.spec.seed(), index * 8 + attempt,
-                                 use_model, options);
+      const auto p = propose_new(space, finished, pending, taken, state.spec.seed(),
+                                 index * 8 + attempt, use_model, options);
       if (!p) break;
       taken.insert(point_key(space, *p));
       TrialPlan t;

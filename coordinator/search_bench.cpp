@@ -72,7 +72,8 @@ BenchObjective make_objective(const std::string& name, uint64_t seed) {
   } else if (name == "mixed") {
     n_layer = 12, scale = 0.005, o.budget = 3000;
   } else {
-    throw ConfigError(fmt::format("--objective = \"{}\": expected pattern12, pattern24 or mixed", name));
+    throw ConfigError(
+        fmt::format("--objective = \"{}\": expected pattern12, pattern24 or mixed", name));
   }
   std::normal_distribution<double> normal(0, scale);
   for (int i = 0; i < n_layer; ++i) o.w.push_back(normal(rng));

@@ -25,9 +25,9 @@
 namespace hylab::coordinator {
 
 struct BenchObjective {
-  std::string name;   // pattern12 | pattern24 | mixed
+  std::string name;  // pattern12 | pattern24 | mixed
   SearchSpace space;
-  int budget = 0;     // trials per run
+  int budget = 0;  // trials per run
   // Hidden parameters of one seed.
   std::vector<double> w;
   double target_fraction = 0, fraction_weight = 0;

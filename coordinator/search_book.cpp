@@ -34,7 +34,8 @@ void Coordinator::Impl::load_search(SweepInfo& s) {
   const int64_t id = s.row.sweep_id;
   const std::string json = store::sweep_search_json(store->db(), id);
   if (!json.empty()) s.search = search_state_from_json(json);
-  auto st = store->db().prepare("SELECT COUNT(*), COALESCE(MAX(trial_index) + 1, 0) FROM trials WHERE sweep_id = ?");
+  auto st = store->db().prepare(
+      "SELECT COUNT(*), COALESCE(MAX(trial_index) + 1, 0) FROM trials WHERE sweep_id = ?");
   st.bind(1, id);
   if (st.step()) {
     s.n_trials = st.int64(0);
@@ -42,8 +43,8 @@ void Coordinator::Impl::load_search(SweepInfo& s) {
   }
   if (s.early_stop.type() == "hyperband") {
     for (const auto& tr : store->trials_of(id)) {
-      s.trial_meta[tr.trial_id] = {tr.trial_index,
-                                   tokens_per_step(config_from_json(tr.config_json), s.row.gpus_per_trial)};
+      s.trial_meta[tr.trial_id] = {
+          tr.trial_index, tokens_per_step(config_from_json(tr.config_json), s.row.gpus_per_trial)};
     }
   }
 }
@@ -64,7 +65,8 @@ std::vector<KnownTrial> Coordinator::Impl::known_trials(int64_t sweep_id, const 
   return out;
 }
 
-void Coordinator::Impl::add_active_trial(const SweepInfo& s, int64_t trial_id, const TrialPlan& plan) {
+void Coordinator::Impl::add_active_trial(const SweepInfo& s, int64_t trial_id,
+                                         const TrialPlan& plan) {
   ActiveTrial t;
   t.trial_id = trial_id;
   t.sweep_id = s.row.sweep_id;
@@ -94,17 +96,20 @@ void Coordinator::Impl::propose_search_trials() {
     const int per_trial = std::max(1, s.row.gpus_per_trial);
     const int64_t n = std::min<int64_t>(s.search->spec.count() - s.n_trials, capacity / per_trial);
     if (n <= 0) continue;
-    const Proposals p = propose_trials(*s.search, known_trials(sweep_id, s.row.metric_name, s.minimize),
-                                       s.next_index, static_cast<int>(n));
+    const Proposals p =
+        propose_trials(*s.search, known_trials(sweep_id, s.row.metric_name, s.minimize),
+                       s.next_index, static_cast<int>(n));
     for (const auto& plan : p.trials) {
       store::NewTrial nt;
       nt.trial_index = plan.trial_index;
       nt.params = plan.params;
       nt.resolved = plan.resolved;
-      const int64_t trial_id = store::add_sweep_trial(store->db(), sweep_id, s.row.gpus_per_trial, s.row.priority, nt);
+      const int64_t trial_id =
+          store::add_sweep_trial(store->db(), sweep_id, s.row.gpus_per_trial, s.row.priority, nt);
       add_active_trial(s, trial_id, plan);
       if (s.early_stop.type() == "hyperband") {
-        s.trial_meta[trial_id] = {plan.trial_index, tokens_per_step(plan.resolved, s.row.gpus_per_trial)};
+        s.trial_meta[trial_id] = {plan.trial_index,
+                                  tokens_per_step(plan.resolved, s.row.gpus_per_trial)};
       }
       std::string text;
       for (const auto& [k, v] : plan.params) text += (text.empty() ? "" : " ") + k + "=" + v;
@@ -117,10 +122,13 @@ void Coordinator::Impl::propose_search_trials() {
     }
     if (p.exhausted) {
       s.exhausted = true;
-      store::add_event(store->db(), "search_exhausted",
-                       fmt::format("no new valid trial after {} of {}", s.n_trials, s.search->spec.count()), sweep_id);
-      spdlog::warn("sweep {}: no new valid trial could be proposed after {} of {}: the space is used up",
-                   sweep_id, s.n_trials, s.search->spec.count());
+      store::add_event(
+          store->db(), "search_exhausted",
+          fmt::format("no new valid trial after {} of {}", s.n_trials, s.search->spec.count()),
+          sweep_id);
+      spdlog::warn(
+          "sweep {}: no new valid trial could be proposed after {} of {}: the space is used up",
+          sweep_id, s.n_trials, s.search->spec.count());
       done.push_back(sweep_id);
     }
   }
@@ -129,14 +137,18 @@ void Coordinator::Impl::propose_search_trials() {
 
 std::string Coordinator::Impl::extend_sweep(const proto::SearchExtend& e) {
   const int64_t sweep_id = e.sweep_id();
-  if (e.count() < 1 || e.count() > 100000) HYLAB_FAIL("--count = {}: expected 1..100000", e.count());
+  if (e.count() < 1 || e.count() > 100000)
+    HYLAB_FAIL("--count = {}: expected 1..100000", e.count());
   const store::SweepRow row = store->sweep(sweep_id);
-  if (row.state == "cancelled") HYLAB_FAIL("sweep {} is cancelled; `hylab sweep resume {}` first", sweep_id, sweep_id);
+  if (row.state == "cancelled")
+    HYLAB_FAIL("sweep {} is cancelled; `hylab sweep resume {}` first", sweep_id, sweep_id);
   if (e.trials_size() > 0) return extend_with_trials(e, row);
   const std::string json = store::sweep_search_json(store->db(), sweep_id);
   if (json.empty()) {
-    HYLAB_FAIL("sweep {} is a grid sweep: every combination of its values is already in it; give "
-               "`--spec FILE` with more values (its new combinations are added)", sweep_id);
+    HYLAB_FAIL(
+        "sweep {} is a grid sweep: every combination of its values is already in it; give "
+        "`--spec FILE` with more values (its new combinations are added)",
+        sweep_id);
   }
   SearchState state = search_state_from_json(json);
   int added = 0;
@@ -144,20 +156,24 @@ std::string Coordinator::Impl::extend_sweep(const proto::SearchExtend& e) {
     state.spec.set_count(state.spec.count() + e.count());
     added = e.count();
   } else {
-    auto st = store->db().prepare("SELECT COALESCE(MAX(trial_index) + 1, 0) FROM trials WHERE sweep_id = ?");
+    auto st = store->db().prepare(
+        "SELECT COALESCE(MAX(trial_index) + 1, 0) FROM trials WHERE sweep_id = ?");
     st.bind(1, sweep_id);
     st.step();
     const int64_t next = st.int64(0);
-    const Proposals p = propose_trials(state, known_trials(sweep_id, row.metric_name, row.metric_goal != "maximize"),
-                                       next, e.count());
-    if (p.trials.empty()) HYLAB_FAIL("sweep {}: no new trial can be drawn (its space is used up)", sweep_id);
+    const Proposals p = propose_trials(
+        state, known_trials(sweep_id, row.metric_name, row.metric_goal != "maximize"), next,
+        e.count());
+    if (p.trials.empty())
+      HYLAB_FAIL("sweep {}: no new trial can be drawn (its space is used up)", sweep_id);
     auto it = sweeps.find(sweep_id);
     for (const auto& plan : p.trials) {
       store::NewTrial nt;
       nt.trial_index = plan.trial_index;
       nt.params = plan.params;
       nt.resolved = plan.resolved;
-      const int64_t trial_id = store::add_sweep_trial(store->db(), sweep_id, row.gpus_per_trial, row.priority, nt);
+      const int64_t trial_id =
+          store::add_sweep_trial(store->db(), sweep_id, row.gpus_per_trial, row.priority, nt);
       if (it != sweeps.end()) {
         add_active_trial(it->second, trial_id, plan);
         ++it->second.n_trials;
@@ -178,13 +194,18 @@ std::string Coordinator::Impl::extend_sweep(const proto::SearchExtend& e) {
     it->second.search = state;
     it->second.exhausted = false;
   }
-  spdlog::info("sweep {} extended by {} trials ({} now {})", sweep_id, added, state.spec.method(), state.spec.count());
-  return nlohmann::json{{"sweep_id", sweep_id}, {"method", state.spec.method()}, {"added", added},
-                        {"count", state.spec.count()}}.dump();
+  spdlog::info("sweep {} extended by {} trials ({} now {})", sweep_id, added, state.spec.method(),
+               state.spec.count());
+  return nlohmann::json{{"sweep_id", sweep_id},
+                        {"method", state.spec.method()},
+                        {"added", added},
+                        {"count", state.spec.count()}}
+      .dump();
 }
 
 // `extend --spec FILE`: the client's expansion of the new file; the trials the sweep lacks.
-std::string Coordinator::Impl::extend_with_trials(const proto::SearchExtend& e, const store::SweepRow& row) {
+std::string Coordinator::Impl::extend_with_trials(const proto::SearchExtend& e,
+                                                  const store::SweepRow& row) {
   const int64_t sweep_id = row.sweep_id;
   std::set<std::string> hashes;
   int64_t next = 0;
@@ -204,12 +225,14 @@ std::string Coordinator::Impl::extend_with_trials(const proto::SearchExtend& e, 
     plan.config_hash = config_hash(plan.resolved);
     if (!hashes.insert(plan.config_hash).second) continue;
     plan.trial_index = next++;
-    for (int i = 0; i < def.param_names_size(); ++i) plan.params.push_back({def.param_names(i), def.param_values(i)});
+    for (int i = 0; i < def.param_names_size(); ++i)
+      plan.params.push_back({def.param_names(i), def.param_values(i)});
     store::NewTrial nt;
     nt.trial_index = plan.trial_index;
     nt.params = plan.params;
     nt.resolved = plan.resolved;
-    const int64_t trial_id = store::add_sweep_trial(store->db(), sweep_id, row.gpus_per_trial, row.priority, nt);
+    const int64_t trial_id =
+        store::add_sweep_trial(store->db(), sweep_id, row.gpus_per_trial, row.priority, nt);
     if (auto it = sweeps.find(sweep_id); it != sweeps.end()) {
       add_active_trial(it->second, trial_id, plan);
       ++it->second.n_trials;
@@ -217,8 +240,10 @@ std::string Coordinator::Impl::extend_with_trials(const proto::SearchExtend& e, 
     }
     ++added;
   }
-  if (added == 0) HYLAB_FAIL("sweep {}: every trial of the given spec is already in the sweep", sweep_id);
-  store::add_event(store->db(), "sweep_extended", fmt::format("{} more trials from a spec", added), sweep_id);
+  if (added == 0)
+    HYLAB_FAIL("sweep {}: every trial of the given spec is already in the sweep", sweep_id);
+  store::add_event(store->db(), "sweep_extended", fmt::format("{} more trials from a spec", added),
+                   sweep_id);
   if (row.state != "running") {
     store->set_sweep_state(sweep_id, "running");
     auto kept = trials;
@@ -226,7 +251,9 @@ std::string Coordinator::Impl::extend_with_trials(const proto::SearchExtend& e, 
     for (auto& [id, t] : kept) trials[id] = std::move(t);
   }
   spdlog::info("sweep {} extended by {} trials from a spec", sweep_id, added);
-  return nlohmann::json{{"sweep_id", sweep_id}, {"method", "spec"}, {"added", added}, {"count", next}}.dump();
+  return nlohmann::json{
+      {"sweep_id", sweep_id}, {"method", "spec"}, {"added", added}, {"count", next}}
+      .dump();
 }
 
 std::string Coordinator::Impl::suggest_sweep(const proto::SearchSuggest& s) {
@@ -234,19 +261,27 @@ std::string Coordinator::Impl::suggest_sweep(const proto::SearchSuggest& s) {
   if (s.count() < 1 || s.count() > 1000) HYLAB_FAIL("--count = {}: expected 1..1000", s.count());
   const store::SweepRow row = store->sweep(sweep_id);
   const std::string json = store::sweep_search_json(store->db(), sweep_id);
-  if (json.empty()) HYLAB_FAIL("sweep {} is a grid sweep: it has no proposals beyond its grid", sweep_id);
+  if (json.empty())
+    HYLAB_FAIL("sweep {} is a grid sweep: it has no proposals beyond its grid", sweep_id);
   const SearchState state = search_state_from_json(json);
-  auto st = store->db().prepare("SELECT COALESCE(MAX(trial_index) + 1, 0) FROM trials WHERE sweep_id = ?");
+  auto st = store->db().prepare(
+      "SELECT COALESCE(MAX(trial_index) + 1, 0) FROM trials WHERE sweep_id = ?");
   st.bind(1, sweep_id);
   st.step();
-  const Proposals p = propose_trials(state, known_trials(sweep_id, row.metric_name, row.metric_goal != "maximize"),
-                                     st.int64(0), s.count());
+  const Proposals p =
+      propose_trials(state, known_trials(sweep_id, row.metric_name, row.metric_goal != "maximize"),
+                     st.int64(0), s.count());
   nlohmann::json out = nlohmann::json::array();
   for (const auto& t : p.trials) {
-    out.push_back({{"trial_index", t.trial_index}, {"params", params_json(t.params)}, {"config_hash", t.config_hash}});
+    out.push_back({{"trial_index", t.trial_index},
+                   {"params", params_json(t.params)},
+                   {"config_hash", t.config_hash}});
   }
-  return nlohmann::json{{"sweep_id", sweep_id}, {"method", state.spec.method()}, {"proposals", out},
-                        {"exhausted", p.exhausted}}.dump();
+  return nlohmann::json{{"sweep_id", sweep_id},
+                        {"method", state.spec.method()},
+                        {"proposals", out},
+                        {"exhausted", p.exhausted}}
+      .dump();
 }
 
 }  // namespace hylab::coordinator

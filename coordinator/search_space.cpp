@@ -57,7 +57,8 @@ SearchSpace build_search_space(const proto::SweepSpec& spec, int n_layer) {
         d.min = std::ceil(d.min);
         d.max = std::floor(d.max);
         if (d.min > d.max) {
-          throw ConfigError(fmt::format("{}: int_uniform [{}, {}] holds no integer", where, p.min(), p.max()));
+          throw ConfigError(
+              fmt::format("{}: int_uniform [{}, {}] holds no integer", where, p.min(), p.max()));
         }
       }
     } else if (p.has_generate()) {
@@ -89,13 +90,15 @@ SearchPoint random_point(const SearchSpace& space, std::mt19937_64& rng) {
     DimValue v;
     switch (d.kind) {
       case DimKind::kCategorical:
-        v.x = static_cast<double>(std::uniform_int_distribution<size_t>(0, d.values.size() - 1)(rng));
+        v.x =
+            static_cast<double>(std::uniform_int_distribution<size_t>(0, d.values.size() - 1)(rng));
         break;
       case DimKind::kUniform:
         v.x = std::uniform_real_distribution<double>(d.min, d.max)(rng);
         break;
       case DimKind::kLogUniform:
-        v.x = std::exp(std::uniform_real_distribution<double>(std::log(d.min), std::log(d.max))(rng));
+        v.x =
+            std::exp(std::uniform_real_distribution<double>(std::log(d.min), std::log(d.max))(rng));
         break;
       case DimKind::kInt:
         v.x = static_cast<double>(std::uniform_int_distribution<int64_t>(
@@ -132,9 +135,12 @@ std::vector<std::pair<std::string, std::string>> point_overrides(const SearchSpa
   std::vector<std::pair<std::string, std::string>> out;
   for (size_t i = 0; i < space.dims.size(); ++i) {
     const SearchDim& d = space.dims[i];
-    if (d.kind == DimKind::kCategorical) out.push_back({d.name, d.values[static_cast<size_t>(p[i].x)]});
-    else if (d.kind == DimKind::kPattern) out.push_back({d.name, pattern_text(p[i].layers)});
-    else out.push_back({d.name, format_number(d.kind, p[i].x)});
+    if (d.kind == DimKind::kCategorical)
+      out.push_back({d.name, d.values[static_cast<size_t>(p[i].x)]});
+    else if (d.kind == DimKind::kPattern)
+      out.push_back({d.name, pattern_text(p[i].layers)});
+    else
+      out.push_back({d.name, format_number(d.kind, p[i].x)});
   }
   return out;
 }

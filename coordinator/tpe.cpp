@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 #include <map>
+#include <numeric>
 #include <set>
 
 namespace hylab::coordinator {
@@ -51,7 +51,8 @@ struct Parzen {
     for (size_t i = 0; i < mu.size(); ++i) {
       const double z = (x - mu[i]) / sigma[i];
       const double mass = normal_cdf((hi - mu[i]) / sigma[i]) - normal_cdf((lo - mu[i]) / sigma[i]);
-      terms.push_back(-0.5 * z * z - std::log(sigma[i] * std::sqrt(2 * kPi) * std::max(mass, 1e-12)));
+      terms.push_back(-0.5 * z * z -
+                      std::log(sigma[i] * std::sqrt(2 * kPi) * std::max(mass, 1e-12)));
     }
     return log_sum_exp(terms) - std::log(mu.size() + kPriorWeight);
   }
@@ -73,8 +74,8 @@ struct Parzen {
 // ---- patterns: per-layer Bernoulli x feature kernel density ----
 
 struct PatternDensity {
-  std::vector<double> log_t, log_m;           // (n_layer,) per-layer log P(T), log P(M)
-  std::vector<PatternFeatures> features;      // of each trial
+  std::vector<double> log_t, log_m;       // (n_layer,) per-layer log P(T), log P(M)
+  std::vector<PatternFeatures> features;  // of each trial
   std::vector<const Layers*> members;
 
   explicit PatternDensity(const std::vector<const Layers*>& ls, int n_layer) : members(ls) {
@@ -165,9 +166,11 @@ DimValue propose_dim(const SearchDim& d, size_t dim, const std::vector<const Sea
     }
   };
   if (d.kind == DimKind::kPattern || (d.kind == DimKind::kCategorical && !d.layers.empty())) {
-    const int n_layer = d.kind == DimKind::kPattern ? d.pattern.n_layer : static_cast<int>(d.layers[0].size());
+    const int n_layer =
+        d.kind == DimKind::kPattern ? d.pattern.n_layer : static_cast<int>(d.layers[0].size());
     auto layers_of = [&](const SearchPoint* p) -> const Layers* {
-      return d.kind == DimKind::kPattern ? &(*p)[dim].layers : &d.layers[static_cast<size_t>((*p)[dim].x)];
+      return d.kind == DimKind::kPattern ? &(*p)[dim].layers
+                                         : &d.layers[static_cast<size_t>((*p)[dim].x)];
     };
     std::vector<const Layers*> gl, bl;
     for (const auto* p : good) gl.push_back(layers_of(p));
@@ -286,8 +289,9 @@ SearchPoint tpe_propose(const SearchSpace& space, const std::vector<SearchObserv
   std::stable_sort(all.begin(), all.end(), [](const Ranked& a, const Ranked& b) {
     return a.value < b.value || (a.value == b.value && a.order < b.order);
   });
-  const size_t n_good = std::clamp<size_t>(static_cast<size_t>(std::ceil(options.gamma * all.size())), 1,
-                                           std::min<size_t>(all.size(), 25));
+  const size_t n_good =
+      std::clamp<size_t>(static_cast<size_t>(std::ceil(options.gamma * all.size())), 1,
+                         std::min<size_t>(all.size(), 25));
   std::vector<const SearchPoint*> good, bad;
   for (size_t i = 0; i < all.size(); ++i) (i < n_good ? good : bad).push_back(all[i].point);
   SearchPoint out;

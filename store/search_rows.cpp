@@ -14,7 +14,10 @@ std::string sweep_search_json(Db& db, int64_t sweep_id) {
 }
 
 void set_sweep_search_json(Db& db, int64_t sweep_id, const std::string& json) {
-  db.prepare("UPDATE sweeps SET search_json = ? WHERE sweep_id = ?").bind(1, json).bind(2, sweep_id).run();
+  db.prepare("UPDATE sweeps SET search_json = ? WHERE sweep_id = ?")
+      .bind(1, json)
+      .bind(2, sweep_id)
+      .run();
 }
 
 std::vector<SearchTrialRow> search_trials(Db& db, int64_t sweep_id, const std::string& metric) {

@@ -129,7 +129,8 @@ TEST(Tpe, DeterministicGivenStateAndSeed) {
   const SearchPoint b = tpe_propose(s, obs, {}, 42, o);
   EXPECT_EQ(point_key(s, a), point_key(s, b));
   std::set<std::string> keys;
-  for (uint64_t seed = 0; seed < 10; ++seed) keys.insert(point_key(s, tpe_propose(s, obs, {}, seed, o)));
+  for (uint64_t seed = 0; seed < 10; ++seed)
+    keys.insert(point_key(s, tpe_propose(s, obs, {}, seed, o)));
   EXPECT_GT(keys.size(), 5u);  // the seed matters
   EXPECT_EQ(proposal_seed(3, 5), proposal_seed(3, 5));
   EXPECT_NE(proposal_seed(3, 5), proposal_seed(3, 6));
@@ -242,7 +243,8 @@ parameters:
   block_pattern: {distribution: pattern, attention_fraction: [0.25, 0.5], last: M}
   mamba_d_state: {distribution: categorical, values: [8, 16]}
   matrix_lr: {distribution: log_uniform_values, min: 0.001, max: 0.1}
-)", "test.yaml");
+)",
+                          "test.yaml");
 }
 
 TEST(Search, SpecVocabulary) {
@@ -252,21 +254,28 @@ TEST(Search, SpecVocabulary) {
   EXPECT_EQ(spec.parameters(0).distribution(), "pattern");
   EXPECT_EQ(spec.parameters(0).pattern().last(), "M");
   EXPECT_EQ(spec.parameters(2).distribution(), "log_uniform");
-  EXPECT_NE(error_of([] { parse_sweep_yaml("name: x\nbase: b\nmethod: bayes\ncount: 3\n", "s"); }).find("method: tpe"),
-            std::string::npos);
-  EXPECT_NE(error_of([] { parse_sweep_yaml("name: x\nbase: b\nmethod: tpe\n", "s"); }).find("count"),
-            std::string::npos);
   EXPECT_NE(error_of([] {
-              parse_sweep_yaml("name: x\nbase: b\nparameters:\n  block_pattern: {distribution: pattern}\n", "s");
+              parse_sweep_yaml("name: x\nbase: b\nmethod: bayes\ncount: 3\n", "s");
+            }).find("method: tpe"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of([] { parse_sweep_yaml("name: x\nbase: b\nmethod: tpe\n", "s"); }).find("count"),
+      std::string::npos);
+  EXPECT_NE(error_of([] {
+              parse_sweep_yaml(
+                  "name: x\nbase: b\nparameters:\n  block_pattern: {distribution: pattern}\n", "s");
             }).find("method: random or tpe"),
             std::string::npos);
   EXPECT_NE(error_of([] {
-              parse_sweep_yaml("name: x\nbase: b\nmethod: tpe\ncount: 2\nparameters:\n  block_pattern: "
-                               "{distribution: pattern, attention_fraction: [0.5, 0.2]}\n", "s");
+              parse_sweep_yaml(
+                  "name: x\nbase: b\nmethod: tpe\ncount: 2\nparameters:\n  block_pattern: "
+                  "{distribution: pattern, attention_fraction: [0.5, 0.2]}\n",
+                  "s");
             }).find("attention_fraction"),
             std::string::npos);
   EXPECT_NE(error_of([] {
-              parse_sweep_yaml("name: x\nbase: b\nearly_stop: {type: hyperband, min_tokens: 10}\n", "s");
+              parse_sweep_yaml("name: x\nbase: b\nearly_stop: {type: hyperband, min_tokens: 10}\n",
+                               "s");
             }).find("max_tokens"),
             std::string::npos);
 }
@@ -285,7 +294,8 @@ TEST(Search, ProposalsAreValidUniqueAndContinueFromStoredTrials) {
       EXPECT_EQ(t.trial_index, static_cast<int64_t>(known.size()));
       ASSERT_TRUE(hashes.insert(t.config_hash).second) << "proposed twice";
       Layers layers;
-      for (BlockType b : block_pattern_of(t.resolved)) layers.push_back(b == BlockType::kTransformer);
+      for (BlockType b : block_pattern_of(t.resolved))
+        layers.push_back(b == BlockType::kTransformer);
       EXPECT_EQ(layers.size(), 4u);
       EXPECT_EQ(layers.back(), 0) << "last layer must be M";
       EXPECT_TRUE(attention(layers) >= 1 && attention(layers) <= 2);
@@ -317,7 +327,7 @@ TEST(Hyperband, BracketsAndEqualTokenRungs) {
   // Bracket 0 (trial_index 0, 3, 6): three trials at the 1000-token rung, keep the top 1.
   MetricSeries a{10, false, {{10, 1.0}}, 0, 100};
   MetricSeries b{11, false, {{10, 2.0}}, 3, 100};
-  MetricSeries c{12, true, {{5, 3.0}}, 6, 200};  // 1000 tokens after 5 steps of 200
+  MetricSeries c{12, true, {{5, 3.0}}, 6, 200};       // 1000 tokens after 5 steps of 200
   MetricSeries other{13, true, {{10, 9.0}}, 1, 100};  // bracket 1: its first rung is 2000
   const std::vector<MetricSeries> all = {a, b, c, other};
   const auto stops = early_stop(rule, true, all);
@@ -336,7 +346,8 @@ TEST(SearchBench, OptimumIsExactAndReachable) {
       for (int i = 0; i < 12; ++i) p[0].layers.push_back((bits >> i) & 1);
       if (o.name == "mixed") {
         size_t k = 0;
-        for (size_t j = 1; j < o.d_state_offset.size(); ++j) k = o.d_state_offset[j] < o.d_state_offset[k] ? j : k;
+        for (size_t j = 1; j < o.d_state_offset.size(); ++j)
+          k = o.d_state_offset[j] < o.d_state_offset[k] ? j : k;
         p[1].x = static_cast<double>(k);
         p[2].x = o.best_expand;
         p[3].x = std::pow(10, o.log10_lr_best);
