@@ -66,7 +66,10 @@ void submit(const std::string& path, bool dry_run, int priority, bool has_priori
   proto::ClientRequest req;
   *req.mutable_submit_sweep() = s.request;
   const json reply = client.client()->call_json(req);
-  if (fmt_kind == store::Format::kTable) {
+  if (fmt_kind == store::Format::kTable && s.spec.method() == "tpe") {  // docs/SEARCH.md
+    std::printf("submitted sweep %lld (%s): method tpe, %d trials proposed by the coordinator as slots free up\n",
+                static_cast<long long>(reply.at("sweep_id").get<int64_t>()), s.spec.name().c_str(), s.spec.count());
+  } else if (fmt_kind == store::Format::kTable) {
     std::printf("submitted sweep %lld (%s): %zu trials (%d duplicates removed)\n",
                 static_cast<long long>(reply.at("sweep_id").get<int64_t>()), s.spec.name().c_str(),
                 s.expansion.trials.size(), s.expansion.duplicates_removed);

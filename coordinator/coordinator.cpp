@@ -16,6 +16,7 @@
 #include "coordinator/sweep_expander.h"
 #include "coordinator/sweep_spec.h"
 #include "coordinator/wire.h"
+#include "store/search_rows.h"
 
 namespace hylab::coordinator {
 namespace {
@@ -98,6 +99,7 @@ void Coordinator::Impl::load_sweep(const store::SweepRow& row) {
       s.series[trial_id] = std::move(pts);
     }
   }
+  load_search(s);
   sweeps[row.sweep_id] = std::move(s);
   for (const auto& tr : store->active_trials(row.sweep_id)) {
     ActiveTrial t;
@@ -261,6 +263,8 @@ void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const st
       case proto::ClientRequest::kCancelSweep: reply->set_json(cancel_sweep(req.cancel_sweep())); break;
       case proto::ClientRequest::kResumeSweep: reply->set_json(resume_sweep(req.resume_sweep())); break;
       case proto::ClientRequest::kListWorkers: reply->set_json(workers_json()); break;
+      case proto::ClientRequest::kExtendSweep: reply->set_json(extend_sweep(req.extend_sweep())); break;
+      case proto::ClientRequest::kSuggestSweep: reply->set_json(suggest_sweep(req.suggest_sweep())); break;
       case proto::ClientRequest::kDrainWorker: {
         auto it = workers.find(req.drain_worker());
         if (it == workers.end()) HYLAB_FAIL("no registered worker {}", req.drain_worker());
@@ -316,7 +320,9 @@ std::string Coordinator::Impl::submit_sweep(const proto::SubmitSweep& s) {
   row.max_retries = s.max_retries();
   row.early_stop_json = s.early_stop_json();
   early_stop_from_json(row.early_stop_json);  // validate
+  if (!s.search_json().empty()) search_state_from_json(s.search_json());  // validate
   const int64_t sweep_id = store->create_sweep(row, std::move(rows));
+  store::set_sweep_search_json(store->db(), sweep_id, s.search_json());
   load_sweep(store->sweep(sweep_id));
   spdlog::info("sweep {} ({}) submitted: {} trials, {} slots each", sweep_id, row.name,
                s.trials_size(), row.gpus_per_trial);
@@ -405,6 +411,7 @@ void Coordinator::Impl::run(const std::atomic<bool>& stop) {
         next_heartbeat_ms = now + opt.heartbeat_ms;
       }
       check_early_stop();
+      propose_search_trials();
       schedule();
       tx.commit();
       flush_outbox();

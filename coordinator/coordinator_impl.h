@@ -15,6 +15,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/early_stop.h"
 #include "coordinator/policy.h"
+#include "coordinator/search.h"
 #include "proto/sweep.pb.h"
 #include "proto/wire.pb.h"
 #include "store/store.h"
@@ -69,6 +70,16 @@ struct SweepInfo {
   bool minimize = true;
   std::map<int64_t, std::vector<std::pair<int64_t, double>>> series;  // sweep metric per trial
   bool series_dirty = false;
+  // Per trial: (trial_index, tokens per step), for hyperband's brackets and token rungs.
+  std::map<int64_t, std::pair<int64_t, int64_t>> trial_meta;
+  // tpe and random sweeps (search_book.cpp): the state proposals come from, the number of
+  // trials the sweep has and the next trial_index; exhausted when no new trial can be found.
+  std::optional<SearchState> search;
+  int64_t n_trials = 0, next_index = 0;
+  bool exhausted = false;
+  bool proposes() const {
+    return search && search->spec.method() == "tpe" && !exhausted && n_trials < search->spec.count();
+  }
 };
 
 struct Outgoing {
@@ -113,6 +124,15 @@ struct Coordinator::Impl {
   std::string workers_json();
   void load_state();
   void load_sweep(const store::SweepRow& row);
+
+  // search_book.cpp: tpe proposals, sweep extend / suggest
+  void load_search(SweepInfo& s);
+  void propose_search_trials();
+  void add_active_trial(const SweepInfo& s, int64_t trial_id, const TrialPlan& plan);
+  std::vector<KnownTrial> known_trials(int64_t sweep_id, const std::string& metric, bool minimize);
+  std::string extend_sweep(const proto::SearchExtend& e);
+  std::string extend_with_trials(const proto::SearchExtend& e, const store::SweepRow& row);
+  std::string suggest_sweep(const proto::SearchSuggest& s);
 
   // trial_book.cpp
   void on_hello(const proto::Hello& h, const std::string& user_id);

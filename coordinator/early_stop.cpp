@@ -1,5 +1,7 @@
 #include "coordinator/early_stop.h"
 
+#include "coordinator/hyperband.h"
+
 #include <algorithm>
 #include <cmath>
 #include <optional>
@@ -87,8 +89,9 @@ std::vector<StopDecision> early_stop(const proto::EarlyStop& rule, bool minimize
   if (rule.type().empty()) return out;
   for (const auto& t : series) {
     if (!t.running) continue;
-    std::optional<StopDecision> d = rule.type() == "asha" ? asha_rule(rule, minimize, t, series)
-                                                          : median_rule(rule, minimize, t, series);
+    std::optional<StopDecision> d = rule.type() == "hyperband" ? hyperband_rule(rule, minimize, t, series)
+                                    : rule.type() == "asha"    ? asha_rule(rule, minimize, t, series)
+                                                               : median_rule(rule, minimize, t, series);
     if (d) out.push_back(*d);
   }
   return out;

@@ -10,6 +10,7 @@
 //   k = 0 .. rungs-1. A running trial at its highest reached rung r (not yet the next rung)
 //   stops unless its best up to r ranks in the top max(1, floor(n / eta)) of the n trials
 //   (itself included) that reached r; needs n >= eta.
+// hyperband: brackets of ASHA with rungs in tokens (coordinator/hyperband.h).
 #pragma once
 
 #include <cstdint>
@@ -25,6 +26,8 @@ struct MetricSeries {
   int64_t trial_id = 0;
   bool running = false;
   std::vector<std::pair<int64_t, double>> points;  // (step, value), steps increasing
+  int64_t trial_index = 0;      // hyperband: picks the bracket
+  int64_t tokens_per_step = 0;  // hyperband: rungs in tokens (0: a step counts as one token)
 };
 
 struct StopDecision {

@@ -3,12 +3,14 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/check.h"
 
+#include "coordinator/search.h"
 #include "coordinator/sweep_spec.h"
 
 namespace hylab::coordinator {
@@ -39,11 +41,21 @@ Submission prepare_submission(const std::string& sweep_path) {
   s.spec = load_sweep_file(sweep_path);
   const RunConfig base = load_config_file(find_base_config(s.spec, sweep_path));
   std::map<std::string, int> cache;
-  s.expansion = expand_sweep(s.spec, base, [&cache](const std::string& data) {
+  const VocabLookup vocab = [&cache](const std::string& data) {
     auto it = cache.find(data);
     if (it == cache.end()) it = cache.emplace(data, vocab_from_meta(data)).first;
     return it->second;
-  });
+  };
+  // tpe: the coordinator proposes the trials (coordinator/search.h); the expansion holds
+  // only the random start-up trials it will begin with, for --dry_run.
+  std::optional<SearchState> search;
+  if (s.spec.method() == "tpe" || s.spec.method() == "random") search = make_search_state(s.spec, base, vocab);
+  if (s.spec.method() == "tpe") {
+    const int startup = std::min(s.spec.count(), s.spec.tpe().startup_trials());
+    s.expansion.trials = propose_trials(*search, {}, 0, startup).trials;
+  } else {
+    s.expansion = expand_sweep(s.spec, base, vocab);
+  }
   std::ifstream in(sweep_path);
   std::stringstream text;
   text << in.rdbuf();
@@ -58,6 +70,8 @@ Submission prepare_submission(const std::string& sweep_path) {
   r.set_nodes_per_trial(s.spec.resources().nodes_per_trial());
   r.set_max_retries(s.spec.max_retries());
   r.set_early_stop_json(early_stop_to_json(s.spec));
+  if (search) r.set_search_json(search_state_to_json(*search));
+  if (s.spec.method() == "tpe") return s;
   for (const auto& t : s.expansion.trials) {
     auto* d = r.add_trials();
     d->set_trial_index(t.trial_index);

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/check.h"
+#include "coordinator/pattern_space.h"
 
 namespace hylab::coordinator {
 namespace {
@@ -92,6 +93,10 @@ std::string generate_block_pattern(int n_layer, double attention_fraction,
 
 Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
                        const VocabLookup& vocab_of_data) {
+  if (spec.method() == "tpe") {
+    throw ConfigError(fmt::format("sweep {}: method tpe has no fixed expansion: the coordinator "
+                                  "proposes its trials (coordinator/search.h)", spec.name()));
+  }
   // The base with the fixed overrides; sweep name as run name (the same for every trial,
   // so it does not defeat de-duplication).
   RunConfig base = base_in;
@@ -120,7 +125,7 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
     // A base that only becomes valid with the swept values (e.g. a pattern that decides
     // n_layer) is fine; generated patterns need n_layer, so they need a valid base.
     for (const auto& p : spec.parameters()) {
-      if (p.has_generate()) {
+      if (p.has_generate() || p.distribution() == "pattern") {
         throw ConfigError(fmt::format("sweep {}: parameters.block_pattern.generate needs n_layer "
                                       "from the base config, which is invalid: {}",
                                       spec.name(), e.what()));
@@ -140,7 +145,11 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
       std::vector<Choice> combo;
       for (int a = 0; a < spec.parameters_size(); ++a) {
         const auto& p = spec.parameters(a);
-        if (p.has_min()) {
+        if (p.distribution() == "pattern") {  // coordinator/pattern_space.h
+          const std::string v = pattern_text(random_pattern(
+              make_pattern_constraints(p.pattern(), n_layer, "parameters.block_pattern"), rng));
+          combo.push_back({{{p.name(), v}}, {p.name(), v}});
+        } else if (p.has_min()) {
           const std::string v = sample_range(p, rng);
           combo.push_back({{{p.name(), v}}, {p.name(), v}});
         } else {

@@ -57,6 +57,91 @@ std::string value_text(const YAML::Node& n, const std::string& where) {
   return out.c_str();
 }
 
+// W&B spells hylab's log_uniform (bounds as values) log_uniform_values; its own log_uniform
+// takes exponents, which hylab does not accept (docs/SEARCH.md).
+std::string wandb_distribution(const std::string& d) { return d == "log_uniform_values" ? "log_uniform" : d; }
+
+// `distribution: pattern` (block_pattern only): the searchable pattern space with its
+// constraints. Returns false for every other parameter body.
+bool parse_search_parameter(const std::string& name, const YAML::Node& body, const std::string& where,
+                            proto::SweepParameter* p) {
+  const bool is_pattern = body["distribution"] && body["distribution"].IsScalar() &&
+                          body["distribution"].Scalar() == "pattern";
+  if (!is_pattern) {
+    for (const char* k : {"attention_fraction", "first", "last"}) {
+      if (body[k]) {
+        throw ConfigError(fmt::format("{}.{}: only with distribution: pattern (block_pattern)", where, k));
+      }
+    }
+    return false;
+  }
+  if (name != "block_pattern") {
+    throw ConfigError(fmt::format("{}.distribution = \"pattern\": only block_pattern is a pattern", where));
+  }
+  check_keys(body, {"distribution", "attention_fraction", "first", "last"}, where);
+  p->set_distribution("pattern");
+  auto* space = p->mutable_pattern();
+  if (const YAML::Node f = body["attention_fraction"]) {
+    if (!f.IsSequence() || f.size() != 2) {
+      throw ConfigError(fmt::format("{}.attention_fraction: expected [min, max] within [0, 1], e.g. [0.1, 0.5]", where));
+    }
+    space->set_min_attention_fraction(scalar_as<double>(f[0], where + ".attention_fraction[0]", "a number"));
+    space->set_max_attention_fraction(scalar_as<double>(f[1], where + ".attention_fraction[1]", "a number"));
+    if (!(0 <= space->min_attention_fraction() && space->min_attention_fraction() <= space->max_attention_fraction() &&
+          space->max_attention_fraction() <= 1)) {
+      throw ConfigError(fmt::format("{}.attention_fraction = [{}, {}]: expected 0 <= min <= max <= 1", where,
+                                    space->min_attention_fraction(), space->max_attention_fraction()));
+    }
+  }
+  for (const char* k : {"first", "last"}) {
+    if (!body[k]) continue;
+    const auto v = scalar_as<std::string>(body[k], fmt::format("{}.{}", where, k), "T or M");
+    BlockType t;
+    if (!parse_block_type(v, &t)) {
+      throw ConfigError(fmt::format("{}.{} = \"{}\": expected T (transformer) or M (mamba)", where, k, v));
+    }
+    const std::string letter = block_type_letter(t);
+    if (std::string(k) == "first") space->set_first(letter); else space->set_last(letter);
+  }
+  return true;
+}
+
+void parse_tpe_block(const YAML::Node& n, const std::string& where, SweepSpec* spec) {
+  const YAML::Node t = require_map(n, where);
+  check_keys(t, {"startup_trials", "candidates", "gamma", "liar"}, where);
+  auto* tpe = spec->mutable_tpe();
+  if (t["startup_trials"]) tpe->set_startup_trials(scalar_as<int32_t>(t["startup_trials"], where + ".startup_trials", "an integer"));
+  if (t["candidates"]) tpe->set_candidates(scalar_as<int32_t>(t["candidates"], where + ".candidates", "an integer"));
+  if (t["gamma"]) tpe->set_gamma(scalar_as<double>(t["gamma"], where + ".gamma", "a number"));
+  if (t["liar"]) tpe->set_liar(scalar_as<std::string>(t["liar"], where + ".liar", "worst, mean or best"));
+  if (tpe->startup_trials() < 1) throw ConfigError(fmt::format("{}.startup_trials = {}: expected >= 1", where, tpe->startup_trials()));
+  if (tpe->candidates() < 1 || tpe->candidates() > 10000) throw ConfigError(fmt::format("{}.candidates = {}: expected 1..10000", where, tpe->candidates()));
+  if (!(tpe->gamma() > 0 && tpe->gamma() < 1)) throw ConfigError(fmt::format("{}.gamma = {}: expected a number in (0, 1)", where, tpe->gamma()));
+  if (tpe->liar() != "worst" && tpe->liar() != "mean" && tpe->liar() != "best") {
+    throw ConfigError(fmt::format("{}.liar = \"{}\": expected worst, mean or best", where, tpe->liar()));
+  }
+  if (spec->method() != "tpe") throw ConfigError(fmt::format("{}: only with method: tpe", where));
+}
+
+void parse_hyperband(const YAML::Node& e, const std::string& ew, proto::EarlyStop* es) {
+  const bool hb = es->type() == "hyperband";
+  for (const char* k : {"min_tokens", "max_tokens"}) {
+    if (!e[k]) continue;
+    if (!hb) throw ConfigError(fmt::format("{}.{}: only with type: hyperband", ew, k));
+    const int64_t v = scalar_as<int64_t>(e[k], fmt::format("{}.{}", ew, k), "an integer (tokens)");
+    if (std::string(k) == "min_tokens") es->set_min_tokens(v); else es->set_max_tokens(v);
+  }
+  if (!hb) return;
+  if (!es->has_min_tokens() || !es->has_max_tokens()) {
+    throw ConfigError(fmt::format("{}: hyperband needs min_tokens and max_tokens (its smallest and "
+                                  "largest rung, in training tokens)", ew));
+  }
+  if (es->min_tokens() < 1 || es->max_tokens() < es->min_tokens()) {
+    throw ConfigError(fmt::format("{}: min_tokens = {}, max_tokens = {}: expected 1 <= min_tokens <= max_tokens",
+                                  ew, es->min_tokens(), es->max_tokens()));
+  }
+}
+
 void parse_parameter(const std::string& name, const YAML::Node& body, const std::string& where,
                      proto::SweepParameter* p) {
   p->set_name(name);
@@ -67,8 +152,10 @@ void parse_parameter(const std::string& name, const YAML::Node& body, const std:
     throw ConfigError(fmt::format(
         "{}: expected a map such as {{values: [...]}}, {{value: x}} or {{min: a, max: b}}", where));
   }
-  check_keys(body, {"values", "value", "generate", "min", "max", "distribution"}, where);
+  check_keys(body, {"values", "value", "generate", "min", "max", "distribution", "attention_fraction",
+                    "first", "last"}, where);
   int kinds = 0;
+  if (parse_search_parameter(name, body, where, p)) return;
   if (body["values"]) {
     ++kinds;
     const YAML::Node v = body["values"];
@@ -130,9 +217,10 @@ void parse_parameter(const std::string& name, const YAML::Node& body, const std:
       throw ConfigError(fmt::format("{}: min = {} must not exceed max = {}", where, p->min(), p->max()));
     }
     if (body["distribution"]) {
-      const auto d = scalar_as<std::string>(body["distribution"], where + ".distribution", "a name");
+      const auto d = wandb_distribution(scalar_as<std::string>(body["distribution"], where + ".distribution", "a name"));
       if (d != "uniform" && d != "log_uniform" && d != "int_uniform") {
-        throw ConfigError(fmt::format("{}.distribution = \"{}\": expected uniform, log_uniform or int_uniform", where, d));
+        throw ConfigError(fmt::format("{}.distribution = \"{}\": expected uniform, log_uniform, "
+                                      "log_uniform_values or int_uniform with min/max", where, d));
       }
       if (d == "log_uniform" && p->min() <= 0) {
         throw ConfigError(fmt::format("{}: log_uniform needs min > 0 (got {})", where, p->min()));
@@ -140,7 +228,11 @@ void parse_parameter(const std::string& name, const YAML::Node& body, const std:
       p->set_distribution(d);
     }
   } else if (body["distribution"]) {
-    throw ConfigError(fmt::format("{}.distribution: only meaningful with min and max", where));
+    const auto d = scalar_as<std::string>(body["distribution"], where + ".distribution", "a name");
+    if (!((d == "categorical" && body["values"]) || (d == "constant" && body["value"]))) {
+      throw ConfigError(fmt::format("{}.distribution = \"{}\": only meaningful with min and max "
+                                    "(or categorical with values, constant with value)", where, d));
+    }
   }
   if (kinds != 1) {
     throw ConfigError(fmt::format(
@@ -191,7 +283,7 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
   }
   if (!root.IsMap()) throw ConfigError(fmt::format("{}: expected a map (name, base, parameters, ...)", where));
   check_keys(root, {"name", "description", "base", "method", "count", "seed", "metric", "resources",
-                    "max_retries", "early_stop", "priority", "parameters", "overrides", "seeds", "budget"},
+                    "max_retries", "early_stop", "priority", "parameters", "overrides", "seeds", "budget", "tpe", "run_cap"},
              where);
   SweepSpec spec;
   auto str = [&](const char* key) {
@@ -210,15 +302,25 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
   spec.set_base(str("base"));
   if (root["method"]) {
     spec.set_method(str("method"));
-    if (spec.method() != "grid" && spec.method() != "random") {
-      throw ConfigError(fmt::format("{}: method = \"{}\": expected grid or random", where, spec.method()));
+    if (spec.method() == "bayes") {
+      throw ConfigError(fmt::format("{}: method = \"bayes\": hylab's model-based search is method: tpe "
+                                    "(a Tree-structured Parzen Estimator; see docs/SEARCH.md)", where));
+    }
+    if (spec.method() != "grid" && spec.method() != "random" && spec.method() != "tpe") {
+      throw ConfigError(fmt::format("{}: method = \"{}\": expected grid, random or tpe", where, spec.method()));
     }
   }
   if (root["count"]) spec.set_count(static_cast<int32_t>(integer(root["count"], "count")));
-  if (root["seed"]) spec.set_seed(integer(root["seed"], "seed"));
-  if (spec.method() == "random" && spec.count() < 1) {
-    throw ConfigError(fmt::format("{}: count = {}: method random needs count >= 1", where, spec.count()));
+  if (root["run_cap"]) {  // W&B's name for the budget
+    if (root["count"]) throw ConfigError(fmt::format("{}: give count or run_cap, not both", where));
+    spec.set_count(static_cast<int32_t>(integer(root["run_cap"], "run_cap")));
   }
+  if (root["seed"]) spec.set_seed(integer(root["seed"], "seed"));
+  if ((spec.method() == "random" || spec.method() == "tpe") && spec.count() < 1) {
+    throw ConfigError(fmt::format("{}: count = {}: method {} needs count >= 1 (the number of trials)",
+                                  where, spec.count(), spec.method()));
+  }
+  if (root["tpe"]) parse_tpe_block(root["tpe"], where + ": tpe", &spec);
   if (root["max_retries"]) {
     spec.set_max_retries(static_cast<int32_t>(integer(root["max_retries"], "max_retries")));
     if (spec.max_retries() < 0 || spec.max_retries() > 100) {
@@ -258,13 +360,14 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
   if (root["early_stop"]) {
     const std::string ew = where + ": early_stop";
     const YAML::Node e = require_map(root["early_stop"], ew);
-    check_keys(e, {"type", "min_steps", "min_trials", "eta", "rungs"}, ew);
+    check_keys(e, {"type", "min_steps", "min_trials", "eta", "rungs", "min_tokens", "max_tokens"}, ew);
     auto* es = spec.mutable_early_stop();
-    if (!e["type"]) throw ConfigError(fmt::format("{}.type: required (median or asha)", ew));
-    es->set_type(scalar_as<std::string>(e["type"], ew + ".type", "median or asha"));
-    if (es->type() != "median" && es->type() != "asha") {
-      throw ConfigError(fmt::format("{}.type = \"{}\": expected median or asha", ew, es->type()));
+    if (!e["type"]) throw ConfigError(fmt::format("{}.type: required (median, asha or hyperband)", ew));
+    es->set_type(scalar_as<std::string>(e["type"], ew + ".type", "median, asha or hyperband"));
+    if (es->type() != "median" && es->type() != "asha" && es->type() != "hyperband") {
+      throw ConfigError(fmt::format("{}.type = \"{}\": expected median, asha or hyperband", ew, es->type()));
     }
+    parse_hyperband(e, ew, es);
     if (e["min_steps"]) es->set_min_steps(integer(e["min_steps"], "early_stop.min_steps"));
     if (e["min_trials"]) es->set_min_trials(static_cast<int32_t>(integer(e["min_trials"], "early_stop.min_trials")));
     if (e["eta"]) es->set_eta(static_cast<int32_t>(integer(e["eta"], "early_stop.eta")));
@@ -316,9 +419,9 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
     if (p.name() == "seed" && spec.seeds_size() > 0) {
       throw ConfigError(fmt::format("{}: seed is both in parameters and set by seeds; keep one", where));
     }
-    if (spec.method() == "grid" && p.has_min()) {
-      throw ConfigError(fmt::format("{}: parameters.{}: a min/max range needs method: random (grid needs values)",
-                                    where, p.name()));
+    if (spec.method() == "grid" && (p.has_min() || p.distribution() == "pattern")) {
+      throw ConfigError(fmt::format("{}: parameters.{}: a {} needs method: random or tpe (grid needs values)",
+                                    where, p.name(), p.has_min() ? "min/max range" : "pattern space"));
     }
     if (spec.overrides().count(p.name())) {
       throw ConfigError(fmt::format("{}: {} is both in overrides and in parameters", where, p.name()));

@@ -412,6 +412,7 @@ void Coordinator::Impl::stop_trial(int64_t trial_id, const std::string& state, c
 void Coordinator::Impl::finish_sweep_if_done(int64_t sweep_id) {
   auto sw = sweeps.find(sweep_id);
   if (sw == sweeps.end() || sw->second.row.state != "running") return;
+  if (sw->second.proposes()) return;  // a tpe sweep with budget left (search_book.cpp)
   for (const auto& [id, t] : trials) {
     if (t.sweep_id == sweep_id) return;
   }
@@ -428,7 +429,12 @@ void Coordinator::Impl::check_early_stop() {
     std::vector<MetricSeries> all;
     for (const auto& [trial_id, pts] : s.series) {
       auto t = trials.find(trial_id);
-      all.push_back({trial_id, t != trials.end() && t->second.state == "running", pts});
+      MetricSeries m{trial_id, t != trials.end() && t->second.state == "running", pts};
+      if (auto meta = s.trial_meta.find(trial_id); meta != s.trial_meta.end()) {
+        m.trial_index = meta->second.first;
+        m.tokens_per_step = meta->second.second;
+      }
+      all.push_back(std::move(m));
     }
     for (auto& d : early_stop(s.early_stop, s.minimize, all)) stops.push_back({sweep_id, d});
   }

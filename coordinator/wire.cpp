@@ -115,12 +115,16 @@ std::string validate(const Envelope& env) {
       if (r.has_submit_sweep()) {
         const auto& s = r.submit_sweep();
         if (s.name().empty()) return "request: submit_sweep: name: empty";
-        if (s.trials_size() < 1 || s.trials_size() > kMaxTrialsPerSubmit) {
-          return fmt::format("request: submit_sweep: {} trials: expected 1..{}", s.trials_size(), kMaxTrialsPerSubmit);
+        // A tpe sweep (search_json set) comes without trials: the coordinator proposes them.
+        const int min_trials = s.search_json().empty() ? 1 : 0;
+        if (s.trials_size() < min_trials || s.trials_size() > kMaxTrialsPerSubmit) {
+          return fmt::format("request: submit_sweep: {} trials: expected {}..{}", s.trials_size(), min_trials,
+                             kMaxTrialsPerSubmit);
         }
         if (s.gpus_per_trial() < 1) return "request: submit_sweep: gpus_per_trial: expected >= 1";
         const int nodes = std::max(1, s.nodes_per_trial());
         if (s.gpus_per_trial() % nodes != 0) return "request: submit_sweep: nodes_per_trial must divide gpus_per_trial";
+        if (s.search_json().size() > 1000000) return "request: submit_sweep: search_json: over 1 MB";
         for (const auto& t : s.trials()) {
           if (t.param_names_size() != t.param_values_size()) return "request: submit_sweep: param names/values differ in length";
           if (t.config_json().empty()) return "request: submit_sweep: a trial without config_json";

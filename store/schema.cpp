@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
   nodes_per_trial INTEGER NOT NULL DEFAULT 1,
   max_retries     INTEGER NOT NULL DEFAULT 2,
   early_stop_json TEXT NOT NULL DEFAULT '',          -- the spec's early_stop as JSON
+  search_json     TEXT NOT NULL DEFAULT '',          -- tpe/random: spec + base (coordinator/search.h)
   state           TEXT NOT NULL,        -- running | completed | cancelled | local
   created_at      REAL NOT NULL,
   finished_at     REAL
@@ -178,6 +179,7 @@ const std::vector<AddedColumn> kAddedColumns = {
     {"trial_summary", "host", "TEXT NOT NULL DEFAULT ''"},
     {"trial_summary", "disk_bytes", "INTEGER"},
     {"trial_attempts", "run_dir", "TEXT NOT NULL DEFAULT ''"},
+    {"sweeps", "search_json", "TEXT NOT NULL DEFAULT ''"},
 };
 
 bool has_column(Db& db, const std::string& table, const std::string& column) {

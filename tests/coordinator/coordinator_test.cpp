@@ -14,6 +14,7 @@
 #include "common/check.h"
 #include "coordinator/client.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/search.h"
 #include "coordinator/sweep_expander.h"
 #include "coordinator/sweep_spec.h"
 #include "coordinator/wire.h"
@@ -568,6 +569,66 @@ TEST_F(CoordinatorTest, DrainedWorkersGetNoNewTrials) {
   proto::ClientRequest unknown;
   unknown.set_drain_worker("nobody");
   EXPECT_THROW(client(c.endpoint())->call(unknown), Error);
+}
+
+// method tpe (coordinator/search.h): no trials at submit, one proposed whenever a slot is
+// free, each seeing the finished ones; suggest adds nothing; a grid grows from a spec.
+TEST_F(CoordinatorTest, TpeTrialsAreProposedForFreeSlotsAndGridsGrowFromASpec) {
+  Running c(opt_);
+  const auto spec = parse_sweep_yaml("name: tpe\nbase: b\nmethod: tpe\ncount: 3\nseed: 2\n"
+                                     "tpe: {startup_trials: 1}\nmetric: {name: train_loss}\n"
+                                     "parameters: {seed: {values: [0, 1, 2, 3, 4, 5]}}\n", "t");
+  RunConfig base;
+  base.set_depth(2);
+  base.set_max_seq_len(32);
+  proto::ClientRequest req;
+  auto* s = req.mutable_submit_sweep();
+  s->set_name("tpe");
+  s->set_gpus_per_trial(1);
+  s->set_max_retries(0);
+  s->set_metric_name("train_loss");
+  s->set_metric_goal("minimize");
+  s->set_search_json(search_state_to_json(make_search_state(spec, base)));
+  const std::string id = std::to_string(client(c.endpoint())->call_json(req).at("sweep_id").get<int64_t>());
+  std::this_thread::sleep_for(300ms);  // no worker, no free slot: nothing proposed
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials"), "0");
+  EXPECT_EQ(query("SELECT state FROM sweeps WHERE sweep_id=" + id), "running");
+  proto::ClientRequest sug;
+  sug.mutable_suggest_sweep()->set_sweep_id(std::stoll(id));
+  sug.mutable_suggest_sweep()->set_count(2);
+  const auto proposals = client(c.endpoint())->call_json(sug)["proposals"];
+  ASSERT_EQ(proposals.size(), 2u);
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials"), "0");
+  Peer w(c.endpoint(), "w1");
+  w.hello(1);
+  ASSERT_TRUE(w.expect(proto::Envelope::kWelcome));
+  for (int i = 0; i < 3; ++i) {
+    auto a = w.expect(proto::Envelope::kAssign);
+    ASSERT_TRUE(a) << "trial " << i;
+    EXPECT_EQ(query("SELECT COUNT(*) FROM trials"), std::to_string(i + 1));  // one slot, one at a time
+    const int64_t t = a->assign().trial_id();
+    w.started(t, 1);
+    w.metrics(t, 1, 1, 0, 2, 10.0 + i);
+    ASSERT_TRUE(w.expect(proto::Envelope::kMetricsAck));
+    w.finished(t, 1, proto::TRIAL_OUTCOME_SUCCEEDED);
+    ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  }
+  ASSERT_TRUE(wait_for("SELECT state FROM sweeps WHERE sweep_id=" + id, "completed"));
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT config_hash) || ',' || MAX(trial_index) FROM trials"), "3,2");
+  // The first trial is what suggest showed (nothing had changed in between).
+  EXPECT_EQ(query("SELECT config_hash FROM trials WHERE trial_index=0"), proposals[0]["config_hash"].get<std::string>());
+  EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_proposed'"), "3");
+
+  const std::string grid = std::to_string(submit(c.endpoint(), 2, 0));
+  proto::ClientRequest ext;
+  ext.mutable_extend_sweep()->set_sweep_id(std::stoll(grid));
+  ext.mutable_extend_sweep()->set_count(5);
+  *ext.mutable_extend_sweep()->mutable_trials() = submit_request(3, 0).submit_sweep().trials();
+  EXPECT_EQ(client(c.endpoint())->call_json(ext)["added"], 1);  // seeds 0, 1 are there; 2 is new
+  EXPECT_EQ(query("SELECT COUNT(*) || ',' || MAX(trial_index) FROM trials WHERE sweep_id=" + grid), "3,2");
+  EXPECT_THROW(client(c.endpoint())->call_json(ext), Error);  // nothing new left
+  ext.mutable_extend_sweep()->clear_trials();
+  EXPECT_THROW(client(c.endpoint())->call_json(ext), Error);  // a grid without a spec cannot grow
 }
 
 TEST_F(CoordinatorTest, CurveAdmitsOnlyKeysInTheAllowList) {

@@ -71,7 +71,7 @@ TEST(SweepSpec, ErrorsNameTheFieldAndWhatIsAllowed) {
   auto err = [](const std::string& yaml) { return error_of([&] { parse_sweep_yaml(yaml, "s.yaml"); }); };
   EXPECT_NE(err("name: x\nbase: b\nfoo: 1\n").find("unknown key \"foo\""), std::string::npos);
   EXPECT_NE(err("base: b\n").find("name: required"), std::string::npos);
-  EXPECT_NE(err("name: x\nbase: b\nmethod: bayes\n").find("expected grid or random"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nmethod: sobol\n").find("expected grid, random or tpe"), std::string::npos);
   EXPECT_NE(err("name: x\nbase: b\nparameters: {n_layers: {values: [1]}}\n").find("\"n_layers\" is not a config key"),
             std::string::npos);
   EXPECT_NE(err("name: x\nbase: b\nparameters: {seed: {values: []}}\n").find("parameters.seed.values: expected a non-empty list"),
@@ -88,7 +88,7 @@ TEST(SweepSpec, ErrorsNameTheFieldAndWhatIsAllowed) {
             std::string::npos);
   EXPECT_NE(err("name: x\nbase: b\nresources: {gpus_per_trial: 3, nodes_per_trial: 2}\n").find("dividing gpus_per_trial"),
             std::string::npos);
-  EXPECT_NE(err("name: x\nbase: b\nearly_stop: {type: hyperband}\n").find("expected median or asha"),
+  EXPECT_NE(err("name: x\nbase: b\nearly_stop: {type: halving}\n").find("expected median, asha or hyperband"),
             std::string::npos);
   EXPECT_NE(err("name: local\nbase: b\n").find("reserved"), std::string::npos);
   EXPECT_NE(err("name: x\nbase: b\nmethod: random\n").find("count"), std::string::npos);

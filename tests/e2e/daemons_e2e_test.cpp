@@ -626,6 +626,77 @@ TEST_F(DaemonsE2E, LocalWithSeedsPrintsMeanAndStdPerPattern) {
     EXPECT_TRUE(group["std"].is_number()) << groups;
   }
   EXPECT_EQ(g["groups"][0]["mark"], "best");
+
+// ---- adaptive search (coordinator/search.h, docs/SEARCH.md) ----
+
+// A tpe sweep over d4 block patterns and mamba_d_state; the coordinator proposes every trial.
+std::string tpe_sweep_file(const fs::path& dir, const std::string& data_dir, int count, int iterations) {
+  const fs::path base = dir / "base_d4.yaml";
+  std::ofstream(base) << "depth: 4\nn_embd: 32\nn_head: 1\nn_kv_head: 1\nmax_seq_len: 32\n"
+                      << "device_batch_size: 4\ntotal_batch_size: -1\ndevice: cpu\n"
+                      << "eval_every: " << iterations << "\neval_tokens: 1024\nsample_every: 0\n"
+                      << "checkpoint_every: 0\nlog_every: 1\ndata: " << data_dir << "\n";
+  const fs::path sweep = dir / "tpe.yaml";
+  std::ofstream(sweep) << "name: e2e-tpe\nbase: " << base.string() << "\nmethod: tpe\ncount: " << count
+                       << "\nseed: 3\ntpe: {startup_trials: 2}\nmax_retries: 0\n"
+                       << "metric: {name: val_bpb, goal: minimize}\n"
+                       << "overrides: {num_iterations: " << iterations << "}\n"
+                       << "parameters:\n"
+                       << "  block_pattern: {distribution: pattern, attention_fraction: [0.25, 0.75], first: M}\n"
+                       << "  mamba_d_state: {distribution: categorical, values: [8, 16]}\n";
+  return sweep.string();
+}
+
+TEST_F(DaemonsE2E, TpeSweepProposesValidTrialsAndGrowsWithExtend) {
+  start_coordinator();
+  start_worker("wa");
+  start_worker("wb");
+  const int64_t id = submit(tpe_sweep_file(dir_, data_dir_, 4, 8));
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 300));
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='succeeded'"), "4");
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT config_hash) FROM trials"), "4");
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT trial_index) || ',' || MAX(trial_index) FROM trials"), "4,3");
+  EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_proposed'"), "4");
+  // Every proposal meets the constraints: 4 layers, the first Mamba, 1..3 attention layers.
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE n_layer=4 AND block_pattern LIKE 'M%' "
+                  "AND n_attn_layers BETWEEN 1 AND 3 AND mamba_d_state IN (8, 16)"), "4");
+  // suggest: proposals not in the sweep, nothing added.
+  const json s = cli_json({"sweep", "suggest", std::to_string(id), "--count", "2"});
+  ASSERT_EQ(s["proposals"].size(), 2u);
+  for (const auto& p : s["proposals"]) {
+    EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE config_hash='" + p["config_hash"].get<std::string>() + "'"), "0");
+  }
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials"), "4");
+  // extend: the completed sweep runs again until its larger budget is spent.
+  const json e = cli_json({"sweep", "extend", std::to_string(id), "--count", "1"});
+  EXPECT_EQ(e["count"], 5);
+  ASSERT_TRUE(wait_until([&] { return query("SELECT COUNT(*) FROM trials WHERE state='succeeded'") == "5"; }, 200));
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 30));
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT config_hash) FROM trials"), "5");
+  // Nothing changed between suggest and extend, so the new trial is the first suggestion.
+  EXPECT_EQ(query("SELECT config_hash FROM trials WHERE trial_index=4"), s["proposals"][0]["config_hash"].get<std::string>());
+}
+
+TEST_F(DaemonsE2E, KilledCoordinatorMidTpeSweepContinuesWithoutReproposing) {
+  start_coordinator();
+  const std::string endpoint = endpoint_;
+  start_worker("wa");
+  const int64_t id = submit(tpe_sweep_file(dir_, data_dir_, 4, 8));
+  // Kill it once a second trial was proposed (the first finished, the second under way).
+  ASSERT_TRUE(wait_until([&] { return std::atoi(query("SELECT COUNT(*) FROM trials").c_str()) >= 2; }, 200));
+  const std::string before = query("SELECT group_concat(config_hash) FROM (SELECT config_hash FROM trials ORDER BY trial_index)");
+  kill9(procs_[0]);
+  start_coordinator(endpoint);
+  ASSERT_EQ(endpoint_, endpoint);
+  ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 300));
+  // The budget of 4, each trial_index once, no config twice, the stored trials unchanged.
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials"), "4");
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='succeeded'"), "4");
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT trial_index) || ',' || MAX(trial_index) FROM trials"), "4,3");
+  EXPECT_EQ(query("SELECT COUNT(DISTINCT config_hash) FROM trials"), "4");
+  const std::string after = query("SELECT group_concat(config_hash) FROM (SELECT config_hash FROM trials ORDER BY trial_index)");
+  EXPECT_EQ(after.substr(0, before.size()), before);
+  EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_proposed'"), "4");
 }
 
 }  // namespace

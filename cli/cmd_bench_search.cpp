@@ -1,0 +1,88 @@
+// `hylab bench search`: TPE against random search on synthetic objectives (no training) as
+// JSON {commit, date, settings, results}; coordinator/search_bench.h defines the objectives.
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <memory>
+
+#include "cli/command.h"
+#include "common/check.h"
+#include "coordinator/search_bench.h"
+
+namespace hylab::cli {
+namespace {
+
+struct Options {
+  int seeds = 20;
+  std::vector<std::string> objectives = {"pattern12", "pattern24", "mixed"};
+  std::string out;
+  coordinator::TpeOptions tpe;
+};
+
+std::string commit_id() {
+  if (const char* c = std::getenv("HYLAB_COMMIT"); c != nullptr && c[0] != '\0') return c;
+  std::string s;
+  if (FILE* f = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r")) {
+    char buf[64];
+    while (std::fgets(buf, sizeof buf, f)) s += buf;
+    pclose(f);
+  }
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s.empty() ? "unknown" : s;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+void run(const Options& o) {
+  if (o.seeds < 1) throw ConfigError(fmt::format("--seeds = {}: expected >= 1", o.seeds));
+  if (o.tpe.candidates < 1)
+    throw ConfigError(fmt::format("--candidates = {}: expected >= 1", o.tpe.candidates));
+  if (!(o.tpe.gamma > 0 && o.tpe.gamma <= 1))
+    throw ConfigError(fmt::format("--gamma = {}: expected (0, 1]", o.tpe.gamma));
+  nlohmann::json doc;
+  doc["commit"] = commit_id();
+  doc["date"] = utc_now();
+  doc["settings"] = {{"startup_trials", o.tpe.startup_trials},
+                     {"candidates", o.tpe.candidates},
+                     {"gamma", o.tpe.gamma},
+                     {"target", "first trial whose noise-free value is within 1% of the optimum"}};
+  doc["results"] = coordinator::run_search_bench(o.objectives, o.seeds, o.tpe);
+  const std::string text = doc.dump(2) + "\n";
+  std::fputs(text.c_str(), stdout);
+  if (!o.out.empty()) {
+    std::ofstream f(o.out);
+    if (!(f << text)) throw Error(fmt::format("--out = {}: cannot write", o.out));
+  }
+}
+
+void setup(CLI::App& root) {
+  auto* bench = group(root, "bench", "Benchmarks that print JSON");
+  auto o = std::make_shared<Options>();
+  auto* cmd = bench->add_subcommand(
+      "search",
+      "Trials TPE and random search need to get within 1% of a synthetic objective's "
+      "optimum (block patterns of 12 and 24 layers, and a mixed space); no training");
+  cmd->add_option(flag("seeds"), o->seeds, "Seeds per objective and method")->capture_default_str();
+  cmd->add_option(flag("objective"), o->objectives, "pattern12, pattern24 and/or mixed")
+      ->check(CLI::IsMember({"pattern12", "pattern24", "mixed"}))
+      ->capture_default_str();
+  cmd->add_option(flag("startup_trials"), o->tpe.startup_trials, "TPE: random trials first")
+      ->capture_default_str();
+  cmd->add_option(flag("candidates"), o->tpe.candidates, "TPE: candidates per proposal")
+      ->capture_default_str();
+  cmd->add_option(flag("gamma"), o->tpe.gamma, "TPE: share of trials counted as good")
+      ->capture_default_str();
+  cmd->add_option(flag("out"), o->out,
+                  "Also write the JSON to this file (e.g. docs/benchmarks/search.json)");
+  cmd->callback([o] { run(*o); });
+}
+
+HYLAB_REGISTER_COMMAND("bench search", 82, setup);
+
+}  // namespace
+}  // namespace hylab::cli
