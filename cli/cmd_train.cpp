@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/usage.h"
 #include "trainer/train.h"
 
 namespace hylab::cli {
@@ -26,17 +27,16 @@ void setup(CLI::App& root) {
   cmd->add_option("--nproc", o->nproc, "Ranks to run on this machine (one per GPU, or CPU processes)")
       ->capture_default_str();
   cmd->add_option("--db", o->db_path, "SQLite database of local runs (default $HYLAB_DB or runs/hylab.db)");
-  cmd->add_option(flag("probe_steps"), o->probe_steps,
-                  "Decode steps of the end-of-run inference probe (0 = skip)")
-      ->capture_default_str();
   cmd->allow_extras();
   cmd->footer(
       "Any config key may follow as --key=value, e.g. --depth=4 --num_iterations=100 "
-      "--device_batch_size=8.\nExit status: 0 ok, 2 bad config/usage, 3 diverged, 4 out of memory, "
-      "143 SIGTERM, 1 other.");
+      "--device_batch_size=8 --probe_steps=0 (`hylab config keys` lists them).\n"
+      "Exit status: 0 ok, 2 bad config/usage, 3 diverged, 4 out of memory, 130 SIGINT (Ctrl-C), "
+      "143 SIGTERM (both mark the run cancelled), 1 other.");
   cmd->callback([cmd, o, resume, resume_dir] {
     trainer::TrainOptions opt = *o;
     opt.overrides = cmd->remaining();
+    reject_unknown_args(*cmd, unknown_override_args(opt.overrides));
     if (resume->count() > 0) {
       opt.resume = true;
       if (!resume_dir->empty()) {

@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "cli/command.h"
+#include "cli/usage.h"
 #include "common/check.h"
 
 namespace hylab::cli {
@@ -51,8 +52,28 @@ int main(int argc, char** argv) {
   for (auto& c : cmds) c.setup(app);
   try {
     app.parse(argc, argv);
+  } catch (const CLI::ExtrasError& e) {
+    // A mistyped flag or subcommand: say which and what was probably meant.
+    const CLI::App& cmd = hylab::cli::selected_command(app);
+    std::vector<std::string> extras = cmd.remaining();
+    std::string hint;
+    if (!extras.empty()) {
+      const std::string near = hylab::cli::suggest_for(cmd, extras.front());
+      if (!near.empty()) hint = "; did you mean " + near + "?";
+    }
+    std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for its options.\n",
+                 hylab::cli::command_path(cmd).c_str(), e.what(), hint.c_str(),
+                 hylab::cli::command_path(cmd).c_str());
+    return hylab::cli::kExitUsage;
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help prints and exits 0; every other parse error is a usage error: exit 2.
+    const int code = app.exit(e);
+    return code == 0 ? 0 : hylab::cli::kExitUsage;
+  } catch (const hylab::cli::UsageError& e) {
+    const CLI::App& cmd = hylab::cli::selected_command(app);
+    std::fprintf(stderr, "%s: error: %s\nRun `%s --help` for its options.\n",
+                 hylab::cli::command_path(cmd).c_str(), e.what(), hylab::cli::command_path(cmd).c_str());
+    return hylab::cli::kExitUsage;
   } catch (const hylab::Error& e) {
     std::fprintf(stderr, "hylab: error: %s\n", e.what());
     return 1;
