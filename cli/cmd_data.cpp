@@ -69,7 +69,7 @@ void setup(CLI::App& root) {
   auto dir = std::make_shared<std::string>();
   auto* info = cmd->add_subcommand("info", "Print a data folder's meta.json");
   // One input, accepted as `info DIR` or `info --data DIR`; listed once in --help.
-  info->add_option("data", *dir, "Data folder, e.g. data/default (also accepted as --data DIR)");
+  info->add_option("folder", *dir, "Data folder, e.g. data/default (also accepted as --data DIR)");
   info->add_option("--data", *dir)->group("");
   info->callback([dir] {
     if (dir->empty()) throw UsageError("which data folder? e.g. `hylab data info data/default`");

@@ -51,9 +51,11 @@ int wait_for_sweep(int64_t sweep_id, double poll_s, const ClientFlags& client) {
       sweep = client.client()->call_json(req);
       failing_since = {};
     } catch (const hylab::Error& e) {
+      // An answer that is an error (no such sweep) is final; silence may be a restart.
+      const bool answered = std::string(e.what()).rfind("coordinator: ", 0) == 0;
       const auto now = std::chrono::steady_clock::now();
       if (failing_since == std::chrono::steady_clock::time_point{}) failing_since = now;
-      if (std::chrono::duration<double>(now - failing_since).count() > give_up_s) {
+      if (answered || std::chrono::duration<double>(now - failing_since).count() > give_up_s) {
         if (tty) std::fputc('\n', stderr);
         std::fprintf(stderr, "hylab sweep: stopped waiting for sweep %lld: %s\n",
                      static_cast<long long>(sweep_id), e.what());

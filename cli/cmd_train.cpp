@@ -14,7 +14,7 @@ void setup(CLI::App& root) {
   auto resume_dir = std::make_shared<std::string>();
   auto* cmd = root.add_subcommand(
       "train", "Train a model on a prepared data folder (CPU, one GPU, or --nproc ranks)");
-  cmd->add_option("--config", o->config_path, "Config file (YAML, keys of proto/config.proto)");
+  cmd->add_option("--config", o->config_path, "Config file (YAML; `hylab config keys` lists the keys)");
   cmd->add_option(flag("run_dir"), o->run_dir,
                   "Run folder for log, checkpoints and config (default runs/<name>-<time>/)");
   cmd->add_option(flag("metrics_jsonl"), o->metrics_jsonl,

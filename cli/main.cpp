@@ -52,23 +52,21 @@ int main(int argc, char** argv) {
   for (auto& c : cmds) c.setup(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ExtrasError& e) {
-    // A mistyped flag or subcommand: say which and what was probably meant.
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --help-all
+    // A usage error: say which command, what was probably meant, and exit 2 (not CLI11's
+    // 104-109). Unknown words stay in the command's remaining() list.
     const CLI::App& cmd = hylab::cli::selected_command(app);
-    std::vector<std::string> extras = cmd.remaining();
+    const std::vector<std::string> extras = cmd.remaining();
     std::string hint;
     if (!extras.empty()) {
       const std::string near = hylab::cli::suggest_for(cmd, extras.front());
       if (!near.empty()) hint = "; did you mean " + near + "?";
     }
-    std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for its options.\n",
-                 hylab::cli::command_path(cmd).c_str(), e.what(), hint.c_str(),
-                 hylab::cli::command_path(cmd).c_str());
+    const std::string path = hylab::cli::command_path(cmd);
+    std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for its options.\n", path.c_str(), e.what(),
+                 hint.c_str(), path.c_str());
     return hylab::cli::kExitUsage;
-  } catch (const CLI::ParseError& e) {
-    // --help prints and exits 0; every other parse error is a usage error: exit 2.
-    const int code = app.exit(e);
-    return code == 0 ? 0 : hylab::cli::kExitUsage;
   } catch (const hylab::cli::UsageError& e) {
     const CLI::App& cmd = hylab::cli::selected_command(app);
     std::fprintf(stderr, "%s: error: %s\nRun `%s --help` for its options.\n",

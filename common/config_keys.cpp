@@ -66,11 +66,17 @@ std::map<std::string, std::string> comments_by_field() {
       if (loc.path_size() != 4 || loc.path(0) != 4 || loc.path(1) != msg || loc.path(2) != 2) continue;
       const int field = loc.path(3);
       if (field < 0 || field >= m.field_size()) continue;
-      // A comment after the field on its line is its help; else the one above it.
+      // A comment after the field on its line is its help; else the block above it, less
+      // section rulers such as "// ---- run ----".
       std::string text = one_line(loc.trailing_comments());
-      const std::string leading = one_line(loc.leading_comments());
-      if (text.empty()) text = leading;
-      else if (!leading.empty()) text = leading + " " + text;
+      if (text.empty()) {
+        std::istringstream lines(loc.leading_comments());
+        std::string line, kept;
+        while (std::getline(lines, line)) {
+          if (one_line(line).rfind("----", 0) != 0) kept += line + "\n";
+        }
+        text = one_line(kept);
+      }
       out[m.field(field).name()] = text;
     }
   }

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
+#include <sstream>
 
 #include "common/run_config.h"
 #include "store/schema.h"
@@ -123,7 +124,7 @@ TEST_F(CliTest, ConfigKeysListsEveryKeyWithDefaultAndHelp) {
 }
 
 TEST_F(CliTest, ConfigShowPrintsInt64AsJsonNumbers) {
-  const Result r = hylab("config show --total_batch_size=1048576 --seed 7");
+  const Result r = hylab("config show --total_batch_size=1048576 --seed=7");
   ASSERT_EQ(r.status, 0) << r.err;
   const json j = json::parse(r.out);
   EXPECT_TRUE(j["total_batch_size"].is_number_integer()) << r.out;
@@ -159,15 +160,22 @@ TEST_F(CliTest, TrainFlagsAreConfigKeysOrPlumbing) {
   ASSERT_EQ(help.status, 0);
   const std::set<std::string> plumbing = {"help", "help_all", "config", "run_dir", "metrics_jsonl",
                                           "resume", "nproc", "db"};
+  // Option lines start with their names: "  --run_dir,--run-dir TEXT  Run folder ...".
+  const std::regex line_re("^\\s+((--[a-z][a-z0-9_-]*,?)+)");
   const std::regex flag_re("--([a-z][a-z0-9_-]*)");
   std::set<std::string> seen;
-  const std::string options = help.out.substr(0, help.out.find("Any config key"));  // the footer has examples
-  for (std::sregex_iterator it(options.begin(), options.end(), flag_re), end; it != end; ++it) {
-    std::string name = (*it)[1];
-    std::replace(name.begin(), name.end(), '-', '_');
-    seen.insert(name);
-    EXPECT_TRUE(plumbing.count(name) || is_config_key(name))
-        << "--" << name << " changes a trial but is not a config key: add it to proto/config.proto";
+  std::istringstream lines(help.out);
+  for (std::string line; std::getline(lines, line);) {
+    std::smatch m;
+    if (!std::regex_search(line, m, line_re)) continue;
+    const std::string names = m[1];
+    for (std::sregex_iterator it(names.begin(), names.end(), flag_re), end; it != end; ++it) {
+      std::string name = (*it)[1];
+      std::replace(name.begin(), name.end(), '-', '_');
+      seen.insert(name);
+      EXPECT_TRUE(plumbing.count(name) || is_config_key(name))
+          << "--" << name << " changes a trial but is not a config key: add it to proto/config.proto";
+    }
   }
   EXPECT_TRUE(seen.count("run_dir")) << help.out;
   EXPECT_FALSE(seen.count("probe_steps")) << "probe_steps is a config key now";

@@ -38,7 +38,7 @@ TEST(ConfigKeys, DefaultsTypesAndHelpComeFromTheProto) {
   EXPECT_EQ(doc("block_pattern").type, "list of string");
   // A comment above the field and one after it are joined on one line.
   EXPECT_NE(doc("block_pattern").help.find("\"T*12,M*8\""), std::string::npos) << doc("block_pattern").help;
-  EXPECT_NE(doc("depth").help.find("one-dial"), std::string::npos) << doc("depth").help;
+  EXPECT_NE(doc("depth").help.find("One-dial"), std::string::npos) << doc("depth").help;
   EXPECT_EQ(doc("probe_steps").default_value, "32");
 }
 

@@ -71,10 +71,11 @@ std::vector<std::string> strings(const YAML::Node& n) {
 
 class K8sManifests : public ::testing::Test {
  protected:
-  void SetUp() override {
+  // Parsed once for the suite (make-secrets.sh runs `hylab keygen` three times).
+  static void SetUpTestSuite() {
     src_ = env_or("HYLAB_SOURCE_DIR", ".");
     bin_ = env_or("HYLAB_BIN", "");
-    if (bin_.empty() || !fs::exists(bin_)) GTEST_SKIP() << "HYLAB_BIN not set (run through ctest)";
+    if (bin_.empty() || !fs::exists(bin_)) return;
     k8s_ = fs::path(src_) / "deploy" / "k8s";
     ASSERT_TRUE(fs::exists(k8s_ / "kustomization.yaml"));
     const YAML::Node kust = YAML::LoadFile((k8s_ / "kustomization.yaml").string());
@@ -107,11 +108,16 @@ class K8sManifests : public ::testing::Test {
       for (const auto& kv : doc["data"]) keys.insert(kv.first.as<std::string>());
     }
   }
-  void TearDown() override {
-    if (!dir_.empty()) fs::remove_all(dir_);
+  static void TearDownTestSuite() {
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+  void SetUp() override {
+    if (bin_.empty() || !fs::exists(bin_)) GTEST_SKIP() << "HYLAB_BIN not set (run through ctest)";
+    ASSERT_FALSE(secrets_.empty()) << "make-secrets.sh made no Secrets";
   }
 
-  void add(const YAML::Node& doc, const std::string& file) {
+  static void add(const YAML::Node& doc, const std::string& file) {
     const std::string kind = doc["kind"].as<std::string>();
     const std::string name = doc["metadata"]["name"].as<std::string>();
     if (kind != "Namespace") {
@@ -190,11 +196,16 @@ class K8sManifests : public ::testing::Test {
     return out;
   }
 
-  std::string src_, bin_, namespace_;
-  fs::path k8s_, dir_;
-  std::map<std::string, std::vector<YAML::Node>> by_kind_;
-  std::map<std::string, std::set<std::string>> secrets_;
+  static std::string src_, bin_, namespace_;
+  static fs::path k8s_, dir_;
+  static std::map<std::string, std::vector<YAML::Node>> by_kind_;
+  static std::map<std::string, std::set<std::string>> secrets_;
 };
+
+std::string K8sManifests::src_, K8sManifests::bin_, K8sManifests::namespace_;
+fs::path K8sManifests::k8s_, K8sManifests::dir_;
+std::map<std::string, std::vector<YAML::Node>> K8sManifests::by_kind_;
+std::map<std::string, std::set<std::string>> K8sManifests::secrets_;
 
 TEST_F(K8sManifests, CoordinatorIsOneReplicaWithItsStateWhereTheFlagsPoint) {
   const auto coords = running("coordinator");
@@ -358,7 +369,8 @@ TEST(SlurmScripts, CoordinatorAndWorkerJobsFindEachOther) {
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setpgid(0, 0);
-      ::execl("/bin/sh", "sh", "-c", (cmd + " >'" + (shared / log).string() + "' 2>&1").c_str(), nullptr);
+      ::execl("/bin/sh", "sh", "-c", ("exec env " + cmd + " >'" + (shared / log).string() + "' 2>&1").c_str(),
+              nullptr);
       ::_exit(127);
     }
     return pid;
@@ -388,11 +400,12 @@ TEST(SlurmScripts, CoordinatorAndWorkerJobsFindEachOther) {
   // Stopping the coordinator job removes its endpoint (no worker is sent to a dead node).
   ::kill(-coord, SIGTERM);
   int st = 0;
-  ::waitpid(coord, &st, 0);
+  ::waitpid(coord, &st, 0);  // the job script itself: it returns after its trap ran
   EXPECT_FALSE(fs::exists(endpoint));
   ::kill(-work, SIGKILL);
   ::waitpid(work, &st, 0);
-  fs::remove_all(shared);
+  std::error_code ec;
+  fs::remove_all(shared, ec);
 }
 
 }  // namespace
