@@ -58,13 +58,16 @@ int main(int argc, char** argv) {
     // 104-109). Unknown words stay in the command's remaining() list.
     const CLI::App& cmd = hylab::cli::selected_command(app);
     const std::vector<std::string> extras = cmd.remaining();
-    std::string hint;
+    std::string what = e.what(), hint;
     if (!extras.empty()) {
       const std::string near = hylab::cli::suggest_for(cmd, extras.front());
       if (!near.empty()) hint = "; did you mean " + near + "?";
+      if (extras.front().rfind("-", 0) != 0 && cmd.get_require_subcommand_min() > 0) {
+        what = "unknown command \"" + extras.front() + "\"";  // not "A subcommand is required"
+      }
     }
     const std::string path = hylab::cli::command_path(cmd);
-    std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for its options.\n", path.c_str(), e.what(),
+    std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for its options.\n", path.c_str(), what.c_str(),
                  hint.c_str(), path.c_str());
     return hylab::cli::kExitUsage;
   } catch (const hylab::cli::UsageError& e) {
