@@ -636,7 +636,13 @@ TEST_F(DaemonsE2E, CtrlCOnTrainExits130AndMarksTheRunCancelled) {
   Proc& train = procs_.emplace_back(spawn("train", {hylab_bin(), "train", "--config", cfg.string(), "--db", db_,
                                                     "--run_dir", (dir_ / "run").string()},
                                           (dir_ / "train.log").string()));
-  ASSERT_TRUE(wait_until([&] { return fs::exists(db_) && query("SELECT COUNT(*) FROM metrics") != "0"; }, 120));
+  ASSERT_TRUE(wait_until([&] {
+    try {
+      return fs::exists(db_) && query("SELECT COUNT(*) FROM metrics") != "0";
+    } catch (const std::exception&) {
+      return false;  // the trainer is still creating the tables
+    }
+  }, 120));
   EXPECT_EQ(query("SELECT state FROM trials"), "running");
   ::kill(train.pid, SIGINT);
   int st = 0;
