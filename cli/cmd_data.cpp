@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cli/command.h"
+#include "cli/usage.h"
 #include "common/check.h"
 #include "trainer/data_prepare.h"
 
@@ -67,8 +68,11 @@ void setup(CLI::App& root) {
 
   auto dir = std::make_shared<std::string>();
   auto* info = cmd->add_subcommand("info", "Print a data folder's meta.json");
-  info->add_option("--data,data", *dir, "Data folder")->required();
+  // One input, accepted as `info DIR` or `info --data DIR`; listed once in --help.
+  info->add_option("folder", *dir, "Data folder, e.g. data/default (also accepted as --data DIR)");
+  info->add_option("--data", *dir)->group("");
   info->callback([dir] {
+    if (dir->empty()) throw UsageError("which data folder? e.g. `hylab data info data/default`");
     trainer::read_data_meta(*dir);  // validates, with a hint if it is not a data folder
     std::ifstream in(*dir + "/meta.json");
     std::stringstream ss;

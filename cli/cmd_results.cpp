@@ -40,8 +40,9 @@ void setup(CLI::App& root) {
   cmd->add_option(flag("pareto"), f->pareto,
                   "Keep the Pareto front over these columns, e.g. val_bpb,tok_per_s (name:min or name:max to set a goal)")
       ->delimiter(',');
-  cmd->add_option(flag("format"), f->format, "table, csv or json")->capture_default_str();
-  cmd->add_option(flag("curves"), f->curves, "Loss curves of these trials as CSV: trial_id, step, one column per metric")
+  auto* format = cmd->add_option(flag("format"), f->format, "table, csv or json (--curves: csv unless given)")
+                     ->capture_default_str();
+  cmd->add_option(flag("curves"), f->curves, "Loss curves of these trials: trial_id, step, one column per metric")
       ->delimiter(',');
   cmd->add_option(flag("x"), f->x,
                   "With --curves: step (one row per trial and step) or tokens (--metric of every trial at equal "
@@ -52,25 +53,39 @@ void setup(CLI::App& root) {
                   "One trial in full: every column (budget, disk use, run_dir, provenance) and its config");
   cmd->footer("The text table leaves out the provenance columns (hylab_version, hylab_commit, "
               "torch_version, cuda_version, nccl_version, driver_version, gpu_name, host); "
-              "--format csv/json and --trial show them.");
-  cmd->callback([f] {
+              "--format csv/json and --trial show them.\n"
+              "Exit status: 0 ok, 1 error (e.g. no such sweep or trial), 2 bad usage.");
+  cmd->callback([f, format] {
     auto db = store::Db::open(f->db, /*read_only=*/true);
+    // An id that names nothing is an error, not an empty table.
+    auto require_row = [&](const char* table, const char* column, int64_t id) {
+      auto st = db->prepare(fmt::format("SELECT 1 FROM {} WHERE {} = ?", table, column));
+      st.bind(1, id);
+      if (!st.step()) {
+        throw hylab::Error(fmt::format("{} {} does not exist in {} (`hylab {}` lists them)", column, id,
+                                       f->db, std::string(table) == "sweeps" ? "sweep list" : "results"));
+      }
+    };
+    if (f->sweep_id != 0) require_row("sweeps", "sweep_id", f->sweep_id);
     if (f->trial_id > 0) {
+      require_row("trials", "trial_id", f->trial_id);
       std::fputs(store::render_trial(*db, f->trial_id, store::parse_format(f->format)).c_str(), stdout);
       return;
     }
     if (!f->curves.empty()) {
-      std::string format = f->format == "table" ? "csv" : f->format;  // curves are data: CSV unless json
+      for (int64_t id : f->curves) require_row("trials", "trial_id", id);
+      // Curves are data: CSV unless a format is asked for, and then that one.
+      const std::string fmt_name = format->count() > 0 ? f->format : "csv";
       const store::Table t = f->x == "tokens" ? store::align_at_tokens(store::load_curves(*db, f->curves, f->metric), f->metric)
                                               : store::curves(*db, f->curves);
-      std::fputs(store::render(t, store::parse_format(format)).c_str(), stdout);
+      std::fputs(store::render(t, store::parse_format(fmt_name)).c_str(), stdout);
       return;
     }
-    const store::Format format = store::parse_format(f->format);
+    const store::Format out_format = store::parse_format(f->format);
     store::ResultsQuery q;
     q.sweep_id = f->sweep_id;
     q.sort = f->sort;
-    q.provenance = format != store::Format::kTable;
+    q.provenance = out_format != store::Format::kTable;
     const store::Table trials = store::results(*db, q);
     if (!f->group_by.empty()) {
       store::GroupQuery g;
@@ -78,11 +93,11 @@ void setup(CLI::App& root) {
       g.metric = f->metric;
       g.goal = f->goal.empty() ? store::default_goal(f->metric) : store::parse_goal(f->goal, "--goal");
       g.include_stopped = f->include_stopped;
-      std::fputs(store::render_groups(trials, g, format, f->pareto).c_str(), stdout);
+      std::fputs(store::render_groups(trials, g, out_format, f->pareto).c_str(), stdout);
       return;
     }
     if (f->pareto.empty()) {
-      std::fputs(store::render(trials, format).c_str(), stdout);
+      std::fputs(store::render(trials, out_format).c_str(), stdout);
       return;
     }
     store::Table pool = trials;  // the front of finished trials (and stopped ones when asked)
@@ -92,7 +107,7 @@ void setup(CLI::App& root) {
       const std::string s = row[state].get<std::string>();
       if (s == "succeeded" || (f->include_stopped && s != "pending" && s != "running")) pool.rows.push_back(row);
     }
-    std::fputs(store::render(store::pareto_rows(pool, f->pareto), format).c_str(), stdout);
+    std::fputs(store::render(store::pareto_rows(pool, f->pareto), out_format).c_str(), stdout);
   });
 }
 

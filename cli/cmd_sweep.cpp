@@ -1,7 +1,12 @@
 // `hylab sweep submit|list|show|cancel|resume`: sweeps through the coordinator.
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
+#include <thread>
 
 #include "cli/daemon_flags.h"
+#include "cli/sweep_progress.h"
 #include "common/check.h"
 #include "coordinator/submission.h"
 #include "store/results.h"
@@ -25,8 +30,60 @@ void print(const store::Table& t, const std::string& format) {
   std::fputs(store::render(t, store::parse_format(format)).c_str(), stdout);
 }
 
-void submit(const std::string& path, bool dry_run, int priority, bool has_priority,
-            const std::string& format, const ClientFlags& client) {
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Polls the sweep every poll_s seconds until its state is final, with one progress line on
+// stderr (rewritten in place on a terminal, a new line per change otherwise). Returns the
+// sweep's exit status (sweep_progress.h). A coordinator that stops answering for longer than
+// 10 polls (at least a minute) is an error.
+int wait_for_sweep(int64_t sweep_id, double poll_s, const ClientFlags& client) {
+  const bool tty = ::isatty(STDERR_FILENO) == 1;
+  std::string last_line;
+  auto failing_since = std::chrono::steady_clock::time_point{};
+  const double give_up_s = std::max(60.0, 10 * poll_s);
+  for (;;) {
+    nlohmann::json sweep;
+    try {
+      proto::ClientRequest req;
+      req.set_show_sweep(sweep_id);
+      sweep = client.client()->call_json(req);
+      failing_since = {};
+    } catch (const hylab::Error& e) {
+      // An answer that is an error (no such sweep) is final; silence may be a restart.
+      const bool answered = std::string(e.what()).rfind("coordinator: ", 0) == 0;
+      const auto now = std::chrono::steady_clock::now();
+      if (failing_since == std::chrono::steady_clock::time_point{}) failing_since = now;
+      if (answered || std::chrono::duration<double>(now - failing_since).count() > give_up_s) {
+        if (tty) std::fputc('\n', stderr);
+        std::fprintf(stderr, "hylab sweep: stopped waiting for sweep %lld: %s\n",
+                     static_cast<long long>(sweep_id), e.what());
+        return kSweepError;
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(poll_s));
+      continue;
+    }
+    const SweepProgress p = sweep_progress(sweep, unix_now());
+    const std::string line = progress_line(sweep, p);
+    if (tty) {
+      std::fprintf(stderr, "\r%s\033[K", line.c_str());
+    } else if (line != last_line) {
+      std::fprintf(stderr, "%s\n", line.c_str());
+    }
+    std::fflush(stderr);
+    last_line = line;
+    if (p.finished) {
+      if (tty) std::fputc('\n', stderr);
+      return sweep_exit_status(p);
+    }
+    std::this_thread::sleep_for(std::chrono::duration<double>(poll_s));
+  }
+}
+
+// Returns the new sweep's id (0 for --dry_run).
+int64_t submit(const std::string& path, bool dry_run, int priority, bool has_priority,
+               const std::string& format, const ClientFlags& client) {
   const store::Format fmt_kind = store::parse_format(format);
   coordinator::Submission s = coordinator::prepare_submission(path);
   if (has_priority) s.request.set_priority(priority);
@@ -37,10 +94,10 @@ void submit(const std::string& path, bool dry_run, int priority, bool has_priori
         json params = json::object();
         for (const auto& [k, v] : t.params) params[k] = v;
         out.push_back({{"trial_index", t.trial_index}, {"params", params}, {"config_hash", t.config_hash},
-                       {"config", json::parse(config_to_json(t.resolved, false))}});
+                       {"config", json::parse(config_to_display_json(t.resolved))}});
       }
       std::printf("%s\n", out.dump(2).c_str());
-      return;
+      return 0;
     }
     store::Table t;
     t.columns = {"trial_index", "params", "block_pattern", "n_layer", "n_embd", "mamba_d_state",
@@ -61,7 +118,7 @@ void submit(const std::string& path, bool dry_run, int priority, bool has_priori
                   s.spec.name().c_str(), s.expansion.trials.size(), s.expansion.duplicates_removed,
                   seeds.c_str(), s.spec.resources().gpus_per_trial());
     }
-    return;
+    return 0;
   }
   proto::ClientRequest req;
   *req.mutable_submit_sweep() = s.request;
@@ -76,10 +133,15 @@ void submit(const std::string& path, bool dry_run, int priority, bool has_priori
   } else {
     std::printf("%s\n", json{{"sweep_id", reply.at("sweep_id")}}.dump().c_str());
   }
+  std::fflush(stdout);
+  return reply.at("sweep_id").get<int64_t>();
 }
 
-void show(const json& sweep, const std::string& format) {
+void show(json sweep, const std::string& format) {
+  const SweepProgress progress = sweep_progress(sweep, unix_now());
   if (format == "json") {
+    sweep["percent_done"] = progress.percent;
+    sweep["eta_s"] = progress.eta_s < 0 ? json(nullptr) : json(progress.eta_s);
     std::printf("%s\n", sweep.dump(2).c_str());
     return;
   }
@@ -96,7 +158,7 @@ void show(const json& sweep, const std::string& format) {
     for (auto it = sweep["counts"].begin(); it != sweep["counts"].end(); ++it) {
       std::printf(", %lld %s", static_cast<long long>(it.value().get<int64_t>()), it.key().c_str());
     }
-    std::printf("\n");
+    std::printf("\n%s\n", progress_line(sweep, progress).c_str());
   }
   print(t, format);
 }
@@ -117,8 +179,26 @@ void setup(CLI::App& root) {
   sub->add_option("file", *path, "Sweep spec (YAML), e.g. sweeps/quickstart.yaml")->required();
   sub->add_flag(flag("dry_run"), *dry_run, "Print the expanded trials; submit nothing");
   auto* prio = sub->add_option(flag("priority"), *priority, "Override the spec's priority (higher runs first)");
+  auto wait = std::make_shared<bool>(false);
+  auto poll_s = std::make_shared<double>(5.0);
+  sub->add_flag("--wait,--follow", *wait,
+                "Wait until the sweep finishes, with a progress line on stderr; exit with its outcome");
+  auto add_poll = [&](CLI::App* cmd) {
+    cmd->add_option(flag("poll_s"), *poll_s, "Seconds between progress checks while waiting")
+        ->capture_default_str()
+        ->check(CLI::Range(0.05, 3600.0));
+  };
+  add_poll(sub);
   add_common(sub);
-  sub->callback([=] { submit(*path, *dry_run, *priority, prio->count() > 0, *format, *client); });
+  const char* wait_footer =
+      "Exit status with --wait: 0 every trial succeeded (or was early-stopped), 3 the sweep finished "
+      "with failed trials, 4 it was cancelled, 1 error (an invalid sweep file, a coordinator that "
+      "stopped answering), 2 bad command line. Ctrl-C stops waiting, not the sweep.";
+  sub->footer(wait_footer);
+  sub->callback([=] {
+    const int64_t id = submit(*path, *dry_run, *priority, prio->count() > 0, *format, *client);
+    if (*wait && id > 0) exit_status() = wait_for_sweep(id, *poll_s, *client);
+  });
 
   auto* list = g->add_subcommand("list", "List sweeps with their trial counts");
   add_common(list);
@@ -150,6 +230,13 @@ void setup(CLI::App& root) {
     req.set_show_sweep(*id);
     show(client->client()->call_json(req), *format);
   });
+
+  auto* wt = g->add_subcommand("wait", "Wait for a submitted sweep to finish (progress on stderr); exit with its outcome");
+  wt->add_option("sweep_id", *id, "Sweep id")->required();
+  add_poll(wt);
+  client->add_to(wt);
+  wt->footer(wait_footer);
+  wt->callback([=] { exit_status() = wait_for_sweep(*id, *poll_s, *client); });
 
   for (const char* action : {"cancel", "resume"}) {
     const bool cancel = std::string(action) == "cancel";

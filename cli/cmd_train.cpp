@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/usage.h"
 #include "trainer/train.h"
 
 namespace hylab::cli {
@@ -13,7 +14,7 @@ void setup(CLI::App& root) {
   auto resume_dir = std::make_shared<std::string>();
   auto* cmd = root.add_subcommand(
       "train", "Train a model on a prepared data folder (CPU, one GPU, or --nproc ranks)");
-  cmd->add_option("--config", o->config_path, "Config file (YAML, keys of proto/config.proto)");
+  cmd->add_option("--config", o->config_path, "Config file (YAML; `hylab config keys` lists the keys)");
   cmd->add_option(flag("run_dir"), o->run_dir,
                   "Run folder for log, checkpoints and config (default runs/<name>-<time>/)");
   cmd->add_option(flag("metrics_jsonl"), o->metrics_jsonl,
@@ -29,20 +30,19 @@ void setup(CLI::App& root) {
   cmd->add_option("--nproc", o->nproc, "Ranks to run on this machine (one per GPU, or CPU processes)")
       ->capture_default_str();
   cmd->add_option("--db", o->db_path, "SQLite database of local runs (default $HYLAB_DB or runs/hylab.db)");
-  cmd->add_option(flag("probe_steps"), o->probe_steps,
-                  "Decode steps of the end-of-run inference probe (0 = skip)")
-      ->capture_default_str();
   cmd->allow_extras();
   cmd->footer(
       "Any config key may follow as --key=value, e.g. --depth=4 --num_iterations=100 "
-      "--device_batch_size=8.\nEqual budgets: --target_flops=F (or --target_tokens=N) instead of "
-      "--num_iterations takes the steps from the model's own FLOPs per token: round(F / "
-      "(flops_per_token * total_batch_size)).\nCheckpoint retention: --checkpoint_keep_last=1 "
-      "--checkpoint_keep_best=1 (the default; -1 keeps all).\nExit status: 0 ok, 2 bad config/usage, 3 diverged, 4 out of memory, "
-      "143 SIGTERM, 1 other.");
+      "--device_batch_size=8 --probe_steps=0 (`hylab config keys` lists them).\nEqual budgets: "
+      "--target_flops=F (or --target_tokens=N) instead of --num_iterations takes the steps from the "
+      "model's own FLOPs per token: round(F / (flops_per_token * total_batch_size)).\nCheckpoint "
+      "retention: --checkpoint_keep_last=1 --checkpoint_keep_best=1 (the default; -1 keeps all).\n"
+      "Exit status: 0 ok, 2 bad config/usage, 3 diverged, 4 out of memory, 130 SIGINT (Ctrl-C), "
+      "143 SIGTERM (both mark the run cancelled), 1 other.");
   cmd->callback([cmd, o, resume, resume_dir] {
     trainer::TrainOptions opt = *o;
     opt.overrides = cmd->remaining();
+    reject_unknown_args(*cmd, unknown_override_args(opt.overrides));
     if (resume->count() > 0) {
       opt.resume = true;
       if (!resume_dir->empty()) {

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <cctype>
 #include <cstdlib>
 #include <memory>
 #include <string>
@@ -16,10 +17,19 @@
 
 namespace hylab::cli {
 
+// True if environment variable `name` is set to 1/true/yes/on (any case).
+inline bool env_flag(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr) return false;
+  std::string s(v);
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s == "1" || s == "true" || s == "yes" || s == "on";
+}
+
 // --coordinator, --insecure, --key, --server_key for commands that talk to the coordinator.
 struct ClientFlags {
   std::string coordinator = wire::default_coordinator_endpoint();
-  bool insecure = false;
+  bool insecure = env_flag("HYLAB_INSECURE");  // so a loopback setup need not type it each time
   std::string key;         // default $HYLAB_KEY
   std::string server_key;  // default $HYLAB_SERVER_KEY
   int timeout_ms = 10000;
@@ -27,7 +37,8 @@ struct ClientFlags {
   void add_to(CLI::App* cmd) {
     cmd->add_option(flag("coordinator"), coordinator,
                     "Coordinator endpoint (default $HYLAB_COORDINATOR, else tcp://127.0.0.1:5555)");
-    cmd->add_flag(flag("insecure"), insecure, "Plain TCP without CurveZMQ (the coordinator must use it too)");
+    cmd->add_flag(flag("insecure"), insecure,
+                  "Plain TCP without CurveZMQ (the coordinator must use it too; default $HYLAB_INSECURE=1)");
     cmd->add_option(flag("key"), key, "This side's key pair, NAME.key (default $HYLAB_KEY)");
     cmd->add_option(flag("server_key"), server_key, "The coordinator's public key, NAME.pub (default $HYLAB_SERVER_KEY)");
     cmd->add_option(flag("timeout_ms"), timeout_ms, "How long to wait for the coordinator's answer");

@@ -7,6 +7,7 @@
 #include <exception>
 
 #include "cli/command.h"
+#include "cli/usage.h"
 #include "common/check.h"
 #include "trainer/provenance.h"
 
@@ -54,7 +55,28 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --help-all
+    // A usage error: say which command, what was probably meant, and exit 2 (not CLI11's
+    // 104-109). Unknown words stay in the command's remaining() list.
+    const CLI::App& cmd = hylab::cli::selected_command(app);
+    const std::vector<std::string> extras = cmd.remaining();
+    std::string what = e.what(), hint;
+    if (!extras.empty()) {
+      const std::string near = hylab::cli::suggest_for(cmd, extras.front());
+      if (!near.empty()) hint = "; did you mean " + near + "?";
+      if (extras.front().rfind("-", 0) != 0 && cmd.get_require_subcommand_min() > 0) {
+        what = "unknown command \"" + extras.front() + "\"";  // not "A subcommand is required"
+      }
+    }
+    const std::string path = hylab::cli::command_path(cmd);
+    std::fprintf(stderr, "%s: error: %s%s\nRun `%s --help` for its options.\n", path.c_str(), what.c_str(),
+                 hint.c_str(), path.c_str());
+    return hylab::cli::kExitUsage;
+  } catch (const hylab::cli::UsageError& e) {
+    const CLI::App& cmd = hylab::cli::selected_command(app);
+    std::fprintf(stderr, "%s: error: %s\nRun `%s --help` for its options.\n",
+                 hylab::cli::command_path(cmd).c_str(), e.what(), hylab::cli::command_path(cmd).c_str());
+    return hylab::cli::kExitUsage;
   } catch (const hylab::Error& e) {
     std::fprintf(stderr, "hylab: error: %s\n", e.what());
     return 1;

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/config_keys.h"
 
 namespace hylab {
 namespace {
@@ -30,16 +32,6 @@ std::string normalise_key(std::string key) {
 
 const pb::FieldDescriptor* find_field(const std::string& key) {
   return RunConfig::descriptor()->FindFieldByName(normalise_key(key));
-}
-
-std::string known_keys_hint() {
-  const pb::Descriptor* d = RunConfig::descriptor();
-  std::string keys;
-  for (int i = 0; i < d->field_count(); ++i) {
-    if (i) keys += ", ";
-    keys += d->field(i)->name();
-  }
-  return keys;
 }
 
 // Sets one scalar field from a YAML scalar. `where` names the field for messages.
@@ -113,8 +105,7 @@ void set_field(RunConfig* cfg, const std::string& key, const YAML::Node& node) {
   if (normalise_key(key) == kCheckpointKeep) return set_checkpoint_keep(cfg, node);
   const pb::FieldDescriptor* f = find_field(key);
   if (f == nullptr) {
-    throw ConfigError(fmt::format("unknown config key \"{}\"; known keys: {}", key,
-                                  known_keys_hint()));
+    throw ConfigError(fmt::format("unknown config key \"{}\"{}", key, unknown_config_key_hint(key)));
   }
   const pb::Reflection* r = cfg->GetReflection();
   if (f->is_repeated()) {
@@ -143,7 +134,7 @@ class PatternParser {
   PatternParser(const std::string& text, const std::string& field) : s_(text), field_(field) {}
 
   std::vector<BlockType> parse() {
-    std::vector<BlockType> out = list();
+    std::vector<BlockType> out = list(0);
     skip_space();
     if (pos_ != s_.size()) fail(fmt::format("unexpected \"{}\"", s_.substr(pos_)));
     if (out.empty()) fail("empty pattern");
@@ -151,28 +142,38 @@ class PatternParser {
   }
 
  private:
+  // Syntax errors have no layer yet: they name the character (1-based).
   [[noreturn]] void fail(const std::string& why) const {
     throw ConfigError(fmt::format(
-        "{} = \"{}\": {} at position {}; expected T/transformer or M/mamba, "
+        "{} = \"{}\": {} at character {}; expected T/transformer or M/mamba, "
         "e.g. \"TTMM\", \"T*12,M*8\" or \"(T,M)*10\"",
-        field_, s_, why, pos_));
+        field_, s_, why, pos_ + 1));
+  }
+  // A bad block type names the layer it would have been, as the list form does:
+  // "T,T,X,T" -> block_pattern[2] = "X".
+  [[noreturn]] void fail_layer(size_t layer, const std::string& word) const {
+    throw ConfigError(fmt::format(
+        "{}[{}] = \"{}\" (in \"{}\"): unknown block type; expected T/transformer or M/mamba, "
+        "e.g. \"TTMM\", \"T*12,M*8\" or \"(T,M)*10\"",
+        field_, layer, word, s_));
   }
   void skip_space() {
     while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
   }
-  std::vector<BlockType> list() {
-    std::vector<BlockType> out = item();
+  // `first_layer`: the layer index the text being parsed starts at (for messages).
+  std::vector<BlockType> list(size_t first_layer) {
+    std::vector<BlockType> out = item(first_layer);
     skip_space();
     while (pos_ < s_.size() && s_[pos_] == ',') {
       ++pos_;
-      std::vector<BlockType> more = item();
+      std::vector<BlockType> more = item(first_layer + out.size());
       out.insert(out.end(), more.begin(), more.end());
       skip_space();
     }
     return out;
   }
-  std::vector<BlockType> item() {
-    std::vector<BlockType> a = atom();
+  std::vector<BlockType> item(size_t first_layer) {
+    std::vector<BlockType> a = atom(first_layer);
     skip_space();
     if (pos_ < s_.size() && s_[pos_] == '*') {
       ++pos_;
@@ -188,11 +189,11 @@ class PatternParser {
     }
     return a;
   }
-  std::vector<BlockType> atom() {
+  std::vector<BlockType> atom(size_t first_layer) {
     skip_space();
     if (pos_ < s_.size() && s_[pos_] == '(') {
       ++pos_;
-      std::vector<BlockType> inner = list();
+      std::vector<BlockType> inner = list(first_layer);
       skip_space();
       if (pos_ >= s_.size() || s_[pos_] != ')') fail("missing ')'");
       ++pos_;
@@ -208,8 +209,12 @@ class PatternParser {
     std::vector<BlockType> out;
     for (size_t i = 0; i < word.size(); ++i) {
       if (!parse_block_type(std::string(1, word[i]), &t)) {
-        pos_ = start;
-        fail(fmt::format("unknown block type \"{}\"", word));
+        // "TTX": the letters are layers, so the bad one is layer first_layer + i; a word
+        // that is no run of letters ("Q", "mambo") is one layer.
+        const bool letters = word.find_first_not_of("TtMm") == i && word.size() > 1 &&
+                             word.find_first_not_of("TtMm", i + 1) == std::string::npos;
+        if (letters) fail_layer(first_layer + i, word.substr(i, 1));
+        fail_layer(first_layer, word);
       }
       out.push_back(t);
     }
@@ -477,6 +482,8 @@ RunConfig resolve_config(const RunConfig& in) {
     require(v >= 0, fmt::format("{} = {}: expected >= 0 (0 = only at the end/never)", name, v));
   }
   require(c.log_every() >= 1, fmt::format("log_every = {}: expected >= 1", c.log_every()));
+  require(c.probe_steps() >= 0,
+          fmt::format("probe_steps = {}: expected >= 0 (0 = skip the inference probe)", c.probe_steps()));
   require(c.eval_tokens() >= 1, fmt::format("eval_tokens = {}: expected >= 1", c.eval_tokens()));
   require_one_of("device", c.device(), {"auto", "cpu", "cuda"});
   require_one_of("dtype", c.dtype(), {"auto", "bf16", "fp32"});
@@ -509,6 +516,18 @@ std::string config_to_json(const RunConfig& cfg, bool pretty) {
   auto status = pb::util::MessageToJsonString(cfg, &out, opt);
   HYLAB_CHECK(status.ok(), "config_to_json: {}", status.ToString());
   return out;
+}
+
+std::string config_to_display_json(const RunConfig& cfg) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(config_to_json(cfg, false));
+  const pb::Descriptor* d = RunConfig::descriptor();
+  for (int i = 0; i < d->field_count(); ++i) {
+    const pb::FieldDescriptor* f = d->field(i);
+    if (f->cpp_type() != pb::FieldDescriptor::CPPTYPE_INT64 || f->is_repeated()) continue;
+    auto it = j.find(f->name());
+    if (it != j.end() && it->is_string()) *it = std::stoll(it->get<std::string>());
+  }
+  return j.dump(2);
 }
 
 RunConfig config_from_json(const std::string& json) {

@@ -57,6 +57,11 @@ RunConfig resolve_config(const RunConfig& cfg);
 std::string config_to_json(const RunConfig& cfg, bool pretty = true);
 RunConfig config_from_json(const std::string& json);
 
+// The JSON users read (`hylab config show`, `sweep submit --dry_run --format json`): as
+// config_to_json, but 64-bit integers are JSON numbers (protobuf's JSON mapping writes them
+// as strings). Field order is kept; config_from_json reads it back.
+std::string config_to_display_json(const RunConfig& cfg);
+
 // Stable 16-hex-digit hash of a resolved config's identity (config_identity below): the
 // sweep de-duplication key. Keys a config does not use do not count:
 std::string config_hash(const RunConfig& resolved);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/config_keys.h"
 
 namespace hylab::coordinator {
 namespace {
@@ -146,7 +147,7 @@ void parse_parameter(const std::string& name, const YAML::Node& body, const std:
                      proto::SweepParameter* p) {
   p->set_name(name);
   if (!is_config_key(name)) {
-    throw ConfigError(fmt::format("{}: \"{}\" is not a config key (see proto/config.proto)", where, name));
+    throw ConfigError(fmt::format("{}: \"{}\" is not a config key{}", where, name, unknown_config_key_hint(name)));
   }
   if (!body.IsMap()) {
     throw ConfigError(fmt::format(
@@ -383,7 +384,7 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
     for (const auto& kv : o) {
       const std::string key = kv.first.as<std::string>();
       if (!is_config_key(key)) {
-        throw ConfigError(fmt::format("{}.{}: not a config key (see proto/config.proto)", ow, key));
+        throw ConfigError(fmt::format("{}.{}: not a config key{}", ow, key, unknown_config_key_hint(key)));
       }
       (*spec.mutable_overrides())[key] = value_text(kv.second, ow + "." + key);
     }

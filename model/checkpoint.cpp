@@ -136,6 +136,7 @@ const char* dtype_name(at::ScalarType t, const std::string& tensor) {
 void save_safetensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors) {
   std::vector<torch::Tensor> cpu;
   nlohmann::json header = nlohmann::json::object();
+  header["__metadata__"] = {{"format", "pt"}};  // what safetensors.torch.save_file writes
   int64_t offset = 0;
   for (const auto& [name, t] : tensors) {
     HYLAB_CHECK(t.defined(), "checkpoint: tensor {} is undefined", name);
@@ -216,6 +217,17 @@ std::map<std::string, torch::Tensor> load_safetensors(const std::string& path) {
 
 namespace {
 
+constexpr const char* kModelFile = "model.safetensors";
+constexpr const char* kExtraFile = "extra.safetensors";
+
+// <dir>/<name>, or <dir>/<old_name> for a checkpoint written before the rename.
+std::string tensor_file(const std::string& dir, const char* name, const char* old_name) {
+  const std::string path = join(dir, name);
+  if (path_exists(path)) return path;
+  const std::string old = join(dir, old_name);
+  return path_exists(old) ? old : path;  // neither: the error names the current name
+}
+
 // The model's state: parameters then buffers, by name.
 std::map<std::string, torch::Tensor> model_state(GPTImpl& model) {
   std::map<std::string, torch::Tensor> state;
@@ -258,8 +270,8 @@ void save_checkpoint(const std::string& dir, GPTImpl& model,
   remove_tree(tmp);
   if (::mkdir(tmp.c_str(), 0755) != 0) io_fail("cannot create directory", tmp);
 
-  save_safetensors(join(tmp, "model.pt"), model_state(model));
-  save_safetensors(join(tmp, "extra.pt"), extra);
+  save_safetensors(join(tmp, kModelFile), model_state(model));
+  save_safetensors(join(tmp, kExtraFile), extra);
   const std::string meta_text = m.dump(2) + "\n";
   write_durable(join(tmp, "meta.json"), meta_text.data(), meta_text.size());
   fsync_dir(tmp);
@@ -291,7 +303,8 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
     const std::string want = describe(gpt_config(ck.config)), have = describe(model->config());
     HYLAB_CHECK(want == have, "load_checkpoint: {} holds a model with {}, the given model has {}",
                 dir, want, have);
-    auto stored = load_safetensors(join(dir, "model.pt"));
+    const std::string model_path = tensor_file(dir, kModelFile, "model.pt");
+    auto stored = load_safetensors(model_path);
     auto state = model_state(*model);
     std::vector<std::string> missing, unexpected, wrong_shape;
     for (const auto& [name, t] : state) {
@@ -313,15 +326,17 @@ Checkpoint load_checkpoint(const std::string& dir, GPTImpl* model, torch::Device
         if (v.size() > 8) s += fmt::format(", ... ({} in all)", v.size());
         return s.empty() ? std::string("none") : s;
       };
-      HYLAB_FAIL("load_checkpoint: {}/model.pt does not match the model: missing [{}], unexpected [{}], "
+      HYLAB_FAIL("load_checkpoint: {} does not match the model: missing [{}], unexpected [{}], "
                  "wrong shape [{}]",
-                 dir, join(missing), join(unexpected), join(wrong_shape));
+                 model_path, join(missing), join(unexpected), join(wrong_shape));
     }
     torch::NoGradGuard no_grad;
     for (auto& [name, t] : state) t.copy_(stored.at(name));
   }
 
-  for (auto& [name, t] : load_safetensors(join(dir, "extra.pt"))) ck.extra[name] = t.to(device);
+  for (auto& [name, t] : load_safetensors(tensor_file(dir, kExtraFile, "extra.pt"))) {
+    ck.extra[name] = t.to(device);
+  }
   return ck;
 }
 

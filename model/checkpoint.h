@@ -1,15 +1,17 @@
 // Checkpoints: one directory per checkpoint, written atomically (a temporary sibling
 // directory, fsynced, then renamed into place), so a reader never sees half a checkpoint:
 //
-//   <dir>/model.pt    the model's named parameters and buffers
-//   <dir>/extra.pt    named tensors of the caller (optimizer state, RNG, loader position)
-//   <dir>/meta.json   {"config": <resolved RunConfig JSON>, "format": 1, ...caller fields}
+//   <dir>/model.safetensors   the model's named parameters and buffers
+//   <dir>/extra.safetensors   named tensors of the caller (optimizer state, RNG, loader position)
+//   <dir>/meta.json           {"config": <resolved RunConfig JSON>, "format": 1, ...caller fields}
 //
-// The .pt files hold the safetensors layout (8-byte header length, JSON header with dtype,
-// shape and offsets, raw little-endian bytes), not torch pickles: streamed, the same bytes
-// under LibTorch 1.13 and 2.x, and readable from Python with safetensors.torch.load_file
-// (Python torch 2.11's torch.load refused torch::pickle_save's typed dicts unless
-// weights_only=False). The names stay .pt because the layout above is the pinned contract.
+// The tensor files are safetensors (https://github.com/huggingface/safetensors, "Format"):
+// 8-byte little-endian header length N, N bytes of JSON {"__metadata__": {"format": "pt"},
+// name: {"dtype", "shape", "data_offsets": [begin, end]}} padded with spaces to a multiple
+// of 8, then the tensors' raw little-endian bytes, contiguous, in header (name) order. Not
+// torch pickles: streamed, the same bytes under LibTorch 1.13 and 2.x, and opened unchanged
+// from Python by safetensors.torch.load_file (docs/TRAINING.md shows how). Checkpoints
+// written before the rename (model.pt/extra.pt, the same layout) are still read.
 // A run keeps its checkpoints in <run_dir>/checkpoints/step_XXXXXX/.
 #pragma once
 

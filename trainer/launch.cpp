@@ -147,7 +147,7 @@ int run_local_ranks(const LaunchOptions& opt, const std::function<void(const std
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (g_stop_signal) return 143;
+  if (g_stop_signal) return g_stop_signal == SIGINT ? 130 : 143;  // as one rank would
   return result;
 }
 

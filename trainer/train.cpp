@@ -47,15 +47,18 @@ using Clock = std::chrono::steady_clock;
 
 // ---------------------------------------------------------------- signals
 
-std::atomic<bool> g_terminate{false};
+// SIGTERM (a worker cancelling) and SIGINT (Ctrl-C) both stop at the next micro-step and
+// mark the run cancelled; g_terminate holds the signal number, 0 while running.
+std::atomic<int> g_terminate{0};
 
-void on_sigterm(int) { g_terminate = true; }
+void on_stop_signal(int sig) { g_terminate = sig; }
 
-void install_sigterm_handler() {
+void install_stop_signal_handlers() {
   struct sigaction sa {};
-  sa.sa_handler = on_sigterm;
+  sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
 }
 
 // Thrown inside the loop; mapped to exit statuses by run_train.
@@ -216,7 +219,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
   Recorder rec;
   if (master) rec = open_recorder(opt, cfg, run_dir, opt.resume, log);
   try {
-    install_sigterm_handler();
+    install_stop_signal_handlers();
 
     // Device, communication, model.
     const torch::Device device = pick_device(cfg, denv.local_rank);
@@ -373,7 +376,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       const auto t0 = Clock::now();
       torch::Tensor loss_sum = torch::zeros({}, torch::dtype(torch::kFloat).device(device));
       for (int64_t micro = 0; micro < horizon.grad_accum_steps; ++micro) {
-        if (g_terminate) throw Terminated("SIGTERM");
+        if (g_terminate) throw Terminated(g_terminate == SIGINT ? "SIGINT" : "SIGTERM");
         train_loader.next(&x, &y);
         torch::Tensor loss;
         {
@@ -436,8 +439,8 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       summary.final_train_loss = train_loss;
       summary.tok_per_s = rate_steps > 0 ? rate_sum / rate_steps : 0;
       summary.mfu = mfu(flops_per_tok, summary.tok_per_s, peak, denv.world);
-      if (opt.probe_steps > 0) {
-        const InferenceProbe p = probe_inference(*model, opt.probe_steps, device, autocast);
+      if (cfg.probe_steps() > 0) {
+        const InferenceProbe p = probe_inference(*model, cfg.probe_steps(), device, autocast);
         summary.decode_tok_per_s_b1 = p.decode_tok_per_s_b1;
         summary.decode_tok_per_s_b32 = p.decode_tok_per_s_b32;
       }
@@ -454,10 +457,10 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     rec.finish("diverged", e.what());
     std::fprintf(stderr, "hylab train: rank %d: %s\n", denv.rank, e.what());
     return kExitDiverged;
-  } catch (const Terminated&) {
-    say("SIGTERM received: stopped");
-    rec.finish("cancelled", "SIGTERM");
-    return kExitTerminated;
+  } catch (const Terminated& e) {
+    say(fmt::format("{} received: stopped", e.what()));
+    rec.finish("cancelled", e.what());
+    return g_terminate == SIGINT ? kExitInterrupted : kExitTerminated;
   } catch (const ConfigError& e) {
     rec.finish("failed", e.what());
     throw;
@@ -484,8 +487,7 @@ int launch(const TrainOptions& opt, const RunConfig& cfg, const LaunchOptions* m
   lo.rendezvous_file = (rdv / fmt::format("store-{}-{}", ::getpid(),
                                           std::chrono::system_clock::now().time_since_epoch().count()))
                            .string();
-  lo.argv = {self_executable_path(), "train", "--run_dir", run_dir,
-             "--probe_steps", std::to_string(opt.probe_steps)};
+  lo.argv = {self_executable_path(), "train", "--run_dir", run_dir};
   if (!opt.config_path.empty()) lo.argv.insert(lo.argv.end(), {"--config", opt.config_path});
   if (!opt.metrics_jsonl.empty()) lo.argv.insert(lo.argv.end(), {"--metrics_jsonl", opt.metrics_jsonl});
   if (!opt.db_path.empty()) lo.argv.insert(lo.argv.end(), {"--db", opt.db_path});

@@ -1,10 +1,10 @@
 // `hylab train`: the trainer process (docs/ARCHITECTURE.md, "Trainer process contract").
 //
 //   hylab train --config FILE [--run_dir DIR] [--metrics_jsonl FILE] [--resume] [--nproc N]
-//               [--db PATH] [--probe_steps N] [--key=value ...]
+//               [--db PATH] [--key=value ...]   (e.g. --probe_steps=0: any config key)
 //
 // Exit status: 0 succeeded, 2 bad config or usage, 3 diverged (non-finite loss), 4 out of
-// memory, 143 SIGTERM, 1 anything else (the reason on stderr).
+// memory, 130 SIGINT, 143 SIGTERM (both mark the run cancelled), 1 anything else (the reason on stderr).
 // Torch-free header, so the CLI front end compiles fast.
 #pragma once
 
@@ -18,7 +18,8 @@ constexpr int kExitFailed = 1;
 constexpr int kExitConfig = 2;
 constexpr int kExitDiverged = 3;
 constexpr int kExitOutOfMemory = 4;
-constexpr int kExitTerminated = 143;
+constexpr int kExitInterrupted = 130;  // SIGINT (Ctrl-C): stopped, run marked cancelled
+constexpr int kExitTerminated = 143;   // SIGTERM: the same
 
 struct TrainOptions {
   std::string config_path;             // YAML; optional with --resume (the run's config.json)
@@ -32,7 +33,6 @@ struct TrainOptions {
   int64_t resume_step = -1;
   int nproc = 1;                       // ranks to spawn on this machine
   std::string db_path;                 // "" = $HYLAB_DB or runs/hylab.db
-  int probe_steps = 32;                // decode steps of the inference probe; 0 = skip it
 };
 
 // Inside a catch block: prints the current exception as "<command>: ..." on stderr and returns

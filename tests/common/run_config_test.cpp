@@ -5,6 +5,8 @@
 #include <cstdio>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common/check.h"
 
 namespace hylab {
@@ -70,9 +72,57 @@ TEST(RunConfig, BadEntryNamesPosition) {
   for (const char* s : {"T", "T", "M", "X"}) c.add_block_pattern(s);
   EXPECT_EQ(error_of([&] { resolve_config(c); }),
             "block_pattern[3] = \"X\": expected T/transformer or M/mamba");
-  EXPECT_NE(error_of([] { parse_block_pattern("T*2,Q"); }).find("unknown block type \"Q\""),
+  EXPECT_NE(error_of([] { parse_block_pattern("T*2,Q"); }).find("block_pattern[2] = \"Q\""),
             std::string::npos);
   EXPECT_NE(error_of([] { parse_block_pattern("(T,M"); }).find("missing ')'"), std::string::npos);
+}
+
+// The compact form names the layer, as the list form does (not a character position).
+TEST(RunConfig, CompactPatternErrorNamesTheLayerIndex) {
+  RunConfig c;
+  c.add_block_pattern("T,T,X,T");
+  const std::string e = error_of([&] { resolve_config(c); });
+  EXPECT_EQ(e.find("block_pattern[2] = \"X\" (in \"T,T,X,T\")"), 0u) << e;
+  EXPECT_EQ(e.find("position"), std::string::npos) << e;
+  EXPECT_EQ(error_of([] { parse_block_pattern("TTXM"); }).find("block_pattern[2] = \"X\""), 0u);
+  EXPECT_EQ(error_of([] { parse_block_pattern("(T,M)*2,mambo"); }).find("block_pattern[4] = \"mambo\""), 0u);
+  EXPECT_EQ(error_of([] { parse_block_pattern("T*3,(M,Z)"); }).find("block_pattern[4] = \"Z\""), 0u);
+  // Syntax errors have no layer: they name the character, counted from 1.
+  EXPECT_NE(error_of([] { parse_block_pattern("T*"); }).find("at character 3"), std::string::npos);
+}
+
+TEST(RunConfig, UnknownKeySuggestsTheNearest) {
+  RunConfig c;
+  const std::string e = error_of([&] { apply_override(&c, "num_iteration", "5"); });
+  EXPECT_NE(e.find("unknown config key \"num_iteration\"; did you mean \"num_iterations\"?"), std::string::npos) << e;
+  EXPECT_NE(e.find("hylab config keys"), std::string::npos) << e;
+  const std::string far = error_of([&] { apply_override(&c, "zebra", "5"); });
+  EXPECT_EQ(far.find("did you mean"), std::string::npos) << far;
+}
+
+TEST(RunConfig, DisplayJsonWritesInt64AsNumbers) {
+  RunConfig c;
+  c.set_total_batch_size(1048576);
+  c.set_seed(int64_t{1} << 40);
+  const std::string text = config_to_display_json(resolve_config(c));
+  const auto j = nlohmann::json::parse(text);
+  ASSERT_TRUE(j["total_batch_size"].is_number_integer()) << text;
+  EXPECT_EQ(j["total_batch_size"].get<int64_t>(), 1048576);
+  EXPECT_EQ(j["seed"].get<int64_t>(), int64_t{1} << 40);
+  EXPECT_TRUE(j["eval_tokens"].is_number_integer());
+  EXPECT_EQ(text.find("\"depth\""), text.find("{") + 4) << "field order kept";
+  // It reads back to the same config.
+  EXPECT_EQ(config_to_json(config_from_json(text)), config_to_json(resolve_config(c)));
+}
+
+// A setting a trial uses is a config key, so a sweep can vary it (probe_steps was a flag).
+TEST(RunConfig, ProbeStepsIsAConfigKey) {
+  RunConfig c;
+  EXPECT_EQ(resolve_config(c).probe_steps(), 32);
+  apply_override(&c, "probe_steps", "0");
+  EXPECT_EQ(resolve_config(c).probe_steps(), 0);
+  apply_override(&c, "probe-steps", "-1");
+  EXPECT_NE(error_of([&] { resolve_config(c); }).find("probe_steps = -1"), std::string::npos);
 }
 
 TEST(RunConfig, LengthMismatchSaysBothNumbers) {

@@ -697,6 +697,94 @@ TEST_F(DaemonsE2E, KilledCoordinatorMidTpeSweepContinuesWithoutReproposing) {
   const std::string after = query("SELECT group_concat(config_hash) FROM (SELECT config_hash FROM trials ORDER BY trial_index)");
   EXPECT_EQ(after.substr(0, before.size()), before);
   EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_proposed'"), "4");
+
+// `sweep submit --wait` follows the sweep with a progress line and exits with its outcome:
+// 0 all succeeded, 3 some failed, 4 cancelled. A sweep can vary probe_steps (a config key).
+TEST_F(DaemonsE2E, SubmitWaitExitsWithTheSweepsOutcome) {
+  start_coordinator();
+  start_worker("wa");
+  const fs::path base = dir_ / "wait_base.yaml";
+  std::ofstream(base) << "depth: 2\nn_embd: 64\nn_head: 1\nn_kv_head: 1\nmax_seq_len: 32\n"
+                      << "device_batch_size: 4\ntotal_batch_size: -1\ndevice: cpu\neval_every: 0\n"
+                      << "eval_tokens: 2048\nsample_every: 0\nlog_every: 1\ndata: " << data_dir_ << "\n";
+  auto sweep_yaml = [&](const std::string& name, const std::string& params, int iterations) {
+    const fs::path p = dir_ / (name + ".yaml");
+    std::ofstream(p) << "name: " << name << "\nbase: " << base.string() << "\nmax_retries: 0\n"
+                     << "overrides: {num_iterations: " << iterations << "}\nparameters:\n" << params;
+    return p.string();
+  };
+  // HYLAB_INSECURE=1 instead of --insecure; stderr (the progress lines) kept apart.
+  auto wait_cmd = [&](const std::string& file, const std::string& err) {
+    return "HYLAB_INSECURE=1 '" + hylab_bin() + "' sweep submit '" + file + "' --wait --poll_s 0.5 --coordinator " +
+           endpoint_ + " 2>'" + (dir_ / err).string() + "'";
+  };
+  auto status_of = [](int st) { return WIFEXITED(st) ? WEXITSTATUS(st) : -1; };
+  auto slurp = [](const fs::path& p) {
+    std::ifstream in(p);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+
+  const std::string ok = sweep_yaml("probes", "  probe_steps: {values: [0, 2]}\n", 4);
+  EXPECT_EQ(status_of(std::system((wait_cmd(ok, "ok.err") + " >/dev/null").c_str())), 0);
+  const std::string progress = slurp(dir_ / "ok.err");
+  EXPECT_NE(progress.find("2/2 trials done (100%), 0 running, 0 failed, completed"), std::string::npos) << progress;
+  EXPECT_EQ(sweep_state(1), "completed");
+  // probe_steps reached each trial: 0 skips the decode probe, 2 measures it.
+  EXPECT_EQ(query("SELECT s.decode_tok_per_s_b1 > 0 FROM trial_summary s JOIN trials t USING(trial_id) "
+                  "WHERE t.sweep_id = 1 ORDER BY t.trial_index LIMIT 1"), "0");
+  EXPECT_EQ(query("SELECT s.decode_tok_per_s_b1 > 0 FROM trial_summary s JOIN trials t USING(trial_id) "
+                  "WHERE t.sweep_id = 1 ORDER BY t.trial_index DESC LIMIT 1"), "1");
+
+  // A trial that cannot run (no CUDA here) fails: exit 3.
+  const std::string bad = sweep_yaml("nocuda", "  device: {values: [cuda]}\n", 2);
+  EXPECT_EQ(status_of(std::system((wait_cmd(bad, "bad.err") + " >/dev/null").c_str())), 3) << slurp(dir_ / "bad.err");
+  EXPECT_NE(slurp(dir_ / "bad.err").find("1 failed"), std::string::npos);
+
+  // Cancelled while waiting: exit 4. `sweep show` gives percent done and ETA meanwhile.
+  const std::string slow = sweep_yaml("slow", "  seed: {values: [1, 2]}\n", 100000);
+  Proc& waiter = procs_.emplace_back(spawn("waiter", {"/bin/sh", "-c", wait_cmd(slow, "slow.err")},
+                                           (dir_ / "waiter.log").string()));
+  ASSERT_TRUE(wait_until([&] { return query("SELECT COUNT(*) FROM trials WHERE sweep_id=3 AND state='running'") == "1"; }, 60));
+  auto [show_status, show] = run({hylab_bin(), "sweep", "show", "3", "--coordinator", endpoint_, "--insecure"});
+  EXPECT_EQ(show_status, 0);
+  EXPECT_NE(show.find("0/2 trials done (0%), 1 running, 0 failed, ETA unknown"), std::string::npos) << show;
+  EXPECT_EQ(run({hylab_bin(), "sweep", "cancel", "3", "--coordinator", endpoint_, "--insecure"}).first, 0);
+  int st = 0;
+  ASSERT_TRUE(wait_until([&] { return ::waitpid(waiter.pid, &st, WNOHANG) == waiter.pid; }, 60));
+  waiter.pid = -1;
+  EXPECT_EQ(status_of(st), 4) << slurp(dir_ / "slow.err");
+  EXPECT_NE(slurp(dir_ / "slow.err").find("cancelled"), std::string::npos);
+  // `results` says so when a sweep does not exist, and exits non-zero.
+  auto [missing, out] = run({hylab_bin(), "results", "--db", db_, "--sweep", "99"});
+  EXPECT_EQ(missing, 1) << out;
+}
+
+// Ctrl-C on `hylab train` stops like SIGTERM: exit 130, the run marked cancelled (not left
+// "running" in the results forever).
+TEST_F(DaemonsE2E, CtrlCOnTrainExits130AndMarksTheRunCancelled) {
+  const fs::path cfg = dir_ / "long.yaml";
+  std::ofstream(cfg) << "depth: 2\nn_embd: 64\nn_head: 1\nmax_seq_len: 32\ndevice_batch_size: 4\n"
+                     << "total_batch_size: -1\ndevice: cpu\neval_every: 0\neval_tokens: 2048\nsample_every: 0\n"
+                     << "num_iterations: 100000\nprobe_steps: 0\ndata: " << data_dir_ << "\n";
+  Proc& train = procs_.emplace_back(spawn("train", {hylab_bin(), "train", "--config", cfg.string(), "--db", db_,
+                                                    "--run_dir", (dir_ / "run").string()},
+                                          (dir_ / "train.log").string()));
+  ASSERT_TRUE(wait_until([&] {
+    try {
+      return fs::exists(db_) && query("SELECT COUNT(*) FROM metrics") != "0";
+    } catch (const std::exception&) {
+      return false;  // the trainer is still creating the tables
+    }
+  }, 120));
+  EXPECT_EQ(query("SELECT state FROM trials"), "running");
+  ::kill(train.pid, SIGINT);
+  int st = 0;
+  ASSERT_TRUE(wait_until([&] { return ::waitpid(train.pid, &st, WNOHANG) == train.pid; }, 60));
+  train.pid = -1;
+  ASSERT_TRUE(WIFEXITED(st)) << "killed by signal " << (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  EXPECT_EQ(WEXITSTATUS(st), 130);
+  EXPECT_EQ(query("SELECT state FROM trials"), "cancelled");
+  EXPECT_EQ(query("SELECT reason FROM trials"), "SIGINT");
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 // place of `hylab train` so that exit codes, signals and process groups can be provoked on
 // purpose; the real trainer runs under the runner in tests/e2e.
 #include <gtest/gtest.h>
+
+#include <map>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -161,6 +163,63 @@ TEST(Inventory, ParsesNvidiaSmi) {
   EXPECT_GT(cpu.mem_gib, 0);
   EXPECT_THROW(detect_inventory("9999", 1), std::exception);
   EXPECT_THROW(detect_inventory("x", 1), std::exception);
+}
+
+// `--gpus auto` offers the GPUs this process was given (CUDA_VISIBLE_DEVICES, SLURM's
+// variables), not every GPU nvidia-smi lists.
+TEST(Inventory, AutoHonoursCudaVisibleDevicesAndSlurm) {
+  const auto listed = parse_nvidia_smi(
+      "0, GPU-aaaa1111-0000, NVIDIA H200, 143771\n1, GPU-bbbb2222-0000, NVIDIA H200, 143771\n"
+      "2, GPU-cccc3333-0000, NVIDIA H200, 143771\n3, GPU-dddd4444-0000, NVIDIA H200, 143771\n");
+  ASSERT_EQ(listed.size(), 4u);
+  EXPECT_EQ(listed[2].uuid, "GPU-cccc3333-0000");
+  EXPECT_EQ(listed[2].name, "NVIDIA H200");
+  auto env_of = [](std::map<std::string, std::string> vars) {
+    return [vars](const char* name) -> const char* {
+      auto it = vars.find(name);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    };
+  };
+  auto indices = [](const std::vector<GpuInfo>& gpus) {
+    std::vector<int> out;
+    for (const auto& g : gpus) out.push_back(g.index);
+    return out;
+  };
+  std::string source;
+  EXPECT_EQ(indices(visible_gpus(listed, env_of({}), &source)), (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(source, "");
+  EXPECT_EQ(indices(visible_gpus(listed, env_of({{"CUDA_VISIBLE_DEVICES", "2,3"}}), &source)),
+            (std::vector<int>{2, 3}));
+  EXPECT_EQ(source, "CUDA_VISIBLE_DEVICES");
+  EXPECT_EQ(indices(visible_gpus(listed, env_of({{"CUDA_VISIBLE_DEVICES", "GPU-bbbb"}}))),
+            (std::vector<int>{1}));  // a UUID prefix, as CUDA accepts
+  EXPECT_TRUE(visible_gpus(listed, env_of({{"CUDA_VISIBLE_DEVICES", ""}})).empty());
+  EXPECT_TRUE(visible_gpus(listed, env_of({{"CUDA_VISIBLE_DEVICES", "NoDevFiles"}})).empty());
+  EXPECT_TRUE(visible_gpus(listed, env_of({{"CUDA_VISIBLE_DEVICES", "-1"}})).empty());
+  // SLURM: CUDA_VISIBLE_DEVICES wins; else the step's, then the job's allocation.
+  EXPECT_EQ(indices(visible_gpus(listed, env_of({{"CUDA_VISIBLE_DEVICES", "1"}, {"SLURM_JOB_GPUS", "0,1,2"}}))),
+            (std::vector<int>{1}));
+  EXPECT_EQ(indices(visible_gpus(listed, env_of({{"SLURM_STEP_GPUS", "3"}, {"SLURM_JOB_GPUS", "0,3"}}), &source)),
+            (std::vector<int>{3}));
+  EXPECT_EQ(source, "SLURM_STEP_GPUS");
+  EXPECT_EQ(indices(visible_gpus(listed, env_of({{"SLURM_JOB_GPUS", "0,2"}}))), (std::vector<int>{0, 2}));
+  EXPECT_EQ(indices(visible_gpus(listed, env_of({{"GPU_DEVICE_ORDINAL", "1,2"}}))), (std::vector<int>{1, 2}));
+  // A cgroup (SLURM ConstrainDevices) renumbers the allowed GPUs from 0 while nvidia-smi
+  // there lists only them: taken by position, and trials get the renumbered index.
+  const auto confined = parse_nvidia_smi("2, GPU-cccc3333-0000, NVIDIA H200, 143771\n"
+                                         "3, GPU-dddd4444-0000, NVIDIA H200, 143771\n");
+  const auto mine = visible_gpus(confined, env_of({{"CUDA_VISIBLE_DEVICES", "0,1"}}));
+  ASSERT_EQ(mine.size(), 2u);
+  EXPECT_EQ(mine[1].index, 1);
+  EXPECT_EQ(mine[1].uuid, "GPU-dddd4444-0000");
+  // Errors name the variable and the value.
+  try {
+    visible_gpus(listed, env_of({{"CUDA_VISIBLE_DEVICES", "7"}}));
+    FAIL() << "expected an error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("CUDA_VISIBLE_DEVICES=7"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(visible_gpus(listed, env_of({{"SLURM_JOB_GPUS", "gpu0"}})), std::exception);
 }
 
 // On a GPU machine: what nvidia-smi lists is what the worker offers (one slot per GPU).

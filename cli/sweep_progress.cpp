@@ -1,0 +1,55 @@
+#include "cli/sweep_progress.h"
+
+#include <spdlog/fmt/fmt.h>
+
+#include <cmath>
+
+namespace hylab::cli {
+
+SweepProgress sweep_progress(const nlohmann::json& sweep, double now) {
+  SweepProgress p;
+  p.state = sweep.value("state", "");
+  p.finished = p.state == "completed" || p.state == "cancelled";
+  const nlohmann::json counts = sweep.value("counts", nlohmann::json::object());
+  for (auto it = counts.begin(); it != counts.end(); ++it) {
+    const int64_t n = it.value().get<int64_t>();
+    const std::string& s = it.key();
+    p.total += n;
+    if (s == "running") p.running += n;
+    if (s == "pending" || s == "running") continue;
+    p.done += n;
+    if (s != "succeeded" && s != "stopped") p.failed += n;
+  }
+  p.percent = p.total > 0 ? 100.0 * static_cast<double>(p.done) / static_cast<double>(p.total) : 100.0;
+  const double elapsed = now - sweep.value("created_at", now);
+  if (p.done >= p.total) {
+    p.eta_s = 0;
+  } else if (p.done > 0 && elapsed > 0) {
+    p.eta_s = elapsed / static_cast<double>(p.done) * static_cast<double>(p.total - p.done);
+  }
+  return p;
+}
+
+std::string format_duration(double seconds) {
+  const int64_t s = static_cast<int64_t>(std::llround(std::max(0.0, seconds)));
+  if (s < 60) return fmt::format("{}s", s);
+  if (s < 3600) return fmt::format("{}m{:02d}s", s / 60, s % 60);
+  return fmt::format("{}h{:02d}m", s / 3600, (s % 3600) / 60);
+}
+
+std::string progress_line(const nlohmann::json& sweep, const SweepProgress& p) {
+  std::string eta;
+  if (p.finished) eta = p.state;
+  else if (p.eta_s < 0) eta = "ETA unknown until a trial finishes";
+  else eta = "ETA " + format_duration(p.eta_s);
+  return fmt::format("sweep {} ({}): {}/{} trials done ({:.0f}%), {} running, {} failed, {}",
+                     sweep.value("sweep_id", int64_t{0}), sweep.value("name", ""), p.done, p.total,
+                     std::floor(p.percent), p.running, p.failed, eta);
+}
+
+int sweep_exit_status(const SweepProgress& p) {
+  if (p.state == "cancelled") return kSweepCancelled;
+  return p.failed > 0 ? kSweepTrialsFailed : kSweepSucceeded;
+}
+
+}  // namespace hylab::cli
