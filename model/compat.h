@@ -6,6 +6,8 @@
 //   - causal_attention: scaled_dot_product_attention where it exists (>= 2.0; flash/cuDNN
 //     on GPU), an exact fp32 math fallback elsewhere. Handles a KV cache offset.
 //   - rms_norm: nanochat's weightless RMSNorm (F.rms_norm with eps = finfo(dtype).eps).
+//   - HYLAB_HAS_CUDA_GRAPHS: 1 where the decoder may capture CUDA graphs (a CUDA LibTorch
+//     >= 2.0 with our kernels built); elsewhere it decodes eagerly (model/decoder.h).
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -19,6 +21,12 @@
 #define HYLAB_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) ||        \
    (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+#if defined(HYLAB_CUDA_KERNELS) && HYLAB_CUDA_KERNELS && HYLAB_TORCH_AT_LEAST(2, 0)
+#define HYLAB_HAS_CUDA_GRAPHS 1
+#else
+#define HYLAB_HAS_CUDA_GRAPHS 0
+#endif
 
 namespace hylab::compat {
 

@@ -5,11 +5,13 @@
 #include <c10/cuda/CUDAGuard.h>
 
 #include <atomic>
+#include <cmath>
 #include <limits>
 
 #include "kernels/causal_conv1d/causal_conv1d.h"
 #include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/decode/decode.h"
+#include "kernels/decode_attention/decode_attention.h"
 #include "kernels/selective_scan/selective_scan.h"
 
 namespace hylab::cuda_ops {
@@ -621,6 +623,65 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
   p.dt_bias = dbi.defined() ? dbi.data_ptr<float>() : nullptr;
   p.out = out.data_ptr();
   hk::selective_state_update(p, current_stream());
+  return out;
+}
+
+// ---------------------------------------------------------------- decode attention
+
+bool decode_attention_supports(int64_t head_dim) {
+  return hk::decode_attention_supports_head_dim(static_cast<int>(head_dim));
+}
+
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos) {
+  const char* fn = "decode_attention";
+  TORCH_CHECK(q.defined(), fn, ": q is required");
+  const torch::Device dev = q.device();
+  check_tensor(q, fn, "q", dev);
+  TORCH_CHECK(q.dim() == 3, fn, ": q must be (B, H, Dh), got shape ", q.sizes());
+  const int64_t B = q.size(0), H = q.size(1), Dh = q.size(2);
+  const hk::DType dtype = activation_dtype(q, fn, "q");
+  TORCH_CHECK(hk::decode_attention_supports_head_dim(static_cast<int>(Dh)), fn, ": head dim ", Dh,
+              " is not supported; allowed: 16, 32, 64, 128, 256");
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, q.scalar_type(), fn, name, "the cache holds q's dtype");
+    TORCH_CHECK(t->dim() == 4 && t->size(0) == B && t->size(3) == Dh && H % t->size(1) == 0, fn,
+                ": ", name, " must be (B=", B, ", Hkv dividing H=", H, ", L, Dh=", Dh, "), got ",
+                t->sizes());
+    TORCH_CHECK(t->stride(3) == 1, fn, ": ", name, " needs unit stride along Dh");
+  }
+  TORCH_CHECK(k_cache.sizes() == v_cache.sizes() && k_cache.strides() == v_cache.strides(), fn,
+              ": k_cache and v_cache must have the same shape and strides");
+  check_tensor(pos, fn, "pos", dev);
+  check_dtype(pos, torch::kInt64, fn, "pos", "positions are int64");
+  TORCH_CHECK(pos.dim() == 1 && (pos.size(0) == 1 || pos.size(0) == B), fn,
+              ": pos must be (1) or (B=", B, "), got ", pos.sizes());
+  const c10::cuda::CUDAGuard guard(dev);
+  Tensor qi = q.stride(2) == 1 ? q : q.contiguous();
+  Tensor out = torch::empty({B, H, Dh}, q.options());
+  const int64_t L = k_cache.size(2);
+  hk::DecodeAttentionParams p;
+  p.dtype = dtype;
+  p.batch = static_cast<int>(B), p.heads = static_cast<int>(H);
+  p.kv_heads = static_cast<int>(k_cache.size(1)), p.head_dim = static_cast<int>(Dh);
+  p.max_len = L;
+  p.q = qi.data_ptr();
+  p.q_batch_stride = qi.stride(0), p.q_head_stride = qi.stride(1);
+  p.k = k_cache.data_ptr(), p.v = v_cache.data_ptr();
+  p.kv_batch_stride = k_cache.stride(0), p.kv_head_stride = k_cache.stride(1);
+  p.kv_row_stride = k_cache.stride(2);
+  p.pos = pos.data_ptr<int64_t>();
+  p.pos_batch_stride = pos.size(0) == 1 ? 0 : pos.stride(0);
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
+  p.num_splits = hk::decode_attention_num_splits(p.batch, p.heads, L);
+  p.split_len = (L + p.num_splits - 1) / p.num_splits;
+  auto f32 = q.options().dtype(torch::kFloat32);
+  Tensor acc = torch::empty({p.num_splits, B * H, Dh}, f32);
+  Tensor ml = torch::empty({p.num_splits, B * H, 2}, f32);
+  p.partial_acc = acc.data_ptr<float>(), p.partial_ml = ml.data_ptr<float>();
+  p.out = out.data_ptr();
+  hk::decode_attention(p, current_stream());
   return out;
 }
 

@@ -52,6 +52,14 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus);
 
+// One query per sequence against a KV cache (kernels/decode_attention, flash-decoding):
+// q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh) of q's dtype, unit stride along Dh; pos
+// int64 on q's device, (1) or (B): query b attends to cache positions [0, pos[b]] (read on
+// the device: graph-capturable). Returns (B, H, Dh) in q's dtype. Dh in {16, 32, 64, 128, 256}.
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos);
+bool decode_attention_supports(int64_t head_dim);
+
 // Per-row cross-entropy of soft-capped logits (kernels/cross_entropy), differentiable in
 // logits: logits (rows, width) fp32 or bf16 with stride 1 along columns, targets (rows)
 // int64 (-1 = ignore), vocab <= width columns count. Returns (rows) fp32; the gradient has

@@ -105,4 +105,16 @@ torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Te
   return ref::softcap_cross_entropy(logits, targets, vocab, softcap);
 }
 
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos,
+                               bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(q, use_kernels) && cuda_ops::decode_attention_supports(q.size(-1)) &&
+      k_cache.scalar_type() == q.scalar_type() && k_cache.stride(-1) == 1) {
+    return cuda_ops::decode_attention(q, k_cache, v_cache, pos);
+  }
+#endif
+  return ref::decode_attention(q, k_cache, v_cache, pos);
+}
+
 }  // namespace hylab::ops

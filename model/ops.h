@@ -56,6 +56,15 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& dt_bias, bool dt_softplus,
                                      bool use_kernels = true);
 
+// One decode query per sequence against the KV cache, positions read on the device (so a
+// captured CUDA graph serves every step): q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh);
+// pos (1) or (B) int64: query b attends to cache positions [0, pos[b]]. -> (B, H, Dh) in q's
+// dtype. CUDA: the split-K kernel (kernels/decode_attention) when the head dim is supported
+// and the cache has q's dtype; otherwise the masked reference over all L positions.
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos,
+                               bool use_kernels = true);
+
 // The training loss, fused on CUDA (kernels/cross_entropy): per-row cross-entropy of the
 // soft-capped logits (see ref::softcap_cross_entropy). logits (rows, width) with the first
 // `vocab` columns counting, targets (rows) int64 with -1 = ignore -> (rows) fp32, 0 where

@@ -3,6 +3,9 @@
 // a sequential loop over T with an fp32 state, no parallel-scan tricks.
 #include "model/reference_ops.h"
 
+#include <cmath>
+#include <limits>
+
 #include "common/check.h"
 
 namespace hylab::ref {
@@ -158,6 +161,22 @@ torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Te
   if (softcap > 0) z = softcap * torch::tanh(z / softcap);
   namespace F = torch::nn::functional;
   return F::cross_entropy(z, targets, F::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kNone));
+}
+
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& pos) {
+  const int64_t B = q.size(0), H = q.size(1), Dh = q.size(2), Hkv = k.size(1), L = k.size(2);
+  TORCH_CHECK(H % Hkv == 0, "decode_attention: Hkv = ", Hkv, " must divide H = ", H);
+  const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
+  // Query head h reads kv head h / (H / Hkv): group the query heads by their kv head.
+  auto qg = q.to(acc).reshape({B, Hkv, H / Hkv, Dh});                     // (B, Hkv, G, Dh)
+  auto scores = torch::matmul(qg, k.to(acc).transpose(-2, -1)) * scale;  // (B, Hkv, G, L)
+  auto keys = torch::arange(L, torch::dtype(torch::kLong).device(q.device())).view({1, 1, 1, L});
+  auto keep = keys <= pos.to(q.device(), torch::kLong).view({-1, 1, 1, 1});  // (B or 1, 1, 1, L)
+  scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  auto out = torch::matmul(torch::softmax(scores, -1), v.to(acc));  // (B, Hkv, G, Dh)
+  return out.reshape({B, H, Dh}).to(q.scalar_type());
 }
 
 }  // namespace hylab::ref

@@ -3,6 +3,7 @@
 
 #include "common/check.h"
 #include "model/compat.h"
+#include "model/ops.h"
 
 namespace hylab {
 
@@ -29,6 +30,13 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos,
   auto y1 = x1 * c + x2 * s;
   auto y2 = x2 * c - x1 * s;
   return torch::cat({y1, y2}, 3);  // (B, T, H, Dh)
+}
+
+torch::Tensor rotate_full(const torch::Tensor& x, const torch::Tensor& cos_full,
+                          const torch::Tensor& sin_full) {
+  const int64_t d = x.size(3) / 2;
+  // [x2, x1]: the halves swapped (one kernel), so y = [x1 c + x2 s, x2 c - x1 s].
+  return x * cos_full + x.roll(d, 3) * sin_full;
 }
 
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GPTConfig& cfg)
@@ -65,6 +73,36 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
   auto y = compat::causal_attention(q, k, v, q_offset);  // (B, H, T, Dh)
   y = y.transpose(1, 2).contiguous().view({B, T, C});
   return c_proj(y);
+}
+
+void CausalSelfAttentionImpl::fuse_qkv() {
+  torch::NoGradGuard no_grad;
+  auto w = torch::cat({c_q->weight, c_k->weight, c_v->weight}, 0);  // ((H + 2 Hkv) Dh, C)
+  if (qkv_weight_.defined() && qkv_weight_.sizes() == w.sizes() &&
+      qkv_weight_.scalar_type() == w.scalar_type() && qkv_weight_.device() == w.device()) {
+    qkv_weight_.copy_(w);
+  } else {
+    qkv_weight_ = w;
+  }
+}
+
+torch::Tensor CausalSelfAttentionImpl::decode(const torch::Tensor& x, const torch::Tensor& cos_full,
+                                              const torch::Tensor& sin_full, LayerCache& cache,
+                                              const torch::Tensor& pos, bool use_kernels) {
+  const int64_t B = x.size(0), C = x.size(2), H = n_head_, Hkv = n_kv_head_, Dh = head_dim_;
+  torch::Tensor qkv = qkv_weight_.defined()
+                          ? torch::linear(x, qkv_weight_)
+                          : torch::cat({c_q(x), c_k(x), c_v(x)}, -1);  // (B, 1, (H + 2Hkv) Dh)
+  qkv = qkv.view({B, 1, H + 2 * Hkv, Dh});
+  // QK-norm after rotary, q and k heads together (both are per-head operations).
+  auto qk = compat::rms_norm(rotate_full(qkv.narrow(2, 0, H + Hkv), cos_full, sin_full));
+  auto v = qkv.narrow(2, H + Hkv, Hkv);  // (B, 1, Hkv, Dh)
+  const auto dt = cache.k.scalar_type();
+  cache.k.index_copy_(2, pos, qk.narrow(2, H, Hkv).transpose(1, 2).to(dt));  // (B, Hkv, 1, Dh)
+  cache.v.index_copy_(2, pos, v.transpose(1, 2).to(dt));
+  auto q = qk.narrow(2, 0, H).reshape({B, H, Dh});  // a view: (B, H, Dh), batch stride (H+Hkv) Dh
+  auto y = ops::decode_attention(q.to(dt), cache.k, cache.v, pos, use_kernels);  // (B, H, Dh)
+  return c_proj(y.to(x.scalar_type()).view({B, 1, C}));
 }
 
 MLPImpl::MLPImpl(const GPTConfig& cfg) {
