@@ -63,7 +63,7 @@ torch::Tensor BlockImpl::decode_step(const torch::Tensor& x_in, const torch::Ten
     // One token: the decode-step ops, which need no position (pos 1 only skips the prefill).
     x = x + mamba->forward_step(compat::rms_norm(x), cache, /*pos=*/1);
   }
-  if (mlp) x = x + mlp(compat::rms_norm(x));
+  if (mlp) x = x + mlp->decode(compat::rms_norm(x), use_kernels);
   return x;
 }
 

@@ -4,14 +4,17 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/causal_conv1d/causal_conv1d.h"
 #include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/decode/decode.h"
 #include "kernels/decode_attention/decode_attention.h"
+#include "kernels/gemv/gemv.h"
 #include "kernels/selective_scan/selective_scan.h"
 
 namespace hylab::cuda_ops {
@@ -683,6 +686,45 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
   p.out = out.data_ptr();
   hk::decode_attention(p, current_stream());
   return out;
+}
+
+// ---------------------------------------------------------------- small-batch GEMV
+
+bool gemv_supports(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (!x.defined() || !weight.defined() || !x.is_cuda() || x.device() != weight.device() ||
+      x.scalar_type() != torch::kBFloat16 || weight.scalar_type() != torch::kBFloat16 ||
+      weight.dim() != 2 || x.dim() < 1 || x.size(-1) != weight.size(1) || !weight.is_contiguous()) {
+    return false;
+  }
+  const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1);
+  return hk::gemv_supports(hk::DType::kBFloat16, static_cast<int>(std::min<int64_t>(rows, 1 << 20)),
+                           x.size(-1));
+}
+
+torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight) {
+  const char* fn = "gemv";
+  TORCH_CHECK(gemv_supports(x, weight), fn, ": needs CUDA bf16 x (..., K) with at most ",
+              hk::kGemvMaxRows, " rows, a contiguous bf16 weight (N, K), K % 8 == 0; got x ",
+              x.sizes(), " ", x.scalar_type(), ", weight ", weight.sizes(), " ", weight.scalar_type());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t K = x.size(-1), N = weight.size(0);
+  Tensor x2 = x.reshape({-1, K});
+  if (x2.stride(1) != 1 || x2.stride(0) % 8 != 0 ||
+      (reinterpret_cast<uintptr_t>(x2.data_ptr()) & 15u) != 0) {
+    x2 = x2.contiguous();
+  }
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = N;
+  Tensor y = torch::empty({x2.size(0), N}, x.options());
+  hk::GemvParams p;
+  p.dtype = hk::DType::kBFloat16;
+  p.rows = static_cast<int>(x2.size(0));
+  p.in_features = K, p.out_features = N;
+  p.x = x2.data_ptr(), p.x_row_stride = x2.stride(0);
+  p.w = weight.data_ptr();
+  p.y = y.data_ptr(), p.y_row_stride = N;
+  hk::gemv(p, current_stream());
+  return y.view(out_shape);
 }
 
 void set_deterministic(bool on) { g_deterministic.store(on); }

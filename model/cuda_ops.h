@@ -60,6 +60,11 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
                                const torch::Tensor& v_cache, const torch::Tensor& pos);
 bool decode_attention_supports(int64_t head_dim);
 
+// x (..., K) @ weight (N, K)^T -> (..., N) for at most 8 rows of x (kernels/gemv), bf16 x and
+// weight, K % 8 == 0 (gemv_supports). No autograd.
+torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight);
+bool gemv_supports(const torch::Tensor& x, const torch::Tensor& weight);
+
 // Per-row cross-entropy of soft-capped logits (kernels/cross_entropy), differentiable in
 // logits: logits (rows, width) fp32 or bf16 with stride 1 along columns, targets (rows)
 // int64 (-1 = ignore), vocab <= width columns count. Returns (rows) fp32; the gradient has

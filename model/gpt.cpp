@@ -90,8 +90,9 @@ std::pair<torch::Tensor, torch::Tensor> GPTImpl::rotary(int64_t pos, int64_t T, 
   return {cos_.narrow(0, pos, T), sin_.narrow(0, pos, T)};
 }
 
-torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x) {
-  auto logits = lm_head(compat::rms_norm(x));                     // (B, T, V_padded)
+torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x, bool decode) {
+  auto logits = decode ? ops::linear(compat::rms_norm(x), lm_head->weight, use_kernels_)
+                       : lm_head(compat::rms_norm(x));  // (B, T, V_padded)
   logits = logits.narrow(-1, 0, cfg_.vocab_size).to(torch::kFloat);  // (B, T, V) fp32
   if (cfg_.logit_softcap > 0) {
     logits = cfg_.logit_softcap * torch::tanh(logits / cfg_.logit_softcap);
@@ -208,7 +209,7 @@ torch::Tensor GPTImpl::decode_step(const torch::Tensor& idx, const torch::Tensor
     x = std::static_pointer_cast<BlockImpl>(m)->decode_step(x, cos, sin, cache.layers[i++], pos,
                                                              use_kernels_);
   }
-  return logits_from_hidden(x).select(1, 0);  // (B, V)
+  return logits_from_hidden(x, /*decode=*/true).select(1, 0);  // (B, V)
 }
 
 torch::Tensor GPTImpl::forward_step(const torch::Tensor& idx, InferenceCache& cache, bool last_only) {

@@ -106,7 +106,8 @@ class GPTImpl : public torch::nn::Module {
   torch::Tensor embed(const torch::Tensor& idx);
   // idx (B, T) -> the last block's output (B, T, C).
   torch::Tensor hidden(const torch::Tensor& idx);
-  torch::Tensor logits_from_hidden(const torch::Tensor& x);  // (B, T, C) -> (B, T, V) fp32
+  // (B, T, C) -> (B, T, V) fp32; decode: lm_head through ops::linear (small-batch GEMV).
+  torch::Tensor logits_from_hidden(const torch::Tensor& x, bool decode = false);
   // Rotary tables for positions [pos, pos+T) on `device`: (T, Dh/2) each.
   std::pair<torch::Tensor, torch::Tensor> rotary(int64_t pos, int64_t T, torch::Device device);
 

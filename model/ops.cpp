@@ -117,4 +117,13 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
   return ref::decode_attention(q, k_cache, v_cache, pos);
 }
 
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(x, use_kernels) && cuda_ops::gemv_supports(x, weight)) {
+    return cuda_ops::gemv(x, weight);
+  }
+#endif
+  return torch::linear(x, weight);
+}
+
 }  // namespace hylab::ops

@@ -65,6 +65,11 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
                                const torch::Tensor& v_cache, const torch::Tensor& pos,
                                bool use_kernels = true);
 
+// x (..., K) @ weight (N, K)^T without bias, for inference: the small-batch GEMV kernel
+// (kernels/gemv) for CUDA bf16 inputs of at most 8 rows, torch::linear otherwise (which
+// autocast may cast). No autograd on the kernel path.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels = true);
+
 // The training loss, fused on CUDA (kernels/cross_entropy): per-row cross-entropy of the
 // soft-capped logits (see ref::softcap_cross_entropy). logits (rows, width) with the first
 // `vocab` columns counting, targets (rows) int64 with -1 = ignore -> (rows) fp32, 0 where

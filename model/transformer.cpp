@@ -91,7 +91,7 @@ torch::Tensor CausalSelfAttentionImpl::decode(const torch::Tensor& x, const torc
                                               const torch::Tensor& pos, bool use_kernels) {
   const int64_t B = x.size(0), C = x.size(2), H = n_head_, Hkv = n_kv_head_, Dh = head_dim_;
   torch::Tensor qkv = qkv_weight_.defined()
-                          ? torch::linear(x, qkv_weight_)
+                          ? ops::linear(x, qkv_weight_, use_kernels)
                           : torch::cat({c_q(x), c_k(x), c_v(x)}, -1);  // (B, 1, (H + 2Hkv) Dh)
   qkv = qkv.view({B, 1, H + 2 * Hkv, Dh});
   // QK-norm after rotary, q and k heads together (both are per-head operations).
@@ -102,7 +102,7 @@ torch::Tensor CausalSelfAttentionImpl::decode(const torch::Tensor& x, const torc
   cache.v.index_copy_(2, pos, v.transpose(1, 2).to(dt));
   auto q = qk.narrow(2, 0, H).reshape({B, H, Dh});  // a view: (B, H, Dh), batch stride (H+Hkv) Dh
   auto y = ops::decode_attention(q.to(dt), cache.k, cache.v, pos, use_kernels);  // (B, H, Dh)
-  return c_proj(y.to(x.scalar_type()).view({B, 1, C}));
+  return ops::linear(y.to(x.scalar_type()).view({B, 1, C}), c_proj->weight, use_kernels);
 }
 
 MLPImpl::MLPImpl(const GPTConfig& cfg) {
@@ -112,6 +112,11 @@ MLPImpl::MLPImpl(const GPTConfig& cfg) {
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
   return c_proj(torch::relu(c_fc(x)).square());
+}
+
+torch::Tensor MLPImpl::decode(const torch::Tensor& x, bool use_kernels) {
+  return ops::linear(torch::relu(ops::linear(x, c_fc->weight, use_kernels)).square(),
+                     c_proj->weight, use_kernels);
 }
 
 }  // namespace hylab

@@ -58,6 +58,8 @@ class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(const GPTConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C): c_proj(relu(c_fc x)^2)
+  // The same for a decode step (ops::linear: the small-batch GEMV kernel where it applies).
+  torch::Tensor decode(const torch::Tensor& x, bool use_kernels);
 
   torch::nn::Linear c_fc{nullptr};    // (4C, C)
   torch::nn::Linear c_proj{nullptr};  // (C, 4C), zero-initialised

@@ -109,10 +109,10 @@ json run_point(Decoder& dec, GPTImpl& m, const DecodePoint& pt, double copy_bw,
     }
     return int64_t{4};
   }();
-  const int64_t cache_bytes = dec.cache().bytes();
-  HYLAB_CHECK(cache_bytes == B * cache_bytes_per_sequence(g, max_len, act),
+  const int64_t allocated = dec.cache().bytes();
+  HYLAB_CHECK(allocated == B * cache_bytes_per_sequence(g, max_len, act),
               "bench decode: the allocated cache ({} bytes) differs from the accounting ({} bytes)",
-              cache_bytes, B * cache_bytes_per_sequence(g, max_len, act));
+              allocated, B * cache_bytes_per_sequence(g, max_len, act));
   // The KV cache a timed step reads, at the mean context of the timed steps.
   const int64_t ctx = P + untimed + (timed + 1) / 2;
   const CacheBytes read = cache_bytes(g, ctx, act);
@@ -127,7 +127,7 @@ json run_point(Decoder& dec, GPTImpl& m, const DecodePoint& pt, double copy_bw,
   r["cache_read_bytes_per_step"] = cache_read;
   r["floor_ms_per_step"] = 1e3 * bytes / copy_bw;
   r["mbu"] = bytes / step_s / copy_bw;
-  r["cache_bytes"] = cache_bytes;
+  r["cache_bytes"] = allocated;
   r["peak_mem_gib"] = mem.peak_allocated_gib;
   r["cuda_graph"] = dec.graphed();
   r["cache_dtype"] = act == 2 ? "bf16" : "fp32";

@@ -29,10 +29,13 @@ bool decode_attention_supports_head_dim(int d) {
 }
 
 int decode_attention_num_splits(int batch, int heads, int64_t max_len) {
-  constexpr int64_t kMinKeys = 256;
+  // At least 64 keys a split (two passes of a block); about 32 blocks per multiprocessor, so
+  // the last of the ~6 waves (5 blocks fit at once) leaves little idle, and a short cache at
+  // batch 1 still spreads over many multiprocessors.
+  constexpr int64_t kMinKeys = 64;
   const int64_t by_len = (max_len + kMinKeys - 1) / kMinKeys;
   const int64_t bh = std::max<int64_t>(1, static_cast<int64_t>(batch) * heads);
-  const int64_t by_device = (8 * static_cast<int64_t>(device_sms()) + bh - 1) / bh;
+  const int64_t by_device = (32 * static_cast<int64_t>(device_sms()) + bh - 1) / bh;
   return static_cast<int>(std::max<int64_t>(1, std::min(by_len, by_device)));
 }
 

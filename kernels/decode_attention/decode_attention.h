@@ -44,8 +44,8 @@ struct DecodeAttentionParams {
 
 bool decode_attention_supports_head_dim(int head_dim);
 
-// Splits for a cache of max_len positions: enough blocks to fill the device (about 8 per
-// multiprocessor) but at least 256 keys per split. Depends on max_len, not on the current
+// Splits for a cache of max_len positions: enough blocks to fill the device several times
+// over (about 32 per multiprocessor) but at least 64 keys per split. Depends on max_len, not on the current
 // length, so a captured graph keeps its launch shape.
 int decode_attention_num_splits(int batch, int heads, int64_t max_len);
 

@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "model/cuda_ops.h"
 #include "model/reference_ops.h"
@@ -39,9 +40,11 @@ TEST_P(DecodeAttention, MatchesTheReference) {
   const Tensor q = torch::randn({B, H, Dh}, o) * 2;  // peaked softmax as well as flat ones
   const Tolerance tol = tolerance_for(dtype);
   torch::NoGradGuard ng;
-  for (const auto& pos : {torch::tensor({L - 1, 0, L / 2}, li), torch::tensor({int64_t{0}}, li),
-                          torch::tensor({L - 1}, li), torch::tensor({std::min<int64_t>(5, L - 1)}, li),
-                          torch::tensor({L / 3, L - 2, 1}, li)}) {
+  const std::vector<std::vector<int64_t>> cases = {
+      {L - 1, 0, L / 2}, {0}, {L - 1}, {std::min<int64_t>(5, L - 1)},
+      {L / 3, std::max<int64_t>(L - 2, 0), std::min<int64_t>(1, L - 1)}};
+  for (const auto& c : cases) {
+    const Tensor pos = torch::tensor(c, torch::kLong).to(li.device());
     const Tensor got = cuda_ops::decode_attention(q, k, v, pos);
     ASSERT_EQ(got.sizes(), q.sizes());
     ASSERT_EQ(got.scalar_type(), dtype);

@@ -15,16 +15,16 @@
 namespace hylab::trainer {
 namespace {
 
-struct Run {
+struct CliResult {
   int status = -1;
   std::string out;
 };
 
-Run hylab(const std::string& args) {
+CliResult hylab(const std::string& args) {
   const char* bin = std::getenv("HYLAB_BIN");
   if (bin == nullptr) return {-1, "HYLAB_BIN not set"};
   const std::string cmd = std::string(bin) + " " + args + " 2>&1";
-  Run r;
+  CliResult r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (pipe == nullptr) return r;
   char buf[4096];
@@ -41,7 +41,7 @@ constexpr const char* kTiny =
 TEST(BenchDecode, CpuJsonIsCompleteAndConsistent) {
   const std::string json_path = ::testing::TempDir() + "/bench_decode_test.json";
   std::remove(json_path.c_str());
-  const Run r = hylab("bench decode --batch_sizes 1,3 --prompt-lens 8,20 --new_tokens 6 --json " +
+  const CliResult r = hylab("bench decode --batch_sizes 1,3 --prompt-lens 8,20 --new_tokens 6 --json " +
                       json_path + " --block_pattern=T,M,M,T" + kTiny);
   ASSERT_EQ(r.status, 0) << r.out;
   std::ifstream in(json_path);
@@ -89,7 +89,7 @@ TEST(BenchDecode, CpuJsonIsCompleteAndConsistent) {
 }
 
 TEST(BenchDecode, BadFlagsAreNamed) {
-  Run r = hylab(std::string("bench decode --batch_sizes 1,x --new_tokens 2") + kTiny);
+  CliResult r = hylab(std::string("bench decode --batch_sizes 1,x --new_tokens 2") + kTiny);
   EXPECT_NE(r.status, 0);
   EXPECT_NE(r.out.find("--batch_sizes"), std::string::npos) << r.out;
   r = hylab(std::string("bench decode --prompt_lens 400 --new_tokens 2") + kTiny);  // > 10 * 32
