@@ -119,7 +119,11 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
 
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
 #if HYLAB_CUDA_KERNELS
-  if (use_cuda(x, use_kernels) && cuda_ops::gemv_supports(x, weight)) {
+  // Measured on an H200 (docs/BENCHMARKS.md): the GEMV beats cuBLAS at 1 row, cuBLAS wins
+  // at 8 (the kernel reloads x per weight chunk); the kernel takes up to 2.
+  constexpr int64_t kMaxGemvRows = 2;
+  if (use_cuda(x, use_kernels) && x.size(-1) > 0 && x.numel() / x.size(-1) <= kMaxGemvRows &&
+      cuda_ops::gemv_supports(x, weight)) {
     return cuda_ops::gemv(x, weight);
   }
 #endif

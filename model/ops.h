@@ -66,7 +66,7 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
                                bool use_kernels = true);
 
 // x (..., K) @ weight (N, K)^T without bias, for inference: the small-batch GEMV kernel
-// (kernels/gemv) for CUDA bf16 inputs of at most 8 rows, torch::linear otherwise (which
+// (kernels/gemv) for CUDA bf16 inputs of at most 2 rows, torch::linear otherwise (which
 // autocast may cast). No autograd on the kernel path.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels = true);
 

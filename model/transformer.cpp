@@ -115,8 +115,10 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor MLPImpl::decode(const torch::Tensor& x, bool use_kernels) {
-  return ops::linear(torch::relu(ops::linear(x, c_fc->weight, use_kernels)).square(),
-                     c_proj->weight, use_kernels);
+  // h * h, not square(): autocast runs pow in fp32 (a cast kernel each way); the bf16 product
+  // rounds the same as the fp32 square cast to bf16 for c_proj.
+  auto h = torch::relu(ops::linear(x, c_fc->weight, use_kernels));
+  return ops::linear(h * h, c_proj->weight, use_kernels);
 }
 
 }  // namespace hylab

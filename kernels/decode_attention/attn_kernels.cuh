@@ -32,6 +32,28 @@ __device__ __forceinline__ void load8(const T* p, float* out) {
   }
 }
 
+// 8 elements kept as loaded (16 bytes of bf16, 32 of fp32) until used: fewer registers than
+// 8 floats, so more blocks fit on a multiprocessor and more loads are in flight.
+template <typename T>
+struct Raw8 {
+  uint4 v[sizeof(T) / 2];
+};
+
+template <typename T>
+__device__ __forceinline__ void load_raw(const T* p, Raw8<T>& r) {
+#pragma unroll
+  for (int i = 0; i < static_cast<int>(sizeof(T)) / 2; ++i) {
+    r.v[i] = __ldg(reinterpret_cast<const uint4*>(p) + i);
+  }
+}
+
+template <typename T>
+__device__ __forceinline__ void unpack(const Raw8<T>& r, float* out) {
+  const T* e = reinterpret_cast<const T*>(r.v);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) out[i] = to_float(e[i]);
+}
+
 // exp2(a - b) where a may be -inf (gives 0); b is finite or a is -inf too.
 __device__ __forceinline__ float rescale(float a, float b) {
   return a == -INFINITY ? 0.f : ex2_approx(a - b);
@@ -69,32 +91,36 @@ __global__ void __launch_bounds__(kThreads) split_kernel(const DecodeAttentionPa
   for (int i = 0; i < 8; ++i) acc[i] = 0.f;
   // `base` is the same for every lane of a warp: the shuffles below see all 32 lanes.
   for (int64_t base = start + warp * kKeysPerWarp; base < end; base += kKeysPerPass * kUnroll) {
-    float kv[kUnroll][8], vv[kUnroll][8];
+    Raw8<T> kr[kUnroll], vr[kUnroll];
     bool valid[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t j = base + u * kKeysPerPass + sub;
       valid[u] = j < end;
       if (valid[u]) {
-        load8(kp + j * p.kv_row_stride, kv[u]);
-        load8(vp + j * p.kv_row_stride, vv[u]);
+        load_raw(kp + j * p.kv_row_stride, kr[u]);
+        load_raw(vp + j * p.kv_row_stride, vr[u]);
       } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) kv[u][i] = vv[u][i] = 0.f;
+        kr[u] = Raw8<T>{};
+        vr[u] = Raw8<T>{};
       }
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+      float kf[8];
+      unpack(kr[u], kf);
       float s = 0.f;
 #pragma unroll
-      for (int i = 0; i < 8; ++i) s = fmaf(q[i], kv[u][i], s);
+      for (int i = 0; i < 8; ++i) s = fmaf(q[i], kf[i], s);
       s = group_sum<kLanesPerKey>(s);
       if (valid[u]) {
+        float vf[8];
+        unpack(vr[u], vf);
         const float m_new = fmaxf(m, s);
         const float c = rescale(m, m_new), w = ex2_approx(s - m_new);
         l = fmaf(l, c, w);
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[i] = fmaf(acc[i], c, w * vv[u][i]);
+        for (int i = 0; i < 8; ++i) acc[i] = fmaf(acc[i], c, w * vf[i]);
         m = m_new;
       }
     }
@@ -142,25 +168,64 @@ __global__ void __launch_bounds__(kThreads) split_kernel(const DecodeAttentionPa
   }
 }
 
-// One block per (b, h): rescale the splits to their common max, sum, divide.
+// One block per (b, h): rescale the splits to their common max, sum, divide. Thread t takes
+// 4 columns (chunk t % (Dh/4)) of every (kThreads / (Dh/4))-th split, so the splits' loads
+// run in parallel; the slots then add up through shared memory. The splits' weights
+// exp2(m_s - max) sit in dynamic shared memory (num_splits floats).
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeAttentionParams p) {
-  const int bh = blockIdx.x;
+  constexpr int kChunks = kHeadDim / 4;
+  constexpr int kSlots = kThreads / kChunks;
+  extern __shared__ float s_w[];  // (num_splits)
+  __shared__ float s_red[kWarps];
+  __shared__ float s_part[kSlots][kHeadDim];
+  const int bh = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t BH = static_cast<int64_t>(p.batch) * p.heads;
+  const int S = p.num_splits;
+  const float* ml = p.partial_ml;
+  float mloc = -INFINITY;
+  for (int s = tid; s < S; s += kThreads) mloc = fmaxf(mloc, ml[(s * BH + bh) * 2]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, o));
+  if (lane == 0) s_red[warp] = mloc;
+  __syncthreads();
   float mb = -INFINITY;
-  for (int s = 0; s < p.num_splits; ++s) mb = fmaxf(mb, p.partial_ml[(s * BH + bh) * 2]);
-  float lb = 0.f;
-  for (int s = 0; s < p.num_splits; ++s) {
-    lb += p.partial_ml[(s * BH + bh) * 2 + 1] * rescale(p.partial_ml[(s * BH + bh) * 2], mb);
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) mb = fmaxf(mb, s_red[w]);
+  __syncthreads();
+  float lloc = 0.f;
+  for (int s = tid; s < S; s += kThreads) {
+    const float w = rescale(ml[(s * BH + bh) * 2], mb);
+    s_w[s] = w;
+    lloc += ml[(s * BH + bh) * 2 + 1] * w;
   }
+  lloc = group_sum<32>(lloc);
+  if (lane == 0) s_red[warp] = lloc;
+  __syncthreads();
+  float lb = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) lb += s_red[w];
+  const int chunk = tid % kChunks, slot = tid / kChunks;
+  float o[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll 4
+  for (int s = slot; s < S; s += kSlots) {
+    const float4 a = *reinterpret_cast<const float4*>(p.partial_acc + (s * BH + bh) * kHeadDim + chunk * 4);
+    const float w = s_w[s];
+    o[0] = fmaf(a.x, w, o[0]);
+    o[1] = fmaf(a.y, w, o[1]);
+    o[2] = fmaf(a.z, w, o[2]);
+    o[3] = fmaf(a.w, w, o[3]);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) s_part[slot][chunk * 4 + i] = o[i];
+  __syncthreads();
   const float inv = 1.f / lb;
   T* out = static_cast<T*>(p.out) + static_cast<int64_t>(bh) * kHeadDim;
-  for (int d = threadIdx.x; d < kHeadDim; d += kThreads) {
-    float o = 0.f;
-    for (int s = 0; s < p.num_splits; ++s) {
-      o += p.partial_acc[(s * BH + bh) * kHeadDim + d] * rescale(p.partial_ml[(s * BH + bh) * 2], mb);
-    }
-    out[d] = from_float<T>(o * inv);
+  for (int d = tid; d < kHeadDim; d += kThreads) {
+    float sum = 0.f;
+#pragma unroll
+    for (int sl = 0; sl < kSlots; ++sl) sum += s_part[sl][d];
+    out[d] = from_float<T>(sum * inv);
   }
 }
 
@@ -169,7 +234,8 @@ void launch_dim(const DecodeAttentionParams& p, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.batch * p.heads));
   split_kernel<T, kHeadDim><<<grid, kThreads, 0, s>>>(p);
   HYLAB_CUDA_CHECK_LAUNCH("decode_attention split kernel");
-  combine_kernel<T, kHeadDim><<<p.batch * p.heads, kThreads, 0, s>>>(p);
+  combine_kernel<T, kHeadDim><<<p.batch * p.heads, kThreads,
+                                 static_cast<size_t>(p.num_splits) * sizeof(float), s>>>(p);
   HYLAB_CUDA_CHECK_LAUNCH("decode_attention combine kernel");
 }
 
