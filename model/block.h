@@ -31,7 +31,8 @@ class BlockImpl : public torch::nn::Module {
                              const torch::Tensor& sin, LayerCache& cache, int64_t pos);
 
   // One decode token per sequence, its position `pos` (1) int64 on the device (T blocks read
-  // it; M blocks carry their state); cos/sin are the full-width rows of rotate_full (1, Dh).
+  // it; M blocks carry their state); cos/sin are the rows [cos, cos], [sin, -sin] (1, Dh) of
+  // ops::decode_rope_append.
   // Static shapes: CUDA-graph capturable.
   torch::Tensor decode_step(const torch::Tensor& x, const torch::Tensor& cos,
                             const torch::Tensor& sin, LayerCache& cache, const torch::Tensor& pos,

@@ -83,14 +83,19 @@ inline bool cuda_autocast_enabled() {
 // nanochat's norm(): RMSNorm over the last dim, no learnable weight, eps = machine epsilon
 // of the input dtype (what F.rms_norm uses when eps is None). Low-precision inputs are
 // normalised in fp32 and returned in their own dtype.
+inline double rms_norm_eps(at::ScalarType t) {
+  return t == at::kDouble     ? std::numeric_limits<double>::epsilon()
+         : t == at::kBFloat16 ? 0.0078125      // 2^-7
+         : t == at::kHalf     ? 0.0009765625   // 2^-10
+                              : static_cast<double>(std::numeric_limits<float>::epsilon());
+}
+
 inline torch::Tensor rms_norm(const torch::Tensor& x) {
   if (x.scalar_type() == at::kDouble) {
     return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) +
                             std::numeric_limits<double>::epsilon());
   }
-  const double eps = x.scalar_type() == at::kBFloat16 ? 0.0078125            // 2^-7
-                     : x.scalar_type() == at::kHalf   ? 0.0009765625         // 2^-10
-                                                      : std::numeric_limits<float>::epsilon();
+  const double eps = rms_norm_eps(x.scalar_type());
 #if HYLAB_TORCH_AT_LEAST(2, 4)
   // One fused op on CUDA (it computes in fp32 for bf16/fp16 inputs), instead of the six
   // element-wise and reduction kernels below, each of which keeps an fp32 copy for backward.

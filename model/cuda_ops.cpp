@@ -14,6 +14,7 @@
 #include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/decode/decode.h"
 #include "kernels/decode_attention/decode_attention.h"
+#include "kernels/decode_attention/rope_append.h"
 #include "kernels/gemv/gemv.h"
 #include "kernels/selective_scan/selective_scan.h"
 
@@ -686,6 +687,64 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
   p.out = out.data_ptr();
   hk::decode_attention(p, current_stream());
   return out;
+}
+
+// ---------------------------------------------------------------- rope + QK-norm + KV append
+
+torch::Tensor rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                          const torch::Tensor& sin_full, const torch::Tensor& pos,
+                          torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads, double eps) {
+  const char* fn = "rope_append";
+  TORCH_CHECK(qkv.defined(), fn, ": qkv is required");
+  const torch::Device dev = qkv.device();
+  check_tensor(qkv, fn, "qkv", dev);
+  const hk::DType dtype = activation_dtype(qkv, fn, "qkv");
+  TORCH_CHECK(qkv.dim() == 4 && qkv.size(1) == 1, fn, ": qkv must be (B, 1, H + 2 Hkv, Dh), got ",
+              qkv.sizes());
+  const int64_t B = qkv.size(0), R = qkv.size(2), Dh = qkv.size(3);
+  TORCH_CHECK(qkv.stride(3) == 1 && qkv.stride(2) == Dh, fn,
+              ": qkv must be contiguous within a sequence (head stride Dh, unit stride along Dh)");
+  check_tensor(k_cache, fn, "k_cache", dev);
+  check_tensor(v_cache, fn, "v_cache", dev);
+  const int64_t Hkv = k_cache.dim() == 4 ? k_cache.size(1) : 0;
+  TORCH_CHECK(heads >= 1 && Hkv >= 1 && R == heads + 2 * Hkv, fn, ": qkv has ", R,
+              " head rows, expected H + 2 Hkv = ", heads, " + 2 * ", Hkv);
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
+    check_dtype(*t, qkv.scalar_type(), fn, name, "the cache holds qkv's dtype");
+    TORCH_CHECK(t->dim() == 4 && t->size(0) == B && t->size(1) == Hkv && t->size(3) == Dh &&
+                    t->stride(3) == 1,
+                fn, ": ", name, " must be (B, Hkv, L, Dh) with unit stride along Dh, got ", t->sizes());
+  }
+  TORCH_CHECK(k_cache.sizes() == v_cache.sizes() && k_cache.strides() == v_cache.strides(), fn,
+              ": k_cache and v_cache must have the same shape and strides");
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&cos_full, "cos_full"}, {&sin_full, "sin_full"}}) {
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, qkv.scalar_type(), fn, name, "tables in qkv's dtype");
+    TORCH_CHECK(t->numel() == Dh && t->is_contiguous(), fn, ": ", name, " must hold Dh = ", Dh,
+                " contiguous values, got ", t->sizes());
+  }
+  check_tensor(pos, fn, "pos", dev);
+  check_dtype(pos, torch::kInt64, fn, "pos", "positions are int64");
+  TORCH_CHECK(pos.numel() == 1, fn, ": pos must hold one position, got ", pos.sizes());
+  TORCH_CHECK(hk::rope_append_supports_head_dim(static_cast<int>(Dh)), fn, ": head dim ", Dh,
+              " is not supported (even, at most 256)");
+  const c10::cuda::CUDAGuard guard(dev);
+  Tensor q = torch::empty({B, heads, Dh}, qkv.options());
+  hk::RopeAppendParams p;
+  p.dtype = dtype;
+  p.batch = static_cast<int>(B), p.heads = static_cast<int>(heads);
+  p.kv_heads = static_cast<int>(Hkv), p.head_dim = static_cast<int>(Dh);
+  p.max_len = k_cache.size(2);
+  p.qkv = qkv.data_ptr(), p.qkv_batch_stride = qkv.stride(0);
+  p.cos_full = cos_full.data_ptr(), p.sin_full = sin_full.data_ptr();
+  p.pos = pos.data_ptr<int64_t>();
+  p.eps = static_cast<float>(eps);
+  p.q_out = q.data_ptr();
+  p.k_cache = k_cache.data_ptr(), p.v_cache = v_cache.data_ptr();
+  p.kv_batch_stride = k_cache.stride(0), p.kv_head_stride = k_cache.stride(1);
+  p.kv_row_stride = k_cache.stride(2);
+  hk::rope_append(p, current_stream());
+  return q;
 }
 
 // ---------------------------------------------------------------- small-batch GEMV

@@ -114,7 +114,7 @@ class GPTImpl : public torch::nn::Module {
   GPTConfig cfg_;
   int64_t rotary_len_;
   torch::Tensor cos_, sin_;  // (rotary_len, Dh/2) fp32; not parameters, not saved
-  torch::Tensor cos_full_, sin_full_;  // decode_step's (rotary_len, Dh) tables (rotate_full)
+  torch::Tensor cos_full_, sin_full_;  // decode_step's (rotary_len, Dh) tables: [cos, cos], [sin, -sin]
   bool use_kernels_ = true;
 };
 TORCH_MODULE(GPT);

@@ -2,6 +2,7 @@
 // tensors when this build has them and the caller allows them, the reference otherwise.
 #include "model/ops.h"
 
+#include "model/compat.h"
 #include "model/reference_ops.h"
 #if HYLAB_CUDA_KERNELS
 #include "model/cuda_ops.h"
@@ -128,6 +129,20 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool u
   }
 #endif
   return torch::linear(x, weight);
+}
+
+torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                                 const torch::Tensor& sin_full, const torch::Tensor& pos,
+                                 torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads,
+                                 bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(qkv, use_kernels) && k_cache.scalar_type() == qkv.scalar_type() &&
+      qkv.is_contiguous() && (qkv.scalar_type() == torch::kBFloat16 || qkv.scalar_type() == torch::kFloat)) {
+    return cuda_ops::rope_append(qkv, cos_full.contiguous(), sin_full.contiguous(), pos, k_cache,
+                                 v_cache, heads, compat::rms_norm_eps(qkv.scalar_type()));
+  }
+#endif
+  return ref::decode_rope_append(qkv, cos_full, sin_full, pos, k_cache, v_cache, heads);
 }
 
 }  // namespace hylab::ops

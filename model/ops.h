@@ -65,6 +65,17 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
                                const torch::Tensor& v_cache, const torch::Tensor& pos,
                                bool use_kernels = true);
 
+// The decode step's attention prologue: qkv (B, 1, H + 2 Hkv, Dh) -> q (B, H, Dh) =
+// RMSNorm(rotate(q)); RMSNorm(rotate(k)) and v are written into k_cache/v_cache (B, Hkv, L,
+// Dh) at row pos (1) int64 on the device. rotate(x) = x * cos_full + swap_halves(x) * sin_full
+// with cos_full = [cos, cos], sin_full = [sin, -sin] (1, Dh) in qkv's dtype (apply_rotary's
+// rotation, bit for bit). CUDA: one kernel (kernels/decode_attention/rope_append.h) when the
+// caches have qkv's dtype; otherwise the same with LibTorch ops (the reference).
+torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                                 const torch::Tensor& sin_full, const torch::Tensor& pos,
+                                 torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads,
+                                 bool use_kernels = true);
+
 // x (..., K) @ weight (N, K)^T without bias, for inference: the small-batch GEMV kernel
 // (kernels/gemv) for CUDA bf16 inputs of at most 2 rows, torch::linear otherwise (which
 // autocast may cast). No autograd on the kernel path.

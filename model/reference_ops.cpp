@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "common/check.h"
+#include "model/compat.h"
 
 namespace hylab::ref {
 namespace {
@@ -177,6 +178,21 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k,
   scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
   auto out = torch::matmul(torch::softmax(scores, -1), v.to(acc));  // (B, Hkv, G, Dh)
   return out.reshape({B, H, Dh}).to(q.scalar_type());
+}
+
+torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                                 const torch::Tensor& sin_full, const torch::Tensor& pos,
+                                 torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads) {
+  const int64_t B = qkv.size(0), Hkv = k_cache.size(1), Dh = qkv.size(3);
+  TORCH_CHECK(qkv.dim() == 4 && qkv.size(1) == 1 && qkv.size(2) == heads + 2 * Hkv,
+              "decode_rope_append: qkv must be (B, 1, H + 2 Hkv, Dh), got ", qkv.sizes());
+  auto qk = qkv.narrow(2, 0, heads + Hkv);  // (B, 1, H + Hkv, Dh)
+  // [x2, x1] * [sin, -sin] + x * [cos, cos]: apply_rotary's products and sum, rounded alike.
+  auto rot = compat::rms_norm(qk * cos_full + qk.roll(Dh / 2, 3) * sin_full);
+  const auto dt = k_cache.scalar_type();
+  k_cache.index_copy_(2, pos, rot.narrow(2, heads, Hkv).transpose(1, 2).to(dt));  // (B, Hkv, 1, Dh)
+  v_cache.index_copy_(2, pos, qkv.narrow(2, heads + Hkv, Hkv).transpose(1, 2).to(dt));
+  return rot.narrow(2, 0, heads).reshape({B, heads, Dh});
 }
 
 }  // namespace hylab::ref

@@ -32,13 +32,6 @@ torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos,
   return torch::cat({y1, y2}, 3);  // (B, T, H, Dh)
 }
 
-torch::Tensor rotate_full(const torch::Tensor& x, const torch::Tensor& cos_full,
-                          const torch::Tensor& sin_full) {
-  const int64_t d = x.size(3) / 2;
-  // [x2, x1]: the halves swapped (one kernel), so y = [x1 c + x2 s, x2 c - x1 s].
-  return x * cos_full + x.roll(d, 3) * sin_full;
-}
-
 CausalSelfAttentionImpl::CausalSelfAttentionImpl(const GPTConfig& cfg)
     : n_head_(cfg.n_head), n_kv_head_(cfg.n_kv_head), head_dim_(cfg.head_dim()) {
   const int64_t C = cfg.n_embd;
@@ -94,14 +87,11 @@ torch::Tensor CausalSelfAttentionImpl::decode(const torch::Tensor& x, const torc
                           ? ops::linear(x, qkv_weight_, use_kernels)
                           : torch::cat({c_q(x), c_k(x), c_v(x)}, -1);  // (B, 1, (H + 2Hkv) Dh)
   qkv = qkv.view({B, 1, H + 2 * Hkv, Dh});
-  // QK-norm after rotary, q and k heads together (both are per-head operations).
-  auto qk = compat::rms_norm(rotate_full(qkv.narrow(2, 0, H + Hkv), cos_full, sin_full));
-  auto v = qkv.narrow(2, H + Hkv, Hkv);  // (B, 1, Hkv, Dh)
+  // Rotary and QK-norm of q and k, k and v into the cache at pos: one kernel on CUDA.
   const auto dt = cache.k.scalar_type();
-  cache.k.index_copy_(2, pos, qk.narrow(2, H, Hkv).transpose(1, 2).to(dt));  // (B, Hkv, 1, Dh)
-  cache.v.index_copy_(2, pos, v.transpose(1, 2).to(dt));
-  auto q = qk.narrow(2, 0, H).reshape({B, H, Dh});  // a view: (B, H, Dh), batch stride (H+Hkv) Dh
-  auto y = ops::decode_attention(q.to(dt), cache.k, cache.v, pos, use_kernels);  // (B, H, Dh)
+  auto q = ops::decode_rope_append(qkv.to(dt), cos_full.to(dt), sin_full.to(dt), pos, cache.k,
+                                   cache.v, H, use_kernels);  // (B, H, Dh)
+  auto y = ops::decode_attention(q, cache.k, cache.v, pos, use_kernels);  // (B, H, Dh)
   return ops::linear(y.to(x.scalar_type()).view({B, 1, C}), c_proj->weight, use_kernels);
 }
 

@@ -31,10 +31,10 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
                         const torch::Tensor& sin, LayerCache* cache = nullptr, int64_t pos = 0);
 
   // One decode token per sequence with its position on the device: x (B, 1, C) normed;
-  // cos_full = [cos, cos], sin_full = [sin, -sin] (1, Dh) in x's dtype (rotate_full); pos (1)
+  // cos_full = [cos, cos], sin_full = [sin, -sin] (1, Dh) (ops::decode_rope_append); pos (1)
   // int64. Writes k/v at cache position pos and attends to [0, pos] (ops::decode_attention).
-  // q and k are rotated and normed together, and with fuse_qkv() the three projections are
-  // one GEMM. Static shapes, no host sync: CUDA-graph capturable.
+  // With fuse_qkv() the three projections are one GEMM. Static shapes, no host sync:
+  // CUDA-graph capturable.
   torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& cos_full,
                        const torch::Tensor& sin_full, LayerCache& cache, const torch::Tensor& pos,
                        bool use_kernels);

@@ -1,8 +1,9 @@
 // Small-batch matrix-vector products for decoding: y (M, N) = x (M, K) W (N, K)^T with
 // M <= 8 rows (the sequences of a decode batch), bf16 x, W and y, fp32 accumulation.
-// At M <= 8 a decode step's matmuls are pure weight streaming: one warp per output column
-// n reads W's row n once in 16-byte loads (four in flight per lane) and dots it with every
-// row of x, so each weight byte is read once per step whatever M is. cuBLAS's kernels for
+// At M <= 8 a decode step's matmuls are pure weight streaming: a group of 1-8 warps per
+// output column n (more for longer rows) reads W's row n once in 16-byte loads (four in
+// flight per lane) and dots it with every row of x, so each weight byte is read once per
+// step whatever M is. cuBLAS's kernels for
 // these shapes read the weights at about a quarter of the copy bandwidth on an H200
 // (docs/BENCHMARKS.md); this one is meant to approach it.
 //

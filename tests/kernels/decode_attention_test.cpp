@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <array>
 #include <functional>
 #include <string>
 #include <tuple>
@@ -87,6 +88,39 @@ TEST(DecodeAttentionArgs, BadArgumentsAreNamed) {
                                                      torch::randn({2, 2, 10, 48}, o), pos); })
                 .find("head dim 48"),
             std::string::npos);
+}
+
+
+// The fused rotary + QK-norm + KV append against the same steps in LibTorch ops: q within
+// rounding, the cache rows at pos written alike, every other row untouched.
+TEST(RopeAppend, MatchesTheReference) {
+  HYLAB_REQUIRE_GPU();
+  torch::manual_seed(91);
+  for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
+    for (auto [Dh, H, Hkv] : std::vector<std::array<int64_t, 3>>{{128, 10, 10}, {16, 4, 2}, {64, 8, 1}}) {
+      const int64_t B = 3, L = 20, P = 7;
+      const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
+      const Tensor qkv = torch::randn({B, 1, H + 2 * Hkv, Dh}, o);
+      const Tensor ang = torch::rand({1, Dh / 2}, o.dtype(torch::kFloat)) * 6;
+      const Tensor cos_full = torch::cat({ang.cos(), ang.cos()}, 1).to(dtype);
+      const Tensor sin_full = torch::cat({ang.sin(), -ang.sin()}, 1).to(dtype);
+      const Tensor pos = torch::tensor(std::vector<int64_t>{P}, torch::kLong).to(torch::kCUDA);
+      Tensor k1 = torch::randn({B, Hkv, L, Dh}, o), v1 = torch::randn({B, Hkv, L, Dh}, o);
+      Tensor k2 = k1.clone(), v2 = v1.clone();
+      torch::NoGradGuard ng;
+      const double eps = dtype == torch::kFloat32 ? 1.1920928955078125e-07 : 0.0078125;
+      const Tensor got = cuda_ops::rope_append(qkv, cos_full, sin_full, pos, k1, v1, H, eps);
+      const Tensor want = ref::decode_rope_append(qkv, cos_full, sin_full, pos, k2, v2, H);
+      const Tolerance tol = tolerance_for(dtype);
+      const std::string what = std::string(c10::toString(dtype)) + " Dh=" + std::to_string(Dh);
+      EXPECT_TRUE(close("q " + what, got, to_vec(want), tol));
+      EXPECT_TRUE(close("k row " + what, k1.select(2, P), to_vec(k2.select(2, P)), tol));
+      EXPECT_TRUE(torch::equal(v1, v2)) << what;  // v is copied
+      k1.select(2, P).zero_();
+      k2.select(2, P).zero_();
+      EXPECT_TRUE(torch::equal(k1, k2)) << what;  // nothing else written
+    }
+  }
 }
 
 }  // namespace
