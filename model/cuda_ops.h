@@ -60,6 +60,14 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
                                const torch::Tensor& v_cache, const torch::Tensor& pos);
 bool decode_attention_supports(int64_t head_dim);
 
+// The decode step's attention prologue (kernels/decode_attention/rope_append.h): qkv
+// (B, 1, H + 2 Hkv, Dh) contiguous per sequence -> q (B, H, Dh) rotated and normed; k rotated
+// and normed, and v, are written into k_cache/v_cache (B, Hkv, L, Dh) at row pos (1).
+// cos_full/sin_full (Dh values) and the caches in qkv's dtype; eps the RMSNorm's. No autograd.
+torch::Tensor rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                          const torch::Tensor& sin_full, const torch::Tensor& pos,
+                          torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads, double eps);
+
 // x (..., K) @ weight (N, K)^T -> (..., N) for at most 8 rows of x (kernels/gemv), bf16 x and
 // weight, K % 8 == 0 (gemv_supports). No autograd.
 torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight);
