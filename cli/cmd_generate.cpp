@@ -1,7 +1,8 @@
 // `hylab generate`: text from a checkpoint. Loads the model its meta.json describes, the run's
 // sentencepiece tokenizer, then prefills the prompt (BOS + its tokens, as documents look in
-// training) and decodes token by token with the inference cache (model/generate.h),
-// printing text as it comes.
+// training) and decodes token by token through the inference engine (model/decoder.h: CUDA
+// graphs on a GPU), printing text as it comes. --num_samples N decodes N continuations of
+// the prompt as one batch and prints each when all are done.
 #include <torch/torch.h>
 
 #include <sys/stat.h>
@@ -24,7 +25,9 @@ struct GenerateArgs {
   double temperature = 0.8;
   int64_t top_k = 50;
   uint64_t seed = 0;
+  int64_t num_samples = 1;
   bool quiet = false;
+  bool no_cuda_graphs = false;
 };
 
 // The tokenizer next to a checkpoint: DIR/tokenizer.model, else the run dir's
@@ -78,6 +81,7 @@ void run(const GenerateArgs& a) {
   opts.seed = a.seed;
   opts.stop_token = tok.bos_id();  // a new document begins: stop
   opts.autocast = device.is_cuda() && cfg.dtype() != "fp32";
+  Decoder decoder(*model, DecoderOptions{opts.autocast, !a.no_cuda_graphs});
 
   if (!a.quiet) {
     std::fprintf(stderr, "hylab generate: %s (%s, step %s) on %s\n", dir.c_str(),
@@ -85,13 +89,24 @@ void run(const GenerateArgs& a) {
                  info.meta.contains("step") ? info.meta["step"].dump().c_str() : "?",
                  device.str().c_str());
   }
+  if (a.num_samples > 1) {
+    const auto samples = generate_samples(decoder, prompt, opts, a.num_samples);
+    for (size_t r = 0; r < samples.size(); ++r) {
+      std::vector<int> ids;
+      for (int64_t id : samples[r]) {
+        if (id != opts.stop_token && id < tok.vocab_size()) ids.push_back(static_cast<int>(id));
+      }
+      std::printf("--- sample %zu\n%s%s\n", r, a.prompt.c_str(), tok.decode(ids).c_str());
+    }
+    return;
+  }
   std::printf("%s", a.prompt.c_str());
   std::fflush(stdout);
   // Decode the whole continuation each time and print what is new: byte-fallback pieces only
   // form valid UTF-8 together.
   std::vector<int> ids;
   size_t printed = 0;
-  generate(*model, prompt, opts, [&](int64_t id) {
+  generate_samples(decoder, prompt, opts, 1, [&](int64_t, int64_t id) {
     if (id == opts.stop_token) return false;
     ids.push_back(static_cast<int>(id));
     const std::string text = tok.decode(ids);
@@ -120,11 +135,19 @@ void setup(CLI::App& root) {
   cmd->add_option("--device", a->device, "auto, cpu or cuda")->capture_default_str();
   cmd->add_option("--tokenizer", a->tokenizer,
                   "sentencepiece model (default: the checkpoint's or its run directory's)");
+  cmd->add_option(flag("num_samples"), a->num_samples,
+                  "Continuations of the prompt, decoded together as one batch (sample r uses "
+                  "seed + r)")
+      ->capture_default_str();
+  cmd->add_flag(flag("no_cuda_graphs"), a->no_cuda_graphs, "Decode eagerly on CUDA (no graph capture)");
   cmd->add_flag("--quiet", a->quiet, "No header line on stderr");
   cmd->callback([a] {
     if (a->max_tokens < 0) throw ConfigError("--max_tokens must be >= 0");
     if (a->temperature < 0) throw ConfigError("--temperature must be >= 0");
     if (a->top_k < 0) throw ConfigError("--top_k must be >= 0");
+    if (a->num_samples < 1) {
+      throw ConfigError("--num_samples = " + std::to_string(a->num_samples) + ": must be >= 1");
+    }
     run(*a);
   });
 }

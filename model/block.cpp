@@ -50,6 +50,23 @@ torch::Tensor BlockImpl::forward_step(const torch::Tensor& x_in, const torch::Te
   return x;
 }
 
+torch::Tensor BlockImpl::decode_step(const torch::Tensor& x_in, const torch::Tensor& cos,
+                                     const torch::Tensor& sin, LayerCache& cache,
+                                     const torch::Tensor& pos, bool use_kernels) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor x = x_in;
+  if (attn) {
+    HYLAB_CHECK(cache.k.defined(), "layer {}: the cache has no KV tensors (not a Transformer layer?)",
+                layer_idx_);
+    x = x + attn->decode(compat::rms_norm(x), cos, sin, cache, pos, use_kernels);
+  } else {
+    // One token: the decode-step ops, which need no position (pos 1 only skips the prefill).
+    x = x + mamba->forward_step(compat::rms_norm(x), cache, /*pos=*/1);
+  }
+  if (mlp) x = x + mlp->decode(compat::rms_norm(x), use_kernels);
+  return x;
+}
+
 LayerCache BlockImpl::make_cache(int64_t batch, int64_t max_len, torch::Device device,
                                  torch::Dtype dtype) const {
   LayerCache c;

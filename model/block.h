@@ -30,6 +30,14 @@ class BlockImpl : public torch::nn::Module {
   torch::Tensor forward_step(const torch::Tensor& x, const torch::Tensor& cos,
                              const torch::Tensor& sin, LayerCache& cache, int64_t pos);
 
+  // One decode token per sequence, its position `pos` (1) int64 on the device (T blocks read
+  // it; M blocks carry their state); cos/sin are the rows [cos, cos], [sin, -sin] (1, Dh) of
+  // ops::decode_rope_append.
+  // Static shapes: CUDA-graph capturable.
+  torch::Tensor decode_step(const torch::Tensor& x, const torch::Tensor& cos,
+                            const torch::Tensor& sin, LayerCache& cache, const torch::Tensor& pos,
+                            bool use_kernels);
+
   // Empty tensors of this layer's cache kind for `batch` sequences of up to `max_len`.
   LayerCache make_cache(int64_t batch, int64_t max_len, torch::Device device,
                         torch::Dtype dtype) const;

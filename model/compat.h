@@ -6,6 +6,8 @@
 //   - causal_attention: scaled_dot_product_attention where it exists (>= 2.0; flash/cuDNN
 //     on GPU), an exact fp32 math fallback elsewhere. Handles a KV cache offset.
 //   - rms_norm: nanochat's weightless RMSNorm (F.rms_norm with eps = finfo(dtype).eps).
+//   - HYLAB_HAS_CUDA_GRAPHS: 1 where the decoder may capture CUDA graphs (a CUDA LibTorch
+//     >= 2.0 with our kernels built); elsewhere it decodes eagerly (model/decoder.h).
 #pragma once
 
 #include <ATen/autocast_mode.h>
@@ -19,6 +21,12 @@
 #define HYLAB_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) ||        \
    (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+
+#if defined(HYLAB_CUDA_KERNELS) && HYLAB_CUDA_KERNELS && HYLAB_TORCH_AT_LEAST(2, 0)
+#define HYLAB_HAS_CUDA_GRAPHS 1
+#else
+#define HYLAB_HAS_CUDA_GRAPHS 0
+#endif
 
 namespace hylab::compat {
 
@@ -75,14 +83,19 @@ inline bool cuda_autocast_enabled() {
 // nanochat's norm(): RMSNorm over the last dim, no learnable weight, eps = machine epsilon
 // of the input dtype (what F.rms_norm uses when eps is None). Low-precision inputs are
 // normalised in fp32 and returned in their own dtype.
+inline double rms_norm_eps(at::ScalarType t) {
+  return t == at::kDouble     ? std::numeric_limits<double>::epsilon()
+         : t == at::kBFloat16 ? 0.0078125      // 2^-7
+         : t == at::kHalf     ? 0.0009765625   // 2^-10
+                              : static_cast<double>(std::numeric_limits<float>::epsilon());
+}
+
 inline torch::Tensor rms_norm(const torch::Tensor& x) {
   if (x.scalar_type() == at::kDouble) {
     return x * torch::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) +
                             std::numeric_limits<double>::epsilon());
   }
-  const double eps = x.scalar_type() == at::kBFloat16 ? 0.0078125            // 2^-7
-                     : x.scalar_type() == at::kHalf   ? 0.0009765625         // 2^-10
-                                                      : std::numeric_limits<float>::epsilon();
+  const double eps = rms_norm_eps(x.scalar_type());
 #if HYLAB_TORCH_AT_LEAST(2, 4)
   // One fused op on CUDA (it computes in fp32 for bf16/fp16 inputs), instead of the six
   // element-wise and reduction kernels below, each of which keeps an fp32 copy for backward.

@@ -4,12 +4,18 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <limits>
+#include <vector>
 
 #include "kernels/causal_conv1d/causal_conv1d.h"
 #include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/decode/decode.h"
+#include "kernels/decode_attention/decode_attention.h"
+#include "kernels/decode_attention/rope_append.h"
+#include "kernels/gemv/gemv.h"
 #include "kernels/selective_scan/selective_scan.h"
 
 namespace hylab::cuda_ops {
@@ -622,6 +628,162 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
   p.out = out.data_ptr();
   hk::selective_state_update(p, current_stream());
   return out;
+}
+
+// ---------------------------------------------------------------- decode attention
+
+bool decode_attention_supports(int64_t head_dim) {
+  return hk::decode_attention_supports_head_dim(static_cast<int>(head_dim));
+}
+
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos) {
+  const char* fn = "decode_attention";
+  TORCH_CHECK(q.defined(), fn, ": q is required");
+  const torch::Device dev = q.device();
+  check_tensor(q, fn, "q", dev);
+  TORCH_CHECK(q.dim() == 3, fn, ": q must be (B, H, Dh), got shape ", q.sizes());
+  const int64_t B = q.size(0), H = q.size(1), Dh = q.size(2);
+  const hk::DType dtype = activation_dtype(q, fn, "q");
+  TORCH_CHECK(hk::decode_attention_supports_head_dim(static_cast<int>(Dh)), fn, ": head dim ", Dh,
+              " is not supported; allowed: 16, 32, 64, 128, 256");
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, q.scalar_type(), fn, name, "the cache holds q's dtype");
+    TORCH_CHECK(t->dim() == 4 && t->size(0) == B && t->size(3) == Dh && H % t->size(1) == 0, fn,
+                ": ", name, " must be (B=", B, ", Hkv dividing H=", H, ", L, Dh=", Dh, "), got ",
+                t->sizes());
+    TORCH_CHECK(t->stride(3) == 1, fn, ": ", name, " needs unit stride along Dh");
+  }
+  TORCH_CHECK(k_cache.sizes() == v_cache.sizes() && k_cache.strides() == v_cache.strides(), fn,
+              ": k_cache and v_cache must have the same shape and strides");
+  check_tensor(pos, fn, "pos", dev);
+  check_dtype(pos, torch::kInt64, fn, "pos", "positions are int64");
+  TORCH_CHECK(pos.dim() == 1 && (pos.size(0) == 1 || pos.size(0) == B), fn,
+              ": pos must be (1) or (B=", B, "), got ", pos.sizes());
+  const c10::cuda::CUDAGuard guard(dev);
+  Tensor qi = q.stride(2) == 1 ? q : q.contiguous();
+  Tensor out = torch::empty({B, H, Dh}, q.options());
+  const int64_t L = k_cache.size(2);
+  hk::DecodeAttentionParams p;
+  p.dtype = dtype;
+  p.batch = static_cast<int>(B), p.heads = static_cast<int>(H);
+  p.kv_heads = static_cast<int>(k_cache.size(1)), p.head_dim = static_cast<int>(Dh);
+  p.max_len = L;
+  p.q = qi.data_ptr();
+  p.q_batch_stride = qi.stride(0), p.q_head_stride = qi.stride(1);
+  p.k = k_cache.data_ptr(), p.v = v_cache.data_ptr();
+  p.kv_batch_stride = k_cache.stride(0), p.kv_head_stride = k_cache.stride(1);
+  p.kv_row_stride = k_cache.stride(2);
+  p.pos = pos.data_ptr<int64_t>();
+  p.pos_batch_stride = pos.size(0) == 1 ? 0 : pos.stride(0);
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(Dh)));
+  p.num_splits = hk::decode_attention_num_splits(p.batch, p.heads, L);
+  p.split_len = (L + p.num_splits - 1) / p.num_splits;
+  auto f32 = q.options().dtype(torch::kFloat32);
+  Tensor acc = torch::empty({p.num_splits, B * H, Dh}, f32);
+  Tensor ml = torch::empty({p.num_splits, B * H, 2}, f32);
+  p.partial_acc = acc.data_ptr<float>(), p.partial_ml = ml.data_ptr<float>();
+  p.out = out.data_ptr();
+  hk::decode_attention(p, current_stream());
+  return out;
+}
+
+// ---------------------------------------------------------------- rope + QK-norm + KV append
+
+torch::Tensor rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                          const torch::Tensor& sin_full, const torch::Tensor& pos,
+                          torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads, double eps) {
+  const char* fn = "rope_append";
+  TORCH_CHECK(qkv.defined(), fn, ": qkv is required");
+  const torch::Device dev = qkv.device();
+  check_tensor(qkv, fn, "qkv", dev);
+  const hk::DType dtype = activation_dtype(qkv, fn, "qkv");
+  TORCH_CHECK(qkv.dim() == 4 && qkv.size(1) == 1, fn, ": qkv must be (B, 1, H + 2 Hkv, Dh), got ",
+              qkv.sizes());
+  const int64_t B = qkv.size(0), R = qkv.size(2), Dh = qkv.size(3);
+  TORCH_CHECK(qkv.stride(3) == 1 && qkv.stride(2) == Dh, fn,
+              ": qkv must be contiguous within a sequence (head stride Dh, unit stride along Dh)");
+  check_tensor(k_cache, fn, "k_cache", dev);
+  check_tensor(v_cache, fn, "v_cache", dev);
+  const int64_t Hkv = k_cache.dim() == 4 ? k_cache.size(1) : 0;
+  TORCH_CHECK(heads >= 1 && Hkv >= 1 && R == heads + 2 * Hkv, fn, ": qkv has ", R,
+              " head rows, expected H + 2 Hkv = ", heads, " + 2 * ", Hkv);
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&k_cache, "k_cache"}, {&v_cache, "v_cache"}}) {
+    check_dtype(*t, qkv.scalar_type(), fn, name, "the cache holds qkv's dtype");
+    TORCH_CHECK(t->dim() == 4 && t->size(0) == B && t->size(1) == Hkv && t->size(3) == Dh &&
+                    t->stride(3) == 1,
+                fn, ": ", name, " must be (B, Hkv, L, Dh) with unit stride along Dh, got ", t->sizes());
+  }
+  TORCH_CHECK(k_cache.sizes() == v_cache.sizes() && k_cache.strides() == v_cache.strides(), fn,
+              ": k_cache and v_cache must have the same shape and strides");
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&cos_full, "cos_full"}, {&sin_full, "sin_full"}}) {
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, qkv.scalar_type(), fn, name, "tables in qkv's dtype");
+    TORCH_CHECK(t->numel() == Dh && t->is_contiguous(), fn, ": ", name, " must hold Dh = ", Dh,
+                " contiguous values, got ", t->sizes());
+  }
+  check_tensor(pos, fn, "pos", dev);
+  check_dtype(pos, torch::kInt64, fn, "pos", "positions are int64");
+  TORCH_CHECK(pos.numel() == 1, fn, ": pos must hold one position, got ", pos.sizes());
+  TORCH_CHECK(hk::rope_append_supports_head_dim(static_cast<int>(Dh)), fn, ": head dim ", Dh,
+              " is not supported (even, at most 256)");
+  const c10::cuda::CUDAGuard guard(dev);
+  Tensor q = torch::empty({B, heads, Dh}, qkv.options());
+  hk::RopeAppendParams p;
+  p.dtype = dtype;
+  p.batch = static_cast<int>(B), p.heads = static_cast<int>(heads);
+  p.kv_heads = static_cast<int>(Hkv), p.head_dim = static_cast<int>(Dh);
+  p.max_len = k_cache.size(2);
+  p.qkv = qkv.data_ptr(), p.qkv_batch_stride = qkv.stride(0);
+  p.cos_full = cos_full.data_ptr(), p.sin_full = sin_full.data_ptr();
+  p.pos = pos.data_ptr<int64_t>();
+  p.eps = static_cast<float>(eps);
+  p.q_out = q.data_ptr();
+  p.k_cache = k_cache.data_ptr(), p.v_cache = v_cache.data_ptr();
+  p.kv_batch_stride = k_cache.stride(0), p.kv_head_stride = k_cache.stride(1);
+  p.kv_row_stride = k_cache.stride(2);
+  hk::rope_append(p, current_stream());
+  return q;
+}
+
+// ---------------------------------------------------------------- small-batch GEMV
+
+bool gemv_supports(const torch::Tensor& x, const torch::Tensor& weight) {
+  if (!x.defined() || !weight.defined() || !x.is_cuda() || x.device() != weight.device() ||
+      x.scalar_type() != torch::kBFloat16 || weight.scalar_type() != torch::kBFloat16 ||
+      weight.dim() != 2 || x.dim() < 1 || x.size(-1) != weight.size(1) || !weight.is_contiguous()) {
+    return false;
+  }
+  const int64_t rows = x.numel() / std::max<int64_t>(x.size(-1), 1);
+  return hk::gemv_supports(hk::DType::kBFloat16, static_cast<int>(std::min<int64_t>(rows, 1 << 20)),
+                           x.size(-1));
+}
+
+torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight) {
+  const char* fn = "gemv";
+  TORCH_CHECK(gemv_supports(x, weight), fn, ": needs CUDA bf16 x (..., K) with at most ",
+              hk::kGemvMaxRows, " rows, a contiguous bf16 weight (N, K), K % 8 == 0; got x ",
+              x.sizes(), " ", x.scalar_type(), ", weight ", weight.sizes(), " ", weight.scalar_type());
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t K = x.size(-1), N = weight.size(0);
+  Tensor x2 = x.reshape({-1, K});
+  if (x2.stride(1) != 1 || x2.stride(0) % 8 != 0 ||
+      (reinterpret_cast<uintptr_t>(x2.data_ptr()) & 15u) != 0) {
+    x2 = x2.contiguous();
+  }
+  std::vector<int64_t> out_shape(x.sizes().begin(), x.sizes().end());
+  out_shape.back() = N;
+  Tensor y = torch::empty({x2.size(0), N}, x.options());
+  hk::GemvParams p;
+  p.dtype = hk::DType::kBFloat16;
+  p.rows = static_cast<int>(x2.size(0));
+  p.in_features = K, p.out_features = N;
+  p.x = x2.data_ptr(), p.x_row_stride = x2.stride(0);
+  p.w = weight.data_ptr();
+  p.y = y.data_ptr(), p.y_row_stride = N;
+  hk::gemv(p, current_stream());
+  return y.view(out_shape);
 }
 
 void set_deterministic(bool on) { g_deterministic.store(on); }

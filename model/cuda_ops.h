@@ -52,6 +52,27 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus);
 
+// One query per sequence against a KV cache (kernels/decode_attention, flash-decoding):
+// q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh) of q's dtype, unit stride along Dh; pos
+// int64 on q's device, (1) or (B): query b attends to cache positions [0, pos[b]] (read on
+// the device: graph-capturable). Returns (B, H, Dh) in q's dtype. Dh in {16, 32, 64, 128, 256}.
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos);
+bool decode_attention_supports(int64_t head_dim);
+
+// The decode step's attention prologue (kernels/decode_attention/rope_append.h): qkv
+// (B, 1, H + 2 Hkv, Dh) contiguous per sequence -> q (B, H, Dh) rotated and normed; k rotated
+// and normed, and v, are written into k_cache/v_cache (B, Hkv, L, Dh) at row pos (1).
+// cos_full/sin_full (Dh values) and the caches in qkv's dtype; eps the RMSNorm's. No autograd.
+torch::Tensor rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                          const torch::Tensor& sin_full, const torch::Tensor& pos,
+                          torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads, double eps);
+
+// x (..., K) @ weight (N, K)^T -> (..., N) for at most 8 rows of x (kernels/gemv), bf16 x and
+// weight, K % 8 == 0 (gemv_supports). No autograd.
+torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight);
+bool gemv_supports(const torch::Tensor& x, const torch::Tensor& weight);
+
 // Per-row cross-entropy of soft-capped logits (kernels/cross_entropy), differentiable in
 // logits: logits (rows, width) fp32 or bf16 with stride 1 along columns, targets (rows)
 // int64 (-1 = ignore), vocab <= width columns count. Returns (rows) fp32; the gradient has

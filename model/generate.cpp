@@ -25,9 +25,10 @@ int64_t sample_token(const torch::Tensor& logits_in, double temperature, int64_t
   return torch::multinomial(probs, 1, /*replacement=*/false, gen).item<int64_t>();
 }
 
-std::vector<int64_t> generate(GPTImpl& model, const std::vector<int64_t>& prompt,
-                              const SampleOptions& opts,
-                              const std::function<bool(int64_t)>& on_token) {
+namespace {
+
+void check_prompt(const GPTImpl& model, const std::vector<int64_t>& prompt,
+                  const SampleOptions& opts) {
   const GPTConfig& cfg = model.config();
   HYLAB_CHECK(!prompt.empty(), "generate: the prompt is empty (give at least one token, e.g. BOS)");
   for (int64_t id : prompt) {
@@ -35,31 +36,66 @@ std::vector<int64_t> generate(GPTImpl& model, const std::vector<int64_t>& prompt
                 cfg.vocab_size);
   }
   HYLAB_CHECK(opts.max_tokens >= 0, "generate: max_tokens {} must be >= 0", opts.max_tokens);
-  const int64_t max_len = static_cast<int64_t>(prompt.size()) + opts.max_tokens;
-  HYLAB_CHECK(max_len <= model.max_positions(),
+  HYLAB_CHECK(static_cast<int64_t>(prompt.size()) + opts.max_tokens <= model.max_positions(),
               "generate: prompt ({} tokens) + max_tokens ({}) exceeds the model's {} positions "
               "(10 * sequence_len)",
               prompt.size(), opts.max_tokens, model.max_positions());
-  std::vector<int64_t> out;
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> generate_samples(
+    Decoder& decoder, const std::vector<int64_t>& prompt, const SampleOptions& opts,
+    int64_t num_samples, const std::function<bool(int64_t, int64_t)>& on_token) {
+  check_prompt(decoder.engine_model(), prompt, opts);
+  HYLAB_CHECK(num_samples >= 1, "generate: num_samples {} must be >= 1", num_samples);
+  std::vector<std::vector<int64_t>> out(static_cast<size_t>(num_samples));
   if (opts.max_tokens == 0) return out;
-
   torch::NoGradGuard no_grad;
-  compat::AutocastGuard autocast(opts.autocast);
-  const torch::Device device = model.lm_head->weight.device();
-  at::Generator gen = at::detail::createCPUGenerator(opts.seed);
-  InferenceCache cache = model.make_cache(1, max_len);
+  const int64_t N = num_samples;
+  std::vector<at::Generator> gens;
+  for (int64_t r = 0; r < N; ++r) gens.push_back(at::detail::createCPUGenerator(opts.seed + r));
+  std::vector<bool> done(static_cast<size_t>(N), false);
+  int64_t live = N;
 
-  auto idx = torch::tensor(prompt, torch::kLong).unsqueeze(0).to(device);  // (1, T_prompt)
-  auto logits = model.forward_step(idx, cache);                              // (1, T, V)
-  for (int64_t i = 0; i < opts.max_tokens; ++i) {
-    const int64_t next = sample_token(logits[0][-1], opts.temperature, opts.top_k, gen);
-    out.push_back(next);
-    if (on_token && !on_token(next)) break;
-    if (next == opts.stop_token || i + 1 == opts.max_tokens) break;
-    logits = model.forward_step(torch::full({1, 1}, next, torch::dtype(torch::kLong).device(device)),
-                                cache);  // (1, 1, V)
+  decoder.reset(N, static_cast<int64_t>(prompt.size()) + opts.max_tokens);
+  auto idx = torch::tensor(prompt, torch::kLong).unsqueeze(0).expand({N, -1}).contiguous();  // (N, T)
+  torch::Tensor logits = decoder.prefill(idx);  // (N, V)
+  std::vector<int64_t> next(static_cast<size_t>(N), 0);
+  for (int64_t i = 0; i < opts.max_tokens && live > 0; ++i) {
+    if (opts.temperature == 0) {  // greedy: argmax on the device, one copy of N ids
+      auto ids = logits.argmax(-1).to(torch::kCPU);
+      for (int64_t r = 0; r < N; ++r) next[r] = ids[r].item<int64_t>();
+    } else {
+      auto cpu = logits.to(torch::kCPU, torch::kFloat);
+      for (int64_t r = 0; r < N; ++r) {
+        if (!done[r]) next[r] = sample_token(cpu[r], opts.temperature, opts.top_k, gens[r]);
+      }
+    }
+    for (int64_t r = 0; r < N; ++r) {
+      if (done[r]) continue;
+      out[r].push_back(next[r]);
+      const bool keep = on_token ? on_token(r, next[r]) : true;
+      if (!keep || next[r] == opts.stop_token) {
+        done[r] = true;
+        --live;
+      }
+    }
+    if (live == 0 || i + 1 == opts.max_tokens) break;
+    logits = decoder.step(torch::tensor(next, torch::kLong));  // (N, V)
   }
   return out;
+}
+
+std::vector<int64_t> generate(GPTImpl& model, const std::vector<int64_t>& prompt,
+                              const SampleOptions& opts,
+                              const std::function<bool(int64_t)>& on_token) {
+  check_prompt(model, prompt, opts);
+  if (opts.max_tokens == 0) return {};
+  Decoder decoder(model, DecoderOptions{opts.autocast, opts.cuda_graphs});
+  std::function<bool(int64_t, int64_t)> each;
+  if (on_token) each = [&](int64_t, int64_t id) { return on_token(id); };
+  return generate_samples(decoder, prompt, opts, 1, each)[0];
 }
 
 }  // namespace hylab

@@ -29,7 +29,7 @@ bool is_mamba_scalar(const std::string& name) {
 
 }  // namespace
 
-GPTImpl::GPTImpl(const GPTConfig& cfg) : cfg_(cfg) {
+GPTImpl::GPTImpl(const GPTConfig& cfg, bool init) : cfg_(cfg) {
   HYLAB_CHECK(static_cast<int>(cfg.block_pattern.size()) == cfg.n_layer,
               "GPT: block_pattern has {} entries but n_layer is {} (use resolve_config/gpt_config)",
               cfg.block_pattern.size(), cfg.n_layer);
@@ -44,7 +44,7 @@ GPTImpl::GPTImpl(const GPTConfig& cfg) : cfg_(cfg) {
   lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(C, V).bias(false)));
   rotary_len_ = 10 * static_cast<int64_t>(cfg.sequence_len);
   std::tie(cos_, sin_) = rotary_tables(rotary_len_, cfg.head_dim(), cfg.rope_base);
-  init_weights();
+  if (init) init_weights();
 }
 
 void GPTImpl::init_weights() {
@@ -90,8 +90,9 @@ std::pair<torch::Tensor, torch::Tensor> GPTImpl::rotary(int64_t pos, int64_t T, 
   return {cos_.narrow(0, pos, T), sin_.narrow(0, pos, T)};
 }
 
-torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x) {
-  auto logits = lm_head(compat::rms_norm(x));                     // (B, T, V_padded)
+torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x, bool decode) {
+  auto logits = decode ? ops::linear(compat::rms_norm(x), lm_head->weight, use_kernels_)
+                       : lm_head(compat::rms_norm(x));  // (B, T, V_padded)
   logits = logits.narrow(-1, 0, cfg_.vocab_size).to(torch::kFloat);  // (B, T, V) fp32
   if (cfg_.logit_softcap > 0) {
     logits = cfg_.logit_softcap * torch::tanh(logits / cfg_.logit_softcap);
@@ -157,7 +158,18 @@ void GPTImpl::set_use_kernels(bool on) {
   }
 }
 
+torch::Dtype GPTImpl::compute_dtype() const {
+  const auto& w = lm_head->weight;
+  if (w.scalar_type() == torch::kBFloat16) return torch::kBFloat16;
+  if (w.is_cuda() && compat::cuda_autocast_enabled()) return torch::kBFloat16;
+  return w.scalar_type();
+}
+
 InferenceCache GPTImpl::make_cache(int64_t batch, int64_t max_len) {
+  return make_cache(batch, max_len, compute_dtype());
+}
+
+InferenceCache GPTImpl::make_cache(int64_t batch, int64_t max_len, torch::Dtype dtype) {
   HYLAB_CHECK(batch >= 1 && max_len >= 1 && max_len <= rotary_len_,
               "make_cache: batch {} and max_len {} must be >= 1, max_len <= {} (10 * sequence_len)",
               batch, max_len, rotary_len_);
@@ -167,12 +179,40 @@ InferenceCache GPTImpl::make_cache(int64_t batch, int64_t max_len) {
   cache.max_len = max_len;
   for (const auto& m : h->children()) {
     cache.layers.push_back(std::static_pointer_cast<BlockImpl>(m)->make_cache(
-        batch, max_len, w.device(), w.scalar_type()));
+        batch, max_len, w.device(), dtype));
   }
   return cache;
 }
 
-torch::Tensor GPTImpl::forward_step(const torch::Tensor& idx, InferenceCache& cache) {
+torch::Tensor GPTImpl::decode_step(const torch::Tensor& idx, const torch::Tensor& pos,
+                                   InferenceCache& cache) {
+  torch::NoGradGuard no_grad;
+  HYLAB_CHECK(idx.dim() == 2 && idx.size(1) == 1 && idx.size(0) == cache.batch,
+              "decode_step: idx must be (B={}, 1), got {}", cache.batch, c10::str(idx.sizes()));
+  HYLAB_CHECK(pos.dim() == 1 && pos.size(0) == 1 && pos.scalar_type() == torch::kLong,
+              "decode_step: pos must be (1) int64, got {} {}", c10::str(pos.sizes()),
+              c10::toString(pos.scalar_type()));
+  HYLAB_CHECK(static_cast<int>(cache.layers.size()) == cfg_.n_layer,
+              "decode_step: the cache has {} layers, the model {}", cache.layers.size(), cfg_.n_layer);
+  rotary(0, 1, idx.device());  // the tables follow the model to its device
+  auto x = embed(idx);           // (B, 1, C)
+  if (!cos_full_.defined() || cos_full_.device() != x.device() ||
+      cos_full_.scalar_type() != x.scalar_type()) {
+    // Full-width tables in the activations' dtype, made once (outside any graph capture:
+    // the decoder warms up first): [cos, cos] and [sin, -sin] (rotary_len, Dh).
+    cos_full_ = torch::cat({cos_, cos_}, 1).to(x.scalar_type());
+    sin_full_ = torch::cat({sin_, -sin_}, 1).to(x.scalar_type());
+  }
+  auto cos = cos_full_.index_select(0, pos), sin = sin_full_.index_select(0, pos);  // (1, Dh)
+  int i = 0;
+  for (const auto& m : h->children()) {
+    x = std::static_pointer_cast<BlockImpl>(m)->decode_step(x, cos, sin, cache.layers[i++], pos,
+                                                             use_kernels_);
+  }
+  return logits_from_hidden(x, /*decode=*/true).select(1, 0);  // (B, V)
+}
+
+torch::Tensor GPTImpl::forward_step(const torch::Tensor& idx, InferenceCache& cache, bool last_only) {
   torch::NoGradGuard no_grad;
   HYLAB_CHECK(idx.dim() == 2 && idx.scalar_type() == torch::kLong && idx.size(0) == cache.batch,
               "forward_step: idx must be (B={}, T_new) int64, got {}", cache.batch, c10::str(idx.sizes()));
@@ -189,7 +229,7 @@ torch::Tensor GPTImpl::forward_step(const torch::Tensor& idx, InferenceCache& ca
     x = std::static_pointer_cast<BlockImpl>(m)->forward_step(x, cos, sin, cache.layers[i++], pos);
   }
   cache.pos += T;
-  return logits_from_hidden(x);
+  return logits_from_hidden(last_only ? x.narrow(1, T - 1, 1) : x);
 }
 
 }  // namespace hylab

@@ -30,7 +30,10 @@ namespace hylab {
 
 class GPTImpl : public torch::nn::Module {
  public:
-  explicit GPTImpl(const GPTConfig& cfg);
+  explicit GPTImpl(const GPTConfig& cfg) : GPTImpl(cfg, /*init=*/true) {}
+  // init = false skips init_weights() (the parameters hold LibTorch's default init): for
+  // copies whose weights are loaded right after (model/decoder.h).
+  GPTImpl(const GPTConfig& cfg, bool init);
 
   // nanochat's init plus Mamba's own init (never overwritten by the generic rules).
   // Draws from the global torch generator: seed with torch::manual_seed first.
@@ -60,15 +63,32 @@ class GPTImpl : public torch::nn::Module {
   // kernels for CUDA tensors when the build has them.
   void set_use_kernels(bool on);
 
+  // The dtype activations have in forward_step: bf16 when the weights are on CUDA and CUDA
+  // bf16 autocast is on for this thread (or when the matrices are bf16 already), otherwise
+  // the parameters' dtype. Inference caches are allocated in it.
+  torch::Dtype compute_dtype() const;
+
   // A cache for `batch` sequences of up to `max_len` tokens, on the model's device, KV and
-  // conv states in the model's dtype, SSM states fp32.
+  // conv states in `dtype` (default compute_dtype()), SSM states fp32. Its bytes() equal
+  // batch * cache_bytes_per_sequence(cfg, max_len, element size of dtype) (model/accounting.h).
   InferenceCache make_cache(int64_t batch, int64_t max_len);
+  InferenceCache make_cache(int64_t batch, int64_t max_len, torch::Dtype dtype);
 
   // idx (B, T_new): the next T_new tokens of each sequence -> their logits (B, T_new, V), the
   // same as forward() on the whole sequence would give at those positions. Advances
   // cache.pos by T_new. Use T_new > 1 for the prompt (prefill), then 1 per decoded token.
+  // last_only: logits of the last position only, (B, 1, V) (a long prefill needs no more).
   // No autograd.
-  torch::Tensor forward_step(const torch::Tensor& idx, InferenceCache& cache);
+  torch::Tensor forward_step(const torch::Tensor& idx, InferenceCache& cache, bool last_only = false);
+
+  // One decode token per sequence with static shapes and no host sync, so that a CUDA graph
+  // can capture it (model/decoder.h): idx (B, 1) int64, pos (1) int64 on the model's device
+  // (the tokens' position; < cache.max_len) -> logits (B, V) fp32. Same result as
+  // forward_step(idx, cache) at cache.pos == pos, but advances nothing: the caller moves pos
+  // and cache.pos.
+  torch::Tensor decode_step(const torch::Tensor& idx, const torch::Tensor& pos, InferenceCache& cache);
+
+  bool use_kernels() const { return use_kernels_; }
 
   // Positions the rotary tables cover (10 * sequence_len, as nanochat).
   int64_t max_positions() const { return rotary_len_; }
@@ -86,13 +106,15 @@ class GPTImpl : public torch::nn::Module {
   torch::Tensor embed(const torch::Tensor& idx);
   // idx (B, T) -> the last block's output (B, T, C).
   torch::Tensor hidden(const torch::Tensor& idx);
-  torch::Tensor logits_from_hidden(const torch::Tensor& x);  // (B, T, C) -> (B, T, V) fp32
+  // (B, T, C) -> (B, T, V) fp32; decode: lm_head through ops::linear (small-batch GEMV).
+  torch::Tensor logits_from_hidden(const torch::Tensor& x, bool decode = false);
   // Rotary tables for positions [pos, pos+T) on `device`: (T, Dh/2) each.
   std::pair<torch::Tensor, torch::Tensor> rotary(int64_t pos, int64_t T, torch::Device device);
 
   GPTConfig cfg_;
   int64_t rotary_len_;
   torch::Tensor cos_, sin_;  // (rotary_len, Dh/2) fp32; not parameters, not saved
+  torch::Tensor cos_full_, sin_full_;  // decode_step's (rotary_len, Dh) tables: [cos, cos], [sin, -sin]
   bool use_kernels_ = true;
 };
 TORCH_MODULE(GPT);

@@ -124,16 +124,17 @@ torch::Tensor MambaMixerImpl::forward_step(const torch::Tensor& x_in, LayerCache
   std::vector<torch::Tensor> outs;
   outs.reserve(T);
   for (int64_t t = 0; t < T; ++t) {
-    auto xz = in_proj(x_in.select(1, t));  // (B, 2E)
+    // ops::linear: the small-batch GEMV kernel where it applies (bf16 weights, B <= 8).
+    auto xz = ops::linear(x_in.select(1, t), in_proj->weight, use_kernels_);  // (B, 2E)
     auto x = xz.narrow(1, 0, E_);
     auto z = xz.narrow(1, E_, E_);
     x = ops::causal_conv1d_update(x, cache.conv_state, conv1d_weight, conv1d_bias,
                                   /*silu=*/true, use_kernels_);  // (B, E)
-    auto parts = x_proj(x).split_with_sizes({R_, N_, N_}, -1);   // (B,R) (B,N) (B,N)
-    auto dt = torch::linear(parts[0], dt_proj->weight);          // (B, E)
+    auto parts = ops::linear(x, x_proj->weight, use_kernels_).split_with_sizes({R_, N_, N_}, -1);
+    auto dt = ops::linear(parts[0], dt_proj->weight, use_kernels_);  // (B, E)
     auto y = ops::selective_state_update(cache.ssm_state, x, dt, A, parts[1], parts[2], Df, z,
                                          dt_bias, /*dt_softplus=*/true, use_kernels_);  // (B, E)
-    outs.push_back(out_proj(y));  // (B, C)
+    outs.push_back(ops::linear(y, out_proj->weight, use_kernels_));  // (B, C)
   }
   return torch::stack(outs, 1);  // (B, T, C)
 }

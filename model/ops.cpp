@@ -2,6 +2,7 @@
 // tensors when this build has them and the caller allows them, the reference otherwise.
 #include "model/ops.h"
 
+#include "model/compat.h"
 #include "model/reference_ops.h"
 #if HYLAB_CUDA_KERNELS
 #include "model/cuda_ops.h"
@@ -103,6 +104,45 @@ torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Te
   }
 #endif
   return ref::softcap_cross_entropy(logits, targets, vocab, softcap);
+}
+
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos,
+                               bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(q, use_kernels) && cuda_ops::decode_attention_supports(q.size(-1)) &&
+      k_cache.scalar_type() == q.scalar_type() && k_cache.stride(-1) == 1) {
+    return cuda_ops::decode_attention(q, k_cache, v_cache, pos);
+  }
+#endif
+  return ref::decode_attention(q, k_cache, v_cache, pos);
+}
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  // Measured on an H200 (docs/BENCHMARKS.md): the GEMV beats cuBLAS at 1 row, cuBLAS wins
+  // at 8 (the kernel reloads x per weight chunk); the kernel takes up to 2.
+  constexpr int64_t kMaxGemvRows = 2;
+  if (use_cuda(x, use_kernels) && x.size(-1) > 0 && x.numel() / x.size(-1) <= kMaxGemvRows &&
+      cuda_ops::gemv_supports(x, weight)) {
+    return cuda_ops::gemv(x, weight);
+  }
+#endif
+  return torch::linear(x, weight);
+}
+
+torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                                 const torch::Tensor& sin_full, const torch::Tensor& pos,
+                                 torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads,
+                                 bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (use_cuda(qkv, use_kernels) && k_cache.scalar_type() == qkv.scalar_type() &&
+      qkv.is_contiguous() && (qkv.scalar_type() == torch::kBFloat16 || qkv.scalar_type() == torch::kFloat)) {
+    return cuda_ops::rope_append(qkv, cos_full.contiguous(), sin_full.contiguous(), pos, k_cache,
+                                 v_cache, heads, compat::rms_norm_eps(qkv.scalar_type()));
+  }
+#endif
+  return ref::decode_rope_append(qkv, cos_full, sin_full, pos, k_cache, v_cache, heads);
 }
 
 }  // namespace hylab::ops

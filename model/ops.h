@@ -56,6 +56,31 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& dt_bias, bool dt_softplus,
                                      bool use_kernels = true);
 
+// One decode query per sequence against the KV cache, positions read on the device (so a
+// captured CUDA graph serves every step): q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh);
+// pos (1) or (B) int64: query b attends to cache positions [0, pos[b]]. -> (B, H, Dh) in q's
+// dtype. CUDA: the split-K kernel (kernels/decode_attention) when the head dim is supported
+// and the cache has q's dtype; otherwise the masked reference over all L positions.
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_cache,
+                               const torch::Tensor& v_cache, const torch::Tensor& pos,
+                               bool use_kernels = true);
+
+// The decode step's attention prologue: qkv (B, 1, H + 2 Hkv, Dh) -> q (B, H, Dh) =
+// RMSNorm(rotate(q)); RMSNorm(rotate(k)) and v are written into k_cache/v_cache (B, Hkv, L,
+// Dh) at row pos (1) int64 on the device. rotate(x) = x * cos_full + swap_halves(x) * sin_full
+// with cos_full = [cos, cos], sin_full = [sin, -sin] (1, Dh) in qkv's dtype (apply_rotary's
+// rotation, bit for bit). CUDA: one kernel (kernels/decode_attention/rope_append.h) when the
+// caches have qkv's dtype; otherwise the same with LibTorch ops (the reference).
+torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                                 const torch::Tensor& sin_full, const torch::Tensor& pos,
+                                 torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads,
+                                 bool use_kernels = true);
+
+// x (..., K) @ weight (N, K)^T without bias, for inference: the small-batch GEMV kernel
+// (kernels/gemv) for CUDA bf16 inputs of at most 2 rows, torch::linear otherwise (which
+// autocast may cast). No autograd on the kernel path.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels = true);
+
 // The training loss, fused on CUDA (kernels/cross_entropy): per-row cross-entropy of the
 // soft-capped logits (see ref::softcap_cross_entropy). logits (rows, width) with the first
 // `vocab` columns counting, targets (rows) int64 with -1 = ignore -> (rows) fp32, 0 where

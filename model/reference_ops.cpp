@@ -3,7 +3,11 @@
 // a sequential loop over T with an fp32 state, no parallel-scan tricks.
 #include "model/reference_ops.h"
 
+#include <cmath>
+#include <limits>
+
 #include "common/check.h"
+#include "model/compat.h"
 
 namespace hylab::ref {
 namespace {
@@ -158,6 +162,37 @@ torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Te
   if (softcap > 0) z = softcap * torch::tanh(z / softcap);
   namespace F = torch::nn::functional;
   return F::cross_entropy(z, targets, F::CrossEntropyFuncOptions().ignore_index(-1).reduction(torch::kNone));
+}
+
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& pos) {
+  const int64_t B = q.size(0), H = q.size(1), Dh = q.size(2), Hkv = k.size(1), L = k.size(2);
+  TORCH_CHECK(H % Hkv == 0, "decode_attention: Hkv = ", Hkv, " must divide H = ", H);
+  const auto acc = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(Dh));
+  // Query head h reads kv head h / (H / Hkv): group the query heads by their kv head.
+  auto qg = q.to(acc).reshape({B, Hkv, H / Hkv, Dh});                     // (B, Hkv, G, Dh)
+  auto scores = torch::matmul(qg, k.to(acc).transpose(-2, -1)) * scale;  // (B, Hkv, G, L)
+  auto keys = torch::arange(L, torch::dtype(torch::kLong).device(q.device())).view({1, 1, 1, L});
+  auto keep = keys <= pos.to(q.device(), torch::kLong).view({-1, 1, 1, 1});  // (B or 1, 1, 1, L)
+  scores = scores.masked_fill(keep.logical_not(), -std::numeric_limits<double>::infinity());
+  auto out = torch::matmul(torch::softmax(scores, -1), v.to(acc));  // (B, Hkv, G, Dh)
+  return out.reshape({B, H, Dh}).to(q.scalar_type());
+}
+
+torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                                 const torch::Tensor& sin_full, const torch::Tensor& pos,
+                                 torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads) {
+  const int64_t B = qkv.size(0), Hkv = k_cache.size(1), Dh = qkv.size(3);
+  TORCH_CHECK(qkv.dim() == 4 && qkv.size(1) == 1 && qkv.size(2) == heads + 2 * Hkv,
+              "decode_rope_append: qkv must be (B, 1, H + 2 Hkv, Dh), got ", qkv.sizes());
+  auto qk = qkv.narrow(2, 0, heads + Hkv);  // (B, 1, H + Hkv, Dh)
+  // [x2, x1] * [sin, -sin] + x * [cos, cos]: apply_rotary's products and sum, rounded alike.
+  auto rot = compat::rms_norm(qk * cos_full + qk.roll(Dh / 2, 3) * sin_full);
+  const auto dt = k_cache.scalar_type();
+  k_cache.index_copy_(2, pos, rot.narrow(2, heads, Hkv).transpose(1, 2).to(dt));  // (B, Hkv, 1, Dh)
+  v_cache.index_copy_(2, pos, qkv.narrow(2, heads + Hkv, Hkv).transpose(1, 2).to(dt));
+  return rot.narrow(2, 0, heads).reshape({B, heads, Dh});
 }
 
 }  // namespace hylab::ref

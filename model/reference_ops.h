@@ -30,6 +30,18 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus);
 
+// One query per sequence over a KV cache with positions on the device (ops::decode_attention):
+// q (B, H, Dh), k/v (B, Hkv, L, Dh), pos (1) or (B) int64 -> (B, H, Dh) in q's dtype. Scores
+// over all L positions, masked past pos[b], softmax in fp32 (fp64 for fp64 inputs).
+torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k,
+                               const torch::Tensor& v, const torch::Tensor& pos);
+
+// The decode step's attention prologue with LibTorch ops (ops::decode_rope_append): the
+// rotation as apply_rotary rounds it, compat::rms_norm, index_copy_ into the caches.
+torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,
+                                 const torch::Tensor& sin_full, const torch::Tensor& pos,
+                                 torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads);
+
 // Per-row cross-entropy of soft-capped logits (nanochat's loss): logits (rows, width) of any
 // float dtype, the first `vocab` columns count; z = softcap * tanh(x / softcap) in fp32 (no
 // cap when softcap <= 0); loss_r = logsumexp(z_r) - z_r[t_r], 0 where t_r == -1. -> (rows) fp32.

@@ -3,6 +3,7 @@
 
 #include "common/check.h"
 #include "model/compat.h"
+#include "model/ops.h"
 
 namespace hylab {
 
@@ -67,6 +68,33 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
   return c_proj(y);
 }
 
+void CausalSelfAttentionImpl::fuse_qkv() {
+  torch::NoGradGuard no_grad;
+  auto w = torch::cat({c_q->weight, c_k->weight, c_v->weight}, 0);  // ((H + 2 Hkv) Dh, C)
+  if (qkv_weight_.defined() && qkv_weight_.sizes() == w.sizes() &&
+      qkv_weight_.scalar_type() == w.scalar_type() && qkv_weight_.device() == w.device()) {
+    qkv_weight_.copy_(w);
+  } else {
+    qkv_weight_ = w;
+  }
+}
+
+torch::Tensor CausalSelfAttentionImpl::decode(const torch::Tensor& x, const torch::Tensor& cos_full,
+                                              const torch::Tensor& sin_full, LayerCache& cache,
+                                              const torch::Tensor& pos, bool use_kernels) {
+  const int64_t B = x.size(0), C = x.size(2), H = n_head_, Hkv = n_kv_head_, Dh = head_dim_;
+  torch::Tensor qkv = qkv_weight_.defined()
+                          ? ops::linear(x, qkv_weight_, use_kernels)
+                          : torch::cat({c_q(x), c_k(x), c_v(x)}, -1);  // (B, 1, (H + 2Hkv) Dh)
+  qkv = qkv.view({B, 1, H + 2 * Hkv, Dh});
+  // Rotary and QK-norm of q and k, k and v into the cache at pos: one kernel on CUDA.
+  const auto dt = cache.k.scalar_type();
+  auto q = ops::decode_rope_append(qkv.to(dt), cos_full.to(dt), sin_full.to(dt), pos, cache.k,
+                                   cache.v, H, use_kernels);  // (B, H, Dh)
+  auto y = ops::decode_attention(q, cache.k, cache.v, pos, use_kernels);  // (B, H, Dh)
+  return ops::linear(y.to(x.scalar_type()).view({B, 1, C}), c_proj->weight, use_kernels);
+}
+
 MLPImpl::MLPImpl(const GPTConfig& cfg) {
   c_fc = register_module("c_fc", linear(cfg.n_embd, 4 * cfg.n_embd));
   c_proj = register_module("c_proj", linear(4 * cfg.n_embd, cfg.n_embd));
@@ -74,6 +102,13 @@ MLPImpl::MLPImpl(const GPTConfig& cfg) {
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
   return c_proj(torch::relu(c_fc(x)).square());
+}
+
+torch::Tensor MLPImpl::decode(const torch::Tensor& x, bool use_kernels) {
+  // h * h, not square(): autocast runs pow in fp32 (a cast kernel each way); the bf16 product
+  // rounds the same as the fp32 square cast to bf16 for c_proj.
+  auto h = torch::relu(ops::linear(x, c_fc->weight, use_kernels));
+  return ops::linear(h * h, c_proj->weight, use_kernels);
 }
 
 }  // namespace hylab

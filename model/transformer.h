@@ -30,6 +30,19 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos,
                         const torch::Tensor& sin, LayerCache* cache = nullptr, int64_t pos = 0);
 
+  // One decode token per sequence with its position on the device: x (B, 1, C) normed;
+  // cos_full = [cos, cos], sin_full = [sin, -sin] (1, Dh) (ops::decode_rope_append); pos (1)
+  // int64. Writes k/v at cache position pos and attends to [0, pos] (ops::decode_attention).
+  // With fuse_qkv() the three projections are one GEMM. Static shapes, no host sync:
+  // CUDA-graph capturable.
+  torch::Tensor decode(const torch::Tensor& x, const torch::Tensor& cos_full,
+                       const torch::Tensor& sin_full, LayerCache& cache, const torch::Tensor& pos,
+                       bool use_kernels);
+
+  // (Re)builds qkv_weight = [c_q; c_k; c_v] ((H + 2 Hkv) * Dh, C) for decode(): in place when
+  // it exists already (captured graphs keep reading it). Not a parameter, not saved.
+  void fuse_qkv();
+
   torch::nn::Linear c_q{nullptr};     // (H*Dh, C)
   torch::nn::Linear c_k{nullptr};     // (Hkv*Dh, C)
   torch::nn::Linear c_v{nullptr};     // (Hkv*Dh, C)
@@ -37,6 +50,7 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
 
  private:
   int64_t n_head_, n_kv_head_, head_dim_;
+  torch::Tensor qkv_weight_;  // fuse_qkv()
 };
 TORCH_MODULE(CausalSelfAttention);
 
@@ -44,6 +58,8 @@ class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(const GPTConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C): c_proj(relu(c_fc x)^2)
+  // The same for a decode step (ops::linear: the small-batch GEMV kernel where it applies).
+  torch::Tensor decode(const torch::Tensor& x, bool use_kernels);
 
   torch::nn::Linear c_fc{nullptr};    // (4C, C)
   torch::nn::Linear c_proj{nullptr};  // (C, 4C), zero-initialised

@@ -6,6 +6,9 @@
 #            nanochat's shapes (device batch 32 x 2048, vocab 32768, bf16; random tokens)
 #   train    d12 all-T / all-M / alternating, 500 steps each on the default corpus (data/default)
 #   dp       d12 alternating on 1 GPU and on 2 GPUs at the same global batch (needs 2 GPUs)
+#   decode   issue 13: `hylab bench decode` at the issue's points (d20 all-T, early-T/late-M
+#            hybrid, all-M at vocab 32768; d12 all-T); writes $HYLAB_OUT/decode_h200.json
+#   decode_grid  d20 all-T over batch 1,8,32,64 x prompt 512,8192 (+128 new tokens)
 #   scaling  issue 7: the three d20 configs on 1, 2, 4, 8 GPUs (as many as there are) at one
 #            global batch; writes $HYLAB_OUT/scaling_h200.json (tok/s, MFU, memory, loss)
 # With no argument: build tests bench. Logs and JSON go to $HYLAB_OUT (default build-gpu/out).
@@ -155,6 +158,63 @@ for r in results:  # efficiency against one GPU of the same config
 json.dump(doc, open(os.path.join(out, "scaling_h200.json"), "w"), indent=2)
 print(json.dumps(results, indent=1))
 PY
+}
+
+# One `hylab bench decode` per model (name config pattern points [extra...]).
+decode_one() {
+  local name=$1 config=$2 pattern=$3 points=$4
+  shift 4
+  "$HYLAB" bench decode --config "$config" --vocab_size=32768 --max_seq_len=2048 \
+    --block_pattern="$pattern" --points "$points" --json "$OUT_DIR/decode_$name.json" "$@" \
+    > /dev/null 2> "$OUT_DIR/decode_$name.log"
+  local rc=$?
+  grep "^bench decode:" "$OUT_DIR/decode_$name.log" || tail -n 5 "$OUT_DIR/decode_$name.log"
+  return $rc
+}
+phase_decode() {
+  local rc=0
+  decode_one d20_T configs/transformer_d20.yaml "T*20" 1x512+128,1x8192+64,32x512+64,8x16384+16 \
+    --profile "$OUT_DIR/trace_decode_d20_T.json" || rc=1
+  decode_one d20_hybrid configs/hybrid_early_t_late_m_d20.yaml "T*12,M*8" 8x16384+16 || rc=1
+  decode_one d20_M configs/mamba_d20.yaml "M*20" 8x16384+16 || rc=1
+  decode_one d12_T configs/d12.yaml "T*12" 1x512+128 --profile "$OUT_DIR/trace_decode_d12_T.json" || rc=1
+  python3 - "$OUT_DIR" <<'PY'
+import datetime, glob, json, os, subprocess, sys
+out = sys.argv[1]
+docs = [json.load(open(os.path.join(out, f"decode_{n}.json")))
+        for n in ("d20_T", "d20_hybrid", "d20_M", "d12_T")
+        if os.path.exists(os.path.join(out, f"decode_{n}.json"))]
+results = []
+for d in docs:
+    for r in d["results"]:
+        r.pop("profile", None)
+        results.append(r)
+def run(*cmd):
+    try:
+        return subprocess.run(list(cmd), capture_output=True, text=True).stdout
+    except OSError:
+        return ""
+doc = {"commit": os.environ.get("HYLAB_COMMIT") or run("git", "rev-parse", "--short", "HEAD").strip(),
+       "date": datetime.date.today().isoformat(), "gpu": docs[0]["gpu"] if docs else "?",
+       "copy_bandwidth_gb_per_s": docs[0]["copy_bandwidth_gb_per_s"] if docs else None,
+       "command": "scripts/gpu.sh decode", "results": results}
+json.dump(doc, open(os.path.join(out, "decode_h200.json"), "w"), indent=2)
+for r in results:
+    print(f'{r["block_pattern"]:>10} L{r["n_layer"]} {r["batch"]}x{r["prompt"]}+{r["new"]}: '
+          f'{r.get("tok_per_s", 0):9.0f} tok/s {r.get("decode_ms_per_step", 0):7.3f} ms/step '
+          f'MBU {r.get("mbu", 0):.3f} prefill {r.get("prefill_ms", 0):8.1f} ms '
+          f'cache {r.get("cache_bytes", 0)/1e9:.2f} GB peak {r.get("peak_mem_gib", 0):.1f} GiB')
+PY
+  return $rc
+}
+phase_decode_grid() {
+  "$HYLAB" bench decode --config configs/transformer_d20.yaml --vocab_size=32768 \
+    --max_seq_len=2048 --block_pattern="T*20" --batch_sizes 1,8,32,64 --prompt_lens 512,8192 \
+    --new_tokens 128 --json "$OUT_DIR/decode_grid_d20_T.json" > /dev/null \
+    2> "$OUT_DIR/decode_grid_d20_T.log"
+  local rc=$?
+  grep "^bench decode:" "$OUT_DIR/decode_grid_d20_T.log" || tail -n 5 "$OUT_DIR/decode_grid_d20_T.log"
+  return $rc
 }
 
 status=0

@@ -78,20 +78,16 @@ std::vector<std::string> sample_text(GPTImpl& model, const Tokenizer& tok,
 
 namespace {
 
-double decode_rate(GPTImpl& model, int64_t B, int64_t steps, const torch::Device& device) {
+double decode_rate(Decoder& decoder, int64_t B, int64_t steps, const torch::Device& device) {
   constexpr int64_t kPrompt = 16;
-  const int64_t V = model.config().vocab_size;
+  const int64_t V = decoder.engine_model().config().vocab_size;
   auto gen = at::detail::createCPUGenerator(1234);
-  InferenceCache cache = model.make_cache(B, kPrompt + steps);
-  torch::Tensor prompt = torch::randint(V, {B, kPrompt}, gen, torch::kLong).to(device);  // (B, 16)
-  torch::Tensor logits = model.forward_step(prompt, cache);                               // (B, 16, V)
-  torch::Tensor next = logits.select(1, -1).argmax(-1, /*keepdim=*/true);                 // (B, 1)
+  decoder.reset(B, kPrompt + steps);
+  torch::Tensor prompt = torch::randint(V, {B, kPrompt}, gen, torch::kLong);  // (B, 16)
+  torch::Tensor next = decoder.prefill(prompt).argmax(-1);                      // (B)
   synchronize(device);
   const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t s = 0; s < steps; ++s) {
-    logits = model.forward_step(next, cache);  // (B, 1, V)
-    next = logits.select(1, -1).argmax(-1, /*keepdim=*/true);
-  }
+  for (int64_t s = 0; s < steps; ++s) next = decoder.step(next).argmax(-1);  // greedy
   synchronize(device);
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return static_cast<double>(B * steps) / std::max(dt, 1e-9);
@@ -106,8 +102,10 @@ InferenceProbe probe_inference(GPTImpl& model, int64_t steps, const torch::Devic
   torch::NoGradGuard no_grad;
   compat::AutocastGuard guard(autocast);
   steps = std::min<int64_t>(steps, model.max_positions() - 16);
-  p.decode_tok_per_s_b1 = decode_rate(model, 1, steps, device);
-  p.decode_tok_per_s_b32 = decode_rate(model, 32, steps, device);
+  // The inference engine as `hylab generate` uses it: CUDA graphs where it can capture them.
+  Decoder decoder(model, DecoderOptions{autocast, /*cuda_graphs=*/true});
+  p.decode_tok_per_s_b1 = decode_rate(decoder, 1, steps, device);
+  p.decode_tok_per_s_b32 = decode_rate(decoder, 32, steps, device);
   return p;
 }
 

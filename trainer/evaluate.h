@@ -43,8 +43,9 @@ struct InferenceProbe {
   double decode_tok_per_s_b32 = 0;  // tokens per second decoding 32 sequences together
 };
 
-// Prefills 16 random tokens, then decodes `steps` tokens one at a time with the inference
-// cache, at batch 1 and 32; times the decode part only.
+// Prefills 16 random tokens, then decodes `steps` tokens one at a time (greedy) through the
+// inference engine (model/decoder.h: a bf16 copy and CUDA-graph replay on CUDA under
+// autocast, eager elsewhere), at batch 1 and 32; times the decode part only.
 InferenceProbe probe_inference(GPTImpl& model, int64_t steps, const torch::Device& device,
                                bool autocast);
 

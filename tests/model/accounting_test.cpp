@@ -106,8 +106,24 @@ TEST(Accounting, CacheBytesEqualAnAllocatedCache) {
   for (const auto& pattern : example_patterns()) {
     GPTConfig g = tiny_config(pattern);
     GPT model(g);
+    // The default cache (the parameters' dtype off autocast) and the bf16 one CUDA autocast
+    // gets: the accounting must equal the bytes of the tensors make_cache allocates.
     auto cache = model->make_cache(/*batch=*/1, /*max_len=*/g.sequence_len);
+    EXPECT_EQ(model->compute_dtype(), torch::kFloat) << pattern;
     EXPECT_EQ(cache_bytes_per_sequence(g, g.sequence_len, /*fp32=*/4), cache.bytes()) << pattern;
+    for (auto [dtype, act] : {std::pair<torch::Dtype, int64_t>{torch::kFloat, 4}, {torch::kBFloat16, 2}}) {
+      int64_t allocated = 0;
+      auto c = model->make_cache(/*batch=*/3, /*max_len=*/37, dtype);
+      for (const auto& l : c.layers) {
+        for (const auto* t : {&l.k, &l.v, &l.conv_state, &l.ssm_state}) {
+          if (!t->defined()) continue;
+          EXPECT_EQ(t->scalar_type(), t == &l.ssm_state ? torch::kFloat : dtype) << pattern;
+          allocated += t->numel() * static_cast<int64_t>(t->element_size());
+        }
+      }
+      EXPECT_EQ(3 * cache_bytes_per_sequence(g, 37, act), allocated) << pattern << " " << act;
+      EXPECT_EQ(c.bytes(), allocated) << pattern;
+    }
   }
   GPTConfig g = tiny_config("TMMT");
   const CacheBytes c = cache_bytes(g, 100, 2);

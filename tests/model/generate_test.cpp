@@ -159,5 +159,44 @@ TEST(Generate, StopsAtStopTokenAndCallback) {
   EXPECT_THROW(generate(*model, {100}, opts), Error);  // vocab_size is 100
 }
 
+
+// N samples of one prompt as one batch (the engine's CPU path, eager): sample r equals a
+// single generate() with seed + r, a stopped sample ends alone, and decode_step (the static
+// step CUDA graphs capture) gives forward_step's logits on CPU too.
+TEST(Generate, SamplesOfOnePromptAreABatchOfSingleSamples) {
+  GPT model = perturbed_model(tiny_config("TMMT"), 11);
+  SampleOptions opts;
+  opts.max_tokens = 9;
+  opts.temperature = 1.5;
+  opts.seed = 7;
+  Decoder dec(*model, DecoderOptions{/*autocast=*/false, /*cuda_graphs=*/true});
+  EXPECT_FALSE(dec.uses_graphs());  // CPU: eager
+  const auto many = generate_samples(dec, {4, 8, 15}, opts, 3);
+  ASSERT_EQ(many.size(), 3u);
+  for (int64_t r = 0; r < 3; ++r) {
+    SampleOptions one = opts;
+    one.seed = opts.seed + static_cast<uint64_t>(r);
+    EXPECT_EQ(many[r], generate(*model, {4, 8, 15}, one)) << r;
+  }
+  EXPECT_NE(many[0], many[1]);
+  // on_token ends sample 1 after its first token; the others run on.
+  const auto cut = generate_samples(dec, {4, 8, 15}, opts, 3, [](int64_t r, int64_t) { return r != 1; });
+  EXPECT_EQ(cut[1].size(), 1u);
+  EXPECT_EQ(cut[0], many[0]);
+  EXPECT_EQ(cut[2].size(), 9u);
+  EXPECT_THROW(generate_samples(dec, {4}, opts, 0), Error);
+
+  torch::NoGradGuard no_grad;
+  auto idx = torch::randint(100, {2, 7}, torch::kLong);
+  auto a = model->make_cache(2, 7), b = model->make_cache(2, 7);
+  model->forward_step(idx.narrow(1, 0, 4), a);
+  model->forward_step(idx.narrow(1, 0, 4), b);
+  for (int64_t t = 4; t < 7; ++t) {
+    auto want = model->forward_step(idx.narrow(1, t, 1), a).select(1, 0);  // (2, V)
+    auto got = model->decode_step(idx.narrow(1, t, 1), torch::tensor({t}, torch::kLong), b);
+    EXPECT_LT((got - want).abs().max().item<double>(), 1e-4) << t;
+  }
+}
+
 }  // namespace
 }  // namespace hylab

@@ -1,0 +1,103 @@
+// Small-batch GEMV, bf16 (see gemv.h). One warp per output column.
+#include "kernels/common/cuda_check.h"
+#include "kernels/common/device_utils.cuh"
+#include "kernels/gemv/gemv.h"
+
+namespace hylab::kernels {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kUnroll = 4;
+
+// Warps of a block split into groups of p.warps_per_row (1, 2, 4 or 8); a group computes one
+// output column, its warps taking interleaved 16-byte chunks of the row, so short matrices
+// (N = 1280 rows) still put enough warps and loads in flight. Partial sums meet in shared
+// memory.
+template <int kRows>
+__global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, int wpr) {
+  __shared__ float s_acc[kWarps][kRows];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int part = warp % wpr;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * (kWarps / wpr) + warp / wpr;
+  const bool active = n < p.out_features;
+  const int64_t chunks = p.in_features / 8;  // 8 elements = 16 bytes
+  const int64_t step = static_cast<int64_t>(wpr) * 32;
+  const bf16* wrow = static_cast<const bf16*>(p.w) + (active ? n : 0) * p.in_features;
+  const bf16* x = static_cast<const bf16*>(p.x);
+  float acc[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) acc[m] = 0.f;
+  if (active) {
+    for (int64_t c0 = part * 32 + lane; c0 < chunks; c0 += step * kUnroll) {
+      float wv[kUnroll][8];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t c = c0 + step * u;
+        if (c < chunks) {
+          load_vec(wrow + c * 8, wv[u]);
+        } else {
+#pragma unroll
+          for (int i = 0; i < 8; ++i) wv[u][i] = 0.f;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t c = c0 + step * u;
+        if (c >= chunks) break;
+#pragma unroll
+        for (int m = 0; m < kRows; ++m) {
+          float xv[8];
+          load_vec(x + m * p.x_row_stride + c * 8, xv);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) acc[m] = fmaf(wv[u][i], xv[i], acc[m]);
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    const float s = group_sum<32>(acc[m]);
+    if (lane == 0) s_acc[warp][m] = s;
+  }
+  __syncthreads();
+  if (active && part == 0 && lane < kRows) {
+    float s = 0.f;
+    for (int w = warp; w < warp + wpr; ++w) s += s_acc[w][lane];
+    static_cast<bf16*>(p.y)[lane * p.y_row_stride + n] = from_float<bf16>(s);
+  }
+}
+
+// Warps per output column: as many (up to 8) as keep at least two 16-byte chunks per lane.
+int warps_per_row(int64_t in_features) {
+  const int64_t chunks = in_features / 8;
+  int w = 1;
+  while (w < kWarps && chunks >= static_cast<int64_t>(w) * 2 * 32 * 2) w *= 2;
+  return w;
+}
+
+template <int kRows>
+void launch(const GemvParams& p, cudaStream_t s) {
+  const int wpr = warps_per_row(p.in_features);
+  const int64_t cols_per_block = kWarps / wpr;
+  const auto blocks = static_cast<unsigned>((p.out_features + cols_per_block - 1) / cols_per_block);
+  gemv_kernel<kRows><<<blocks, 32 * kWarps, 0, s>>>(p, wpr);
+  HYLAB_CUDA_CHECK_LAUNCH("gemv kernel");
+}
+
+}  // namespace
+
+void gemv_bf16(const GemvParams& p, cudaStream_t s) {
+  switch (p.rows) {
+    case 1: return launch<1>(p, s);
+    case 2: return launch<2>(p, s);
+    case 3: return launch<3>(p, s);
+    case 4: return launch<4>(p, s);
+    case 5: return launch<5>(p, s);
+    case 6: return launch<6>(p, s);
+    case 7: return launch<7>(p, s);
+    case 8: return launch<8>(p, s);
+    default: throw CudaError("gemv: rows " + std::to_string(p.rows) + " is not in 1..8");
+  }
+}
+
+}  // namespace hylab::kernels
