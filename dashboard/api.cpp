@@ -131,7 +131,6 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
       "SELECT sweep_id, state, last_step, config_json FROM trials "
       "WHERE ?1 = 0 OR sweep_id = ?1");
   tr.bind(1, sweep_id);
-  std::map<int64_t, std::pair<double, double>> span;  // first start, last finish (local runs)
   while (tr.step()) {
     auto it = index.find(tr.int64(0));
     if (it == index.end()) continue;

@@ -161,7 +161,7 @@ struct Server::Impl {
       send_json(res, answer(*db));
     } catch (const NotFound& e) {
       send_error(res, 404, e.what());
-    } catch (const std::invalid_argument& e) {
+    } catch (const std::logic_error& e) {  // invalid_argument, out_of_range: a bad parameter
       send_error(res, 400, e.what());
     } catch (const std::exception& e) {
       spdlog::warn("dashboard: {} {}: {}", req.method, req.path, e.what());
