@@ -93,6 +93,23 @@ TEST(Budget, ATokensBudgetGivesEveryPatternTheSameSteps) {
   for (const auto& t : trials) EXPECT_EQ(t.steps, 100) << t.pattern;  // 102400 / 1024
 }
 
+TEST(Budget, CheckpointRetentionIsSetPerSweep) {
+  const auto spec = parse_sweep_yaml(
+      "name: k\nbase: x.yaml\noverrides: {checkpoint_keep: {last: 2, best: 0}}\n"
+      "parameters:\n  block_pattern: {values: [\"T*4\", \"M*4\"]}\n",
+      "k.yaml");
+  for (const auto& t : expand_sweep(spec, base_d4()).trials) {
+    EXPECT_EQ(t.resolved.checkpoint_keep_last(), 2);
+    EXPECT_EQ(t.resolved.checkpoint_keep_best(), 0);
+  }
+  const std::string bad = error_of([] {
+    expand_sweep(parse_sweep_yaml(
+                     "name: k\nbase: x.yaml\noverrides: {checkpoint_keep: {last: 0}}\n", "k.yaml"),
+                 base_d4());
+  });
+  EXPECT_NE(bad.find("checkpoint_keep_last = 0: expected >= 1"), std::string::npos) << bad;
+}
+
 TEST(Budget, SpecErrorsNameTheField) {
   auto parse = [](const std::string& extra) {
     return error_of([&] { parse_sweep_yaml("name: b\nbase: x.yaml\n" + extra, "b.yaml"); });
