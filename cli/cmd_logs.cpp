@@ -44,8 +44,8 @@ void run(const Flags& f) {
       "WHERE t.trial_id = ?");
   trial.bind(1, f.trial_id);
   if (!trial.step()) {
-    HYLAB_FAIL("no trial with trial_id {} in {} (`hylab results --db {}` lists the trials)", f.trial_id,
-               f.db, f.db);
+    HYLAB_FAIL("no trial with trial_id {} in {} (`hylab results --db {}` lists the trials)",
+               f.trial_id, f.db, f.db);
   }
   const std::string state = trial.text(0), trial_run_dir = trial.text(1), sweep = trial.text(3);
   const bool local = sweep == "local";
@@ -57,7 +57,8 @@ void run(const Flags& f) {
   if (at.step()) {
     a = {at.int64(0), at.text(1), at.text(2), at.text(3)};
   } else if (f.attempt > 0) {
-    HYLAB_FAIL("trial {} has no attempt {} (it has made {})", f.trial_id, f.attempt, trial.int64(2));
+    HYLAB_FAIL("trial {} has no attempt {} (it has made {})", f.trial_id, f.attempt,
+               trial.int64(2));
   } else {
     HYLAB_FAIL("trial {} has not started yet (state {}): no log", f.trial_id, state);
   }
@@ -66,7 +67,8 @@ void run(const Flags& f) {
   std::vector<fs::path> dirs;
   if (!a.run_dir.empty()) dirs.emplace_back(a.run_dir);
   if (fs::path(trial_run_dir).is_absolute()) dirs.emplace_back(trial_run_dir);
-  if (!f.work_dir.empty() && !trial_run_dir.empty()) dirs.push_back(fs::path(f.work_dir) / trial_run_dir);
+  if (!f.work_dir.empty() && !trial_run_dir.empty())
+    dirs.push_back(fs::path(f.work_dir) / trial_run_dir);
   // A worker's attempt log holds everything the trainer printed (also errors); train.log is
   // rank 0's own log, the only one of a local run.
   std::vector<std::string> names = {"train.log"};
@@ -82,26 +84,32 @@ void run(const Flags& f) {
   }
   if (looked.empty()) looked = "no run folder recorded";
   if (!a.log_tail.empty()) {
-    std::fprintf(stderr,
-                 "hylab logs: trial %lld attempt %lld ran on %s; its log file is not on this machine "
-                 "(looked at %s); the end of its output stored in %s follows (--work_dir DIR finds "
-                 "the file on a shared filesystem)\n",
-                 static_cast<long long>(f.trial_id), static_cast<long long>(a.attempt),
-                 a.worker_id.c_str(), looked.c_str(), f.db.c_str());
+    std::fprintf(
+        stderr,
+        "hylab logs: trial %lld attempt %lld ran on %s; its log file is not on this machine "
+        "(looked at %s); the end of its output stored in %s follows (--work_dir DIR finds "
+        "the file on a shared filesystem)\n",
+        static_cast<long long>(f.trial_id), static_cast<long long>(a.attempt), a.worker_id.c_str(),
+        looked.c_str(), f.db.c_str());
     std::fputs(a.log_tail.c_str(), stdout);
     if (a.log_tail.back() != '\n') std::fputc('\n', stdout);
     return;
   }
-  HYLAB_FAIL("trial {} attempt {} (worker {}): no log file found (looked at {}) and no stored "
-             "output yet; for a sweep trial pass --work_dir, the workers' --work_dir on a shared "
-             "filesystem", f.trial_id, a.attempt, a.worker_id, looked);
+  HYLAB_FAIL(
+      "trial {} attempt {} (worker {}): no log file found (looked at {}) and no stored "
+      "output yet; for a sweep trial pass --work_dir, the workers' --work_dir on a shared "
+      "filesystem",
+      f.trial_id, a.attempt, a.worker_id, looked);
 }
 
 void setup(CLI::App& root) {
-  auto* cmd = root.add_subcommand("logs", "Print a trial's log (the trainer's output for that trial)");
+  auto* cmd =
+      root.add_subcommand("logs", "Print a trial's log (the trainer's output for that trial)");
   auto f = std::make_shared<Flags>();
-  cmd->add_option("trial_id", f->trial_id, "The trial (trial_id, as `hylab results` shows)")->required();
-  cmd->add_option(flag("db"), f->db, "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
+  cmd->add_option("trial_id", f->trial_id, "The trial (trial_id, as `hylab results` shows)")
+      ->required();
+  cmd->add_option(flag("db"), f->db,
+                  "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
   cmd->add_option(flag("attempt"), f->attempt, "This attempt's log (default: the newest)");
   cmd->add_option(flag("work_dir"), f->work_dir,
                   "The workers' --work_dir, where a sweep trial's run_dir is (when the database "

@@ -9,9 +9,17 @@ set(commit "${COMMIT}")
 if(commit STREQUAL "")
   find_program(GIT git)
   if(GIT)
+    # Only SRC's own checkout counts: a source tree unpacked inside another repository
+    # must not record that repository's commit.
+    execute_process(COMMAND ${GIT} -C ${SRC} rev-parse --show-toplevel
+                    OUTPUT_VARIABLE top RESULT_VARIABLE rc0 ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
+    get_filename_component(src_real "${SRC}" REALPATH)
+    if(rc0 EQUAL 0)
+      get_filename_component(top "${top}" REALPATH)
+    endif()
     execute_process(COMMAND ${GIT} -C ${SRC} rev-parse --short=12 HEAD
                     OUTPUT_VARIABLE head RESULT_VARIABLE rc ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
-    if(rc EQUAL 0 AND NOT head STREQUAL "")
+    if(rc0 EQUAL 0 AND top STREQUAL src_real AND rc EQUAL 0 AND NOT head STREQUAL "")
       set(commit "${head}")
       execute_process(COMMAND ${GIT} -C ${SRC} status --porcelain --untracked-files=no
                       OUTPUT_VARIABLE changes RESULT_VARIABLE rc2 ERROR_QUIET)

@@ -41,7 +41,8 @@ std::vector<int64_t> checkpoints_to_delete(const std::vector<CheckpointInfo>& ch
                                            int keep_last, int keep_best) {
   if (keep_last < 0) return {};
   std::vector<CheckpointInfo> by_step = checkpoints;
-  std::sort(by_step.begin(), by_step.end(), [](const auto& a, const auto& b) { return a.step < b.step; });
+  std::sort(by_step.begin(), by_step.end(),
+            [](const auto& a, const auto& b) { return a.step < b.step; });
   std::set<int64_t> keep;
   for (size_t i = 0; i < by_step.size() && static_cast<int>(i) < keep_last; ++i) {
     keep.insert(by_step[by_step.size() - 1 - i].step);
@@ -53,7 +54,8 @@ std::vector<int64_t> checkpoints_to_delete(const std::vector<CheckpointInfo>& ch
   std::stable_sort(scored.begin(), scored.end(), [](const auto& a, const auto& b) {
     return a.val_bpb != b.val_bpb ? a.val_bpb < b.val_bpb : a.step > b.step;
   });
-  for (size_t i = 0; i < scored.size() && static_cast<int>(i) < keep_best; ++i) keep.insert(scored[i].step);
+  for (size_t i = 0; i < scored.size() && static_cast<int>(i) < keep_best; ++i)
+    keep.insert(scored[i].step);
   std::vector<int64_t> doomed;
   for (const auto& c : by_step) {
     if (!keep.count(c.step)) doomed.push_back(c.step);
@@ -61,11 +63,13 @@ std::vector<int64_t> checkpoints_to_delete(const std::vector<CheckpointInfo>& ch
   return doomed;
 }
 
-std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last, int keep_best) {
+std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last,
+                                           int keep_best) {
   const std::vector<CheckpointInfo> all = list_checkpoints(run_dir);
   std::vector<std::string> deleted;
   for (int64_t step : checkpoints_to_delete(all, keep_last, keep_best)) {
-    const auto it = std::find_if(all.begin(), all.end(), [&](const auto& c) { return c.step == step; });
+    const auto it =
+        std::find_if(all.begin(), all.end(), [&](const auto& c) { return c.step == step; });
     std::error_code ec;
     fs::remove(fs::path(it->dir) / "meta.json", ec);
     if (!ec) fs::remove_all(it->dir, ec);
@@ -80,7 +84,8 @@ int64_t directory_bytes(const std::string& path) {
   if (!fs::exists(path, ec)) return 0;
   if (fs::is_regular_file(path, ec)) return static_cast<int64_t>(fs::file_size(path, ec));
   int64_t total = 0;
-  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied, ec);
+  for (auto it = fs::recursive_directory_iterator(
+           path, fs::directory_options::skip_permission_denied, ec);
        it != fs::recursive_directory_iterator(); it.increment(ec)) {
     if (ec) break;
     if (it->is_regular_file(ec) && !it->is_symlink(ec)) {

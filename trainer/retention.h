@@ -13,7 +13,8 @@ namespace hylab::trainer {
 
 struct CheckpointInfo {
   int64_t step = 0;
-  double val_bpb = -1;  // from its meta.json: the newest evaluation at or before the step; < 0 = none
+  double val_bpb =
+      -1;  // from its meta.json: the newest evaluation at or before the step; < 0 = none
   std::string dir;
 };
 
@@ -30,7 +31,8 @@ std::vector<int64_t> checkpoints_to_delete(const std::vector<CheckpointInfo>& ch
 // Applies the decision to <run_dir>/checkpoints: each doomed folder loses its meta.json
 // first (so a crash halfway leaves an incomplete folder that resume ignores), then the rest.
 // Returns the deleted folders. Throws hylab::Error when a folder cannot be removed.
-std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last, int keep_best);
+std::vector<std::string> prune_checkpoints(const std::string& run_dir, int keep_last,
+                                           int keep_best);
 
 // Bytes of the regular files under `path` (0 if it does not exist); symlinks not followed.
 int64_t directory_bytes(const std::string& path);

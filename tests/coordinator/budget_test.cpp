@@ -53,7 +53,8 @@ std::vector<Planned> plan(const std::string& budget_yaml) {
     const double fpt = flops_per_token(g, t.resolved.max_seq_len());
     const trainer::Horizon h =
         trainer::compute_horizon(t.resolved, count_params(g).total, /*world=*/1, fpt);
-    out.push_back({t.params[0].second, h.num_iterations, fpt * static_cast<double>(h.total_batch_size)});
+    out.push_back(
+        {t.params[0].second, h.num_iterations, fpt * static_cast<double>(h.total_batch_size)});
     EXPECT_EQ(t.resolved.num_iterations(), -1) << "the budget replaces num_iterations";
   }
   return out;
@@ -69,7 +70,8 @@ TEST(Budget, AFlopsBudgetGivesEveryPatternTheSameFlopsWithinOneStep) {
     max_step_flops = std::max(max_step_flops, t.flops_per_step);
     EXPECT_GT(t.steps, 10);
     // Rounded to the nearest step: off by at most half of one step's FLOPs.
-    EXPECT_LE(std::fabs(static_cast<double>(t.steps) * t.flops_per_step - budget), 0.5 * t.flops_per_step);
+    EXPECT_LE(std::fabs(static_cast<double>(t.steps) * t.flops_per_step - budget),
+              0.5 * t.flops_per_step);
   }
   for (const auto& a : trials) {
     for (const auto& b : trials) {
@@ -91,18 +93,37 @@ TEST(Budget, ATokensBudgetGivesEveryPatternTheSameSteps) {
   for (const auto& t : trials) EXPECT_EQ(t.steps, 100) << t.pattern;  // 102400 / 1024
 }
 
+TEST(Budget, CheckpointRetentionIsSetPerSweep) {
+  const auto spec = parse_sweep_yaml(
+      "name: k\nbase: x.yaml\noverrides: {checkpoint_keep: {last: 2, best: 0}}\n"
+      "parameters:\n  block_pattern: {values: [\"T*4\", \"M*4\"]}\n",
+      "k.yaml");
+  for (const auto& t : expand_sweep(spec, base_d4()).trials) {
+    EXPECT_EQ(t.resolved.checkpoint_keep_last(), 2);
+    EXPECT_EQ(t.resolved.checkpoint_keep_best(), 0);
+  }
+  const std::string bad = error_of([] {
+    expand_sweep(parse_sweep_yaml(
+                     "name: k\nbase: x.yaml\noverrides: {checkpoint_keep: {last: 0}}\n", "k.yaml"),
+                 base_d4());
+  });
+  EXPECT_NE(bad.find("checkpoint_keep_last = 0: expected >= 1"), std::string::npos) << bad;
+}
+
 TEST(Budget, SpecErrorsNameTheField) {
   auto parse = [](const std::string& extra) {
-    return error_of([&] {
-      parse_sweep_yaml("name: b\nbase: x.yaml\n" + extra, "b.yaml");
-    });
+    return error_of([&] { parse_sweep_yaml("name: b\nbase: x.yaml\n" + extra, "b.yaml"); });
   };
-  EXPECT_NE(parse("budget: {flops: 1e18, tokens: 5}").find("b.yaml: budget: give exactly one of tokens or flops"),
+  EXPECT_NE(parse("budget: {flops: 1e18, tokens: 5}")
+                .find("b.yaml: budget: give exactly one of tokens or flops"),
             std::string::npos);
-  EXPECT_NE(parse("budget: {steps: 5}").find("b.yaml: budget: unknown key \"steps\"; allowed: flops, tokens"),
+  EXPECT_NE(parse("budget: {steps: 5}")
+                .find("b.yaml: budget: unknown key \"steps\"; allowed: flops, tokens"),
             std::string::npos);
-  EXPECT_NE(parse("budget: {flops: -3}").find("budget.flops = -3: expected a number > 0"), std::string::npos);
-  EXPECT_NE(parse("budget: {tokens: lots}").find("budget.tokens = \"lots\": expected a number"), std::string::npos);
+  EXPECT_NE(parse("budget: {flops: -3}").find("budget.flops = -3: expected a number > 0"),
+            std::string::npos);
+  EXPECT_NE(parse("budget: {tokens: lots}").find("budget.tokens = \"lots\": expected a number"),
+            std::string::npos);
   EXPECT_NE(parse("budget: 5").find("budget: expected a map"), std::string::npos);
   EXPECT_NE(parse("budget: {flops: 1e18}\nparameters:\n  num_iterations: {values: [1, 2]}\n")
                 .find("parameters.num_iterations and budget both set the horizon"),

@@ -20,8 +20,9 @@ using nlohmann::json;
 class ArtifactsTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("hylab_store_artifacts_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ = fs::temp_directory_path() /
+           ("hylab_store_artifacts_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     db_path_ = (dir_ / "hylab.db").string();
@@ -38,7 +39,10 @@ class ArtifactsTest : public ::testing::Test {
       c.set_max_seq_len(32);
       c.set_device_batch_size(4);
       c.set_total_batch_size(-1);
-      if (i == 0) c.set_target_flops(3e12); else c.set_num_iterations(40);
+      if (i == 0)
+        c.set_target_flops(3e12);
+      else
+        c.set_num_iterations(40);
       ts[i].resolved = resolve_config(c);
       ts[i].trial_index = i;
     }
@@ -50,15 +54,18 @@ class ArtifactsTest : public ::testing::Test {
     std::vector<int64_t> ids;
     for (const auto& t : store.trials_of(sweep_id)) ids.push_back(t.trial_id);
     store.start_attempt(ids[0], 1, "w1", false);
-    store.db().prepare("UPDATE trial_attempts SET run_dir = ? WHERE trial_id = ? AND attempt = 1")
-        .bind(1, "/work/sweep-1/trial-1").bind(2, ids[0]).run();
+    store.db()
+        .prepare("UPDATE trial_attempts SET run_dir = ? WHERE trial_id = ? AND attempt = 1")
+        .bind(1, "/work/sweep-1/trial-1")
+        .bind(2, ids[0])
+        .run();
     RunSummary sum;
     sum.flops_per_token = 1e6;
     sum.steps = 100;
     sum.disk_bytes = 123456789;
-    sum.provenance_json = json{{"hylab_version", "0.1.0"}, {"hylab_commit", "abc123def456"},
+    sum.provenance_json = json{{"hylab_version", "0.1.0"},  {"hylab_commit", "abc123def456"},
                                {"torch_version", "2.11.0"}, {"cuda_version", "13.0"},
-                               {"nccl_version", "2.28.3"}, {"driver_version", "570.86.15"},
+                               {"nccl_version", "2.28.3"},  {"driver_version", "570.86.15"},
                                {"gpu_name", "NVIDIA H200"}, {"host", "gpu-7"}}
                               .dump();
     put_summary(store.db(), ids[0], sum);
@@ -84,7 +91,8 @@ TEST_F(ArtifactsTest, ResultsShowBudgetDiskRunDirAndProvenance) {
   EXPECT_DOUBLE_EQ(ran[t.column("train_flops")].get<double>(), 1e6 * 100 * 4 * 32 * 2);
   EXPECT_EQ(ran[t.column("disk_bytes")], 123456789);
   EXPECT_EQ(ran[t.column("run_dir")], "/work/sweep-1/trial-1");  // the attempt's absolute folder
-  EXPECT_EQ(t.rows[1][t.column("run_dir")], "sweep-1/trial-" + std::to_string(ids[1]));  // not started
+  EXPECT_EQ(t.rows[1][t.column("run_dir")],
+            "sweep-1/trial-" + std::to_string(ids[1]));  // not started
   EXPECT_EQ(ran[t.column("hylab_commit")], "abc123def456");
   EXPECT_EQ(ran[t.column("gpu_name")], "NVIDIA H200");
   EXPECT_EQ(ran[t.column("driver_version")], "570.86.15");
@@ -120,7 +128,8 @@ TEST_F(ArtifactsTest, TrialViewHasEveryColumnAndTheConfig) {
     render_trial(store->db(), 999, Format::kTable);
     FAIL() << "expected an error for an unknown trial";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("no trial with trial_id 999"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no trial with trial_id 999"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -58,8 +58,9 @@ class ArtifactsTest : public ::testing::Test {
     std::string tmpl = (fs::temp_directory_path() / "hylab_artifacts_test_XXXXXX").string();
     root_ = ::mkdtemp(tmpl.data());
     std::ofstream(root_ / "corpus.txt") << testing::generated_text(300, 11);
-    const Result r = run({"data", "prepare", "--input", (root_ / "corpus.txt").string(), "--out",
-                          (root_ / "data").string(), "--vocab_size", "512", "--val_fraction", "0.1"});
+    const Result r =
+        run({"data", "prepare", "--input", (root_ / "corpus.txt").string(), "--out",
+             (root_ / "data").string(), "--vocab_size", "512", "--val_fraction", "0.1"});
     ASSERT_EQ(r.code, 0) << r.err;
     std::ofstream(root_ / "tiny.yaml") << "name: tiny\n"
                                           "n_layer: 2\nn_embd: 64\nn_head: 2\nn_kv_head: 2\n"
@@ -92,8 +93,9 @@ class ArtifactsTest : public ::testing::Test {
   }
   // `hylab train` on the tiny config, records to <name>.jsonl (as under a worker).
   static Result train(const std::string& name, std::vector<std::string> extra) {
-    std::vector<std::string> args = {"train", "--config", (root_ / "tiny.yaml").string(), "--run_dir",
-                                     dir(name), "--metrics_jsonl", jsonl(name), "--probe_steps", "0"};
+    std::vector<std::string> args = {"train",     "--config",      (root_ / "tiny.yaml").string(),
+                                     "--run_dir", dir(name),       "--metrics_jsonl",
+                                     jsonl(name), "--probe_steps", "0"};
     args.insert(args.end(), extra.begin(), extra.end());
     return run(args);
   }
@@ -109,7 +111,8 @@ class ArtifactsTest : public ::testing::Test {
 fs::path ArtifactsTest::root_;
 
 TEST_F(ArtifactsTest, RetentionKeepsTheLastAndTheBestAndTheKeptOneResumes) {
-  const std::vector<std::string> every2 = {"--num_iterations=6", "--checkpoint_every=2", "--eval_every=2"};
+  const std::vector<std::string> every2 = {"--num_iterations=6", "--checkpoint_every=2",
+                                           "--eval_every=2"};
   std::vector<std::string> args = every2;
   args.push_back("--checkpoint_keep_last=-1");
   ASSERT_EQ(train("all", args).code, 0);
@@ -130,7 +133,8 @@ TEST_F(ArtifactsTest, RetentionKeepsTheLastAndTheBestAndTheKeptOneResumes) {
   EXPECT_EQ(records(jsonl("keep"), "checkpoint").size(), 3u);  // every checkpoint was announced
 
   // The newest kept checkpoint resumes; retention goes on in the resumed run.
-  const Result resumed = train("keep", {"--resume", "--num_iterations=8", "--checkpoint_keep", "{last: 1, best: 0}"});
+  const Result resumed =
+      train("keep", {"--resume", "--num_iterations=8", "--checkpoint_keep", "{last: 1, best: 0}"});
   ASSERT_EQ(resumed.code, 0) << resumed.err;
   EXPECT_NE(resumed.out.find("(step 6)"), std::string::npos) << resumed.out;
   EXPECT_EQ(kept("keep"), (std::set<int64_t>{8}));
@@ -147,7 +151,8 @@ TEST_F(ArtifactsTest, TargetFlopsGivesTwoPatternsTheSameFlopsWithinOneStep) {
   const double budget = 8e8;
   std::map<std::string, json> summary;
   for (const std::string pattern : {"TT", "MM"}) {
-    const Result r = train("flops_" + pattern, {"--target_flops=8e8", "--block_pattern=" + pattern});
+    const Result r =
+        train("flops_" + pattern, {"--target_flops=8e8", "--block_pattern=" + pattern});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("(target_flops)"), std::string::npos) << r.out;
     const auto s = records(jsonl("flops_" + pattern), "summary");
@@ -170,7 +175,8 @@ TEST_F(ArtifactsTest, TargetFlopsGivesTwoPatternsTheSameFlopsWithinOneStep) {
   const Result both = train("both", {"--target_flops=8e8", "--num_iterations=3"});
   EXPECT_EQ(both.code, 2);
   EXPECT_NE(both.err.find("num_iterations = 3 and target_flops = 8e+08 both set the horizon"),
-            std::string::npos) << both.err;
+            std::string::npos)
+      << both.err;
 }
 
 TEST_F(ArtifactsTest, ALocalRunShowsProvenanceRunDirDiskAndLogs) {
@@ -182,8 +188,8 @@ TEST_F(ArtifactsTest, ALocalRunShowsProvenanceRunDirDiskAndLogs) {
   EXPECT_FALSE(commit.empty());
 
   const std::string db = (root_ / "local.db").string();
-  const Result r = run({"train", "--config", (root_ / "tiny.yaml").string(), "--run_dir", dir("local"),
-                        "--db", db, "--probe_steps", "0", "--num_iterations=2"});
+  const Result r = run({"train", "--config", (root_ / "tiny.yaml").string(), "--run_dir",
+                        dir("local"), "--db", db, "--probe_steps", "0", "--num_iterations=2"});
   ASSERT_EQ(r.code, 0) << r.err;
   char host[256] = {};
   ::gethostname(host, sizeof(host) - 1);
@@ -211,7 +217,8 @@ TEST_F(ArtifactsTest, ALocalRunShowsProvenanceRunDirDiskAndLogs) {
   EXPECT_NE(view.out.find("hylab_commit"), std::string::npos) << view.out;
   EXPECT_NE(view.out.find(commit), std::string::npos) << view.out;
   const Result table = run({"results", "--db", db});
-  EXPECT_EQ(table.out.find("hylab_commit"), std::string::npos) << "provenance stays out of the text table";
+  EXPECT_EQ(table.out.find("hylab_commit"), std::string::npos)
+      << "provenance stays out of the text table";
   EXPECT_NE(table.out.find("run_dir"), std::string::npos) << table.out;
 
   const Result logs = run({"logs", std::to_string(trial_id), "--db", db});
@@ -220,7 +227,8 @@ TEST_F(ArtifactsTest, ALocalRunShowsProvenanceRunDirDiskAndLogs) {
   EXPECT_NE(logs.out.find("step 00001/00002"), std::string::npos) << logs.out;
   const Result unknown = run({"logs", "4242", "--db", db});
   EXPECT_EQ(unknown.code, 1);
-  EXPECT_NE(unknown.err.find("no trial with trial_id 4242 in " + db), std::string::npos) << unknown.err;
+  EXPECT_NE(unknown.err.find("no trial with trial_id 4242 in " + db), std::string::npos)
+      << unknown.err;
 }
 
 }  // namespace

@@ -12,21 +12,23 @@ namespace hylab::trainer {
 namespace {
 
 TEST(Provenance, DriverVersionFromTheProcText) {
-  EXPECT_EQ(parse_nvidia_driver_version(
-                "NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15  Thu Jan 16 04:06:06 UTC 2025\n"
-                "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"),
+  EXPECT_EQ(parse_nvidia_driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  570.86.15 "
+                                        " Thu Jan 16 04:06:06 UTC 2025\n"
+                                        "GCC version:  gcc version 12.2.0 (Debian 12.2.0-14)\n"),
             "570.86.15");
-  EXPECT_EQ(parse_nvidia_driver_version(
-                "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build\n"),
-            "580.95.05");
+  EXPECT_EQ(
+      parse_nvidia_driver_version(
+          "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build\n"),
+      "580.95.05");
   EXPECT_EQ(parse_nvidia_driver_version("GCC version: 12.2.0\n"), "");  // no NVRM line
   EXPECT_EQ(parse_nvidia_driver_version(""), "");
 }
 
 TEST(Provenance, CollectsEveryKeyOnCpu) {
   const auto p = collect_provenance(c10::Device("cpu"));
-  const std::vector<std::string> keys = {"hylab_version", "hylab_commit", "torch_version", "cuda_version",
-                                         "nccl_version",  "driver_version", "gpu_name", "host"};
+  const std::vector<std::string> keys = {"hylab_version", "hylab_commit", "torch_version",
+                                         "cuda_version",  "nccl_version", "driver_version",
+                                         "gpu_name",      "host"};
   std::vector<std::string> got;
   for (auto it = p.begin(); it != p.end(); ++it) got.push_back(it.key());
   EXPECT_EQ(got, keys);
