@@ -38,7 +38,7 @@ struct ClientFlags {
     cmd->add_option(flag("coordinator"), coordinator,
                     "Coordinator endpoint (default $HYLAB_COORDINATOR, else tcp://127.0.0.1:5555)");
     cmd->add_flag(flag("insecure"), insecure,
-                  "Plain TCP without CurveZMQ (the coordinator must use it too; default $HYLAB_INSECURE=1)");
+                  "Plain TCP without CurveZMQ (the coordinator must use it too); or set HYLAB_INSECURE=1");
     cmd->add_option(flag("key"), key, "This side's key pair, NAME.key (default $HYLAB_KEY)");
     cmd->add_option(flag("server_key"), server_key, "The coordinator's public key, NAME.pub (default $HYLAB_SERVER_KEY)");
     cmd->add_option(flag("timeout_ms"), timeout_ms, "How long to wait for the coordinator's answer");

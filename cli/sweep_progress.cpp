@@ -20,7 +20,8 @@ SweepProgress sweep_progress(const nlohmann::json& sweep, double now) {
     p.done += n;
     if (s != "succeeded" && s != "stopped") p.failed += n;
   }
-  p.percent = p.total > 0 ? 100.0 * static_cast<double>(p.done) / static_cast<double>(p.total) : 100.0;
+  p.percent =
+      p.total > 0 ? 100.0 * static_cast<double>(p.done) / static_cast<double>(p.total) : 100.0;
   const double elapsed = now - sweep.value("created_at", now);
   if (p.done >= p.total) {
     p.eta_s = 0;
@@ -39,9 +40,12 @@ std::string format_duration(double seconds) {
 
 std::string progress_line(const nlohmann::json& sweep, const SweepProgress& p) {
   std::string eta;
-  if (p.finished) eta = p.state;
-  else if (p.eta_s < 0) eta = "ETA unknown until a trial finishes";
-  else eta = "ETA " + format_duration(p.eta_s);
+  if (p.finished)
+    eta = p.state;
+  else if (p.eta_s < 0)
+    eta = "ETA unknown until a trial finishes";
+  else
+    eta = "ETA " + format_duration(p.eta_s);
   return fmt::format("sweep {} ({}): {}/{} trials done ({:.0f}%), {} running, {} failed, {}",
                      sweep.value("sweep_id", int64_t{0}), sweep.value("name", ""), p.done, p.total,
                      std::floor(p.percent), p.running, p.failed, eta);

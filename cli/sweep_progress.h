@@ -9,15 +9,15 @@
 namespace hylab::cli {
 
 // Exit statuses of `hylab sweep submit --wait` / `hylab sweep wait`.
-constexpr int kSweepSucceeded = 0;   // every trial succeeded (or was early-stopped)
-constexpr int kSweepError = 1;       // could not submit or follow (bad file, coordinator gone)
-constexpr int kSweepUsage = 2;       // bad command line (main's usage errors)
+constexpr int kSweepSucceeded = 0;     // every trial succeeded (or was early-stopped)
+constexpr int kSweepError = 1;         // could not submit or follow (bad file, coordinator gone)
+constexpr int kSweepUsage = 2;         // bad command line (main's usage errors)
 constexpr int kSweepTrialsFailed = 3;  // finished, but some trials failed
 constexpr int kSweepCancelled = 4;     // cancelled before it finished
 
 struct SweepProgress {
   int64_t total = 0;
-  int64_t done = 0;       // trials in a final state
+  int64_t done = 0;  // trials in a final state
   int64_t running = 0;
   int64_t failed = 0;     // final, neither succeeded nor early-stopped
   double percent = 0;     // 100 * done / total (100 for an empty sweep)

@@ -49,7 +49,8 @@ std::vector<std::string> unknown_override_args(const std::vector<std::string>& a
   std::vector<std::string> out;
   for (const auto& a : args) {
     if (a.rfind("--", 0) != 0) continue;
-    const std::string key = a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
+    const std::string key =
+        a.substr(2, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 2);
     if (!is_config_key(key)) out.push_back(a);
   }
   return out;

@@ -1,15 +1,15 @@
 #include "common/config_keys.h"
 
-#include <google/protobuf/descriptor.pb.h>
 #include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
 #include <spdlog/fmt/fmt.h>
 
 #include <cstddef>
 #include <map>
 #include <sstream>
 
-#include "common/suggest.h"
 #include "common/run_config.h"
+#include "common/suggest.h"
 
 // proto/config.proto's FileDescriptorSet with source info (generated: proto/config_desc.cc).
 extern const unsigned char hylab_config_descriptor_set[];
@@ -37,12 +37,18 @@ std::string type_name(const pb::FieldDescriptor* f) {
 std::string default_text(const pb::FieldDescriptor* f) {
   if (f->is_repeated()) return "";
   switch (f->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_INT32: return std::to_string(f->default_value_int32());
-    case pb::FieldDescriptor::CPPTYPE_INT64: return std::to_string(f->default_value_int64());
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE: return fmt::format("{}", f->default_value_double());
-    case pb::FieldDescriptor::CPPTYPE_BOOL: return f->default_value_bool() ? "true" : "false";
-    case pb::FieldDescriptor::CPPTYPE_STRING: return f->default_value_string();
-    default: return "";
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return std::to_string(f->default_value_int32());
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      return std::to_string(f->default_value_int64());
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return fmt::format("{}", f->default_value_double());
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return f->default_value_bool() ? "true" : "false";
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      return f->default_value_string();
+    default:
+      return "";
   }
 }
 
@@ -63,7 +69,8 @@ std::map<std::string, std::string> comments_by_field() {
     if (msg < 0) continue;
     const auto& m = file.message_type(msg);
     for (const auto& loc : file.source_code_info().location()) {
-      if (loc.path_size() != 4 || loc.path(0) != 4 || loc.path(1) != msg || loc.path(2) != 2) continue;
+      if (loc.path_size() != 4 || loc.path(0) != 4 || loc.path(1) != msg || loc.path(2) != 2)
+        continue;
       const int field = loc.path(3);
       if (field < 0 || field >= m.field_size()) continue;
       // A comment after the field on its line is its help; else the block above it, less
@@ -93,7 +100,8 @@ const std::vector<ConfigKeyDoc>& config_key_docs() {
     for (int i = 0; i < d->field_count(); ++i) {
       const pb::FieldDescriptor* f = d->field(i);
       auto it = comments.find(f->name());
-      out.push_back({f->name(), type_name(f), default_text(f), it == comments.end() ? "" : it->second});
+      out.push_back(
+          {f->name(), type_name(f), default_text(f), it == comments.end() ? "" : it->second});
     }
     return out;
   }();

@@ -153,9 +153,9 @@ class PatternParser {
   // "T,T,X,T" -> block_pattern[2] = "X".
   [[noreturn]] void fail_layer(size_t layer, const std::string& word) const {
     throw ConfigError(fmt::format(
-        "{}[{}] = \"{}\" (in \"{}\"): unknown block type; expected T/transformer or M/mamba, "
-        "e.g. \"TTMM\", \"T*12,M*8\" or \"(T,M)*10\"",
-        field_, layer, word, s_));
+        "{}[{}] = \"{}\": unknown block type \"{}\" in {} = \"{}\"; expected T/transformer or "
+        "M/mamba, e.g. \"TTMM\", \"T*12,M*8\" or \"(T,M)*10\"",
+        field_, layer, word, word, field_, s_));
   }
   void skip_space() {
     while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;

@@ -55,7 +55,8 @@ class CliTest : public ::testing::Test {
   // Runs `hylab ARGS` (a shell word list, already quoted where needed) with `env` prefixed.
   Result hylab(const std::string& args, const std::string& env = "") {
     const fs::path out = dir_ / "stdout", err = dir_ / "stderr";
-    const std::string cmd = env + " '" + bin_ + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
+    const std::string cmd =
+        env + " '" + bin_ + "' " + args + " >'" + out.string() + "' 2>'" + err.string() + "'";
     const int st = std::system(cmd.c_str());
     Result r;
     r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
@@ -110,7 +111,8 @@ TEST_F(CliTest, ConfigKeysListsEveryKeyWithDefaultAndHelp) {
     listed.insert(k["key"].get<std::string>());
     EXPECT_FALSE(k["help"].get<std::string>().empty()) << k.dump();
   }
-  for (auto it = resolved.begin(); it != resolved.end(); ++it) EXPECT_TRUE(listed.count(it.key())) << it.key();
+  for (auto it = resolved.begin(); it != resolved.end(); ++it)
+    EXPECT_TRUE(listed.count(it.key())) << it.key();
   EXPECT_EQ(listed.size(), resolved.size());
   for (const auto& k : list) {
     if (k["key"] == "num_iterations") {
@@ -138,7 +140,9 @@ TEST_F(CliTest, DataInfoHelpShowsItsInputOnce) {
   const Result r = hylab("data info --help");
   ASSERT_EQ(r.status, 0);
   size_t n = 0;
-  for (size_t at = r.out.find("Data folder"); at != std::string::npos; at = r.out.find("Data folder", at + 1)) ++n;
+  for (size_t at = r.out.find("Data folder"); at != std::string::npos;
+       at = r.out.find("Data folder", at + 1))
+    ++n;
   EXPECT_EQ(n, 1u) << r.out;
   // Both spellings still work (and a missing folder is named).
   for (const char* args : {"data info nope_dir", "data info --data nope_dir"}) {
@@ -149,7 +153,9 @@ TEST_F(CliTest, DataInfoHelpShowsItsInputOnce) {
   EXPECT_EQ(hylab("data info").status, 2);
   const Result show = hylab("config show --help");
   size_t m = 0;
-  for (size_t at = show.out.find("Config file"); at != std::string::npos; at = show.out.find("Config file", at + 1)) ++m;
+  for (size_t at = show.out.find("Config file"); at != std::string::npos;
+       at = show.out.find("Config file", at + 1))
+    ++m;
   EXPECT_EQ(m, 1u) << show.out;
 }
 
@@ -158,8 +164,8 @@ TEST_F(CliTest, DataInfoHelpShowsItsInputOnce) {
 TEST_F(CliTest, TrainFlagsAreConfigKeysOrPlumbing) {
   const Result help = hylab("train --help");
   ASSERT_EQ(help.status, 0);
-  const std::set<std::string> plumbing = {"help", "help_all", "config", "run_dir", "metrics_jsonl",
-                                          "resume", "nproc", "db"};
+  const std::set<std::string> plumbing = {"help",          "help_all", "config", "run_dir",
+                                          "metrics_jsonl", "resume",   "nproc",  "db"};
   // Option lines start with their names: "  --run_dir,--run-dir TEXT  Run folder ...".
   const std::regex line_re("^\\s+((--[a-z][a-z0-9_-]*,?)+)");
   const std::regex flag_re("--([a-z][a-z0-9_-]*)");
@@ -174,7 +180,8 @@ TEST_F(CliTest, TrainFlagsAreConfigKeysOrPlumbing) {
       std::replace(name.begin(), name.end(), '-', '_');
       seen.insert(name);
       EXPECT_TRUE(plumbing.count(name) || is_config_key(name))
-          << "--" << name << " changes a trial but is not a config key: add it to proto/config.proto";
+          << "--" << name
+          << " changes a trial but is not a config key: add it to proto/config.proto";
     }
   }
   EXPECT_TRUE(seen.count("run_dir")) << help.out;
@@ -187,7 +194,8 @@ TEST_F(CliTest, SweepCanSetEveryKeyATrialUses) {
   std::ofstream(dir_ / "sweep.yaml") << "name: probes\nbase: " << (dir_ / "base.yaml").string()
                                      << "\noverrides: {num_iterations: 5}\n"
                                      << "parameters:\n  probe_steps: {values: [0, 8]}\n";
-  const Result r = hylab("sweep submit --dry_run --format json '" + (dir_ / "sweep.yaml").string() + "'");
+  const Result r =
+      hylab("sweep submit --dry_run --format json '" + (dir_ / "sweep.yaml").string() + "'");
   ASSERT_EQ(r.status, 0) << r.err;
   const json trials = json::parse(r.out);
   ASSERT_EQ(trials.size(), 2u);
@@ -219,7 +227,8 @@ TEST_F(CliTest, ResultsRefusesMissingIdsAndHonoursFormatForCurves) {
     const int64_t sweep_id = store->create_sweep(s, {t});
     trial_id = store->trials_of(sweep_id)[0].trial_id;
     store->start_attempt(trial_id, 1, "w1", false);
-    store::put_metrics(store->db(), trial_id, 1, {{0, "train_loss", 5.0, 1}, {1, "train_loss", 4.0, 2}});
+    store::put_metrics(store->db(), trial_id, 1,
+                       {{0, "train_loss", 5.0, 1}, {1, "train_loss", 4.0, 2}});
     tx.commit();
   }
   const Result missing = hylab("results --db '" + db + "' --sweep 99");
@@ -253,7 +262,8 @@ TEST_F(CliTest, HylabInsecureReplacesTheFlag) {
   EXPECT_NE(keys.err.find("no key pair"), std::string::npos) << keys.err;
   const Result plain = hylab(args, "env -u HYLAB_KEY -u HYLAB_SERVER_KEY HYLAB_INSECURE=1");
   EXPECT_EQ(plain.status, 1);
-  EXPECT_NE(plain.err.find("did not answer"), std::string::npos) << plain.err;  // it tried, in plain TCP
+  EXPECT_NE(plain.err.find("did not answer"), std::string::npos)
+      << plain.err;  // it tried, in plain TCP
   const Result off = hylab(args, "env -u HYLAB_KEY -u HYLAB_SERVER_KEY HYLAB_INSECURE=0");
   EXPECT_NE(off.err.find("no key pair"), std::string::npos) << off.err;
 }

@@ -10,12 +10,17 @@ namespace {
 using nlohmann::json;
 
 json sweep(const std::string& state, json counts, double created_at = 1000) {
-  return {{"sweep_id", 3}, {"name", "q"}, {"state", state}, {"created_at", created_at}, {"counts", counts}};
+  return {{"sweep_id", 3},
+          {"name", "q"},
+          {"state", state},
+          {"created_at", created_at},
+          {"counts", counts}};
 }
 
 TEST(SweepProgress, PercentAndEtaAtThePaceSoFar) {
   // 2 of 8 done in 100 s: 6 left at 50 s each.
-  const json s = sweep("running", {{"succeeded", 1}, {"failed", 1}, {"running", 2}, {"pending", 4}});
+  const json s =
+      sweep("running", {{"succeeded", 1}, {"failed", 1}, {"running", 2}, {"pending", 4}});
   const SweepProgress p = sweep_progress(s, 1100);
   EXPECT_EQ(p.total, 8);
   EXPECT_EQ(p.done, 2);
@@ -24,10 +29,12 @@ TEST(SweepProgress, PercentAndEtaAtThePaceSoFar) {
   EXPECT_DOUBLE_EQ(p.percent, 25);
   EXPECT_DOUBLE_EQ(p.eta_s, 300);
   EXPECT_FALSE(p.finished);
-  EXPECT_EQ(progress_line(s, p), "sweep 3 (q): 2/8 trials done (25%), 2 running, 1 failed, ETA 5m00s");
+  EXPECT_EQ(progress_line(s, p),
+            "sweep 3 (q): 2/8 trials done (25%), 2 running, 1 failed, ETA 5m00s");
   const SweepProgress fresh = sweep_progress(sweep("running", {{"pending", 4}}), 1010);
   EXPECT_LT(fresh.eta_s, 0);
-  EXPECT_NE(progress_line(sweep("running", {{"pending", 4}}), fresh).find("ETA unknown"), std::string::npos);
+  EXPECT_NE(progress_line(sweep("running", {{"pending", 4}}), fresh).find("ETA unknown"),
+            std::string::npos);
 }
 
 TEST(SweepProgress, ExitStatusIsTheOutcome) {
@@ -36,7 +43,8 @@ TEST(SweepProgress, ExitStatusIsTheOutcome) {
     EXPECT_TRUE(p.finished);
     return sweep_exit_status(p);
   };
-  EXPECT_EQ(status("completed", {{"succeeded", 3}, {"stopped", 2}}), kSweepSucceeded);  // early stops are fine
+  EXPECT_EQ(status("completed", {{"succeeded", 3}, {"stopped", 2}}),
+            kSweepSucceeded);  // early stops are fine
   EXPECT_EQ(status("completed", {{"succeeded", 3}, {"oom", 1}}), kSweepTrialsFailed);
   EXPECT_EQ(status("completed", {{"diverged", 1}}), kSweepTrialsFailed);
   EXPECT_EQ(status("cancelled", {{"succeeded", 1}, {"cancelled", 2}}), kSweepCancelled);

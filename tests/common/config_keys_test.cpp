@@ -37,7 +37,8 @@ TEST(ConfigKeys, DefaultsTypesAndHelpComeFromTheProto) {
   EXPECT_EQ(doc("device").default_value, "auto");
   EXPECT_EQ(doc("block_pattern").type, "list of string");
   // A comment above the field and one after it are joined on one line.
-  EXPECT_NE(doc("block_pattern").help.find("\"T*12,M*8\""), std::string::npos) << doc("block_pattern").help;
+  EXPECT_NE(doc("block_pattern").help.find("\"T*12,M*8\""), std::string::npos)
+      << doc("block_pattern").help;
   EXPECT_NE(doc("depth").help.find("One-dial"), std::string::npos) << doc("depth").help;
   EXPECT_EQ(doc("probe_steps").default_value, "32");
 }
@@ -50,7 +51,7 @@ TEST(Suggest, NearestNameWithinAFewEdits) {
   EXPECT_EQ(nearest_name("mamba_d_stat", keys), "mamba_d_state");
   EXPECT_EQ(nearest_name("warmdown", keys), "warmdown_ratio");  // the only key it begins
   EXPECT_EQ(nearest_name("zebra", keys), "");
-  EXPECT_EQ(nearest_name("lr", keys), "");  // too short to guess
+  EXPECT_EQ(nearest_name("lr", keys), "");     // too short to guess
   EXPECT_EQ(nearest_name("depth", keys), "");  // a valid name is no typo
   EXPECT_EQ(edit_distance("abc", "acb"), 1);
   EXPECT_EQ(edit_distance("", "abc"), 3);

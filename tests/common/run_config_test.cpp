@@ -82,7 +82,7 @@ TEST(RunConfig, CompactPatternErrorNamesTheLayerIndex) {
   RunConfig c;
   c.add_block_pattern("T,T,X,T");
   const std::string e = error_of([&] { resolve_config(c); });
-  EXPECT_EQ(e.find("block_pattern[2] = \"X\" (in \"T,T,X,T\")"), 0u) << e;
+  EXPECT_EQ(e.find("block_pattern[2] = \"X\": unknown block type \"X\" in block_pattern = \"T,T,X,T\""), 0u) << e;
   EXPECT_EQ(e.find("position"), std::string::npos) << e;
   EXPECT_EQ(error_of([] { parse_block_pattern("TTXM"); }).find("block_pattern[2] = \"X\""), 0u);
   EXPECT_EQ(error_of([] { parse_block_pattern("(T,M)*2,mambo"); }).find("block_pattern[4] = \"mambo\""), 0u);

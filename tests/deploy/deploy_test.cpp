@@ -90,15 +90,17 @@ class K8sManifests : public ::testing::Test {
         if (!doc.IsNull()) add(doc, name);
       }
     }
-    for (const auto& r : listed) EXPECT_TRUE(fs::exists(k8s_ / r)) << "kustomization lists a missing " << r;
+    for (const auto& r : listed)
+      EXPECT_TRUE(fs::exists(k8s_ / r)) << "kustomization lists a missing " << r;
 
     // The Secrets, as make-secrets.sh writes them (real `hylab keygen`).
     dir_ = fs::temp_directory_path() / ("hylab_k8s_" + std::to_string(getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     std::ofstream(dir_ / "alice.pub") << "a user's public key\n";
-    const auto [status, out] = sh("HYLAB='" + bin_ + "' '" + (k8s_ / "make-secrets.sh").string() + "' '" +
-                                  (dir_ / "out").string() + "' '" + (dir_ / "alice.pub").string() + "'");
+    const auto [status, out] =
+        sh("HYLAB='" + bin_ + "' '" + (k8s_ / "make-secrets.sh").string() + "' '" +
+           (dir_ / "out").string() + "' '" + (dir_ / "alice.pub").string() + "'");
     ASSERT_EQ(status, 0) << out;
     for (const YAML::Node& doc : YAML::LoadAllFromFile((dir_ / "out" / "secrets.yaml").string())) {
       if (doc.IsNull()) continue;
@@ -121,7 +123,8 @@ class K8sManifests : public ::testing::Test {
     const std::string kind = doc["kind"].as<std::string>();
     const std::string name = doc["metadata"]["name"].as<std::string>();
     if (kind != "Namespace") {
-      EXPECT_EQ(doc["metadata"]["namespace"].as<std::string>(""), namespace_) << file << ": " << name;
+      EXPECT_EQ(doc["metadata"]["namespace"].as<std::string>(""), namespace_)
+          << file << ": " << name;
     }
     by_kind_[kind].push_back(doc);
   }
@@ -147,7 +150,8 @@ class K8sManifests : public ::testing::Test {
   }
 
   // The volume mounted at the longest mountPath that contains `path`.
-  YAML::Node volume_for(const Found& f, const std::string& path, std::string* mount_path = nullptr) {
+  YAML::Node volume_for(const Found& f, const std::string& path,
+                        std::string* mount_path = nullptr) {
     std::string best, vol;
     for (const auto& m : f.container["volumeMounts"]) {
       const std::string mp = m["mountPath"].as<std::string>();
@@ -161,7 +165,8 @@ class K8sManifests : public ::testing::Test {
       if (v["name"].as<std::string>() == vol) return v;
     }
     for (const auto& t : f.workload["spec"]["volumeClaimTemplates"]) {
-      if (t["metadata"]["name"].as<std::string>() == vol) return YAML::Load("{claimTemplate: " + vol + "}");
+      if (t["metadata"]["name"].as<std::string>() == vol)
+        return YAML::Load("{claimTemplate: " + vol + "}");
     }
     return YAML::Node();
   }
@@ -172,12 +177,14 @@ class K8sManifests : public ::testing::Test {
     const YAML::Node v = volume_for(f, file, &mp);
     ASSERT_TRUE(v && v["secret"]) << what << " " << file << " is not on a Secret volume";
     const std::string secret = v["secret"]["secretName"].as<std::string>();
-    ASSERT_TRUE(secrets_.count(secret)) << what << ": Secret " << secret << " is not made by make-secrets.sh";
+    ASSERT_TRUE(secrets_.count(secret))
+        << what << ": Secret " << secret << " is not made by make-secrets.sh";
     std::string key = file.substr(mp.size() + 1);
     for (const auto& item : v["secret"]["items"]) {
       if (item["path"].as<std::string>() == key) key = item["key"].as<std::string>();
     }
-    EXPECT_TRUE(secrets_[secret].count(key)) << what << ": Secret " << secret << " has no key " << key;
+    EXPECT_TRUE(secrets_[secret].count(key))
+        << what << ": Secret " << secret << " has no key " << key;
   }
 
   // Flags of `hylab SUB` that `args` use but `hylab SUB --help` does not know.
@@ -188,7 +195,8 @@ class K8sManifests : public ::testing::Test {
     for (size_t i = 2; i < args.size(); ++i) {
       if (args[i].rfind("--", 0) != 0) continue;
       const std::string name = args[i].substr(0, args[i].find('='));
-      if (help.find(name + " ") == std::string::npos && help.find(name + ",") == std::string::npos &&
+      if (help.find(name + " ") == std::string::npos &&
+          help.find(name + ",") == std::string::npos &&
           help.find(name + "\n") == std::string::npos) {
         out.push_back(name);
       }
@@ -217,7 +225,8 @@ TEST_F(K8sManifests, CoordinatorIsOneReplicaWithItsStateWhereTheFlagsPoint) {
   const std::string db = flag_value(c.argv, "--db");
   ASSERT_FALSE(db.empty());
   const YAML::Node dbv = volume_for(c, db);
-  ASSERT_TRUE(dbv && dbv["claimTemplate"]) << "--db " << db << " is not on the StatefulSet's volume";
+  ASSERT_TRUE(dbv && dbv["claimTemplate"])
+      << "--db " << db << " is not on the StatefulSet's volume";
   // Keys, allow-list and token from Secrets that exist.
   expect_secret_file(c, flag_value(c.argv, "--key"), "--key");
   std::string mp;
@@ -226,21 +235,25 @@ TEST_F(K8sManifests, CoordinatorIsOneReplicaWithItsStateWhereTheFlagsPoint) {
   const auto& allowed = secrets_[allow["secret"]["secretName"].as<std::string>()];
   EXPECT_TRUE(allowed.count("worker.pub"));
   EXPECT_TRUE(allowed.count("alice.pub")) << "user keys given to make-secrets.sh are allowed";
-  for (const auto& k : allowed) EXPECT_EQ(fs::path(k).extension(), ".pub") << k;  // --allow reads *.pub
+  for (const auto& k : allowed)
+    EXPECT_EQ(fs::path(k).extension(), ".pub") << k;  // --allow reads *.pub
   expect_secret_file(c, flag_value(c.argv, "--http_token_file"), "--http_token_file");
   // Ports: --bind and --http match named container ports, and the Services reach them.
   std::map<std::string, int> ports;
-  for (const auto& p : c.container["ports"]) ports[p["name"].as<std::string>()] = p["containerPort"].as<int>();
+  for (const auto& p : c.container["ports"])
+    ports[p["name"].as<std::string>()] = p["containerPort"].as<int>();
   const std::string bind = flag_value(c.argv, "--bind");
   EXPECT_EQ(bind.substr(bind.rfind(':') + 1), std::to_string(ports["zmq"]));
   const std::string http = flag_value(c.argv, "--http");
   EXPECT_EQ(http.substr(http.rfind(':') + 1), std::to_string(ports["http"]));
-  const YAML::Node labels = c.pod.IsNull() ? YAML::Node() : c.workload["spec"]["template"]["metadata"]["labels"];
+  const YAML::Node labels =
+      c.pod.IsNull() ? YAML::Node() : c.workload["spec"]["template"]["metadata"]["labels"];
   std::set<std::string> exposed;
   for (const auto& s : by_kind_["Service"]) {
     bool selects = true;
     for (const auto& kv : s["spec"]["selector"]) {
-      selects = selects && labels[kv.first.as<std::string>()].as<std::string>("") == kv.second.as<std::string>();
+      selects = selects && labels[kv.first.as<std::string>()].as<std::string>("") ==
+                               kv.second.as<std::string>();
     }
     if (!selects) continue;
     for (const auto& p : s["spec"]["ports"]) exposed.insert(p["targetPort"].as<std::string>());
@@ -283,7 +296,8 @@ TEST_F(K8sManifests, WorkersRequestGpusAndFindKeysCoordinatorAndSharedWorkDir) {
   bool found = false;
   for (const auto& s : by_kind_["Service"]) {
     if (s["metadata"]["name"].as<std::string>() != host) continue;
-    for (const auto& p : s["spec"]["ports"]) found = found || std::to_string(p["port"].as<int>()) == port;
+    for (const auto& p : s["spec"]["ports"])
+      found = found || std::to_string(p["port"].as<int>()) == port;
   }
   EXPECT_TRUE(found) << ep << " is not a Service port";
   // --work_dir and the working directory on the shared ReadWriteMany claim.
@@ -298,10 +312,12 @@ TEST_F(K8sManifests, WorkersRequestGpusAndFindKeysCoordinatorAndSharedWorkDir) {
   }
   EXPECT_TRUE(rwx) << "claim " << claim << " is not defined as ReadWriteMany";
   const YAML::Node cwd = volume_for(w, w.container["workingDir"].as<std::string>(""));
-  EXPECT_TRUE(cwd && cwd["persistentVolumeClaim"]) << "trials resolve data paths from workingDir: share it";
+  EXPECT_TRUE(cwd && cwd["persistentVolumeClaim"])
+      << "trials resolve data paths from workingDir: share it";
   EXPECT_EQ(unknown_flags(w.argv), std::vector<std::string>{});
   // Grace period covers --kill_grace_ms.
-  EXPECT_GE(w.pod["terminationGracePeriodSeconds"].as<int>() * 1000, std::stoi(flag_value(w.argv, "--kill_grace_ms")));
+  EXPECT_GE(w.pod["terminationGracePeriodSeconds"].as<int>() * 1000,
+            std::stoi(flag_value(w.argv, "--kill_grace_ms")));
   // The liveness probe asks the coordinator about this very worker id.
   const YAML::Node lp = w.container["livenessProbe"];
   ASSERT_TRUE(lp && lp["exec"]);
@@ -313,14 +329,16 @@ TEST_F(K8sManifests, WorkersRequestGpusAndFindKeysCoordinatorAndSharedWorkDir) {
 
 TEST_F(K8sManifests, EverySecretAndClaimReferencedIsDefined) {
   std::set<std::string> claims;
-  for (const auto& pvc : by_kind_["PersistentVolumeClaim"]) claims.insert(pvc["metadata"]["name"].as<std::string>());
+  for (const auto& pvc : by_kind_["PersistentVolumeClaim"])
+    claims.insert(pvc["metadata"]["name"].as<std::string>());
   int n = 0;
   for (const char* kind : {"StatefulSet", "Deployment", "DaemonSet"}) {
     for (const auto& w : by_kind_[kind]) {
       for (const auto& v : w["spec"]["template"]["spec"]["volumes"]) {
         ++n;
         if (v["secret"]) {
-          EXPECT_TRUE(secrets_.count(v["secret"]["secretName"].as<std::string>())) << v["secret"]["secretName"];
+          EXPECT_TRUE(secrets_.count(v["secret"]["secretName"].as<std::string>()))
+              << v["secret"]["secretName"];
         }
         if (v["persistentVolumeClaim"]) {
           EXPECT_TRUE(claims.count(v["persistentVolumeClaim"]["claimName"].as<std::string>()));
@@ -347,7 +365,8 @@ TEST(SlurmScripts, CoordinatorAndWorkerJobsFindEachOther) {
   const std::string bin = env_or("HYLAB_BIN", "");
   if (bin.empty() || !fs::exists(bin)) GTEST_SKIP() << "HYLAB_BIN not set (run through ctest)";
   const fs::path slurm = fs::path(env_or("HYLAB_SOURCE_DIR", ".")) / "deploy" / "slurm";
-  for (const char* s : {"coordinator.sbatch", "workers.sbatch", "workers-array.sbatch", "worker.sh"}) {
+  for (const char* s :
+       {"coordinator.sbatch", "workers.sbatch", "workers-array.sbatch", "worker.sh"}) {
     const auto [status, out] = sh("bash -n '" + (slurm / s).string() + "'");
     EXPECT_EQ(status, 0) << s << ": " << out;
   }
@@ -359,41 +378,50 @@ TEST(SlurmScripts, CoordinatorAndWorkerJobsFindEachOther) {
     ASSERT_EQ(sh("'" + bin + "' keygen --out '" + (shared / "keys" / k).string() + "'").first, 0);
   }
   // A stand-in srun: runs the task command (its last argument) once, as Slurm would on one node.
-  std::ofstream(shared / "fakebin" / "srun") << "#!/bin/sh\nfor a; do last=$a; done\nexec \"$last\"\n";
+  std::ofstream(shared / "fakebin" / "srun")
+      << "#!/bin/sh\nfor a; do last=$a; done\nexec \"$last\"\n";
   fs::permissions(shared / "fakebin" / "srun", fs::perms::owner_all);
   std::mt19937 rng(static_cast<unsigned>(getpid()));
   const int port = 20000 + static_cast<int>(rng() % 20000);
-  const std::string env = "HYLAB_SHARED='" + shared.string() + "' HYLAB='" + bin + "' HYLAB_PORT=" +
-                          std::to_string(port) + " HYLAB_ADVERTISE_HOST=127.0.0.1 HYLAB_WAIT_S=60 ";
+  const std::string env = "HYLAB_SHARED='" + shared.string() + "' HYLAB='" + bin +
+                          "' HYLAB_PORT=" + std::to_string(port) +
+                          " HYLAB_ADVERTISE_HOST=127.0.0.1 HYLAB_WAIT_S=60 ";
   auto spawn = [&](const std::string& cmd, const std::string& log) {
     const pid_t pid = ::fork();
     if (pid == 0) {
       ::setpgid(0, 0);
-      ::execl("/bin/sh", "sh", "-c", ("exec env " + cmd + " >'" + (shared / log).string() + "' 2>&1").c_str(),
-              nullptr);
+      ::execl("/bin/sh", "sh", "-c",
+              ("exec env " + cmd + " >'" + (shared / log).string() + "' 2>&1").c_str(), nullptr);
       ::_exit(127);
     }
     return pid;
   };
-  const pid_t coord = spawn(env + "bash '" + (slurm / "coordinator.sbatch").string() + "'", "coordinator.log");
+  const pid_t coord =
+      spawn(env + "bash '" + (slurm / "coordinator.sbatch").string() + "'", "coordinator.log");
   // Slurm's environment for a one-node task with no GPU allocated (a CPU worker here).
-  const pid_t work = spawn(env + "PATH='" + (shared / "fakebin").string() + "':$PATH SLURM_JOB_ID=42 " +
-                               "SLURM_SUBMIT_DIR='" + fs::path(env_or("HYLAB_SOURCE_DIR", ".")).string() +
-                               "' CUDA_VISIBLE_DEVICES= bash '" + (slurm / "workers.sbatch").string() + "'",
-                           "workers.log");
+  const pid_t work =
+      spawn(env + "PATH='" + (shared / "fakebin").string() + "':$PATH SLURM_JOB_ID=42 " +
+                "SLURM_SUBMIT_DIR='" + fs::path(env_or("HYLAB_SOURCE_DIR", ".")).string() +
+                "' CUDA_VISIBLE_DEVICES= bash '" + (slurm / "workers.sbatch").string() + "'",
+            "workers.log");
   const fs::path endpoint = shared / "coordinator.endpoint";
-  EXPECT_TRUE(wait_until([&] { return fs::exists(endpoint); }, 60)) << slurp(shared / "coordinator.log");
+  EXPECT_TRUE(wait_until([&] { return fs::exists(endpoint); }, 60))
+      << slurp(shared / "coordinator.log");
   EXPECT_EQ(slurp(endpoint), "tcp://127.0.0.1:" + std::to_string(port) + "\n");
   std::string seen;
-  const std::string ask = "'" + bin + "' workers --format csv --timeout_ms 3000 --coordinator tcp://127.0.0.1:" +
-                          std::to_string(port) + " --key '" + (shared / "keys" / "me.key").string() +
-                          "' --server_key '" + (shared / "keys" / "coordinator.pub").string() + "'";
-  const bool registered = wait_until([&] {
-    seen = sh(ask).second;
-    return seen.find(",alive,") != std::string::npos;
-  }, 90);
-  EXPECT_TRUE(registered) << seen << "\n--- coordinator\n" << slurp(shared / "coordinator.log")
-                          << "\n--- workers\n" << slurp(shared / "workers.log");
+  const std::string ask =
+      "'" + bin + "' workers --format csv --timeout_ms 3000 --coordinator tcp://127.0.0.1:" +
+      std::to_string(port) + " --key '" + (shared / "keys" / "me.key").string() +
+      "' --server_key '" + (shared / "keys" / "coordinator.pub").string() + "'";
+  const bool registered = wait_until(
+      [&] {
+        seen = sh(ask).second;
+        return seen.find(",alive,") != std::string::npos;
+      },
+      90);
+  EXPECT_TRUE(registered) << seen << "\n--- coordinator\n"
+                          << slurp(shared / "coordinator.log") << "\n--- workers\n"
+                          << slurp(shared / "workers.log");
   EXPECT_NE(seen.find("-42,"), std::string::npos) << "worker id host-JOBID: " << seen;
   // CUDA_VISIBLE_DEVICES set but empty (no GPU allocated): a worker with 0 GPUs.
   EXPECT_NE(seen.find(",alive,0,"), std::string::npos) << seen;
