@@ -27,7 +27,8 @@ std::vector<int64_t> parse_list(const std::string& flag_name, const std::string&
                         "\" is not a positive integer (expected a list such as 1,8,32)");
     }
   }
-  if (out.empty()) throw ConfigError("--" + flag_name + " is empty (expected a list such as 1,8,32)");
+  if (out.empty())
+    throw ConfigError("--" + flag_name + " is empty (expected a list such as 1,8,32)");
   return out;
 }
 
@@ -61,13 +62,16 @@ void setup(CLI::App& root) {
   auto points = std::make_shared<std::string>();
   auto new_tokens = std::make_shared<int64_t>(128);
   auto* cmd = bench->add_subcommand(
-      "decode", "Inference speed: prefill ms, decode ms/step, tok/s, bytes/step, MBU, cache bytes, "
-                "peak memory over batch sizes and prompt lengths (random prompts)");
+      "decode",
+      "Inference speed: prefill ms, decode ms/step, tok/s, bytes/step, MBU, cache bytes, "
+      "peak memory over batch sizes and prompt lengths (random prompts)");
   cmd->add_option("--config", o->config_path, "Config file (YAML)");
   cmd->add_option("--checkpoint", o->checkpoint,
                   "Measure this checkpoint (or run directory) instead of random weights");
-  cmd->add_option(flag("batch_sizes"), *batches, "Comma-separated batch sizes")->capture_default_str();
-  cmd->add_option(flag("prompt_lens"), *prompts, "Comma-separated prompt lengths")->capture_default_str();
+  cmd->add_option(flag("batch_sizes"), *batches, "Comma-separated batch sizes")
+      ->capture_default_str();
+  cmd->add_option(flag("prompt_lens"), *prompts, "Comma-separated prompt lengths")
+      ->capture_default_str();
   cmd->add_option(flag("new_tokens"), *new_tokens, "Tokens decoded per sequence at each point")
       ->capture_default_str();
   cmd->add_option("--points", *points,
@@ -79,8 +83,9 @@ void setup(CLI::App& root) {
                   "by kernel in its record");
   cmd->add_flag(flag("no_cuda_graphs"), *eager, "Decode eagerly (no CUDA graph capture)");
   cmd->allow_extras();
-  cmd->footer("Any config key may follow as --key=value, e.g. --block_pattern='T*20' "
-              "--vocab_size=32768 --max_seq_len=2048 (positions are limited to 10 * max_seq_len).");
+  cmd->footer(
+      "Any config key may follow as --key=value, e.g. --block_pattern='T*20' "
+      "--vocab_size=32768 --max_seq_len=2048 (positions are limited to 10 * max_seq_len).");
   cmd->callback([cmd, o, batches, prompts, eager, points, new_tokens] {
     trainer::DecodeBenchOptions opt = *o;
     if (!points->empty()) {
@@ -90,7 +95,8 @@ void setup(CLI::App& root) {
         throw ConfigError("--new_tokens = " + std::to_string(*new_tokens) + ": must be >= 1");
       }
       for (int64_t p : parse_list("prompt_lens", *prompts)) {
-        for (int64_t b : parse_list("batch_sizes", *batches)) opt.points.push_back({b, p, *new_tokens});
+        for (int64_t b : parse_list("batch_sizes", *batches))
+          opt.points.push_back({b, p, *new_tokens});
       }
     }
     opt.cuda_graphs = !*eager;

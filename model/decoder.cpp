@@ -53,7 +53,8 @@ void Decoder::load_weights() {
       to[i].copy_(from[i]);
     }
   };
-  auto dst_matrix = dst.matrix, dst_head = dst.lm_head, dst_emb = dst.embedding, dst_scalar = dst.scalar;
+  auto dst_matrix = dst.matrix, dst_head = dst.lm_head, dst_emb = dst.embedding,
+       dst_scalar = dst.scalar;
   copy_group(src.matrix, dst_matrix, true);
   copy_group(src.lm_head, dst_head, true);
   copy_group(src.embedding, dst_emb, false);
@@ -116,7 +117,8 @@ torch::Tensor Decoder::prefill(const torch::Tensor& idx) {
   HYLAB_CHECK(cache_.pos == 0, "Decoder::prefill: the cache already holds {} tokens (reset first)",
               cache_.pos);
   compat::AutocastGuard autocast(opt_.autocast);
-  auto logits = engine_model().forward_step(idx.to(device()), cache_, /*last_only=*/true);  // (B, 1, V)
+  auto logits =
+      engine_model().forward_step(idx.to(device()), cache_, /*last_only=*/true);  // (B, 1, V)
   if (graph_) pos_buf_.fill_(cache_.pos);
   return logits.select(1, -1);  // (B, V)
 }

@@ -55,8 +55,8 @@ class Decoder {
   torch::Tensor step(const torch::Tensor& next);
 
   bool graphed() const { return graph_ != nullptr; }  // this shape decodes by graph replay
-  bool uses_graphs() const { return use_graphs_; }     // the path chosen at construction
-  int64_t pos() const { return cache_.pos; }           // tokens in the cache per sequence
+  bool uses_graphs() const { return use_graphs_; }    // the path chosen at construction
+  int64_t pos() const { return cache_.pos; }          // tokens in the cache per sequence
   int64_t batch() const { return cache_.batch; }
   const InferenceCache& cache() const { return cache_; }
   torch::Device device() const { return device_; }

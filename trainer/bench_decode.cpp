@@ -156,8 +156,10 @@ json bench(const DecodeBenchOptions& opt) {
   if (opt.points.empty()) throw ConfigError("bench decode: no points to measure");
   for (const DecodePoint& p : opt.points) {
     if (p.batch < 1 || p.prompt < 1 || p.new_tokens < 1) {
-      throw ConfigError(fmt::format("bench decode: point {}x{}+{}: batch, prompt and new tokens "
-                                    "must be >= 1", p.batch, p.prompt, p.new_tokens));
+      throw ConfigError(
+          fmt::format("bench decode: point {}x{}+{}: batch, prompt and new tokens "
+                      "must be >= 1",
+                      p.batch, p.prompt, p.new_tokens));
     }
   }
   RunConfig cfg;
@@ -189,9 +191,10 @@ json bench(const DecodeBenchOptions& opt) {
   const GPTConfig& g = model->config();
   for (const DecodePoint& p : opt.points) {
     if (p.prompt + p.new_tokens > model->max_positions()) {
-      throw ConfigError(fmt::format("--prompt_lens {} + --new_tokens {} exceeds the model's {} "
-                                    "positions (10 * sequence_len; raise --max_seq_len)",
-                                    p.prompt, p.new_tokens, model->max_positions()));
+      throw ConfigError(
+          fmt::format("--prompt_lens {} + --new_tokens {} exceeds the model's {} "
+                      "positions (10 * sequence_len; raise --max_seq_len)",
+                      p.prompt, p.new_tokens, model->max_positions()));
     }
   }
   const double bw = copy_bandwidth(device);
@@ -208,19 +211,21 @@ json bench(const DecodeBenchOptions& opt) {
                     i + 1 == opt.points.size() ? opt.profile_path : std::string());
     } catch (const c10::OutOfMemoryError&) {
       dec.reset(1, 1);  // drop the big cache
-      r = {{"n_layer", g.n_layer}, {"block_pattern", compact_block_pattern(g.block_pattern)},
-           {"vocab_size", g.vocab_size}, {"batch", pt.batch}, {"prompt", pt.prompt},
-           {"new", pt.new_tokens}, {"error", "out of memory"}};
+      r = {{"n_layer", g.n_layer},       {"block_pattern", compact_block_pattern(g.block_pattern)},
+           {"vocab_size", g.vocab_size}, {"batch", pt.batch},
+           {"prompt", pt.prompt},        {"new", pt.new_tokens},
+           {"error", "out of memory"}};
     }
-    std::fprintf(stderr, "bench decode: %s %lldx%lld+%lld: %s\n",
-                 compact_block_pattern(g.block_pattern).c_str(), static_cast<long long>(pt.batch),
-                 static_cast<long long>(pt.prompt), static_cast<long long>(pt.new_tokens),
-                 r.contains("tok_per_s")
-                     ? fmt::format("prefill {:.1f} ms, {:.3f} ms/step, {:.0f} tok/s, MBU {:.3f}",
-                                   r["prefill_ms"].get<double>(), r["decode_ms_per_step"].get<double>(),
-                                   r["tok_per_s"].get<double>(), r["mbu"].get<double>())
-                           .c_str()
-                     : "out of memory");
+    std::fprintf(
+        stderr, "bench decode: %s %lldx%lld+%lld: %s\n",
+        compact_block_pattern(g.block_pattern).c_str(), static_cast<long long>(pt.batch),
+        static_cast<long long>(pt.prompt), static_cast<long long>(pt.new_tokens),
+        r.contains("tok_per_s")
+            ? fmt::format("prefill {:.1f} ms, {:.3f} ms/step, {:.0f} tok/s, MBU {:.3f}",
+                          r["prefill_ms"].get<double>(), r["decode_ms_per_step"].get<double>(),
+                          r["tok_per_s"].get<double>(), r["mbu"].get<double>())
+                  .c_str()
+            : "out of memory");
     results.push_back(r);
   }
   const char* commit = std::getenv("HYLAB_COMMIT");

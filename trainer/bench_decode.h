@@ -24,9 +24,10 @@ struct DecodePoint {
 };
 
 struct DecodeBenchOptions {
-  std::string config_path;             // YAML, optional
-  std::vector<std::string> overrides;  // --key=value config overrides (block_pattern, vocab_size...)
-  std::string checkpoint;              // a checkpoint (or run) directory: its model and config
+  std::string config_path;  // YAML, optional
+  std::vector<std::string>
+      overrides;           // --key=value config overrides (block_pattern, vocab_size...)
+  std::string checkpoint;  // a checkpoint (or run) directory: its model and config
   // The points, in order (the CLI makes them from --batch_sizes x --prompt_lens with
   // --new_tokens, or from --points BxP+N,...).
   std::vector<DecodePoint> points;

@@ -134,7 +134,8 @@ __global__ void __launch_bounds__(kThreads) split_kernel(const DecodeAttentionPa
     const float c = rescale(m, m_new), c_o = rescale(m_o, m_new);
     l = l * c + l_o * c_o;
 #pragma unroll
-    for (int i = 0; i < 8; ++i) acc[i] = acc[i] * c + __shfl_xor_sync(0xffffffffu, acc[i], off) * c_o;
+    for (int i = 0; i < 8; ++i)
+      acc[i] = acc[i] * c + __shfl_xor_sync(0xffffffffu, acc[i], off) * c_o;
     m = m_new;
   }
   if (sub == 0) {
@@ -209,7 +210,8 @@ __global__ void __launch_bounds__(kThreads) combine_kernel(const DecodeAttention
   float o[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll 4
   for (int s = slot; s < S; s += kSlots) {
-    const float4 a = *reinterpret_cast<const float4*>(p.partial_acc + (s * BH + bh) * kHeadDim + chunk * 4);
+    const float4 a =
+        *reinterpret_cast<const float4*>(p.partial_acc + (s * BH + bh) * kHeadDim + chunk * 4);
     const float w = s_w[s];
     o[0] = fmaf(a.x, w, o[0]);
     o[1] = fmaf(a.y, w, o[1]);
@@ -234,20 +236,26 @@ void launch_dim(const DecodeAttentionParams& p, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(p.num_splits), static_cast<unsigned>(p.batch * p.heads));
   split_kernel<T, kHeadDim><<<grid, kThreads, 0, s>>>(p);
   HYLAB_CUDA_CHECK_LAUNCH("decode_attention split kernel");
-  combine_kernel<T, kHeadDim><<<p.batch * p.heads, kThreads,
-                                 static_cast<size_t>(p.num_splits) * sizeof(float), s>>>(p);
+  combine_kernel<T, kHeadDim>
+      <<<p.batch * p.heads, kThreads, static_cast<size_t>(p.num_splits) * sizeof(float), s>>>(p);
   HYLAB_CUDA_CHECK_LAUNCH("decode_attention combine kernel");
 }
 
 template <typename T>
 void launch(const DecodeAttentionParams& p, cudaStream_t s) {
   switch (p.head_dim) {
-    case 16: return launch_dim<T, 16>(p, s);
-    case 32: return launch_dim<T, 32>(p, s);
-    case 64: return launch_dim<T, 64>(p, s);
-    case 128: return launch_dim<T, 128>(p, s);
-    case 256: return launch_dim<T, 256>(p, s);
-    default: throw CudaError("decode_attention: unsupported head_dim " + std::to_string(p.head_dim));
+    case 16:
+      return launch_dim<T, 16>(p, s);
+    case 32:
+      return launch_dim<T, 32>(p, s);
+    case 64:
+      return launch_dim<T, 64>(p, s);
+    case 128:
+      return launch_dim<T, 128>(p, s);
+    case 256:
+      return launch_dim<T, 256>(p, s);
+    default:
+      throw CudaError("decode_attention: unsupported head_dim " + std::to_string(p.head_dim));
   }
 }
 

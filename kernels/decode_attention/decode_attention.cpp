@@ -47,8 +47,8 @@ void decode_attention(const DecodeAttentionParams& p, cudaStream_t stream) {
                     std::to_string(p.kv_heads) + ", " + std::to_string(p.max_len) + ")");
   }
   if (p.heads % p.kv_heads != 0) {
-    throw CudaError(w + ": kv_heads = " + std::to_string(p.kv_heads) + " must divide heads = " +
-                    std::to_string(p.heads));
+    throw CudaError(w + ": kv_heads = " + std::to_string(p.kv_heads) +
+                    " must divide heads = " + std::to_string(p.heads));
   }
   if (!decode_attention_supports_head_dim(p.head_dim)) {
     throw CudaError(w + ": head_dim = " + std::to_string(p.head_dim) +
@@ -60,8 +60,8 @@ void decode_attention(const DecodeAttentionParams& p, cudaStream_t stream) {
                     std::to_string(p.num_splits) + " * " + std::to_string(p.split_len) + " < " +
                     std::to_string(p.max_len) + ")");
   }
-  if (p.q == nullptr || p.k == nullptr || p.v == nullptr || p.pos == nullptr ||
-      p.out == nullptr || p.partial_acc == nullptr || p.partial_ml == nullptr) {
+  if (p.q == nullptr || p.k == nullptr || p.v == nullptr || p.pos == nullptr || p.out == nullptr ||
+      p.partial_acc == nullptr || p.partial_ml == nullptr) {
     throw CudaError(w + ": q, k, v, pos, out and both workspaces must be given");
   }
   if (!aligned16(p.q) || !aligned16(p.k) || !aligned16(p.v) || !aligned16(p.out) ||

@@ -35,8 +35,8 @@ struct DecodeAttentionParams {
   const int64_t* pos = nullptr;
   int64_t pos_batch_stride = 0;
   float scale = 1.f;
-  int num_splits = 1;    // decode_attention_num_splits
-  int64_t split_len = 0;  // keys per split: ceil(max_len / num_splits)
+  int num_splits = 1;            // decode_attention_num_splits
+  int64_t split_len = 0;         // keys per split: ceil(max_len / num_splits)
   float* partial_acc = nullptr;  // (num_splits, B*H, Dh) workspace
   float* partial_ml = nullptr;   // (num_splits, B*H, 2) workspace: running max (log2), sum
   void* out = nullptr;
@@ -45,8 +45,8 @@ struct DecodeAttentionParams {
 bool decode_attention_supports_head_dim(int head_dim);
 
 // Splits for a cache of max_len positions: enough blocks to fill the device several times
-// over (about 32 per multiprocessor) but at least 64 keys per split. Depends on max_len, not on the current
-// length, so a captured graph keeps its launch shape.
+// over (about 32 per multiprocessor) but at least 64 keys per split. Depends on max_len, not on the
+// current length, so a captured graph keeps its launch shape.
 int decode_attention_num_splits(int batch, int heads, int64_t max_len);
 
 // Validates the parameters (throws CudaError naming the field) and launches both kernels.

@@ -50,9 +50,8 @@ __global__ void __launch_bounds__(32 * kWarps) rope_append_kernel(const RopeAppe
   }
   ss = group_sum<32>(ss);
   const float inv = rsqrtf(ss / static_cast<float>(D) + p.eps);
-  T* dst = j < p.heads
-               ? static_cast<T*>(p.q_out) + (static_cast<int64_t>(b) * p.heads + j) * D
-               : static_cast<T*>(p.k_cache) + cache_off + (j - p.heads) * p.kv_head_stride;
+  T* dst = j < p.heads ? static_cast<T*>(p.q_out) + (static_cast<int64_t>(b) * p.heads + j) * D
+                       : static_cast<T*>(p.k_cache) + cache_off + (j - p.heads) * p.kv_head_stride;
 #pragma unroll
   for (int i = 0; i < kMaxPerLane; ++i) {
     const int d = lane + 32 * i;

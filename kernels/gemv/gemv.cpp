@@ -15,9 +15,11 @@ bool gemv_supports(DType dtype, int rows, int64_t in_features) {
 void gemv(const GemvParams& p, cudaStream_t stream) {
   const std::string w = "gemv";
   if (!gemv_supports(p.dtype, p.rows, p.in_features)) {
-    throw CudaError(w + ": needs bf16, 1 <= rows <= 8 and in_features a positive multiple of 8 "
-                        "(got " + dtype_name(p.dtype) + ", rows " + std::to_string(p.rows) +
-                    ", in_features " + std::to_string(p.in_features) + ")");
+    throw CudaError(w +
+                    ": needs bf16, 1 <= rows <= 8 and in_features a positive multiple of 8 "
+                    "(got " +
+                    dtype_name(p.dtype) + ", rows " + std::to_string(p.rows) + ", in_features " +
+                    std::to_string(p.in_features) + ")");
   }
   if (p.out_features <= 0) {
     throw CudaError(w + ": out_features must be positive, got " + std::to_string(p.out_features));

@@ -88,15 +88,24 @@ void launch(const GemvParams& p, cudaStream_t s) {
 
 void gemv_bf16(const GemvParams& p, cudaStream_t s) {
   switch (p.rows) {
-    case 1: return launch<1>(p, s);
-    case 2: return launch<2>(p, s);
-    case 3: return launch<3>(p, s);
-    case 4: return launch<4>(p, s);
-    case 5: return launch<5>(p, s);
-    case 6: return launch<6>(p, s);
-    case 7: return launch<7>(p, s);
-    case 8: return launch<8>(p, s);
-    default: throw CudaError("gemv: rows " + std::to_string(p.rows) + " is not in 1..8");
+    case 1:
+      return launch<1>(p, s);
+    case 2:
+      return launch<2>(p, s);
+    case 3:
+      return launch<3>(p, s);
+    case 4:
+      return launch<4>(p, s);
+    case 5:
+      return launch<5>(p, s);
+    case 6:
+      return launch<6>(p, s);
+    case 7:
+      return launch<7>(p, s);
+    case 8:
+      return launch<8>(p, s);
+    default:
+      throw CudaError("gemv: rows " + std::to_string(p.rows) + " is not in 1..8");
   }
 }
 

@@ -36,13 +36,17 @@ TEST_P(DecodeAttention, MatchesTheReference) {
   const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
   const auto li = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kLong);
   // A cache with room for one more kv head, sliced: batch/head strides that are not dense.
-  const Tensor k_big = torch::randn({B, Hkv + 1, L, Dh}, o), v_big = torch::randn({B, Hkv + 1, L, Dh}, o);
+  const Tensor k_big = torch::randn({B, Hkv + 1, L, Dh}, o),
+               v_big = torch::randn({B, Hkv + 1, L, Dh}, o);
   const Tensor k = k_big.narrow(1, 1, Hkv), v = v_big.narrow(1, 1, Hkv);
   const Tensor q = torch::randn({B, H, Dh}, o) * 2;  // peaked softmax as well as flat ones
   const Tolerance tol = tolerance_for(dtype);
   torch::NoGradGuard ng;
   const std::vector<std::vector<int64_t>> cases = {
-      {L - 1, 0, L / 2}, {0}, {L - 1}, {std::min<int64_t>(5, L - 1)},
+      {L - 1, 0, L / 2},
+      {0},
+      {L - 1},
+      {std::min<int64_t>(5, L - 1)},
       {L / 3, std::max<int64_t>(L - 2, 0), std::min<int64_t>(1, L - 1)}};
   for (const auto& c : cases) {
     const Tensor pos = torch::tensor(c, torch::kLong).to(li.device());
@@ -80,16 +84,18 @@ TEST(DecodeAttentionArgs, BadArgumentsAreNamed) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(message([&] { cuda_ops::decode_attention(q, k.to(torch::kFloat), k, pos); }).find("k_cache"),
-            std::string::npos);
+  EXPECT_NE(
+      message([&] { cuda_ops::decode_attention(q, k.to(torch::kFloat), k, pos); }).find("k_cache"),
+      std::string::npos);
   EXPECT_NE(message([&] { cuda_ops::decode_attention(q, k, k, pos.to(torch::kInt)); }).find("pos"),
             std::string::npos);
-  EXPECT_NE(message([&] { cuda_ops::decode_attention(torch::randn({2, 4, 48}, o), torch::randn({2, 2, 10, 48}, o),
-                                                     torch::randn({2, 2, 10, 48}, o), pos); })
-                .find("head dim 48"),
+  EXPECT_NE(message([&] {
+              cuda_ops::decode_attention(torch::randn({2, 4, 48}, o),
+                                         torch::randn({2, 2, 10, 48}, o),
+                                         torch::randn({2, 2, 10, 48}, o), pos);
+            }).find("head dim 48"),
             std::string::npos);
 }
-
 
 // The fused rotary + QK-norm + KV append against the same steps in LibTorch ops: q within
 // rounding, the cache rows at pos written alike, every other row untouched.
@@ -97,7 +103,8 @@ TEST(RopeAppend, MatchesTheReference) {
   HYLAB_REQUIRE_GPU();
   torch::manual_seed(91);
   for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
-    for (auto [Dh, H, Hkv] : std::vector<std::array<int64_t, 3>>{{128, 10, 10}, {16, 4, 2}, {64, 8, 1}}) {
+    for (auto [Dh, H, Hkv] :
+         std::vector<std::array<int64_t, 3>>{{128, 10, 10}, {16, 4, 2}, {64, 8, 1}}) {
       const int64_t B = 3, L = 20, P = 7;
       const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(dtype);
       const Tensor qkv = torch::randn({B, 1, H + 2 * Hkv, Dh}, o);

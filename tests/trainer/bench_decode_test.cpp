@@ -41,8 +41,9 @@ constexpr const char* kTiny =
 TEST(BenchDecode, CpuJsonIsCompleteAndConsistent) {
   const std::string json_path = ::testing::TempDir() + "/bench_decode_test.json";
   std::remove(json_path.c_str());
-  const CliResult r = hylab("bench decode --batch_sizes 1,3 --prompt-lens 8,20 --new_tokens 6 --json " +
-                      json_path + " --block_pattern=T,M,M,T" + kTiny);
+  const CliResult r =
+      hylab("bench decode --batch_sizes 1,3 --prompt-lens 8,20 --new_tokens 6 --json " + json_path +
+            " --block_pattern=T,M,M,T" + kTiny);
   ASSERT_EQ(r.status, 0) << r.out;
   std::ifstream in(json_path);
   ASSERT_TRUE(in.good()) << "no " << json_path << "\n" << r.out;
