@@ -361,7 +361,9 @@ std::string groups_footer(const std::vector<Group>& groups, const GroupQuery& q)
   if (with_bars == 0 && without > 0) {
     out += "NO ERROR BARS: every group has a single counted trial (n = 1), so this ranking cannot tell a\n"
            "real difference from seed noise. ";
+    const bool by_seed = std::find(q.group_by.begin(), q.group_by.end(), "seed") != q.group_by.end();
     out += unfinished > 0 ? "More trials are still to finish (see note).\n"
+           : by_seed      ? "Leave seed out of --group_by to pool the seeds.\n"
                           : "Add `seeds: [0, 1, 2]` to the sweep to measure the spread.\n";
   } else {
     out += fmt::format("mark: Welch's two-sided t-test of each group's {} against the best group (alpha {}); "

@@ -221,6 +221,11 @@ TEST(Compare, TablesJsonAndFooterTellWhatTheRankingMeans) {
   const std::vector<Group> single = group_trials(one_seed, q);
   EXPECT_NE(groups_footer(single, q).find("NO ERROR BARS"), std::string::npos);
   EXPECT_NE(groups_footer(single, q).find("Add `seeds"), std::string::npos);
+  GroupQuery by_seed = q;
+  by_seed.group_by = {"block_pattern", "seed"};
+  Table finished = trials;
+  finished.rows = {trials.rows[0], trials.rows[1], trials.rows[2]};  // all succeeded
+  EXPECT_NE(groups_footer(group_trials(finished, by_seed), by_seed).find("Leave seed out"), std::string::npos);
   // ... unless more trials of the groups are still running: then it says that instead.
   one_seed.rows.push_back(trials.rows[7]);  // M*4, running
   const std::vector<Group> so_far = group_trials(one_seed, q);
