@@ -2,6 +2,7 @@
 // and inference cache bytes per sequence, all from the formulas in model/accounting.h
 // (no model is built, so d20-sized configs answer instantly).
 #include <nlohmann/json.hpp>
+#include <torch/cuda.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -31,9 +32,13 @@ std::string apply_data_vocab(RunConfig* cfg) {
   return "from " + meta.string();
 }
 
-// The KV cache / conv state dtype at inference: fp32 only when the run says so, else bf16
-// (what `dtype: auto` uses on the GPU, where generation happens).
-int64_t activation_bytes_of(const RunConfig& r) { return r.dtype() == "fp32" ? 4 : 2; }
+// The KV cache / conv state dtype of the trainer's inference cache: its compute dtype on the
+// device the trainer would pick on this machine (trainer/device.h: `device: auto` is CUDA when
+// a GPU is visible; `dtype: auto` is bf16 there and fp32 on the CPU).
+int64_t activation_bytes_of(const RunConfig& r) {
+  const bool cuda = r.device() == "cuda" || (r.device() == "auto" && torch::cuda::is_available());
+  return cuda && r.dtype() != "fp32" ? 2 : 4;
+}
 
 std::string human(double v) {
   const char* units[] = {"", "K", "M", "G", "T", "P"};

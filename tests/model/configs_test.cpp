@@ -107,6 +107,11 @@ TEST(Configs, ModelInfoUsesTheDataVocabularyAsTheTrainerDoes) {
   EXPECT_EQ(from_data["config"]["vocab_size"], 8192);
   EXPECT_EQ(from_data["params_total"], trainer_params);
   EXPECT_NE(from_data["vocab_source"].get<std::string>().find("meta.json"), std::string::npos);
+  // Cache bytes in the dtype the trainer's cache has on this machine (fp32 without a GPU).
+  if (!torch::cuda::is_available()) {
+    const GPTConfig g = gpt_config(resolve_config(cfg));
+    EXPECT_EQ(from_data["cache_bytes"], cache_bytes(g, g.sequence_len, 4).total);
+  }
   // A vocab_size in the config wins over the data's.
   const auto set = info("--data " + dir + " --vocab_size 300");
   EXPECT_EQ(set["config"]["vocab_size"], 300);
