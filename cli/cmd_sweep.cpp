@@ -54,9 +54,12 @@ void submit(const std::string& path, bool dry_run, int priority, bool has_priori
     }
     print(t, format);
     if (fmt_kind == store::Format::kTable) {
-      std::printf("sweep %s: %zu trials (%d duplicates removed), %d slots each; not submitted (--dry_run)\n",
+      const std::string seeds = s.spec.seeds_size() > 0
+                                    ? fmt::format(", each configuration over {} seeds", s.spec.seeds_size())
+                                    : "";
+      std::printf("sweep %s: %zu trials (%d duplicates removed%s), %d slots each; not submitted (--dry_run)\n",
                   s.spec.name().c_str(), s.expansion.trials.size(), s.expansion.duplicates_removed,
-                  s.spec.resources().gpus_per_trial());
+                  seeds.c_str(), s.spec.resources().gpus_per_trial());
     }
     return;
   }

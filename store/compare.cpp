@@ -62,6 +62,17 @@ const std::vector<std::string> kMeanColumns = {"val_bpb", "train_loss", "tok_per
                                                "peak_mem_gib", "decode_tok_per_s_b1",
                                                "decode_tok_per_s_b32", "cache_bytes", "steps"};
 
+// The text table's columns besides the metric (the others are in CSV/JSON and per trial).
+const std::vector<std::string> kDisplayMeans = {"val_bpb", "tok_per_s", "params", "decode_tok_per_s_b1",
+                                                "cache_bytes", "steps"};
+
+// Means of counts (params, steps) stay integers when they are whole.
+json whole_or_real(double v) {
+  if (std::isnan(v)) return json();
+  if (std::floor(v) == v && std::fabs(v) < 9e15) return json(static_cast<int64_t>(v));
+  return json(v);
+}
+
 std::string fixed4(double v) {
   if (std::isnan(v)) return "";
   return std::fabs(v) >= 1e4 ? fmt::format("{:.4g}", v) : fmt::format("{:.4f}", v);
@@ -220,6 +231,7 @@ std::vector<Group> group_trials(const Table& trials, const GroupQuery& q) {
     const bool counts = has_value && (state == "succeeded" || (q.include_stopped && is_final(state)));
     if (!counts) {
       ++a.g.excluded;
+      if (!is_final(state)) ++a.g.unfinished;
       ++a.excluded_by_state[has_value || state != "succeeded" ? state : "succeeded without " + q.metric];
       continue;
     }
@@ -260,7 +272,8 @@ std::vector<Group> group_trials(const Table& trials, const GroupQuery& q) {
 Table groups_table(const std::vector<Group>& groups, const GroupQuery& q, bool display) {
   Table t;
   t.columns = q.group_by;
-  for (const char* c : {"trials", "n", "excluded"}) t.columns.push_back(c);
+  for (const char* c : {"trials", "n"}) t.columns.push_back(c);
+  if (!display) t.columns.push_back("excluded");  // the text table's note says it
   t.columns.push_back(display ? q.metric + " (mean ± std)" : q.metric);
   if (!display) t.columns.push_back(q.metric + "_std");
   for (const char* c : {"p_vs_best", "mark", "note"}) t.columns.push_back(c);
@@ -271,14 +284,16 @@ Table groups_table(const std::vector<Group>& groups, const GroupQuery& q, bool d
   // A stable, readable order for the other metrics: kMeanColumns' order.
   std::vector<std::string> ordered;
   for (const auto& name : kMeanColumns) {
-    if (std::find(mean_names.begin(), mean_names.end(), name) != mean_names.end()) ordered.push_back(name);
+    if (std::find(mean_names.begin(), mean_names.end(), name) == mean_names.end()) continue;
+    if (display && std::find(kDisplayMeans.begin(), kDisplayMeans.end(), name) == kDisplayMeans.end()) continue;
+    ordered.push_back(name);
   }
   t.columns.insert(t.columns.end(), ordered.begin(), ordered.end());
   for (const Group& g : groups) {
     std::vector<json> row = g.key;
     row.push_back(g.trials);
     row.push_back(g.metric.n);
-    row.push_back(g.excluded);
+    if (!display) row.push_back(g.excluded);
     if (display) {
       std::string cell = fixed4(g.metric.mean);
       if (g.metric.n >= 2) cell += " ± " + fixed4(g.metric.std);
@@ -293,7 +308,7 @@ Table groups_table(const std::vector<Group>& groups, const GroupQuery& q, bool d
     row.push_back(g.note);
     for (const auto& name : ordered) {
       auto it = g.means.find(name);
-      row.push_back(it == g.means.end() ? json() : nan_to_null(it->second));
+      row.push_back(it == g.means.end() ? json() : whole_or_real(it->second));
     }
     t.rows.push_back(std::move(row));
   }
@@ -314,6 +329,7 @@ json groups_json(const std::vector<Group>& groups, const GroupQuery& q) {
                    {"trial_ids", g.trial_ids},
                    {"n", g.metric.n},
                    {"excluded", g.excluded},
+                   {"unfinished", g.unfinished},
                    {"note", g.note},
                    {"mean", nan_to_null(g.metric.mean)},
                    {"std", nan_to_null(g.metric.std)},
@@ -334,16 +350,21 @@ json groups_json(const std::vector<Group>& groups, const GroupQuery& q) {
 }
 
 std::string groups_footer(const std::vector<Group>& groups, const GroupQuery& q) {
-  int64_t with_bars = 0, without = 0, excluded = 0;
+  int64_t with_bars = 0, without = 0, excluded = 0, unfinished = 0;
   for (const Group& g : groups) {
     if (g.metric.n >= 2) ++with_bars;
     else if (g.metric.n == 1) ++without;
     excluded += g.excluded;
+    unfinished += g.unfinished;
   }
   std::string out;
   if (with_bars == 0 && without > 0) {
-    out += "NO ERROR BARS: every group has a single trial (n = 1), so this ranking cannot tell a real\n"
-           "difference from seed noise. Add `seeds: [0, 1, 2]` to the sweep to measure the spread.\n";
+    out += "NO ERROR BARS: every group has a single counted trial (n = 1), so this ranking cannot tell a\n"
+           "real difference from seed noise. ";
+    const bool by_seed = std::find(q.group_by.begin(), q.group_by.end(), "seed") != q.group_by.end();
+    out += unfinished > 0 ? "More trials are still to finish (see note).\n"
+           : by_seed      ? "Leave seed out of --group_by to pool the seeds.\n"
+                          : "Add `seeds: [0, 1, 2]` to the sweep to measure the spread.\n";
   } else {
     out += fmt::format("mark: Welch's two-sided t-test of each group's {} against the best group (alpha {}); "
                        "\"~ best\" = not distinguishable from the best at this n.\n",
@@ -353,8 +374,11 @@ std::string groups_footer(const std::vector<Group>& groups, const GroupQuery& q)
     }
   }
   if (excluded > 0) {
+    const bool stopped = excluded > unfinished;  // some ended without succeeding
     out += fmt::format("{} trial(s) not counted (see note){}.\n", excluded,
-                       q.include_stopped ? "" : "; --include_stopped counts stopped and failed trials' last value");
+                       stopped && !q.include_stopped
+                           ? "; --include_stopped counts stopped and failed trials' last value"
+                           : "");
   }
   return out;
 }

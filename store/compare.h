@@ -96,6 +96,7 @@ struct Group {
   std::vector<int64_t> trial_ids;   // every trial of the group, counted or not
   int64_t trials = 0;               // = trial_ids.size()
   int64_t excluded = 0;             // trials that do not count
+  int64_t unfinished = 0;           // of those: pending or running (may count later)
   std::string note;                 // "excl. 1 stopped", "incl. 1 stopped", ...
   Summary metric;                   // over the counted trials
   std::vector<double> values;       // the counted trials' metric values, in trial order
@@ -109,13 +110,14 @@ std::vector<Group> group_trials(const Table& trials, const GroupQuery& q);
 
 // As a table: the group_by columns, trials, n, excluded, <metric> (mean), <metric>_std,
 // p_vs_best, mark, note, then the means of the other metrics under their own names
-// (tok_per_s, params, ...). With display = true, <metric> becomes one text cell
-// "mean ± std" and <metric>_std is dropped (for the aligned text table).
+// (tok_per_s, params, ...; whole means as integers). With display = true (the aligned text
+// table), <metric> becomes one text cell "mean ± std", <metric>_std and excluded are dropped
+// (note says it) and only tok_per_s, params, decode_tok_per_s_b1, cache_bytes, steps follow.
 Table groups_table(const std::vector<Group>& groups, const GroupQuery& q, bool display);
 
 // As JSON (the dashboard's API): {"metric", "goal", "group_by", "alpha", "test",
 // "include_stopped", "single_seed" (true when no group has n >= 2), "groups": [{"key": {col:
-// value}, "trials", "trial_ids", "n", "excluded", "note", "mean", "std", "values", "rank",
+// value}, "trials", "trial_ids", "n", "excluded", "unfinished", "note", "mean", "std", "values", "rank",
 // "mark", "p_vs_best", "means": {name: value}}]}; NaN as null.
 nlohmann::json groups_json(const std::vector<Group>& groups, const GroupQuery& q);
 

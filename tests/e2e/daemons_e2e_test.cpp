@@ -565,5 +565,30 @@ TEST_F(DaemonsE2E, LocalRunsASweepAndPrintsTheTable) {
   EXPECT_TRUE(trainers_in(work_).empty());
 }
 
+// Issue 19/14: a sweep with seeds runs every pattern once per seed, and `hylab local` closes
+// with one row per pattern (mean ± std, n, the Welch mark); `hylab results --group_by` agrees.
+TEST_F(DaemonsE2E, LocalWithSeedsPrintsMeanAndStdPerPattern) {
+  const std::string sweep = sweep_file({"T*2", "M*2"}, 6);
+  std::ofstream(sweep, std::ios::app) << "seeds: [0, 1]\n";
+  auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
+                            "--heartbeat_ms", std::to_string(kHeartbeatMs), "--gpus", "none"});
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='succeeded'"), "4");
+  EXPECT_EQ(query("SELECT GROUP_CONCAT(seed) FROM (SELECT seed FROM trials ORDER BY trial_id)"), "0,0,1,1");
+  EXPECT_NE(out.find("val_bpb (mean ± std)"), std::string::npos) << out;
+  EXPECT_NE(out.find(" ± "), std::string::npos) << out;
+  EXPECT_NE(out.find("Welch"), std::string::npos) << out;
+  EXPECT_EQ(out.find("NO ERROR BARS"), std::string::npos) << out;
+  auto [s2, groups] = run({hylab_bin(), "results", "--db", db_, "--group_by", "block_pattern", "--format", "json"});
+  ASSERT_EQ(s2, 0) << groups;
+  const json g = json::parse(groups);
+  ASSERT_EQ(g["groups"].size(), 2u) << groups;
+  for (const auto& group : g["groups"]) {
+    EXPECT_EQ(group["n"], 2) << groups;
+    EXPECT_TRUE(group["std"].is_number()) << groups;
+  }
+  EXPECT_EQ(g["groups"][0]["mark"], "best");
+}
+
 }  // namespace
 }  // namespace hylab::e2e

@@ -6,6 +6,7 @@
 
 #include "common/check.h"
 #include "store/compare.h"
+#include "store/curve_compare.h"
 
 namespace hylab::store {
 namespace {
@@ -150,6 +151,7 @@ TEST(Compare, GroupBySeveralKeysExcludesStoppedTrialsUnlessAsked) {
   EXPECT_EQ(g[0].trials, 3);
   EXPECT_EQ(g[0].excluded, 2);
   EXPECT_EQ(g[0].note, "excl. 1 failed, 1 running");
+  EXPECT_EQ(g[0].unfinished, 1);
   EXPECT_EQ(g[0].ranked.mark, "best, no error bars");
   EXPECT_EQ(g[1].key, (std::vector<json>{"M*4", 16}));
   EXPECT_EQ(g[1].metric.n, 2);           // the stopped trial's 3.10 is not averaged in
@@ -218,6 +220,17 @@ TEST(Compare, TablesJsonAndFooterTellWhatTheRankingMeans) {
   q.group_by = {"block_pattern"};
   const std::vector<Group> single = group_trials(one_seed, q);
   EXPECT_NE(groups_footer(single, q).find("NO ERROR BARS"), std::string::npos);
+  EXPECT_NE(groups_footer(single, q).find("Add `seeds"), std::string::npos);
+  GroupQuery by_seed = q;
+  by_seed.group_by = {"block_pattern", "seed"};
+  Table finished = trials;
+  finished.rows = {trials.rows[0], trials.rows[1], trials.rows[2]};  // all succeeded
+  EXPECT_NE(groups_footer(group_trials(finished, by_seed), by_seed).find("Leave seed out"), std::string::npos);
+  // ... unless more trials of the groups are still running: then it says that instead.
+  one_seed.rows.push_back(trials.rows[7]);  // M*4, running
+  const std::vector<Group> so_far = group_trials(one_seed, q);
+  EXPECT_NE(groups_footer(so_far, q).find("still to finish"), std::string::npos);
+  EXPECT_EQ(groups_footer(so_far, q).find("--include_stopped"), std::string::npos);
   EXPECT_TRUE(groups_json(single, q)["single_seed"].get<bool>());
 }
 
@@ -236,6 +249,31 @@ TEST(Compare, ParetoRowsKeepTheFrontOfNamedColumns) {
   EXPECT_THROW(pareto_rows(trials, {"val_bpb"}), Error);
   EXPECT_THROW(pareto_rows(trials, {"val_bpb", "bogus"}), Error);
   EXPECT_THROW(pareto_rows(trials, {"val_bpb", "tok_per_s:up"}), Error);
+}
+
+TEST(CurveCompare, CurvesAreReadAtEqualTokensByTheLastPointAtOrBefore) {
+  // Trial 1: 100 tokens per step, points at steps 0, 10, 20 (tokens 0, 1000, 2000).
+  // Trial 2: 250 tokens per step, points at steps 0, 2, 4, 6 (tokens 0, 500, 1000, 1500).
+  const std::vector<Curve> curves = {{1, 100, {{0, 3.0}, {10, 2.5}, {20, 2.0}}},
+                                     {2, 250, {{0, 3.1}, {2, 2.9}, {4, 2.4}, {6, 2.2}}}};
+  const Table t = align_at_tokens(curves, "val_bpb");
+  EXPECT_EQ(t.columns, (std::vector<std::string>{"tokens", "val_bpb #1", "val_bpb #2"}));
+  ASSERT_EQ(t.rows.size(), 5u);  // the union: 0, 500, 1000, 1500, 2000
+  const std::vector<int64_t> tokens = {0, 500, 1000, 1500, 2000};
+  const std::vector<json> one = {3.0, 3.0, 2.5, 2.5, 2.0};     // last point at or before
+  const std::vector<json> two = {3.1, 2.9, 2.4, 2.2, json()};  // nothing past its last point
+  for (size_t r = 0; r < tokens.size(); ++r) {
+    EXPECT_EQ(t.rows[r][0], tokens[r]);
+    EXPECT_EQ(t.rows[r][1], one[r]) << r;
+    EXPECT_EQ(t.rows[r][2], two[r]) << r;
+  }
+  // A curve that starts late is empty before its first point.
+  const Table late = align_at_tokens({{3, 10, {{5, 1.0}}}, {4, 10, {{1, 2.0}, {9, 1.5}}}}, "m");
+  ASSERT_EQ(late.rows.size(), 3u);
+  EXPECT_TRUE(late.rows[0][1].is_null());
+  EXPECT_EQ(late.rows[1][1], 1.0);
+  EXPECT_EQ(late.rows[1][2], 2.0);
+  EXPECT_TRUE(late.rows[2][1].is_null());
 }
 
 }  // namespace

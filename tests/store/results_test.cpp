@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "common/check.h"
+#include "store/curve_compare.h"
 #include "store/results.h"
 #include "store/store.h"
 
@@ -177,6 +178,22 @@ TEST_F(StoreTest, CurvesHaveAStepColumnAndOneColumnPerMetric) {
   const std::string csv = render(c, Format::kCsv);
   EXPECT_NE(csv.find("trial_id,step,train_loss,val_bpb,tok_per_s\n"), std::string::npos);
   EXPECT_THROW(curves(store_->db(), {424242}), Error);
+}
+
+TEST_F(StoreTest, CurvesAtTokensTakeTokensPerStepFromTheLoggedRate) {
+  const int64_t sweep_id = make_sweep();
+  auto trials = store_->trials_of(sweep_id);
+  // Trial 1 logs tok_per_s and step_time_s: 2048 tokens per step (1024 tok/s x 2 s).
+  put_metrics(store_->db(), trials[1].trial_id, 1, {{1, "step_time_s", 2.0, 2}, {1, "tok_per_s", 1024, 2}});
+  const std::vector<Curve> c = load_curves(store_->db(), {trials[0].trial_id, trials[1].trial_id}, "val_bpb");
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].tokens_per_step, 524288);  // no rate logged: the config's total_batch_size
+  EXPECT_EQ(c[1].tokens_per_step, 2048);
+  EXPECT_EQ(c[1].points, (std::vector<std::pair<int64_t, double>>{{1, 3.5}, {2, 3.0}}));
+  const Table t = align_at_tokens(c, "val_bpb");
+  EXPECT_EQ(t.rows[0][0], 2048);
+  EXPECT_THROW(load_curves(store_->db(), {trials[0].trial_id}, "nope"), Error);
+  EXPECT_THROW(load_curves(store_->db(), {424242}, "val_bpb"), Error);
 }
 
 }  // namespace
