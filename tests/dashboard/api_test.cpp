@@ -213,6 +213,8 @@ TEST_F(DashboardTest, ParetoFrontOverSucceededTrialsAndGroups) {
   EXPECT_EQ(g["groups"][0]["key"]["block_pattern"], "T*2");
   EXPECT_DOUBLE_EQ(g["groups"][0]["mean"].get<double>(), 2.25);
   EXPECT_EQ(g["groups"][0]["n"], 1);
+  // n = 1 everywhere: the footer warns, as under `hylab results --group_by`.
+  EXPECT_NE(g["footer"].get<std::string>().find("NO ERROR BARS"), std::string::npos) << g["footer"];
   EXPECT_THROW(groups(*db, sweep_id_, {"no_such_column"}, false), std::invalid_argument);
 }
 
