@@ -11,6 +11,7 @@
 
 #include "common/run_config.h"
 #include "store/curve_compare.h"
+#include "store/schema.h"
 #include "store/results.h"
 
 namespace hylab::dashboard {
@@ -280,13 +281,16 @@ json trial(store::Db& db, int64_t trial_id, const std::string& work_dir) {
   out["sweep"] = sweep_row.empty() ? json() : sweep_row[0];
   const json summary = rows(db, "SELECT * FROM trial_summary WHERE trial_id = ?1", trial_id);
   out["summary"] = summary.empty() ? json() : summary[0];
-  // Provenance: a provenance_json column of the summary or the trial, when this database has one.
+  // Provenance: the summary's provenance columns (store/schema.h kProvenanceKeys) that the
+  // trainer filled in; null when none is (an older database, or a trial still running).
   out["provenance"] = nullptr;
-  for (const json* r : {&out["summary"], &t}) {
-    if (r->is_object() && r->contains("provenance_json") && !(*r)["provenance_json"].is_null() &&
-        (*r)["provenance_json"] != "") {
-      out["provenance"] = (*r)["provenance_json"];
+  if (out["summary"].is_object()) {
+    json p = json::object();
+    for (const char* key : store::kProvenanceKeys) {
+      const json& v = out["summary"].value(key, json());
+      if (v.is_string() && !v.get<std::string>().empty()) p[key] = v;
     }
+    if (!p.empty()) out["provenance"] = p;
   }
   out["attempts"] =
       rows(db, "SELECT * FROM trial_attempts WHERE trial_id = ?1 ORDER BY attempt", trial_id);

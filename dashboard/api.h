@@ -53,7 +53,8 @@ const std::vector<std::string>& pareto_axes();
 nlohmann::json pareto(store::Db& db, int64_t sweep_id, const std::string& x);
 
 // GET /api/sweeps/{id}/groups?group_by=a,b&include_stopped=1: store/compare.h's groups_json
-// (mean ± std, n, rank, Welch marking). Default group_by: every swept parameter but the seed
+// (mean ± std, n, rank, Welch marking) plus "footer", the lines `hylab results --group_by`
+// prints under its table. Default group_by: every swept parameter but the seed
 // (block_pattern when none).
 nlohmann::json groups(store::Db& db, int64_t sweep_id, const std::vector<std::string>& group_by,
                       bool include_stopped);

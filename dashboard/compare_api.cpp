@@ -94,7 +94,10 @@ json groups(store::Db& db, int64_t sweep_id, const std::vector<std::string>& gro
     if (t.column(c) < 0)
       throw std::invalid_argument("group_by=" + c + ": not a column of this sweep's trials");
   }
-  return store::groups_json(store::group_trials(t, q), q);
+  const std::vector<store::Group> g = store::group_trials(t, q);
+  json out = store::groups_json(g, q);
+  out["footer"] = store::groups_footer(g, q);  // the lines `hylab results --group_by` prints under its table
+  return out;
 }
 
 }  // namespace hylab::dashboard

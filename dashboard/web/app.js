@@ -214,9 +214,7 @@ function groupsTable(groups) {
       el('td', { class: 'num' }, g.mean === null ? '' : fmt(g.mean) + (g.std === null ? '' : ' ± ' + fmt(g.std))),
       el('td', {}, g.mark), el('td', { class: 'num' }, g.p_vs_best === null ? '' : g.p_vs_best.toPrecision(2)),
       el('td', { class: 'muted' }, g.note))))),
-  el('p', { class: 'muted' }, 'n counts ' + (groups.include_stopped ? 'finished' : 'succeeded') + ' trials; ' +
-    'mark: Welch\'s two-sided t-test of each group against the best (alpha ' + groups.alpha + ')' +
-    (groups.single_seed ? '; every group has n < 2: add seeds for error bars' : '')));
+  el('p', { class: 'muted', id: 'groups-footer' }, groups.footer || ''));
 }
 
 function select(options, value, onChange, id) {

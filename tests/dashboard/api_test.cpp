@@ -69,6 +69,7 @@ class DashboardTest : public ::testing::Test {
     sum.final_val_bpb = 2.25;
     sum.tok_per_s = 1500;
     sum.steps = 2;
+    sum.provenance_json = R"({"hylab_version": "0.1.0", "gpu_name": "NVIDIA H200", "host": "node7"})";
     store::put_summary(store_->db(), ids_[0], sum);
     store_->finish_attempt(ids_[0], 1, "succeeded", "", 0, "step 1\nsample: The river ran\n");
     store_->set_trial_state(ids_[0], "succeeded", 0, "");
@@ -166,6 +167,9 @@ TEST_F(DashboardTest, TrialShowsConfigRunDirAndSamples) {
   EXPECT_EQ(t["attempts"].size(), 1u);
   EXPECT_FALSE(t["run_dir"]["exists"].get<bool>());
   EXPECT_EQ(t["samples"], json::array({"The river ran"}));  // from the attempt's log tail
+  // Provenance from the summary's columns (the ones the trainer filled in).
+  EXPECT_EQ(t["provenance"], json({{"hylab_version", "0.1.0"}, {"gpu_name", "NVIDIA H200"}, {"host", "node7"}}));
+  EXPECT_TRUE(trial(*db, ids_[1], "")["provenance"].is_null());  // no summary yet
 
   // With the run directory on this machine, its train.log is the source.
   const fs::path run = dir_ / "work" / t["trial"]["run_dir"].get<std::string>();
@@ -213,6 +217,8 @@ TEST_F(DashboardTest, ParetoFrontOverSucceededTrialsAndGroups) {
   EXPECT_EQ(g["groups"][0]["key"]["block_pattern"], "T*2");
   EXPECT_DOUBLE_EQ(g["groups"][0]["mean"].get<double>(), 2.25);
   EXPECT_EQ(g["groups"][0]["n"], 1);
+  // n = 1 everywhere: the footer warns, as under `hylab results --group_by`.
+  EXPECT_NE(g["footer"].get<std::string>().find("NO ERROR BARS"), std::string::npos) << g["footer"];
   EXPECT_THROW(groups(*db, sweep_id_, {"no_such_column"}, false), std::invalid_argument);
 }
 
