@@ -626,6 +626,7 @@ TEST_F(DaemonsE2E, LocalWithSeedsPrintsMeanAndStdPerPattern) {
     EXPECT_TRUE(group["std"].is_number()) << groups;
   }
   EXPECT_EQ(g["groups"][0]["mark"], "best");
+}
 
 // ---- adaptive search (coordinator/search.h, docs/SEARCH.md) ----
 

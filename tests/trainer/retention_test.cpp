@@ -63,7 +63,7 @@ TEST(Retention, PrunesFoldersAndTheNewestStillResolves) {
   EXPECT_FALSE(fs::exists(checkpoint_dir(run.string(), 3)));
   EXPECT_TRUE(fs::exists(checkpoint_dir(run.string(), 4)));  // newest
   EXPECT_TRUE(fs::exists(run / "checkpoints" / "step_000009.tmp"));
-  EXPECT_EQ(newest_checkpoint(run.string()), checkpoint_dir(run.string(), 4));
+  EXPECT_EQ(newest_checkpoint(run.string()).dir, checkpoint_dir(run.string(), 4));
   EXPECT_EQ(directory_bytes((run / "missing").string()), 0);
   fs::remove_all(run);
 }
