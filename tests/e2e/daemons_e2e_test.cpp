@@ -698,6 +698,7 @@ TEST_F(DaemonsE2E, KilledCoordinatorMidTpeSweepContinuesWithoutReproposing) {
   const std::string after = query("SELECT group_concat(config_hash) FROM (SELECT config_hash FROM trials ORDER BY trial_index)");
   EXPECT_EQ(after.substr(0, before.size()), before);
   EXPECT_EQ(query("SELECT COUNT(*) FROM events WHERE kind='trial_proposed'"), "4");
+}
 
 // `sweep submit --wait` follows the sweep with a progress line and exits with its outcome:
 // 0 all succeeded, 3 some failed, 4 cancelled. A sweep can vary probe_steps (a config key).
