@@ -9,7 +9,6 @@
 #include "cli/command.h"
 #include "cli/usage.h"
 #include "common/check.h"
-#include "trainer/provenance.h"
 
 namespace hylab::cli {
 
@@ -47,7 +46,6 @@ int main(int argc, char** argv) {
       "Run `hylab COMMAND --help` for a command's options."};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show the options of every command");
-  app.set_version_flag("--version", hylab::trainer::version_text());
   auto& cmds = hylab::cli::commands();
   std::sort(cmds.begin(), cmds.end(),
             [](const auto& a, const auto& b) { return a.order < b.order; });
