@@ -165,7 +165,8 @@ TEST_F(CliTest, TrainFlagsAreConfigKeysOrPlumbing) {
   const Result help = hylab("train --help");
   ASSERT_EQ(help.status, 0);
   const std::set<std::string> plumbing = {"help",          "help_all", "config", "run_dir",
-                                          "metrics_jsonl", "resume",   "nproc",  "db"};
+                                          "metrics_jsonl", "resume",   "nproc",  "db",
+                                          "resume_step"};
   // Option lines start with their names: "  --run_dir,--run-dir TEXT  Run folder ...".
   const std::regex line_re("^\\s+((--[a-z][a-z0-9_-]*,?)+)");
   const std::regex flag_re("--([a-z][a-z0-9_-]*)");

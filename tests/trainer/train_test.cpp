@@ -220,7 +220,8 @@ TEST_F(TrainTest, SigtermThenResumeReproducesTheUninterruptedLossesBitExactly) {
 // from exactly that one, not the newest, and re-emits every later step bit-exactly; a step
 // with no complete checkpoint is a usage error (exit 2).
 TEST_F(TrainTest, ResumeStepResumesFromThatCheckpoint) {
-  ASSERT_EQ(train("full", {"--num_iterations=12", "--checkpoint_every=4", "--eval_every=0"}).code, 0);
+  ASSERT_EQ(train("full", {"--num_iterations=12", "--checkpoint_every=4", "--eval_every=0",
+                           "--checkpoint_keep_last=-1"}).code, 0);
   const auto want = metric(jsonl("full"), "train_loss");
   ASSERT_EQ(want.size(), 12u);
   ASSERT_TRUE(fs::exists(run_dir("full") + "/checkpoints/step_000008/meta.json"));
