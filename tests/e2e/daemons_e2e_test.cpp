@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -584,7 +585,10 @@ TEST_F(DaemonsE2E, CancelStopsTheTrainerProcesses) {
   const auto pids = trainers_in(run_dirs);
   const json r = cli_json({"sweep", "cancel", std::to_string(id)});
   EXPECT_EQ(r["trials_cancelled"], 2);
-  EXPECT_TRUE(wait_until([&] { return trainers_in(run_dirs).empty(); }, 20)) << "trainer still running";
+  // A trainer's cmdline empties while it exits, before it is a zombie: wait for both.
+  EXPECT_TRUE(wait_until([&] {
+    return trainers_in(run_dirs).empty() && std::none_of(pids.begin(), pids.end(), process_alive);
+  }, 20)) << "trainer still running";
   for (pid_t p : pids) EXPECT_FALSE(process_alive(p));
   EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='cancelled'"), "2");
   EXPECT_EQ(query("SELECT state FROM sweeps"), "cancelled");
