@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "common/bench_stamp.h"
 #include "common/check.h"
 
 #if HYLAB_CUDA_KERNELS
@@ -332,32 +333,13 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
                            weight_bytes + state_bytes + 4.0 * B * d_model));
 }
 
-std::string commit_id() {
-  if (const char* c = std::getenv("HYLAB_COMMIT"); c != nullptr && c[0] != '\0') return c;
-  std::string s;
-  if (FILE* f = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r")) {
-    char buf[64];
-    while (std::fgets(buf, sizeof buf, f)) s += buf;
-    pclose(f);
-  }
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s.empty() ? "unknown" : s;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 void run_bench(const BenchOptions& o) {
   HYLAB_CHECK(torch::cuda::is_available(), "hylab bench kernels: no CUDA device is visible");
   HYLAB_CHECK(o.reps >= 1 && o.warmup >= 0, "hylab bench kernels: --reps must be >= 1, --warmup >= 0");
   const c10::cuda::CUDAGuard device(0);
   Json doc;
-  doc["commit"] = commit_id();
-  doc["date"] = utc_now();
+  doc["commit"] = bench_commit();
+  doc["date"] = utc_timestamp();
   doc["gpu"] = at::cuda::getCurrentDeviceProperties()->name;
   std::fprintf(stderr, "hylab bench kernels on %s (median of %d, %d warm-up)\n",
                doc["gpu"].get<std::string>().c_str(), o.reps, o.warmup);

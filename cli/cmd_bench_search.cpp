@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "common/bench_stamp.h"
 #include "common/check.h"
 #include "coordinator/search_bench.h"
 
@@ -19,25 +20,6 @@ struct Options {
   coordinator::TpeOptions tpe;
 };
 
-std::string commit_id() {
-  if (const char* c = std::getenv("HYLAB_COMMIT"); c != nullptr && c[0] != '\0') return c;
-  std::string s;
-  if (FILE* f = popen("git rev-parse --short=12 HEAD 2>/dev/null", "r")) {
-    char buf[64];
-    while (std::fgets(buf, sizeof buf, f)) s += buf;
-    pclose(f);
-  }
-  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
-  return s.empty() ? "unknown" : s;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
 void run(const Options& o) {
   if (o.seeds < 1) throw ConfigError(fmt::format("--seeds = {}: expected >= 1", o.seeds));
   if (o.tpe.candidates < 1)
@@ -45,8 +27,8 @@ void run(const Options& o) {
   if (!(o.tpe.gamma > 0 && o.tpe.gamma <= 1))
     throw ConfigError(fmt::format("--gamma = {}: expected (0, 1]", o.tpe.gamma));
   nlohmann::json doc;
-  doc["commit"] = commit_id();
-  doc["date"] = utc_now();
+  doc["commit"] = bench_commit();
+  doc["date"] = utc_timestamp();
   doc["settings"] = {{"startup_trials", o.tpe.startup_trials},
                      {"candidates", o.tpe.candidates},
                      {"gamma", o.tpe.gamma},
