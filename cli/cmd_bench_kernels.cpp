@@ -44,6 +44,7 @@ struct BenchOptions {
   int warmup = 3;
   bool skip_layers = false;
   bool quick = false;  // d12 scan and the conv only (for profilers)
+  bool gemv_only = false;
 };
 
 #if HYLAB_CUDA_KERNELS
@@ -333,6 +334,41 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
                            weight_bytes + state_bytes + 4.0 * B * d_model));
 }
 
+// The decode GEMV (kernels/gemv) at batch 1 on d20's decode matrices, with 1, 2, 4 and 8
+// warps per output column: 20 calls captured in a CUDA graph and replayed, as a decode step
+// runs them (launch gaps included). Bytes: the weight and x read once, y written once.
+void bench_gemv(const BenchOptions& o, Json& results) {
+  torch::NoGradGuard ng;
+  struct Shape {
+    const char* name;
+    int64_t K, N;
+  };
+  const Shape shapes[] = {{"qkv", 1280, 3840}, {"attn_proj", 1280, 1280}, {"mlp_fc", 1280, 5120},
+                          {"mlp_proj", 5120, 1280}, {"lm_head", 1280, 32768}};
+  constexpr int kCalls = 20;
+  for (const Shape& sh : shapes) {
+    const Tensor w = torch::randn({sh.N, sh.K}, kBf16);
+    const Tensor x = torch::randn({1, sh.K}, kBf16);
+    for (int wpr : {1, 2, 4, 8}) {
+      hylab::cuda_ops::GemvFusion f;
+      f.warps_per_row = wpr;
+      Tensor y;
+      c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+      const c10::cuda::CUDAStreamGuard guard(side);
+      for (int i = 0; i < 3; ++i) y = hylab::cuda_ops::gemv(x, w, f);
+      side.synchronize();
+      at::cuda::CUDAGraph graph;
+      graph.capture_begin();
+      for (int i = 0; i < kCalls; ++i) y = hylab::cuda_ops::gemv(x, w, f);
+      graph.capture_end();
+      const double ms = median_ms([&] { graph.replay(); }, o) / kCalls;
+      results.push_back(record("gemv_" + std::string(sh.name) + "_wpr" + std::to_string(wpr),
+                               dims({1, sh.K, sh.N}), "call", ms,
+                               2.0 * (sh.N * sh.K + sh.K + sh.N)));
+    }
+  }
+}
+
 void run_bench(const BenchOptions& o) {
   HYLAB_CHECK(torch::cuda::is_available(), "hylab bench kernels: no CUDA device is visible");
   HYLAB_CHECK(o.reps >= 1 && o.warmup >= 0, "hylab bench kernels: --reps must be >= 1, --warmup >= 0");
@@ -346,17 +382,20 @@ void run_bench(const BenchOptions& o) {
   doc["copy_tb_per_s"] = copy_tb_per_s(o);
   std::fprintf(stderr, "  device-to-device copy: %.3f TB/s\n", doc["copy_tb_per_s"].get<double>());
   Json results = Json::array();
-  bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
-  if (!o.quick) {
-    bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
-    bench_scan(8, 2048, 8192, 16, true, o, results);   // long
+  if (!o.quick) bench_gemv(o, results);
+  if (!o.gemv_only) {
+    bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
+    if (!o.quick) {
+      bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
+      bench_scan(8, 2048, 8192, 16, true, o, results);   // long
+    }
+    bench_conv(32, 1536, 2048, 4, o, results);
+    if (!o.skip_layers && !o.quick) {
+      bench_layers(768, 32, 2048, o, results);
+      bench_layers(1280, 16, 2048, o, results);
+    }
+    if (!o.quick) bench_decode(768, 1, o, results);
   }
-  bench_conv(32, 1536, 2048, 4, o, results);
-  if (!o.skip_layers && !o.quick) {
-    bench_layers(768, 32, 2048, o, results);
-    bench_layers(1280, 16, 2048, o, results);
-  }
-  if (!o.quick) bench_decode(768, 1, o, results);
   doc["results"] = results;
   const std::string text = doc.dump(2);
   std::printf("%s\n", text.c_str());
@@ -389,6 +428,8 @@ void setup(CLI::App& root) {
   cmd->add_flag(flag("skip_layers"), opts->skip_layers,
                 "Skip the whole-layer (Mamba vs attention) measurements");
   cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
+  cmd->add_flag(flag("gemv_only"), opts->gemv_only,
+                "Only the decode GEMV at d20's shapes, 1-8 warps per column");
   cmd->callback([opts] { run_bench(*opts); });
 }
 

@@ -58,12 +58,12 @@ torch::Tensor BlockImpl::decode_step(const torch::Tensor& x_in, const torch::Ten
   if (attn) {
     HYLAB_CHECK(cache.k.defined(), "layer {}: the cache has no KV tensors (not a Transformer layer?)",
                 layer_idx_);
-    x = x + attn->decode(compat::rms_norm(x), cos, sin, cache, pos, use_kernels);
+    x = attn->decode(x, cos, sin, cache, pos, use_kernels);  // x + attn(norm(x))
   } else {
     // One token: the decode-step ops, which need no position (pos 1 only skips the prefill).
     x = x + mamba->forward_step(compat::rms_norm(x), cache, /*pos=*/1);
   }
-  if (mlp) x = x + mlp->decode(compat::rms_norm(x), use_kernels);
+  if (mlp) x = mlp->decode(x, use_kernels);  // x + mlp(norm(x))
   return x;
 }
 

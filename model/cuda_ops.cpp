@@ -760,7 +760,7 @@ bool gemv_supports(const torch::Tensor& x, const torch::Tensor& weight) {
                            x.size(-1));
 }
 
-torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight) {
+torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight, const GemvFusion& fusion) {
   const char* fn = "gemv";
   TORCH_CHECK(gemv_supports(x, weight), fn, ": needs CUDA bf16 x (..., K) with at most ",
               hk::kGemvMaxRows, " rows, a contiguous bf16 weight (N, K), K % 8 == 0; got x ",
@@ -782,6 +782,23 @@ torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight) {
   p.x = x2.data_ptr(), p.x_row_stride = x2.stride(0);
   p.w = weight.data_ptr();
   p.y = y.data_ptr(), p.y_row_stride = N;
+  p.norm_input = fusion.norm_eps > 0.0;
+  p.norm_eps = static_cast<float>(fusion.norm_eps);
+  TORCH_CHECK(!(fusion.relu2 && fusion.residual.defined()), fn,
+              ": relu2 and residual cannot be fused together");
+  Tensor r;
+  if (fusion.relu2) p.epilogue = hk::GemvEpilogue::kRelu2;
+  if (fusion.residual.defined()) {
+    TORCH_CHECK(fusion.residual.numel() == x2.size(0) * N &&
+                    fusion.residual.scalar_type() == torch::kBFloat16 &&
+                    fusion.residual.device() == x.device(),
+                fn, ": residual must be bf16 with ", x2.size(0) * N, " elements on ", x.device(),
+                ", got ", fusion.residual.sizes(), " ", fusion.residual.scalar_type());
+    r = fusion.residual.reshape({x2.size(0), N}).contiguous();
+    p.epilogue = hk::GemvEpilogue::kAddResidual;
+    p.residual = r.data_ptr(), p.residual_row_stride = N;
+  }
+  p.warps_per_row = fusion.warps_per_row;
   hk::gemv(p, current_stream());
   return y.view(out_shape);
 }

@@ -68,9 +68,20 @@ torch::Tensor rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_ful
                           const torch::Tensor& sin_full, const torch::Tensor& pos,
                           torch::Tensor& k_cache, torch::Tensor& v_cache, int64_t heads, double eps);
 
+// What the GEMV fuses around the product (kernels/gemv/gemv.h): norm_eps > 0 normalises x
+// first (weightless RMSNorm); relu2 squares the ReLU of the result; a defined residual
+// (..., N) bf16 is added to it. warps_per_row 0 = the kernel's default.
+struct GemvFusion {
+  double norm_eps = 0.0;
+  bool relu2 = false;
+  torch::Tensor residual;
+  int warps_per_row = 0;
+};
+
 // x (..., K) @ weight (N, K)^T -> (..., N) for at most 8 rows of x (kernels/gemv), bf16 x and
-// weight, K % 8 == 0 (gemv_supports). No autograd.
-torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight);
+// weight, K % 8 == 0 (gemv_supports), with the optional fusions. No autograd.
+torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight,
+                   const GemvFusion& fusion = {});
 bool gemv_supports(const torch::Tensor& x, const torch::Tensor& weight);
 
 // Per-row cross-entropy of soft-capped logits (kernels/cross_entropy), differentiable in

@@ -91,7 +91,7 @@ std::pair<torch::Tensor, torch::Tensor> GPTImpl::rotary(int64_t pos, int64_t T, 
 }
 
 torch::Tensor GPTImpl::logits_from_hidden(const torch::Tensor& x, bool decode) {
-  auto logits = decode ? ops::linear(compat::rms_norm(x), lm_head->weight, use_kernels_)
+  auto logits = decode ? ops::norm_linear(x, lm_head->weight, use_kernels_)
                        : lm_head(compat::rms_norm(x));  // (B, T, V_padded)
   logits = logits.narrow(-1, 0, cfg_.vocab_size).to(torch::kFloat);  // (B, T, V) fp32
   if (cfg_.logit_softcap > 0) {

@@ -118,17 +118,62 @@ torch::Tensor decode_attention(const torch::Tensor& q, const torch::Tensor& k_ca
   return ref::decode_attention(q, k_cache, v_cache, pos);
 }
 
+#if HYLAB_CUDA_KERNELS
+namespace {
+// Measured on an H200 (docs/BENCHMARKS.md): the GEMV beats cuBLAS at 1 row, cuBLAS wins
+// at 8 (the kernel reloads x per weight chunk); the kernel takes up to 2.
+bool gemv_path(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
+  constexpr int64_t kMaxGemvRows = 2;
+  return use_cuda(x, use_kernels) && x.size(-1) > 0 && x.numel() / x.size(-1) <= kMaxGemvRows &&
+         cuda_ops::gemv_supports(x, weight);
+}
+}  // namespace
+#endif
+
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
 #if HYLAB_CUDA_KERNELS
-  // Measured on an H200 (docs/BENCHMARKS.md): the GEMV beats cuBLAS at 1 row, cuBLAS wins
-  // at 8 (the kernel reloads x per weight chunk); the kernel takes up to 2.
-  constexpr int64_t kMaxGemvRows = 2;
-  if (use_cuda(x, use_kernels) && x.size(-1) > 0 && x.numel() / x.size(-1) <= kMaxGemvRows &&
-      cuda_ops::gemv_supports(x, weight)) {
-    return cuda_ops::gemv(x, weight);
-  }
+  if (gemv_path(x, weight, use_kernels)) return cuda_ops::gemv(x, weight);
 #endif
   return torch::linear(x, weight);
+}
+
+torch::Tensor norm_linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (gemv_path(x, weight, use_kernels)) {
+    cuda_ops::GemvFusion f;
+    f.norm_eps = compat::rms_norm_eps(x.scalar_type());
+    return cuda_ops::gemv(x, weight, f);
+  }
+#endif
+  return linear(compat::rms_norm(x), weight, use_kernels);
+}
+
+torch::Tensor norm_mlp_fc(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (gemv_path(x, weight, use_kernels)) {
+    cuda_ops::GemvFusion f;
+    f.norm_eps = compat::rms_norm_eps(x.scalar_type());
+    f.relu2 = true;
+    return cuda_ops::gemv(x, weight, f);
+  }
+#endif
+  // h * h, not square(): autocast runs pow in fp32 (a cast kernel each way); the bf16 product
+  // rounds the same as the fp32 square cast to bf16.
+  auto h = torch::relu(linear(compat::rms_norm(x), weight, use_kernels));
+  return h * h;
+}
+
+torch::Tensor linear_add(const torch::Tensor& residual, const torch::Tensor& x,
+                         const torch::Tensor& weight, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (gemv_path(x, weight, use_kernels) && residual.scalar_type() == torch::kBFloat16 &&
+      residual.device() == x.device()) {
+    cuda_ops::GemvFusion f;
+    f.residual = residual;
+    return cuda_ops::gemv(x, weight, f).view(residual.sizes());
+  }
+#endif
+  return residual + linear(x, weight, use_kernels);
 }
 
 torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& cos_full,

@@ -81,6 +81,18 @@ torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& 
 // autocast may cast). No autograd on the kernel path.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels = true);
 
+// The decode step's matmuls with what surrounds them, one kernel each on the GEMV path
+// (same conditions as linear()), the unfused ops otherwise (the reference):
+//   norm_linear    linear(rms_norm(x), W)
+//   norm_mlp_fc    relu(linear(rms_norm(x), W))^2
+//   linear_add     residual + linear(x, W)
+torch::Tensor norm_linear(const torch::Tensor& x, const torch::Tensor& weight,
+                          bool use_kernels = true);
+torch::Tensor norm_mlp_fc(const torch::Tensor& x, const torch::Tensor& weight,
+                          bool use_kernels = true);
+torch::Tensor linear_add(const torch::Tensor& residual, const torch::Tensor& x,
+                         const torch::Tensor& weight, bool use_kernels = true);
+
 // The training loss, fused on CUDA (kernels/cross_entropy): per-row cross-entropy of the
 // soft-capped logits (see ref::softcap_cross_entropy). logits (rows, width) with the first
 // `vocab` columns counting, targets (rows) int64 with -1 = ignore -> (rows) fp32, 0 where

@@ -83,16 +83,20 @@ torch::Tensor CausalSelfAttentionImpl::decode(const torch::Tensor& x, const torc
                                               const torch::Tensor& sin_full, LayerCache& cache,
                                               const torch::Tensor& pos, bool use_kernels) {
   const int64_t B = x.size(0), C = x.size(2), H = n_head_, Hkv = n_kv_head_, Dh = head_dim_;
-  torch::Tensor qkv = qkv_weight_.defined()
-                          ? ops::linear(x, qkv_weight_, use_kernels)
-                          : torch::cat({c_q(x), c_k(x), c_v(x)}, -1);  // (B, 1, (H + 2Hkv) Dh)
+  torch::Tensor qkv;  // (B, 1, (H + 2Hkv) Dh)
+  if (qkv_weight_.defined()) {
+    qkv = ops::norm_linear(x, qkv_weight_, use_kernels);
+  } else {
+    const auto xn = compat::rms_norm(x);
+    qkv = torch::cat({c_q(xn), c_k(xn), c_v(xn)}, -1);
+  }
   qkv = qkv.view({B, 1, H + 2 * Hkv, Dh});
   // Rotary and QK-norm of q and k, k and v into the cache at pos: one kernel on CUDA.
   const auto dt = cache.k.scalar_type();
   auto q = ops::decode_rope_append(qkv.to(dt), cos_full.to(dt), sin_full.to(dt), pos, cache.k,
                                    cache.v, H, use_kernels);  // (B, H, Dh)
   auto y = ops::decode_attention(q, cache.k, cache.v, pos, use_kernels);  // (B, H, Dh)
-  return ops::linear(y.to(x.scalar_type()).view({B, 1, C}), c_proj->weight, use_kernels);
+  return ops::linear_add(x, y.to(x.scalar_type()).view({B, 1, C}), c_proj->weight, use_kernels);
 }
 
 MLPImpl::MLPImpl(const GPTConfig& cfg) {
@@ -105,10 +109,8 @@ torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
 }
 
 torch::Tensor MLPImpl::decode(const torch::Tensor& x, bool use_kernels) {
-  // h * h, not square(): autocast runs pow in fp32 (a cast kernel each way); the bf16 product
-  // rounds the same as the fp32 square cast to bf16 for c_proj.
-  auto h = torch::relu(ops::linear(x, c_fc->weight, use_kernels));
-  return ops::linear(h * h, c_proj->weight, use_kernels);
+  return ops::linear_add(x, ops::norm_mlp_fc(x, c_fc->weight, use_kernels), c_proj->weight,
+                         use_kernels);
 }
 
 }  // namespace hylab

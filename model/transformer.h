@@ -58,7 +58,8 @@ class MLPImpl : public torch::nn::Module {
  public:
   explicit MLPImpl(const GPTConfig& cfg);
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C): c_proj(relu(c_fc x)^2)
-  // The same for a decode step (ops::linear: the small-batch GEMV kernel where it applies).
+  // A decode step on the residual stream x (B, 1, C): x + forward(rms_norm(x)), in two
+  // kernels on the GEMV path (ops::norm_mlp_fc, ops::linear_add).
   torch::Tensor decode(const torch::Tensor& x, bool use_kernels);
 
   torch::nn::Linear c_fc{nullptr};    // (4C, C)

@@ -31,6 +31,17 @@ void gemv(const GemvParams& p, cudaStream_t stream) {
   if (!aligned(p.x) || !aligned(p.w) || p.x_row_stride % 8 != 0) {
     throw CudaError(w + ": x and w must be 16-byte aligned and x_row_stride a multiple of 8");
   }
+  if (p.epilogue == GemvEpilogue::kAddResidual && p.residual == nullptr) {
+    throw CudaError(w + ": the kAddResidual epilogue needs residual");
+  }
+  if (p.norm_input && !(p.norm_eps > 0.f)) {
+    throw CudaError(w + ": norm_input needs norm_eps > 0, got " + std::to_string(p.norm_eps));
+  }
+  const int wpr = p.warps_per_row;
+  if (wpr != 0 && wpr != 1 && wpr != 2 && wpr != 4 && wpr != 8) {
+    throw CudaError(w + ": warps_per_row must be 0 (default), 1, 2, 4 or 8, got " +
+                    std::to_string(wpr));
+  }
   gemv_bf16(p, stream);
 }
 

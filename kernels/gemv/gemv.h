@@ -1,5 +1,10 @@
 // Small-batch matrix-vector products for decoding: y (M, N) = x (M, K) W (N, K)^T with
 // M <= 8 rows (the sequences of a decode batch), bf16 x, W and y, fp32 accumulation.
+// Two optional fusions remove the element-wise kernels around a decode step's matmuls:
+//   norm_input   x is replaced by rms_norm(x) (weightless, eps norm_eps, fp32 statistics,
+//                each normalised element rounded to bf16 as at::rms_norm returns it)
+//   epilogue     kRelu2: y = relu(y)^2;  kAddResidual: y = residual + y   (each step rounded
+//                to bf16 as the unfused bf16 ops round it)
 // At M <= 8 a decode step's matmuls are pure weight streaming: a group of 1-8 warps per
 // output column n (more for longer rows) reads W's row n once in 16-byte loads (four in
 // flight per lane) and dots it with every row of x, so each weight byte is read once per
@@ -20,6 +25,8 @@
 
 namespace hylab::kernels {
 
+enum class GemvEpilogue { kNone, kRelu2, kAddResidual };
+
 struct GemvParams {
   DType dtype = DType::kBFloat16;  // of x, W, y (bf16 only for now)
   int rows = 0;                    // M, 1..8
@@ -30,6 +37,12 @@ struct GemvParams {
   const void* w = nullptr;
   void* y = nullptr;
   int64_t y_row_stride = 0;
+  bool norm_input = false;  // rms_norm x first
+  float norm_eps = 0.f;
+  GemvEpilogue epilogue = GemvEpilogue::kNone;
+  const void* residual = nullptr;  // (M, N), row stride residual_row_stride (kAddResidual)
+  int64_t residual_row_stride = 0;
+  int warps_per_row = 0;  // warps sharing one output column: 1, 2, 4, 8; 0 = the default (1)
 };
 
 constexpr int kGemvMaxRows = 8;

@@ -1,4 +1,4 @@
-// Small-batch GEMV, bf16 (see gemv.h). One warp per output column.
+// Small-batch GEMV, bf16 (see gemv.h), with the optional input norm and epilogues.
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/device_utils.cuh"
 #include "kernels/gemv/gemv.h"
@@ -9,10 +9,10 @@ namespace {
 constexpr int kWarps = 8;
 constexpr int kUnroll = 4;
 
-// Warps of a block split into groups of p.warps_per_row (1, 2, 4 or 8); a group computes one
-// output column, its warps taking interleaved 16-byte chunks of the row, so short matrices
-// (N = 1280 rows) still put enough warps and loads in flight. Partial sums meet in shared
-// memory.
+// Warps of a block split into groups of wpr (1, 2, 4 or 8); a group computes one output
+// column, its warps taking interleaved 16-byte chunks of the row; partial sums meet in shared
+// memory. With p.norm_input the block first computes the rms of each x row (fp32), and every
+// x element is normalised and rounded to bf16 as it is loaded.
 template <int kRows>
 __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, int wpr) {
   __shared__ float s_acc[kWarps][kRows];
@@ -24,6 +24,33 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, i
   const int64_t step = static_cast<int64_t>(wpr) * 32;
   const bf16* wrow = static_cast<const bf16*>(p.w) + (active ? n : 0) * p.in_features;
   const bf16* x = static_cast<const bf16*>(p.x);
+
+  float rstd[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) rstd[m] = 1.f;
+  if (p.norm_input) {  // the same for the whole grid: every thread reaches the barriers
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      float ss = 0.f;
+      for (int64_t c = threadIdx.x; c < chunks; c += 32 * kWarps) {
+        float xv[8];
+        load_vec(x + m * p.x_row_stride + c * 8, xv);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) ss = fmaf(xv[i], xv[i], ss);
+      }
+      ss = group_sum<32>(ss);
+      if (lane == 0) s_acc[warp][m] = ss;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int m = 0; m < kRows; ++m) {
+      float t = 0.f;
+      for (int w = 0; w < kWarps; ++w) t += s_acc[w][m];
+      rstd[m] = rsqrtf(t / static_cast<float>(p.in_features) + p.norm_eps);
+    }
+    __syncthreads();  // s_acc is reused below
+  }
+
   float acc[kRows];
 #pragma unroll
   for (int m = 0; m < kRows; ++m) acc[m] = 0.f;
@@ -48,6 +75,10 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, i
         for (int m = 0; m < kRows; ++m) {
           float xv[8];
           load_vec(x + m * p.x_row_stride + c * 8, xv);
+          if (p.norm_input) {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) xv[i] = to_float(from_float<bf16>(xv[i] * rstd[m]));
+          }
 #pragma unroll
           for (int i = 0; i < 8; ++i) acc[m] = fmaf(wv[u][i], xv[i], acc[m]);
         }
@@ -63,21 +94,22 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, i
   if (active && part == 0 && lane < kRows) {
     float s = 0.f;
     for (int w = warp; w < warp + wpr; ++w) s += s_acc[w][lane];
-    static_cast<bf16*>(p.y)[lane * p.y_row_stride + n] = from_float<bf16>(s);
+    float y = to_float(from_float<bf16>(s));  // the matmul's bf16 result
+    if (p.epilogue == GemvEpilogue::kRelu2) {
+      const float r = fmaxf(y, 0.f);
+      y = to_float(from_float<bf16>(r * r));
+    } else if (p.epilogue == GemvEpilogue::kAddResidual) {
+      y += to_float(static_cast<const bf16*>(p.residual)[lane * p.residual_row_stride + n]);
+    }
+    static_cast<bf16*>(p.y)[lane * p.y_row_stride + n] = from_float<bf16>(y);
   }
-}
-
-// Warps per output column: as many (up to 8) as keep at least two 16-byte chunks per lane.
-int warps_per_row(int64_t in_features) {
-  const int64_t chunks = in_features / 8;
-  int w = 1;
-  while (w < kWarps && chunks >= static_cast<int64_t>(w) * 2 * 32 * 2) w *= 2;
-  return w;
 }
 
 template <int kRows>
 void launch(const GemvParams& p, cudaStream_t s) {
-  const int wpr = warps_per_row(p.in_features);
+  // One warp per column by default: splitting long rows over 2-8 warps made the d20 decode
+  // GEMVs slower on an H200 (7.5 against 5.1 us a call; docs/BENCHMARKS.md).
+  const int wpr = p.warps_per_row > 0 ? p.warps_per_row : 1;
   const int64_t cols_per_block = kWarps / wpr;
   const auto blocks = static_cast<unsigned>((p.out_features + cols_per_block - 1) / cols_per_block);
   gemv_kernel<kRows><<<blocks, 32 * kWarps, 0, s>>>(p, wpr);

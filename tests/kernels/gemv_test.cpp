@@ -1,6 +1,7 @@
 // The small-batch GEMV (kernels/gemv) against an fp64 product: rows 1..8, decode-sized and
 // odd shapes (K not a multiple of 256, N not a multiple of the block's 8 warps), a strided
-// x (a column slice of a wider tensor), and the shapes it refuses.
+// x (a column slice of a wider tensor), the fused norm / ReLU^2 / residual add, and the
+// shapes it refuses.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -40,6 +41,47 @@ TEST(Gemv, MatchesFp64) {
   }
 }
 
+// Each fusion against the unfused ops computed in fp64 from the same bf16 inputs (the norm's
+// output rounded to bf16 first, as at::rms_norm returns it), at every warps_per_row.
+TEST(Gemv, FusionsMatchTheUnfusedOps) {
+  HYLAB_REQUIRE_GPU();
+  torch::manual_seed(78);
+  const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  const Tolerance tol = tolerance_for(torch::kBFloat16);
+  const double eps = 0.0078125;  // rms_norm_eps(bf16)
+  torch::NoGradGuard ng;
+  for (auto [K, N] : std::vector<std::array<int64_t, 2>>{{1280, 3840}, {5120, 1280}, {72, 37}}) {
+    for (int64_t M : {1, 2, 3}) {
+      const Tensor w = torch::randn({N, K}, o) / std::sqrt(static_cast<double>(K));
+      const Tensor x = torch::randn({M, 1, K}, o) * 3.0;
+      const Tensor r = torch::randn({M, 1, N}, o);
+      const Tensor wd = w.to(torch::kDouble).t();
+      const Tensor xd = x.to(torch::kDouble);
+      const Tensor xn = (xd * torch::rsqrt(xd.pow(2).mean(-1, true) + eps))
+                            .to(torch::kBFloat16)
+                            .to(torch::kDouble);
+      const Tensor normed = torch::matmul(xn, wd);  // (M, 1, N)
+      const Tensor relu2 = torch::relu(normed.to(torch::kBFloat16).to(torch::kDouble)).pow(2);
+      const Tensor added = r.to(torch::kDouble) + torch::matmul(xd, wd);
+      for (int wpr : {0, 1, 2, 4, 8}) {
+        const std::string at = " M=" + std::to_string(M) + " K=" + std::to_string(K) +
+                               " N=" + std::to_string(N) + " wpr=" + std::to_string(wpr);
+        cuda_ops::GemvFusion f;
+        f.warps_per_row = wpr;
+        EXPECT_TRUE(close("plain" + at, cuda_ops::gemv(x, w, f), to_vec(torch::matmul(xd, wd)), tol));
+        f.norm_eps = eps;
+        EXPECT_TRUE(close("norm" + at, cuda_ops::gemv(x, w, f), to_vec(normed), tol));
+        f.relu2 = true;
+        EXPECT_TRUE(close("norm+relu2" + at, cuda_ops::gemv(x, w, f), to_vec(relu2), tol));
+        cuda_ops::GemvFusion a;
+        a.warps_per_row = wpr;
+        a.residual = r;
+        EXPECT_TRUE(close("residual" + at, cuda_ops::gemv(x, w, a), to_vec(added), tol));
+      }
+    }
+  }
+}
+
 TEST(Gemv, RefusesWhatItDoesNotTake) {
   HYLAB_REQUIRE_GPU();
   const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
@@ -50,6 +92,13 @@ TEST(Gemv, RefusesWhatItDoesNotTake) {
   EXPECT_FALSE(
       cuda_ops::gemv_supports(torch::randn({2, 60}, o), torch::randn({16, 60}, o)));  // K % 8
   EXPECT_THROW(cuda_ops::gemv(torch::randn({9, 64}, o), w), c10::Error);
+  cuda_ops::GemvFusion bad;
+  bad.warps_per_row = 3;
+  EXPECT_THROW(cuda_ops::gemv(torch::randn({2, 64}, o), w, bad), std::exception);
+  cuda_ops::GemvFusion both;
+  both.relu2 = true;
+  both.residual = torch::randn({2, 16}, o);
+  EXPECT_THROW(cuda_ops::gemv(torch::randn({2, 64}, o), w, both), c10::Error);
 }
 
 }  // namespace
