@@ -60,8 +60,7 @@ torch::Tensor BlockImpl::decode_step(const torch::Tensor& x_in, const torch::Ten
                 layer_idx_);
     x = attn->decode(x, cos, sin, cache, pos, use_kernels);  // x + attn(norm(x))
   } else {
-    // One token: the decode-step ops, which need no position (pos 1 only skips the prefill).
-    x = x + mamba->forward_step(compat::rms_norm(x), cache, /*pos=*/1);
+    x = mamba->decode(x, cache);  // x + mamba(norm(x)), one token
   }
   if (mlp) x = mlp->decode(x, use_kernels);  // x + mlp(norm(x))
   return x;

@@ -60,7 +60,9 @@ void Decoder::load_weights() {
   copy_group(src.embedding, dst_emb, false);
   copy_group(src.scalar, dst_scalar, false);
   for (int i = 0; i < copy_->config().n_layer; ++i) {
-    if (auto b = copy_->block(i); b->attn) b->attn->fuse_qkv();  // one GEMM for q, k, v
+    auto b = copy_->block(i);
+    if (b->attn) b->attn->fuse_qkv();         // one GEMM for q, k, v
+    if (b->mamba) b->mamba->prepare_decode();  // A = -exp(A_log) once, not every step
   }
 }
 

@@ -139,4 +139,36 @@ torch::Tensor MambaMixerImpl::forward_step(const torch::Tensor& x_in, LayerCache
   return torch::stack(outs, 1);  // (B, T, C)
 }
 
+void MambaMixerImpl::prepare_decode() {
+  torch::NoGradGuard no_grad;
+  auto A = -torch::exp(A_log.to(torch::kFloat));  // (E, N)
+  if (A_decode_.defined() && A_decode_.sizes() == A.sizes() && A_decode_.device() == A.device()) {
+    A_decode_.copy_(A);
+  } else {
+    A_decode_ = A;
+  }
+}
+
+torch::Tensor MambaMixerImpl::decode(const torch::Tensor& x_in, LayerCache& cache) {
+  torch::NoGradGuard no_grad;
+  HYLAB_CHECK(cache.conv_state.defined() && cache.ssm_state.defined(),
+              "mamba decode: the layer cache has no conv/ssm state (not a Mamba layer?)");
+  HYLAB_CHECK(x_in.dim() == 3 && x_in.size(1) == 1, "mamba decode: x must be (B, 1, C), got {}",
+              c10::str(x_in.sizes()));
+  const int64_t B = x_in.size(0);
+  const auto A = A_decode_.defined() ? A_decode_ : -torch::exp(A_log.to(torch::kFloat));
+  auto xz = ops::norm_linear(x_in.reshape({B, x_in.size(2)}), in_proj->weight,
+                             use_kernels_);  // (B, 2E)
+  auto x = xz.narrow(1, 0, E_);
+  auto z = xz.narrow(1, E_, E_);
+  x = ops::causal_conv1d_update(x, cache.conv_state, conv1d_weight, conv1d_bias,
+                                /*silu=*/true, use_kernels_);  // (B, E)
+  auto parts = ops::linear(x, x_proj->weight, use_kernels_).split_with_sizes({R_, N_, N_}, -1);
+  auto dt = ops::linear(parts[0], dt_proj->weight, use_kernels_);  // (B, E)
+  auto y = ops::selective_state_update(cache.ssm_state, x, dt, A, parts[1], parts[2],
+                                       D.to(torch::kFloat), z, dt_proj->bias.to(torch::kFloat),
+                                       /*dt_softplus=*/true, use_kernels_);  // (B, E)
+  return ops::linear_add(x_in, y.view({B, 1, E_}), out_proj->weight, use_kernels_);  // (B, 1, C)
+}
+
 }  // namespace hylab

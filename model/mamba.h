@@ -46,6 +46,16 @@ class MambaMixerImpl : public torch::nn::Module {
   // decode-step ops. No autograd.
   torch::Tensor forward_step(const torch::Tensor& x, LayerCache& cache, int64_t pos);
 
+  // One decode token on the residual stream x (B, 1, C) (not normed): returns
+  // x + forward_step(rms_norm(x)), with the norm fused into in_proj's GEMV and the residual
+  // add into out_proj's where ops:: fuses them. Static shapes, no host sync: CUDA-graph
+  // capturable.
+  torch::Tensor decode(const torch::Tensor& x, LayerCache& cache);
+
+  // Keeps A = -exp(A_log) (E, N) fp32 for decode() instead of two kernels a step; in place
+  // when it exists already (captured graphs keep reading it). Call again after A_log changes.
+  void prepare_decode();
+
   void set_use_kernels(bool on) { use_kernels_ = on; }
 
   torch::nn::Linear in_proj{nullptr};   // (2E, C), no bias
@@ -58,6 +68,7 @@ class MambaMixerImpl : public torch::nn::Module {
   torch::nn::Linear out_proj{nullptr};  // (C, E), no bias
 
  private:
+  torch::Tensor A_decode_;  // prepare_decode()
   // x (B, E, T) post-conv -> (dt (B, E, T), Bm (B, N, T), Cm (B, N, T)).
   std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> ssm_inputs(const torch::Tensor& x);
 
