@@ -43,6 +43,12 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // it exists already (captured graphs keep reading it). Not a parameter, not saved.
   void fuse_qkv();
 
+  // Training forward of the fused path (Block's, on CUDA): q and k through ops::rope_qk_norm
+  // (rotary + QK-norm in one kernel, written in the (B, T, H, Dh) layout whose transpose
+  // attention reads without a copy). Same math as forward(x, cos, sin) without a cache.
+  torch::Tensor forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
+                              const torch::Tensor& sin);
+
   torch::nn::Linear c_q{nullptr};     // (H*Dh, C)
   torch::nn::Linear c_k{nullptr};     // (Hkv*Dh, C)
   torch::nn::Linear c_v{nullptr};     // (Hkv*Dh, C)
@@ -60,6 +66,8 @@ class MLPImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // (B, T, C) -> (B, T, C): c_proj(relu(c_fc x)^2)
   // The same for a decode step (ops::linear: the small-batch GEMV kernel where it applies).
   torch::Tensor decode(const torch::Tensor& x, bool use_kernels);
+  // The fused path's forward: ops::relu_square (one kernel; saves only its output).
+  torch::Tensor forward_fused(const torch::Tensor& x);
 
   torch::nn::Linear c_fc{nullptr};    // (4C, C)
   torch::nn::Linear c_proj{nullptr};  // (C, 4C), zero-initialised
