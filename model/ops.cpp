@@ -174,7 +174,8 @@ torch::Tensor rms_norm(const torch::Tensor& x, bool use_kernels) {
 torch::Tensor rope_qk_norm(const torch::Tensor& x, const torch::Tensor& cos,
                            const torch::Tensor& sin, bool use_kernels) {
 #if HYLAB_CUDA_KERNELS
-  if (fused_block_supports(x, use_kernels) && x.dim() == 4 && x.size(3) <= 256) {
+  if (fused_block_supports(x, use_kernels) && x.dim() == 4 && x.size(3) % 2 == 0 &&
+      x.size(3) <= 256) {
     return cuda_ops::rope_qk_norm(x, cos.to(torch::kFloat), sin.to(torch::kFloat),
                                   compat::rms_norm_eps(x.scalar_type()));
   }

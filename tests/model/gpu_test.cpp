@@ -266,7 +266,7 @@ TEST_F(Gpu, FusedBlockMatchesTheUnfusedBlock) {
       // bf16: both paths round differently (the unfused one rounds the rotation's products,
       // the fused one only its output), so they agree to bf16 noise, not bits.
       const double logit_tol = bf16 ? 0.1 : 2e-3, loss_tol = bf16 ? 2e-2 : 1e-4,
-                   grad_tol = bf16 ? 5e-2 : 1e-3;
+                   grad_tol = bf16 ? 8e-2 : 1e-3;
       EXPECT_LT(max_diff(logits[0], logits[1]), logit_tol) << what;
       EXPECT_NEAR(loss[0], loss[1], loss_tol * std::abs(loss[0])) << what;
       double worst = 0;
