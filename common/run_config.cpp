@@ -590,6 +590,7 @@ GPTConfig gpt_config(const RunConfig& r) {
   g.mamba_dt_init_floor = r.mamba_dt_init_floor();
   g.rope_base = r.rope_base();
   g.logit_softcap = r.logit_softcap();
+  g.fused_block = r.fused_block();
   return g;
 }
 

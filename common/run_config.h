@@ -94,6 +94,7 @@ struct GPTConfig {
   double mamba_dt_init_floor = 1e-4;
   double rope_base = 10000;
   double logit_softcap = 15;
+  bool fused_block = true;  // T blocks on CUDA use kernels/fused_block (not an architecture key)
 
   int head_dim() const { return n_embd / n_head; }                      // Dh
   int d_inner() const { return mamba_expand * n_embd; }                 // E

@@ -3,6 +3,7 @@
 
 #include "common/check.h"
 #include "model/compat.h"
+#include "model/ops.h"
 
 namespace hylab {
 
@@ -13,7 +14,8 @@ BlockImpl::BlockImpl(const GPTConfig& cfg, BlockType type, int layer_idx)
       head_dim_(cfg.head_dim()),
       d_inner_(cfg.d_inner()),
       d_conv_(cfg.mamba_d_conv),
-      d_state_(cfg.mamba_d_state) {
+      d_state_(cfg.mamba_d_state),
+      fused_block_(cfg.fused_block) {
   if (type == BlockType::kTransformer) {
     attn = register_module("attn", CausalSelfAttention(cfg));
     mlp = register_module("mlp", MLP(cfg));
@@ -25,6 +27,9 @@ BlockImpl::BlockImpl(const GPTConfig& cfg, BlockType type, int layer_idx)
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor& cos,
                                  const torch::Tensor& sin) {
+  if (attn && fused_block_ && ops::fused_block_supports(x_in, use_kernels_)) {
+    return forward_fused(x_in, cos, sin);
+  }
   torch::Tensor x = x_in;
   if (attn) {
     x = x + attn(compat::rms_norm(x), cos, sin);
@@ -33,6 +38,13 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
   }
   if (mlp) x = x + mlp(compat::rms_norm(x));
   return x;
+}
+
+torch::Tensor BlockImpl::forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
+                                       const torch::Tensor& sin) {
+  auto a = attn->forward_fused(ops::rms_norm(x), cos, sin);  // (B, T, C)
+  auto [x1, h] = ops::add_rms_norm(x, a);                     // x1 = x + a, h = norm(x1)
+  return x1 + mlp->forward_fused(h);
 }
 
 torch::Tensor BlockImpl::forward_step(const torch::Tensor& x_in, const torch::Tensor& cos,

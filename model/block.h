@@ -42,6 +42,10 @@ class BlockImpl : public torch::nn::Module {
   LayerCache make_cache(int64_t batch, int64_t max_len, torch::Device device,
                         torch::Dtype dtype) const;
 
+  // Our kernels allowed (GPT::set_use_kernels): with cfg.fused_block, T blocks on CUDA take
+  // the fused path (forward_fused).
+  void set_use_kernels(bool on) { use_kernels_ = on; }
+
   CausalSelfAttention attn{nullptr};  // T blocks
   MambaMixer mamba{nullptr};          // M blocks
   MLP mlp{nullptr};                   // T blocks, and M blocks with mamba_use_mlp
@@ -50,6 +54,12 @@ class BlockImpl : public torch::nn::Module {
   BlockType type_;
   int layer_idx_;
   int64_t n_kv_head_, head_dim_, d_inner_, d_conv_, d_state_;
+  bool fused_block_ = true, use_kernels_ = true;
+
+  // T block with the fused kernels (model/ops.h): rms_norm, attention with rope_qk_norm, the
+  // residual add fused with the second norm, relu_square; activations saved as outputs.
+  torch::Tensor forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
+                              const torch::Tensor& sin);
 };
 TORCH_MODULE(Block);
 

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "kernels/causal_conv1d/causal_conv1d.h"
@@ -15,6 +16,7 @@
 #include "kernels/decode/decode.h"
 #include "kernels/decode_attention/decode_attention.h"
 #include "kernels/decode_attention/rope_append.h"
+#include "kernels/fused_block/fused_block.h"
 #include "kernels/gemv/gemv.h"
 #include "kernels/selective_scan/selective_scan.h"
 
@@ -463,9 +465,241 @@ class SoftcapCrossEntropyFn : public torch::autograd::Function<SoftcapCrossEntro
   }
 };
 
+// ---------------------------------------------------------------- fused Transformer block
+
+hk::DType dtype_of_saved(const Tensor& t) {
+  return t.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32 : hk::DType::kBFloat16;
+}
+
+// The incoming gradient in `like`'s dtype and contiguous; zeros when autograd passed none.
+Tensor grad_or_zeros(const Tensor& g, const Tensor& like) {
+  return g.defined() ? g.to(like.scalar_type()).contiguous() : torch::zeros_like(like);
+}
+
+struct NormForward {
+  Tensor sum, y, rstd;  // sum only with a branch
+};
+
+// s = x + branch (or x), y = RMSNorm(s), rstd (rows) fp32.
+NormForward norm_forward(const char* fn, const Tensor& x_in, const Tensor& branch_in, double eps) {
+  TORCH_CHECK(x_in.defined(), fn, ": x is required");
+  check_tensor(x_in, fn, "x", x_in.device());
+  const hk::DType dt = activation_dtype(x_in, fn, "x");
+  TORCH_CHECK(x_in.dim() >= 1 && x_in.size(-1) >= 1 &&
+                  x_in.size(-1) <= std::numeric_limits<int>::max(),
+              fn, ": x must have a last dimension of 1..2^31-1 elements, got shape ", x_in.sizes());
+  if (branch_in.defined()) {
+    check_tensor(branch_in, fn, "branch", x_in.device());
+    check_dtype(branch_in, x_in.scalar_type(), fn, "branch", "x and branch share one dtype");
+    check_shape(branch_in, x_in.sizes(), fn, "branch");
+  }
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const Tensor x = x_in.contiguous();
+  const Tensor branch = branch_in.defined() ? branch_in.contiguous() : Tensor();
+  const int64_t cols = x.size(-1), rows = x.numel() / cols;
+  TORCH_CHECK(rows <= std::numeric_limits<int>::max(), fn, ": too many rows (", rows, ")");
+  NormForward f;
+  f.y = torch::empty(x.sizes(), x.options());
+  f.rstd = torch::empty({rows}, x.options().dtype(torch::kFloat32));
+  if (branch.defined()) f.sum = torch::empty(x.sizes(), x.options());
+  if (rows == 0) return f;
+  hk::AddRmsNormParams p;
+  p.dtype = dt;
+  p.rows = rows;
+  p.cols = static_cast<int>(cols);
+  p.eps = static_cast<float>(eps);
+  p.x = x.data_ptr();
+  p.branch = branch.defined() ? branch.data_ptr() : nullptr;
+  p.sum = f.sum.defined() ? f.sum.data_ptr() : nullptr;
+  p.y = f.y.data_ptr();
+  p.rstd = f.rstd.data_ptr<float>();
+  hk::add_rms_norm_fwd(p, current_stream());
+  return f;
+}
+
+// dx = rstd * (dy - y * mean(dy * y)) + dres (dres may be undefined).
+Tensor norm_backward(const Tensor& y, const Tensor& rstd, const Tensor& dy_in, const Tensor& dres_in) {
+  const c10::cuda::CUDAGuard guard(y.device());
+  const Tensor dy = grad_or_zeros(dy_in, y);
+  const Tensor dres = dres_in.defined() ? dres_in.to(y.scalar_type()).contiguous() : Tensor();
+  Tensor dx = torch::empty(y.sizes(), y.options());
+  const int64_t rows = rstd.size(0);
+  if (rows == 0) return dx;
+  hk::AddRmsNormParams p;
+  p.dtype = dtype_of_saved(y);
+  p.rows = rows;
+  p.cols = static_cast<int>(y.size(-1));
+  p.y = y.data_ptr();
+  p.rstd = rstd.data_ptr<float>();
+  p.dy = dy.data_ptr();
+  p.dres = dres.defined() ? dres.data_ptr() : nullptr;
+  p.dx = dx.data_ptr();
+  hk::add_rms_norm_bwd(p, current_stream());
+  return dx;
+}
+
+class AddRmsNormFn : public torch::autograd::Function<AddRmsNormFn> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& branch,
+                               double eps) {
+    NormForward f = norm_forward("add_rms_norm", x, branch, eps);
+    ctx->save_for_backward({f.y, f.rstd});  // y is an output: saving it costs no memory
+    ctx->set_materialize_grads(false);      // an unused output's gradient stays undefined
+    return {f.sum, f.y};
+  }
+
+  // grads: (d sum, d y). Both inputs get the same gradient (the add's).
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    Tensor dx = norm_backward(s[0], s[1], grads[1], grads[0]);
+    return {dx, dx, Tensor()};
+  }
+};
+
+class RmsNormFn : public torch::autograd::Function<RmsNormFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x, double eps) {
+    NormForward f = norm_forward("rms_norm", x, Tensor(), eps);
+    ctx->save_for_backward({f.y, f.rstd});
+    return f.y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    return {norm_backward(s[0], s[1], grads[0], Tensor()), Tensor()};
+  }
+};
+
+hk::RopeQkNormParams rope_params(const Tensor& y, const Tensor& rstd, const Tensor& cos,
+                                 const Tensor& sin, double eps) {
+  hk::RopeQkNormParams p;
+  p.dtype = dtype_of_saved(y);
+  p.rows = y.numel() / y.size(3);
+  p.seqlen = static_cast<int>(y.size(1));
+  p.heads = static_cast<int>(y.size(2));
+  p.head_dim = static_cast<int>(y.size(3));
+  p.eps = static_cast<float>(eps);
+  p.cos = cos.data_ptr<float>();
+  p.sin = sin.data_ptr<float>();
+  p.y = y.data_ptr();
+  p.rstd = rstd.data_ptr<float>();
+  return p;
+}
+
+class RopeQkNormFn : public torch::autograd::Function<RopeQkNormFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x_in, const Tensor& cos_in,
+                        const Tensor& sin_in, double eps) {
+    const char* fn = "rope_qk_norm";
+    check_tensor(x_in, fn, "x", x_in.device());
+    activation_dtype(x_in, fn, "x");
+    TORCH_CHECK(x_in.dim() == 4, fn, ": x must be (B, T, H, Dh), got shape ", x_in.sizes());
+    const int64_t T = x_in.size(1), H = x_in.size(2), D = x_in.size(3);
+    TORCH_CHECK(D >= 2 && D % 2 == 0 && D <= hk::kRopeMaxHeadDim, fn, ": head dim ", D,
+                " is not supported; allowed: even, 2..", hk::kRopeMaxHeadDim);
+    TORCH_CHECK(T <= std::numeric_limits<int>::max() && H <= std::numeric_limits<int>::max(), fn,
+                ": T or H too large");
+    for (auto [t, name] : {std::pair<const Tensor*, const char*>{&cos_in, "cos"}, {&sin_in, "sin"}}) {
+      check_tensor(*t, fn, name, x_in.device());
+      check_dtype(*t, torch::kFloat32, fn, name, "the rotary tables are fp32");
+      check_shape(*t, {T, D / 2}, fn, name);
+    }
+    const c10::cuda::CUDAGuard guard(x_in.device());
+    const Tensor x = x_in.contiguous(), cos = cos_in.contiguous(), sin = sin_in.contiguous();
+    Tensor y = torch::empty(x.sizes(), x.options());
+    Tensor rstd = torch::empty({x.numel() / D}, x.options().dtype(torch::kFloat32));
+    if (x.numel() > 0) {
+      hk::RopeQkNormParams p = rope_params(y, rstd, cos, sin, eps);
+      p.x = x.data_ptr();
+      hk::rope_qk_norm_fwd(p, current_stream());
+    }
+    ctx->save_for_backward({y, rstd, cos, sin});
+    ctx->saved_data["eps"] = eps;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    const Tensor& y = s[0];
+    const c10::cuda::CUDAGuard guard(y.device());
+    const Tensor dy = grad_or_zeros(grads[0], y);
+    Tensor dx = torch::empty(y.sizes(), y.options());
+    if (y.numel() > 0) {
+      hk::RopeQkNormParams p = rope_params(y, s[1], s[2], s[3], ctx->saved_data["eps"].toDouble());
+      p.dy = dy.data_ptr();
+      p.dx = dx.data_ptr();
+      hk::rope_qk_norm_bwd(p, current_stream());
+    }
+    return {dx, Tensor(), Tensor(), Tensor()};
+  }
+};
+
+class ReluSquareFn : public torch::autograd::Function<ReluSquareFn> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& u_in) {
+    const char* fn = "relu_square";
+    check_tensor(u_in, fn, "u", u_in.device());
+    const hk::DType dt = activation_dtype(u_in, fn, "u");
+    const c10::cuda::CUDAGuard guard(u_in.device());
+    const Tensor u = u_in.contiguous();
+    Tensor h = torch::empty(u.sizes(), u.options());
+    if (u.numel() > 0) {
+      hk::ReluSquareParams p;
+      p.dtype = dt;
+      p.n = u.numel();
+      p.u = u.data_ptr();
+      p.h = h.data_ptr();
+      hk::relu_square_fwd(p, current_stream());
+    }
+    ctx->save_for_backward({h});  // the output only: du = 2 dh sqrt(h)
+    return h;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list s = ctx->get_saved_variables();
+    const Tensor& h = s[0];
+    const c10::cuda::CUDAGuard guard(h.device());
+    const Tensor dh = grad_or_zeros(grads[0], h);
+    Tensor du = torch::empty(h.sizes(), h.options());
+    if (h.numel() > 0) {
+      hk::ReluSquareParams p;
+      p.dtype = dtype_of_saved(h);
+      p.n = h.numel();
+      p.h = h.data_ptr();
+      p.dh = dh.data_ptr();
+      p.du = du.data_ptr();
+      hk::relu_square_bwd(p, current_stream());
+    }
+    return {du};
+  }
+};
+
 }  // namespace
 
 // ---------------------------------------------------------------- public entry points
+
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x,
+                                                      const torch::Tensor& branch, double eps) {
+  TORCH_CHECK(x.defined() && branch.defined(), "add_rms_norm: x and branch are required");
+  variable_list out = AddRmsNormFn::apply(x, branch, eps);
+  return {out[0], out[1]};
+}
+
+torch::Tensor rms_norm(const torch::Tensor& x, double eps) {
+  TORCH_CHECK(x.defined(), "rms_norm: x is required");
+  return RmsNormFn::apply(x, eps);
+}
+
+torch::Tensor rope_qk_norm(const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin, double eps) {
+  TORCH_CHECK(x.defined() && cos.defined() && sin.defined(), "rope_qk_norm: x, cos and sin are required");
+  return RopeQkNormFn::apply(x, cos, sin, eps);
+}
+
+torch::Tensor relu_square(const torch::Tensor& u) {
+  TORCH_CHECK(u.defined(), "relu_square: u is required");
+  return ReluSquareFn::apply(u);
+}
 
 torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                     int64_t vocab, double softcap) {

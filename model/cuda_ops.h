@@ -91,6 +91,22 @@ bool gemv_supports(const torch::Tensor& x, const torch::Tensor& weight);
 torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                     int64_t vocab, double softcap);
 
+// The fused Transformer-block ops (kernels/fused_block/fused_block.h has the math), each a
+// differentiable op: x, branch, u fp32 or bf16 (one dtype), any strides (copied to contiguous
+// when needed); outputs contiguous in the input dtype; eps is the RMSNorm's.
+//   add_rms_norm: x, branch (..., C) -> (s = x + branch, y = RMSNorm(s)); the gradient of
+//     both inputs is one tensor. Saves y and rstd (rows) fp32, not s.
+//   rms_norm: x (..., C) -> RMSNorm(x); saves y and rstd.
+//   rope_qk_norm: x (B, T, H, Dh) -> RMSNorm(rotate(x)) (B, T, H, Dh), cos/sin (T, Dh/2) fp32,
+//     Dh even and <= 256. Saves y, rstd and the tables.
+//   relu_square: u -> relu(u)^2. Saves only the output.
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x,
+                                                      const torch::Tensor& branch, double eps);
+torch::Tensor rms_norm(const torch::Tensor& x, double eps);
+torch::Tensor rope_qk_norm(const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin, double eps);
+torch::Tensor relu_square(const torch::Tensor& u);
+
 // Deterministic mode (default on). Every kernel here is deterministic (fixed-order
 // reductions, no atomics), so both settings run the same code today: there is no faster
 // non-deterministic path (docs/KERNELS.md says why). The switch exists so callers can state

@@ -154,6 +154,7 @@ void GPTImpl::set_use_kernels(bool on) {
   use_kernels_ = on;
   for (const auto& m : h->children()) {
     auto b = std::static_pointer_cast<BlockImpl>(m);
+    b->set_use_kernels(on);
     if (b->mamba) b->mamba->set_use_kernels(on);
   }
 }

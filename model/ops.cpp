@@ -190,4 +190,49 @@ torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& 
   return ref::decode_rope_append(qkv, cos_full, sin_full, pos, k_cache, v_cache, heads);
 }
 
+bool fused_block_supports(const torch::Tensor& x, bool use_kernels) {
+  return use_cuda(x, use_kernels) &&
+         (x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kBFloat16);
+}
+
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x,
+                                                      const torch::Tensor& branch,
+                                                      bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (fused_block_supports(x, use_kernels) && branch.scalar_type() == x.scalar_type() &&
+      branch.device() == x.device()) {
+    return cuda_ops::add_rms_norm(x, branch, compat::rms_norm_eps(x.scalar_type()));
+  }
+#endif
+  return ref::add_rms_norm(x, branch);
+}
+
+torch::Tensor rms_norm(const torch::Tensor& x, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (fused_block_supports(x, use_kernels)) {
+    return cuda_ops::rms_norm(x, compat::rms_norm_eps(x.scalar_type()));
+  }
+#endif
+  return compat::rms_norm(x);
+}
+
+torch::Tensor rope_qk_norm(const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (fused_block_supports(x, use_kernels) && x.dim() == 4 && x.size(3) % 2 == 0 &&
+      x.size(3) <= 256) {
+    return cuda_ops::rope_qk_norm(x, cos.to(torch::kFloat), sin.to(torch::kFloat),
+                                  compat::rms_norm_eps(x.scalar_type()));
+  }
+#endif
+  return ref::rope_qk_norm(x, cos, sin);
+}
+
+torch::Tensor relu_square(const torch::Tensor& u, bool use_kernels) {
+#if HYLAB_CUDA_KERNELS
+  if (fused_block_supports(u, use_kernels)) return cuda_ops::relu_square(u);
+#endif
+  return ref::relu_square(u);
+}
+
 }  // namespace hylab::ops

@@ -100,4 +100,28 @@ torch::Tensor linear_add(const torch::Tensor& residual, const torch::Tensor& x,
 torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                     int64_t vocab, double softcap, bool use_kernels = true);
 
+// ---- The fused Transformer-block ops (kernels/fused_block; the Transformer block's CUDA
+// path, docs/KERNELS.md). CUDA: the kernels when fused_block_supports(x); otherwise the
+// reference (ref::add_rms_norm etc., which compute in fp32 and round once). eps is
+// compat::rms_norm_eps of x's dtype, as compat::rms_norm.
+
+// True when the kernels take x: a build with them, use_kernels, x on CUDA, fp32 or bf16.
+bool fused_block_supports(const torch::Tensor& x, bool use_kernels = true);
+
+// x, branch (..., C) -> (s = x + branch, RMSNorm(s)). Differentiable in both.
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x,
+                                                      const torch::Tensor& branch,
+                                                      bool use_kernels = true);
+
+// RMSNorm(x) over the last dim (nanochat's norm()). Differentiable.
+torch::Tensor rms_norm(const torch::Tensor& x, bool use_kernels = true);
+
+// x (B, T, H, Dh), cos/sin (T, Dh/2) fp32 -> RMSNorm(rotate(x)) (B, T, H, Dh) contiguous: its
+// (B, H, T, Dh) transpose is attention's input without a copy. Differentiable in x.
+torch::Tensor rope_qk_norm(const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin, bool use_kernels = true);
+
+// relu(u)^2 (the MLP activation). Differentiable.
+torch::Tensor relu_square(const torch::Tensor& u, bool use_kernels = true);
+
 }  // namespace hylab::ops

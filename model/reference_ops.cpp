@@ -195,4 +195,46 @@ torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& 
   return rot.narrow(2, 0, heads).reshape({B, heads, Dh});
 }
 
+// ---------------------------------------------------------------- fused Transformer block
+
+namespace {
+// RMSNorm over the last dim in the compute dtype (eps < 0: that of `dtype`), rounded to `dtype`.
+torch::Tensor rms_norm_as(const torch::Tensor& s, at::ScalarType dtype, double eps) {
+  const auto acc = compute_dtype(s);
+  auto sf = s.to(acc);
+  if (eps < 0) eps = compat::rms_norm_eps(dtype);
+  auto y = sf * torch::rsqrt(sf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return y.to(dtype);
+}
+}  // namespace
+
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x,
+                                                      const torch::Tensor& branch, double eps) {
+  HYLAB_CHECK(!branch.defined() || branch.sizes() == x.sizes(),
+              "add_rms_norm: branch {} must match x {}", c10::str(branch.sizes()),
+              c10::str(x.sizes()));
+  torch::Tensor s = branch.defined() ? x + branch : x;
+  return {s, rms_norm_as(s, s.scalar_type(), eps)};
+}
+
+torch::Tensor rope_qk_norm(const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin, double eps) {
+  HYLAB_CHECK(x.dim() == 4 && x.size(3) % 2 == 0, "rope_qk_norm: x must be (B, T, H, Dh) with Dh even, got {}",
+              c10::str(x.sizes()));
+  const int64_t T = x.size(1), d = x.size(3) / 2;
+  HYLAB_CHECK(cos.sizes() == sin.sizes() && cos.dim() == 2 && cos.size(0) == T && cos.size(1) == d,
+              "rope_qk_norm: cos/sin must be (T={}, Dh/2={}), got {}", T, d, c10::str(cos.sizes()));
+  const auto acc = compute_dtype(x);
+  auto xf = x.to(acc);
+  auto c = cos.to(acc).unsqueeze(0).unsqueeze(2);  // (1, T, 1, Dh/2)
+  auto s = sin.to(acc).unsqueeze(0).unsqueeze(2);
+  auto x1 = xf.narrow(3, 0, d), x2 = xf.narrow(3, d, d);
+  auto r = torch::cat({x1 * c + x2 * s, x2 * c - x1 * s}, 3);  // (B, T, H, Dh)
+  return rms_norm_as(r, x.scalar_type(), eps);
+}
+
+torch::Tensor relu_square(const torch::Tensor& u) {
+  return torch::relu(u.to(compute_dtype(u))).square().to(u.scalar_type());
+}
+
 }  // namespace hylab::ref

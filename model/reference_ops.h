@@ -48,4 +48,24 @@ torch::Tensor decode_rope_append(const torch::Tensor& qkv, const torch::Tensor& 
 torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                     int64_t vocab, double softcap);
 
+// ---- The fused Transformer-block ops (ops::add_rms_norm etc., kernels/fused_block): math in
+// fp32 (fp64 for fp64 inputs), one rounding to the input dtype at the end, except that the
+// residual sum is rounded first (as LibTorch's add rounds it). eps = compat::rms_norm_eps of
+// the input dtype (nanochat's norm()).
+
+// s = x + branch (branch undefined: s = x), y = s / sqrt(mean(s^2) + eps) over the last dim.
+// Returns (s, y) in s's dtype; s is x itself when branch is undefined. eps < 0:
+// compat::rms_norm_eps of that dtype (tests of low-precision kernels pass the kernel's eps with fp64 inputs).
+std::tuple<torch::Tensor, torch::Tensor> add_rms_norm(const torch::Tensor& x,
+                                                      const torch::Tensor& branch,
+                                                      double eps = -1);
+
+// x (B, T, H, Dh), cos/sin (T, Dh/2) -> RMSNorm(rotate(x)) (B, T, H, Dh): apply_rotary's
+// split-half rotation with fp32 tables, then the norm over Dh.
+torch::Tensor rope_qk_norm(const torch::Tensor& x, const torch::Tensor& cos,
+                           const torch::Tensor& sin, double eps = -1);
+
+// relu(u)^2.
+torch::Tensor relu_square(const torch::Tensor& u);
+
 }  // namespace hylab::ref

@@ -68,6 +68,17 @@ torch::Tensor CausalSelfAttentionImpl::forward(const torch::Tensor& x, const tor
   return c_proj(y);
 }
 
+torch::Tensor CausalSelfAttentionImpl::forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
+                                                     const torch::Tensor& sin) {
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2);
+  auto q = ops::rope_qk_norm(c_q(x).view({B, T, n_head_, head_dim_}), cos, sin);     // (B, T, H, Dh)
+  auto k = ops::rope_qk_norm(c_k(x).view({B, T, n_kv_head_, head_dim_}), cos, sin);  // (B, T, Hkv, Dh)
+  auto v = c_v(x).view({B, T, n_kv_head_, head_dim_});
+  auto y = compat::causal_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                    /*q_offset=*/0);  // (B, H, T, Dh)
+  return c_proj(y.transpose(1, 2).reshape({B, T, C}));  // a view when y is (B, T, H, Dh) in memory
+}
+
 void CausalSelfAttentionImpl::fuse_qkv() {
   torch::NoGradGuard no_grad;
   auto w = torch::cat({c_q->weight, c_k->weight, c_v->weight}, 0);  // ((H + 2 Hkv) Dh, C)
@@ -106,6 +117,10 @@ MLPImpl::MLPImpl(const GPTConfig& cfg) {
 
 torch::Tensor MLPImpl::forward(const torch::Tensor& x) {
   return c_proj(torch::relu(c_fc(x)).square());
+}
+
+torch::Tensor MLPImpl::forward_fused(const torch::Tensor& x) {
+  return c_proj(ops::relu_square(c_fc(x)));
 }
 
 torch::Tensor MLPImpl::decode(const torch::Tensor& x, bool use_kernels) {

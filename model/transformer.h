@@ -43,6 +43,12 @@ class CausalSelfAttentionImpl : public torch::nn::Module {
   // it exists already (captured graphs keep reading it). Not a parameter, not saved.
   void fuse_qkv();
 
+  // Training forward of the fused path (Block's, on CUDA): q and k through ops::rope_qk_norm
+  // (rotary + QK-norm in one kernel, written in the (B, T, H, Dh) layout whose transpose
+  // attention reads without a copy). Same math as forward(x, cos, sin) without a cache.
+  torch::Tensor forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
+                              const torch::Tensor& sin);
+
   torch::nn::Linear c_q{nullptr};     // (H*Dh, C)
   torch::nn::Linear c_k{nullptr};     // (Hkv*Dh, C)
   torch::nn::Linear c_v{nullptr};     // (Hkv*Dh, C)
@@ -61,6 +67,8 @@ class MLPImpl : public torch::nn::Module {
   // A decode step on the residual stream x (B, 1, C): x + forward(rms_norm(x)), in two
   // kernels on the GEMV path (ops::norm_mlp_fc, ops::linear_add).
   torch::Tensor decode(const torch::Tensor& x, bool use_kernels);
+  // The fused path's forward: ops::relu_square (one kernel; saves only its output).
+  torch::Tensor forward_fused(const torch::Tensor& x);
 
   torch::nn::Linear c_fc{nullptr};    // (4C, C)
   torch::nn::Linear c_proj{nullptr};  // (C, 4C), zero-initialised

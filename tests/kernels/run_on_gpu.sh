@@ -17,7 +17,7 @@ stamp "configure"
 cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
   -DHYLAB_KERNELS_LOCAL_GLUE=ON > "$OUT/build.log" 2>&1 || { stamp "configure FAILED"; tail -30 "$OUT/build.log"; exit 1; }
 stamp "build"
-targets="hylab_bench_kernels kernels_selective_scan_test kernels_causal_conv1d_test kernels_decode_test"
+targets="hylab_bench_kernels kernels_selective_scan_test kernels_causal_conv1d_test kernels_decode_test kernels_fused_block_test"
 # -k 0: build whatever can be built and report every failure; the phases below run what exists.
 if ! ninja -C "$B" -j16 -k 0 $targets >> "$OUT/build.log" 2>&1; then
   stamp "build had failures"; grep -E "error|FAILED" "$OUT/build.log" | head -40
@@ -26,7 +26,7 @@ stamp "built"
 
 if has tests; then
   : > "$OUT/tests.log"
-  for t in kernels_selective_scan_test kernels_causal_conv1d_test kernels_decode_test; do
+  for t in kernels_selective_scan_test kernels_causal_conv1d_test kernels_decode_test kernels_fused_block_test; do
     stamp "test $t"
     [ -x "$B/tests/kernels/$t" ] || { echo "$t not built"; continue; }
     lim=60; [ "$t" = kernels_selective_scan_test ] && lim=180

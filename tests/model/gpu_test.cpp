@@ -7,7 +7,13 @@
 #include <array>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
 
 #include "model/accounting.h"
 #include "model/checkpoint.h"
@@ -189,6 +195,89 @@ TEST_F(Gpu, KernelsMatchTheReferenceInTheModel) {
     std::vector<torch::Tensor> parts = {model->forward_step(idx.narrow(1, 0, 100), cache)};
     for (int64_t t = 100; t < 128; ++t) parts.push_back(model->forward_step(idx.narrow(1, t, 1), cache));
     EXPECT_LT(max_diff(torch::cat(parts, 1), logits[1]), 2e-3) << pattern;
+  }
+}
+
+// Names of every autograd node reachable from t's grad_fn.
+std::set<std::string> graph_node_names(const torch::Tensor& t) {
+  std::set<std::string> names;
+  std::set<const torch::autograd::Node*> seen;
+  std::vector<std::shared_ptr<torch::autograd::Node>> todo = {t.grad_fn()};
+  while (!todo.empty()) {
+    auto node = todo.back();
+    todo.pop_back();
+    if (!node || !seen.insert(node.get()).second) continue;
+    names.insert(node->name());
+    for (const auto& edge : node->next_edges()) todo.push_back(edge.function);
+  }
+  return names;
+}
+
+bool has_node(const std::set<std::string>& names, const std::string& part) {
+  for (const auto& n : names) {
+    if (n.find(part) != std::string::npos) return true;
+  }
+  return false;
+}
+
+// The fused Transformer block (fused_block: true, kernels/fused_block) against the unfused
+// one (fused_block: false) in the same model weights: logits, loss and every parameter
+// gradient, fp32 and bf16 autocast, head dims 16 (GQA 4:2) and 128 (MHA), odd T, a hybrid
+// pattern; and the fused graph really holds the fused ops (the unfused one none of them).
+TEST_F(Gpu, FusedBlockMatchesTheUnfusedBlock) {
+  if (!ops::have_cuda_kernels()) GTEST_SKIP() << "this build has no CUDA kernels";
+  struct Case {
+    std::string pattern;
+    std::vector<std::pair<std::string, std::string>> overrides;
+    int64_t T;
+  };
+  const std::vector<Case> cases = {
+      {"TTTT", {{"max_seq_len", "67"}}, 67},
+      {"TMTM", {{"max_seq_len", "64"}}, 61},
+      {"TT", {{"max_seq_len", "33"}, {"n_embd", "256"}, {"n_head", "2"}, {"n_kv_head", "2"}}, 33}};
+  for (const auto& c : cases) {
+    for (bool bf16 : {false, true}) {
+      const std::string what = c.pattern + " T=" + std::to_string(c.T) + (bf16 ? " bf16" : " fp32");
+      torch::manual_seed(21);
+      auto idx = torch::randint(100, {3, c.T}, torch::kLong).to(torch::kCUDA);
+      auto targets = torch::randint(100, {3, c.T}, torch::kLong).to(torch::kCUDA);
+      std::map<std::string, torch::Tensor> grads[2];
+      torch::Tensor logits[2];
+      double loss[2];
+      for (int k = 0; k < 2; ++k) {
+        GPTConfig cfg = tiny_config(c.pattern, c.overrides);
+        cfg.fused_block = (k == 1);
+        GPT model = perturbed(cfg, 8);  // same seed: the same weights in both
+        model->to(torch::kCUDA);
+        compat::AutocastGuard autocast(bf16);
+        logits[k] = model->forward(idx).detach().to(torch::kFloat);
+        auto l = model->loss(idx, targets);
+        const auto names = graph_node_names(l);
+        for (const char* op : {"AddRmsNormFn", "RmsNormFn", "RopeQkNormFn", "ReluSquareFn"}) {
+          EXPECT_EQ(has_node(names, op), k == 1) << what << " " << op;
+        }
+        loss[k] = l.item<double>();
+        l.backward();
+        for (const auto& item : model->named_parameters()) {
+          ASSERT_TRUE(item.value().grad().defined()) << what << " " << item.key();
+          grads[k][item.key()] = item.value().grad().to(torch::kDouble);
+        }
+      }
+      // bf16: both paths round differently (the unfused one rounds the rotation's products,
+      // the fused one only its output), so they agree to bf16 noise, not bits.
+      const double logit_tol = bf16 ? 0.1 : 2e-3, loss_tol = bf16 ? 2e-2 : 1e-4,
+                   grad_tol = bf16 ? 8e-2 : 1e-3;
+      EXPECT_LT(max_diff(logits[0], logits[1]), logit_tol) << what;
+      EXPECT_NEAR(loss[0], loss[1], loss_tol * std::abs(loss[0])) << what;
+      double worst = 0;
+      for (const auto& [name, g] : grads[0]) {
+        const double rel = (g - grads[1][name]).norm().item<double>() / (g.norm().item<double>() + 1e-12);
+        worst = std::max(worst, rel);
+        EXPECT_LT(rel, grad_tol) << what << " " << name;
+      }
+      std::printf("  %s: max |logit diff| %.3g, loss %.6f vs %.6f, worst grad rel-L2 %.3g\n",
+                  what.c_str(), max_diff(logits[0], logits[1]), loss[0], loss[1], worst);
+    }
   }
 }
 
