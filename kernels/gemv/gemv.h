@@ -42,7 +42,7 @@ struct GemvParams {
   GemvEpilogue epilogue = GemvEpilogue::kNone;
   const void* residual = nullptr;  // (M, N), row stride residual_row_stride (kAddResidual)
   int64_t residual_row_stride = 0;
-  int warps_per_row = 0;  // warps sharing one output column: 1, 2, 4, 8; 0 = the default (1)
+  int warps_per_row = 0;  // warps sharing one output column: 1, 2, 4, 8; 0 = by shape
 };
 
 constexpr int kGemvMaxRows = 8;

@@ -107,9 +107,11 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, i
 
 template <int kRows>
 void launch(const GemvParams& p, cudaStream_t s) {
-  // One warp per column by default: splitting long rows over 2-8 warps made the d20 decode
-  // GEMVs slower on an H200 (7.5 against 5.1 us a call; docs/BENCHMARKS.md).
-  const int wpr = p.warps_per_row > 0 ? p.warps_per_row : 1;
+  // Default: two warps per column for matrices of at most 2048 columns (too few warps
+  // otherwise), one for wider ones. Measured on an H200 at d20's shapes, batch 1 (`hylab
+  // bench kernels --gemv_only`, us a call, wpr 1/2/4/8): 1280->1280 4.0/3.2/4.4/5.0,
+  // 5120->1280 10.3/6.5/7.2/7.0, 1280->3840 4.4/5.4/7.6/11.1, 1280->5120 7.0/6.8/9.4/13.9.
+  const int wpr = p.warps_per_row > 0 ? p.warps_per_row : (p.out_features <= 2048 ? 2 : 1);
   const int64_t cols_per_block = kWarps / wpr;
   const auto blocks = static_cast<unsigned>((p.out_features + cols_per_block - 1) / cols_per_block);
   gemv_kernel<kRows><<<blocks, 32 * kWarps, 0, s>>>(p, wpr);
