@@ -9,6 +9,11 @@
 #   decode   issue 13: `hylab bench decode` at the issue's points (d20 all-T, early-T/late-M
 #            hybrid, all-M at vocab 32768; d12 all-T); writes $HYLAB_OUT/decode_h200.json
 #   decode_grid  d20 all-T over batch 1,8,32,64 x prompt 512,8192 (+128 new tokens)
+#   train_table  issues 11/12: `hylab bench train` at 65,536 tokens per optimizer step, d12/d20
+#            all-T at 32 x 2048 (fused block on, and off for d12), d12 (T,M)*6 / M*12 (/ M2*12)
+#            at 32 x 2048, 8 x 8192 and 2 x 32768; writes $HYLAB_OUT/training_h200.json
+#   fused_curve  issue 11: d12 all-T, 200 steps on data/default with the fused block on and
+#            off; prints the largest train-loss difference over the steps and the val_bpb of each
 #   scaling  issue 7: the three d20 configs on 1, 2, 4, 8 GPUs (as many as there are) at one
 #            global batch; writes $HYLAB_OUT/scaling_h200.json (tok/s, MFU, memory, loss)
 # With no argument: build tests bench. Logs and JSON go to $HYLAB_OUT (default build-gpu/out).
@@ -171,6 +176,87 @@ decode_one() {
   grep "^bench decode:" "$OUT_DIR/decode_$name.log" || tail -n 5 "$OUT_DIR/decode_$name.log"
   return $rc
 }
+bench_train_one() {  # name config pattern B T [extra flags...]
+  local name=$1 cfg=$2 pattern=$3 b=$4 t=$5
+  shift 5
+  "$HYLAB" bench train --config "$cfg" --steps 6 --warmup 2 --block_pattern="$pattern" \
+    --device_batch_size="$b" --max_seq_len="$t" --vocab_size=32768 --total_batch_size=65536 "$@" \
+    > "$OUT_DIR/bt_$name.json" 2> "$OUT_DIR/bt_$name.log" \
+    || { echo "bench train $name failed: $(tail -n 2 "$OUT_DIR/bt_$name.log")"; rm -f "$OUT_DIR/bt_$name.json"; return 1; }
+  python3 - "$OUT_DIR/bt_$name.json" "$name" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"bench train {sys.argv[2]}: {d['tok_per_s'] / 1e3:.1f}k tok/s, MFU {100 * d['mfu']:.1f} %, "
+      f"peak {d['peak_mem_gib']:.1f} GiB")
+PY
+}
+phase_train_table() {
+  local rc=0
+  bench_train_one d12_T configs/d12.yaml "T*12" 32 2048 || rc=1
+  bench_train_one d12_T_unfused configs/d12.yaml "T*12" 32 2048 --fused_block=false || rc=1
+  bench_train_one d20_T configs/transformer_d20.yaml "T*20" 32 2048 || rc=1
+  local p
+  for p in "T*12" "(T,M)*6" "M*12" "M2*12"; do
+    bench_train_one "d12_${p}_32x2048" configs/d12.yaml "$p" 32 2048 || rc=1
+    [ "$p" = "M2*12" ] && continue
+    bench_train_one "d12_${p}_8x8192" configs/d12.yaml "$p" 8 8192 || rc=1
+    bench_train_one "d12_${p}_2x32768" configs/d12.yaml "$p" 2 32768 || rc=1
+  done
+  python3 - "$OUT_DIR" <<'PY'
+import datetime, glob, json, os, re, subprocess, sys
+out = sys.argv[1]
+results = []
+for f in sorted(glob.glob(os.path.join(out, "bt_*.json"))):
+    d = json.load(open(f))
+    c = d.get("config", {})
+    log = open(f[:-5] + ".log").read() if os.path.exists(f[:-5] + ".log") else ""
+    name = os.path.basename(f)[3:-5]
+    m = re.search(r"_(\d+)x(\d+)$", name)
+    pattern = {"d12_T": "T*12", "d12_T_unfused": "T*12", "d20_T": "T*20"}.get(name) or name.split("_")[1]
+    r = {"name": name, "n_layer": c.get("n_layer"), "block_pattern": pattern,
+         "device_batch_size": int(m.group(1)) if m else 32,
+         "max_seq_len": c.get("sequence_len"), "total_batch_size": d.get("total_batch_size", d.get("tokens_per_step")),
+         "tok_per_s": d["tok_per_s"], "mfu": d["mfu"], "peak_mem_gib": d["peak_mem_gib"],
+         "fused_block": "unfused" not in name, "step_ms": d.get("step_ms"),
+         "optimizer_ms": d.get("optimizer_ms"), "breakdown": d.get("breakdown")}
+    results.append(r)
+doc = {"commit": os.environ.get("HYLAB_COMMIT") or "?", "date": datetime.date.today().isoformat(),
+       "gpu": "NVIDIA H200", "command": "scripts/gpu.sh train_table", "results": results}
+json.dump(doc, open(os.path.join(out, "training_h200.json"), "w"), indent=2)
+PY
+  return $rc
+}
+
+phase_fused_curve() {
+  [ -f data/default/meta.json ] || { echo "gpu.sh fused_curve: no data/default"; return 1; }
+  local fb
+  for fb in true false; do
+    rm -f "$OUT_DIR/curve_$fb.db"
+    "$HYLAB" train --config configs/d12.yaml --data data/default --block_pattern="T*12" \
+      --num_iterations=200 --device_batch_size=16 --max_seq_len=2048 --total_batch_size=32768 \
+      --eval_every=50 --eval_tokens=65536 --sample_every=0 --checkpoint_every=0 --seed=0 \
+      --fused_block="$fb" --run_dir "$OUT_DIR/curve_$fb" --db "$OUT_DIR/curve_$fb.db" \
+      > "$OUT_DIR/curve_$fb.log" 2>&1 || { echo "fused_curve $fb failed: $(tail -n 3 "$OUT_DIR/curve_$fb.log")"; return 1; }
+  done
+  python3 - "$OUT_DIR" <<'PY'
+import json, sqlite3, sys
+out = sys.argv[1]
+def curve(fb, name):
+    db = sqlite3.connect(f"{out}/curve_{fb}.db")
+    return dict(db.execute("SELECT step, value FROM metrics WHERE name = ? ORDER BY step", (name,)).fetchall())
+on, off = curve("true", "train_loss"), curve("false", "train_loss")
+steps = sorted(set(on) & set(off))
+diffs = [(abs(on[s] - off[s]), s) for s in steps]
+worst = max(diffs) if diffs else (float("nan"), -1)
+von, voff = curve("true", "val_bpb"), curve("false", "val_bpb")
+res = {"steps_compared": len(steps), "max_abs_train_loss_diff": worst[0], "at_step": worst[1],
+       "final_train_loss": [on.get(steps[-1]), off.get(steps[-1])] if steps else None,
+       "val_bpb_fused": von, "val_bpb_unfused": voff}
+json.dump(res, open(f"{out}/fused_curve.json", "w"), indent=2)
+print("fused_curve:", json.dumps(res))
+PY
+}
+
 phase_decode() {
   local rc=0
   decode_one d20_T configs/transformer_d20.yaml "T*20" 1x512+128,1x8192+64,32x512+64,8x16384+16 \
