@@ -8,7 +8,7 @@
 #include "cli/command.h"
 #include "common/bench_stamp.h"
 #include "common/check.h"
-#include "coordinator/search_bench.h"
+#include "sweep/search_bench.h"
 
 namespace hylab::cli {
 namespace {

@@ -6,7 +6,7 @@
 
 #include "cli/daemon_flags.h"
 #include "common/check.h"
-#include "coordinator/submission.h"
+#include "sweep/submission.h"
 #include "store/results.h"
 
 namespace hylab::cli {

@@ -13,9 +13,9 @@
 #include "common/check.h"
 #include "common/run_config.h"
 #include "coordinator/coordinator_impl.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/sweep_spec.h"
-#include "coordinator/wire.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/sweep_spec.h"
+#include "wire/wire.h"
 #include "store/search_rows.h"
 
 namespace hylab::coordinator {

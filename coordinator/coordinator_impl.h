@@ -15,7 +15,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/early_stop.h"
 #include "coordinator/policy.h"
-#include "coordinator/search.h"
+#include "sweep/search.h"
 #include "proto/sweep.pb.h"
 #include "proto/wire.pb.h"
 #include "store/store.h"

@@ -15,7 +15,7 @@
 
 #include "common/check.h"
 #include "common/checkpoint_dirs.h"
-#include "coordinator/wire.h"
+#include "wire/wire.h"
 #include "worker/gpu_inventory.h"
 #include "worker/metrics_tail.h"
 #include "worker/trial_runner.h"

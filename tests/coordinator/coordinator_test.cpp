@@ -12,12 +12,12 @@
 #include <thread>
 
 #include "common/check.h"
-#include "coordinator/client.h"
+#include "wire/client.h"
 #include "coordinator/coordinator.h"
-#include "coordinator/search.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/sweep_spec.h"
-#include "coordinator/wire.h"
+#include "sweep/search.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/sweep_spec.h"
+#include "wire/wire.h"
 #include "store/db.h"
 
 namespace hylab::coordinator {

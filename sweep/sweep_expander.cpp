@@ -1,4 +1,4 @@
-#include "coordinator/sweep_expander.h"
+#include "sweep/sweep_expander.h"
 
 #include <cmath>
 #include <map>
@@ -6,7 +6,7 @@
 #include <set>
 
 #include "common/check.h"
-#include "coordinator/pattern_space.h"
+#include "sweep/pattern_space.h"
 
 namespace hylab::coordinator {
 namespace {

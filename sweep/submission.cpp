@@ -1,4 +1,4 @@
-#include "coordinator/submission.h"
+#include "sweep/submission.h"
 
 #include <filesystem>
 #include <fstream>
@@ -10,8 +10,8 @@
 
 #include "common/check.h"
 
-#include "coordinator/search.h"
-#include "coordinator/sweep_spec.h"
+#include "sweep/search.h"
+#include "sweep/sweep_spec.h"
 
 namespace hylab::coordinator {
 namespace {

@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "coordinator/pattern_space.h"
+#include "sweep/pattern_space.h"
 #include "proto/sweep.pb.h"
 
 namespace hylab::coordinator {
