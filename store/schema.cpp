@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS trial_attempts (
   trial_id     INTEGER NOT NULL REFERENCES trials(trial_id),
   attempt      INTEGER NOT NULL,        -- 1, 2, ...
   worker_id    TEXT NOT NULL,           -- node_rank 0's worker for multi-node trials
-  state        TEXT NOT NULL,           -- running, then succeeded|failed|diverged|oom|cancelled|stopped|preempted|lost
+  state        TEXT NOT NULL,           -- running, then succeeded|failed|diverged|oom|cancelled|stopped|preempted|lost|abandoned
   reason       TEXT NOT NULL DEFAULT '',
   exit_code    INTEGER,
   log_tail     TEXT NOT NULL DEFAULT '',
