@@ -1,4 +1,4 @@
-// `hylab sweep extend|suggest`: growing sweeps (coordinator/search.h). extend adds trials to
+// `hylab sweep extend|suggest`: growing sweeps (sweep/search.h). extend adds trials to
 // a random sweep or raises a tpe sweep's budget; suggest prints the next proposals without
 // adding them.
 #include <cstdio>

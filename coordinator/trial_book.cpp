@@ -95,10 +95,14 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
     w.reported[key].assign(h.slots().begin(), h.slots().end());
     if (w.assigned.count(key)) {
       auto it = trials.find(h.trial_id());
-      if (it != trials.end() && it->second.attempt == h.attempt()) {
+      if (it != trials.end() && it->second.attempt == h.attempt() && it->second.state == "running") {
         for (auto& n : it->second.run) {
           if (n.worker_id == w.worker_id) n.confirmed = true;
         }
+      } else if (!h.finished()) {
+        // Still running an attempt this coordinator already ended: its Cancel was lost (a
+        // dropped connection). Ask again, or its slots stay taken forever.
+        send_cancel(w.worker_id, h.trial_id(), h.attempt(), "stale attempt: the coordinator no longer runs it");
       }
       continue;
     }
@@ -424,8 +428,8 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
     if (n.worker_id == w.worker_id) node = &n;
   }
   if (node == nullptr) {
-    spdlog::warn("finished for trial {} attempt {} from {}, which does not run it: ignored",
-                 f.trial_id(), f.attempt(), w.worker_id);
+    log_limit.warn("not owner", now, fmt::format("finished for trial {} attempt {} from {}, which does not run "
+                                                 "it: ignored", f.trial_id(), f.attempt(), w.worker_id));
     send(w.worker_id, ack);
     return;
   }
@@ -443,17 +447,22 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
 
 void Coordinator::Impl::on_rendezvous(WorkerInfo& w, const proto::Rendezvous& r) {
   auto it = trials.find(r.trial_id());
-  if (it == trials.end() || it->second.attempt != r.attempt() || it->second.run.empty() ||
-      it->second.run[0].worker_id != w.worker_id) {
-    spdlog::warn("rendezvous for trial {} attempt {} from {} dropped: not node 0 of the current attempt",
-                 r.trial_id(), r.attempt(), w.worker_id);
+  bool node0 = false;
+  if (it != trials.end() && it->second.attempt == r.attempt()) {
+    for (const auto& n : it->second.run) node0 = node0 || (n.node_rank == 0 && n.worker_id == w.worker_id);
+  }
+  if (!node0) {
+    log_limit.warn("stale rendezvous", now, fmt::format("rendezvous for trial {} attempt {} from {} dropped: not "
+                                                        "node 0 of the current attempt", r.trial_id(), r.attempt(),
+                                                        w.worker_id));
     return;
   }
   it->second.rendezvous = r.payload();
-  for (size_t i = 1; i < it->second.run.size(); ++i) {
+  for (const auto& n : it->second.run) {
+    if (n.node_rank == 0) continue;
     proto::Envelope env;
     *env.mutable_rendezvous() = r;
-    send(it->second.run[i].worker_id, env);
+    send(n.worker_id, env);
   }
 }
 
@@ -577,7 +586,10 @@ void Coordinator::Impl::schedule() {
   // previous coordinator may still be on its way to it).
   std::set<std::string> unsettled;
   for (const auto& [id, t] : trials) {
-    if (t.state == "running" && t.recover_deadline_ms && t.run.empty()) unsettled.insert(t.recover_worker);
+    if (t.state != "running" || !t.recover_deadline_ms) continue;
+    bool claimed = false;
+    for (const auto& n : t.run) claimed = claimed || n.worker_id == t.recover_worker;
+    if (!claimed) unsettled.insert(t.recover_worker);
   }
   std::vector<SchedWorker> ws;
   for (const auto& [id, w] : workers) {

@@ -150,7 +150,8 @@ class World {
     int64_t next_done_check = now_;
     while (now_ < deadline) {
       now_ += kTickMs;
-      if (opt_.faults && now_ < fault_end) inject_faults();
+      faulting_ = opt_.faults && now_ < fault_end;
+      if (faulting_) inject_faults();
       coordinator_tick();
       for (auto& w : workers_) worker_tick(w);
       if (now_ >= next_done_check) {
@@ -185,17 +186,17 @@ class World {
 
   // ---- the network ----
   void post(const std::string& to, const std::string& from, const std::string& bytes) {
-    if (opt_.faults && p_loss_ > 0 && rng_.chance(p_loss_)) {
+    if (faulting_ && p_loss_ > 0 && rng_.chance(p_loss_)) {
       note("message_lost", from + " -> " + (to.empty() ? "coordinator" : to));
       return;
     }
     int copies = 1;
-    if (opt_.faults && p_dup_ > 0 && rng_.chance(p_dup_)) {
+    if (faulting_ && p_dup_ > 0 && rng_.chance(p_dup_)) {
       copies = 2;
       note("message_duplicated", from + " -> " + (to.empty() ? "coordinator" : to));
     }
     for (int i = 0; i < copies; ++i) {
-      const int64_t delay = opt_.faults ? rng_.range(1, max_delay_) : 1;
+      const int64_t delay = faulting_ ? rng_.range(1, max_delay_) : 1;
       if (delay > 1000) ++res_.faults["message_delayed"];  // counted, not traced (too many)
       net_.emplace(std::make_pair(now_ + delay, order_++), Msg{to, from, bytes});
     }
@@ -286,7 +287,7 @@ class World {
     std::vector<Outgoing> out = core_->step(in, now_);
     ++res_.coordinator_steps;
     check_core();
-    if (opt_.faults && !out.empty() && p_crash_after_commit_ > 0 && rng_.chance(p_crash_after_commit_)) {
+    if (faulting_ && !out.empty() && p_crash_after_commit_ > 0 && rng_.chance(p_crash_after_commit_)) {
       note("coordinator_crash_after_commit", fmt::format("{} replies never sent", out.size()));
       core_.reset();
       core_up_at_ = now_ + rng_.range(0, 3000);
@@ -516,6 +517,8 @@ class World {
         break;
       case E::kAssign: on_assign(w, env.assign()); break;
       case E::kCancel: {
+        event(fmt::format("{} told to cancel trial {} attempt {}: {}", w.id, env.cancel().trial_id(),
+                          env.cancel().attempt(), env.cancel().reason()));
         auto it = w.attempts.find({env.cancel().trial_id(), env.cancel().attempt()});
         if (it != w.attempts.end() && !it->second.exited) {
           exit_trainer(it->second, proto::TRIAL_OUTCOME_CANCELLED, -15, "cancelled", "cancelled");
@@ -585,7 +588,7 @@ class World {
         if (a.writes()) relay_earlier_spools(a);
       }
     }
-    if (opt_.faults && a.step + 1 <= a.total) {
+    if (faulting_ && a.step + 1 <= a.total) {
       if (p_crash_ > 0 && rng_.chance(p_crash_)) a.crash_at = rng_.range(a.step + 1, a.total);
       if (p_oom_ > 0 && rng_.chance(p_oom_)) a.oom_at = rng_.range(a.step + 1, a.total);
     }
@@ -824,6 +827,7 @@ class World {
   std::unique_ptr<Coordinator::Impl> core_;
   int64_t core_up_at_ = 0;
   bool fail_commit_ = false;
+  bool faulting_ = false;  // within the fault window
   std::vector<SimWorker> workers_;
   std::map<int64_t, TrialDisk> disk_;
   std::map<int64_t, TrialPlan> plans_;

@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
   nodes_per_trial INTEGER NOT NULL DEFAULT 1,
   max_retries     INTEGER NOT NULL DEFAULT 2,
   early_stop_json TEXT NOT NULL DEFAULT '',          -- the spec's early_stop as JSON
-  search_json     TEXT NOT NULL DEFAULT '',          -- tpe/random: spec + base (coordinator/search.h)
+  search_json     TEXT NOT NULL DEFAULT '',          -- tpe/random: spec + base (sweep/search.h)
   state           TEXT NOT NULL,        -- running | completed | cancelled | local
   created_at      REAL NOT NULL,
   finished_at     REAL

@@ -571,7 +571,7 @@ TEST_F(CoordinatorTest, DrainedWorkersGetNoNewTrials) {
   EXPECT_THROW(client(c.endpoint())->call(unknown), Error);
 }
 
-// method tpe (coordinator/search.h): no trials at submit, one proposed whenever a slot is
+// method tpe (sweep/search.h): no trials at submit, one proposed whenever a slot is
 // free, each seeing the finished ones; suggest adds nothing; a grid grows from a spec.
 TEST_F(CoordinatorTest, TpeTrialsAreProposedForFreeSlotsAndGridsGrowFromASpec) {
   Running c(opt_);
