@@ -92,6 +92,14 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
   for (const auto& h : held) {
     const AttemptKey key{h.trial_id(), h.attempt()};
     listed.insert(key);
+    // An exited attempt whose Finished was already taken (the worker has not seen the ack
+    // yet): its trainer is gone and its slots are free; counting them busy until the next
+    // heartbeat delayed the next Assign by up to a heartbeat interval.
+    if (h.finished() && !w.assigned.count(key)) {
+      auto cur = trials.find(h.trial_id());
+      const bool current = cur != trials.end() && cur->second.attempt == h.attempt() && cur->second.state == "running";
+      if (!current) continue;  // (a current one is claimed below: a recovery after a restart)
+    }
     w.reported[key].assign(h.slots().begin(), h.slots().end());
     if (w.assigned.count(key)) {
       auto it = trials.find(h.trial_id());
