@@ -3,6 +3,7 @@
 // A failing seed is printed with its fault trace; `--seeds 1 --start SEED --trace` replays it
 // event by event (add --log for the coordinator's own log lines).
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>

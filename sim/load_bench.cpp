@@ -104,6 +104,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
   const pid_t coord = ::fork();
   if (coord < 0) HYLAB_FAIL("fork failed: {}", std::strerror(errno));
   if (coord == 0) {
+    // Its log goes to a file of the run (this process's stdout is the JSON).
+    if (!std::freopen((dir / "coordinator.log").c_str(), "w", stdout)) std::_Exit(1);
     spdlog::set_level(spdlog::level::warn);
     ::signal(SIGTERM, on_term);
     int rc = 0;

@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS workers (
   mem_gib      REAL NOT NULL DEFAULT 0, -- host memory
   cpus         INTEGER NOT NULL DEFAULT 0,
   public_key   TEXT NOT NULL DEFAULT '',-- Z85 CurveZMQ key ('' when --insecure)
-  state        TEXT NOT NULL,           -- alive | draining | lost
+  state        TEXT NOT NULL,           -- alive | draining | lost | drained
   first_seen   REAL NOT NULL,
   last_seen    REAL NOT NULL
 );
