@@ -1,5 +1,5 @@
 // `hylab bench search`: TPE against random search on synthetic objectives (no training) as
-// JSON {commit, date, settings, results}; coordinator/search_bench.h defines the objectives.
+// JSON {commit, date, settings, results}; sweep/search_bench.h defines the objectives.
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -8,7 +8,7 @@
 #include "cli/command.h"
 #include "common/bench_stamp.h"
 #include "common/check.h"
-#include "coordinator/search_bench.h"
+#include "sweep/search_bench.h"
 
 namespace hylab::cli {
 namespace {

@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "cli/command.h"
-#include "coordinator/security.h"
+#include "wire/security.h"
 
 namespace hylab::cli {
 namespace {

@@ -17,7 +17,7 @@
 #include "cli/daemon_flags.h"
 #include "cli/dashboard_flags.h"
 #include "common/check.h"
-#include "coordinator/submission.h"
+#include "sweep/submission.h"
 #include "store/compare.h"
 #include "store/results.h"
 

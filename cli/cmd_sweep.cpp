@@ -8,7 +8,7 @@
 #include "cli/daemon_flags.h"
 #include "cli/sweep_progress.h"
 #include "common/check.h"
-#include "coordinator/submission.h"
+#include "sweep/submission.h"
 #include "store/results.h"
 
 namespace hylab::cli {

@@ -1,4 +1,4 @@
-// `hylab sweep extend|suggest`: growing sweeps (coordinator/search.h). extend adds trials to
+// `hylab sweep extend|suggest`: growing sweeps (sweep/search.h). extend adds trials to
 // a random sweep or raises a tpe sweep's budget; suggest prints the next proposals without
 // adding them.
 #include <cstdio>
@@ -6,7 +6,7 @@
 
 #include "cli/daemon_flags.h"
 #include "common/check.h"
-#include "coordinator/submission.h"
+#include "sweep/submission.h"
 #include "store/results.h"
 
 namespace hylab::cli {

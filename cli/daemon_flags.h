@@ -13,7 +13,7 @@
 #include <string>
 
 #include "cli/command.h"
-#include "coordinator/client.h"
+#include "wire/client.h"
 
 namespace hylab::cli {
 

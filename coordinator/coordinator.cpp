@@ -8,14 +8,17 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
+
+#include <zmq.hpp>
 
 #include "common/check.h"
 #include "common/run_config.h"
 #include "coordinator/coordinator_impl.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/sweep_spec.h"
-#include "coordinator/wire.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/sweep_spec.h"
+#include "wire/wire.h"
 #include "store/search_rows.h"
 
 namespace hylab::coordinator {
@@ -47,18 +50,33 @@ std::vector<int> WorkerInfo::free_slots() const {
   return out;
 }
 
-Coordinator::Impl::Impl(CoordinatorOptions o) : opt(std::move(o)) {
+Coordinator::Impl::Impl(CoordinatorOptions o, int64_t now_ms) : opt(std::move(o)) {
   liveness.interval_ms = opt.heartbeat_ms;
   liveness.misses = opt.liveness;
   if (opt.recovery_grace_ms <= 0) opt.recovery_grace_ms = 4 * opt.liveness * opt.heartbeat_ms;
   coordinator_id = random_id();
   store = store::Store::open(opt.db_path);
-  now = steady_ms();
+  now = now_ms;
+  next_heartbeat_ms = now_ms;
   load_state();
-  bind_sockets();
 }
 
-void Coordinator::Impl::bind_sockets() {
+// The sockets of the daemon: the ROUTER every peer talks to and the ZAP handler that checks
+// CurveZMQ keys. Only Coordinator::run touches them.
+struct Coordinator::Net {
+  zmq::context_t ctx{1};
+  zmq::socket_t router{ctx, zmq::socket_type::router};
+  std::optional<zmq::socket_t> zap;
+  std::string endpoint;
+  LogLimit log_limit;  // peers can provoke these lines
+
+  void bind(const CoordinatorOptions& opt, const std::string& coordinator_id);
+  void handle_zap(const wire::Security& security);
+  bool read(Inbound* m, bool insecure);  // false when nothing is waiting
+  void write(const std::vector<Outgoing>& out);
+};
+
+void Coordinator::Net::bind(const CoordinatorOptions& opt, const std::string& coordinator_id) {
   if (!opt.security.insecure) {
     // The ZAP handler must exist before the CURVE socket binds, or libzmq lets everyone in.
     zap.emplace(ctx, zmq::socket_type::rep);
@@ -115,9 +133,13 @@ void Coordinator::Impl::load_sweep(const store::SweepRow& row) {
     t.config_json = tr.config_json;
     t.run_dir = tr.run_dir;
     t.checkpoint_step = tr.checkpoint_step;
+    auto lost = store->db().prepare("SELECT COUNT(*) FROM trial_attempts WHERE trial_id = ? AND state = 'lost'");
+    lost.bind(1, t.trial_id);
+    if (lost.step()) t.losses = static_cast<int>(lost.int64(0));
     if (t.state == "running") {
       // Its workers will say whether they still hold it.
       t.recover_deadline_ms = now + opt.recovery_grace_ms;
+      t.recover_worker = tr.worker_id;
       t.assigned_ms = now;
     }
     trials[t.trial_id] = std::move(t);
@@ -143,20 +165,19 @@ void Coordinator::Impl::send(const std::string& routing_id, proto::Envelope env,
   outbox.push_back({routing_id, delimiter, wire::encode(std::move(env), "coordinator")});
 }
 
-void Coordinator::Impl::flush_outbox() {
-  for (auto& m : outbox) {
+void Coordinator::Net::write(const std::vector<Outgoing>& out) {
+  for (const auto& m : out) {
     try {
       router.send(zmq::buffer(m.routing_id), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       if (m.delimiter) router.send(zmq::message_t(), zmq::send_flags::sndmore | zmq::send_flags::dontwait);
       router.send(zmq::buffer(m.payload), zmq::send_flags::dontwait);
     } catch (const zmq::error_t& e) {
-      spdlog::warn("cannot send to {}: {} (peer gone?)", m.routing_id, e.what());
+      log_limit.warn("send failed", steady_ms(), fmt::format("cannot send to {}: {} (peer gone?)", m.routing_id, e.what()));
     }
   }
-  outbox.clear();
 }
 
-void Coordinator::Impl::handle_zap() {
+void Coordinator::Net::handle_zap(const wire::Security& security) {
   std::vector<std::string> req;
   while (true) {
     zmq::message_t part;
@@ -165,42 +186,59 @@ void Coordinator::Impl::handle_zap() {
     if (!part.more()) break;
   }
   std::string log;
-  const auto reply = wire::zap_reply(req, opt.security.allow, &log);
-  if (!log.empty()) spdlog::warn("ZAP: {}", log);
+  const auto reply = wire::zap_reply(req, security.allow, &log);
+  if (!log.empty()) log_limit.warn("ZAP", steady_ms(), "ZAP: " + log);
   for (size_t i = 0; i < reply.size(); ++i) {
     zap->send(zmq::buffer(reply[i]), i + 1 < reply.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
   }
 }
 
-void Coordinator::Impl::handle_frames(std::vector<zmq::message_t>& frames) {
-  // [routing id][payload] from DEALER peers, [routing id][empty][payload] from REQ peers.
-  const std::string routing_id = frames.empty() ? "" : frames[0].to_string();
-  const bool delimiter = frames.size() == 3 && frames[1].size() == 0;
-  if (!(frames.size() == 2 || delimiter)) {
-    spdlog::warn("dropped a message of {} frames from peer \"{}\": expected [id][payload]",
-                 frames.size(), routing_id);
-    return;
+bool Coordinator::Net::read(Inbound* m, bool insecure) {
+  while (true) {
+    std::vector<zmq::message_t> frames;
+    while (true) {
+      zmq::message_t part;
+      if (!router.recv(part, zmq::recv_flags::dontwait)) break;
+      const bool more = part.more();
+      frames.push_back(std::move(part));
+      if (!more) break;
+    }
+    if (frames.empty()) return false;
+    // [routing id][payload] from DEALER peers, [routing id][empty][payload] from REQ peers.
+    m->routing_id = frames[0].to_string();
+    m->delimiter = frames.size() == 3 && frames[1].size() == 0;
+    if (!(frames.size() == 2 || m->delimiter)) {
+      log_limit.warn("frames", steady_ms(), fmt::format("dropped a message of {} frames from peer \"{}\": "
+                                                        "expected [id][payload]", frames.size(), m->routing_id));
+      continue;
+    }
+    zmq::message_t& payload = frames.back();
+    m->user_id.clear();
+    try {
+      if (!insecure) m->user_id = payload.gets("User-Id");
+    } catch (const zmq::error_t&) {
+    }
+    m->payload = payload.to_string();
+    return true;
   }
-  zmq::message_t& payload = frames.back();
-  std::string user_id;
-  try {
-    if (!opt.security.insecure) user_id = payload.gets("User-Id");
-  } catch (const zmq::error_t&) {
-  }
+}
+
+void Coordinator::Impl::handle_inbound(const Inbound& m) {
   std::string error;
-  auto env = wire::decode(payload.data(), payload.size(), &error);
+  auto env = wire::decode(m.payload.data(), m.payload.size(), &error);
   if (!env) {
-    spdlog::warn("dropped a message from peer \"{}\": {}", routing_id, error);
+    log_limit.warn("undecodable", now, fmt::format("dropped a message from peer \"{}\": {}", m.routing_id, error));
     return;
   }
   auto& db = store->db();
   db.exec("SAVEPOINT message");
   const size_t outbox_mark = outbox.size();
   try {
-    dispatch(*env, routing_id, delimiter, user_id);
+    dispatch(*env, m.routing_id, m.delimiter, m.user_id);
     db.exec("RELEASE message");
   } catch (const std::exception& e) {
-    spdlog::error("dropped a {} message from {}: {}", wire::kind_name(*env), env->sender(), e.what());
+    log_limit.warn("message failed", now, fmt::format("dropped a {} message from {}: {}", wire::kind_name(*env),
+                                                      env->sender(), e.what()));
     outbox.resize(outbox_mark);
     db.exec("ROLLBACK TO message");
     db.exec("RELEASE message");
@@ -215,8 +253,9 @@ void Coordinator::Impl::dispatch(const proto::Envelope& env, const std::string& 
     return;
   }
   if (routing_id != env.sender()) {
-    spdlog::warn("dropped a {} message: sender \"{}\" differs from its connection id \"{}\"",
-                 wire::kind_name(env), env.sender(), routing_id);
+    log_limit.warn("sender mismatch", now, fmt::format("dropped a {} message: sender \"{}\" differs from its "
+                                                       "connection id \"{}\"", wire::kind_name(env), env.sender(),
+                                                       routing_id));
     return;
   }
   if (env.kind_case() == E::kHello) {
@@ -226,17 +265,24 @@ void Coordinator::Impl::dispatch(const proto::Envelope& env, const std::string& 
   auto it = workers.find(env.sender());
   if (it == workers.end()) {
     // Not registered with this coordinator (e.g. it restarted): ask for a Hello, drop this.
-    int64_t& last = reregister_asked[env.sender()];
-    if (now - last >= opt.heartbeat_ms) {
-      last = now;
+    auto [asked, fresh] = reregister_asked.try_emplace(env.sender(), now - opt.heartbeat_ms);
+    if (now - asked->second >= opt.heartbeat_ms) {
+      asked->second = now;
       proto::Envelope r;
       r.set_reregister(true);
       send(routing_id, r);
-      spdlog::info("{} from unregistered worker {}: asked it to register", wire::kind_name(env), env.sender());
+      log_limit.warn("unregistered peer", now, fmt::format("{} from unregistered worker {}: asked it to register",
+                                                           wire::kind_name(env), env.sender()));
     }
     return;
   }
   WorkerInfo& w = it->second;
+  // The identity belongs to the key it registered with: another key cannot speak for it.
+  if (w.public_key != user_id) {
+    log_limit.warn("wrong key", now, fmt::format("dropped a {} message from {}: sent with another key than the "
+                                                 "worker registered with", wire::kind_name(env), w.worker_id));
+    return;
+  }
   w.last_heard_ms = now;
   switch (env.kind_case()) {
     case E::kHeartbeat: on_heartbeat(w, env.heartbeat()); break;
@@ -245,7 +291,8 @@ void Coordinator::Impl::dispatch(const proto::Envelope& env, const std::string& 
     case E::kFinished: on_finished(w, env.finished()); break;
     case E::kRendezvous: on_rendezvous(w, env.rendezvous()); break;
     default:
-      spdlog::warn("dropped a {} message from worker {}: workers do not send it", wire::kind_name(env), w.worker_id);
+      log_limit.warn("bad kind", now, fmt::format("dropped a {} message from worker {}: workers do not send it",
+                                                  wire::kind_name(env), w.worker_id));
   }
 }
 
@@ -381,53 +428,89 @@ std::string Coordinator::Impl::workers_json() {
   return out.dump();
 }
 
-void Coordinator::Impl::run(const std::atomic<bool>& stop) {
-  next_heartbeat_ms = steady_ms();
-  while (!stop.load()) {
-    std::vector<zmq::pollitem_t> items = {{router.handle(), 0, ZMQ_POLLIN, 0}};
-    if (zap) items.push_back({zap->handle(), 0, ZMQ_POLLIN, 0});
-    const int timeout = std::max(5, std::min(100, opt.heartbeat_ms / 4));
-    wire::poll(items.data(), items.size(), timeout);
-    now = steady_ms();
-    if (zap && (items[1].revents & ZMQ_POLLIN)) handle_zap();
-    const bool tick = now >= next_heartbeat_ms;
-    if (!(items[0].revents & ZMQ_POLLIN) && !tick) continue;
+void Coordinator::Impl::reload() {
+  workers.clear();
+  trials.clear();
+  sweeps.clear();
+  reregister_asked.clear();
+  outbox.clear();
+  load_state();
+}
+
+std::vector<Outgoing> Coordinator::Impl::step(const std::vector<Inbound>& in, int64_t now_ms) {
+  now = now_ms;
+  if (needs_reload) {
     try {
-      store::Tx tx(store->db());
-      for (int n = 0; n < kMaxMessagesPerIteration; ++n) {
-        std::vector<zmq::message_t> frames;
-        while (true) {
-          zmq::message_t part;
-          if (!router.recv(part, zmq::recv_flags::dontwait)) break;
-          const bool more = part.more();
-          frames.push_back(std::move(part));
-          if (!more) break;
-        }
-        if (frames.empty()) break;
-        handle_frames(frames);
-      }
-      if (tick) {
-        periodic();
-        next_heartbeat_ms = now + opt.heartbeat_ms;
-      }
-      check_early_stop();
-      propose_search_trials();
-      schedule();
-      tx.commit();
-      flush_outbox();
+      reload();
+      needs_reload = false;
     } catch (const std::exception& e) {
-      // The database refused a write or commit: nothing of this iteration is acknowledged;
-      // peers retransmit what was not acked.
-      spdlog::error("event loop iteration rolled back: {}", e.what());
-      outbox.clear();
+      spdlog::error("reloading state from the database failed: {}; trying again", e.what());
+      return {};
     }
+  }
+  const bool tick = now >= next_heartbeat_ms;
+  if (in.empty() && !tick) return {};
+  try {
+    store::Tx tx(store->db());
+    for (const auto& m : in) handle_inbound(m);
+    if (tick) {
+      periodic();
+      next_heartbeat_ms = now + opt.heartbeat_ms;
+    }
+    check_early_stop();
+    propose_search_trials();
+    schedule();
+    if (before_commit) before_commit();
+    tx.commit();
+  } catch (const std::exception& e) {
+    // The database refused a write or the commit: nothing of this iteration happened. Memory
+    // went ahead of the database, so it is rebuilt from it, as after a restart: workers are
+    // asked to register again and list what they hold; peers retransmit what was not acked.
+    spdlog::error("event loop iteration rolled back: {}; reloading state from the database", e.what());
+    outbox.clear();
+    needs_reload = true;
+    try {
+      reload();
+      needs_reload = false;
+    } catch (const std::exception& e2) {
+      spdlog::error("reloading state from the database failed: {}; trying again", e2.what());
+    }
+    return {};
+  }
+  std::vector<Outgoing> out;
+  out.swap(outbox);
+  return out;
+}
+
+Coordinator::Coordinator(CoordinatorOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options), steady_ms())), net_(std::make_unique<Net>()) {
+  net_->bind(impl_->opt, impl_->coordinator_id);
+}
+
+Coordinator::~Coordinator() = default;
+
+void Coordinator::run(const std::atomic<bool>& stop) {
+  Impl& core = *impl_;
+  Net& net = *net_;
+  const bool insecure = core.opt.security.insecure;
+  while (!stop.load()) {
+    std::vector<zmq::pollitem_t> items = {{net.router.handle(), 0, ZMQ_POLLIN, 0}};
+    if (net.zap) items.push_back({net.zap->handle(), 0, ZMQ_POLLIN, 0});
+    const int timeout = std::max(5, std::min(100, core.opt.heartbeat_ms / 4));
+    wire::poll(items.data(), items.size(), timeout);
+    if (net.zap && (items[1].revents & ZMQ_POLLIN)) net.handle_zap(core.opt.security);
+    std::vector<Inbound> in;
+    if (items[0].revents & ZMQ_POLLIN) {
+      Inbound m;
+      while (static_cast<int>(in.size()) < kMaxMessagesPerIteration && net.read(&m, insecure)) {
+        in.push_back(std::move(m));
+      }
+    }
+    net.write(core.step(in, steady_ms()));
   }
   spdlog::info("coordinator stopping; workers keep their trials and re-register on restart");
 }
 
-Coordinator::Coordinator(CoordinatorOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
-Coordinator::~Coordinator() = default;
-void Coordinator::run(const std::atomic<bool>& stop) { impl_->run(stop); }
-std::string Coordinator::endpoint() const { return impl_->endpoint; }
+std::string Coordinator::endpoint() const { return net_->endpoint; }
 
 }  // namespace hylab::coordinator

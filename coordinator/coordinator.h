@@ -16,7 +16,7 @@
 #include <memory>
 #include <string>
 
-#include "coordinator/security.h"
+#include "wire/security.h"
 
 namespace hylab::coordinator {
 
@@ -27,6 +27,9 @@ struct CoordinatorOptions {
   int heartbeat_ms = 1000;
   int liveness = 3;           // missed heartbeats before a worker is lost
   int recovery_grace_ms = 0;  // 0 = 4 * liveness * heartbeat_ms
+  // Rows of lost or drained workers not heard from for this long are deleted (their
+  // identity is free again; `hylab workers` stays short). Checked once a minute.
+  int64_t worker_expiry_s = 7 * 24 * 3600;
   wire::Security security;
 };
 
@@ -38,10 +41,12 @@ class Coordinator {
   void run(const std::atomic<bool>& stop);
   std::string endpoint() const;  // the bound endpoint
 
-  struct Impl;
+  struct Impl;  // the logic (coordinator_impl.h); the simulator drives it without sockets
 
  private:
+  struct Net;   // the sockets
   std::unique_ptr<Impl> impl_;
+  std::unique_ptr<Net> net_;
 };
 
 }  // namespace hylab::coordinator

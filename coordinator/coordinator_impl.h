@@ -1,8 +1,15 @@
-// Internal state of the coordinator's event loop (coordinator.cpp: loop, sockets, clients;
-// trial_book.cpp: workers and trial transitions). Single-threaded: only the loop touches it.
+// The coordinator's logic: all of its state and every decision, without sockets or a clock
+// of its own. `step(messages, now)` handles one batch of inbound envelopes inside one
+// transaction and returns the envelopes to send once that transaction is committed. The
+// daemon (coordinator.cpp) drives it from a ZeroMQ poll loop; the simulator
+// (tests/sim) drives it from simulated workers with a simulated clock.
+//
+// coordinator.cpp: step, clients, load; trial_book.cpp: workers and trial transitions;
+// search_book.cpp: tpe proposals. Single-threaded.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -10,12 +17,11 @@
 #include <utility>
 #include <vector>
 
-#include <zmq.hpp>
-
 #include "coordinator/coordinator.h"
 #include "coordinator/early_stop.h"
+#include "coordinator/log_limit.h"
 #include "coordinator/policy.h"
-#include "coordinator/search.h"
+#include "sweep/search.h"
 #include "proto/sweep.pb.h"
 #include "proto/wire.pb.h"
 #include "store/store.h"
@@ -38,10 +44,12 @@ struct ActiveTrial {
   int slots = 1, nodes = 1, priority = 0;
   std::string state = "pending";  // pending | running
   int64_t attempt = 0;
-  int failures = 0;
+  int failures = 0;                // trainer errors (max_retries)
+  int losses = 0;                  // attempts lost to the infrastructure (kMaxLosses)
   std::vector<NodeRun> run;       // while running, node_rank order
   int64_t assigned_ms = 0;
   std::optional<int64_t> recover_deadline_ms;  // set for attempts found running at start
+  std::string recover_worker;     // node 0's worker of such an attempt: it may still hold it
   std::string config_json, run_dir;
   int64_t checkpoint_step = -1;
   std::string rendezvous;         // node 0's payload, relayed to the others
@@ -88,35 +96,48 @@ struct Outgoing {
   std::string payload;
 };
 
+// One message as it came off the ROUTER socket.
+struct Inbound {
+  std::string routing_id;
+  bool delimiter = false;
+  std::string user_id;     // the CurveZMQ public key (Z85) of the peer; empty when insecure
+  std::string payload;     // one encoded Envelope
+};
+
 struct Coordinator::Impl {
   CoordinatorOptions opt;
   Liveness liveness;
   std::string coordinator_id;
   std::unique_ptr<store::Store> store;
-  zmq::context_t ctx{1};
-  zmq::socket_t router{ctx, zmq::socket_type::router};
-  std::optional<zmq::socket_t> zap;
-  std::string endpoint;
 
   std::map<std::string, WorkerInfo> workers;
   std::map<int64_t, ActiveTrial> trials;  // pending and running trials of running sweeps
   std::map<int64_t, SweepInfo> sweeps;    // running sweeps
-  std::map<std::string, int64_t> reregister_asked;  // unknown peer -> when we last asked it
+  std::map<std::string, int64_t> reregister_asked;  // unknown peer -> when we last asked it (expired in periodic)
+  LogLimit log_limit;                     // for what peers can provoke
+  int64_t next_expiry_ms = 0;             // next sweep of dead worker rows
   std::vector<Outgoing> outbox;
-  int64_t now = 0;                        // ms, steady clock, set once per iteration
+  int64_t now = 0;                        // ms of the caller's clock, set by step()
   int64_t next_heartbeat_ms = 0;
+  // Fault injection (the simulator): called just before COMMIT; throwing fails the commit.
+  std::function<void()> before_commit;
+  bool needs_reload = false;  // a failed iteration could not rebuild memory yet
 
-  explicit Impl(CoordinatorOptions o);
-  void run(const std::atomic<bool>& stop);
+  // Opens the database and loads the running sweeps; `now_ms` is the caller's clock.
+  Impl(CoordinatorOptions o, int64_t now_ms);
+
+  // One iteration: every message in `in`, then (when due) heartbeats and liveness, early
+  // stopping, proposals and scheduling, in one transaction. Returns what to send, only once
+  // committed. When the transaction fails, memory is rebuilt from the database (nothing of
+  // the iteration happened; peers retransmit what was not acked) and nothing is sent.
+  std::vector<Outgoing> step(const std::vector<Inbound>& in, int64_t now_ms);
 
   // coordinator.cpp
-  void bind_sockets();
-  void handle_zap();
-  void handle_frames(std::vector<zmq::message_t>& frames);
+  void reload();  // drops all memory and loads it again from the database
+  void handle_inbound(const Inbound& m);
   void dispatch(const proto::Envelope& env, const std::string& routing_id, bool delimiter,
                 const std::string& user_id);
   void send(const std::string& routing_id, proto::Envelope env, bool delimiter = false);
-  void flush_outbox();
   void handle_request(const proto::ClientRequest& req, const std::string& routing_id, bool delimiter);
   std::string submit_sweep(const proto::SubmitSweep& s);
   std::string cancel_sweep(int64_t sweep_id);
@@ -143,6 +164,8 @@ struct Coordinator::Impl {
   void on_metrics(WorkerInfo& w, const proto::MetricsBatch& b);
   void on_finished(WorkerInfo& w, const proto::Finished& f);
   void on_rendezvous(WorkerInfo& w, const proto::Rendezvous& r);
+  bool reports_on(const WorkerInfo& w, int64_t trial_id, int64_t attempt);
+  void expire_workers();
   void conclude_attempt(ActiveTrial& t, proto::TrialOutcome outcome, int exit_code,
                         const std::string& reason, const std::string& log_tail);
   void requeue_unstarted(ActiveTrial& t, const std::string& reason);

@@ -2,8 +2,12 @@
 
 namespace hylab::coordinator {
 
-AttemptDecision decide_after_attempt(proto::TrialOutcome outcome, int failures, int max_retries) {
+AttemptDecision decide_after_attempt(proto::TrialOutcome outcome, int failures, int max_retries,
+                                     int losses) {
   switch (outcome) {
+    case proto::TRIAL_OUTCOME_LOST:
+      if (losses + 1 <= kMaxLosses) return {"pending", false, true, true};
+      return {"failed", false, false, true};
     case proto::TRIAL_OUTCOME_SUCCEEDED:
       return {"succeeded", false, false};
     case proto::TRIAL_OUTCOME_DIVERGED:
@@ -32,6 +36,7 @@ std::string outcome_name(proto::TrialOutcome outcome) {
     case proto::TRIAL_OUTCOME_CANCELLED: return "cancelled";
     case proto::TRIAL_OUTCOME_PREEMPTED: return "preempted";
     case proto::TRIAL_OUTCOME_BAD_CONFIG: return "failed";
+    case proto::TRIAL_OUTCOME_LOST: return "lost";
     case proto::TRIAL_OUTCOME_FAILED:
     default: return "failed";
   }

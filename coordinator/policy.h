@@ -13,16 +13,25 @@ struct AttemptDecision {
   std::string trial_state;  // "pending" (run again) or a final state
   bool count_failure = false;
   bool retry = false;
+  bool count_loss = false;  // an infrastructure loss (counted against kMaxLosses)
 };
+
+// Attempts a trial may lose to the infrastructure (lost workers, SIGKILLed trainers) before
+// it fails: a budget apart from the sweep's max_retries, which is for trainer errors, so that
+// restarting workers does not fail healthy trials.
+constexpr int kMaxLosses = 5;
 
 // failures: failed attempts so far (before this one); max_retries: from the sweep.
 //   succeeded -> succeeded;  diverged -> diverged;  oom -> oom  (results, not retried)
 //   bad config -> failed, not retried (the trainer rejected the config: rerunning cannot help)
 //   cancelled -> cancelled
 //   preempted -> pending, not counted as a failure
-//   failed (also: worker lost, trainer could not start) -> pending while failures + 1 <=
-//   max_retries, else failed
-AttemptDecision decide_after_attempt(proto::TrialOutcome outcome, int failures, int max_retries);
+//   failed (also: the trainer could not start) -> pending while failures + 1 <= max_retries,
+//   else failed
+//   lost (worker lost, trainer killed by SIGKILL) -> pending while losses + 1 <= kMaxLosses,
+//   else failed; `losses`: lost attempts so far
+AttemptDecision decide_after_attempt(proto::TrialOutcome outcome, int failures, int max_retries,
+                                     int losses = 0);
 
 // "succeeded", "failed", ... for an outcome (the trial_attempts.state column).
 std::string outcome_name(proto::TrialOutcome outcome);

@@ -1,4 +1,4 @@
-// The coordinator's side of adaptive and growing sweeps (coordinator/search.h): proposing
+// The coordinator's side of adaptive and growing sweeps (sweep/search.h): proposing
 // tpe trials when slots are free, `sweep extend` and `sweep suggest`. Single-threaded like
 // the rest of Coordinator::Impl; the proposals themselves are pure (propose_trials).
 #include <spdlog/spdlog.h>

@@ -4,7 +4,10 @@
 // acknowledged and otherwise ignored (or cancelled on the worker that still runs it).
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "common/check.h"
+#include "common/metrics.h"
 #include "coordinator/coordinator_impl.h"
 #include "coordinator/scheduler.h"
 
@@ -22,6 +25,22 @@ std::string join_ints(const std::vector<int>& v) {
 // ---- workers ----
 
 void Coordinator::Impl::on_hello(const proto::Hello& h, const std::string& user_id) {
+  // A worker identity is bound to the key it first registered with (kept in the database, so
+  // also across coordinator restarts): another key cannot take it over.
+  std::string bound;
+  if (auto known = workers.find(h.worker_id()); known != workers.end()) {
+    bound = known->second.public_key;
+  } else {
+    auto q = store->db().prepare("SELECT public_key FROM workers WHERE worker_id = ?");
+    q.bind(1, h.worker_id());
+    if (q.step()) bound = q.text(0);
+  }
+  if (!bound.empty() && bound != user_id) {
+    log_limit.warn("identity taken", now, fmt::format("refused Hello of worker {}: that worker_id is bound to key "
+                                                      "{}, this peer has key {}", h.worker_id(), bound,
+                                                      user_id.empty() ? "(none)" : user_id));
+    return;
+  }
   const bool known = workers.count(h.worker_id()) > 0;
   WorkerInfo& w = workers[h.worker_id()];
   w.worker_id = h.worker_id();
@@ -73,13 +92,25 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
   for (const auto& h : held) {
     const AttemptKey key{h.trial_id(), h.attempt()};
     listed.insert(key);
+    // An exited attempt whose Finished was already taken (the worker has not seen the ack
+    // yet): its trainer is gone and its slots are free; counting them busy until the next
+    // heartbeat delayed the next Assign by up to a heartbeat interval.
+    if (h.finished() && !w.assigned.count(key)) {
+      auto cur = trials.find(h.trial_id());
+      const bool current = cur != trials.end() && cur->second.attempt == h.attempt() && cur->second.state == "running";
+      if (!current) continue;  // (a current one is claimed below: a recovery after a restart)
+    }
     w.reported[key].assign(h.slots().begin(), h.slots().end());
     if (w.assigned.count(key)) {
       auto it = trials.find(h.trial_id());
-      if (it != trials.end() && it->second.attempt == h.attempt()) {
+      if (it != trials.end() && it->second.attempt == h.attempt() && it->second.state == "running") {
         for (auto& n : it->second.run) {
           if (n.worker_id == w.worker_id) n.confirmed = true;
         }
+      } else if (!h.finished()) {
+        // Still running an attempt this coordinator already ended: its Cancel was lost (a
+        // dropped connection). Ask again, or its slots stay taken forever.
+        send_cancel(w.worker_id, h.trial_id(), h.attempt(), "stale attempt: the coordinator no longer runs it");
       }
       continue;
     }
@@ -89,10 +120,46 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
       // A running attempt found at start, claimed by its worker: it carries on.
       ActiveTrial& t = it->second;
       std::vector<int> slots(h.slots().begin(), h.slots().end());
+      // Its slots may have been given to another attempt meanwhile (a gang node's worker is
+      // not known until it claims). The worker runs the recovered attempt there, so it has
+      // refused (or will refuse) an unstarted one: run that elsewhere. A started one wins.
+      std::vector<AttemptKey> unstarted;
+      bool started_conflict = false;
+      for (const auto& [other, held] : w.assigned) {
+        bool overlap = false;
+        for (int s : held.slots) overlap = overlap || std::find(slots.begin(), slots.end(), s) != slots.end();
+        if (!overlap) continue;
+        auto o = trials.find(other.first);
+        bool confirmed = false;
+        if (o != trials.end() && o->second.attempt == other.second) {
+          for (const auto& n : o->second.run) confirmed = confirmed || (n.worker_id == w.worker_id && n.confirmed);
+        }
+        if (confirmed) started_conflict = true;
+        else unstarted.push_back(other);
+      }
+      if (started_conflict) {
+        send_cancel(w.worker_id, h.trial_id(), h.attempt(), "stale attempt: its slots run another attempt");
+        w.assigned[key] = Held{slots, now};
+        continue;
+      }
+      for (const auto& other : unstarted) {
+        auto o = trials.find(other.first);
+        if (o != trials.end() && o->second.attempt == other.second && o->second.state == "running") {
+          requeue_unstarted(o->second, "its slots on " + w.worker_id + " run a recovered attempt");
+        } else {
+          w.assigned.erase(other);
+        }
+      }
       w.assigned[key] = Held{slots, now};
       bool have = false;
       for (auto& n : t.run) have = have || n.worker_id == w.worker_id;
-      if (!have) t.run.push_back(NodeRun{w.worker_id, slots, static_cast<int>(t.run.size()), true, false});
+      // The node's real rank (older workers do not say: their order of arrival).
+      const int rank = h.has_node_rank() ? h.node_rank() : static_cast<int>(t.run.size());
+      if (!have) {
+        t.run.push_back(NodeRun{w.worker_id, slots, rank, true, false});
+        std::sort(t.run.begin(), t.run.end(),
+                  [](const NodeRun& a, const NodeRun& b) { return a.node_rank < b.node_rank; });
+      }
       if (static_cast<int>(t.run.size()) >= t.nodes) t.recover_deadline_ms.reset();
       spdlog::info("trial {} attempt {} recovered on worker {} (slots {})", t.trial_id, t.attempt,
                    w.worker_id, join_ints(slots));
@@ -120,7 +187,7 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
     for (const auto& n : t.run) confirmed = confirmed || (n.worker_id == w.worker_id && n.confirmed);
     const std::string why = "worker " + w.worker_id + " does not hold the attempt";
     if (confirmed) {
-      conclude_attempt(t, proto::TRIAL_OUTCOME_FAILED, -1, why, "");
+      conclude_attempt(t, proto::TRIAL_OUTCOME_LOST, -1, why, "");
     } else {
       requeue_unstarted(t, why + " (never started)");
     }
@@ -141,7 +208,7 @@ void Coordinator::Impl::lose_worker(const std::string& worker_id, const std::str
     bool confirmed = false;
     for (const auto& n : t->second.run) confirmed = confirmed || (n.worker_id == worker_id && n.confirmed);
     if (confirmed) {
-      conclude_attempt(t->second, proto::TRIAL_OUTCOME_FAILED, -1, "worker " + worker_id + " lost: " + why, "");
+      conclude_attempt(t->second, proto::TRIAL_OUTCOME_LOST, -1, "worker " + worker_id + " lost: " + why, "");
     } else {
       requeue_unstarted(t->second, "worker " + worker_id + " lost before the attempt started");
     }
@@ -161,9 +228,15 @@ void Coordinator::Impl::send_cancel(const std::string& worker_id, int64_t trial_
 void Coordinator::Impl::periodic() {
   // Heartbeats to every worker; liveness of every worker.
   std::vector<std::pair<std::string, std::string>> lost;
+  std::vector<std::string> drained;
   for (auto& [id, w] : workers) {
     if (liveness.expired(w.last_heard_ms, now)) {
-      lost.push_back({id, fmt::format("no message for {} ms", now - w.last_heard_ms)});
+      // A drained worker that went quiet holding nothing left as planned (exit_when_idle).
+      if (w.draining && w.assigned.empty() && w.reported.empty()) {
+        drained.push_back(id);
+      } else {
+        lost.push_back({id, fmt::format("no message for {} ms", now - w.last_heard_ms)});
+      }
       continue;
     }
     proto::Envelope hb;
@@ -171,25 +244,65 @@ void Coordinator::Impl::periodic() {
     send(id, hb);
   }
   for (const auto& [id, why] : lost) lose_worker(id, why);
+  for (const auto& id : drained) {
+    spdlog::info("worker {} drained and gone", id);
+    store->set_worker_state(id, "drained");
+    store::add_event(store->db(), "worker_drained", "", 0, 0, id);
+    workers.erase(id);
+  }
+  // Unknown peers we asked to register: forget them after a while (memory per peer id).
+  for (auto it = reregister_asked.begin(); it != reregister_asked.end();) {
+    it = now - it->second > 10 * opt.heartbeat_ms ? reregister_asked.erase(it) : std::next(it);
+  }
+  if (now >= next_expiry_ms) {
+    next_expiry_ms = now + 60'000;
+    expire_workers();
+  }
   // Attempts found running at start that no worker claimed in time.
+  std::vector<int64_t> overdue;  // (conclude_attempt may erase from trials)
   for (auto& [id, t] : trials) {
-    if (t.state == "running" && t.recover_deadline_ms && now > *t.recover_deadline_ms) {
+    if (t.state == "running" && t.recover_deadline_ms && now > *t.recover_deadline_ms) overdue.push_back(id);
+  }
+  for (int64_t id : overdue) {
+    ActiveTrial& t = trials.at(id);
+    {
       t.recover_deadline_ms.reset();
-      bool any = false;
-      for (const auto& n : t.run) any = any || n.confirmed;
-      for (const auto& n : t.run) {
-        auto w = workers.find(n.worker_id);
-        if (w != workers.end()) w->second.assigned.erase({t.trial_id, t.attempt});
-      }
-      if (!any) {
-        conclude_attempt(t, proto::TRIAL_OUTCOME_FAILED, -1,
-                         "no worker claimed the attempt after the coordinator restarted", "");
+      // Claimed by fewer nodes than the gang has: the missing ones are gone, so the attempt
+      // is lost (the claimed nodes are cancelled and keep their slots until they say so).
+      if (static_cast<int>(t.run.size()) < t.nodes) {
+        conclude_attempt(t, proto::TRIAL_OUTCOME_LOST, -1,
+                         fmt::format("{} of {} nodes claimed the attempt after the coordinator restarted",
+                                     t.run.size(), t.nodes), "");
       }
     }
   }
 }
 
+// Deletes the rows of workers lost or drained longer than worker_expiry_s ago.
+void Coordinator::Impl::expire_workers() {
+  auto del = store->db().prepare(
+      "DELETE FROM workers WHERE state IN ('lost', 'drained') AND last_seen < ?");
+  del.bind(1, unix_time_now() - static_cast<double>(opt.worker_expiry_s));
+  del.run();
+  const int n = store->db().changes();
+  if (n > 0) spdlog::info("forgot {} workers lost or drained more than {} s ago", n, opt.worker_expiry_s);
+}
+
 // ---- attempts ----
+
+// Whether `w` may report on (trial_id, attempt): it was assigned the attempt (or claimed it
+// after a restart), runs a node of it, or the database names it as the attempt's worker.
+bool Coordinator::Impl::reports_on(const WorkerInfo& w, int64_t trial_id, int64_t attempt) {
+  if (w.assigned.count({trial_id, attempt}) || w.reported.count({trial_id, attempt})) return true;
+  if (auto it = trials.find(trial_id); it != trials.end() && it->second.attempt == attempt) {
+    for (const auto& n : it->second.run) {
+      if (n.worker_id == w.worker_id) return true;
+    }
+  }
+  auto q = store->db().prepare("SELECT worker_id FROM trial_attempts WHERE trial_id = ? AND attempt = ?");
+  q.bind(1, trial_id).bind(2, attempt);
+  return q.step() && q.text(0) == w.worker_id;
+}
 
 void Coordinator::Impl::on_started(WorkerInfo& w, const proto::Started& s) {
   auto it = trials.find(s.trial_id());
@@ -235,9 +348,15 @@ void Coordinator::Impl::on_metrics(WorkerInfo& w, const proto::MetricsBatch& b) 
     }
   }
   if (current != b.attempt()) {
-    spdlog::warn("metrics of trial {} attempt {} from {} dropped: the current attempt is {}",
-                 b.trial_id(), b.attempt(), w.worker_id, current);
+    log_limit.warn("stale metrics", now, fmt::format("metrics of trial {} attempt {} from {} dropped: the current "
+                                                     "attempt is {}", b.trial_id(), b.attempt(), w.worker_id, current));
     send(w.worker_id, ack);
+    return;
+  }
+  if (!reports_on(w, b.trial_id(), b.attempt())) {
+    log_limit.warn("not owner", now, fmt::format("metrics of trial {} attempt {} from {} refused: that worker does "
+                                                 "not hold the attempt", b.trial_id(), b.attempt(), w.worker_id));
+    send(w.worker_id, ack);  // nothing stored; acked so that a confused worker stops resending
     return;
   }
   // A retransmitted batch (seq <= last_seq) is stored again: its rows are keyed by
@@ -293,6 +412,12 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
   ack.mutable_finished_ack()->set_trial_id(f.trial_id());
   ack.mutable_finished_ack()->set_attempt(f.attempt());
   const AttemptKey key{f.trial_id(), f.attempt()};
+  if (!reports_on(w, f.trial_id(), f.attempt())) {
+    log_limit.warn("not owner", now, fmt::format("finished of trial {} attempt {} from {} refused: that worker does "
+                                                 "not hold the attempt", f.trial_id(), f.attempt(), w.worker_id));
+    send(w.worker_id, ack);  // nothing recorded; acked so that a confused worker lets it go
+    return;
+  }
   w.assigned.erase(key);
   w.reported.erase(key);
   auto it = trials.find(f.trial_id());
@@ -311,8 +436,8 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
     if (n.worker_id == w.worker_id) node = &n;
   }
   if (node == nullptr) {
-    spdlog::warn("finished for trial {} attempt {} from {}, which does not run it: ignored",
-                 f.trial_id(), f.attempt(), w.worker_id);
+    log_limit.warn("not owner", now, fmt::format("finished for trial {} attempt {} from {}, which does not run "
+                                                 "it: ignored", f.trial_id(), f.attempt(), w.worker_id));
     send(w.worker_id, ack);
     return;
   }
@@ -330,24 +455,32 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
 
 void Coordinator::Impl::on_rendezvous(WorkerInfo& w, const proto::Rendezvous& r) {
   auto it = trials.find(r.trial_id());
-  if (it == trials.end() || it->second.attempt != r.attempt() || it->second.run.empty() ||
-      it->second.run[0].worker_id != w.worker_id) {
-    spdlog::warn("rendezvous for trial {} attempt {} from {} dropped: not node 0 of the current attempt",
-                 r.trial_id(), r.attempt(), w.worker_id);
+  bool node0 = false;
+  if (it != trials.end() && it->second.attempt == r.attempt()) {
+    for (const auto& n : it->second.run) node0 = node0 || (n.node_rank == 0 && n.worker_id == w.worker_id);
+  }
+  if (!node0) {
+    log_limit.warn("stale rendezvous", now, fmt::format("rendezvous for trial {} attempt {} from {} dropped: not "
+                                                        "node 0 of the current attempt", r.trial_id(), r.attempt(),
+                                                        w.worker_id));
     return;
   }
   it->second.rendezvous = r.payload();
-  for (size_t i = 1; i < it->second.run.size(); ++i) {
+  for (const auto& n : it->second.run) {
+    if (n.node_rank == 0) continue;
     proto::Envelope env;
     *env.mutable_rendezvous() = r;
-    send(it->second.run[i].worker_id, env);
+    send(n.worker_id, env);
   }
 }
 
 void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome outcome, int exit_code,
                                          const std::string& reason, const std::string& log_tail) {
   const int max_retries = sweeps.count(t.sweep_id) ? sweeps[t.sweep_id].row.max_retries : 0;
-  const AttemptDecision d = decide_after_attempt(outcome, t.failures, max_retries);
+  // A trainer killed by SIGKILL did not fail by itself (the OOM killer, an operator, a node
+  // going away): an infrastructure loss.
+  if (outcome == proto::TRIAL_OUTCOME_FAILED && exit_code == -9) outcome = proto::TRIAL_OUTCOME_LOST;
+  const AttemptDecision d = decide_after_attempt(outcome, t.failures, max_retries, t.losses);
   store->finish_attempt(t.trial_id, t.attempt, outcome_name(outcome), reason, exit_code, log_tail);
   // The other nodes of a multi-node attempt stop too.
   for (const auto& n : t.run) {
@@ -356,6 +489,7 @@ void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome out
     }
   }
   t.failures += d.count_failure ? 1 : 0;
+  t.losses += d.count_loss ? 1 : 0;
   t.run.clear();
   t.recover_deadline_ms.reset();
   t.rendezvous.clear();
@@ -365,8 +499,11 @@ void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome out
   if (d.retry) {
     t.state = "pending";
     store->set_trial_state(t.trial_id, "pending", t.failures,
-                           fmt::format("attempt {} {}; retrying ({} failures of {} allowed)",
-                                       t.attempt, why, t.failures, max_retries));
+                           d.count_loss
+                               ? fmt::format("attempt {} {}; retrying ({} losses of {} allowed)",
+                                             t.attempt, why, t.losses, kMaxLosses)
+                               : fmt::format("attempt {} {}; retrying ({} failures of {} allowed)",
+                                             t.attempt, why, t.failures, max_retries));
     spdlog::info("trial {} will run again ({} failures, max_retries {})", t.trial_id, t.failures, max_retries);
     return;
   }
@@ -377,7 +514,7 @@ void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome out
 }
 
 void Coordinator::Impl::requeue_unstarted(ActiveTrial& t, const std::string& reason) {
-  store->finish_attempt(t.trial_id, t.attempt, "lost", reason, -1, "");
+  store->finish_attempt(t.trial_id, t.attempt, "abandoned", reason, -1, "");
   spdlog::warn("trial {} attempt {} never started ({}): pending again", t.trial_id, t.attempt, reason);
   for (const auto& n : t.run) {
     auto w = workers.find(n.worker_id);
@@ -452,8 +589,20 @@ void Coordinator::Impl::schedule() {
     }
   }
   if (pending.empty()) return;
+  // A worker that may still run an attempt found running at start gets nothing new until it
+  // claims the attempt or the grace ends: its slots are not known yet (an Assign of the
+  // previous coordinator may still be on its way to it).
+  std::set<std::string> unsettled;
+  for (const auto& [id, t] : trials) {
+    if (t.state != "running" || !t.recover_deadline_ms) continue;
+    bool claimed = false;
+    for (const auto& n : t.run) claimed = claimed || n.worker_id == t.recover_worker;
+    if (!claimed) unsettled.insert(t.recover_worker);
+  }
   std::vector<SchedWorker> ws;
-  for (const auto& [id, w] : workers) ws.push_back({id, w.slots, w.free_slots(), !w.draining});
+  for (const auto& [id, w] : workers) {
+    ws.push_back({id, w.slots, w.free_slots(), !w.draining && !unsettled.count(id)});
+  }
   for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
     ActiveTrial& t = trials.at(a.trial_id);
     t.attempt += 1;

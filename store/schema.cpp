@@ -25,7 +25,7 @@ CREATE TABLE IF NOT EXISTS workers (
   mem_gib      REAL NOT NULL DEFAULT 0, -- host memory
   cpus         INTEGER NOT NULL DEFAULT 0,
   public_key   TEXT NOT NULL DEFAULT '',-- Z85 CurveZMQ key ('' when --insecure)
-  state        TEXT NOT NULL,           -- alive | draining | lost
+  state        TEXT NOT NULL,           -- alive | draining | lost | drained
   first_seen   REAL NOT NULL,
   last_seen    REAL NOT NULL
 );
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
   nodes_per_trial INTEGER NOT NULL DEFAULT 1,
   max_retries     INTEGER NOT NULL DEFAULT 2,
   early_stop_json TEXT NOT NULL DEFAULT '',          -- the spec's early_stop as JSON
-  search_json     TEXT NOT NULL DEFAULT '',          -- tpe/random: spec + base (coordinator/search.h)
+  search_json     TEXT NOT NULL DEFAULT '',          -- tpe/random: spec + base (sweep/search.h)
   state           TEXT NOT NULL,        -- running | completed | cancelled | local
   created_at      REAL NOT NULL,
   finished_at     REAL
@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS trial_attempts (
   trial_id     INTEGER NOT NULL REFERENCES trials(trial_id),
   attempt      INTEGER NOT NULL,        -- 1, 2, ...
   worker_id    TEXT NOT NULL,           -- node_rank 0's worker for multi-node trials
-  state        TEXT NOT NULL,           -- running, then succeeded|failed|diverged|oom|cancelled|stopped|preempted|lost
+  state        TEXT NOT NULL,           -- running, then succeeded|failed|diverged|oom|cancelled|stopped|preempted|lost|abandoned
   reason       TEXT NOT NULL DEFAULT '',
   exit_code    INTEGER,
   log_tail     TEXT NOT NULL DEFAULT '',

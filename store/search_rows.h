@@ -1,4 +1,4 @@
-// The rows adaptive and growing sweeps read and write (coordinator/search.h): the sweep's
+// The rows adaptive and growing sweeps read and write (sweep/search.h): the sweep's
 // search state (sweeps.search_json), its trials with their params and sweep-metric value,
 // and trials added to a running sweep. Free functions over the coordinator's Db: they open
 // no transaction (the event loop's one covers them).

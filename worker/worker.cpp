@@ -15,7 +15,7 @@
 
 #include "common/check.h"
 #include "common/checkpoint_dirs.h"
-#include "coordinator/wire.h"
+#include "wire/wire.h"
 #include "worker/gpu_inventory.h"
 #include "worker/metrics_tail.h"
 #include "worker/trial_runner.h"
@@ -143,6 +143,7 @@ struct Worker::Impl {
       h->set_attempt(key.second);
       for (int s : a.slots) h->add_slots(s);
       h->set_finished(a.done());
+      h->set_node_rank(a.assign.node_rank());
     }
   }
 
@@ -168,6 +169,22 @@ struct Worker::Impl {
     next_beat_ms = now + heartbeat_ms;
   }
 
+  // Sends again the metrics batches unacknowledged for at least `metrics_after_ms` and the
+  // Finished message unacknowledged for at least `finished_after_ms`. The one retransmit
+  // loop: a new session (Welcome) passes 0, the heartbeat passes its patience.
+  void retransmit(Attempt& a, int64_t metrics_after_ms, int64_t finished_after_ms) {
+    for (auto& [seq, u] : a.unacked) {
+      if (now - u.sent_ms >= metrics_after_ms) {
+        send_bytes(u.bytes);
+        u.sent_ms = now;
+      }
+    }
+    if (a.finished && now - a.finished->sent_ms >= finished_after_ms) {
+      send_bytes(a.finished->bytes);
+      a.finished->sent_ms = now;
+    }
+  }
+
   void on_welcome(const proto::Welcome& w) {
     const bool restarted = !coordinator_id.empty() && coordinator_id != w.coordinator_id();
     welcomed = true;
@@ -176,16 +193,7 @@ struct Worker::Impl {
     spdlog::info("registered with coordinator {}{} (heartbeat {} ms)", coordinator_id,
                  restarted ? " (it restarted)" : "", heartbeat_ms);
     // Everything not acknowledged goes again, in order.
-    for (auto& [key, a] : attempts) {
-      for (auto& [seq, u] : a.unacked) {
-        send_bytes(u.bytes);
-        u.sent_ms = now;
-      }
-      if (a.finished) {
-        send_bytes(a.finished->bytes);
-        a.finished->sent_ms = now;
-      }
-    }
+    for (auto& [key, a] : attempts) retransmit(a, 0, 0);  // a new session: everything unacked
   }
 
   // ---- messages from the coordinator ----
@@ -416,18 +424,7 @@ struct Worker::Impl {
     fill_held(env.mutable_heartbeat()->mutable_held());
     send(env);
     // Retransmit what stayed unacknowledged too long (a lost ack, a rolled-back iteration).
-    for (auto& [key, a] : attempts) {
-      for (auto& [seq, u] : a.unacked) {
-        if (now - u.sent_ms > 5 * heartbeat_ms) {
-          send_bytes(u.bytes);
-          u.sent_ms = now;
-        }
-      }
-      if (a.finished && now - a.finished->sent_ms > heartbeat_ms) {
-        send_bytes(a.finished->bytes);
-        a.finished->sent_ms = now;
-      }
-    }
+    for (auto& [key, a] : attempts) retransmit(a, 5 * heartbeat_ms + 1, heartbeat_ms + 1);
   }
 
   int run(const std::atomic<bool>& stop) {

@@ -16,7 +16,7 @@
 #include <memory>
 #include <string>
 
-#include "coordinator/security.h"
+#include "wire/security.h"
 
 namespace hylab::worker {
 

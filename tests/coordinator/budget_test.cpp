@@ -7,8 +7,8 @@
 #include <cmath>
 
 #include "common/check.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/sweep_spec.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/sweep_spec.h"
 #include "model/accounting.h"
 #include "trainer/schedule.h"
 

@@ -12,12 +12,12 @@
 #include <thread>
 
 #include "common/check.h"
-#include "coordinator/client.h"
+#include "wire/client.h"
 #include "coordinator/coordinator.h"
-#include "coordinator/search.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/sweep_spec.h"
-#include "coordinator/wire.h"
+#include "sweep/search.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/sweep_spec.h"
+#include "wire/wire.h"
 #include "store/db.h"
 
 namespace hylab::coordinator {
@@ -571,7 +571,7 @@ TEST_F(CoordinatorTest, DrainedWorkersGetNoNewTrials) {
   EXPECT_THROW(client(c.endpoint())->call(unknown), Error);
 }
 
-// method tpe (coordinator/search.h): no trials at submit, one proposed whenever a slot is
+// method tpe (sweep/search.h): no trials at submit, one proposed whenever a slot is
 // free, each seeing the finished ones; suggest adds nothing; a grid grows from a spec.
 TEST_F(CoordinatorTest, TpeTrialsAreProposedForFreeSlotsAndGridsGrowFromASpec) {
   Running c(opt_);

@@ -207,3 +207,27 @@ TEST(EarlyStop, NoRuleNoDecisions) {
 
 }  // namespace
 }  // namespace hylab::coordinator
+
+namespace hylab::coordinator {
+namespace {
+
+// Lost workers and SIGKILLed trainers have a budget of their own: two worker restarts must
+// not fail a healthy trial whose sweep allows no trainer errors (max_retries 0).
+TEST(Policy, InfrastructureLossesHaveTheirOwnBudget) {
+  for (int losses = 0; losses < kMaxLosses; ++losses) {
+    const auto d = decide_after_attempt(proto::TRIAL_OUTCOME_LOST, 0, 0, losses);
+    EXPECT_EQ(d.trial_state, "pending") << losses;
+    EXPECT_TRUE(d.retry);
+    EXPECT_TRUE(d.count_loss);
+    EXPECT_FALSE(d.count_failure);
+  }
+  const auto last = decide_after_attempt(proto::TRIAL_OUTCOME_LOST, 0, 0, kMaxLosses);
+  EXPECT_EQ(last.trial_state, "failed");
+  EXPECT_FALSE(last.retry);
+  // Trainer errors still use max_retries, whatever the losses.
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 0, 0, 3).trial_state, "failed");
+  EXPECT_EQ(outcome_name(proto::TRIAL_OUTCOME_LOST), "lost");
+}
+
+}  // namespace
+}  // namespace hylab::coordinator

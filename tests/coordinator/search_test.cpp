@@ -10,12 +10,12 @@
 #include "common/check.h"
 #include "coordinator/early_stop.h"
 #include "coordinator/hyperband.h"
-#include "coordinator/pattern_space.h"
-#include "coordinator/search.h"
-#include "coordinator/search_bench.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/sweep_spec.h"
-#include "coordinator/tpe.h"
+#include "sweep/pattern_space.h"
+#include "sweep/search.h"
+#include "sweep/search_bench.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/sweep_spec.h"
+#include "sweep/tpe.h"
 
 namespace hylab::coordinator {
 namespace {

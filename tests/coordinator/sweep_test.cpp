@@ -6,9 +6,9 @@
 #include <unistd.h>
 
 #include "common/check.h"
-#include "coordinator/submission.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/sweep_spec.h"
+#include "sweep/submission.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/sweep_spec.h"
 
 namespace hylab::coordinator {
 namespace {

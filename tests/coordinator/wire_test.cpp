@@ -6,8 +6,8 @@
 #include <fstream>
 
 #include "common/check.h"
-#include "coordinator/security.h"
-#include "coordinator/wire.h"
+#include "wire/security.h"
+#include "wire/wire.h"
 
 namespace hylab::wire {
 namespace {

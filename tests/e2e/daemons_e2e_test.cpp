@@ -632,7 +632,7 @@ TEST_F(DaemonsE2E, LocalWithSeedsPrintsMeanAndStdPerPattern) {
   EXPECT_EQ(g["groups"][0]["mark"], "best");
 }
 
-// ---- adaptive search (coordinator/search.h, docs/SEARCH.md) ----
+// ---- adaptive search (sweep/search.h, docs/SEARCH.md) ----
 
 // A tpe sweep over d4 block patterns and mamba_d_state; the coordinator proposes every trial.
 std::string tpe_sweep_file(const fs::path& dir, const std::string& data_dir, int count, int iterations) {

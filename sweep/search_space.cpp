@@ -1,10 +1,10 @@
-#include "coordinator/search_space.h"
+#include "sweep/search_space.h"
 
 #include <cmath>
 #include <cstdlib>
 
 #include "common/check.h"
-#include "coordinator/sweep_expander.h"
+#include "sweep/sweep_expander.h"
 
 namespace hylab::coordinator {
 namespace {

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <zmq.hpp>
 
-#include "coordinator/security.h"
+#include "wire/security.h"
 #include "proto/wire.pb.h"
 
 namespace hylab::wire {

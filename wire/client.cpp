@@ -1,4 +1,4 @@
-#include "coordinator/client.h"
+#include "wire/client.h"
 
 #include <unistd.h>
 
@@ -7,7 +7,7 @@
 #include <random>
 
 #include "common/check.h"
-#include "coordinator/wire.h"
+#include "wire/wire.h"
 
 namespace hylab::wire {
 

@@ -1,4 +1,4 @@
-#include "coordinator/tpe.h"
+#include "sweep/tpe.h"
 
 #include <algorithm>
 #include <cmath>

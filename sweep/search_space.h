@@ -2,7 +2,7 @@
 //
 // Kinds: categorical (`values`, and listed or generated block patterns), uniform,
 // log_uniform and int_uniform ranges, and `distribution: pattern` (every valid T/M
-// sequence, coordinator/pattern_space.h). A categorical whose values are all block patterns
+// sequence, sweep/pattern_space.h). A categorical whose values are all block patterns
 // of one length is pattern-aware: the surrogate also sees each value's layers.
 // A point has one value per dimension; it turns into the trial's params (name, text).
 #pragma once
@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "coordinator/pattern_space.h"
+#include "sweep/pattern_space.h"
 #include "proto/sweep.pb.h"
 
 namespace hylab::coordinator {

@@ -1,4 +1,4 @@
-#include "coordinator/submission.h"
+#include "sweep/submission.h"
 
 #include <filesystem>
 #include <fstream>
@@ -10,8 +10,8 @@
 
 #include "common/check.h"
 
-#include "coordinator/search.h"
-#include "coordinator/sweep_spec.h"
+#include "sweep/search.h"
+#include "sweep/sweep_spec.h"
 
 namespace hylab::coordinator {
 namespace {
@@ -46,7 +46,7 @@ Submission prepare_submission(const std::string& sweep_path) {
     if (it == cache.end()) it = cache.emplace(data, vocab_from_meta(data)).first;
     return it->second;
   };
-  // tpe: the coordinator proposes the trials (coordinator/search.h); the expansion holds
+  // tpe: the coordinator proposes the trials (sweep/search.h); the expansion holds
   // only the random start-up trials it will begin with, for --dry_run.
   std::optional<SearchState> search;
   if (s.spec.method() == "tpe" || s.spec.method() == "random") search = make_search_state(s.spec, base, vocab);

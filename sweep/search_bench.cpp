@@ -1,4 +1,4 @@
-#include "coordinator/search_bench.h"
+#include "sweep/search_bench.h"
 
 #include <algorithm>
 #include <cmath>

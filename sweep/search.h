@@ -17,9 +17,9 @@
 #include <utility>
 #include <vector>
 
-#include "coordinator/search_space.h"
-#include "coordinator/sweep_expander.h"
-#include "coordinator/tpe.h"
+#include "sweep/search_space.h"
+#include "sweep/sweep_expander.h"
+#include "sweep/tpe.h"
 
 namespace hylab::coordinator {
 

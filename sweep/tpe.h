@@ -29,7 +29,7 @@
 #include <string>
 #include <vector>
 
-#include "coordinator/search_space.h"
+#include "sweep/search_space.h"
 
 namespace hylab::coordinator {
 

@@ -1,4 +1,4 @@
-#include "coordinator/sweep_spec.h"
+#include "sweep/sweep_spec.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <yaml-cpp/yaml.h>

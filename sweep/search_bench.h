@@ -20,7 +20,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "coordinator/tpe.h"
+#include "sweep/tpe.h"
 
 namespace hylab::coordinator {
 

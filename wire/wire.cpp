@@ -1,4 +1,4 @@
-#include "coordinator/wire.h"
+#include "wire/wire.h"
 
 #include <cerrno>
 #include <chrono>

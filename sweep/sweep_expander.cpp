@@ -1,4 +1,4 @@
-#include "coordinator/sweep_expander.h"
+#include "sweep/sweep_expander.h"
 
 #include <cmath>
 #include <map>
@@ -6,7 +6,7 @@
 #include <set>
 
 #include "common/check.h"
-#include "coordinator/pattern_space.h"
+#include "sweep/pattern_space.h"
 
 namespace hylab::coordinator {
 namespace {
@@ -95,7 +95,7 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
                        const VocabLookup& vocab_of_data) {
   if (spec.method() == "tpe") {
     throw ConfigError(fmt::format("sweep {}: method tpe has no fixed expansion: the coordinator "
-                                  "proposes its trials (coordinator/search.h)", spec.name()));
+                                  "proposes its trials (sweep/search.h)", spec.name()));
   }
   // The base with the fixed overrides; sweep name as run name (the same for every trial,
   // so it does not defeat de-duplication).
@@ -145,7 +145,7 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
       std::vector<Choice> combo;
       for (int a = 0; a < spec.parameters_size(); ++a) {
         const auto& p = spec.parameters(a);
-        if (p.distribution() == "pattern") {  // coordinator/pattern_space.h
+        if (p.distribution() == "pattern") {  // sweep/pattern_space.h
           const std::string v = pattern_text(random_pattern(
               make_pattern_constraints(p.pattern(), n_layer, "parameters.block_pattern"), rng));
           combo.push_back({{{p.name(), v}}, {p.name(), v}});

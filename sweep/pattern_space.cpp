@@ -1,4 +1,4 @@
-#include "coordinator/pattern_space.h"
+#include "sweep/pattern_space.h"
 
 #include <algorithm>
 #include <cmath>

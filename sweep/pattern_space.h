@@ -5,7 +5,7 @@
 // [min_attention_fraction, max_attention_fraction], the first and the last layer's type.
 // Every function here is pure; random ones take the generator they draw from.
 //
-// Features for the surrogate (coordinator/tpe.h), beside the per-layer types:
+// Features for the surrogate (sweep/tpe.h), beside the per-layer types:
 //   attention_fraction    n_T / n_layer
 //   mean_attention_depth  mean of (i + 0.5) / n_layer over the T layers (0.5 when none)
 //   switches              number of i with type(i) != type(i+1), over (n_layer - 1)

@@ -1,4 +1,4 @@
-#include "coordinator/security.h"
+#include "wire/security.h"
 
 #include <sys/stat.h>
 #include <zmq.h>

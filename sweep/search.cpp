@@ -1,4 +1,4 @@
-#include "coordinator/search.h"
+#include "sweep/search.h"
 
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>

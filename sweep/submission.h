@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "coordinator/sweep_expander.h"
+#include "sweep/sweep_expander.h"
 #include "proto/wire.pb.h"
 
 namespace hylab::coordinator {

@@ -1,0 +1,66 @@
+// `hylab bench load --workers 100,300,1000 [--seconds 20]`: the load generator of
+// sim/load_bench.h once per worker count, as JSON {commit, date, seconds, load: [...]}.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "cli/command.h"
+#include "common/bench_stamp.h"
+#include "common/check.h"
+#include "sim/load_bench.h"
+
+namespace hylab::cli {
+namespace {
+
+struct Options {
+  std::vector<int> workers = {100, 300, 1000};
+  int seconds = 20;
+  std::string out;
+};
+
+void run(const Options& o) {
+  if (o.seconds < 3) throw ConfigError(fmt::format("--seconds = {}: expected >= 3", o.seconds));
+  for (int n : o.workers) {
+    if (n < 1 || n > 5000) throw ConfigError(fmt::format("--workers = {}: expected 1..5000", n));
+  }
+  namespace fs = std::filesystem;
+  nlohmann::json doc;
+  doc["commit"] = bench_commit();
+  doc["date"] = utc_timestamp();
+  doc["seconds"] = o.seconds;
+  doc["load"] = nlohmann::json::array();
+  const fs::path dir = fs::temp_directory_path() / ("hylab-load-" + std::to_string(::getpid()));
+  for (int n : o.workers) {
+    doc["load"].push_back(sim::run_load(n, o.seconds, dir.string()));
+    std::fprintf(stderr, "%s\n", doc["load"].back().dump().c_str());
+  }
+  const std::string text = doc.dump(2) + "\n";
+  std::fputs(text.c_str(), stdout);
+  if (!o.out.empty()) {
+    std::ofstream f(o.out);
+    if (!(f << text)) throw Error(fmt::format("--out = {}: cannot write", o.out));
+  }
+}
+
+void setup(CLI::App& root) {
+  auto* bench = group(root, "bench", "Benchmarks that print JSON");
+  auto o = std::make_shared<Options>();
+  auto* cmd = bench->add_subcommand(
+      "load",
+      "One real coordinator against N simulated workers over loopback TCP (heartbeats 1 s, "
+      "metrics 10 Hz): scheduling latency p50/p99, coordinator RSS/CPU, SQLite write rate");
+  cmd->add_option(flag("workers"), o->workers, "Worker counts to run, e.g. 100,300,1000")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option(flag("seconds"), o->seconds, "Seconds per worker count")->capture_default_str();
+  cmd->add_option(flag("out"), o->out, "Also write the JSON to this file");
+  cmd->callback([o] { run(*o); });
+}
+
+HYLAB_REGISTER_COMMAND("bench load", 83, setup);
+
+}  // namespace
+}  // namespace hylab::cli

@@ -1,0 +1,291 @@
+// The load generator (load_bench.h).
+#include "sim/load_bench.h"
+
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <zmq.hpp>
+
+#include "common/check.h"
+#include "common/run_config.h"
+#include "coordinator/coordinator.h"
+#include "store/db.h"
+#include "wire/client.h"
+#include "wire/wire.h"
+
+namespace hylab::sim {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_stop{false};
+void on_term(int) { g_stop = true; }
+
+int64_t ms_since(Clock::time_point t0) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+}
+
+struct LoadWorker {
+  std::string id;
+  std::unique_ptr<zmq::socket_t> s;
+  int64_t free_since = -1;           // ms; -1 while it holds a trial
+  std::optional<std::pair<int64_t, int64_t>> held;  // (trial_id, attempt)
+  int64_t ends_at = 0, next_metric = 0, next_beat = 0, step = 0, seq = 0;
+  bool finished_sent = false;
+};
+
+// /proc/<pid>: resident set (MiB) and CPU seconds (user + system).
+std::pair<double, double> proc_usage(pid_t pid) {
+  double rss = 0, cpu = 0;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) rss = std::stod(line.substr(6)) / 1024.0;
+  }
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  std::istringstream rest(all.substr(all.rfind(')') + 2));
+  std::vector<std::string> f((std::istream_iterator<std::string>(rest)), std::istream_iterator<std::string>());
+  if (f.size() > 13) cpu = (std::stod(f[11]) + std::stod(f[12])) / static_cast<double>(sysconf(_SC_CLK_TCK));
+  return {rss, cpu};
+}
+
+double percentile(std::vector<int64_t> v, double p) {
+  if (v.empty()) return -1;
+  std::sort(v.begin(), v.end());
+  return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))]);
+}
+
+void submit(const std::string& endpoint, int trials) {
+  wire::Client client(endpoint, wire::peer_security(true, "", ""), 60'000);
+  proto::ClientRequest req;
+  auto* s = req.mutable_submit_sweep();
+  s->set_name("load");
+  s->set_gpus_per_trial(1);
+  s->set_max_retries(0);
+  for (int i = 0; i < trials; ++i) {
+    RunConfig cfg;
+    cfg.set_seed(i);
+    auto* t = s->add_trials();
+    t->set_trial_index(i);
+    t->set_config_json(config_to_json(resolve_config(cfg), false));
+  }
+  client.call_json(req);
+}
+
+}  // namespace
+
+nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
+  const fs::path dir(folder);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  const std::string db = (dir / "hylab.db").string();
+  const std::string ep_file = (dir / "endpoint").string();
+  // The coordinator in a child process of its own (forked before this process starts any
+  // thread), so its RSS and CPU are its own.
+  const pid_t coord = ::fork();
+  if (coord < 0) HYLAB_FAIL("fork failed: {}", std::strerror(errno));
+  if (coord == 0) {
+    // Its log goes to a file of the run (this process's stdout is the JSON).
+    if (!std::freopen((dir / "coordinator.log").c_str(), "w", stdout)) std::_Exit(1);
+    spdlog::set_level(spdlog::level::warn);
+    ::signal(SIGTERM, on_term);
+    int rc = 0;
+    try {
+      coordinator::CoordinatorOptions o;
+      o.db_path = db;
+      o.bind = "tcp://127.0.0.1:*";
+      o.endpoint_file = ep_file;
+      o.security.insecure = true;
+      coordinator::Coordinator c(o);
+      c.run(g_stop);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "load coordinator: %s\n", e.what());
+      rc = 1;
+    }
+    std::_Exit(rc);
+  }
+  std::string endpoint;
+  for (int i = 0; i < 600 && endpoint.empty(); ++i) {
+    std::ifstream f(ep_file);
+    std::getline(f, endpoint);
+    if (endpoint.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (endpoint.empty()) {
+    ::kill(coord, SIGKILL);
+    ::waitpid(coord, nullptr, 0);
+    HYLAB_FAIL("the load coordinator did not start");
+  }
+  // Enough trials that no worker runs out: a trial lasts 3 s on average.
+  submit(endpoint, n_workers * (seconds / 3 + 2));
+
+  zmq::context_t ctx(2);
+  std::mt19937_64 rng(n_workers);
+  const auto t0 = Clock::now();
+  std::vector<LoadWorker> ws(static_cast<size_t>(n_workers));
+  for (int i = 0; i < n_workers; ++i) {
+    LoadWorker& w = ws[static_cast<size_t>(i)];
+    w.id = "load-" + std::to_string(i);
+    w.s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
+    w.s->set(zmq::sockopt::linger, 0);
+    w.s->set(zmq::sockopt::routing_id, w.id);
+    w.s->set(zmq::sockopt::sndhwm, 100000);
+    w.s->connect(endpoint);
+  }
+  auto send = [](LoadWorker& w, proto::Envelope env) {
+    const std::string b = wire::encode(std::move(env), w.id);
+    (void)w.s->send(zmq::buffer(b), zmq::send_flags::dontwait);
+  };
+  auto hello = [&](LoadWorker& w, int64_t now) {
+    proto::Envelope env;
+    auto* h = env.mutable_hello();
+    h->set_worker_id(w.id);
+    h->set_host("loopback");
+    h->set_slots(1);
+    if (w.held) {
+      auto* x = h->add_held();
+      x->set_trial_id(w.held->first);
+      x->set_attempt(w.held->second);
+      x->add_slots(0);
+      x->set_finished(w.finished_sent);
+    }
+    send(w, env);
+    w.next_beat = now + 1000;
+  };
+  for (auto& w : ws) {
+    w.free_since = ms_since(t0);
+    hello(w, w.free_since);
+  }
+
+  std::vector<int64_t> latencies;
+  int64_t assigns = 0, metric_msgs = 0;
+  const int64_t end = static_cast<int64_t>(seconds) * 1000;
+  while (true) {
+    const int64_t now = ms_since(t0);
+    if (now >= end) break;
+    for (auto& w : ws) {
+      zmq::message_t m;
+      while (w.s->recv(m, zmq::recv_flags::dontwait)) {
+        std::string err;
+        auto env = wire::decode(m.data(), m.size(), &err);
+        if (!env) continue;
+        if (env->has_assign() && !w.held) {
+          const int64_t t = ms_since(t0);
+          if (w.free_since >= 0) latencies.push_back(t - w.free_since);
+          ++assigns;
+          w.held = {env->assign().trial_id(), env->assign().attempt()};
+          w.free_since = -1;
+          w.ends_at = t + 2000 + static_cast<int64_t>(rng() % 2000);
+          w.next_metric = t + 100;
+          w.step = 0;
+          w.seq = 0;
+          w.finished_sent = false;
+          proto::Envelope st;
+          st.mutable_started()->set_trial_id(w.held->first);
+          st.mutable_started()->set_attempt(w.held->second);
+          st.mutable_started()->set_pid(1);
+          st.mutable_started()->set_run_dir("/load");
+          send(w, st);
+        } else if (env->has_finished_ack() && w.held && env->finished_ack().trial_id() == w.held->first) {
+          w.held.reset();
+        } else if (env->has_reregister()) {
+          hello(w, ms_since(t0));
+        }
+      }
+      if (w.held && !w.finished_sent) {
+        while (now >= w.next_metric && now < w.ends_at) {  // 10 Hz
+          proto::Envelope b;
+          auto* mb = b.mutable_metrics();
+          mb->set_trial_id(w.held->first);
+          mb->set_attempt(w.held->second);
+          mb->set_seq(++w.seq);
+          auto* x = mb->add_metrics();
+          x->set_step(++w.step);
+          x->set_name("train_loss");
+          x->set_value(1.0 / static_cast<double>(w.step));
+          x->set_wall_time(static_cast<double>(now) / 1000.0);
+          send(w, b);
+          ++metric_msgs;
+          w.next_metric += 100;
+        }
+        if (now >= w.ends_at) {
+          proto::Envelope f;
+          f.mutable_finished()->set_trial_id(w.held->first);
+          f.mutable_finished()->set_attempt(w.held->second);
+          f.mutable_finished()->set_outcome(proto::TRIAL_OUTCOME_SUCCEEDED);
+          send(w, f);
+          w.finished_sent = true;
+          w.free_since = now;  // the slot is free from here on, as far as the worker knows
+        }
+      }
+      if (now >= w.next_beat) {
+        w.next_beat = now + 1000;
+        proto::Envelope hb;
+        if (w.held) {
+          auto* h = hb.mutable_heartbeat()->add_held();
+          h->set_trial_id(w.held->first);
+          h->set_attempt(w.held->second);
+          h->add_slots(0);
+          h->set_finished(w.finished_sent);
+        } else {
+          hb.mutable_heartbeat();
+        }
+        send(w, hb);
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double wall = static_cast<double>(ms_since(t0)) / 1000.0;
+  const auto [rss, cpu] = proc_usage(coord);
+  ::kill(coord, SIGTERM);
+  ::waitpid(coord, nullptr, 0);
+  int64_t rows = 0;
+  {
+    auto d = store::Db::open(db, true);
+    auto q = d->prepare("SELECT COUNT(*) FROM metrics");
+    if (q.step()) rows = q.int64(0);
+  }
+  // Workers still waiting for an Assign at the end count with their wait so far: a
+  // coordinator that falls behind cannot hide it by never answering.
+  const int64_t now = ms_since(t0);
+  int64_t waiting = 0;
+  for (const auto& w : ws) {
+    if (!w.held && w.free_since >= 0) {
+      latencies.push_back(now - w.free_since);
+      ++waiting;
+    }
+  }
+  for (auto& w : ws) w.s->close();
+  fs::remove_all(dir);
+  return {{"workers", n_workers},
+          {"seconds", wall},
+          {"assignments", assigns},
+          {"waiting_at_end", waiting},
+          {"p50_ms", percentile(latencies, 0.50)},
+          {"p99_ms", percentile(latencies, 0.99)},
+          {"coordinator_rss_mib", rss},
+          {"coordinator_cpu_s", cpu},
+          {"metric_messages_sent", metric_msgs},
+          {"sqlite_metric_rows_per_s", static_cast<double>(rows) / wall}};
+}
+
+
+}  // namespace hylab::sim
