@@ -94,7 +94,8 @@ TEST(RunConfig, HugeSizesAreAClearErrorNotAnOverflow) {
     }
     return std::string("accepted");
   };
-  EXPECT_NE(error("n_embd", "100000000").find("n_embd = 100000000: expected 1..1048576"), std::string::npos);
+  EXPECT_NE(error("n_embd", "100000000").find("n_embd = 100000000: expected 1..1048576"), std::string::npos)
+      << error("n_embd", "100000000");
   EXPECT_NE(error("vocab_size", "2147483647").find("vocab_size = 2147483647: expected 2..268435456"),
             std::string::npos);
   EXPECT_NE(error("max_seq_len", "2000000000").find("max_seq_len = 2000000000: expected 1..16777216"),
