@@ -22,13 +22,17 @@ void setup(CLI::App& root) {
   auto f = std::make_shared<Flags>();
   f->opt.db_path = default_db_path();
   cmd->add_option(flag("db"), f->opt.db_path, "SQLite results database (default $HYLAB_DB, else runs/hylab.db)");
-  cmd->add_option(flag("bind"), f->opt.bind, "ZeroMQ endpoint to listen on; tcp://127.0.0.1:* picks a free port")
-      ->capture_default_str();
+  auto* bind = cmd->add_option(flag("bind"), f->opt.bind,
+                               "ZeroMQ endpoint to listen on; tcp://127.0.0.1:* picks a free port "
+                               "(default tcp://*:5555, with --insecure tcp://127.0.0.1:5555)");
   cmd->add_option(flag("endpoint_file"), f->opt.endpoint_file, "Write the bound endpoint to this file");
   cmd->add_option(flag("key"), f->key, "The coordinator's key pair, NAME.key (default $HYLAB_KEY)");
   cmd->add_option(flag("allow"), f->allow,
                   "Allowed public keys of workers and clients: a file (one key per line) or a folder of *.pub");
-  cmd->add_flag(flag("insecure"), f->insecure, "Plain TCP, no CurveZMQ: only on a trusted network or loopback");
+  cmd->add_flag(flag("insecure"), f->insecure,
+                "Plain TCP, no CurveZMQ: binds loopback only (tcp://127.0.0.1:5555 unless --bind)");
+  cmd->add_flag(flag("insecure_any_interface"), f->opt.security.insecure_any_interface,
+                "With --insecure: allow a --bind beyond loopback (anyone who reaches it can submit)");
   cmd->add_option(flag("heartbeat_ms"), f->opt.heartbeat_ms, "Heartbeat interval")->capture_default_str();
   cmd->add_option(flag("liveness"), f->opt.liveness, "Missed heartbeats before a worker is lost")->capture_default_str();
   cmd->add_option(flag("recovery_grace_ms"), f->opt.recovery_grace_ms,
@@ -37,12 +41,17 @@ void setup(CLI::App& root) {
   f->web.add_to(cmd, "Also serve the read-only web dashboard on HOST:PORT, e.g. 127.0.0.1:8080 (off unless given)");
   f->web.add_work_dir_to(cmd);
 #endif
-  cmd->callback([f] {
+  cmd->callback([f, bind] {
     use_stderr_log("coordinator");
     Flags& x = *f;
     if (x.opt.heartbeat_ms < 10) throw hylab::Error("--heartbeat_ms: expected >= 10");
     if (x.opt.liveness < 1) throw hylab::Error("--liveness: expected >= 1");
     x.opt.security.insecure = x.insecure;
+    if (x.insecure && bind->count() == 0) x.opt.bind = "tcp://127.0.0.1:5555";
+    if (x.opt.security.insecure_any_interface && !x.insecure) {
+      throw hylab::Error("--insecure_any_interface: only with --insecure");
+    }
+    wire::check_bind(x.opt.bind, x.opt.security);
     if (!x.insecure) {
       std::string key = x.key;
       if (key.empty() && std::getenv("HYLAB_KEY")) key = std::getenv("HYLAB_KEY");

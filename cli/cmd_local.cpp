@@ -16,6 +16,7 @@
 
 #include "cli/daemon_flags.h"
 #include "cli/dashboard_flags.h"
+#include "cli/sweep_progress.h"
 #include "common/check.h"
 #include "sweep/submission.h"
 #include "store/compare.h"
@@ -277,11 +278,9 @@ int run_local(const Flags& f) {
     std::printf("\nsweep %lld %s in %s\n", static_cast<long long>(sweep_id),
                 sweep["state"].get<std::string>().c_str(), stamp().c_str());
     std::fputs(closing_table(spec, trials).c_str(), stdout);
-    bool all_ok = !sweep["trials"].empty();
-    for (const auto& t : sweep["trials"]) all_ok = all_ok && t["state"] == "succeeded";
     std::printf("results: hylab results --db %s --sweep %lld  (curves: --curves TRIAL_ID...)\n",
                 f.db.c_str(), static_cast<long long>(sweep_id));
-    return all_ok ? 0 : 1;
+    return local_exit_status(sweep);  // early-stopped trials are a normal outcome
   } catch (...) {
     cleanup();
     throw;

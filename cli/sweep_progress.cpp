@@ -56,4 +56,14 @@ int sweep_exit_status(const SweepProgress& p) {
   return p.failed > 0 ? kSweepTrialsFailed : kSweepSucceeded;
 }
 
+int local_exit_status(const nlohmann::json& sweep) {
+  const nlohmann::json trials = sweep.value("trials", nlohmann::json::array());
+  bool ok = !trials.empty();
+  for (const auto& t : trials) {
+    const std::string state = t.value("state", "");
+    ok = ok && (state == "succeeded" || state == "stopped");
+  }
+  return ok ? 0 : 1;
+}
+
 }  // namespace hylab::cli

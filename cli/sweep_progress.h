@@ -35,6 +35,10 @@ std::string progress_line(const nlohmann::json& sweep, const SweepProgress& p);
 // The exit status for a finished sweep (see the constants above).
 int sweep_exit_status(const SweepProgress& p);
 
+// The exit status of `hylab local` for its finished sweep: 0 when it has trials and every one
+// succeeded or was early-stopped (a normal outcome of early stopping), else 1.
+int local_exit_status(const nlohmann::json& sweep);
+
 // 250 -> "4m10s", 7300 -> "2h01m", 42 -> "42s".
 std::string format_duration(double seconds);
 

@@ -161,12 +161,20 @@ class PatternParser {
     while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
   }
   // `first_layer`: the layer index the text being parsed starts at (for messages).
+  // The layer count is checked before anything is expanded: "((T*999)*999)*999" is refused
+  // from its size, not after allocating it.
+  void check_layers(uint64_t layers) const {
+    if (layers > kMaxPatternLayers) {
+      fail(fmt::format("the pattern has more than {} layers", kMaxPatternLayers));
+    }
+  }
   std::vector<BlockType> list(size_t first_layer) {
     std::vector<BlockType> out = item(first_layer);
     skip_space();
     while (pos_ < s_.size() && s_[pos_] == ',') {
       ++pos_;
       std::vector<BlockType> more = item(first_layer + out.size());
+      check_layers(uint64_t{out.size()} + more.size());
       out.insert(out.end(), more.begin(), more.end());
       skip_space();
     }
@@ -181,8 +189,10 @@ class PatternParser {
       size_t start = pos_;
       while (pos_ < s_.size() && std::isdigit(static_cast<unsigned char>(s_[pos_]))) ++pos_;
       if (start == pos_) fail("expected a repeat count after '*'");
-      const long n = std::stol(s_.substr(start, pos_ - start));
-      if (n < 1 || n > 100000) fail(fmt::format("repeat count {} out of range 1..100000", n));
+      const std::string digits = s_.substr(start, pos_ - start);
+      const long n = digits.size() > 6 ? 1000000 : std::stol(digits);
+      if (n < 1 || n > 100000) fail(fmt::format("repeat count {} out of range 1..100000", digits));
+      check_layers(uint64_t{a.size()} * static_cast<uint64_t>(n));
       std::vector<BlockType> out;
       for (long i = 0; i < n; ++i) out.insert(out.end(), a.begin(), a.end());
       return out;
@@ -192,8 +202,10 @@ class PatternParser {
   std::vector<BlockType> atom(size_t first_layer) {
     skip_space();
     if (pos_ < s_.size() && s_[pos_] == '(') {
+      if (++depth_ > kMaxNesting) fail(fmt::format("more than {} nested parentheses", kMaxNesting));
       ++pos_;
       std::vector<BlockType> inner = list(first_layer);
+      --depth_;
       skip_space();
       if (pos_ >= s_.size() || s_[pos_] != ')') fail("missing ')'");
       ++pos_;
@@ -218,13 +230,20 @@ class PatternParser {
       }
       out.push_back(t);
     }
+    check_layers(out.size());
     return out;
   }
 
+  static constexpr int kMaxNesting = 32;
   const std::string& s_;
   const std::string& field_;
   size_t pos_ = 0;
+  int depth_ = 0;
 };
+
+constexpr int kMaxWidth = 1 << 20;     // n_embd, mamba_dt_rank, device_batch_size
+constexpr int kMaxVocab = 1 << 28;
+constexpr int kMaxSequence = 1 << 24;  // max_seq_len, sequence_len
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw ConfigError(message);
@@ -296,21 +315,28 @@ int GPTConfig::count(BlockType t) const {
 RunConfig load_config_file(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ConfigError(fmt::format("cannot read config file {}", path));
+  std::stringstream text;
+  text << in.rdbuf();
+  return config_from_yaml(text.str(), path);
+}
+
+RunConfig config_from_yaml(const std::string& text, const std::string& where) {
   YAML::Node root;
   try {
-    root = YAML::Load(in);
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
-    throw ConfigError(fmt::format("{}: not valid YAML: {}", path, e.what()));
+    throw ConfigError(fmt::format("{}: not valid YAML: {}", where, e.what()));
   }
   RunConfig cfg;
   if (root.IsNull()) return cfg;
-  if (!root.IsMap()) throw ConfigError(fmt::format("{}: expected a map of config keys", path));
+  if (!root.IsMap()) throw ConfigError(fmt::format("{}: expected a map of config keys", where));
   for (const auto& kv : root) {
+    if (!kv.first.IsScalar()) throw ConfigError(fmt::format("{}: a key that is not a name", where));
     const std::string key = kv.first.as<std::string>();
     try {
       set_field(&cfg, key, kv.second);
     } catch (const ConfigError& e) {
-      throw ConfigError(fmt::format("{}: {}", path, e.what()));
+      throw ConfigError(fmt::format("{}: {}", where, e.what()));
     }
   }
   return cfg;
@@ -394,7 +420,11 @@ RunConfig resolve_config(const RunConfig& in) {
   c.clear_block_pattern();
   for (BlockType t : pattern) c.add_block_pattern(block_type_letter(t));
 
-  require(c.n_embd() >= 1, fmt::format("n_embd = {}: expected >= 1", c.n_embd()));
+  // Upper bounds keep every size product (parameter, FLOP and cache-byte counts, d_inner,
+  // padded vocab) far inside int64 (and int where it is stored as int): a huge config is a
+  // clear error here, not a negative parameter count later.
+  require(c.n_embd() >= 1 && c.n_embd() <= kMaxWidth,
+          fmt::format("n_embd = {}: expected 1..{}", c.n_embd(), kMaxWidth));
   require(c.n_head() >= 1, fmt::format("n_head = {}: expected >= 1", c.n_head()));
   require(c.n_kv_head() >= 1, fmt::format("n_kv_head = {}: expected >= 1", c.n_kv_head()));
   require(c.n_embd() % c.n_head() == 0,
@@ -404,7 +434,8 @@ RunConfig resolve_config(const RunConfig& in) {
                       c.n_embd() / c.n_head()));
   require(c.n_head() % c.n_kv_head() == 0,
           fmt::format("n_kv_head = {} must divide n_head = {}", c.n_kv_head(), c.n_head()));
-  require(c.vocab_size() >= 2, fmt::format("vocab_size = {}: expected >= 2", c.vocab_size()));
+  require(c.vocab_size() >= 2 && c.vocab_size() <= kMaxVocab,
+          fmt::format("vocab_size = {}: expected 2..{}", c.vocab_size(), kMaxVocab));
 
   require(c.mamba_d_state() >= 1 && c.mamba_d_state() <= 256,
           fmt::format("mamba_d_state = {}: expected 1..256", c.mamba_d_state()));
@@ -412,8 +443,8 @@ RunConfig resolve_config(const RunConfig& in) {
           fmt::format("mamba_d_conv = {}: expected 2..4", c.mamba_d_conv()));
   require(c.mamba_expand() >= 1 && c.mamba_expand() <= 16,
           fmt::format("mamba_expand = {}: expected 1..16", c.mamba_expand()));
-  require(c.mamba_dt_rank() >= 0,
-          fmt::format("mamba_dt_rank = {}: expected >= 1, or 0 for auto", c.mamba_dt_rank()));
+  require(c.mamba_dt_rank() >= 0 && c.mamba_dt_rank() <= kMaxWidth,
+          fmt::format("mamba_dt_rank = {}: expected 1..{}, or 0 for auto", c.mamba_dt_rank(), kMaxWidth));
   if (c.mamba_dt_rank() == 0) c.set_mamba_dt_rank((c.n_embd() + 15) / 16);
   require(c.mamba_dt_min() > 0 && c.mamba_dt_min() < c.mamba_dt_max() && c.mamba_dt_max() <= 1,
           fmt::format("mamba_dt_min = {}, mamba_dt_max = {}: expected 0 < dt_min < dt_max <= 1",
@@ -424,13 +455,16 @@ RunConfig resolve_config(const RunConfig& in) {
   require(c.logit_softcap() >= 0,
           fmt::format("logit_softcap = {}: expected >= 0 (0 = off)", c.logit_softcap()));
 
-  require(c.device_batch_size() >= 1,
-          fmt::format("device_batch_size = {}: expected >= 1", c.device_batch_size()));
-  require(c.max_seq_len() >= 1, fmt::format("max_seq_len = {}: expected >= 1", c.max_seq_len()));
+  require(c.device_batch_size() >= 1 && c.device_batch_size() <= kMaxWidth,
+          fmt::format("device_batch_size = {}: expected 1..{}", c.device_batch_size(), kMaxWidth));
+  require(c.max_seq_len() >= 1 && c.max_seq_len() <= kMaxSequence,
+          fmt::format("max_seq_len = {}: expected 1..{}", c.max_seq_len(), kMaxSequence));
   if (!c.has_sequence_len()) c.set_sequence_len(c.max_seq_len());
   require(c.sequence_len() >= c.max_seq_len(),
           fmt::format("sequence_len = {} is shorter than max_seq_len = {}", c.sequence_len(),
                       c.max_seq_len()));
+  require(c.sequence_len() <= kMaxSequence,
+          fmt::format("sequence_len = {}: expected at most {}", c.sequence_len(), kMaxSequence));
   require(c.total_batch_size() == -1 || c.total_batch_size() >= 1,
           fmt::format("total_batch_size = {}: expected >= 1, or -1 for one micro-step",
                       c.total_batch_size()));

@@ -23,6 +23,10 @@ const char* block_type_letter(BlockType t);
 // Parses one pattern entry, case-insensitive: T/transformer or M/mamba. Returns false if not.
 bool parse_block_type(const std::string& s, BlockType* out);
 
+// The most layers a model may have (n_layer's limit); a pattern that would expand to more is
+// refused while it is parsed, before it is expanded.
+constexpr int kMaxPatternLayers = 1024;
+
 // Parses a compact pattern: "TTMM", "T*12,M*8", "(T,M)*10", "T,transformer,M*2".
 // Throws ConfigError naming `field` and the offending text.
 std::vector<BlockType> parse_block_pattern(const std::string& text,
@@ -37,6 +41,8 @@ std::string compact_block_pattern(const std::vector<BlockType>& pattern);
 
 // Reads a YAML (or JSON) file into a config. Unknown keys are errors. Paths: as given.
 RunConfig load_config_file(const std::string& path);
+// The same from text; `where` names the source in messages.
+RunConfig config_from_yaml(const std::string& text, const std::string& where);
 
 // Sets one field from text, as from `--key=value` (hyphens in key become underscores).
 // The value is parsed as YAML, so lists ("[T, M]") and numbers work.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdlib>
 
 namespace hylab {
 namespace {
@@ -44,7 +45,10 @@ std::string nearest_name(const std::string& word, const std::vector<std::string>
   for (const auto& name : names) {
     const std::string c = canonical(name);
     if (c == w) continue;  // an exact name is not a typo of itself
-    const int d = edit_distance(w, c);
+    // The distance is at least the length difference: skip the O(|w| x |c|) table when that
+    // alone rules the name out (a 4 KiB "key" from a fuzzer or a bad file costs nothing).
+    const int length_gap = std::abs(static_cast<int>(w.size()) - static_cast<int>(c.size()));
+    const int d = length_gap >= best_d ? length_gap : edit_distance(w, c);
     if (d < best_d) {
       best_d = d;
       best = name;

@@ -88,6 +88,7 @@ void Coordinator::Net::bind(const CoordinatorOptions& opt, const std::string& co
   router.set(zmq::sockopt::router_handover, true);    // a re-registering worker takes its id over
   router.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(wire::kMaxMessageBytes));
   wire::apply_server(router, opt.security);
+  wire::check_bind(opt.bind, opt.security);  // insecure: loopback only unless told
   try {
     router.bind(opt.bind);
   } catch (const zmq::error_t& e) {
@@ -306,7 +307,7 @@ void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const st
     switch (req.kind_case()) {
       case proto::ClientRequest::kSubmitSweep: reply->set_json(submit_sweep(req.submit_sweep())); break;
       case proto::ClientRequest::kListSweeps: reply->set_json(store->sweeps_json().dump()); break;
-      case proto::ClientRequest::kShowSweep: reply->set_json(store->sweep_json(req.show_sweep()).dump()); break;
+      case proto::ClientRequest::kShowSweep: reply->set_json(store->sweep_json(req.show_sweep()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)); break;
       case proto::ClientRequest::kCancelSweep: reply->set_json(cancel_sweep(req.cancel_sweep())); break;
       case proto::ClientRequest::kResumeSweep: reply->set_json(resume_sweep(req.resume_sweep())); break;
       case proto::ClientRequest::kListWorkers: reply->set_json(workers_json()); break;
@@ -425,7 +426,8 @@ std::string Coordinator::Impl::workers_json() {
     w["running"] = running;
     w["heard_ms_ago"] = now - info.last_heard_ms;
   }
-  return out.dump();
+  // Rows stored before the wire sanitised text may hold invalid UTF-8: U+FFFD, not an error.
+  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void Coordinator::Impl::reload() {

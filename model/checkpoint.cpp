@@ -15,6 +15,7 @@
 
 #include "common/check.h"
 #include "common/fd_io.h"
+#include "common/safetensors_header.h"
 
 namespace hylab {
 
@@ -174,43 +175,24 @@ std::map<std::string, torch::Tensor> load_safetensors(const std::string& path) {
   in.seekg(0);
   unsigned char len[8] = {};
   in.read(reinterpret_cast<char*>(len), 8);
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(len[i]) << (8 * i);
-  HYLAB_CHECK(in && n <= static_cast<uint64_t>(file_size) - 8,
-              "checkpoint: {} is not a safetensors file (bad header size)", path);
+  if (!in) HYLAB_FAIL("checkpoint: {} is not a safetensors file (shorter than 8 bytes)", path);
+  const uint64_t n = safetensors_header_length(len, static_cast<uint64_t>(file_size), path);
   std::string text(n, '\0');
   in.read(text.data(), static_cast<std::streamsize>(n));
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    HYLAB_FAIL("checkpoint: {} has a corrupt header: {}", path, e.what());
-  }
+  // Every shape and offset is checked against the file size before a tensor is allocated.
+  const auto entries = parse_safetensors_header(text, static_cast<uint64_t>(file_size), path);
   const int64_t data_start = 8 + static_cast<int64_t>(n);
   std::map<std::string, torch::Tensor> out;
-  for (const auto& [name, entry] : header.items()) {
-    if (name == "__metadata__") continue;
+  for (const SafetensorsEntry& e : entries) {
     at::ScalarType dtype = at::kFloat;
-    bool known = false;
     for (const auto& [st, dn] : safetensors_dtypes()) {
-      if (entry.value("dtype", "") == dn) {
-        dtype = st;
-        known = true;
-      }
+      if (e.dtype == dn) dtype = st;
     }
-    HYLAB_CHECK(known, "checkpoint: {}: tensor {} has unsupported dtype {}", path, name,
-                entry.value("dtype", "?"));
-    const auto shape = entry.at("shape").get<std::vector<int64_t>>();
-    const auto offsets = entry.at("data_offsets").get<std::vector<int64_t>>();
-    auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype));
-    const int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
-    HYLAB_CHECK(offsets.size() == 2 && offsets[1] - offsets[0] == bytes &&
-                    data_start + offsets[1] <= file_size,
-                "checkpoint: {}: tensor {} has inconsistent offsets (truncated file?)", path, name);
-    in.seekg(data_start + offsets[0]);
-    in.read(static_cast<char*>(t.data_ptr()), bytes);
-    HYLAB_CHECK(static_cast<bool>(in), "checkpoint: {}: cannot read tensor {}", path, name);
-    out[name] = t;
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(dtype));
+    in.seekg(data_start + e.begin);
+    in.read(static_cast<char*>(t.data_ptr()), e.end - e.begin);
+    HYLAB_CHECK(static_cast<bool>(in), "checkpoint: {}: cannot read tensor {}", path, e.name);
+    out[e.name] = t;
   }
   return out;
 }
@@ -236,14 +218,8 @@ std::map<std::string, torch::Tensor> model_state(GPTImpl& model) {
   return state;
 }
 
-// A stored config, resolved again. Old checkpoints without block_pattern become all
-// Transformer; a stored `depth: 0` means "widths given directly" and is dropped first.
 RunConfig config_from_meta(const nlohmann::json& meta, const std::string& where) {
-  HYLAB_CHECK(meta.contains("config"), "checkpoint: {} has no \"config\" entry", where);
-  const nlohmann::json& c = meta["config"];
-  RunConfig cfg = config_from_json(c.is_string() ? c.get<std::string>() : c.dump());
-  if (cfg.has_depth() && cfg.depth() == 0) cfg.clear_depth();
-  return resolve_config(cfg);
+  return checkpoint_config(meta, where);
 }
 
 std::string describe(const GPTConfig& g) {

@@ -1,8 +1,12 @@
 #include "store/db.h"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -32,6 +36,28 @@ void set_wal(sqlite3* db, const std::string& path) {
       fail(db, path, "executing PRAGMA journal_mode=WAL");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+// A database opened for writing must be writable, and so must the WAL files beside it:
+// SQLite would otherwise fall back to a read-only connection (every later write fails with
+// "attempt to write a readonly database", deep inside a transaction) or map a read-only
+// shared-memory file. Checked with open(O_RDWR), which also sees the immutable attribute
+// and read-only mounts that permission bits (and root) do not.
+void require_writable(const std::string& path) {
+  for (const std::string& p : {path, path + "-wal", path + "-shm"}) {
+    const int fd = ::open(p.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      ::close(fd);
+      continue;
+    }
+    const int err = errno;
+    if (err == ENOENT) continue;  // created on open
+    HYLAB_FAIL("SQLite database {}: {} cannot be opened for writing: {}. It may be read-only "
+               "(permissions), immutable (`lsattr {}`; `chattr -i` to undo) or on a read-only "
+               "filesystem; commands that only read (`hylab results`) work on it, the "
+               "coordinator and training need to write it",
+               path, p, std::strerror(err), p);
   }
 }
 
@@ -122,6 +148,7 @@ std::unique_ptr<Db> Db::open(const std::string& path, bool read_only) {
   } else if (!std::filesystem::exists(path)) {
     HYLAB_FAIL("SQLite database {} does not exist (pass --db PATH or set HYLAB_DB)", path);
   }
+  if (!read_only) require_writable(path);
   sqlite3* db = nullptr;
   const int flags = read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   if (sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
@@ -131,6 +158,10 @@ std::unique_ptr<Db> Db::open(const std::string& path, bool read_only) {
   }
   std::unique_ptr<Db> out(new Db(db, path));
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  if (!read_only && sqlite3_db_readonly(db, "main") == 1) {
+    HYLAB_FAIL("SQLite database {} opened read-only (a read-only file, directory or filesystem); "
+               "the coordinator and training need to write it", path);
+  }
   if (!read_only) {
     set_wal(db, path);
     out->exec("PRAGMA synchronous=NORMAL");

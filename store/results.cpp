@@ -298,7 +298,8 @@ std::string render(const Table& t, Format f) {
       for (size_t c = 0; c < t.columns.size(); ++c) obj[t.columns[c]] = row[c];
       arr.push_back(obj);
     }
-    return arr.dump(2) + "\n";
+    // Text stored before the wire sanitised it may hold invalid UTF-8: U+FFFD, not an error.
+    return arr.dump(2, ' ', false, json::error_handler_t::replace) + "\n";
   }
   if (f == Format::kCsv) {
     for (size_t c = 0; c < t.columns.size(); ++c) out += (c ? "," : "") + csv_quote(t.columns[c]);

@@ -1,6 +1,7 @@
 #include "store/schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <string>
 #include <vector>
@@ -253,10 +254,13 @@ void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<Me
       "wall_time=excluded.wall_time, attempt=excluded.attempt");
   int64_t max_step = -1;
   for (const auto& p : points) {
+    max_step = std::max(max_step, p.step);
+    // SQLite stores NaN as NULL, which value's NOT NULL refuses: a NaN is no value (a
+    // diverged step; the trial's state and reason say so), so it is not stored.
+    if (std::isnan(p.value)) continue;
     ins.bind(1, trial_id).bind(2, p.name).bind(3, p.step).bind(4, p.value).bind(5, p.wall_time);
     ins.bind(6, attempt);
     ins.run();
-    max_step = std::max(max_step, p.step);
   }
   db.prepare("UPDATE trials SET last_step = MAX(last_step, ?) WHERE trial_id = ?")
       .bind(1, max_step)

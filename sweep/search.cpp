@@ -6,6 +6,7 @@
 #include <set>
 
 #include "common/check.h"
+#include "sweep/sweep_spec.h"
 
 namespace hylab::coordinator {
 namespace {
@@ -103,6 +104,24 @@ SearchState search_state_from_json(const std::string& json) {
     throw ConfigError("search_json.spec: not a SweepSpec");
   }
   s.base = config_from_json(j["base"].dump());
+  // The spec arrives from a client as JSON, not through parse_sweep_yaml: its counts are
+  // checked again here, or one request could make every proposal cost without bound.
+  const auto& spec = s.spec;
+  auto bounded = [](const char* field, int64_t v, int64_t lo, int64_t hi) {
+    if (v < lo || v > hi) {
+      throw ConfigError(fmt::format("search_json.spec.{} = {}: expected {}..{}", field, v, lo, hi));
+    }
+  };
+  bounded("count", spec.count(), 0, kMaxSweepTrials);
+  bounded("seeds", spec.seeds_size(), 0, kMaxSweepTrials);
+  if (spec.has_tpe()) {
+    bounded("tpe.candidates", spec.tpe().candidates(), 1, 10000);
+    bounded("tpe.startup_trials", spec.tpe().startup_trials(), 1, kMaxSweepTrials);
+    if (!(spec.tpe().gamma() > 0 && spec.tpe().gamma() < 1)) {
+      throw ConfigError(fmt::format("search_json.spec.tpe.gamma = {}: expected a number in (0, 1)",
+                                    spec.tpe().gamma()));
+    }
+  }
   return s;
 }
 

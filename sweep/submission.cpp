@@ -37,15 +37,25 @@ int vocab_from_meta(const std::string& data_dir) {
 }  // namespace
 
 Submission prepare_submission(const std::string& sweep_path) {
-  Submission s;
-  s.spec = load_sweep_file(sweep_path);
-  const RunConfig base = load_config_file(find_base_config(s.spec, sweep_path));
+  proto::SweepSpec spec = load_sweep_file(sweep_path);
+  const RunConfig base = load_config_file(find_base_config(spec, sweep_path));
   std::map<std::string, int> cache;
   const VocabLookup vocab = [&cache](const std::string& data) {
     auto it = cache.find(data);
     if (it == cache.end()) it = cache.emplace(data, vocab_from_meta(data)).first;
     return it->second;
   };
+  std::ifstream in(sweep_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return build_submission(std::move(spec), base, vocab, text.str(),
+                          std::filesystem::absolute(sweep_path).lexically_normal().string());
+}
+
+Submission build_submission(proto::SweepSpec spec, const RunConfig& base, const VocabLookup& vocab,
+                            const std::string& spec_yaml, const std::string& spec_path) {
+  Submission s;
+  s.spec = std::move(spec);
   // tpe: the coordinator proposes the trials (sweep/search.h); the expansion holds
   // only the random start-up trials it will begin with, for --dry_run.
   std::optional<SearchState> search;
@@ -56,13 +66,10 @@ Submission prepare_submission(const std::string& sweep_path) {
   } else {
     s.expansion = expand_sweep(s.spec, base, vocab);
   }
-  std::ifstream in(sweep_path);
-  std::stringstream text;
-  text << in.rdbuf();
   auto& r = s.request;
   r.set_name(s.spec.name());
-  r.set_spec_yaml(text.str());
-  r.set_spec_path(std::filesystem::absolute(sweep_path).lexically_normal().string());
+  r.set_spec_yaml(spec_yaml);
+  r.set_spec_path(spec_path);
   r.set_metric_name(s.spec.metric().name());
   r.set_metric_goal(s.spec.metric().goal());
   r.set_priority(s.spec.priority());

@@ -21,4 +21,10 @@ struct Submission {
 // file and field for an invalid spec, invalid trials or a data folder that is not there.
 Submission prepare_submission(const std::string& sweep_path);
 
+// The same from a parsed spec, its base config and a vocabulary lookup (no files read):
+// what prepare_submission does after reading them, and what the sweep fuzz target drives.
+// `spec_yaml` and `spec_path` are recorded in the request as given.
+Submission build_submission(proto::SweepSpec spec, const RunConfig& base, const VocabLookup& vocab,
+                            const std::string& spec_yaml, const std::string& spec_path);
+
 }  // namespace hylab::coordinator

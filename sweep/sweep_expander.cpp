@@ -1,5 +1,6 @@
 #include "sweep/sweep_expander.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
@@ -7,11 +8,12 @@
 
 #include "common/check.h"
 #include "sweep/pattern_space.h"
+#include "sweep/sweep_spec.h"
 
 namespace hylab::coordinator {
 namespace {
 
-constexpr int64_t kMaxTrials = 100000;
+constexpr int64_t kMaxTrials = kMaxSweepTrials;
 constexpr size_t kMaxErrorsShown = 20;
 
 // One choice of one parameter: what to record and what to set.
@@ -138,6 +140,27 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
   for (const auto& p : spec.parameters()) axes.push_back(choices_of(p, n_layer));
 
   // The combinations, each a list of choices (one per parameter).
+  // Sizes first: random draws `count` combinations, a grid the product of its axes; `seeds`
+  // repeats them all. Nothing is built until the total is known to be at most kMaxTrials.
+  const int64_t seed_rounds = std::max(1, spec.seeds_size());
+  int64_t total = 1;
+  if (spec.method() == "random") {
+    total = spec.count();
+  } else {
+    for (const auto& axis : axes) {
+      total *= static_cast<int64_t>(axis.size());
+      if (total > kMaxTrials) break;
+    }
+  }
+  if (total > kMaxTrials) {
+    throw ConfigError(fmt::format("sweep {}: {} has more than {} trials; narrow it", spec.name(),
+                                  spec.method() == "random" ? "count" : "the grid", kMaxTrials));
+  }
+  if (total * seed_rounds > kMaxTrials) {
+    throw ConfigError(fmt::format("sweep {}: {} combinations x {} seeds = {} trials, more than {}; "
+                                  "narrow it", spec.name(), total, seed_rounds,
+                                  total * seed_rounds, kMaxTrials));
+  }
   std::vector<std::vector<Choice>> combos;
   if (spec.method() == "random") {
     std::mt19937_64 rng(static_cast<uint64_t>(spec.seed()));
@@ -160,14 +183,6 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
       combos.push_back(std::move(combo));
     }
   } else {
-    int64_t total = 1;
-    for (const auto& axis : axes) {
-      total *= static_cast<int64_t>(axis.size());
-      if (total > kMaxTrials) {
-        throw ConfigError(fmt::format("sweep {}: the grid has more than {} trials; narrow it",
-                                      spec.name(), kMaxTrials));
-      }
-    }
     std::vector<size_t> idx(axes.size(), 0);
     for (int64_t n = 0; n < total; ++n) {
       std::vector<Choice> combo;

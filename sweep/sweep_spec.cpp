@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -111,8 +112,14 @@ void parse_tpe_block(const YAML::Node& n, const std::string& where, SweepSpec* s
   const YAML::Node t = require_map(n, where);
   check_keys(t, {"startup_trials", "candidates", "gamma", "liar"}, where);
   auto* tpe = spec->mutable_tpe();
-  if (t["startup_trials"]) tpe->set_startup_trials(scalar_as<int32_t>(t["startup_trials"], where + ".startup_trials", "an integer"));
-  if (t["candidates"]) tpe->set_candidates(scalar_as<int32_t>(t["candidates"], where + ".candidates", "an integer"));
+  auto bounded = [&](const char* key, int64_t lo, int64_t hi) {
+    const std::string field = fmt::format("{}.{}", where, key);
+    const int64_t v = scalar_as<int64_t>(t[key], field, "an integer");
+    if (v < lo || v > hi) throw ConfigError(fmt::format("{} = {}: expected {}..{}", field, v, lo, hi));
+    return static_cast<int32_t>(v);
+  };
+  if (t["startup_trials"]) tpe->set_startup_trials(bounded("startup_trials", 1, kMaxSweepTrials));
+  if (t["candidates"]) tpe->set_candidates(bounded("candidates", 1, 10000));
   if (t["gamma"]) tpe->set_gamma(scalar_as<double>(t["gamma"], where + ".gamma", "a number"));
   if (t["liar"]) tpe->set_liar(scalar_as<std::string>(t["liar"], where + ".liar", "worst, mean or best"));
   if (tpe->startup_trials() < 1) throw ConfigError(fmt::format("{}.startup_trials = {}: expected >= 1", where, tpe->startup_trials()));
@@ -293,6 +300,16 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
   auto integer = [&](const YAML::Node& n, const std::string& field) {
     return scalar_as<int64_t>(n, fmt::format("{}: {}", where, field), "an integer");
   };
+  // Every count is bounded before it is narrowed or used: a large value is refused, never
+  // wrapped to a small one or left to cost the coordinator memory and time.
+  auto bounded = [&](const YAML::Node& n, const std::string& field, int64_t lo, int64_t hi) {
+    const int64_t v = integer(n, field);
+    if (v < lo || v > hi) {
+      throw ConfigError(fmt::format("{}: {} = {}: expected {}..{}", where, field, v, lo, hi));
+    }
+    return static_cast<int32_t>(v);
+  };
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
   if (!root["name"]) throw ConfigError(fmt::format("{}: name: required (e.g. name: patterns-d12)", where));
   spec.set_name(str("name"));
   if (spec.name().empty() || spec.name() == "local") {
@@ -311,10 +328,10 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
       throw ConfigError(fmt::format("{}: method = \"{}\": expected grid, random or tpe", where, spec.method()));
     }
   }
-  if (root["count"]) spec.set_count(static_cast<int32_t>(integer(root["count"], "count")));
+  if (root["count"]) spec.set_count(bounded(root["count"], "count", 0, kMaxSweepTrials));
   if (root["run_cap"]) {  // W&B's name for the budget
     if (root["count"]) throw ConfigError(fmt::format("{}: give count or run_cap, not both", where));
-    spec.set_count(static_cast<int32_t>(integer(root["run_cap"], "run_cap")));
+    spec.set_count(bounded(root["run_cap"], "run_cap", 0, kMaxSweepTrials));
   }
   if (root["seed"]) spec.set_seed(integer(root["seed"], "seed"));
   if ((spec.method() == "random" || spec.method() == "tpe") && spec.count() < 1) {
@@ -323,12 +340,12 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
   }
   if (root["tpe"]) parse_tpe_block(root["tpe"], where + ": tpe", &spec);
   if (root["max_retries"]) {
-    spec.set_max_retries(static_cast<int32_t>(integer(root["max_retries"], "max_retries")));
+    spec.set_max_retries(bounded(root["max_retries"], "max_retries", 0, 100));
     if (spec.max_retries() < 0 || spec.max_retries() > 100) {
       throw ConfigError(fmt::format("{}: max_retries = {}: expected 0..100", where, spec.max_retries()));
     }
   }
-  if (root["priority"]) spec.set_priority(static_cast<int32_t>(integer(root["priority"], "priority")));
+  if (root["priority"]) spec.set_priority(bounded(root["priority"], "priority", -kInt32Max, kInt32Max));
   if (root["metric"]) {
     const std::string mw = where + ": metric";
     const YAML::Node m = require_map(root["metric"], mw);
@@ -347,8 +364,8 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
     const YAML::Node r = require_map(root["resources"], rw);
     check_keys(r, {"gpus_per_trial", "nodes_per_trial"}, rw);
     auto* res = spec.mutable_resources();
-    if (r["gpus_per_trial"]) res->set_gpus_per_trial(static_cast<int32_t>(integer(r["gpus_per_trial"], "resources.gpus_per_trial")));
-    if (r["nodes_per_trial"]) res->set_nodes_per_trial(static_cast<int32_t>(integer(r["nodes_per_trial"], "resources.nodes_per_trial")));
+    if (r["gpus_per_trial"]) res->set_gpus_per_trial(bounded(r["gpus_per_trial"], "resources.gpus_per_trial", 1, 4096));
+    if (r["nodes_per_trial"]) res->set_nodes_per_trial(bounded(r["nodes_per_trial"], "resources.nodes_per_trial", 1, 4096));
     if (res->gpus_per_trial() < 1 || res->gpus_per_trial() > 4096) {
       throw ConfigError(fmt::format("{}.gpus_per_trial = {}: expected 1..4096 (on a CPU-only worker: "
                                     "trainer processes)", rw, res->gpus_per_trial()));
@@ -370,9 +387,9 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
     }
     parse_hyperband(e, ew, es);
     if (e["min_steps"]) es->set_min_steps(integer(e["min_steps"], "early_stop.min_steps"));
-    if (e["min_trials"]) es->set_min_trials(static_cast<int32_t>(integer(e["min_trials"], "early_stop.min_trials")));
-    if (e["eta"]) es->set_eta(static_cast<int32_t>(integer(e["eta"], "early_stop.eta")));
-    if (e["rungs"]) es->set_rungs(static_cast<int32_t>(integer(e["rungs"], "early_stop.rungs")));
+    if (e["min_trials"]) es->set_min_trials(bounded(e["min_trials"], "early_stop.min_trials", 1, kMaxSweepTrials));
+    if (e["eta"]) es->set_eta(bounded(e["eta"], "early_stop.eta", 2, 1000));
+    if (e["rungs"]) es->set_rungs(bounded(e["rungs"], "early_stop.rungs", 1, 20));
     if (es->min_steps() < 1) throw ConfigError(fmt::format("{}.min_steps = {}: expected >= 1", ew, es->min_steps()));
     if (es->min_trials() < 1) throw ConfigError(fmt::format("{}.min_trials = {}: expected >= 1", ew, es->min_trials()));
     if (es->eta() < 2) throw ConfigError(fmt::format("{}.eta = {}: expected >= 2", ew, es->eta()));
@@ -404,6 +421,9 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
     const YAML::Node seeds = root["seeds"];
     if (!seeds.IsSequence() || seeds.size() == 0) {
       throw ConfigError(fmt::format("{}: expected a non-empty list of integers, e.g. seeds: [0, 1, 2]", sw));
+    }
+    if (static_cast<int64_t>(seeds.size()) > kMaxSweepTrials) {
+      throw ConfigError(fmt::format("{}: {} seeds: expected at most {}", sw, seeds.size(), kMaxSweepTrials));
     }
     std::set<int64_t> seen;
     for (size_t i = 0; i < seeds.size(); ++i) {

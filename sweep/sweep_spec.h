@@ -11,6 +11,7 @@
 // Every error is a ConfigError naming the file and the field, and saying what is allowed.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "common/run_config.h"
@@ -19,6 +20,10 @@
 namespace hylab::coordinator {
 
 using proto::SweepSpec;
+
+// The most trials one sweep may have (grid product x seeds, random/tpe count): checked
+// before anything is expanded, so a small request cannot cost unbounded memory or time.
+constexpr int64_t kMaxSweepTrials = 100000;
 
 // `where` names the source in messages (a path, or "<request>").
 SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& where);

@@ -53,6 +53,14 @@ ShardHeader parse_header(const std::string& path, const unsigned char* h, uint64
   if (hd.token_bytes != 2 && hd.token_bytes != 4) {
     HYLAB_FAIL("{}: token width {} bytes in the header; expected 2 or 4", path, hd.token_bytes);
   }
+  // count comes from the file: compare it with what the file can hold before multiplying
+  // (count * token_bytes can wrap around to a small number).
+  const uint64_t room = file_bytes < kShardHeaderBytes ? 0 : (file_bytes - kShardHeaderBytes) / hd.token_bytes;
+  if (hd.count > room) {
+    HYLAB_FAIL("{}: file has {} bytes but its header promises {} tokens of {} bytes; "
+               "the shard is truncated or corrupt, run `hylab data prepare` again",
+               path, file_bytes, hd.count, hd.token_bytes);
+  }
   const uint64_t expected = kShardHeaderBytes + hd.count * hd.token_bytes;
   if (file_bytes != expected) {
     HYLAB_FAIL("{}: file has {} bytes but its header promises {} tokens of {} bytes ({} bytes); "

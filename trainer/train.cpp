@@ -206,6 +206,18 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       throw ConfigError(fmt::format("--resume_step {}: no complete checkpoint {}", opt.resume_step, resume_from));
     }
   }
+  // A data folder that is not there is a config error (exit 2: a sweep does not retry it),
+  // said with the directory a relative path was looked up from.
+  if (!fs::is_directory(cfg.data()) || !fs::exists(fs::path(cfg.data()) / "tokenizer.model")) {
+    throw ConfigError(fmt::format(
+        "data = \"{}\": {} (looked {}); prepare it with `hylab data prepare --out {}`, or give "
+        "the path of a prepared folder{}",
+        cfg.data(), fs::is_directory(cfg.data()) ? "no tokenizer.model in it" : "no such directory",
+        fs::path(cfg.data()).is_absolute() ? "there"
+                                           : "relative to " + fs::current_path().string(),
+        cfg.data(),
+        fs::path(cfg.data()).is_absolute() ? "" : " (absolute, or relative to that directory)"));
+  }
   if (master) {
     fs::create_directories(fs::path(run_dir) / "checkpoints");
     std::ofstream(run_dir + "/config.json") << config_to_json(cfg) << "\n";
@@ -309,7 +321,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
                               .dump();
     summary.flops_per_token = flops_per_tok;
     summary.cache_bytes = cache_bytes_per_sequence(gcfg, cfg.sequence_len(), autocast ? 2 : 4);
-    double val_bpb = -1, rate_sum = 0;
+    double val_bpb = -1, rate_sum = 0, first_rate = 0;
     int64_t rate_steps = 0;
     const auto run_start = Clock::now();
     const int64_t num_iterations = horizon.num_iterations;
@@ -411,6 +423,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
         rate_sum += tok_per_s;
         ++rate_steps;
       }
+      first_rate = step == resumed_at ? tok_per_s : first_rate;
       summary.peak_mem_gib = std::max(summary.peak_mem_gib, mem.peak_allocated_gib);
       if (master && (step % cfg.log_every() == 0 || step + 1 == num_iterations)) {
         rec.write(step, {{"train_loss", train_loss},
@@ -431,13 +444,18 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       ++step;
     }
 
-    // End of run: inference probe and the summary.
-    if (master) {
+    // End of run: inference probe and the summary. A resume at the last step trained nothing:
+    // the summary of the run that got there stays (a new one would say tok/s 0).
+    if (master && step == resumed_at && resumed_at > 0) {
+      say(fmt::format("resumed at step {}, the end of the run: nothing to train; the run's "
+                      "summary is kept", step));
+      rec.finish("succeeded", "");
+    } else if (master) {
       summary.steps = step;
       summary.total_time_s = std::chrono::duration<double>(Clock::now() - run_start).count();
       summary.final_val_bpb = val_bpb;
       summary.final_train_loss = train_loss;
-      summary.tok_per_s = rate_steps > 0 ? rate_sum / rate_steps : 0;
+      summary.tok_per_s = rate_steps > 0 ? rate_sum / rate_steps : first_rate;  // 1 step: its own
       summary.mfu = mfu(flops_per_tok, summary.tok_per_s, peak, denv.world);
       if (cfg.probe_steps() > 0) {
         const InferenceProbe p = probe_inference(*model, cfg.probe_steps(), device, autocast);

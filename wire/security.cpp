@@ -205,4 +205,37 @@ std::vector<std::string> zap_reply(const std::vector<std::string>& req, const Al
   return reply("200", "OK", key);
 }
 
+bool is_loopback_endpoint(const std::string& endpoint) {
+  if (endpoint.rfind("ipc://", 0) == 0 || endpoint.rfind("inproc://", 0) == 0) return true;
+  if (endpoint.rfind("tcp://", 0) != 0) return false;
+  std::string host = endpoint.substr(6);
+  if (const size_t semi = host.find(';'); semi != std::string::npos) host = host.substr(semi + 1);  // source;dest
+  if (!host.empty() && host[0] == '[') {
+    const size_t close = host.find(']');
+    return close != std::string::npos && host.substr(1, close - 1) == "::1";
+  }
+  host = host.substr(0, host.rfind(':'));
+  if (host == "localhost") return true;
+  // 127.a.b.c with every part a number.
+  if (host.rfind("127.", 0) != 0) return false;
+  int dots = 0;
+  for (char ch : host) {
+    if (ch == '.') {
+      ++dots;
+    } else if (ch < '0' || ch > '9') {
+      return false;
+    }
+  }
+  return dots == 3;
+}
+
+void check_bind(const std::string& endpoint, const Security& sec) {
+  if (!sec.insecure || sec.insecure_any_interface || is_loopback_endpoint(endpoint)) return;
+  HYLAB_FAIL("--bind {} with --insecure: plain TCP without keys would accept anyone who can reach "
+             "this machine. Bind to loopback (e.g. tcp://127.0.0.1:5555, the default with "
+             "--insecure), use CurveZMQ keys (--key, --allow), or pass --insecure_any_interface "
+             "on a network you trust",
+             endpoint);
+}
+
 }  // namespace hylab::wire

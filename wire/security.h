@@ -51,7 +51,17 @@ struct Security {
   KeyPair own;               // the coordinator's (server) or this peer's (client) pair
   std::string server_public; // clients: the coordinator's public key (Z85)
   AllowList allow;           // coordinator only
+  // Coordinator only: let an insecure socket listen beyond loopback (--insecure_any_interface).
+  bool insecure_any_interface = false;
 };
+
+// True for endpoints only this host can reach: tcp:// on 127.0.0.0/8, localhost or [::1];
+// ipc:// and inproc://.
+bool is_loopback_endpoint(const std::string& endpoint);
+
+// Before a server binds: an insecure socket (no authentication, no encryption) listens only
+// on loopback unless insecure_any_interface is set. Throws hylab::Error saying what to do.
+void check_bind(const std::string& endpoint, const Security& sec);
 
 // Socket options before bind/connect.
 void apply_server(zmq::socket_t& s, const Security& sec);

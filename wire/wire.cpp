@@ -3,8 +3,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <vector>
 
 #include <spdlog/fmt/fmt.h>
+
+#include "common/utf8.h"
 
 namespace hylab::wire {
 namespace {
@@ -26,6 +29,33 @@ std::string check_held(const google::protobuf::RepeatedPtrField<proto::HeldTrial
     }
   }
   return "";
+}
+
+// Every string field (not bytes) made valid UTF-8, recursively: what a peer sends ends up in
+// the database and in JSON replies, where one invalid byte breaks every later reader.
+void sanitize_strings(google::protobuf::Message* m) {
+  const auto* refl = m->GetReflection();
+  std::vector<const google::protobuf::FieldDescriptor*> fields;
+  refl->ListFields(*m, &fields);
+  for (const auto* f : fields) {
+    if (f->type() == google::protobuf::FieldDescriptor::TYPE_STRING) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < refl->FieldSize(*m, f); ++i) {
+          const std::string v = refl->GetRepeatedString(*m, f, i);
+          if (!is_valid_utf8(v)) refl->SetRepeatedString(m, f, i, to_valid_utf8(v));
+        }
+      } else {
+        const std::string v = refl->GetString(*m, f);
+        if (!is_valid_utf8(v)) refl->SetString(m, f, to_valid_utf8(v));
+      }
+    } else if (f->cpp_type() == google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE) {
+      if (f->is_repeated()) {
+        for (int i = 0; i < refl->FieldSize(*m, f); ++i) sanitize_strings(refl->MutableRepeatedMessage(m, f, i));
+      } else {
+        sanitize_strings(refl->MutableMessage(m, f));
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -164,6 +194,7 @@ std::optional<Envelope> decode(const void* data, size_t size, std::string* error
     *error = fmt::format("{} bytes that are not a protobuf Envelope", size);
     return std::nullopt;
   }
+  sanitize_strings(&env);  // host names, reasons, log tails: valid UTF-8 from here on
   std::string why = validate(env);
   if (!why.empty()) {
     *error = kind_name(env) + " message rejected: " + why;

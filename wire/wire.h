@@ -28,6 +28,7 @@ std::string encode(Envelope env, const std::string& sender);
 
 // Parses and validates one frame. On failure returns nullopt and says why in *error
 // (size, not a protobuf Envelope, wrong version, no kind, a missing or out-of-range field).
+// Every string field of the result is valid UTF-8 (invalid bytes become U+FFFD).
 std::optional<Envelope> decode(const void* data, size_t size, std::string* error);
 
 // Field checks per message kind (ids positive, names non-empty, sizes bounded, enums known).

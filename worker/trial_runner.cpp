@@ -97,6 +97,31 @@ ExitInfo classify_exit(int status, bool cancel_requested, bool shutting_down) {
   return e;
 }
 
+std::string config_error_of(const std::string& log_tail) {
+  const std::string marker = "config error: ";
+  const size_t at = log_tail.rfind(marker);
+  if (at == std::string::npos) return "";
+  std::string line = log_tail.substr(at + marker.size());
+  line = line.substr(0, line.find('\n'));
+  if (line.size() > 1000) line = line.substr(0, 1000) + "...";
+  return line;
+}
+
+std::string run_dir_escape(const std::string& work_dir, const std::string& run_dir) {
+  std::error_code ec;
+  const fs::path base = fs::weakly_canonical(fs::absolute(work_dir), ec);
+  if (ec) return fmt::format("work_dir {}: {}", work_dir, ec.message());
+  // weakly_canonical follows every link in the part of the path that exists.
+  const fs::path target = fs::weakly_canonical(base / run_dir, ec);
+  if (ec) return fmt::format("run_dir {}: {}", run_dir, ec.message());
+  const auto mismatch = std::mismatch(base.begin(), base.end(), target.begin(), target.end());
+  if (mismatch.first != base.end()) {
+    return fmt::format("run_dir {} leads to {}, outside the work_dir {} (a symbolic link?); "
+                       "refusing to write there", run_dir, target.string(), base.string());
+  }
+  return "";
+}
+
 TrialRunner::TrialRunner(LaunchSpec spec) : spec_(std::move(spec)) {}
 
 TrialRunner::~TrialRunner() {

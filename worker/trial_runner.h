@@ -52,6 +52,16 @@ struct ExitInfo {
 // a SIGTERM from elsewhere (a batch system) is "preempted" too.
 ExitInfo classify_exit(int wait_status, bool cancel_requested, bool shutting_down);
 
+// The trainer's own words for a bad config: the text after the last "config error: " in
+// its log tail (at most 1,000 bytes), or "" when there is none. Added to the reason of a
+// TRIAL_OUTCOME_BAD_CONFIG so that `sweep show` names the field or path that was wrong.
+std::string config_error_of(const std::string& log_tail);
+
+// "" when <work_dir>/<run_dir> stays inside work_dir with every symbolic link on the way
+// resolved; else why not. A run directory (or a parent of it) that is a link out of the
+// work_dir is refused: the worker would write config, logs and checkpoints elsewhere.
+std::string run_dir_escape(const std::string& work_dir, const std::string& run_dir);
+
 class TrialRunner {
  public:
   explicit TrialRunner(LaunchSpec spec);

@@ -264,6 +264,10 @@ struct Worker::Impl {
     spec.trial_id = as.trial_id();
     spec.attempt = as.attempt();
     spec.run_dir = (fs::path(work_dir) / as.run_dir()).lexically_normal().string();
+    if (const std::string escape = run_dir_escape(work_dir, as.run_dir()); !escape.empty()) {
+      spdlog::error("trial {} attempt {}: {}", as.trial_id(), as.attempt(), escape);
+      a.failed_to_start = ExitInfo{proto::TRIAL_OUTCOME_FAILED, 0, escape};
+    }
     spec.config_json = as.config_json();
     spec.resume = as.resume();
     spec.nproc = static_cast<int>(a.slots.size());
@@ -273,7 +277,7 @@ struct Worker::Impl {
         if (s >= 0 && s < static_cast<int>(inv.gpus.size())) spec.gpu_indices.push_back(inv.gpus[s].index);
       }
     }
-    if (spec.resume) {
+    if (spec.resume && !a.failed_to_start) {
       // The newest checkpoint on disk, which may be newer than the last checkpoint record the
       // coordinator heard of: the trainer loads exactly this one, and the earlier attempts'
       // records are relayed up to its step.
@@ -397,7 +401,11 @@ struct Worker::Impl {
     }
     if (a.failed_to_start) a.drained = a.drained || a.prelude.empty();
     if (a.done() && a.drained && a.unacked.empty() && !a.finished) {
-      const ExitInfo e = a.failed_to_start ? *a.failed_to_start : a.runner->exit_info();
+      ExitInfo e = a.failed_to_start ? *a.failed_to_start : a.runner->exit_info();
+      if (e.outcome == proto::TRIAL_OUTCOME_BAD_CONFIG && a.runner) {
+        const std::string why = config_error_of(a.runner->log_tail());
+        if (!why.empty()) e.reason += ": " + why;
+      }
       proto::Envelope env;
       auto* f = env.mutable_finished();
       f->set_trial_id(a.spec.trial_id);

@@ -58,5 +58,20 @@ TEST(SweepProgress, Durations) {
   EXPECT_EQ(format_duration(-5), "0s");
 }
 
+TEST(SweepProgress, LocalExitsZeroWhenTrialsWereEarlyStopped) {
+  // `hylab local` used to exit 1 unless every trial succeeded, so a sweep with early stopping
+  // "failed" whenever early stopping did its job.
+  auto local = [](std::vector<std::string> states) {
+    json trials = json::array();
+    for (const auto& s : states) trials.push_back({{"state", s}});
+    return local_exit_status({{"state", "completed"}, {"trials", trials}});
+  };
+  EXPECT_EQ(local({"succeeded", "stopped", "stopped"}), 0);
+  EXPECT_EQ(local({"succeeded"}), 0);
+  EXPECT_EQ(local({"succeeded", "failed"}), 1);
+  EXPECT_EQ(local({"stopped", "diverged"}), 1);
+  EXPECT_EQ(local({}), 1);
+}
+
 }  // namespace
 }  // namespace hylab::cli

@@ -59,6 +59,52 @@ TEST(RunConfig, CompactPatterns) {
   EXPECT_EQ(compact_block_pattern(parse_block_pattern("T*2,(M*2,T)*2")), "T*2,M*2,T,M*2,T");
 }
 
+TEST(RunConfig, PatternSizesAreCheckedBeforeExpansion) {
+  auto error = [](const std::string& text) {
+    try {
+      parse_block_pattern(text);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  // Nested repeats used to be expanded before any limit: this allocated 10^15 entries.
+  EXPECT_NE(error("((((T*1000)*1000)*1000)*1000)*1000").find("more than 1024 layers"), std::string::npos);
+  EXPECT_NE(error("T*1000,M*1000").find("more than 1024 layers"), std::string::npos);
+  EXPECT_EQ(parse_block_pattern("(T,M*3)*256").size(), 1024u);  // the limit itself is fine
+  // A repeat count past long's range used to throw std::out_of_range ("stol").
+  EXPECT_NE(error("T*99999999999999999999").find("repeat count 99999999999999999999 out of range"),
+            std::string::npos);
+  // Deep nesting used to recurse once per parenthesis.
+  EXPECT_NE(error(std::string(100000, '(') + "T" + std::string(100000, ')')).find("nested parentheses"),
+            std::string::npos);
+}
+
+TEST(RunConfig, HugeSizesAreAClearErrorNotAnOverflow) {
+  // n_embd 10^8 used to resolve, and the parameter accounting then overflowed int64 to a
+  // negative count (8*C*C per MLP layer); every size that enters a product is bounded.
+  auto error = [](const std::string& key, const std::string& value) {
+    RunConfig c;
+    c.set_depth(2);
+    apply_override(&c, key, value);
+    try {
+      resolve_config(c);
+    } catch (const ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_NE(error("n_embd", "100000000").find("n_embd = 100000000: expected 1..1048576"), std::string::npos)
+      << error("n_embd", "100000000");
+  EXPECT_NE(error("vocab_size", "2147483647").find("vocab_size = 2147483647: expected 2..268435456"),
+            std::string::npos);
+  EXPECT_NE(error("max_seq_len", "2000000000").find("max_seq_len = 2000000000: expected 1..16777216"),
+            std::string::npos);
+  EXPECT_NE(error("mamba_dt_rank", "2000000000").find("mamba_dt_rank = 2000000000"), std::string::npos);
+  EXPECT_NE(error("device_batch_size", "2000000000").find("device_batch_size = 2000000000"), std::string::npos);
+  EXPECT_EQ(error("n_embd", "1048576"), "accepted");
+}
+
 TEST(RunConfig, ListPatternWithAliasesAndCase) {
   RunConfig c;
   for (const char* s : {"T", "transformer", "MAMBA", "m"}) c.add_block_pattern(s);

@@ -370,6 +370,69 @@ TEST_F(CoordinatorTest, MalformedAndOversizedMessagesAreDroppedNeverFatal) {
   EXPECT_EQ(query("SELECT COUNT(*) FROM metrics"), "0");
 }
 
+// Input probes (issue 15): requests that used to cost the coordinator gigabytes, text that
+// used to break every later JSON reply, and an insecure socket open to every interface.
+TEST_F(CoordinatorTest, ASmallSubmitCannotExpandAHugeBlockPattern) {
+  Running c(opt_);
+  proto::ClientRequest req = submit_request(1, 0);
+  // ~100 bytes that expand to 10^15 layers: refused from its size, before expansion.
+  auto* t = req.mutable_submit_sweep()->mutable_trials(0);
+  t->set_config_json(R"({"block_pattern": ["((((T*1000)*1000)*1000)*1000)*1000"], "max_seq_len": 32})");
+  t->clear_config_hash();
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    client(c.endpoint())->call(req);
+    ADD_FAILURE() << "the pattern was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than 1024 layers"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 3s);
+  EXPECT_GT(submit(c.endpoint(), 1, 0), 0);  // still serving
+}
+
+TEST_F(CoordinatorTest, NonUtf8TextFromAWorkerKeepsTheWorkerListAndSweepReadable) {
+  Running c(opt_);
+  const int64_t sweep_id = submit(c.endpoint(), 1, 0);
+  Peer w(c.endpoint(), "w1");
+  proto::Envelope hello;
+  hello.mutable_hello()->set_worker_id("w1");
+  hello.mutable_hello()->set_host("gpu\xff\xfe-node");
+  hello.mutable_hello()->set_slots(1);
+  w.send(hello);
+  ASSERT_TRUE(w.expect(proto::Envelope::kWelcome));
+  auto a = w.expect(proto::Envelope::kAssign);
+  ASSERT_TRUE(a);
+  proto::Envelope fin;
+  fin.mutable_finished()->set_trial_id(a->assign().trial_id());
+  fin.mutable_finished()->set_attempt(a->assign().attempt());
+  fin.mutable_finished()->set_outcome(proto::TRIAL_OUTCOME_FAILED);
+  fin.mutable_finished()->set_exit_code(1);
+  fin.mutable_finished()->set_reason("trainer said \xc3\x28 and died");
+  w.send(fin);
+  ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  proto::ClientRequest workers;
+  workers.set_list_workers(true);
+  const auto list = client(c.endpoint())->call_json(workers);
+  EXPECT_NE(list.dump().find("gpu\xEF\xBF\xBD\xEF\xBF\xBD-node"), std::string::npos) << list.dump();
+  proto::ClientRequest show;
+  show.set_show_sweep(sweep_id);
+  const auto sweep = client(c.endpoint())->call_json(show);
+  EXPECT_NE(sweep.dump().find("said \xEF\xBF\xBD( and died"), std::string::npos) << sweep.dump();
+}
+
+TEST_F(CoordinatorTest, AnInsecureCoordinatorBindsOnlyLoopbackUnlessTold) {
+  CoordinatorOptions o = opt_;
+  o.bind = "tcp://*:*";
+  try {
+    Coordinator refused(o);
+    ADD_FAILURE() << "an insecure coordinator listened on every interface";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--insecure_any_interface"), std::string::npos) << e.what();
+  }
+  o.security.insecure_any_interface = true;
+  EXPECT_NO_THROW(Coordinator allowed(o));
+}
+
 TEST_F(CoordinatorTest, ASilentWorkerIsLostAndItsTrialRunsElsewhere) {
   Running c(opt_);
   submit(c.endpoint(), 1, 2);

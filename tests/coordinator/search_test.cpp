@@ -3,6 +3,8 @@
 // the spec's search vocabulary.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <map>
 #include <set>
@@ -277,6 +279,20 @@ TEST(Search, SpecVocabulary) {
               parse_sweep_yaml("name: x\nbase: b\nearly_stop: {type: hyperband, min_tokens: 10}\n",
                                "s");
             }).find("max_tokens"),
+            std::string::npos);
+}
+
+TEST(Search, AStoredSpecFromAClientIsBoundedAgain) {
+  // search_json reaches the coordinator as JSON, not through parse_sweep_yaml: a client
+  // could set tpe.candidates to 2^31 and make every proposal block the event loop.
+  nlohmann::json j = nlohmann::json::parse(search_state_to_json(make_search_state(tpe_spec(), base_d4())));
+  j["spec"]["tpe"]["candidates"] = 2000000000;
+  EXPECT_NE(error_of([&] { search_state_from_json(j.dump()); })
+                .find("search_json.spec.tpe.candidates = 2000000000: expected 1..10000"),
+            std::string::npos);
+  j["spec"]["tpe"]["candidates"] = 24;
+  j["spec"]["count"] = 2000000000;
+  EXPECT_NE(error_of([&] { search_state_from_json(j.dump()); }).find("search_json.spec.count = 2000000000"),
             std::string::npos);
 }
 

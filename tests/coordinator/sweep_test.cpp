@@ -1,6 +1,8 @@
 // Sweep specs and their expansion: a pure function from (spec, base config) to trials.
 #include <gtest/gtest.h>
 
+#include <chrono>
+
 #include <filesystem>
 #include <fstream>
 #include <unistd.h>
@@ -65,6 +67,42 @@ parameters:
   EXPECT_EQ(spec.overrides().at("num_iterations"), "100");
   const auto es = early_stop_from_json(early_stop_to_json(spec));
   EXPECT_EQ(es.min_steps(), 50);
+}
+
+// Size bombs (issue 15): every count is bounded before anything is expanded or narrowed.
+TEST(SweepSpec, CountsAreBoundedBeforeAnythingIsExpanded) {
+  auto err = [](const std::string& yaml) { return error_of([&] { parse_sweep_yaml(yaml, "s.yaml"); }); };
+  // A random sweep's count used to be taken as is (std::bad_alloc in --dry_run), and a value
+  // past 2^32 wrapped to a small one.
+  EXPECT_NE(err("name: x\nbase: b\nmethod: random\ncount: 1000000000\n").find("count = 1000000000: expected 0..100000"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nmethod: random\ncount: 4294967297\n").find("count = 4294967297"), std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nresources: {gpus_per_trial: 4294967297}\n").find("gpus_per_trial = 4294967297"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nmax_retries: 4294967296\n").find("max_retries = 4294967296: expected 0..100"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nearly_stop: {type: asha, eta: 4294967298}\n").find("eta = 4294967298"),
+            std::string::npos);
+  EXPECT_NE(err("name: x\nbase: b\nmethod: tpe\ncount: 5\ntpe: {startup_trials: 4294967297}\n")
+                .find("startup_trials = 4294967297"), std::string::npos);
+}
+
+TEST(SweepExpansion, TrialCountsAndPatternSizesAreCheckedBeforeExpansion) {
+  // seeds x grid: 1,000 values x 200 seeds = 200,000 trials, refused from the sizes alone.
+  std::string values, seeds;
+  for (int i = 1; i <= 1000; ++i) values += (i > 1 ? "," : "") + std::to_string(i);
+  for (int i = 0; i < 200; ++i) seeds += (i ? "," : "") + std::to_string(i);
+  const auto seeded = parse_sweep_yaml("name: x\nbase: b\nparameters: {num_iterations: {values: [" + values +
+                                           "]}}\nseeds: [" + seeds + "]\n", "s.yaml");
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string e = error_of([&] { expand_sweep(seeded, base_d4()); });
+  EXPECT_NE(e.find("1000 combinations x 200 seeds = 200000 trials, more than 100000"), std::string::npos) << e;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  // A compact pattern of ~40 bytes that expands to 10^12 layers: refused while parsed.
+  const auto bomb = parse_sweep_yaml(
+      "name: x\nbase: b\nparameters: {block_pattern: {values: [\"(((T*10000)*10000)*10000)\"]}}\n", "s.yaml");
+  const std::string b = error_of([&] { expand_sweep(bomb, base_d4()); });
+  EXPECT_NE(b.find("more than 1024 layers"), std::string::npos) << b;
 }
 
 TEST(SweepSpec, ErrorsNameTheFieldAndWhatIsAllowed) {

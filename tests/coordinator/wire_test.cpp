@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <nlohmann/json.hpp>
+
 #include "common/check.h"
 #include "wire/security.h"
 #include "wire/wire.h"
@@ -102,6 +104,62 @@ TEST(Wire, OversizedMessagesAreRejectedBeforeParsing) {
   std::string error;
   EXPECT_FALSE(decode(big.data(), big.size(), &error));
   EXPECT_NE(error.find("exceeds the limit"), std::string::npos) << error;
+}
+
+TEST(Wire, NonUtf8TextFromAPeerIsMadeValidAtTheBoundary) {
+  // A worker's host name and a failure reason end up in the database and in JSON replies;
+  // one invalid byte there used to break `hylab workers`, `sweep show` and
+  // `results --format json` for good (nlohmann::json::dump throws on it).
+  proto::Envelope hello;
+  auto* h = hello.mutable_hello();
+  h->set_worker_id("w1");
+  h->set_slots(1);
+  h->set_host("box\xff\xfe-1");
+  h->add_gpus()->set_name("H200 \xc3(");
+  std::string error;
+  auto got = roundtrip(hello, &error);
+  ASSERT_TRUE(got) << error;
+  EXPECT_EQ(got->hello().host(), "box\xEF\xBF\xBD\xEF\xBF\xBD-1");  // one U+FFFD per bad byte
+  EXPECT_EQ(got->hello().gpus(0).name(), "H200 \xEF\xBF\xBD(");
+  EXPECT_NO_THROW((void)nlohmann::json({{"host", got->hello().host()}}).dump());
+
+  proto::Envelope fin;
+  auto* f = fin.mutable_finished();
+  f->set_trial_id(3);
+  f->set_attempt(1);
+  f->set_outcome(proto::TRIAL_OUTCOME_FAILED);
+  f->set_reason("exit 1: \xed\xa0\x80 surrogate, \xc0\xaf overlong, caf\xc3\xa9 ok");
+  got = roundtrip(fin, &error);
+  ASSERT_TRUE(got) << error;
+  EXPECT_EQ(got->finished().reason(),
+            "exit 1: \xEF\xBF\xBD surrogate, \xEF\xBF\xBD overlong, caf\xc3\xa9 ok");
+  EXPECT_NO_THROW((void)nlohmann::json({{"reason", got->finished().reason()}}).dump());
+}
+
+TEST(Wire, InsecureServersListenOnLoopbackUnlessTold) {
+  EXPECT_TRUE(is_loopback_endpoint("tcp://127.0.0.1:5555"));
+  EXPECT_TRUE(is_loopback_endpoint("tcp://127.0.0.1:*"));
+  EXPECT_TRUE(is_loopback_endpoint("tcp://localhost:5555"));
+  EXPECT_TRUE(is_loopback_endpoint("tcp://[::1]:5555"));
+  EXPECT_TRUE(is_loopback_endpoint("ipc:///tmp/hylab.sock"));
+  EXPECT_FALSE(is_loopback_endpoint("tcp://*:5555"));
+  EXPECT_FALSE(is_loopback_endpoint("tcp://0.0.0.0:5555"));
+  EXPECT_FALSE(is_loopback_endpoint("tcp://10.0.0.7:5555"));
+  EXPECT_FALSE(is_loopback_endpoint("tcp://eth0:5555"));
+  EXPECT_FALSE(is_loopback_endpoint("tcp://127.0.0.1.example.org:5555"));
+  Security sec;
+  sec.insecure = true;
+  EXPECT_NO_THROW(check_bind("tcp://127.0.0.1:*", sec));
+  try {
+    check_bind("tcp://*:5555", sec);
+    ADD_FAILURE() << "an insecure bind to every interface was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--insecure_any_interface"), std::string::npos) << e.what();
+  }
+  sec.insecure_any_interface = true;
+  EXPECT_NO_THROW(check_bind("tcp://*:5555", sec));
+  Security curve;  // with keys any interface is fine
+  EXPECT_NO_THROW(check_bind("tcp://*:5555", curve));
 }
 
 class KeysTest : public ::testing::Test {

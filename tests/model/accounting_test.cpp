@@ -64,6 +64,26 @@ TEST(Accounting, ParamCountEqualsFormulaForEveryPattern) {
   }
 }
 
+TEST(Accounting, TheLargestConfigThatResolvesCountsWithoutOverflow) {
+  // resolve_config bounds every size (n_embd, vocab, dt_rank, sequence); at those bounds
+  // every count stays positive (it used to overflow to negative for n_embd 10^8).
+  for (const char* pattern : {"T*1024", "M*1024"}) {
+    RunConfig c;
+    for (const auto& [k, v] : std::vector<std::pair<std::string, std::string>>{
+             {"block_pattern", pattern}, {"n_embd", "1048576"}, {"n_head", "2"}, {"n_kv_head", "2"},
+             {"vocab_size", "268435456"}, {"max_seq_len", "16777216"}, {"mamba_expand", "16"},
+             {"mamba_d_state", "256"}, {"mamba_dt_rank", "1048576"}, {"mamba_use_mlp", "true"}}) {
+      apply_override(&c, k, v);
+    }
+    const GPTConfig g = gpt_config(resolve_config(c));
+    const ParamCounts p = count_params(g);
+    for (int64_t n : {p.embedding, p.lm_head, p.attention, p.mlp, p.mamba}) EXPECT_GE(n, 0) << pattern;
+    EXPECT_GT(p.total, p.embedding) << pattern;
+    EXPECT_GT(flops_per_token(g, 16777216), 0) << pattern;
+    EXPECT_GT(cache_bytes_per_sequence(g, 16777216, 4), 0) << pattern;
+  }
+}
+
 TEST(Accounting, D20TransformerHasTheSeeds561MParameters) {
   RunConfig c;
   c.set_depth(20);

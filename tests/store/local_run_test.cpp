@@ -2,6 +2,7 @@
 // sweep; metrics are stored once per (trial, name, step), also across --resume.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <unistd.h>
 
@@ -129,6 +130,19 @@ TEST_F(LocalRunTest, TwoLocalRunsShareOneSweep) {
   EXPECT_EQ(scalar("SELECT COUNT(*) FROM trials"), 2);
   EXPECT_EQ(scalar("SELECT MAX(trial_index) FROM trials"), 1);
   EXPECT_EQ(scalar("SELECT COUNT(*) FROM events WHERE kind='trial_finished'"), 2);
+}
+
+TEST_F(LocalRunTest, ADivergedStepWithANaNLossIsRecordedNotRefused) {
+  // The trainer writes the NaN loss of the step that diverged, then finishes "diverged".
+  // SQLite stores NaN as NULL: the write used to fail on metrics.value NOT NULL, and a
+  // diverging `hylab train` exited 1 with that error instead of 3.
+  auto run = LocalRun::open(db_path_, resolved_, (dir_ / "nan").string());
+  run->write(step_points(0, 5.0));
+  ASSERT_NO_THROW(run->write({{1, "train_loss", std::nan(""), 1001.0}}));
+  run->finish("diverged", "training diverged at step 1: loss is nan");
+  EXPECT_EQ(text("SELECT state FROM trials"), "diverged");
+  EXPECT_EQ(scalar("SELECT last_step FROM trials"), 1);
+  EXPECT_EQ(scalar("SELECT COUNT(*) FROM metrics WHERE name='train_loss'"), 1);  // step 0 only
 }
 
 TEST_F(LocalRunTest, ErrorsNameWhatIsWrong) {

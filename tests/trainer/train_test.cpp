@@ -289,9 +289,34 @@ TEST_F(TrainTest, DivergenceExitsWith3) {
   // learning rate of 1e37 no longer overflows within 30 steps here: the updates change sign);
   // a scalar learning rate this large throws the Mamba layer's A_log and D to where its
   // scan turns NaN within a few steps.
-  const Result r = train("diverge", {"--num_iterations=30", "--scalar_lr=1e30", "--warmdown_ratio=0"});
+  // Recorded in a results database: the NaN loss of the diverged step used to fail its
+  // NOT NULL column, and the run exited 1 with a SQLite error instead of 3.
+  const std::string db = (root_ / "diverge.db").string();
+  const Result r = train("diverge", {"--num_iterations=30", "--scalar_lr=1e30", "--warmdown_ratio=0",
+                                     "--db", db});
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("diverged"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("NOT NULL"), std::string::npos) << r.err;
+  const Result res = run_hylab({"results", "--db", db, "--format", "json"}, root_);
+  ASSERT_EQ(res.code, 0) << res.err;
+  EXPECT_NE(res.out.find("\"diverged\""), std::string::npos) << res.out;
+}
+
+TEST_F(TrainTest, ResumingAFinishedRunKeepsItsSummary) {
+  // --resume of a run that reached its last step trains nothing; it used to write a new
+  // summary with tok/s 0 over the run's own.
+  const std::string db = (root_ / "finished.db").string();
+  Result r = train("finished", {"--num_iterations=4", "--db", db});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = train("finished", {"--num_iterations=4", "--db", db, "--resume"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const Result res = run_hylab({"results", "--db", db, "--format", "json"}, root_);
+  ASSERT_EQ(res.code, 0) << res.err;
+  const json rows = json::parse(res.out);
+  ASSERT_EQ(rows.size(), 1u) << res.out;
+  ASSERT_TRUE(rows[0]["tok_per_s"].is_number()) << res.out;
+  EXPECT_GT(rows[0]["tok_per_s"].get<double>(), 0) << res.out;
+  EXPECT_EQ(rows[0]["state"], "succeeded") << res.out;
 }
 
 TEST_F(TrainTest, AValSplitSmallerThanOneMicroBatchIsEvaluatedInFewerRows) {
@@ -335,6 +360,14 @@ TEST_F(TrainTest, BadDataOrConfigExitsWith2AndSaysWhy) {
   Result r = train("nodata", {"--data=" + (root_ / "missing").string()});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("hylab data prepare"), std::string::npos) << r.err;
+  // As a sweep's trial arrives at a worker: vocab_size set (from the client's data), the data
+  // path relative and absent where the trainer runs. This used to fail with "filesystem
+  // error: cannot copy file" (exit 1, retried like a crash); it is a config error (exit 2,
+  // not retried) that names the path and the directory it is relative to.
+  r = train("nodata_rel", {"--data=missing_rel_data", "--vocab_size=512"});
+  EXPECT_EQ(r.code, 2) << r.err;
+  EXPECT_NE(r.err.find("data = \"missing_rel_data\": no such directory"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("relative to " + fs::current_path().string()), std::string::npos) << r.err;
   r = train("badkey", {"--no_such_key=3"});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.err.find("no_such_key"), std::string::npos) << r.err;

@@ -151,6 +151,26 @@ TEST(ExitStatus, FollowsTheTrainerContract) {
   EXPECT_EQ(classify_exit(exited(0), true, false).outcome, proto::TRIAL_OUTCOME_SUCCEEDED);
 }
 
+TEST_F(WorkerPartsTest, ARunDirThatLinksOutOfTheWorkDirIsRefused) {
+  const fs::path work = dir_ / "work", outside = dir_ / "outside";
+  fs::create_directories(work / "sweep_1");
+  fs::create_directories(outside);
+  EXPECT_EQ(run_dir_escape(work.string(), "sweep_1/trial_1"), "");     // not there yet: fine
+  fs::create_directory_symlink(outside, work / "sweep_2");             // a parent is a link out
+  fs::create_directory_symlink(outside, work / "sweep_1" / "trial_3"); // the run dir is one
+  fs::create_directory_symlink(work / "sweep_1", work / "alias");      // a link that stays inside
+  EXPECT_NE(run_dir_escape(work.string(), "sweep_2/trial_2").find("outside the work_dir"), std::string::npos);
+  EXPECT_NE(run_dir_escape(work.string(), "sweep_1/trial_3").find("outside the work_dir"), std::string::npos);
+  EXPECT_EQ(run_dir_escape(work.string(), "alias/trial_4"), "");
+}
+
+TEST(ExitStatus, ABadConfigSaysWhatTheTrainerSaid) {
+  const std::string tail =
+      "step 0\nhylab train: config error: data = \"d\": no such directory (looked relative to /w)\n";
+  EXPECT_EQ(config_error_of(tail), "data = \"d\": no such directory (looked relative to /w)");
+  EXPECT_EQ(config_error_of("Segmentation fault\n"), "");
+}
+
 TEST(Inventory, ParsesNvidiaSmi) {
   const auto gpus = parse_nvidia_smi("0, NVIDIA H200, 143771\n1, NVIDIA H200, 143771\nbad line\n");
   ASSERT_EQ(gpus.size(), 2u);
