@@ -4,8 +4,8 @@
 #include "kernels/fused_block/fused_block.h"
 
 #include <cstdint>
-#include <stdexcept>
 #include <initializer_list>
+#include <stdexcept>
 #include <string>
 
 namespace hylab::kernels {
@@ -28,7 +28,8 @@ bool norm_vec(const AddRmsNormParams& p, bool backward) {
 }
 
 void check_norm(const AddRmsNormParams& p, const char* fn, bool backward) {
-  require(p.rows >= 0 && p.rows <= 0x7fffffff, fn, "rows must be in [0, 2^31), got " + std::to_string(p.rows));
+  require(p.rows >= 0 && p.rows <= 0x7fffffff, fn,
+          "rows must be in [0, 2^31), got " + std::to_string(p.rows));
   require(p.cols >= 1, fn, "cols must be >= 1, got " + std::to_string(p.cols));
   require(p.rstd != nullptr && p.y != nullptr, fn, "y and rstd are required");
   if (backward) {
@@ -66,7 +67,8 @@ bool elt_vec(const ReluSquareParams& p, std::initializer_list<const void*> ptrs)
   return true;
 }
 
-void check_relu(const ReluSquareParams& p, const char* fn, std::initializer_list<const void*> ptrs) {
+void check_relu(const ReluSquareParams& p, const char* fn,
+                std::initializer_list<const void*> ptrs) {
   require(p.n >= 0, fn, "n must be >= 0");
   for (const void* q : ptrs) require(q != nullptr, fn, "a tensor pointer is null");
 }

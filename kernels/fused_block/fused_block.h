@@ -52,7 +52,7 @@ struct AddRmsNormParams {
 
 struct RopeQkNormParams {
   DType dtype = DType::kFloat32;
-  int64_t rows = 0;  // B * T * heads head vectors
+  int64_t rows = 0;                         // B * T * heads head vectors
   int heads = 0, seqlen = 0, head_dim = 0;  // head_dim even, <= kRopeMaxHeadDim
   float eps = 0.f;
   const float* cos = nullptr;  // (seqlen, head_dim / 2) fp32, contiguous
@@ -85,12 +85,12 @@ void relu_square_fwd(const ReluSquareParams& p, cudaStream_t stream);
 void relu_square_bwd(const ReluSquareParams& p, cudaStream_t stream);
 
 // Per-dtype instantiations (fused_{f32,bf16}.cu); vec = 16-byte accesses are allowed.
-#define HYLAB_FUSED_BLOCK_DECLARE(suffix)                                                   \
-  void add_rms_norm_fwd_##suffix(const AddRmsNormParams& p, bool vec, cudaStream_t s);    \
-  void add_rms_norm_bwd_##suffix(const AddRmsNormParams& p, bool vec, cudaStream_t s);    \
-  void rope_qk_norm_fwd_##suffix(const RopeQkNormParams& p, cudaStream_t s);              \
-  void rope_qk_norm_bwd_##suffix(const RopeQkNormParams& p, cudaStream_t s);              \
-  void relu_square_fwd_##suffix(const ReluSquareParams& p, bool vec, cudaStream_t s);     \
+#define HYLAB_FUSED_BLOCK_DECLARE(suffix)                                              \
+  void add_rms_norm_fwd_##suffix(const AddRmsNormParams& p, bool vec, cudaStream_t s); \
+  void add_rms_norm_bwd_##suffix(const AddRmsNormParams& p, bool vec, cudaStream_t s); \
+  void rope_qk_norm_fwd_##suffix(const RopeQkNormParams& p, cudaStream_t s);           \
+  void rope_qk_norm_bwd_##suffix(const RopeQkNormParams& p, cudaStream_t s);           \
+  void relu_square_fwd_##suffix(const ReluSquareParams& p, bool vec, cudaStream_t s);  \
   void relu_square_bwd_##suffix(const ReluSquareParams& p, bool vec, cudaStream_t s);
 HYLAB_FUSED_BLOCK_DECLARE(f32)
 HYLAB_FUSED_BLOCK_DECLARE(bf16)

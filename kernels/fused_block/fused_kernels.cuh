@@ -223,8 +223,8 @@ __global__ void __launch_bounds__(kEltThreads) relu_square_fwd_kernel(ReluSquare
   const T* u = static_cast<const T*>(p.u);
   T* h = static_cast<T*>(p.h);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kEltThreads * kN;
-  for (int64_t i0 = (static_cast<int64_t>(blockIdx.x) * kEltThreads + threadIdx.x) * kN;
-       i0 < p.n; i0 += stride) {
+  for (int64_t i0 = (static_cast<int64_t>(blockIdx.x) * kEltThreads + threadIdx.x) * kN; i0 < p.n;
+       i0 += stride) {
     float v[kN];
     if constexpr (kVec) {
       load_vec(u + i0, v);
@@ -248,8 +248,8 @@ __global__ void __launch_bounds__(kEltThreads) relu_square_bwd_kernel(ReluSquare
   const T* dh = static_cast<const T*>(p.dh);
   T* du = static_cast<T*>(p.du);
   const int64_t stride = static_cast<int64_t>(gridDim.x) * kEltThreads * kN;
-  for (int64_t i0 = (static_cast<int64_t>(blockIdx.x) * kEltThreads + threadIdx.x) * kN;
-       i0 < p.n; i0 += stride) {
+  for (int64_t i0 = (static_cast<int64_t>(blockIdx.x) * kEltThreads + threadIdx.x) * kN; i0 < p.n;
+       i0 += stride) {
     float hv[kN], g[kN];
     if constexpr (kVec) {
       load_vec(h + i0, hv);

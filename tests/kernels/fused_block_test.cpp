@@ -64,7 +64,7 @@ struct NormCase {
 };
 // 768/1280: d12/d20 widths (16-byte path); 1001 and 7: the scalar path; 4096: many vectors
 // per thread; rows 1..257, none a multiple of anything in the kernel.
-const std::vector<NormCase> kNormCases = {{1, 768}, {37, 64},  {130, 128}, {257, 768},
+const std::vector<NormCase> kNormCases = {{1, 768},  {37, 64},  {130, 128}, {257, 768},
                                           {5, 1280}, {3, 1001}, {65, 7},    {2, 4096}};
 
 // uses: 0 = both outputs feed the loss, 1 = only y (the sum's gradient is undefined),
@@ -78,9 +78,9 @@ TEST(FusedBlock, AddRmsNormMatchesTheReference) {
     const double eps = compat::rms_norm_eps(dtype);
     for (const auto& c : kNormCases) {
       for (int uses = 0; uses < 3; ++uses) {
-        const std::string what = tag(dtype, "rows " + std::to_string(c.rows) + " cols " +
-                                                 std::to_string(c.cols) + " uses " +
-                                                 std::to_string(uses));
+        const std::string what =
+            tag(dtype, "rows " + std::to_string(c.rows) + " cols " + std::to_string(c.cols) +
+                           " uses " + std::to_string(uses));
         // branch is a strided view (every row 5 elements apart from the next): the glue copies.
         Tensor x = leaf({c.rows, c.cols}, dtype, 2.0);
         Tensor b_big = leaf({c.rows, c.cols + 5}, dtype, 0.5);
@@ -140,9 +140,9 @@ TEST(FusedBlock, RmsNormMatchesTheReference) {
 struct RopeCase {
   int64_t B, T, H, D;
 };
-const std::vector<RopeCase> kRopeCases = {{2, 7, 3, 64},  {1, 33, 2, 128}, {3, 5, 1, 256},
-                                          {2, 17, 4, 6},  {1, 1, 1, 2},    {2, 65, 6, 128},
-                                          {1, 9, 2, 96},  {4, 31, 5, 64}};
+const std::vector<RopeCase> kRopeCases = {{2, 7, 3, 64}, {1, 33, 2, 128}, {3, 5, 1, 256},
+                                          {2, 17, 4, 6}, {1, 1, 1, 2},    {2, 65, 6, 128},
+                                          {1, 9, 2, 96}, {4, 31, 5, 64}};
 
 TEST(FusedBlock, RopeQkNormMatchesTheReference) {
   HYLAB_REQUIRE_GPU();
@@ -231,7 +231,8 @@ TEST(FusedBlock, RerunsAreBitIdentical) {
     Tensor q = leaf({2, 40, 3, 128}, dtype);
     auto [cos, sin] = tables(40, 128);
     Tensor gy = torch::randn({300, 768}, torch::TensorOptions().device(torch::kCUDA)).to(dtype);
-    Tensor gq = torch::randn({2, 40, 3, 128}, torch::TensorOptions().device(torch::kCUDA)).to(dtype);
+    Tensor gq =
+        torch::randn({2, 40, 3, 128}, torch::TensorOptions().device(torch::kCUDA)).to(dtype);
     std::vector<Tensor> out[2];
     for (int k = 0; k < 2; ++k) {
       x.mutable_grad() = Tensor();
@@ -256,7 +257,8 @@ TEST(FusedBlock, WithoutGradTheOpsStillCompute) {
   auto [cos, sin] = tables(5, 64);
   Tensor y = cuda_ops::rope_qk_norm(x, cos, sin, 1e-6);
   EXPECT_FALSE(y.requires_grad());
-  EXPECT_TRUE(close("no-grad rope", y, to_vec(ref::rope_qk_norm(x.to(torch::kDouble), cos, sin, 1e-6)),
+  EXPECT_TRUE(close("no-grad rope", y,
+                    to_vec(ref::rope_qk_norm(x.to(torch::kDouble), cos, sin, 1e-6)),
                     tolerance_for(torch::kBFloat16)));
 }
 
@@ -264,12 +266,21 @@ TEST(FusedBlock, ArgumentErrorsNameTheArgument) {
   HYLAB_REQUIRE_GPU();
   auto o = torch::TensorOptions().device(torch::kCUDA);
   auto [cos, sin] = tables(4, 64);
-  expect_error([&] { cuda_ops::rope_qk_norm(torch::randn({1, 4, 2, 258}, o), cos, sin, 1e-6); },
-               "head dim 258");
-  expect_error([&] { cuda_ops::rope_qk_norm(torch::randn({1, 4, 2, 62}, o), cos, sin, 1e-6); },
-               "cos must have shape");
-  expect_error([&] { cuda_ops::rope_qk_norm(torch::randn({4, 2, 64}, o), cos, sin, 1e-6); },
-               "(B, T, H, Dh)");
+  expect_error(
+      [&] {
+        cuda_ops::rope_qk_norm(torch::randn({1, 4, 2, 258}, o), cos, sin, 1e-6);
+      },
+      "head dim 258");
+  expect_error(
+      [&] {
+        cuda_ops::rope_qk_norm(torch::randn({1, 4, 2, 62}, o), cos, sin, 1e-6);
+      },
+      "cos must have shape");
+  expect_error(
+      [&] {
+        cuda_ops::rope_qk_norm(torch::randn({4, 2, 64}, o), cos, sin, 1e-6);
+      },
+      "(B, T, H, Dh)");
   expect_error(
       [&] {
         cuda_ops::rope_qk_norm(torch::randn({1, 4, 2, 64}, o), cos.to(torch::kBFloat16), sin, 1e-6);
@@ -277,12 +288,15 @@ TEST(FusedBlock, ArgumentErrorsNameTheArgument) {
       "cos must be Float");
   expect_error(
       [&] {
-        cuda_ops::add_rms_norm(torch::randn({3, 64}, o), torch::randn({3, 64}, o.dtype(torch::kBFloat16)),
-                               1e-6);
+        cuda_ops::add_rms_norm(torch::randn({3, 64}, o),
+                               torch::randn({3, 64}, o.dtype(torch::kBFloat16)), 1e-6);
       },
       "branch must be");
-  expect_error([&] { cuda_ops::add_rms_norm(torch::randn({3, 64}, o), torch::randn({3, 32}, o), 1e-6); },
-               "branch must have shape");
+  expect_error(
+      [&] {
+        cuda_ops::add_rms_norm(torch::randn({3, 64}, o), torch::randn({3, 32}, o), 1e-6);
+      },
+      "branch must have shape");
   expect_error([&] { cuda_ops::relu_square(torch::ones({8}, o.dtype(torch::kInt))); },
                "u must be float32 or bfloat16");
   expect_error([&] { cuda_ops::relu_square(torch::ones({8})); }, "must be a CUDA tensor");

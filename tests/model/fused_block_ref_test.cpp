@@ -36,11 +36,13 @@ TEST(FusedBlockRef, ReferencesEqualTheUnfusedBlockOps) {
     auto [s, y] = ref::add_rms_norm(x, b);
     EXPECT_TRUE(torch::equal(s, x + b));
     EXPECT_LT(max_diff(y, compat::rms_norm(x + b)), tol);
-    EXPECT_LT(max_diff(std::get<1>(ref::add_rms_norm(x, torch::Tensor())), compat::rms_norm(x)), tol);
+    EXPECT_LT(max_diff(std::get<1>(ref::add_rms_norm(x, torch::Tensor())), compat::rms_norm(x)),
+              tol);
 
     auto q = torch::randn({2, 7, 3, 32}, dtype);
     auto [cos, sin] = rotary_tables(7, 32, 10000);
-    EXPECT_LT(max_diff(ref::rope_qk_norm(q, cos, sin), compat::rms_norm(apply_rotary(q, cos, sin))), tol);
+    EXPECT_LT(max_diff(ref::rope_qk_norm(q, cos, sin), compat::rms_norm(apply_rotary(q, cos, sin))),
+              tol);
 
     auto u = torch::randn({4, 33}, dtype);
     EXPECT_LT(max_diff(ref::relu_square(u), torch::relu(u).square()), tol);
@@ -51,7 +53,8 @@ TEST(FusedBlockRef, ReferencesEqualTheUnfusedBlockOps) {
 // rounded once.
 TEST(FusedBlockRef, Bf16ReferencesRoundOnce) {
   torch::manual_seed(32);
-  auto x = torch::randn({9, 48}).to(torch::kBFloat16), b = torch::randn({9, 48}).to(torch::kBFloat16);
+  auto x = torch::randn({9, 48}).to(torch::kBFloat16),
+       b = torch::randn({9, 48}).to(torch::kBFloat16);
   auto [s, y] = ref::add_rms_norm(x, b);
   EXPECT_EQ(s.scalar_type(), torch::kBFloat16);
   EXPECT_EQ(y.scalar_type(), torch::kBFloat16);
