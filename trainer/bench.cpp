@@ -74,6 +74,7 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
       (loss / static_cast<double>(h.grad_accum_steps)).backward();
       if (timer) timer->lap(kBackward);
     }
+    if (denv.world == 1) return;  // nothing to communicate: communication_ms stays 0
     if (reducer) {
       reducer->finish();
     } else {
