@@ -44,6 +44,7 @@ void GradReducer::arm() {
     b.pending = b.params.size();
   }
   launched_in_backward_ = 0;
+  next_launch_ = 0;
   armed_ = true;
 }
 
@@ -52,8 +53,12 @@ void GradReducer::on_gradient(size_t bucket) {
   if (!armed_) return;  // an earlier micro-step: gradients only accumulate
   Bucket& b = buckets_[bucket];
   if (b.pending == 0 || --b.pending > 0) return;
-  launch(b);
-  ++launched_in_backward_;
+  // Collectives must start in the same order on every rank (NCCL and gloo pair them by
+  // order), so a bucket that fills early waits for the buckets before it, as in DDP.
+  while (next_launch_ < buckets_.size() && buckets_[next_launch_].pending == 0) {
+    launch(buckets_[next_launch_++]);
+    ++launched_in_backward_;
+  }
 }
 
 void GradReducer::launch(Bucket& b) {
@@ -78,9 +83,7 @@ void GradReducer::finish() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     armed_ = false;
-    for (Bucket& b : buckets_) {
-      if (!b.launched) launch(b);
-    }
+    while (next_launch_ < buckets_.size()) launch(buckets_[next_launch_++]);
   }
   const double world = dist_.world();
   for (Bucket& b : buckets_) {

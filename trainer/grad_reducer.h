@@ -4,8 +4,9 @@
 // order, which is roughly the order in which backward produces their gradients (lm_head
 // first, the embedding last), one dtype and device per bucket. On the last micro-step of an
 // optimiser step (arm() before its backward), a hook on every parameter's gradient
-// accumulator counts the bucket down; when a bucket's last gradient has been accumulated,
-// the bucket is flattened and its all-reduce starts (Dist::all_reduce_sum_async: gloo's
+// accumulator counts the bucket down; when a bucket's last gradient has been accumulated
+// (and every bucket before it has started: all ranks start them in the same order), the
+// bucket is flattened and its all-reduce starts (Dist::all_reduce_sum_async: gloo's
 // worker threads on CPU, a communication stream on CUDA) while backward carries on with the
 // earlier layers. finish() after backward starts any bucket that did not fill (a parameter
 // that got no gradient this step), waits for all, divides by the world size and copies the
@@ -64,6 +65,7 @@ class GradReducer {
   std::vector<std::unique_ptr<compat::GradAccumulatedHook>> hooks_;
   std::mutex mu_;  // hooks may run on autograd's device threads
   bool armed_ = false;
+  size_t next_launch_ = 0;  // buckets start in index order on every rank
   int launched_in_backward_ = 0;
 };
 
