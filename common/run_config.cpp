@@ -262,6 +262,35 @@ void require_one_of(const std::string& field, const std::string& value,
 
 }  // namespace
 
+std::vector<std::string> mamba_muon_param_list(const std::string& value) {
+  static const std::vector<std::string> kKinds = {"in_proj", "x_proj", "dt_proj", "out_proj"};
+  if (value == "none") return {};
+  std::vector<std::string> listed;
+  size_t start = 0;
+  while (true) {
+    const size_t comma = value.find(',', start);
+    std::string item = value.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    const size_t first = item.find_first_not_of(" \t");
+    item = first == std::string::npos ? "" : item.substr(first, item.find_last_not_of(" \t") - first + 1);
+    if (std::find(kKinds.begin(), kKinds.end(), item) == kKinds.end()) {
+      throw ConfigError(fmt::format("mamba_muon_params = \"{}\": \"{}\" is not a Mamba matrix; "
+                                    "expected none or a comma-separated list of in_proj, x_proj, "
+                                    "dt_proj, out_proj", value, item));
+    }
+    if (std::find(listed.begin(), listed.end(), item) != listed.end()) {
+      throw ConfigError(fmt::format("mamba_muon_params = \"{}\": \"{}\" is listed twice", value, item));
+    }
+    listed.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  std::vector<std::string> out;
+  for (const std::string& k : kKinds) {
+    if (std::find(listed.begin(), listed.end(), k) != listed.end()) out.push_back(k);
+  }
+  return out;
+}
+
 const char* block_type_letter(BlockType t) { return t == BlockType::kMamba ? "M" : "T"; }
 
 bool parse_block_type(const std::string& s, BlockType* out) {
@@ -522,6 +551,15 @@ RunConfig resolve_config(const RunConfig& in) {
   require_one_of("device", c.device(), {"auto", "cpu", "cuda"});
   require_one_of("dtype", c.dtype(), {"auto", "bf16", "fp32"});
   require_one_of("kernels", c.kernels(), {"auto", "reference"});
+  {  // canonical form: the listed kinds in model order, or "none"
+    std::string canonical;
+    for (const std::string& k : mamba_muon_param_list(c.mamba_muon_params())) {
+      canonical += (canonical.empty() ? "" : ",") + k;
+    }
+    c.set_mamba_muon_params(canonical.empty() ? "none" : canonical);
+  }
+  require(c.ddp_bucket_mb() > 0 && std::isfinite(c.ddp_bucket_mb()),
+          fmt::format("ddp_bucket_mb = {}: expected > 0 (MiB per gradient bucket)", c.ddp_bucket_mb()));
   require(!c.name().empty(), "name: must not be empty");
 
   // Make every field explicit so the stored JSON is complete.

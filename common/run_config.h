@@ -39,6 +39,11 @@ std::vector<BlockType> block_pattern_of(const RunConfig& cfg);
 // Run-length form for display and sweep names: {T,T,M} -> "T*2,M".
 std::string compact_block_pattern(const std::vector<BlockType>& pattern);
 
+// The Mamba matrices a mamba_muon_params value sends to Muon, in the order in_proj, x_proj,
+// dt_proj, out_proj ("none" -> empty). Throws ConfigError naming the field, the bad entry and
+// the allowed values (an unknown name, a repeat, an empty entry).
+std::vector<std::string> mamba_muon_param_list(const std::string& value);
+
 // Reads a YAML (or JSON) file into a config. Unknown keys are errors. Paths: as given.
 RunConfig load_config_file(const std::string& path);
 // The same from text; `where` names the source in messages.

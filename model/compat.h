@@ -8,7 +8,13 @@
 //   - rms_norm: nanochat's weightless RMSNorm (F.rms_norm with eps = finfo(dtype).eps).
 //   - HYLAB_HAS_CUDA_GRAPHS: 1 where the decoder may capture CUDA graphs (a CUDA LibTorch
 //     >= 2.0 with our kernels built); elsewhere it decodes eagerly (model/decoder.h).
+//   - GradAccumulatedHook: a callback after a leaf's gradient is accumulated in backward
+//     (the overlapped gradient all-reduce, trainer/grad_reducer.h).
 #pragma once
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
@@ -16,7 +22,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <memory>
 
 #define HYLAB_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) ||        \
@@ -153,5 +161,34 @@ inline torch::Tensor causal_attention(torch::Tensor q, torch::Tensor k, torch::T
   return torch::matmul(att, v.to(acc)).to(q.scalar_type());  // (B,H,Tq,Dh)
 #endif
 }
+
+// Calls fn() each time backward has accumulated a gradient into `leaf`.grad() (once per
+// backward pass, after every contribution is summed), until the hook is destroyed.
+// Python 2.1+ spells this Tensor.register_post_accumulate_grad_hook; LibTorch has no public
+// C++ form of it in 1.13, so on every version we do what c10d's DDP reducer does: a post
+// hook on the leaf's AccumulateGrad node, which we keep alive (the tensor holds it weakly;
+// while we hold it, every graph built from the leaf reuses this node). The node API
+// (impl::grad_accumulator, add_post_hook/del_post_hook, LambdaPostHook) is the same in 1.13
+// and 2.x; 2.x's FunctionPostHook adds compiled_args, used only by compiled autograd.
+class GradAccumulatedHook {
+ public:
+  GradAccumulatedHook(const torch::Tensor& leaf, std::function<void()> fn)
+      : node_(torch::autograd::impl::grad_accumulator(leaf)) {
+    TORCH_CHECK(node_ != nullptr, "GradAccumulatedHook: the tensor is not a leaf that requires grad");
+    using torch::autograd::variable_list;
+    key_ = node_->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [fn = std::move(fn)](const variable_list& outputs, const variable_list&) {
+          fn();
+          return outputs;
+        }));
+  }
+  ~GradAccumulatedHook() { node_->del_post_hook(key_); }
+  GradAccumulatedHook(const GradAccumulatedHook&) = delete;
+  GradAccumulatedHook& operator=(const GradAccumulatedHook&) = delete;
+
+ private:
+  std::shared_ptr<torch::autograd::Node> node_;
+  uintptr_t key_ = 0;
+};
 
 }  // namespace hylab::compat

@@ -12,6 +12,8 @@
 #include "model/compat.h"
 #include "model/gpt.h"
 #include "trainer/device.h"
+#include "trainer/dist.h"
+#include "trainer/grad_reducer.h"
 #include "trainer/optim.h"
 #include "trainer/profile.h"
 #include "trainer/provenance.h"
@@ -28,31 +30,57 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
   cfg = resolve_config(cfg);
   if (opt.steps < 1 || opt.warmup < 0) throw ConfigError("--steps must be >= 1 and --warmup >= 0");
 
-  const torch::Device device = pick_device(cfg, 0);
+  // Several ranks when launched as such (RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, as
+  // torchrun sets them): the training step's data parallel, rank 0 prints.
+  const DistEnv denv = dist_env_from_environment();
+  const torch::Device device = pick_device(cfg, denv.local_rank);
   const bool autocast = use_bf16_autocast(cfg, device);
+  std::unique_ptr<Dist> dist = make_dist(denv, device);
   const GPTConfig gcfg = gpt_config(cfg);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed()));
   GPT model(gcfg);
   model->to(device);
   model->set_use_kernels(cfg.kernels() != "reference");
   const ParamCounts counts = count_params(gcfg);
-  const Horizon h = compute_horizon(cfg, counts.total, /*world=*/1, flops_per_token(gcfg, cfg.max_seq_len()));
-  Optimizers optim(*model, cfg, device.is_cuda());
+  const Horizon h = compute_horizon(cfg, counts.total, denv.world, flops_per_token(gcfg, cfg.max_seq_len()));
+  {  // every rank starts from rank 0's weights
+    torch::NoGradGuard ng;
+    for (auto& p : model->parameters()) dist->broadcast(p, 0);
+  }
+  Optimizers optim(*model, cfg, device.is_cuda(), dist.get());
+  std::unique_ptr<GradReducer> reducer;
+  if (denv.world > 1 && cfg.ddp_overlap()) {
+    reducer = std::make_unique<GradReducer>(*dist, model->parameters(),
+                                            static_cast<int64_t>(cfg.ddp_bucket_mb() * (1 << 20)));
+  }
   const int64_t B = cfg.device_batch_size(), T = cfg.max_seq_len();
   // Random tokens, drawn once on the device (the data path is not what is measured).
-  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed()));
+  auto gen = at::detail::createCPUGenerator(static_cast<uint64_t>(cfg.seed()) + static_cast<uint64_t>(denv.rank));
   const torch::Tensor tokens = torch::randint(gcfg.vocab_size, {B, T + 1}, gen, torch::kLong).to(device);
   const torch::Tensor x = tokens.slice(1, 0, T), y = tokens.slice(1, 1, T + 1);  // (B, T) each
 
-  auto micro_steps = [&] {
+  // One optimiser step's micro-steps and gradient averaging; with a timer, each forward,
+  // backward and the communication after backward are laps of their phase.
+  enum Phase { kForward, kBackward, kCommunication, kOptimizer };
+  auto micro_steps = [&](PhaseTimer* timer) {
     for (int64_t m = 0; m < h.grad_accum_steps; ++m) {
       torch::Tensor loss;
       {
         compat::AutocastGuard guard(autocast);
         loss = model->loss(x, y);
       }
+      if (timer) timer->lap(kForward);
+      if (reducer && m + 1 == h.grad_accum_steps) reducer->arm();
       (loss / static_cast<double>(h.grad_accum_steps)).backward();
+      if (timer) timer->lap(kBackward);
     }
+    if (denv.world == 1) return;  // nothing to communicate: communication_ms stays 0
+    if (reducer) {
+      reducer->finish();
+    } else {
+      dist->average_gradients(optim.all_params());
+    }
+    if (timer) timer->lap(kCommunication);
   };
   auto optimizer_step = [&](int64_t it) {
     clip_grad_norm(optim.all_params(), cfg.grad_clip());
@@ -64,49 +92,55 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
   };
   for (int i = 0; i < opt.warmup; ++i) {
-    micro_steps();
+    micro_steps(nullptr);
     optimizer_step(i);
   }
   synchronize(device);
   reset_peak_memory(device);
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < opt.steps; ++i) {
-    micro_steps();
+    micro_steps(nullptr);
     optimizer_step(opt.warmup + i);
   }
   synchronize(device);
   const double dt = seconds_since(t0);
 
-  // One more step, synchronised between its parts: where the step's time goes.
-  auto t1 = std::chrono::steady_clock::now();
-  micro_steps();
-  synchronize(device);
-  const double fwd_bwd_s = seconds_since(t1);
-  t1 = std::chrono::steady_clock::now();
+  // One more step timed in parts (CUDA events on the GPU, the wall clock on CPU): where the
+  // step's time goes. Sharded Muon's all-gather is part of the optimizer phase.
+  PhaseTimer timer(device, 4);
+  timer.mark();
+  micro_steps(&timer);
   optimizer_step(opt.warmup + opt.steps);
+  timer.lap(kOptimizer);
+  const std::vector<double> part_ms = timer.ms();
   synchronize(device);
-  const double optim_s = seconds_since(t1);
   nlohmann::ordered_json profile;
   if (!opt.profile_path.empty()) {
     profile = profile_gpu_work(
         [&] {
-          micro_steps();
+          micro_steps(nullptr);
           optimizer_step(opt.warmup + opt.steps + 1);
           synchronize(device);
         },
         opt.profile_path);
   }
 
-  const double tok_per_s = static_cast<double>(h.total_batch_size) * opt.steps / dt;
+  const double tok_per_s = static_cast<double>(h.total_batch_size) * opt.steps / dt;  // all ranks
   const double fpt = flops_per_token(gcfg, T);
   const double peak = peak_flops_for_device(device_name(device));
   const MemoryStats mem = peak_memory(device);
+  dist->barrier();
+  if (denv.rank != 0) return nullptr;
   return {
       {"tok_per_s", tok_per_s},
-      {"mfu", peak > 0 ? nlohmann::ordered_json(mfu(fpt, tok_per_s, peak, 1)) : nlohmann::ordered_json()},
+      {"mfu", peak > 0 ? nlohmann::ordered_json(mfu(fpt, tok_per_s, peak, denv.world)) : nlohmann::ordered_json()},
       {"step_ms", 1e3 * dt / opt.steps},
-      {"micro_step_ms", 1e3 * fwd_bwd_s / static_cast<double>(h.grad_accum_steps)},
-      {"optimizer_ms", 1e3 * optim_s},
+      {"micro_step_ms", (part_ms[kForward] + part_ms[kBackward]) / static_cast<double>(h.grad_accum_steps)},
+      {"optimizer_ms", part_ms[kOptimizer]},
+      {"breakdown", {{"forward_ms", part_ms[kForward]},
+                     {"backward_ms", part_ms[kBackward]},
+                     {"optimizer_ms", part_ms[kOptimizer]},
+                     {"communication_ms", part_ms[kCommunication]}}},
       {"peak_mem_gib", mem.peak_allocated_gib},
       {"peak_reserved_gib", mem.peak_reserved_gib},
       {"params_total", counts.total},
@@ -116,7 +150,9 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
       {"device", device.str()},
       {"device_name", device_name(device)},
       {"dtype", autocast ? "bf16" : "fp32"},
+      {"total_batch_size", h.total_batch_size},
       {"tokens_per_step", h.total_batch_size},
+      {"world_size", denv.world},
       {"grad_accum_steps", h.grad_accum_steps},
       {"steps", opt.steps},
       {"warmup_steps", opt.warmup},
@@ -131,7 +167,8 @@ nlohmann::ordered_json bench(const BenchOptions& opt) {
 
 int run_bench_train(const BenchOptions& opt) {
   try {
-    std::printf("%s\n", bench(opt).dump(2).c_str());
+    const nlohmann::ordered_json out = bench(opt);
+    if (!out.is_null()) std::printf("%s\n", out.dump(2).c_str());  // rank 0 only
     return kExitOk;
   } catch (...) {
     return exit_status_of_current_exception("hylab bench train");

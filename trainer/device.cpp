@@ -2,6 +2,7 @@
 
 #if HYLAB_TORCH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 #endif
 
@@ -50,6 +51,60 @@ void synchronize(const torch::Device& device) {
   }
 #endif
   (void)device;
+}
+
+PhaseTimer::PhaseTimer(const torch::Device& device, int phases)
+    : cuda_(device.is_cuda()), ms_(static_cast<size_t>(phases), 0.0) {}
+
+PhaseTimer::~PhaseTimer() {
+#if HYLAB_TORCH_CUDA
+  for (void* e : events_) cudaEventDestroy(static_cast<cudaEvent_t>(e));
+#endif
+}
+
+void PhaseTimer::mark() { record(-1); }
+
+void PhaseTimer::lap(int phase) {
+  HYLAB_CHECK(phase >= 0 && phase < static_cast<int>(ms_.size()), "PhaseTimer: no phase {}", phase);
+  record(phase);
+}
+
+// Entry k with phase p >= 0 closes a lap of phase p that began at entry k - 1.
+void PhaseTimer::record(int phase) {
+#if HYLAB_TORCH_CUDA
+  if (cuda_) {
+    cudaEvent_t e = nullptr;
+    HYLAB_CHECK(cudaEventCreate(&e) == cudaSuccess, "PhaseTimer: cudaEventCreate failed");
+    HYLAB_CHECK(cudaEventRecord(e, c10::cuda::getCurrentCUDAStream().stream()) == cudaSuccess,
+                "PhaseTimer: cudaEventRecord failed");
+    events_.push_back(e);
+    phase_of_lap_.push_back(phase);
+    return;
+  }
+#endif
+  const auto now = std::chrono::steady_clock::now();
+  if (phase >= 0) ms_[static_cast<size_t>(phase)] += std::chrono::duration<double, std::milli>(now - last_).count();
+  last_ = now;
+}
+
+std::vector<double> PhaseTimer::ms() {
+#if HYLAB_TORCH_CUDA
+  if (cuda_ && !events_.empty()) {
+    HYLAB_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(events_.back())) == cudaSuccess,
+                "PhaseTimer: cudaEventSynchronize failed");
+    std::vector<double> out(ms_.size(), 0.0);
+    for (size_t k = 1; k < events_.size(); ++k) {
+      if (phase_of_lap_[k] < 0) continue;
+      float t = 0;
+      HYLAB_CHECK(cudaEventElapsedTime(&t, static_cast<cudaEvent_t>(events_[k - 1]),
+                                       static_cast<cudaEvent_t>(events_[k])) == cudaSuccess,
+                  "PhaseTimer: cudaEventElapsedTime failed");
+      out[static_cast<size_t>(phase_of_lap_[k])] += t;
+    }
+    return out;
+  }
+#endif
+  return ms_;
 }
 
 MemoryStats peak_memory(const torch::Device& device) {

@@ -5,8 +5,10 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "common/run_config.h"
 
@@ -22,6 +24,29 @@ bool use_bf16_autocast(const RunConfig& resolved, const torch::Device& device);
 
 std::string device_name(const torch::Device& device);  // "NVIDIA H200", "cpu"
 void synchronize(const torch::Device& device);         // waits for queued CUDA work
+
+// Times the phases of one step, each as the sum of its laps: on a CUDA device by events
+// recorded on the current stream (the host does not wait between laps), elsewhere by the wall
+// clock. mark() starts a lap; lap(phase) ends it (and starts the next). ms() waits for the
+// last event and returns the per-phase sums.
+class PhaseTimer {
+ public:
+  PhaseTimer(const torch::Device& device, int phases);
+  ~PhaseTimer();
+  PhaseTimer(const PhaseTimer&) = delete;
+  PhaseTimer& operator=(const PhaseTimer&) = delete;
+  void mark();
+  void lap(int phase);
+  std::vector<double> ms();
+
+ private:
+  void record(int phase);  // -1: a mark
+  bool cuda_;
+  std::vector<double> ms_;
+  std::vector<int> phase_of_lap_;  // CUDA: per event, the phase it closes (-1: a mark)
+  std::vector<void*> events_;      // cudaEvent_t, one per mark/lap
+  std::chrono::steady_clock::time_point last_;
+};
 
 struct MemoryStats {
   double peak_allocated_gib = 0;

@@ -34,6 +34,10 @@ int env_int(const char* name, int fallback) {
 
 constexpr auto kCollectiveTimeout = std::chrono::minutes(30);
 
+struct DoneWork : CommWork {
+  void wait() override {}
+};
+
 // One process: nothing to communicate.
 class SingleDist : public Dist {
  public:
@@ -41,11 +45,23 @@ class SingleDist : public Dist {
   std::string backend() const override { return "none"; }
   void average_gradients(const std::vector<torch::Tensor>&) override {}
   void all_reduce_sum(torch::Tensor&) override {}
+  std::unique_ptr<CommWork> all_reduce_sum_async(torch::Tensor&) override {
+    return std::make_unique<DoneWork>();
+  }
+  void all_gather(const torch::Tensor& in, torch::Tensor& out) override {
+    out.view({-1}).copy_(in.reshape({-1}));
+  }
   void broadcast(torch::Tensor&, int) override {}
   void barrier() override {}
 };
 
 #if HYLAB_HAS_GLOO
+struct GlooWork : CommWork {
+  explicit GlooWork(c10::intrusive_ptr<c10d::Work> w) : work(std::move(w)) {}
+  void wait() override { work->wait(); }
+  c10::intrusive_ptr<c10d::Work> work;
+};
+
 class GlooDist : public Dist {
  public:
   GlooDist(DistEnv env, c10::intrusive_ptr<c10d::Store> store) : Dist(std::move(env)), store_(store) {
@@ -75,6 +91,22 @@ class GlooDist : public Dist {
   void all_reduce_sum(torch::Tensor& t) override {
     std::vector<at::Tensor> v{t};
     pg_->allreduce(v)->wait();
+  }
+  std::unique_ptr<CommWork> all_reduce_sum_async(torch::Tensor& t) override {
+    HYLAB_CHECK(t.is_contiguous(), "all_reduce_sum_async needs a contiguous tensor");
+    std::vector<at::Tensor> v{t};
+    return std::make_unique<GlooWork>(pg_->allreduce(v));
+  }
+  void all_gather(const torch::Tensor& in, torch::Tensor& out) override {
+    const int64_t n = in.numel();
+    HYLAB_CHECK(out.is_contiguous() && out.numel() == n * env_.world,
+                "all_gather: out has {} elements, expected world {} x {}", out.numel(), env_.world, n);
+    // Gloo in LibTorch 1.13 has no flat all-gather (_allgather_base): one output view per rank.
+    std::vector<at::Tensor> inputs{in.reshape({-1}).contiguous()};
+    std::vector<std::vector<at::Tensor>> outputs(1);
+    const torch::Tensor flat = out.view({-1});
+    for (int r = 0; r < env_.world; ++r) outputs[0].push_back(flat.slice(0, r * n, (r + 1) * n));
+    pg_->allgather(outputs, inputs)->wait();
   }
   void broadcast(torch::Tensor& t, int root) override {
     std::vector<at::Tensor> v{t};

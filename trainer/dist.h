@@ -12,10 +12,12 @@
 // error that says how many arrived. Collectives afterwards have a long timeout (30 min),
 // since rank 0 evaluates and checkpoints while the others wait.
 //
-// Gradients are averaged over ranks after the last micro-step: flattened into buckets of one
-// dtype (at most 64 MiB each), all-reduced (sum) in place, divided by the world size.
-// Every rank then runs the same optimiser step on the same numbers, so parameters stay
-// identical without being broadcast again.
+// Gradients are averaged over ranks either after the last micro-step (average_gradients:
+// flattened into buckets of one dtype, at most 64 MiB each, all-reduced in place, divided by
+// the world size) or while backward runs (trainer/grad_reducer.h, through all_reduce_async).
+// Every rank then holds the same gradients; the Muon step is sharded (trainer/optim.h: each
+// rank orthogonalises its share, all_gather shares the updates), AdamW runs on every rank,
+// so parameters stay identical without being broadcast again.
 #pragma once
 
 #include <torch/torch.h>
@@ -40,6 +42,15 @@ struct DistEnv {
 // comes without a rendezvous.
 DistEnv dist_env_from_environment();
 
+// An asynchronous collective in flight. wait() returns once the result may be read by the
+// ops that follow on this thread (CPU: the data is there; CUDA: the current stream waits for
+// the communication stream, the host does not block).
+class CommWork {
+ public:
+  virtual ~CommWork() = default;
+  virtual void wait() = 0;
+};
+
 class Dist {
  public:
   virtual ~Dist() = default;
@@ -53,6 +64,12 @@ class Dist {
   virtual void average_gradients(const std::vector<torch::Tensor>& params) = 0;
   // Sums a small tensor across ranks in place (losses, counters).
   virtual void all_reduce_sum(torch::Tensor& t) = 0;
+  // Starts summing a contiguous tensor across ranks in place; the caller keeps `t` alive and
+  // unread until wait(). With one rank: nothing to do.
+  virtual std::unique_ptr<CommWork> all_reduce_sum_async(torch::Tensor& t) = 0;
+  // out (world * n elements, contiguous) = every rank's `in` (n elements) in rank order.
+  // With one rank: out = in.
+  virtual void all_gather(const torch::Tensor& in, torch::Tensor& out) = 0;
   // Copies root's tensor into every rank's, in place.
   virtual void broadcast(torch::Tensor& t, int root) = 0;
   virtual void barrier() = 0;

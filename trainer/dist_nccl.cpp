@@ -1,7 +1,12 @@
 // NCCL data-parallel for CUDA ranks (trainer/dist.h). Built only with a CUDA LibTorch and
 // NCCL (HYLAB_HAS_NCCL). Rank 0 creates the unique id and publishes it in the c10d store;
-// collectives run on the current CUDA stream, so they are ordered with the surrounding
-// torch ops without extra synchronisation.
+// blocking collectives run on the current CUDA stream, so they are ordered with the
+// surrounding torch ops without extra synchronisation. all_reduce_sum_async runs on a
+// communication stream of its own (so a bucket's all-reduce overlaps the rest of backward):
+// it waits for an event recorded on the current stream, and wait() makes the then-current
+// stream wait for the all-reduce's completion event (the host never blocks). The bucket stays
+// alive in the caller until after wait(), so the caching allocator cannot hand its memory to
+// another kernel while NCCL still reads or writes it.
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
@@ -45,6 +50,23 @@ ncclDataType_t nccl_type(at::ScalarType t) {
   }
 }
 
+// Completion of one all_reduce_sum_async: an event recorded on the communication stream.
+class NcclWork : public CommWork {
+ public:
+  NcclWork(cudaEvent_t done, int device) : done_(done), device_(device) {}
+  ~NcclWork() override {
+    if (done_) cudaEventDestroy(done_);
+  }
+  void wait() override {
+    const cudaStream_t s = c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_)).stream();
+    HYLAB_CUDA_CHECK(cudaStreamWaitEvent(s, done_, 0));
+  }
+
+ private:
+  cudaEvent_t done_ = nullptr;
+  int device_;
+};
+
 class NcclDist : public Dist {
  public:
   NcclDist(DistEnv env, const torch::Device& device) : Dist(std::move(env)), device_(device) {
@@ -65,9 +87,11 @@ class NcclDist : public Dist {
       std::memcpy(&id, bytes.data(), sizeof(id));
     }
     HYLAB_NCCL_CHECK(ncclCommInitRank(&comm_, env_.world, id, env_.rank));
+    HYLAB_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
   }
   ~NcclDist() override {
     if (comm_) ncclCommDestroy(comm_);
+    if (comm_stream_) cudaStreamDestroy(comm_stream_);
   }
   std::string backend() const override { return "nccl"; }
 
@@ -82,6 +106,27 @@ class NcclDist : public Dist {
     HYLAB_CHECK(t.is_cuda() && t.is_contiguous(), "NCCL all-reduce needs a contiguous CUDA tensor");
     HYLAB_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                    nccl_type(t.scalar_type()), ncclSum, comm_, stream()));
+  }
+  std::unique_ptr<CommWork> all_reduce_sum_async(torch::Tensor& t) override {
+    HYLAB_CHECK(t.is_cuda() && t.is_contiguous(), "NCCL all-reduce needs a contiguous CUDA tensor");
+    // The communication stream starts once the work queued so far (the bucket's copy) is done.
+    cudaEvent_t ready = nullptr, done = nullptr;
+    HYLAB_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    HYLAB_CUDA_CHECK(cudaEventRecord(ready, stream()));
+    HYLAB_CUDA_CHECK(cudaStreamWaitEvent(comm_stream_, ready, 0));
+    cudaEventDestroy(ready);  // released once recorded work completes
+    HYLAB_NCCL_CHECK(ncclAllReduce(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
+                                   nccl_type(t.scalar_type()), ncclSum, comm_, comm_stream_));
+    HYLAB_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    HYLAB_CUDA_CHECK(cudaEventRecord(done, comm_stream_));
+    return std::make_unique<NcclWork>(done, device_.index());
+  }
+  void all_gather(const torch::Tensor& in, torch::Tensor& out) override {
+    HYLAB_CHECK(in.is_cuda() && in.is_contiguous() && out.is_cuda() && out.is_contiguous() &&
+                    out.numel() == in.numel() * env_.world && in.scalar_type() == out.scalar_type(),
+                "NCCL all-gather needs contiguous CUDA tensors of one dtype, out = world x in");
+    HYLAB_NCCL_CHECK(ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
+                                   nccl_type(in.scalar_type()), comm_, stream()));
   }
   void broadcast(torch::Tensor& t, int root) override {
     HYLAB_CHECK(t.is_cuda() && t.is_contiguous(), "NCCL broadcast needs a contiguous CUDA tensor");
@@ -98,6 +143,7 @@ class NcclDist : public Dist {
   cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(device_.index()).stream(); }
   torch::Device device_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;
 };
 
 }  // namespace

@@ -1,7 +1,10 @@
 #include "trainer/optim.h"
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <map>
+#include <set>
 
 #include "common/check.h"
 #include "trainer/schedule.h"
@@ -47,8 +50,13 @@ torch::Tensor zeropower_via_newtonschulz5(const torch::Tensor& G, int steps, boo
 
 // ---------------------------------------------------------------- Muon
 
-Muon::Muon(std::vector<torch::Tensor> params, double lr, bool bf16, int ns_steps)
-    : params_(std::move(params)), buffers_(params_.size()), lr_(lr), bf16_(bf16), ns_steps_(ns_steps) {
+Muon::Muon(std::vector<torch::Tensor> params, double lr, bool bf16, int ns_steps, Dist* dist)
+    : params_(std::move(params)),
+      buffers_(params_.size()),
+      lr_(lr),
+      bf16_(bf16),
+      ns_steps_(ns_steps),
+      dist_(dist != nullptr && dist->world() > 1 ? dist : nullptr) {
   std::map<std::vector<int64_t>, size_t> group_of_shape;
   for (size_t i = 0; i < params_.size(); ++i) {
     const torch::Tensor& p = params_[i];
@@ -77,7 +85,26 @@ void Muon::step() {
       idx.push_back(i);
     }
     if (idx.empty()) continue;
-    const torch::Tensor updates = zeropower_via_newtonschulz5(torch::stack(grads), ns_steps_, bf16_);
+    torch::Tensor updates;  // (n, rows, cols)
+    if (dist_ == nullptr) {
+      updates = zeropower_via_newtonschulz5(torch::stack(grads), ns_steps_, bf16_);
+    } else {
+      // This rank's share [begin, end) of the n matrices; the all_gather output, rank after
+      // rank, is the n updates in order followed by the zero padding of the last shares.
+      const int64_t n = static_cast<int64_t>(idx.size()), world = dist_->world();
+      const int64_t chunk = (n + world - 1) / world;
+      const int64_t begin = std::min(n, dist_->rank() * chunk), end = std::min(n, begin + chunk);
+      const torch::Tensor& g0 = grads.front();
+      const auto dtype = bf16_ ? torch::kBFloat16 : g0.scalar_type();
+      torch::Tensor mine = torch::zeros({chunk, g0.size(0), g0.size(1)}, g0.options().dtype(dtype));
+      if (end > begin) {
+        const std::vector<torch::Tensor> share(grads.begin() + begin, grads.begin() + end);
+        mine.slice(0, 0, end - begin).copy_(zeropower_via_newtonschulz5(torch::stack(share), ns_steps_, bf16_));
+      }
+      torch::Tensor all = torch::empty({world * chunk, g0.size(0), g0.size(1)}, mine.options());
+      dist_->all_gather(mine, all);
+      updates = all.slice(0, 0, n);
+    }
     const torch::Tensor& p0 = params_[idx.front()];
     const double scale = std::sqrt(std::max(1.0, static_cast<double>(p0.size(0)) / p0.size(1)));
     for (size_t k = 0; k < idx.size(); ++k) {
@@ -195,15 +222,18 @@ double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm)
 
 namespace {
 
-std::vector<torch::Tensor> concat(const GPTImpl::ParamGroups& g) {
+// Muon's matrices first, then AdamW's, each group in model order.
+std::vector<torch::Tensor> concat(const RoutedParams& r) {
+  const GPTImpl::ParamGroups& g = r.groups;
   std::vector<torch::Tensor> all;
-  for (const auto* v : {&g.matrix, &g.embedding, &g.lm_head, &g.scalar}) {
+  for (const auto* v : {&g.matrix, &g.embedding, &g.lm_head, &g.scalar, &r.mamba_adamw}) {
     all.insert(all.end(), v->begin(), v->end());
   }
   return all;
 }
 
-std::vector<AdamW::Group> adamw_groups(const GPTImpl::ParamGroups& g, const RunConfig& c) {
+std::vector<AdamW::Group> adamw_groups(const RoutedParams& r, const RunConfig& c) {
+  const GPTImpl::ParamGroups& g = r.groups;
   const double scale = adamw_lr_scale(c.n_embd());
   std::vector<AdamW::Group> groups;
   auto add = [&](const char* name, const std::vector<torch::Tensor>& params, double lr, double wd) {
@@ -213,15 +243,54 @@ std::vector<AdamW::Group> adamw_groups(const GPTImpl::ParamGroups& g, const RunC
   add("lm_head", g.lm_head, c.unembedding_lr(), c.weight_decay());
   add("embedding", g.embedding, c.embedding_lr(), c.weight_decay());
   add("scalar", g.scalar, c.scalar_lr(), 0.0);
+  add("mamba_matrix", r.mamba_adamw, c.scalar_lr(), 0.0);  // not in mamba_muon_params
   return groups;
+}
+
+constexpr const char* kMambaMatrices[] = {"in_proj", "x_proj", "dt_proj", "out_proj"};
+
+// "h.3.mamba.x_proj.weight" -> "x_proj"; "" for any other parameter.
+std::string mamba_matrix_kind(const std::string& name) {
+  for (const char* kind : kMambaMatrices) {
+    const std::string suffix = fmt::format(".{}.weight", kind);
+    if (name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      return kind;
+    }
+  }
+  return "";
 }
 
 }  // namespace
 
-Optimizers::Optimizers(GPTImpl& model, const RunConfig& c, bool cuda)
-    : all_(concat(model.param_groups())),
-      muon_(model.param_groups().matrix, c.matrix_lr(), /*bf16_newton_schulz=*/cuda),
-      adamw_(adamw_groups(model.param_groups(), c), c.adam_beta1(), c.adam_beta2()),
+RoutedParams route_params(GPTImpl& model, const RunConfig& c) {
+  const std::vector<std::string> to_muon = mamba_muon_param_list(c.mamba_muon_params());
+  RoutedParams r;
+  r.groups = model.param_groups();
+  std::set<const void*> matrices;
+  for (const auto& p : r.groups.matrix) matrices.insert(p.unsafeGetTensorImpl());
+  r.groups.matrix.clear();
+  for (auto& item : model.named_parameters(/*recurse=*/true)) {
+    if (!matrices.count(item.value().unsafeGetTensorImpl())) continue;
+    const std::string kind = mamba_matrix_kind(item.key());
+    if (kind.empty() || std::find(to_muon.begin(), to_muon.end(), kind) != to_muon.end()) {
+      r.groups.matrix.push_back(item.value());
+      r.muon_names.push_back(item.key());
+    } else {
+      r.mamba_adamw.push_back(item.value());
+      r.mamba_adamw_names.push_back(item.key());
+    }
+  }
+  return r;
+}
+
+Optimizers::Optimizers(GPTImpl& model, const RunConfig& c, bool cuda, Dist* dist)
+    : Optimizers(route_params(model, c), c, cuda, dist) {}
+
+Optimizers::Optimizers(RoutedParams r, const RunConfig& c, bool cuda, Dist* dist)
+    : all_(concat(r)),
+      muon_(r.groups.matrix, c.matrix_lr(), /*bf16_newton_schulz=*/cuda, /*ns_steps=*/5,
+            c.muon_sharded() ? dist : nullptr),
+      adamw_(adamw_groups(r, c), c.adam_beta1(), c.adam_beta2()),
       matrix_lr_(c.matrix_lr()) {}
 
 void Optimizers::set_schedule(double lr_multiplier, double momentum) {
@@ -247,8 +316,11 @@ std::string Optimizers::describe() const {
     for (const auto& t : v) n += t.numel();
     return n;
   };
-  std::string s = fmt::format("Muon  matrix: {} tensors, {} params, lr {:.4g}", muon_.params().size(),
-                              numel(muon_.params()), matrix_lr_);
+  std::string s = fmt::format("Muon  matrix: {} tensors, {} params, lr {:.4g}{}", muon_.params().size(),
+                              numel(muon_.params()), matrix_lr_,
+                              muon_.sharded_over() > 1
+                                  ? fmt::format(", Newton-Schulz sharded over {} ranks", muon_.sharded_over())
+                                  : "");
   for (const auto& g : adamw_.groups()) {
     s += fmt::format("\nAdamW {}: {} tensors, {} params, lr {:.4g}, weight_decay {:.3g}", g.name,
                      g.params.size(), numel(g.params), g.initial_lr, g.weight_decay);

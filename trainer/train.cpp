@@ -25,6 +25,7 @@
 #include "trainer/device.h"
 #include "trainer/dist.h"
 #include "trainer/evaluate.h"
+#include "trainer/grad_reducer.h"
 #include "trainer/launch.h"
 #include "trainer/loader.h"
 #include "trainer/metrics_sinks.h"
@@ -247,7 +248,14 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     const double flops_per_tok = flops_per_token(gcfg, T);
     const Horizon horizon = compute_horizon(cfg, counts.total, denv.world, flops_per_tok);
     const double peak = peak_flops_for_device(device_name(device));
-    Optimizers optim(*model, cfg, device.is_cuda());
+    Optimizers optim(*model, cfg, device.is_cuda(), dist.get());
+    // Several ranks: gradient buckets are all-reduced while backward runs (ddp_overlap), in
+    // reverse model order (lm_head's bucket first).
+    std::unique_ptr<GradReducer> reducer;
+    if (denv.world > 1 && cfg.ddp_overlap()) {
+      reducer = std::make_unique<GradReducer>(*dist, model->parameters(),
+                                              static_cast<int64_t>(cfg.ddp_bucket_mb() * (1 << 20)));
+    }
     DataLoader train_loader(cfg.data(), "train", B, T, denv.rank, denv.world);
     std::unique_ptr<Tokenizer> tokenizer;
     torch::Tensor token_bytes;
@@ -307,6 +315,10 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
                     horizon.num_iterations, horizon.horizon_source,
                     format_count(static_cast<double>(train_loader.total_tokens()))));
     say(optim.describe());
+    if (reducer) {
+      say(fmt::format("data parallel: {} gradient buckets of <= {:g} MiB, all-reduced during backward",
+                      reducer->buckets().size(), cfg.ddp_bucket_mb()));
+    }
     const nlohmann::ordered_json provenance = collect_provenance(device);
     if (master) {
       std::ofstream(run_dir + "/provenance.json") << provenance.dump(2) << "\n";
@@ -396,9 +408,14 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
           loss = model->loss(batch_tensor(x, B, T, device), batch_tensor(y, B, T, device));
         }
         loss_sum += loss.detach().to(torch::kFloat);
+        if (reducer && micro + 1 == horizon.grad_accum_steps) reducer->arm();
         (loss / static_cast<double>(horizon.grad_accum_steps)).backward();
       }
-      dist->average_gradients(optim.all_params());
+      if (reducer) {
+        reducer->finish();
+      } else {
+        dist->average_gradients(optim.all_params());
+      }
       dist->all_reduce_sum(loss_sum);
       const double grad_norm = clip_grad_norm(optim.all_params(), cfg.grad_clip());
       const double lrm = lr_multiplier(step, num_iterations, cfg.warmup_ratio(),
