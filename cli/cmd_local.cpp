@@ -107,7 +107,10 @@ std::string tail_of(const std::string& path, size_t n = 2000) {
 std::string params_text(const json& params) {
   std::string out;
   for (auto it = params.begin(); it != params.end(); ++it) {
-    if (it.key() == "attention_fraction" || it.key() == "placement") continue;
+    if (it.key() == "attention_fraction" || it.key() == "placement" || it.key() == "first_layer" ||
+        it.key() == "last_layer") {
+      continue;
+    }
     out += (out.empty() ? "" : " ") + it.key() + "=" +
            (it.value().is_string() ? it.value().get<std::string>() : it.value().dump());
   }
@@ -244,6 +247,10 @@ int run_local(const Flags& f) {
         if (state == "running") extra = fmt::format(" (attempt {} on {})", t["attempt"].get<int64_t>(),
                                                     t["worker_id"].get<std::string>());
         if (!t["final_val_bpb"].is_null()) extra += fmt::format(" val_bpb {:.4f}", t["final_val_bpb"].get<double>());
+        const std::string metric = sweep["metric"]["name"].get<std::string>();
+        if (metric != "val_bpb" && !t["metric"].is_null()) {
+          extra += fmt::format(" {} {:.4f}", metric, t["metric"].get<double>());
+        }
         if (!t["reason"].get<std::string>().empty()) extra += ": " + t["reason"].get<std::string>();
         std::printf("%s trial %lld [%s] %s%s\n", stamp().c_str(), static_cast<long long>(id),
                     params_text(t["params"]).c_str(), state.c_str(), extra.c_str());

@@ -4,7 +4,7 @@
 // `hylab train` writes them into SQLite (store/); a trial under a worker appends them as
 // JSON lines to <run_dir>/metrics.jsonl, which the worker relays to the coordinator.
 // Metric names are the same everywhere: train_loss, lr, step_time_s, tok_per_s, mfu,
-// mem_alloc_gib, mem_reserved_gib, val_bpb, ...
+// mem_alloc_gib, mem_reserved_gib, val_bpb, recall_acc, val_bpb_2x, val_bpb_4x, ...
 #pragma once
 
 #include <cstdint>
@@ -37,6 +37,10 @@ struct RunSummary {
   int64_t cache_bytes = 0;    // inference cache per sequence at sequence_len
   std::string provenance_json;  // trainer/provenance.h: versions, commit, GPU, driver, host
   int64_t disk_bytes = 0;     // the run folder's size at the end, after checkpoint retention
+  // Evals beside val_bpb at the final eval (trainer/trial_evals.h); -1 = not run.
+  double recall_acc = -1;     // associative recall, exact match of the values
+  double val_bpb_2x = -1;     // val_bpb at 2x max_seq_len
+  double val_bpb_4x = -1;     // val_bpb at 4x max_seq_len
 };
 
 class MetricsSink {
@@ -50,5 +54,21 @@ class MetricsSink {
 };
 
 double unix_time_now();
+
+// The metric names the trainer records (per step, at evals, at the end), which a sweep's
+// `metric:` may name, and each one's better direction (a sweep's default goal).
+struct MetricName {
+  const char* name;
+  bool maximize;
+};
+inline const std::vector<MetricName>& trainer_metric_names() {
+  static const std::vector<MetricName> kNames = {
+      {"val_bpb", false},        {"val_loss", false},         {"train_loss", false},
+      {"recall_acc", true},      {"val_bpb_2x", false},       {"val_bpb_4x", false},
+      {"tok_per_s", true},       {"mfu", true},               {"step_time_s", false},
+      {"mem_alloc_gib", false},  {"mem_reserved_gib", false}, {"grad_norm", false},
+      {"lr", false},             {"lr_mult", false}};
+  return kNames;
+}
 
 }  // namespace hylab

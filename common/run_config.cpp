@@ -548,6 +548,20 @@ RunConfig resolve_config(const RunConfig& in) {
   require(c.probe_steps() >= 0,
           fmt::format("probe_steps = {}: expected >= 0 (0 = skip the inference probe)", c.probe_steps()));
   require(c.eval_tokens() >= 1, fmt::format("eval_tokens = {}: expected >= 1", c.eval_tokens()));
+  // The recall probe (trainer/recall_probe.h): pairs 0 = as many as fit twice in max_seq_len
+  // (context and queries), at most 64.
+  require(c.recall_probes() >= 0 && c.recall_probes() <= 100000,
+          fmt::format("recall_probes = {}: expected 0..100000 (0 = skip the recall probe)", c.recall_probes()));
+  require(c.recall_key_len() >= 1 && c.recall_key_len() <= 64,
+          fmt::format("recall_key_len = {}: expected 1..64", c.recall_key_len()));
+  require(c.recall_value_len() >= 1 && c.recall_value_len() <= 64,
+          fmt::format("recall_value_len = {}: expected 1..64", c.recall_value_len()));
+  require(c.recall_pairs() >= 0 && c.recall_pairs() <= 4096,
+          fmt::format("recall_pairs = {}: expected 0..4096 (0 = auto from max_seq_len)", c.recall_pairs()));
+  if (c.recall_pairs() == 0) {
+    const int per_pair = c.recall_key_len() + c.recall_value_len();
+    c.set_recall_pairs(std::max(1, std::min(64, (c.max_seq_len() - 1) / (2 * per_pair))));
+  }
   require_one_of("device", c.device(), {"auto", "cpu", "cuda"});
   require_one_of("dtype", c.dtype(), {"auto", "bf16", "fp32"});
   require_one_of("kernels", c.kernels(), {"auto", "reference"});

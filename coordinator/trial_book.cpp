@@ -389,6 +389,9 @@ void Coordinator::Impl::on_metrics(WorkerInfo& w, const proto::MetricsBatch& b) 
     r.cache_bytes = s.cache_bytes();
     r.provenance_json = s.provenance_json();
     r.disk_bytes = s.disk_bytes();
+    r.recall_acc = s.recall_acc();
+    r.val_bpb_2x = s.val_bpb_2x();
+    r.val_bpb_4x = s.val_bpb_4x();
     store::put_summary(store->db(), b.trial_id(), r);
   }
   store->set_last_seq(b.trial_id(), b.attempt(), b.seq());

@@ -79,10 +79,22 @@ void GPTImpl::init_weights() {
   }
 }
 
+void GPTImpl::extend_rotary(int64_t positions) {
+  if (positions <= rotary_len_) return;
+  // Longer contexts than sequence_len * 10 (the length evals, long prompts): the angles of
+  // the new positions follow the same formula, so the first rotary_len_ rows do not change.
+  rotary_len_ = std::max(positions, 2 * rotary_len_);
+  const torch::Device device = cos_.device();
+  std::tie(cos_, sin_) = rotary_tables(rotary_len_, cfg_.head_dim(), cfg_.rope_base);
+  cos_ = cos_.to(device);
+  sin_ = sin_.to(device);
+  cos_full_ = torch::Tensor();  // decode_step rebuilds its tables
+  sin_full_ = torch::Tensor();
+}
+
 std::pair<torch::Tensor, torch::Tensor> GPTImpl::rotary(int64_t pos, int64_t T, torch::Device device) {
-  HYLAB_CHECK(pos >= 0 && pos + T <= rotary_len_,
-              "GPT: positions {}..{} exceed the rotary tables ({} = 10 * sequence_len)", pos,
-              pos + T, rotary_len_);
+  HYLAB_CHECK(pos >= 0 && T >= 0, "GPT: rotary positions {}..{}", pos, pos + T);
+  extend_rotary(pos + T);
   if (cos_.device() != device) {  // follow the model to its device once
     cos_ = cos_.to(device);
     sin_ = sin_.to(device);
@@ -171,9 +183,9 @@ InferenceCache GPTImpl::make_cache(int64_t batch, int64_t max_len) {
 }
 
 InferenceCache GPTImpl::make_cache(int64_t batch, int64_t max_len, torch::Dtype dtype) {
-  HYLAB_CHECK(batch >= 1 && max_len >= 1 && max_len <= rotary_len_,
-              "make_cache: batch {} and max_len {} must be >= 1, max_len <= {} (10 * sequence_len)",
-              batch, max_len, rotary_len_);
+  HYLAB_CHECK(batch >= 1 && max_len >= 1, "make_cache: batch {} and max_len {} must be >= 1",
+              batch, max_len);
+  extend_rotary(max_len);  // before any CUDA graph captures the tables
   const auto& w = lm_head->weight;
   InferenceCache cache;
   cache.batch = batch;

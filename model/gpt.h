@@ -39,7 +39,7 @@ class GPTImpl : public torch::nn::Module {
   // Draws from the global torch generator: seed with torch::manual_seed first.
   void init_weights();
 
-  // idx (B, T) int64, T <= 10 * sequence_len -> logits (B, T, vocab_size) fp32, soft-capped.
+  // idx (B, T) int64, any T (rotary tables extend) -> logits (B, T, vocab_size) fp32, soft-capped.
   torch::Tensor forward(const torch::Tensor& idx);
 
   // Mean cross-entropy of the soft-capped logits over positions whose target is not -1, or
@@ -90,7 +90,8 @@ class GPTImpl : public torch::nn::Module {
 
   bool use_kernels() const { return use_kernels_; }
 
-  // Positions the rotary tables cover (10 * sequence_len, as nanochat).
+  // Positions the rotary tables cover now: 10 * sequence_len (as nanochat) at construction;
+  // forward and make_cache extend them to any longer context (the 2x/4x length evals).
   int64_t max_positions() const { return rotary_len_; }
 
   torch::nn::Embedding wte{nullptr};  // (V_padded, C)
@@ -110,6 +111,8 @@ class GPTImpl : public torch::nn::Module {
   torch::Tensor logits_from_hidden(const torch::Tensor& x, bool decode = false);
   // Rotary tables for positions [pos, pos+T) on `device`: (T, Dh/2) each.
   std::pair<torch::Tensor, torch::Tensor> rotary(int64_t pos, int64_t T, torch::Device device);
+  // Grows the rotary tables to cover `positions` (at least doubling); no-op when they do.
+  void extend_rotary(int64_t positions);
 
   GPTConfig cfg_;
   int64_t rotary_len_;

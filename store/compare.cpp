@@ -58,12 +58,14 @@ std::string column_list(const Table& t) {
 bool is_final(const std::string& state) { return state != "pending" && state != "running"; }
 
 // Columns averaged per group besides the metric, when the trial table has them.
-const std::vector<std::string> kMeanColumns = {"val_bpb", "train_loss", "tok_per_s", "mfu", "params",
+const std::vector<std::string> kMeanColumns = {"val_bpb", "val_bpb_2x", "val_bpb_4x", "recall_acc",
+                                               "train_loss", "tok_per_s", "mfu", "params",
                                                "peak_mem_gib", "decode_tok_per_s_b1",
                                                "decode_tok_per_s_b32", "cache_bytes", "steps"};
 
 // The text table's columns besides the metric (the others are in CSV/JSON and per trial).
-const std::vector<std::string> kDisplayMeans = {"val_bpb", "tok_per_s", "params", "decode_tok_per_s_b1",
+const std::vector<std::string> kDisplayMeans = {"val_bpb", "val_bpb_2x", "recall_acc", "tok_per_s",
+                                                "params", "decode_tok_per_s_b1",
                                                 "cache_bytes", "steps"};
 
 // Means of counts (params, steps) stay integers when they are whole.
@@ -132,7 +134,8 @@ Goal parse_goal(const std::string& s, const std::string& what) {
 }
 
 Goal default_goal(const std::string& metric) {
-  if (metric == "tok_per_s" || metric == "mfu" || metric.rfind("decode_tok_per_s", 0) == 0) {
+  if (metric == "tok_per_s" || metric == "mfu" || metric == "recall_acc" ||
+      metric.rfind("decode_tok_per_s", 0) == 0) {
     return Goal::kMaximize;
   }
   return Goal::kMinimize;

@@ -65,7 +65,7 @@ double student_t_cdf(double t, double df);
 enum class Goal { kMinimize, kMaximize };
 // "min"/"minimize" or "max"/"maximize"; throws hylab::Error naming `what` otherwise.
 Goal parse_goal(const std::string& s, const std::string& what);
-// The goal of a known metric: maximize for tok_per_s, mfu, decode_tok_per_s_*; minimize
+// The goal of a known metric: maximize for tok_per_s, mfu, recall_acc, decode_tok_per_s_*; minimize
 // otherwise (val_bpb, train_loss, params, peak_mem_gib, cache_bytes, ...).
 Goal default_goal(const std::string& metric);
 

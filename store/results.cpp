@@ -170,7 +170,13 @@ Table results(Db& db, const ResultsQuery& q) {
            COALESCE(s.peak_mem_gib, (SELECT MAX(value) FROM metrics m WHERE m.trial_id = t.trial_id
                                      AND m.name IN ('mem_reserved_gib', 'mem_alloc_gib'))),
            s.decode_tok_per_s_b1, s.decode_tok_per_s_b32, s.cache_bytes,
-           COALESCE(s.steps, NULLIF(t.last_step, -1)), t.attempt, t.reason
+           COALESCE(s.steps, NULLIF(t.last_step, -1)), t.attempt, t.reason,
+           COALESCE(s.recall_acc, (SELECT value FROM metrics m WHERE m.trial_id = t.trial_id
+                                   AND m.name = 'recall_acc' ORDER BY m.step DESC LIMIT 1)),
+           COALESCE(s.val_bpb_2x, (SELECT value FROM metrics m WHERE m.trial_id = t.trial_id
+                                   AND m.name = 'val_bpb_2x' ORDER BY m.step DESC LIMIT 1)),
+           COALESCE(s.val_bpb_4x, (SELECT value FROM metrics m WHERE m.trial_id = t.trial_id
+                                   AND m.name = 'val_bpb_4x' ORDER BY m.step DESC LIMIT 1))
     FROM trials t JOIN sweeps sw USING(sweep_id) LEFT JOIN trial_summary s USING(trial_id)
     WHERE (?1 = 0 OR t.sweep_id = ?1)
     ORDER BY t.trial_id)SQL");
@@ -178,7 +184,8 @@ Table results(Db& db, const ResultsQuery& q) {
   Table t;
   t.columns = {"trial_id", "sweep_id", "sweep", "state", "block_pattern", "n_layer", "n_attn_layers",
                "n_mamba_layers", "mamba_d_state", "mamba_expand", "seed"};
-  const std::vector<std::string> tail = {"params", "val_bpb", "train_loss", "tok_per_s", "mfu",
+  const std::vector<std::string> tail = {"params", "val_bpb", "val_bpb_2x", "val_bpb_4x",
+                                         "recall_acc", "train_loss", "tok_per_s", "mfu",
                                          "peak_mem_gib", "decode_tok_per_s_b1",
                                          "decode_tok_per_s_b32", "cache_bytes", "steps",
                                          "attempt", "reason"};
@@ -197,7 +204,8 @@ Table results(Db& db, const ResultsQuery& q) {
       if (!known) extra.push_back(it.key());
     }
     swept.push_back(params);
-    tail_rows.push_back({int_or_null(st, 12), real_or_null(st, 13), real_or_null(st, 14),
+    tail_rows.push_back({int_or_null(st, 12), real_or_null(st, 13), real_or_null(st, 25),
+                         real_or_null(st, 26), real_or_null(st, 24), real_or_null(st, 14),
                          real_or_null(st, 15), real_or_null(st, 16), real_or_null(st, 17),
                          real_or_null(st, 18), real_or_null(st, 19), int_or_null(st, 20),
                          int_or_null(st, 21), st.int64(22), st.text(23)});

@@ -31,13 +31,15 @@ struct ResultsQuery {
 
 // Columns: trial_id, sweep_id, sweep, state, block_pattern, n_layer, n_attn_layers,
 // n_mamba_layers, mamba_d_state, mamba_expand, seed, then each swept parameter that is not
-// already a column, then params, val_bpb, train_loss, tok_per_s, mfu, peak_mem_gib,
+// already a column, then params, val_bpb, val_bpb_2x, val_bpb_4x, recall_acc (the evals
+// beside val_bpb, trainer/trial_evals.h), train_loss, tok_per_s, mfu, peak_mem_gib,
 // decode_tok_per_s_b1, decode_tok_per_s_b32, cache_bytes, steps, attempt, reason, then
 // budget ("flops 1e+18", "tokens 5e+09", "steps 1500" or "ratio 20", from the config),
 // train_flops, disk_bytes, run_dir (the newest attempt's absolute folder on its worker, else
 // trials.run_dir) and, with q.provenance, the provenance columns (store/schema.h
 // kProvenanceKeys; left out by default, as the same few values repeat on every row).
-// val_bpb is the summary's final value, else the newest val_bpb metric (stopped trials).
+// val_bpb (and each eval) is the summary's final value, else the newest metric of that name
+// (stopped trials).
 // With group_by: one row per group, ranked, as store/compare.h's groups_table (val_bpb mean,
 // std, n, the significance mark, ...; only succeeded trials count unless include_stopped).
 // Throws hylab::Error for an unknown sort or group_by column (listing the columns).

@@ -141,7 +141,10 @@ CREATE TABLE IF NOT EXISTS trial_summary (
   driver_version        TEXT NOT NULL DEFAULT '',
   gpu_name              TEXT NOT NULL DEFAULT '',
   host                  TEXT NOT NULL DEFAULT '',
-  disk_bytes            INTEGER       -- run folder size at the end (after checkpoint retention)
+  disk_bytes            INTEGER,      -- run folder size at the end (after checkpoint retention)
+  recall_acc            REAL,         -- associative-recall probe, exact match (NULL = not run)
+  val_bpb_2x            REAL,         -- val_bpb at 2x max_seq_len (NULL = not run)
+  val_bpb_4x            REAL          -- val_bpb at 4x max_seq_len (NULL = not run)
 );
 
 CREATE TABLE IF NOT EXISTS events (
@@ -181,6 +184,9 @@ const std::vector<AddedColumn> kAddedColumns = {
     {"trial_summary", "disk_bytes", "INTEGER"},
     {"trial_attempts", "run_dir", "TEXT NOT NULL DEFAULT ''"},
     {"sweeps", "search_json", "TEXT NOT NULL DEFAULT ''"},
+    {"trial_summary", "recall_acc", "REAL"},
+    {"trial_summary", "val_bpb_2x", "REAL"},
+    {"trial_summary", "val_bpb_4x", "REAL"},
 };
 
 bool has_column(Db& db, const std::string& table, const std::string& column) {
@@ -288,6 +294,17 @@ void put_provenance(Db& db, int64_t trial_id, const RunSummary& s) {
   st.run();
 }
 
+// The evals beside val_bpb (trainer/trial_evals.h) into their columns; -1 = not run = NULL.
+void put_evals(Db& db, int64_t trial_id, const RunSummary& s) {
+  auto st = db.prepare("UPDATE trial_summary SET recall_acc=?, val_bpb_2x=?, val_bpb_4x=? WHERE trial_id=?");
+  int i = 1;
+  for (double v : {s.recall_acc, s.val_bpb_2x, s.val_bpb_4x}) {
+    if (v >= 0) st.bind(i++, v); else st.bind_null(i++);
+  }
+  st.bind(4, trial_id);
+  st.run();
+}
+
 }  // namespace
 
 void put_summary(Db& db, int64_t trial_id, const RunSummary& s) {
@@ -305,6 +322,7 @@ void put_summary(Db& db, int64_t trial_id, const RunSummary& s) {
   st.bind(15, unix_time_now());
   st.run();
   put_provenance(db, trial_id, s);
+  put_evals(db, trial_id, s);
 }
 
 void add_event(Db& db, const std::string& kind, const std::string& message, int64_t sweep_id,

@@ -64,11 +64,9 @@ SearchSpace build_search_space(const proto::SweepSpec& spec, int n_layer) {
     } else if (p.has_generate()) {
       for (double f : p.generate().attention_fraction()) {
         for (const auto& placement : p.generate().placement()) {
-          const std::string pattern = generate_block_pattern(n_layer, f, placement);
+          const std::string pattern = generate_block_pattern(n_layer, f, placement, layer_ends(p.generate()));
           d.values.push_back(pattern);
-          d.records.push_back({{"block_pattern", pattern},
-                               {"attention_fraction", fmt::format("{}", f)},
-                               {"placement", placement}});
+          d.records.push_back(generator_record(pattern, fmt::format("{}", f), placement, p.generate()));
         }
       }
       attach_layers(&d);

@@ -29,10 +29,8 @@ std::vector<Choice> choices_of(const proto::SweepParameter& p, int n_layer) {
   if (p.has_generate()) {
     for (double f : p.generate().attention_fraction()) {
       for (const auto& placement : p.generate().placement()) {
-        const std::string pattern = generate_block_pattern(n_layer, f, placement);
-        out.push_back({{{"block_pattern", pattern},
-                        {"attention_fraction", format_fraction(f)},
-                        {"placement", placement}},
+        const std::string pattern = generate_block_pattern(n_layer, f, placement, layer_ends(p.generate()));
+        out.push_back({generator_record(pattern, format_fraction(f), placement, p.generate()),
                        {"block_pattern", pattern}});
       }
     }
@@ -65,31 +63,107 @@ std::string describe(const std::vector<std::pair<std::string, std::string>>& par
 }  // namespace
 
 bool is_generator_param(const std::string& name) {
-  return name == "attention_fraction" || name == "placement";
+  return name == "attention_fraction" || name == "placement" || name == "first_layer" ||
+         name == "last_layer";
+}
+
+namespace {
+
+// Sets a attention layers among layers [lo, lo + n) of `pattern` by `placement`.
+void place_attention(std::vector<BlockType>* pattern, int lo, int n, int a, const std::string& placement,
+                     double attention_fraction) {
+  auto set = [&](int i) { (*pattern)[static_cast<size_t>(lo + i)] = BlockType::kTransformer; };
+  if (placement == "early") {
+    for (int i = 0; i < a; ++i) set(i);
+  } else if (placement == "late") {
+    for (int i = n - a; i < n; ++i) set(i);
+  } else if (placement == "even") {
+    // Layer i closes group floor((i+1)*a/n); it is attention when that count steps.
+    for (int i = 0; i < n; ++i) {
+      const int64_t before = static_cast<int64_t>(i) * a / n;
+      const int64_t after = static_cast<int64_t>(i + 1) * a / n;
+      if (after > before) set(i);
+    }
+  } else if (placement == "centered") {
+    if (a == n) {  // all attention: the same pattern for every placement
+      for (int i = 0; i < n; ++i) set(i);
+      return;
+    }
+    if (a > 0 && 2 * a >= n) {
+      throw ConfigError(fmt::format(
+          "generate: placement centered keeps attention off the first and last of the {} layers "
+          "it places, so it takes at most {} attention layers; attention_fraction {} asks for {} "
+          "(use even, or a smaller fraction)", n, (n - 1) / 2, attention_fraction, a));
+    }
+    // Group k of n/a layers gets its attention layer at its centre.
+    for (int k = 0; k < a; ++k) set(static_cast<int>((2 * static_cast<int64_t>(k) + 1) * n / (2 * a)));
+  } else {
+    throw ConfigError(
+        fmt::format("generate: placement = \"{}\": expected even, early, late or centered", placement));
+  }
+}
+
+}  // namespace
+
+LayerEnds layer_ends(const proto::PatternGenerator& g) { return {g.first_layer(), g.last_layer()}; }
+
+std::vector<std::pair<std::string, std::string>> generator_record(const std::string& pattern,
+                                                                  const std::string& fraction,
+                                                                  const std::string& placement,
+                                                                  const proto::PatternGenerator& g) {
+  std::vector<std::pair<std::string, std::string>> out = {
+      {"block_pattern", pattern}, {"attention_fraction", fraction}, {"placement", placement}};
+  if (g.has_first_layer()) out.push_back({"first_layer", g.first_layer()});
+  if (g.has_last_layer()) out.push_back({"last_layer", g.last_layer()});
+  return out;
 }
 
 std::string generate_block_pattern(int n_layer, double attention_fraction,
-                                   const std::string& placement) {
+                                   const std::string& placement, const LayerEnds& ends) {
   if (n_layer < 1) throw ConfigError(fmt::format("generate: n_layer = {}: expected >= 1", n_layer));
   if (attention_fraction < 0 || attention_fraction > 1) {
     throw ConfigError(fmt::format("generate: attention_fraction = {}: expected 0..1", attention_fraction));
   }
+  auto check_end = [](const char* what, const std::string& v) {
+    if (!v.empty() && v != "T" && v != "M") {
+      throw ConfigError(fmt::format("generate: {} = \"{}\": expected T or M", what, v));
+    }
+  };
+  check_end("first_layer", ends.first_layer);
+  check_end("last_layer", ends.last_layer);
   const int n_attn = static_cast<int>(std::lround(attention_fraction * n_layer));
   std::vector<BlockType> pattern(n_layer, BlockType::kMamba);
-  if (placement == "early") {
-    for (int i = 0; i < n_attn; ++i) pattern[i] = BlockType::kTransformer;
-  } else if (placement == "late") {
-    for (int i = n_layer - n_attn; i < n_layer; ++i) pattern[i] = BlockType::kTransformer;
-  } else if (placement == "even") {
-    // Layer i closes group floor((i+1)*n_attn/n_layer); it is attention when that count steps.
-    for (int i = 0; i < n_layer; ++i) {
-      const int64_t before = static_cast<int64_t>(i) * n_attn / n_layer;
-      const int64_t after = static_cast<int64_t>(i + 1) * n_attn / n_layer;
-      if (after > before) pattern[i] = BlockType::kTransformer;
+  // The pinned ends, then the placement over the layers between them.
+  int lo = 0, hi = n_layer, left = n_attn;
+  if (!ends.first_layer.empty()) {
+    if (ends.first_layer == "T") {
+      pattern[0] = BlockType::kTransformer;
+      --left;
     }
-  } else {
-    throw ConfigError(fmt::format("generate: placement = \"{}\": expected even, early or late", placement));
+    lo = 1;
   }
+  if (!ends.last_layer.empty()) {
+    if (n_layer == 1 && !ends.first_layer.empty()) {
+      if (ends.first_layer != ends.last_layer) {
+        throw ConfigError(fmt::format("generate: first_layer {} and last_layer {} name the one layer of "
+                                      "n_layer 1", ends.first_layer, ends.last_layer));
+      }
+    } else {
+      if (ends.last_layer == "T") {
+        pattern[static_cast<size_t>(n_layer - 1)] = BlockType::kTransformer;
+        --left;
+      }
+      hi = n_layer - 1;
+    }
+  }
+  if (left < 0 || left > hi - lo) {
+    throw ConfigError(fmt::format(
+        "generate: attention_fraction {} gives {} attention layers of {}, which first_layer {} and "
+        "last_layer {} leave no room for ({} to place on the {} layers between)",
+        attention_fraction, n_attn, n_layer, ends.first_layer.empty() ? "(free)" : ends.first_layer,
+        ends.last_layer.empty() ? "(free)" : ends.last_layer, left, hi - lo));
+  }
+  place_attention(&pattern, lo, hi - lo, left, placement, attention_fraction);
   return compact_block_pattern(pattern);
 }
 

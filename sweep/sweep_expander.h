@@ -46,15 +46,38 @@ using VocabLookup = std::function<int(const std::string& data_dir)>;
 Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base,
                        const VocabLookup& vocab_of_data = {});
 
-// One pattern of n_layer layers with round(fraction * n_layer) Transformer layers:
-//   early: T...T M...M     late: M...M T...T
-//   even:  the attention layers spread evenly, each closing its group of layers
-//          (n_layer 12, 3 attention: M,M,M,T three times).
-// Returned in compact form ("M*3,T,M*3,T,M*3,T"). Throws ConfigError on a bad placement.
-std::string generate_block_pattern(int n_layer, double attention_fraction,
-                                   const std::string& placement);
+// Constraints on a generated pattern's ends: "T", "M" or "" (free).
+struct LayerEnds {
+  std::string first_layer;
+  std::string last_layer;
+};
 
-// The names of parameters that are not RunConfig keys but describe a generated pattern.
+// One pattern of n_layer layers with round(fraction * n_layer) Transformer layers:
+//   early:    T...T M...M     late: M...M T...T
+//   even:     the attention layers spread evenly, each closing its group of layers
+//             (n_layer 12, 3 attention: M,M,M,T three times)
+//   centered: n_layer cut into as many equal groups as attention layers, each attention layer
+//             at its group's centre, position floor((2k+1) * n / (2a)) for k < a: never the
+//             first or last layer (NVIDIA's Mamba-2-Hybrid spreads attention so), hence at
+//             most (n - 1) / 2 attention layers (12 layers, 1: M*6,T,M*5; 3: M*2,T,M*3,T,M*3,T,M).
+// `ends` pins the first and/or last layer's type; the placement then spreads the remaining
+// attention layers over the layers between (first_layer M, even, 1 of 12: M*10,T,M... with
+// last_layer M; first_layer T and 1 of 12: T,M*11). Returned in compact form
+// ("M*3,T,M*3,T,M*3,T"). Throws ConfigError on a bad placement or end, or when the ends and
+// the attention count cannot both hold, naming the values.
+std::string generate_block_pattern(int n_layer, double attention_fraction,
+                                   const std::string& placement, const LayerEnds& ends = {});
+
+// A generator's end constraints, and what a trial records of a generated pattern:
+// block_pattern, attention_fraction, placement, and first_layer / last_layer when set.
+LayerEnds layer_ends(const proto::PatternGenerator& g);
+std::vector<std::pair<std::string, std::string>> generator_record(const std::string& pattern,
+                                                                  const std::string& fraction,
+                                                                  const std::string& placement,
+                                                                  const proto::PatternGenerator& g);
+
+// The names of parameters that are not RunConfig keys but describe a generated pattern
+// (attention_fraction, placement, first_layer, last_layer).
 bool is_generator_param(const std::string& name);
 
 }  // namespace hylab::coordinator

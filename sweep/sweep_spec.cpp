@@ -12,11 +12,28 @@
 
 #include "common/check.h"
 #include "common/config_keys.h"
+#include "common/metrics.h"
+#include "common/suggest.h"
 
 namespace hylab::coordinator {
 namespace {
 
 namespace fs = std::filesystem;
+
+// A sweep's metric must be one the trainer records (common/metrics.h), or no trial would
+// ever have a value for it.
+void check_metric_name(const std::string& name, const std::string& where) {
+  std::vector<std::string> names;
+  for (const MetricName& m : trainer_metric_names()) {
+    if (name == m.name) return;
+    names.push_back(m.name);
+  }
+  const std::string near = nearest_name(name, names);
+  std::string all;
+  for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
+  throw ConfigError(fmt::format("{} = \"{}\": not a metric the trainer records{}; expected one of {}",
+                                where, name, near.empty() ? "" : " (did you mean " + near + "?)", all));
+}
 
 std::string join(const std::set<std::string>& s) {
   std::string out;
@@ -185,7 +202,7 @@ void parse_parameter(const std::string& name, const YAML::Node& body, const std:
     }
     const std::string gw = where + ".generate";
     const YAML::Node g = require_map(body["generate"], gw);
-    check_keys(g, {"attention_fraction", "placement"}, gw);
+    check_keys(g, {"attention_fraction", "placement", "first_layer", "last_layer"}, gw);
     auto* gen = p->mutable_generate();
     const YAML::Node fr = g["attention_fraction"];
     if (!fr || !fr.IsSequence() || fr.size() == 0) {
@@ -203,15 +220,28 @@ void parse_parameter(const std::string& name, const YAML::Node& body, const std:
       gen->add_placement("even");
     } else {
       if (!pl.IsSequence() || pl.size() == 0) {
-        throw ConfigError(fmt::format("{}.placement: expected a non-empty list of even, early, late", gw));
+        throw ConfigError(fmt::format("{}.placement: expected a non-empty list of even, early, late, centered", gw));
       }
       for (size_t i = 0; i < pl.size(); ++i) {
-        const auto s = scalar_as<std::string>(pl[i], fmt::format("{}.placement[{}]", gw, i), "even, early or late");
-        if (s != "even" && s != "early" && s != "late") {
-          throw ConfigError(fmt::format("{}.placement[{}] = \"{}\": expected even, early or late", gw, i, s));
+        const auto s = scalar_as<std::string>(pl[i], fmt::format("{}.placement[{}]", gw, i),
+                                              "even, early, late or centered");
+        if (s != "even" && s != "early" && s != "late" && s != "centered") {
+          throw ConfigError(
+              fmt::format("{}.placement[{}] = \"{}\": expected even, early, late or centered", gw, i, s));
         }
         gen->add_placement(s);
       }
+    }
+    // first_layer / last_layer: pin an end's type; expansion checks them against each fraction.
+    for (const char* k : {"first_layer", "last_layer"}) {
+      if (!g[k]) continue;
+      const auto v = scalar_as<std::string>(g[k], fmt::format("{}.{}", gw, k), "T or M");
+      BlockType t;
+      if (!parse_block_type(v, &t) || (t != BlockType::kTransformer && t != BlockType::kMamba)) {
+        throw ConfigError(fmt::format("{}.{} = \"{}\": expected T (transformer) or M (mamba)", gw, k, v));
+      }
+      const std::string letter = block_type_letter(t);
+      if (std::string(k) == "first_layer") gen->set_first_layer(letter); else gen->set_last_layer(letter);
     }
   }
   if (body["min"] || body["max"]) {
@@ -351,7 +381,14 @@ SweepSpec parse_sweep_yaml(const std::string& yaml_text, const std::string& wher
     const YAML::Node m = require_map(root["metric"], mw);
     check_keys(m, {"name", "goal"}, mw);
     auto* metric = spec.mutable_metric();
-    if (m["name"]) metric->set_name(scalar_as<std::string>(m["name"], mw + ".name", "a metric name"));
+    if (m["name"]) {
+      metric->set_name(scalar_as<std::string>(m["name"], mw + ".name", "a metric name"));
+      check_metric_name(metric->name(), mw + ".name");
+      // Without a goal, the metric's own direction (recall_acc, tok_per_s, mfu: maximize).
+      for (const MetricName& known : trainer_metric_names()) {
+        if (metric->name() == known.name && known.maximize) metric->set_goal("maximize");
+      }
+    }
     if (m["goal"]) {
       metric->set_goal(scalar_as<std::string>(m["goal"], mw + ".goal", "minimize or maximize"));
       if (metric->goal() != "minimize" && metric->goal() != "maximize") {

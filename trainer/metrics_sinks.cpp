@@ -34,6 +34,9 @@ nlohmann::json summary_object(const RunSummary& s) {
       {"provenance", s.provenance_json.empty() ? nlohmann::json::object()
                                                : nlohmann::json::parse(s.provenance_json)},
       {"disk_bytes", s.disk_bytes},
+      {"recall_acc", number(s.recall_acc)},
+      {"val_bpb_2x", number(s.val_bpb_2x)},
+      {"val_bpb_4x", number(s.val_bpb_4x)},
   };
 }
 

@@ -36,6 +36,7 @@
 #include "trainer/schedule.h"
 #include "trainer/subprocess.h"
 #include "trainer/tokenizer.h"
+#include "trainer/trial_evals.h"
 #if HYLAB_HAS_STORE
 #include "store/local_run.h"
 #endif
@@ -334,6 +335,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     summary.flops_per_token = flops_per_tok;
     summary.cache_bytes = cache_bytes_per_sequence(gcfg, cfg.sequence_len(), autocast ? 2 : 4);
     double val_bpb = -1, rate_sum = 0, first_rate = 0;
+    TrialEvals evals;
     int64_t rate_steps = 0;
     const auto run_start = Clock::now();
     const int64_t num_iterations = horizon.num_iterations;
@@ -353,6 +355,14 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
           say(fmt::format("step {:05d} | val bpb {:.4f} | val loss {:.4f} | {} tokens | {:.1f} s",
                           step, ev.bpb, ev.loss, ev.tokens,
                           std::chrono::duration<double>(Clock::now() - t0).count()));
+          // The evals beside val_bpb: at the final eval, or at every eval when asked.
+          if (last_step || cfg.evals_every_eval()) {
+            evals = run_trial_evals(*model, cfg, *tokenizer, token_bytes, eval_B, device, autocast,
+                                    [&](const std::string& line) {
+                                      say(fmt::format("step {:05d} | {}", step, line));
+                                    });
+            if (!evals.records().empty()) rec.write(step, evals.records());
+          }
         }
         dist->barrier();
       }
@@ -472,6 +482,9 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       summary.total_time_s = std::chrono::duration<double>(Clock::now() - run_start).count();
       summary.final_val_bpb = val_bpb;
       summary.final_train_loss = train_loss;
+      summary.recall_acc = evals.recall_acc;
+      summary.val_bpb_2x = evals.val_bpb_2x;
+      summary.val_bpb_4x = evals.val_bpb_4x;
       summary.tok_per_s = rate_steps > 0 ? rate_sum / rate_steps : first_rate;  // 1 step: its own
       summary.mfu = mfu(flops_per_tok, summary.tok_per_s, peak, denv.world);
       if (cfg.probe_steps() > 0) {

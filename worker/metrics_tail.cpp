@@ -82,6 +82,9 @@ std::optional<Record> parse_record(const std::string& line, std::string* error) 
     s.set_cache_bytes(integer(j, "cache_bytes"));
     if (j.contains("provenance") && j["provenance"].is_object()) s.set_provenance_json(j["provenance"].dump());
     s.set_disk_bytes(integer(j, "disk_bytes"));
+    s.set_recall_acc(num(j, "recall_acc", -1));
+    s.set_val_bpb_2x(num(j, "val_bpb_2x", -1));
+    s.set_val_bpb_4x(num(j, "val_bpb_4x", -1));
     return r;
   }
   *error = "unknown record type \"" + type + "\"";

@@ -321,7 +321,8 @@ async function trialPage(main, id) {
     el('h2', {}, 'Provenance'), el('div', { id: 'provenance-box' }),
     el('h2', {}, 'Config'), el('div', { id: 'config-box' }),
     el('h2', {}, 'Attempts'), el('div', { id: 'attempts-box' })]);
-  const figures = { val_bpb: s.final_val_bpb, train_loss: s.final_train_loss, params: s.params_total, steps: s.steps,
+  const figures = { val_bpb: s.final_val_bpb, val_bpb_2x: s.val_bpb_2x, val_bpb_4x: s.val_bpb_4x,
+    recall_acc: s.recall_acc, train_loss: s.final_train_loss, params: s.params_total, steps: s.steps,
     'tok/s': s.tok_per_s, mfu: s.mfu, 'peak mem GiB': s.peak_mem_gib, 'decode tok/s b1': s.decode_tok_per_s_b1,
     'decode tok/s b32': s.decode_tok_per_s_b32, 'cache bytes': s.cache_bytes, 'time s': s.total_time_s,
     'disk bytes': s.disk_bytes };

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <set>
@@ -209,6 +210,47 @@ TEST_F(CliTest, SweepCanSetEveryKeyATrialUses) {
   const Result t = hylab("sweep submit --dry_run '" + (dir_ / "typo.yaml").string() + "'");
   EXPECT_NE(t.status, 0);
   EXPECT_NE(t.err.find("did you mean \"probe_steps\"?"), std::string::npos) << t.err;
+}
+
+// Every sweep file we ship (the studies and the published-hybrid presets) loads and
+// `hylab sweep submit --dry_run`s cleanly from a checkout: configs/ and sweeps/ as shipped, a
+// prepared-data stand-in (meta.json with the default corpus's vocabulary) at data/default.
+TEST_F(CliTest, EveryShippedSweepDryRuns) {
+  const char* src = std::getenv("HYLAB_SOURCE_DIR");
+  const fs::path root = src ? src : fs::current_path();
+  ASSERT_TRUE(fs::exists(root / "sweeps")) << root;
+  fs::create_directory_symlink(root / "sweeps", dir_ / "sweeps");
+  fs::create_directory_symlink(root / "configs", dir_ / "configs");
+  fs::create_directories(dir_ / "data" / "default");
+  std::ofstream(dir_ / "data" / "default" / "meta.json") << R"({"vocab_size": 8192})";
+  int files = 0;
+  std::map<std::string, std::set<std::string>> patterns;  // file -> its trials' block_pattern
+  for (const auto& e : fs::directory_iterator(root / "sweeps")) {
+    if (e.path().extension() != ".yaml") continue;
+    ++files;
+    const std::string rel = "sweeps/" + e.path().filename().string();
+    const Result r = hylab("sweep submit --dry_run --format json '" + rel + "'", "cd '" + dir_.string() + "' &&");
+    ASSERT_EQ(r.status, 0) << rel << ": " << r.err;
+    const json trials = json::parse(r.out, nullptr, false);
+    ASSERT_TRUE(trials.is_array()) << rel << ": " << r.out;
+    EXPECT_GE(trials.size(), 1u) << rel;
+    for (const auto& t : trials) {
+      EXPECT_EQ(t["config"]["vocab_size"], 8192) << rel;
+      if (t["params"].contains("block_pattern")) {
+        patterns[e.path().filename().string()].insert(t["params"]["block_pattern"].get<std::string>());
+      }
+    }
+  }
+  EXPECT_GE(files, 12);
+  // The presets' layouts, as their comments describe them.
+  auto patterns_of = [&](const std::string& file) { return patterns[file]; };
+  using Set = std::set<std::string>;
+  EXPECT_EQ(patterns_of("hybrid_nemotron_h_d12.yaml"), (Set{"M*3,T,M*5,T,M*2"}));
+  EXPECT_EQ(patterns_of("hybrid_nemotron_h_d20.yaml"), (Set{"M*3,T,M*6,T,M*5,T,M*3"}));
+  EXPECT_EQ(patterns_of("hybrid_jamba_d12.yaml"), (Set{"M*4,T,M*7"}));
+  EXPECT_EQ(patterns_of("hybrid_samba_d12.yaml"), (Set{"T,M*11", "M*5,T,M*6", "M*11,T"}));
+  EXPECT_EQ(patterns_of("hybrid_qwen3_next_d12.yaml"), (Set{"M*3,T,M*3,T,M*3,T"}));
+  EXPECT_EQ(patterns_of("hybrid_qwen3_next_d20.yaml"), (Set{"M*3,T,M*3,T,M*3,T,M*3,T,M*3,T"}));
 }
 
 TEST_F(CliTest, ResultsRefusesMissingIdsAndHonoursFormatForCurves) {

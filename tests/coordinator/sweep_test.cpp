@@ -325,6 +325,96 @@ parameters:
   EXPECT_EQ(param(e.trials[1], "block_pattern"), "M*3,T");
 }
 
+// placement centered: attention at the centre of n_layer / a equal groups, never first or
+// last (d12 with 1..5 attention layers; 6 would need layer 11).
+TEST(SweepExpander, CenteredPlacementKeepsAttentionOffTheEnds) {
+  auto centered = [](int n_attn) { return generate_block_pattern(12, n_attn / 12.0, "centered"); };
+  EXPECT_EQ(centered(1), "M*6,T,M*5");                  // layer 6
+  EXPECT_EQ(centered(2), "M*3,T,M*5,T,M*2");            // layers 3, 9
+  EXPECT_EQ(centered(3), "M*2,T,M*3,T,M*3,T,M");        // layers 2, 6, 10
+  EXPECT_EQ(centered(4), "M,T,M*2,T,M*2,T,M*2,T,M");    // layers 1, 4, 7, 10
+  EXPECT_EQ(centered(5), "M,T,M,T,M*2,T,M,T,M,T,M");    // layers 1, 3, 6, 8, 10
+  EXPECT_EQ(centered(0), "M*12");
+  EXPECT_EQ(centered(12), "T*12");  // all attention: the same pattern at every placement
+  EXPECT_EQ(generate_block_pattern(20, 0.1, "centered"), "M*5,T,M*9,T,M*4");  // d20, 2 layers: 5, 15
+  const std::string err = error_of([&] { centered(6); });
+  EXPECT_NE(err.find("placement centered"), std::string::npos) << err;
+  EXPECT_NE(err.find("at most 5 attention layers"), std::string::npos) << err;
+  EXPECT_NE(err.find("asks for 6"), std::string::npos) << err;
+}
+
+// first_layer / last_layer pin an end; the placement spreads the rest over the layers between.
+TEST(SweepExpander, FirstAndLastLayerConstraints) {
+  const double one = 1 / 12.0, three = 3 / 12.0;
+  EXPECT_EQ(generate_block_pattern(12, one, "even"), "M*11,T");  // the unconstrained even layout
+  EXPECT_EQ(generate_block_pattern(12, one, "even", {"", "M"}), "M*10,T,M");
+  EXPECT_EQ(generate_block_pattern(12, one, "even", {"T", ""}), "T,M*11");  // Samba-like, at 0
+  EXPECT_EQ(generate_block_pattern(12, three, "early", {"M", ""}), "M,T*3,M*8");
+  EXPECT_EQ(generate_block_pattern(12, three, "even", {"M", "T"}), "M*5,T,M*4,T*2");  // layers 5, 10 and 11
+  EXPECT_EQ(generate_block_pattern(12, three, "centered", {"M", "M"}), "M*2,T,M*3,T,M*2,T,M*2");  // 2, 6, 9
+  EXPECT_EQ(generate_block_pattern(12, three, "centered", {"", "T"}), "M*2,T,M*5,T,M*2,T");  // 2, 8 and 11
+  EXPECT_EQ(generate_block_pattern(1, 1.0, "even", {"T", "T"}), "T");
+  // Constraints that the attention count cannot meet name both.
+  std::string err = error_of([&] { generate_block_pattern(12, 0.0, "even", {"T", ""}); });
+  EXPECT_NE(err.find("first_layer T"), std::string::npos) << err;
+  EXPECT_NE(err.find("attention_fraction 0 gives 0 attention layers of 12"), std::string::npos) << err;
+  err = error_of([&] { generate_block_pattern(12, 1.0, "even", {"", "M"}); });
+  EXPECT_NE(err.find("last_layer M"), std::string::npos) << err;
+  EXPECT_NE(error_of([&] { generate_block_pattern(12, 0.25, "even", {"X", ""}); }).find("expected T or M"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { generate_block_pattern(1, 1.0, "even", {"T", "M"}); }).find("the one layer"),
+            std::string::npos);
+  // In a sweep: parsed, recorded per trial, validated with the field's name.
+  const auto spec = parse_sweep_yaml(R"(
+name: ends
+base: b.yaml
+parameters:
+  block_pattern:
+    generate: {attention_fraction: [0.25, 0.375], placement: [centered, even], first_layer: mamba}
+)", "ends");
+  EXPECT_EQ(spec.parameters(0).generate().first_layer(), "M");
+  EXPECT_FALSE(spec.parameters(0).generate().has_last_layer());
+  RunConfig d8 = base_d4();
+  d8.set_depth(8);
+  const Expansion e = expand_sweep(spec, d8);
+  ASSERT_EQ(e.trials.size(), 4u);
+  EXPECT_EQ(param(e.trials[0], "block_pattern"), "M*2,T,M*3,T,M");  // 2 of 8 centered over layers 1..7
+  EXPECT_EQ(param(e.trials[1], "block_pattern"), "M*4,T,M*2,T");    // even over layers 1..7
+  EXPECT_EQ(param(e.trials[2], "block_pattern"), "M*2,T,M,T,M,T,M");
+  EXPECT_EQ(param(e.trials[0], "first_layer"), "M");
+  EXPECT_EQ(param(e.trials[0], "last_layer"), "<none>");
+  EXPECT_EQ(param(e.trials[0], "placement"), "centered");
+  auto err_of_yaml = [](const std::string& gen) {
+    return error_of([&] {
+      parse_sweep_yaml("name: x\nbase: b\nparameters: {block_pattern: {generate: " + gen + "}}\n", "s.yaml");
+    });
+  };
+  EXPECT_NE(err_of_yaml("{attention_fraction: [0.5], first_layer: Q}").find("first_layer = \"Q\": expected T"),
+            std::string::npos);
+  EXPECT_NE(err_of_yaml("{attention_fraction: [0.5], placement: [middle]}").find("even, early, late or centered"),
+            std::string::npos);
+  // Too many attention layers for centered: the sweep fails at expansion, naming the values.
+  const auto bad = parse_sweep_yaml(
+      "name: x\nbase: b\nparameters: {block_pattern: {generate: {attention_fraction: [0.75], placement: [centered]}}}\n",
+      "x");
+  EXPECT_NE(error_of([&] { expand_sweep(bad, d8); }).find("at most 3 attention layers"), std::string::npos);
+}
+
+// A sweep's metric is one the trainer records; the goal defaults to the metric's direction.
+TEST(SweepSpec, MetricNamesAreCheckedAndTheirGoalDefaults) {
+  auto spec = parse_sweep_yaml("name: x\nbase: b\nmetric: {name: recall_acc}\n", "s.yaml");
+  EXPECT_EQ(spec.metric().name(), "recall_acc");
+  EXPECT_EQ(spec.metric().goal(), "maximize");
+  spec = parse_sweep_yaml("name: x\nbase: b\nmetric: {name: val_bpb_2x}\n", "s.yaml");
+  EXPECT_EQ(spec.metric().goal(), "minimize");
+  spec = parse_sweep_yaml("name: x\nbase: b\nmetric: {name: recall_acc, goal: minimize}\n", "s.yaml");
+  EXPECT_EQ(spec.metric().goal(), "minimize");  // an explicit goal wins
+  const std::string err =
+      error_of([] { parse_sweep_yaml("name: x\nbase: b\nmetric: {name: recal_acc}\n", "s.yaml"); });
+  EXPECT_NE(err.find("metric.name = \"recal_acc\""), std::string::npos) << err;
+  EXPECT_NE(err.find("did you mean recall_acc?"), std::string::npos) << err;
+}
+
 TEST(SweepExpander, RandomIsSeededAndDrawsFromRanges) {
   const std::string yaml = R"(
 name: r
@@ -387,7 +477,7 @@ TEST(SweepExpander, ShippedSweepsExpand) {
       const auto spec = load_sweep_file(e.path().string());
       const RunConfig base = load_config_file(find_base_config(spec, e.path().string()));
       const Expansion x = expand_sweep(spec, base, [](const std::string&) { return 320; });
-      EXPECT_GE(x.trials.size(), 4u) << e.path();
+      EXPECT_GE(x.trials.size(), 1u) << e.path();
       for (const auto& t : x.trials) EXPECT_EQ(t.resolved.vocab_size(), 320);
       ++n;
     } catch (const std::exception& ex) {
@@ -395,7 +485,7 @@ TEST(SweepExpander, ShippedSweepsExpand) {
     }
   }
   fs::current_path(cwd);
-  EXPECT_EQ(n, 4);
+  EXPECT_GE(n, 8);  // the four studies + the published-hybrid presets
 }
 
 TEST(SweepExpander, VocabularyComesFromTheDataUnlessSet) {

@@ -607,6 +607,51 @@ TEST_F(DaemonsE2E, LocalRunsASweepAndPrintsTheTable) {
   EXPECT_TRUE(trainers_in(work_).empty());
 }
 
+// Issue 18: every trial of a sweep over T and M patterns records the evals beside val_bpb
+// (trainer/trial_evals.h) through worker -> coordinator -> SQLite: recall_acc in [0, 1] and
+// val_bpb at 2x and 4x max_seq_len (the rotary tables extend), as metrics and as summary
+// columns of `hylab results`, and recall_acc works as the sweep's metric (goal maximize).
+// TODO(lead, after merging m2): add M2 patterns.
+TEST_F(DaemonsE2E, LocalSweepRecordsRecallAndLengthEvalsForEveryTrial) {
+  const std::string sweep = sweep_file({"T*2", "M*2", "T,M"}, 6);
+  std::ofstream(sweep, std::ios::app) << "metric: {name: recall_acc}\n";
+  std::ofstream(dir_ / "base.yaml", std::ios::app) << "recall_probes: 8\nrecall_key_len: 1\nrecall_value_len: 1\n";
+  auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
+                            "--heartbeat_ms", std::to_string(kHeartbeatMs), "--gpus", "none"});
+  ASSERT_EQ(status, 0) << out;
+  EXPECT_NE(out.find(" recall_acc "), std::string::npos) << out;  // the per-trial line names the metric
+  EXPECT_EQ(query("SELECT metric_goal FROM sweeps"), "maximize");
+  auto [s2, text] = run({hylab_bin(), "results", "--db", db_, "--format", "json"});
+  ASSERT_EQ(s2, 0) << text;
+  const json rows = json::parse(text);
+  ASSERT_EQ(rows.size(), 3u) << text;
+  for (const auto& r : rows) {
+    EXPECT_EQ(r["state"], "succeeded") << r.dump();
+    ASSERT_TRUE(r["recall_acc"].is_number()) << r.dump();
+    EXPECT_GE(r["recall_acc"].get<double>(), 0.0);
+    EXPECT_LE(r["recall_acc"].get<double>(), 1.0);
+    for (const char* k : {"val_bpb", "val_bpb_2x", "val_bpb_4x"}) {
+      ASSERT_TRUE(r[k].is_number()) << k << ": " << r.dump();
+      EXPECT_GT(r[k].get<double>(), 0.0) << k;
+      EXPECT_LT(r[k].get<double>(), 20.0) << k;
+    }
+    // Decode speed and cache bytes, the other per-trial figures beside val_bpb.
+    EXPECT_TRUE(r["decode_tok_per_s_b1"].is_number()) << r.dump();
+    EXPECT_TRUE(r["cache_bytes"].is_number()) << r.dump();
+    const std::string id = std::to_string(r["trial_id"].get<int64_t>());
+    // As metrics at the final eval step too (what a sweep's metric reads).
+    for (const char* k : {"recall_acc", "val_bpb_2x", "val_bpb_4x"}) {
+      EXPECT_EQ(query("SELECT COUNT(*) FROM metrics WHERE name='" + std::string(k) + "' AND step=6 AND trial_id=" + id),
+                "1") << k;
+    }
+  }
+  // The sweep's metric for each trial is its recall_acc.
+  auto [s3, groups] = run({hylab_bin(), "results", "--db", db_, "--group_by", "block_pattern", "--metric",
+                           "recall_acc", "--format", "json"});
+  ASSERT_EQ(s3, 0) << groups;
+  EXPECT_EQ(json::parse(groups)["goal"], "maximize") << groups;
+}
+
 // Issue 19/14: a sweep with seeds runs every pattern once per seed, and `hylab local` closes
 // with one row per pattern (mean ± std, n, the Welch mark); `hylab results --group_by` agrees.
 TEST_F(DaemonsE2E, LocalWithSeedsPrintsMeanAndStdPerPattern) {

@@ -86,10 +86,30 @@ TEST(Decode, CacheLimitsAreChecked) {
   model->forward_step(torch::zeros({1, 3}, torch::kLong), cache);
   EXPECT_THROW(model->forward_step(torch::zeros({1, 2}, torch::kLong), cache), Error);
   EXPECT_THROW(model->forward_step(torch::zeros({2, 1}, torch::kLong), cache), Error);  // batch
-  EXPECT_THROW(model->make_cache(1, model->max_positions() + 1), Error);
+  EXPECT_THROW(model->make_cache(0, 4), Error);
   cache.reset();
   EXPECT_EQ(cache.pos, 0);
   EXPECT_EQ(cache.layers[1].ssm_state.abs().max().item<float>(), 0.0f);
+}
+
+// The rotary tables (10 * sequence_len = 320 positions here) grow for longer contexts, as the
+// 4x length eval and long prompts need: the first positions' logits do not change, and
+// decoding past the old end equals the full forward pass.
+TEST(Decode, RotaryTablesExtendPastTenTimesSequenceLen) {
+  GPT model = perturbed_model(tiny_config("TM"), 11);
+  const int64_t old_len = model->max_positions();
+  ASSERT_EQ(old_len, 320);
+  auto idx = torch::randint(100, {1, old_len + 40}, torch::kLong);
+  torch::NoGradGuard no_grad;
+  const torch::Tensor short_logits = model->forward(idx.narrow(1, 0, 64));  // (1, 64, V)
+  const torch::Tensor long_logits = model->forward(idx);                  // (1, 360, V)
+  EXPECT_GE(model->max_positions(), old_len + 40);
+  expect_close(long_logits.narrow(1, 0, 64), short_logits, "first 64 positions after extending");
+  GPT fresh = perturbed_model(tiny_config("TM"), 11);  // tables extended by make_cache
+  auto cache = fresh->make_cache(1, old_len + 40);
+  torch::Tensor parts = fresh->forward_step(idx.narrow(1, 0, old_len + 30), cache);
+  torch::Tensor rest = fresh->forward_step(idx.narrow(1, old_len + 30, 10), cache);
+  expect_close(torch::cat({parts, rest}, 1), long_logits, "incremental past the old table end");
 }
 
 TEST(Generate, GreedyEqualsArgmaxOfFullForward) {

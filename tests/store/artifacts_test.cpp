@@ -142,6 +142,9 @@ TEST_F(ArtifactsTest, ADatabaseWithoutTheNewColumnsGetsThemWhenOpened) {
     }
     store->db().exec("ALTER TABLE trial_summary DROP COLUMN disk_bytes");
     store->db().exec("ALTER TABLE trial_attempts DROP COLUMN run_dir");
+    for (const char* c : {"recall_acc", "val_bpb_2x", "val_bpb_4x"}) {
+      store->db().exec(std::string("ALTER TABLE trial_summary DROP COLUMN ") + c);
+    }
   }
   auto store = Store::open(db_path_);  // ensure_schema adds them back
   const auto ids = make_sweep(*store);
@@ -151,6 +154,7 @@ TEST_F(ArtifactsTest, ADatabaseWithoutTheNewColumnsGetsThemWhenOpened) {
   EXPECT_EQ(t.rows[0][t.column("hylab_commit")], "abc123def456");
   EXPECT_EQ(t.rows[0][t.column("run_dir")], "/work/sweep-1/trial-1");
   EXPECT_EQ(t.rows[0][t.column("disk_bytes")], 123456789);
+  EXPECT_TRUE(t.rows[0][t.column("recall_acc")].is_null());  // the evals' columns are back, empty
   (void)ids;
 }
 

@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "common/check.h"
+#include "store/compare.h"
 #include "store/curve_compare.h"
 #include "store/results.h"
 #include "store/store.h"
@@ -57,6 +58,9 @@ class StoreTest : public ::testing::Test {
     sum.final_val_bpb = 2.25;
     sum.tok_per_s = 1500;
     sum.steps = 2;
+    sum.recall_acc = 0.25;
+    sum.val_bpb_2x = 2.125;
+    sum.val_bpb_4x = 2.5;
     put_summary(store_->db(), trials[0].trial_id, sum);
     store_->finish_attempt(trials[0].trial_id, 1, "succeeded", "", 0, "");
     store_->set_trial_state(trials[0].trial_id, "succeeded", 0, "");
@@ -90,6 +94,47 @@ TEST_F(StoreTest, CreateSweepNamesRunDirsAndLoadsBack) {
   EXPECT_EQ(j["trials"].size(), 3u);
   EXPECT_EQ(j["counts"]["pending"], 1);
   EXPECT_EQ(j["trials"][0]["params"]["mamba_d_state"], 16);
+}
+
+// The evals beside val_bpb (trainer/trial_evals.h): summary columns next to val_bpb, the
+// newest metric for a trial without a summary, NULL where not run; group means; maximize
+// is recall_acc's default goal.
+TEST_F(StoreTest, ResultsShowTheEvalsBesideValBpb) {
+  const int64_t sweep_id = make_sweep();
+  // The stopped trial (no summary) ran the evals at an eval step (evals_every_eval).
+  put_metrics(store_->db(), store_->trials_of(sweep_id)[1].trial_id, 1, {{2, "recall_acc", 0.5, 3}});
+  ResultsQuery q;
+  q.sweep_id = sweep_id;
+  const Table t = results(store_->db(), q);
+  ASSERT_EQ(t.rows.size(), 3u);
+  const int bpb = t.column("val_bpb"), x2 = t.column("val_bpb_2x"), x4 = t.column("val_bpb_4x"),
+            recall = t.column("recall_acc");
+  ASSERT_GE(x2, 0);
+  EXPECT_EQ(x2, bpb + 1);
+  EXPECT_EQ(x4, bpb + 2);
+  EXPECT_EQ(recall, bpb + 3);
+  EXPECT_DOUBLE_EQ(t.rows[0][x2].get<double>(), 2.125);
+  EXPECT_DOUBLE_EQ(t.rows[0][x4].get<double>(), 2.5);
+  EXPECT_DOUBLE_EQ(t.rows[0][recall].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(t.rows[1][recall].get<double>(), 0.5);  // stopped: the newest metric
+  EXPECT_TRUE(t.rows[1][x2].is_null());
+  EXPECT_TRUE(t.rows[2][recall].is_null());  // pending
+  // A summary without evals (-1) stores NULL, not -1.
+  RunSummary none;
+  none.final_val_bpb = 3.0;
+  put_summary(store_->db(), t.rows[2][t.column("trial_id")].get<int64_t>(), none);
+  const Table again = results(store_->db(), q);
+  EXPECT_TRUE(again.rows[2][recall].is_null());
+  EXPECT_TRUE(again.rows[2][x4].is_null());
+  // In CSV and JSON by name; grouped, a mean per group; recall_acc ranks by maximize.
+  EXPECT_NE(render(t, Format::kCsv).find("val_bpb,val_bpb_2x,val_bpb_4x,recall_acc"), std::string::npos);
+  EXPECT_NE(render(t, Format::kJson).find("\"recall_acc\": 0.25"), std::string::npos);
+  EXPECT_EQ(default_goal("recall_acc"), Goal::kMaximize);
+  EXPECT_EQ(default_goal("val_bpb_2x"), Goal::kMinimize);
+  q.group_by = "block_pattern";
+  const Table g = results(store_->db(), q);
+  ASSERT_GE(g.column("recall_acc"), 0);
+  ASSERT_GE(g.column("val_bpb_2x"), 0);
 }
 
 TEST_F(StoreTest, ResultsOneRowPerTrialWithFallbacksForStoppedTrials) {
