@@ -1,4 +1,4 @@
-// A Transformer or Mamba block (see block.h).
+// A block: pre-norm mixer and optional MLP, both residual (see block.h).
 #include "model/block.h"
 
 #include "common/check.h"
@@ -7,30 +7,16 @@
 namespace hylab {
 
 BlockImpl::BlockImpl(const GPTConfig& cfg, BlockType type, int layer_idx)
-    : type_(type),
-      layer_idx_(layer_idx),
-      n_kv_head_(cfg.n_kv_head),
-      head_dim_(cfg.head_dim()),
-      d_inner_(cfg.d_inner()),
-      d_conv_(cfg.mamba_d_conv),
-      d_state_(cfg.mamba_d_state) {
-  if (type == BlockType::kTransformer) {
-    attn = register_module("attn", CausalSelfAttention(cfg));
-    mlp = register_module("mlp", MLP(cfg));
-  } else {
-    mamba = register_module("mamba", MambaMixer(cfg));
-    if (cfg.mamba_use_mlp) mlp = register_module("mlp", MLP(cfg));
-  }
+    : type_(type), layer_idx_(layer_idx) {
+  const MixerType& row = mixer_type(type);
+  mixer_ = row.build(cfg);
+  register_module(row.module_name, mixer_->module());
+  if (row.has_mlp(cfg)) mlp = register_module("mlp", MLP(cfg));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor& cos,
                                  const torch::Tensor& sin) {
-  torch::Tensor x = x_in;
-  if (attn) {
-    x = x + attn(compat::rms_norm(x), cos, sin);
-  } else {
-    x = x + mamba(compat::rms_norm(x));
-  }
+  torch::Tensor x = x_in + mixer_->forward(compat::rms_norm(x_in), cos, sin);
   if (mlp) x = x + mlp(compat::rms_norm(x));
   return x;
 }
@@ -38,14 +24,7 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor&
 torch::Tensor BlockImpl::forward_step(const torch::Tensor& x_in, const torch::Tensor& cos,
                                       const torch::Tensor& sin, LayerCache& cache, int64_t pos) {
   torch::NoGradGuard no_grad;
-  torch::Tensor x = x_in;
-  if (attn) {
-    HYLAB_CHECK(cache.k.defined(), "layer {}: the cache has no KV tensors (not a Transformer layer?)",
-                layer_idx_);
-    x = x + attn->forward(compat::rms_norm(x), cos, sin, &cache, pos);
-  } else {
-    x = x + mamba->forward_step(compat::rms_norm(x), cache, pos);
-  }
+  torch::Tensor x = x_in + mixer_->forward_step(compat::rms_norm(x_in), cos, sin, cache, pos);
   if (mlp) x = x + mlp(compat::rms_norm(x));
   return x;
 }
@@ -54,38 +33,22 @@ torch::Tensor BlockImpl::decode_step(const torch::Tensor& x_in, const torch::Ten
                                      const torch::Tensor& sin, LayerCache& cache,
                                      const torch::Tensor& pos, bool use_kernels) {
   torch::NoGradGuard no_grad;
-  torch::Tensor x = x_in;
-  if (attn) {
-    HYLAB_CHECK(cache.k.defined(), "layer {}: the cache has no KV tensors (not a Transformer layer?)",
-                layer_idx_);
-    x = x + attn->decode(compat::rms_norm(x), cos, sin, cache, pos, use_kernels);
-  } else {
-    // One token: the decode-step ops, which need no position (pos 1 only skips the prefill).
-    x = x + mamba->forward_step(compat::rms_norm(x), cache, /*pos=*/1);
-  }
+  torch::Tensor x =
+      x_in + mixer_->decode_step(compat::rms_norm(x_in), cos, sin, cache, pos, use_kernels);
   if (mlp) x = x + mlp->decode(compat::rms_norm(x), use_kernels);
   return x;
 }
 
 LayerCache BlockImpl::make_cache(int64_t batch, int64_t max_len, torch::Device device,
                                  torch::Dtype dtype) const {
-  LayerCache c;
-  auto opts = torch::TensorOptions().device(device).dtype(dtype);
-  if (type_ == BlockType::kTransformer) {
-    c.k = torch::zeros({batch, n_kv_head_, max_len, head_dim_}, opts);  // (B, Hkv, max_len, Dh)
-    c.v = torch::zeros({batch, n_kv_head_, max_len, head_dim_}, opts);
-  } else {
-    c.conv_state = torch::zeros({batch, d_inner_, d_conv_}, opts);                   // (B, E, K)
-    c.ssm_state = torch::zeros({batch, d_inner_, d_state_}, opts.dtype(torch::kFloat));  // (B, E, N)
-  }
-  return c;
+  return mixer_->make_cache(batch, max_len, device, dtype);
 }
 
 Block create_block(const std::string& type, const GPTConfig& cfg, int layer_idx) {
   BlockType t;
   if (!parse_block_type(type, &t)) {
-    throw ConfigError(fmt::format("block type \"{}\" (layer {}): expected T/transformer or M/mamba",
-                                  type, layer_idx));
+    throw ConfigError(fmt::format("block type \"{}\" (layer {}): expected {}", type, layer_idx,
+                                  block_type_choices()));
   }
   return Block(cfg, t, layer_idx);
 }

@@ -59,9 +59,7 @@ void Decoder::load_weights() {
   copy_group(src.lm_head, dst_head, true);
   copy_group(src.embedding, dst_emb, false);
   copy_group(src.scalar, dst_scalar, false);
-  for (int i = 0; i < copy_->config().n_layer; ++i) {
-    if (auto b = copy_->block(i); b->attn) b->attn->fuse_qkv();  // one GEMM for q, k, v
-  }
+  for (int i = 0; i < copy_->config().n_layer; ++i) copy_->block(i)->mixer().prepare_decode();
 }
 
 void Decoder::reset(int64_t batch, int64_t max_len) {
