@@ -72,21 +72,25 @@ nlohmann::json info_json(const RunConfig& r, const std::string& vocab_source) {
   j["block_pattern"] = compact_block_pattern(g.block_pattern);
   j["n_transformer_layers"] = g.count(BlockType::kTransformer);
   j["n_mamba_layers"] = g.count(BlockType::kMamba);
+  j["n_mamba2_layers"] = g.count(BlockType::kMamba2);
   j["padded_vocab_size"] = g.padded_vocab_size();
   j["vocab_source"] = vocab_source;
   j["params"] = {{"embedding", p.embedding}, {"lm_head", p.lm_head}, {"attention", p.attention},
-                 {"mlp", p.mlp}, {"mamba", p.mamba}, {"total", p.total}};
+                 {"mlp", p.mlp}, {"mamba", p.mamba}, {"mamba2", p.mamba2}, {"total", p.total}};
   j["params_total"] = p.total;
   j["flops_per_token"] = f.total;
   j["flops"] = {{"sequence_len", g.sequence_len}, {"matmul", f.matmul},
-                {"attention", f.attention}, {"mamba_scan", f.mamba_scan}, {"total", f.total}};
+                {"attention", f.attention}, {"mamba_scan", f.mamba_scan},
+                {"mamba2_ssd", f.mamba2_ssd}, {"total", f.total}};
   j["cache_bytes"] = c.total;
   j["cache"] = {{"sequence_len", g.sequence_len},
                 {"activation_bytes", act},
                 {"attention_per_layer", c.attention_per_layer},
                 {"mamba_per_layer", c.mamba_per_layer},
+                {"mamba2_per_layer", c.mamba2_per_layer},
                 {"attention", c.attention},
                 {"mamba", c.mamba},
+                {"mamba2", c.mamba2},
                 {"total", c.total}};
   return j;
 }
@@ -97,9 +101,11 @@ void print_table(const RunConfig& r, const std::string& vocab_source) {
   const FlopsPerToken f = flops_breakdown(g, g.sequence_len);
   const int64_t act = activation_bytes_of(r);
   const CacheBytes c = cache_bytes(g, g.sequence_len, act);
-  const int L_T = g.count(BlockType::kTransformer), L_M = g.count(BlockType::kMamba);
+  const int L_T = g.count(BlockType::kTransformer), L_M = g.count(BlockType::kMamba),
+            L_M2 = g.count(BlockType::kMamba2);
   std::printf("model\n");
-  std::printf("  %-16s %s (%d T, %d M)\n", "block_pattern", compact_block_pattern(g.block_pattern).c_str(), L_T, L_M);
+  std::printf("  %-16s %s (%d T, %d M, %d M2)\n", "block_pattern",
+              compact_block_pattern(g.block_pattern).c_str(), L_T, L_M, L_M2);
   std::printf("  %-16s %d\n", "n_layer", g.n_layer);
   std::printf("  %-16s %d\n", "n_embd", g.n_embd);
   std::printf("  %-16s %d (kv %d, head_dim %d)\n", "n_head", g.n_head, g.n_kv_head, g.head_dim());
@@ -111,25 +117,36 @@ void print_table(const RunConfig& r, const std::string& vocab_source) {
                 g.d_inner(), g.mamba_d_state, g.mamba_d_conv, g.mamba_dt_rank,
                 g.mamba_use_mlp ? "yes" : "no");
   }
+  if (L_M2 > 0) {
+    std::printf("  %-16s d_inner %d, heads %d x headdim %d, groups %d, d_state %d, d_conv %d, "
+                "chunk %d, mlp %s\n",
+                "mamba2", g.mamba2_d_inner(), g.mamba2_nheads(), g.mamba2_headdim,
+                g.mamba2_ngroups, g.mamba2_d_state, g.mamba2_d_conv, g.mamba2_chunk_size,
+                g.mamba2_use_mlp ? "yes" : "no");
+  }
+  if (L_T > 0 && !g.rope) std::printf("  %-16s off (no positional encoding)\n", "rope");
   std::printf("parameters\n");
   for (auto [name, n] : {std::pair<const char*, int64_t>{"embedding", p.embedding},
                          {"lm_head", p.lm_head},
                          {"attention", p.attention},
                          {"mlp", p.mlp},
                          {"mamba", p.mamba},
+                         {"mamba2", p.mamba2},
                          {"total", p.total}}) {
     std::printf("  %-16s %14lld  %s\n", name, static_cast<long long>(n), human(static_cast<double>(n)).c_str());
   }
   std::printf("training FLOPs per token at T=%d\n", g.sequence_len);
-  std::printf("  %-16s %14.4g\n  %-16s %14.4g\n  %-16s %14.4g\n  %-16s %14.4g  %s\n", "matmul",
-              f.matmul, "attention", f.attention, "mamba_scan", f.mamba_scan, "total", f.total,
-              human(f.total).c_str());
+  std::printf("  %-16s %14.4g\n  %-16s %14.4g\n  %-16s %14.4g\n  %-16s %14.4g\n  %-16s %14.4g  %s\n",
+              "matmul", f.matmul, "attention", f.attention, "mamba_scan", f.mamba_scan,
+              "mamba2_ssd", f.mamba2_ssd, "total", f.total, human(f.total).c_str());
   std::printf("inference cache per sequence at T=%d (%s KV/conv, fp32 SSM state)\n", g.sequence_len,
               act == 4 ? "fp32" : "bf16");
   std::printf("  %-16s %s per layer x %d = %s\n", "attention (KV)", human_bytes(c.attention_per_layer).c_str(),
               L_T, human_bytes(c.attention).c_str());
   std::printf("  %-16s %s per layer x %d = %s\n", "mamba (state)", human_bytes(c.mamba_per_layer).c_str(),
               L_M, human_bytes(c.mamba).c_str());
+  std::printf("  %-16s %s per layer x %d = %s\n", "mamba2 (state)",
+              human_bytes(c.mamba2_per_layer).c_str(), L_M2, human_bytes(c.mamba2).c_str());
   std::printf("  %-16s %s (%lld bytes)\n", "total", human_bytes(c.total).c_str(),
               static_cast<long long>(c.total));
 }

@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cmath>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include "common/check.h"
@@ -128,7 +129,7 @@ void set_field(RunConfig* cfg, const std::string& key, const YAML::Node& node) {
 }
 
 // ---- block pattern parser: list := item (',' item)* ; item := atom ('*' INT)? ;
-//      atom := '(' list ')' | NAME (T, M, transformer, mamba) | run of T/M letters ----
+//      atom := '(' list ')' | NAME (T, M, M2, transformer, mamba, mamba2) | run of T/M/M2 ----
 class PatternParser {
  public:
   PatternParser(const std::string& text, const std::string& field) : s_(text), field_(field) {}
@@ -145,17 +146,17 @@ class PatternParser {
   // Syntax errors have no layer yet: they name the character (1-based).
   [[noreturn]] void fail(const std::string& why) const {
     throw ConfigError(fmt::format(
-        "{} = \"{}\": {} at character {}; expected T/transformer or M/mamba, "
-        "e.g. \"TTMM\", \"T*12,M*8\" or \"(T,M)*10\"",
-        field_, s_, why, pos_ + 1));
+        "{} = \"{}\": {} at character {}; expected {}, "
+        "e.g. \"TTMM\", \"T*12,M*8\", \"(T,M)*10\" or \"(T,M2*3)*3\"",
+        field_, s_, why, pos_ + 1, block_type_choices()));
   }
   // A bad block type names the layer it would have been, as the list form does:
   // "T,T,X,T" -> block_pattern[2] = "X".
   [[noreturn]] void fail_layer(size_t layer, const std::string& word) const {
     throw ConfigError(fmt::format(
-        "{}[{}] = \"{}\": unknown block type \"{}\" in {} = \"{}\"; expected T/transformer or "
-        "M/mamba, e.g. \"TTMM\", \"T*12,M*8\" or \"(T,M)*10\"",
-        field_, layer, word, word, field_, s_));
+        "{}[{}] = \"{}\": unknown block type \"{}\" in {} = \"{}\"; expected {}, "
+        "e.g. \"TTMM\", \"T*12,M*8\", \"(T,M)*10\" or \"(T,M2*3)*3\"",
+        field_, layer, word, word, field_, s_, block_type_choices()));
   }
   void skip_space() {
     while (pos_ < s_.size() && std::isspace(static_cast<unsigned char>(s_[pos_]))) ++pos_;
@@ -212,24 +213,32 @@ class PatternParser {
       return inner;
     }
     const size_t start = pos_;
-    while (pos_ < s_.size() && std::isalpha(static_cast<unsigned char>(s_[pos_]))) ++pos_;
+    // Letters, then digits only as part of a name ("M2", "mamba2", "TM2M").
+    while (pos_ < s_.size() && std::isalnum(static_cast<unsigned char>(s_[pos_]))) ++pos_;
     const std::string word = s_.substr(start, pos_ - start);
     if (word.empty()) fail("expected a block type");
     BlockType t;
     if (parse_block_type(word, &t)) return {t};
-    // A run of letters: "TTMM".
+    // A run of letters: "TTMM", "TM2M2" (an M followed by 2 is one M2 layer).
     std::vector<BlockType> out;
-    for (size_t i = 0; i < word.size(); ++i) {
-      if (!parse_block_type(std::string(1, word[i]), &t)) {
-        // "TTX": the letters are layers, so the bad one is layer first_layer + i; a word
-        // that is no run of letters ("Q", "mambo") is one layer.
-        const bool letters = word.find_first_not_of("TtMm") == i && word.size() > 1 &&
-                             word.find_first_not_of("TtMm", i + 1) == std::string::npos;
-        if (letters) fail_layer(first_layer + i, word.substr(i, 1));
-        fail_layer(first_layer, word);
+    bool letters = word.size() > 1;
+    for (size_t i = 0; i < word.size() && letters; ++i) {
+      const size_t len = (i + 1 < word.size() && word[i + 1] == '2') ? 2 : 1;
+      if (!parse_block_type(word.substr(i, len), &t)) {
+        // "TTX": the letters are layers, so the bad one is layer first_layer + out.size();
+        // a word that is no run of letters ("Q", "mambo", "M3") is one layer.
+        const std::string rest = word.substr(i + len);
+        if (std::isalpha(static_cast<unsigned char>(word[i])) &&
+            rest.find_first_not_of("TtMm2") == std::string::npos) {
+          fail_layer(first_layer + out.size(), word.substr(i, len));
+        }
+        letters = false;
+        break;
       }
       out.push_back(t);
+      i += len - 1;
     }
+    if (!letters) fail_layer(first_layer, word);
     check_layers(out.size());
     return out;
   }
@@ -291,19 +300,44 @@ std::vector<std::string> mamba_muon_param_list(const std::string& value) {
   return out;
 }
 
-const char* block_type_letter(BlockType t) { return t == BlockType::kMamba ? "M" : "T"; }
+// One row per block type: its pattern letter and long name (both case-insensitive).
+struct BlockTypeName {
+  BlockType type;
+  const char* letter;
+  const char* name;
+};
+constexpr BlockTypeName kBlockTypeNames[] = {
+    {BlockType::kTransformer, "T", "transformer"},
+    {BlockType::kMamba, "M", "mamba"},
+    {BlockType::kMamba2, "M2", "mamba2"},
+};
+
+const char* block_type_letter(BlockType t) {
+  for (const auto& row : kBlockTypeNames) {
+    if (row.type == t) return row.letter;
+  }
+  return "?";
+}
 
 bool parse_block_type(const std::string& s, BlockType* out) {
   const std::string v = lower(s);
-  if (v == "t" || v == "transformer") {
-    *out = BlockType::kTransformer;
-    return true;
-  }
-  if (v == "m" || v == "mamba") {
-    *out = BlockType::kMamba;
-    return true;
+  for (const auto& row : kBlockTypeNames) {
+    if (v == lower(row.letter) || v == row.name) {
+      *out = row.type;
+      return true;
+    }
   }
   return false;
+}
+
+std::string block_type_choices() {
+  std::string out;
+  const size_t n = std::size(kBlockTypeNames);
+  for (size_t i = 0; i < n; ++i) {
+    if (i > 0) out += i + 1 == n ? " or " : ", ";
+    out += fmt::format("{}/{}", kBlockTypeNames[i].letter, kBlockTypeNames[i].name);
+  }
+  return out;
 }
 
 std::vector<BlockType> parse_block_pattern(const std::string& text, const std::string& field) {
@@ -316,8 +350,8 @@ std::vector<BlockType> block_pattern_of(const RunConfig& cfg) {
   for (int i = 0; i < cfg.block_pattern_size(); ++i) {
     BlockType t;
     if (!parse_block_type(cfg.block_pattern(i), &t)) {
-      throw ConfigError(fmt::format("block_pattern[{}] = \"{}\": expected T/transformer or M/mamba",
-                                    i, cfg.block_pattern(i)));
+      throw ConfigError(fmt::format("block_pattern[{}] = \"{}\": expected {}", i,
+                                    cfg.block_pattern(i), block_type_choices()));
     }
     out.push_back(t);
   }
@@ -480,6 +514,29 @@ RunConfig resolve_config(const RunConfig& in) {
                       c.mamba_dt_min(), c.mamba_dt_max()));
   require(c.mamba_dt_init_floor() > 0,
           fmt::format("mamba_dt_init_floor = {}: expected > 0", c.mamba_dt_init_floor()));
+  require(c.mamba2_d_state() >= 64 && c.mamba2_d_state() <= 256,
+          fmt::format("mamba2_d_state = {}: expected 64..256", c.mamba2_d_state()));
+  require(c.mamba2_headdim() >= 1 && c.mamba2_headdim() <= 256,
+          fmt::format("mamba2_headdim = {}: expected 1..256", c.mamba2_headdim()));
+  require(c.mamba2_ngroups() >= 1,
+          fmt::format("mamba2_ngroups = {}: expected >= 1", c.mamba2_ngroups()));
+  require(c.mamba2_chunk_size() >= 1 && c.mamba2_chunk_size() <= 1024,
+          fmt::format("mamba2_chunk_size = {}: expected 1..1024", c.mamba2_chunk_size()));
+  require(c.mamba2_expand() >= 1 && c.mamba2_expand() <= 16,
+          fmt::format("mamba2_expand = {}: expected 1..16", c.mamba2_expand()));
+  require(c.mamba2_d_conv() >= 2 && c.mamba2_d_conv() <= 8,
+          fmt::format("mamba2_d_conv = {}: expected 2..8", c.mamba2_d_conv()));
+  if (std::count(pattern.begin(), pattern.end(), BlockType::kMamba2) > 0) {
+    // The head split only matters when there is an M2 layer to split.
+    const int e2 = c.mamba2_expand() * c.n_embd();
+    require(e2 % c.mamba2_headdim() == 0,
+            fmt::format("mamba2_headdim = {} must divide mamba2_expand * n_embd = {}",
+                        c.mamba2_headdim(), e2));
+    require((e2 / c.mamba2_headdim()) % c.mamba2_ngroups() == 0,
+            fmt::format("mamba2_ngroups = {} must divide the M2 heads (mamba2_expand * n_embd / "
+                        "mamba2_headdim = {})",
+                        c.mamba2_ngroups(), e2 / c.mamba2_headdim()));
+  }
   require(c.rope_base() > 0, fmt::format("rope_base = {}: expected > 0", c.rope_base()));
   require(c.logit_softcap() >= 0,
           fmt::format("logit_softcap = {}: expected >= 0 (0 = off)", c.logit_softcap()));
@@ -628,14 +685,18 @@ RunConfig config_identity(const RunConfig& resolved) {
   RunConfig c = resolved;
   const std::vector<BlockType> pattern = block_pattern_of(c);
   const bool any_mamba = std::count(pattern.begin(), pattern.end(), BlockType::kMamba) > 0;
+  const bool any_mamba2 = std::count(pattern.begin(), pattern.end(), BlockType::kMamba2) > 0;
   const bool any_attention = std::count(pattern.begin(), pattern.end(), BlockType::kTransformer) > 0;
   const pb::Descriptor* d = RunConfig::descriptor();
   const pb::Reflection* r = c.GetReflection();
   for (int i = 0; i < d->field_count(); ++i) {
     const pb::FieldDescriptor* f = d->field(i);
     const std::string& name = f->name();
-    const bool unused = (!any_mamba && (name.rfind("mamba_", 0) == 0 || name == "scalar_lr")) ||
-                        (!any_attention && (name == "n_head" || name == "n_kv_head" || name == "rope_base")) ||
+    const bool unused = (!any_mamba && name.rfind("mamba_", 0) == 0) ||
+                        (!any_mamba2 && name.rfind("mamba2_", 0) == 0) ||
+                        (!any_mamba && !any_mamba2 && name == "scalar_lr") ||
+                        (!any_attention && (name == "n_head" || name == "n_kv_head" ||
+                                            name == "rope_base" || name == "rope")) ||
                         (c.num_iterations() >= 0 && name == "target_param_data_ratio") ||
                         name == "depth";
     if (unused) r->ClearField(&c, f);
@@ -674,7 +735,15 @@ GPTConfig gpt_config(const RunConfig& r) {
   g.mamba_dt_min = r.mamba_dt_min();
   g.mamba_dt_max = r.mamba_dt_max();
   g.mamba_dt_init_floor = r.mamba_dt_init_floor();
+  g.mamba2_d_state = r.mamba2_d_state();
+  g.mamba2_headdim = r.mamba2_headdim();
+  g.mamba2_ngroups = r.mamba2_ngroups();
+  g.mamba2_chunk_size = r.mamba2_chunk_size();
+  g.mamba2_expand = r.mamba2_expand();
+  g.mamba2_d_conv = r.mamba2_d_conv();
+  g.mamba2_use_mlp = r.mamba2_use_mlp();
   g.rope_base = r.rope_base();
+  g.rope = r.rope();
   g.logit_softcap = r.logit_softcap();
   g.fused_block = r.fused_block();
   return g;

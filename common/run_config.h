@@ -15,19 +15,26 @@ namespace hylab {
 
 using proto::RunConfig;
 
-enum class BlockType { kTransformer, kMamba };
+// The layer kinds of block_pattern. Adding one: a value here, a row in kBlockTypeNames
+// (common/run_config.cpp) and a row in the mixer table (model/mixer.cpp).
+enum class BlockType { kTransformer, kMamba, kMamba2 };
 
-// "T" or "M".
+// "T", "M" or "M2".
 const char* block_type_letter(BlockType t);
 
-// Parses one pattern entry, case-insensitive: T/transformer or M/mamba. Returns false if not.
+// Parses one pattern entry, case-insensitive: T/transformer, M/mamba or M2/mamba2. Returns
+// false if not.
 bool parse_block_type(const std::string& s, BlockType* out);
 
 // The most layers a model may have (n_layer's limit); a pattern that would expand to more is
 // refused while it is parsed, before it is expanded.
 constexpr int kMaxPatternLayers = 1024;
 
-// Parses a compact pattern: "TTMM", "T*12,M*8", "(T,M)*10", "T,transformer,M*2".
+// "T/transformer, M/mamba or M2/mamba2": the allowed entries, for error messages.
+std::string block_type_choices();
+
+// Parses a compact pattern: "TTMM", "T*12,M*8", "(T,M)*10", "T,transformer,M*2", "(T,M2*3)*3",
+// "TM2M2" (a run of letters reads M2 as one token).
 // Throws ConfigError naming `field` and the offending text.
 std::vector<BlockType> parse_block_pattern(const std::string& text,
                                            const std::string& field = "block_pattern");
@@ -79,8 +86,10 @@ std::string config_hash(const RunConfig& resolved);
 
 // A resolved config with every key that it does not use set back to its default, so that
 // two configs that train the same model the same way compare equal:
-//   no Mamba layer:        mamba_* and scalar_lr (scalar_lr only steers Mamba's A_log, D, ...)
-//   no Transformer layer:  n_head, n_kv_head, rope_base (attention only)
+//   no Mamba layer:        mamba_*
+//   no Mamba-2 layer:      mamba2_*
+//   no M or M2 layer:      scalar_lr (it only steers their A_log, D, dt bias, conv, ...)
+//   no Transformer layer:  n_head, n_kv_head, rope_base, rope (attention only)
 //   num_iterations >= 0:   target_param_data_ratio (the horizon is explicit)
 //   always:                depth (0; the resolved widths say it all)
 // Requires a resolved config; the result is for comparing, not for training.
@@ -103,12 +112,23 @@ struct GPTConfig {
   double mamba_dt_min = 0.001;
   double mamba_dt_max = 0.1;
   double mamba_dt_init_floor = 1e-4;
+  // Mamba-2 (M2) blocks (model/mamba2.h).
+  int mamba2_d_state = 128;   // N
+  int mamba2_headdim = 64;    // P
+  int mamba2_ngroups = 1;     // G: heads share B and C in groups
+  int mamba2_chunk_size = 64;  // Q: SSD chunk length
+  int mamba2_expand = 2;
+  int mamba2_d_conv = 4;      // K
+  bool mamba2_use_mlp = true;
   double rope_base = 10000;
+  bool rope = true;  // rotary embeddings in T blocks
   double logit_softcap = 15;
   bool fused_block = true;  // T blocks on CUDA use kernels/fused_block (not an architecture key)
 
   int head_dim() const { return n_embd / n_head; }                      // Dh
   int d_inner() const { return mamba_expand * n_embd; }                 // E
+  int mamba2_d_inner() const { return mamba2_expand * n_embd; }         // E of an M2 block
+  int mamba2_nheads() const { return mamba2_d_inner() / mamba2_headdim; }  // H of an M2 block
   int padded_vocab_size() const { return (vocab_size + 63) / 64 * 64; }  // V padded to 64
   int count(BlockType t) const;
 };

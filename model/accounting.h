@@ -3,8 +3,10 @@
 // tests/model/accounting_test.cpp checks them against built models.
 //
 // Vocabulary: C n_embd, H n_head, Hkv n_kv_head, Dh head dim, V vocab padded to 64,
-// E = expand*C, N d_state, K d_conv, R dt_rank, L_T / L_M the number of T / M layers,
-// L_mlp the layers with an MLP (every T layer, M layers when mamba_use_mlp).
+// E = expand*C, N d_state, K d_conv, R dt_rank, L_T / L_M / L_M2 the number of T / M / M2
+// layers, L_mlp the layers with an MLP (every T layer, M layers when mamba_use_mlp, M2
+// layers when mamba2_use_mlp). M2 (Mamba-2) sizes carry a 2: E2 = mamba2_expand*C,
+// H2 = E2/P heads of P = mamba2_headdim, G groups, N2 = mamba2_d_state, K2, Q = chunk size.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +21,7 @@ struct ParamCounts {
   int64_t attention = 0;  // L_T * (2*C*C + 2*C*Hkv*Dh)               c_q, c_proj, c_k, c_v
   int64_t mlp = 0;        // L_mlp * 8*C*C                            c_fc, c_proj
   int64_t mamba = 0;      // L_M * (3*C*E + E*(K + 2R + 3N + 3))      see mamba_layer_params
+  int64_t mamba2 = 0;     // L_M2 * mamba2_layer_params
   int64_t total = 0;
 };
 ParamCounts count_params(const GPTConfig& cfg);
@@ -27,11 +30,18 @@ ParamCounts count_params(const GPTConfig& cfg);
 // out_proj CE.
 int64_t mamba_layer_params(const GPTConfig& cfg);
 
+// One Mamba-2 mixer: in_proj C(2E2 + 2GN2 + H2), conv (E2 + 2GN2)(K2 + 1), dt_bias, A_log,
+// D 3H2, norm_weight E2, out_proj E2C.
+int64_t mamba2_layer_params(const GPTConfig& cfg);
+
 // Training FLOPs (forward + backward) per token at a given sequence length, by part.
 struct FlopsPerToken {
   double matmul = 0;     // 6 * (total params - embedding): every weight, 2 FLOPs fwd + 4 bwd
   double attention = 0;  // 12 * L_T * H * Dh * T: QK^T and AV over the full T (nanochat's rule)
   double mamba_scan = 0;  // 3 * L_M * (9*E*N + 2*E): the selective scan (mamba's count) + D skip + gate
+  // 3 * L_M2 * (2*Q*G*N2 + 2*Q*E2 + 4*E2*N2): the chunked SSD as computed (full Q x Q blocks):
+  // C B^T per group, its product with x per head, the chunk states and their read-out.
+  double mamba2_ssd = 0;
   double total = 0;
 };
 FlopsPerToken flops_breakdown(const GPTConfig& cfg, int64_t seq_len);
@@ -44,8 +54,10 @@ double flops_per_token(const GPTConfig& cfg, int64_t seq_len);
 struct CacheBytes {
   int64_t attention_per_layer = 0;  // 2 * Hkv * Dh * T * activation_bytes   (K and V)
   int64_t mamba_per_layer = 0;      // E * K * activation_bytes + E * N * 4  (conv + ssm state)
+  int64_t mamba2_per_layer = 0;     // (E2 + 2*G*N2) * K2 * activation_bytes + E2 * N2 * 4
   int64_t attention = 0;            // L_T * attention_per_layer
   int64_t mamba = 0;                // L_M * mamba_per_layer
+  int64_t mamba2 = 0;               // L_M2 * mamba2_per_layer
   int64_t total = 0;
 };
 CacheBytes cache_bytes(const GPTConfig& cfg, int64_t seq_len, int64_t activation_bytes);

@@ -1,4 +1,4 @@
-// A Transformer or Mamba block (see block.h).
+// A block: pre-norm mixer and optional MLP, both residual (see block.h).
 #include "model/block.h"
 
 #include "common/check.h"
@@ -8,56 +8,40 @@
 namespace hylab {
 
 BlockImpl::BlockImpl(const GPTConfig& cfg, BlockType type, int layer_idx)
-    : type_(type),
-      layer_idx_(layer_idx),
-      n_kv_head_(cfg.n_kv_head),
-      head_dim_(cfg.head_dim()),
-      d_inner_(cfg.d_inner()),
-      d_conv_(cfg.mamba_d_conv),
-      d_state_(cfg.mamba_d_state),
-      fused_block_(cfg.fused_block) {
-  if (type == BlockType::kTransformer) {
-    attn = register_module("attn", CausalSelfAttention(cfg));
-    mlp = register_module("mlp", MLP(cfg));
-  } else {
-    mamba = register_module("mamba", MambaMixer(cfg));
-    if (cfg.mamba_use_mlp) mlp = register_module("mlp", MLP(cfg));
-  }
+    : type_(type), layer_idx_(layer_idx), fused_block_(cfg.fused_block) {
+  const MixerType& row = mixer_type(type);
+  mixer_ = row.build(cfg);
+  register_module(row.module_name, mixer_->module());
+  if (row.has_mlp(cfg)) mlp = register_module("mlp", MLP(cfg));
+}
+
+void BlockImpl::set_use_kernels(bool on) {
+  use_kernels_ = on;
+  mixer_->set_use_kernels(on);
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x_in, const torch::Tensor& cos,
                                  const torch::Tensor& sin) {
-  if (attn && fused_block_ && ops::fused_block_supports(x_in, use_kernels_)) {
+  if (fused_block_ && ops::fused_block_supports(x_in, use_kernels_)) {
     return forward_fused(x_in, cos, sin);
   }
-  torch::Tensor x = x_in;
-  if (attn) {
-    x = x + attn(compat::rms_norm(x), cos, sin);
-  } else {
-    x = x + mamba(compat::rms_norm(x));
-  }
+  torch::Tensor x = x_in + mixer_->forward(compat::rms_norm(x_in), cos, sin);
   if (mlp) x = x + mlp(compat::rms_norm(x));
   return x;
 }
 
 torch::Tensor BlockImpl::forward_fused(const torch::Tensor& x, const torch::Tensor& cos,
                                        const torch::Tensor& sin) {
-  auto a = attn->forward_fused(ops::rms_norm(x), cos, sin);  // (B, T, C)
-  auto [x1, h] = ops::add_rms_norm(x, a);                     // x1 = x + a, h = norm(x1)
+  auto a = mixer_->forward_fused(ops::rms_norm(x), cos, sin);  // (B, T, C)
+  if (!mlp) return x + a;
+  auto [x1, h] = ops::add_rms_norm(x, a);  // x1 = x + a, h = norm(x1)
   return x1 + mlp->forward_fused(h);
 }
 
 torch::Tensor BlockImpl::forward_step(const torch::Tensor& x_in, const torch::Tensor& cos,
                                       const torch::Tensor& sin, LayerCache& cache, int64_t pos) {
   torch::NoGradGuard no_grad;
-  torch::Tensor x = x_in;
-  if (attn) {
-    HYLAB_CHECK(cache.k.defined(), "layer {}: the cache has no KV tensors (not a Transformer layer?)",
-                layer_idx_);
-    x = x + attn->forward(compat::rms_norm(x), cos, sin, &cache, pos);
-  } else {
-    x = x + mamba->forward_step(compat::rms_norm(x), cache, pos);
-  }
+  torch::Tensor x = x_in + mixer_->forward_step(compat::rms_norm(x_in), cos, sin, cache, pos);
   if (mlp) x = x + mlp(compat::rms_norm(x));
   return x;
 }
@@ -66,37 +50,21 @@ torch::Tensor BlockImpl::decode_step(const torch::Tensor& x_in, const torch::Ten
                                      const torch::Tensor& sin, LayerCache& cache,
                                      const torch::Tensor& pos, bool use_kernels) {
   torch::NoGradGuard no_grad;
-  torch::Tensor x = x_in;
-  if (attn) {
-    HYLAB_CHECK(cache.k.defined(), "layer {}: the cache has no KV tensors (not a Transformer layer?)",
-                layer_idx_);
-    x = attn->decode(x, cos, sin, cache, pos, use_kernels);  // x + attn(norm(x))
-  } else {
-    x = mamba->decode(x, cache);  // x + mamba(norm(x)), one token
-  }
+  torch::Tensor x = mixer_->decode_step(x_in, cos, sin, cache, pos, use_kernels);  // x + mixer(norm(x))
   if (mlp) x = mlp->decode(x, use_kernels);  // x + mlp(norm(x))
   return x;
 }
 
 LayerCache BlockImpl::make_cache(int64_t batch, int64_t max_len, torch::Device device,
                                  torch::Dtype dtype) const {
-  LayerCache c;
-  auto opts = torch::TensorOptions().device(device).dtype(dtype);
-  if (type_ == BlockType::kTransformer) {
-    c.k = torch::zeros({batch, n_kv_head_, max_len, head_dim_}, opts);  // (B, Hkv, max_len, Dh)
-    c.v = torch::zeros({batch, n_kv_head_, max_len, head_dim_}, opts);
-  } else {
-    c.conv_state = torch::zeros({batch, d_inner_, d_conv_}, opts);                   // (B, E, K)
-    c.ssm_state = torch::zeros({batch, d_inner_, d_state_}, opts.dtype(torch::kFloat));  // (B, E, N)
-  }
-  return c;
+  return mixer_->make_cache(batch, max_len, device, dtype);
 }
 
 Block create_block(const std::string& type, const GPTConfig& cfg, int layer_idx) {
   BlockType t;
   if (!parse_block_type(type, &t)) {
-    throw ConfigError(fmt::format("block type \"{}\" (layer {}): expected T/transformer or M/mamba",
-                                  type, layer_idx));
+    throw ConfigError(fmt::format("block type \"{}\" (layer {}): expected {}", type, layer_idx,
+                                  block_type_choices()));
   }
   return Block(cfg, t, layer_idx);
 }

@@ -59,11 +59,7 @@ void Decoder::load_weights() {
   copy_group(src.lm_head, dst_head, true);
   copy_group(src.embedding, dst_emb, false);
   copy_group(src.scalar, dst_scalar, false);
-  for (int i = 0; i < copy_->config().n_layer; ++i) {
-    auto b = copy_->block(i);
-    if (b->attn) b->attn->fuse_qkv();         // one GEMM for q, k, v
-    if (b->mamba) b->mamba->prepare_decode();  // A = -exp(A_log) once, not every step
-  }
+  for (int i = 0; i < copy_->config().n_layer; ++i) copy_->block(i)->mixer().prepare_decode();
 }
 
 void Decoder::reset(int64_t batch, int64_t max_len) {

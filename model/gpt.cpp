@@ -16,17 +16,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// Mamba parameters that go to AdamW at scalar_lr (they are not matrices Muon should see,
-// even the 2-D ones: A_log is a per-channel list of decay rates, conv1d_weight a set of
-// K-tap filters).
-bool is_mamba_scalar(const std::string& name) {
-  for (const char* s : {".mamba.A_log", ".mamba.D", ".mamba.dt_proj.bias", ".mamba.conv1d_weight",
-                        ".mamba.conv1d_bias"}) {
-    if (ends_with(name, s)) return true;
-  }
-  return false;
-}
-
 }  // namespace
 
 GPTImpl::GPTImpl(const GPTConfig& cfg, bool init) : cfg_(cfg) {
@@ -44,18 +33,19 @@ GPTImpl::GPTImpl(const GPTConfig& cfg, bool init) : cfg_(cfg) {
   lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(C, V).bias(false)));
   rotary_len_ = 10 * static_cast<int64_t>(cfg.sequence_len);
   std::tie(cos_, sin_) = rotary_tables(rotary_len_, cfg.head_dim(), cfg.rope_base);
+  if (!cfg.rope) {  // rope: false: rotation by angle 0 everywhere, no positional encoding
+    cos_ = torch::ones_like(cos_);
+    sin_ = torch::zeros_like(sin_);
+  }
   if (init) init_weights();
 }
 
 void GPTImpl::init_weights() {
   torch::NoGradGuard no_grad;
-  // Parameters with an init of their own (Mamba's): the generic rules below skip them.
+  // Parameters with an init of their own (the mixers'): the generic rules below skip them.
   std::unordered_set<const void*> own;
-  for (const auto& m : h->children()) {
-    auto b = std::dynamic_pointer_cast<BlockImpl>(m);
-    if (b && b->mamba) {
-      for (const auto& p : b->mamba->own_init_parameters()) own.insert(p.unsafeGetTensorImpl());
-    }
+  for (int i = 0; i < cfg_.n_layer; ++i) {
+    for (const auto& p : block(i)->mixer().own_init_parameters()) own.insert(p.unsafeGetTensorImpl());
   }
   for (auto& item : named_parameters(/*recurse=*/true)) {
     const std::string& name = item.key();
@@ -73,10 +63,7 @@ void GPTImpl::init_weights() {
       HYLAB_FAIL("GPT::init_weights: no init rule for parameter {} {}", name, c10::str(p.sizes()));
     }
   }
-  for (const auto& m : h->children()) {
-    auto b = std::dynamic_pointer_cast<BlockImpl>(m);
-    if (b && b->mamba) b->mamba->reset_mamba_parameters();
-  }
+  for (int i = 0; i < cfg_.n_layer; ++i) block(i)->mixer().reset_parameters();
 }
 
 void GPTImpl::extend_rotary(int64_t positions) {
@@ -144,6 +131,11 @@ torch::Tensor GPTImpl::loss(const torch::Tensor& idx, const torch::Tensor& targe
 }
 
 GPTImpl::ParamGroups GPTImpl::param_groups() {
+  // The mixers name their AdamW parameters (model/mixer.h); the rest of a block is matrices.
+  std::unordered_set<const void*> scalar;
+  for (int i = 0; i < cfg_.n_layer; ++i) {
+    for (const auto& p : block(i)->mixer().scalar_parameters()) scalar.insert(p.unsafeGetTensorImpl());
+  }
   ParamGroups g;
   for (auto& item : named_parameters(/*recurse=*/true)) {
     const std::string& name = item.key();
@@ -151,7 +143,7 @@ GPTImpl::ParamGroups GPTImpl::param_groups() {
       g.embedding.push_back(item.value());
     } else if (name == "lm_head.weight") {
       g.lm_head.push_back(item.value());
-    } else if (is_mamba_scalar(name)) {
+    } else if (scalar.count(item.value().unsafeGetTensorImpl())) {
       g.scalar.push_back(item.value());
     } else {
       HYLAB_CHECK(item.value().dim() == 2, "param_groups: {} {} is neither a matrix nor a known scalar",
@@ -164,11 +156,7 @@ GPTImpl::ParamGroups GPTImpl::param_groups() {
 
 void GPTImpl::set_use_kernels(bool on) {
   use_kernels_ = on;
-  for (const auto& m : h->children()) {
-    auto b = std::static_pointer_cast<BlockImpl>(m);
-    b->set_use_kernels(on);
-    if (b->mamba) b->mamba->set_use_kernels(on);
-  }
+  for (int i = 0; i < cfg_.n_layer; ++i) block(i)->set_use_kernels(on);
 }
 
 torch::Dtype GPTImpl::compute_dtype() const {

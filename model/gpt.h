@@ -2,15 +2,18 @@
 //
 // Design (mirrors nanochat/gpt.py, plus Mamba):
 //   - token embedding wte (V padded to a multiple of 64), RMSNorm right after it;
-//   - n_layer blocks, each Transformer (T) or Mamba (M) by block_pattern (model/block.h);
+//   - n_layer blocks, each Transformer (T), Mamba (M) or Mamba-2 (M2) by block_pattern
+//     (model/block.h; the kinds are rows of the mixer table, model/mixer.h);
 //   - RMSNorm without weights everywhere (eps = machine epsilon, like F.rms_norm);
 //   - rotary embeddings (base rope_base, tables for 10 * sequence_len positions) for
-//     attention only; Mamba blocks get no positional information;
+//     attention only (rope: false makes them the identity); Mamba blocks get no positional
+//     information;
 //   - final RMSNorm, untied lm_head, logits cropped to vocab_size and soft-capped in fp32:
 //     softcap * tanh(logits / softcap) (off when logit_softcap = 0);
 //   - init (init_weights): wte ~ N(0, 1); lm_head, every c_proj and Mamba's out_proj = 0;
 //     other matrices ~ N(0, std) with std = min(1, sqrt(fan_out/fan_in)) / sqrt(fan_in);
-//     Mamba's A_log, D, dt_proj, conv1d keep Mamba's own init (model/mamba.h).
+//     the mixers' own-init parameters (Mamba's A_log, D, dt_proj, conv1d, model/mamba.h;
+//     Mamba-2's, model/mamba2.h) keep their own init.
 //
 // Mixed precision: parameters stay fp32; on CUDA wrap calls in compat::AutocastGuard for bf16.
 // The model is constructed initialised (the constructor calls init_weights()).
@@ -49,10 +52,12 @@ class GPTImpl : public torch::nn::Module {
 
   struct ParamGroups {
     std::vector<torch::Tensor> matrix;     // Muon: 2-D weights inside blocks (attn, mlp,
-                                           //   mamba in_proj/x_proj/dt_proj.weight/out_proj)
+                                           //   mamba in_proj/x_proj/dt_proj.weight/out_proj,
+                                           //   mamba2 in_proj/out_proj)
     std::vector<torch::Tensor> embedding;  // AdamW: wte
     std::vector<torch::Tensor> lm_head;    // AdamW: lm_head
-    std::vector<torch::Tensor> scalar;     // AdamW: mamba A_log, D, dt_proj.bias, conv1d_*
+    std::vector<torch::Tensor> scalar;     // AdamW: Mixer::scalar_parameters() (mamba A_log,
+                                           //   D, dt_proj.bias, conv1d_*; mamba2's likewise)
   };
   // Every parameter in exactly one group, in named_parameters() order.
   ParamGroups param_groups();

@@ -1,8 +1,9 @@
 // State carried between forward_step calls while decoding (GPTImpl::make_cache).
 //
-// Attention layers keep a KV cache that grows with the sequence; Mamba layers keep a
-// constant-size state: the last K conv inputs and the SSM state. That difference is what
-// cache_bytes_per_sequence (model/accounting.h) reports per layer type.
+// Attention layers keep a KV cache that grows with the sequence; Mamba and Mamba-2 layers
+// keep a constant-size state: the last K conv inputs and the SSM state. That difference is
+// what cache_bytes_per_sequence (model/accounting.h) reports per layer type. Each mixer
+// makes and reads its own fields (Mixer::make_cache, model/mixer.h).
 #pragma once
 
 #include <torch/torch.h>
@@ -16,8 +17,10 @@ struct LayerCache {
   // Transformer layers: keys/values of positions [0, pos), after rotary and QK-norm.
   torch::Tensor k, v;  // (B, Hkv, max_len, Dh), the model's dtype
   // Mamba layers: the last K inputs of the conv (pre-conv, oldest first) and the scan state.
-  torch::Tensor conv_state;  // (B, E, K), the model's dtype
-  torch::Tensor ssm_state;   // (B, E, N) fp32
+  //   M:  conv_state (B, E, K), ssm_state (B, E, N)
+  //   M2: conv_state (B, E + 2GN, K), ssm_state (B, H, P, N)
+  torch::Tensor conv_state;  // the model's dtype
+  torch::Tensor ssm_state;   // fp32
 };
 
 struct InferenceCache {

@@ -302,12 +302,13 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
 
     say(fmt::format("run {} -> {}", cfg.name(), run_dir));
     say(fmt::format("model: {} layers {} | n_embd {} | heads {}/{} | vocab {} | params {} "
-                    "(embedding {}, lm_head {}, attention {}, mlp {}, mamba {}) | {} FLOPs/token",
+                    "(embedding {}, lm_head {}, attention {}, mlp {}, mamba {}, mamba2 {}) | {} FLOPs/token",
                     gcfg.n_layer, compact_block_pattern(gcfg.block_pattern), gcfg.n_embd,
                     gcfg.n_head, gcfg.n_kv_head, gcfg.vocab_size, format_count(counts.total),
                     format_count(counts.embedding), format_count(counts.lm_head),
                     format_count(counts.attention), format_count(counts.mlp),
-                    format_count(counts.mamba), format_count(flops_per_tok)));
+                    format_count(counts.mamba), format_count(counts.mamba2),
+                    format_count(flops_per_tok)));
     say(fmt::format("device: {} ({}), {} rank(s), backend {}, {}", device.str(),
                     device_name(device), denv.world, dist->backend(), autocast ? "bf16 autocast" : "fp32"));
     say(fmt::format("batch: {} x {} tokens per micro-step, {} micro-steps x {} ranks = {} tokens "
@@ -330,7 +331,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     summary.params_total = counts.total;
     summary.params_json = nlohmann::json{{"embedding", counts.embedding}, {"lm_head", counts.lm_head},
                                          {"attention", counts.attention}, {"mlp", counts.mlp},
-                                         {"mamba", counts.mamba}}
+                                         {"mamba", counts.mamba}, {"mamba2", counts.mamba2}}
                               .dump();
     summary.flops_per_token = flops_per_tok;
     summary.cache_bytes = cache_bytes_per_sequence(gcfg, cfg.sequence_len(), autocast ? 2 : 4);

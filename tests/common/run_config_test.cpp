@@ -117,7 +117,7 @@ TEST(RunConfig, BadEntryNamesPosition) {
   RunConfig c;
   for (const char* s : {"T", "T", "M", "X"}) c.add_block_pattern(s);
   EXPECT_EQ(error_of([&] { resolve_config(c); }),
-            "block_pattern[3] = \"X\": expected T/transformer or M/mamba");
+            "block_pattern[3] = \"X\": expected T/transformer, M/mamba or M2/mamba2");
   EXPECT_NE(error_of([] { parse_block_pattern("T*2,Q"); }).find("block_pattern[2] = \"Q\""),
             std::string::npos);
   EXPECT_NE(error_of([] { parse_block_pattern("(T,M"); }).find("missing ')'"), std::string::npos);

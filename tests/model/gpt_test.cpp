@@ -12,6 +12,7 @@
 #include "common/check.h"
 #include "model/compat.h"
 #include "model/gpt.h"
+#include "model/mamba.h"
 #include "tests/model/test_util.h"
 
 namespace hylab {
@@ -43,8 +44,8 @@ TEST(GPTConfigTest, DefaultIsAllTransformer) {
   ASSERT_EQ(g.block_pattern.size(), 2u);
   GPT model(g);
   EXPECT_EQ(pattern_of(model), "TT");
-  EXPECT_TRUE(model->block(0)->attn);
-  EXPECT_FALSE(model->block(0)->mamba);
+  EXPECT_TRUE(model->block(0)->mixer_as<CausalSelfAttentionImpl>());
+  EXPECT_FALSE(model->block(0)->mixer_as<MambaMixerImpl>());
 }
 
 TEST(GPTConfigTest, PatternsBuildTheRightBlocks) {
@@ -55,8 +56,10 @@ TEST(GPTConfigTest, PatternsBuildTheRightBlocks) {
     EXPECT_EQ(pattern_of(model), expected) << pattern;
     for (int i = 0; i < 4; ++i) {
       const bool is_t = expected[i] == 'T';
-      EXPECT_EQ(static_cast<bool>(model->block(i)->attn), is_t) << pattern << " layer " << i;
-      EXPECT_EQ(static_cast<bool>(model->block(i)->mamba), !is_t) << pattern << " layer " << i;
+      EXPECT_EQ(static_cast<bool>(model->block(i)->mixer_as<CausalSelfAttentionImpl>()), is_t)
+          << pattern << " layer " << i;
+      EXPECT_EQ(static_cast<bool>(model->block(i)->mixer_as<MambaMixerImpl>()), !is_t)
+          << pattern << " layer " << i;
       EXPECT_EQ(static_cast<bool>(model->block(i)->mlp), is_t) << pattern << " layer " << i;
     }
   }
@@ -64,7 +67,7 @@ TEST(GPTConfigTest, PatternsBuildTheRightBlocks) {
 
 TEST(GPTConfigTest, MambaUseMlpAddsTheMlp) {
   GPT model(tiny_config("TM", {{"mamba_use_mlp", "true"}}));
-  EXPECT_TRUE(model->block(1)->mamba);
+  EXPECT_TRUE(model->block(1)->mixer_as<MambaMixerImpl>());
   EXPECT_TRUE(model->block(1)->mlp);
   auto logits = model->forward(torch::randint(100, {2, 8}, torch::kLong));
   EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, 8, 100}));
@@ -80,12 +83,12 @@ TEST(GPTConfigTest, FactoryAcceptsAliasesAndRejectsBadTypes) {
   }
   EXPECT_THROW(create_block("X", g, 3), ConfigError);
   EXPECT_EQ(error_of([&] { create_block("attention", g, 3); }),
-            "block type \"attention\" (layer 3): expected T/transformer or M/mamba");
+            "block type \"attention\" (layer 3): expected T/transformer, M/mamba or M2/mamba2");
 }
 
 TEST(GPTConfigTest, InvalidPatternsGiveTheDocumentedErrors) {
   EXPECT_EQ(error_of([] { tiny_config("", {{"block_pattern", "[T, T, M, X]"}}); }),
-            "block_pattern[3] = \"X\": expected T/transformer or M/mamba");
+            "block_pattern[3] = \"X\": expected T/transformer, M/mamba or M2/mamba2");
   EXPECT_EQ(error_of([] { tiny_config("TTM", {{"n_layer", "4"}}); }),
             "block_pattern has 3 entries (T*2,M) but n_layer is 4");
   EXPECT_NE(error_of([] { tiny_config("T*2,Q"); }).find("unknown block type \"Q\""), std::string::npos);
@@ -200,7 +203,7 @@ TEST(GPTParams, EveryParameterInExactlyOneGroup) {
   for (const auto& p : g.matrix) EXPECT_EQ(p.dim(), 2);
   // 2 Mamba layers x (A_log, D, dt_proj.bias, conv1d_weight, conv1d_bias).
   EXPECT_EQ(g.scalar.size(), 10u);
-  auto m = model->block(1)->mamba;
+  auto m = model->block(1)->mixer_as<MambaMixerImpl>();
   std::set<const void*> scalars;
   for (const auto& p : g.scalar) scalars.insert(p.unsafeGetTensorImpl());
   for (const auto& p : {m->A_log, m->D, m->dt_proj->bias, m->conv1d_weight, m->conv1d_bias}) {
@@ -212,7 +215,8 @@ TEST(GPTParams, EveryParameterInExactlyOneGroup) {
 }
 
 // Mamba's own initialisation survives the generic init (the seed's Python fork lost it).
-void expect_mamba_init(const MambaMixer& m, const GPTConfig& cfg) {
+void expect_mamba_init(const std::shared_ptr<MambaMixerImpl>& m, const GPTConfig& cfg) {
+  ASSERT_TRUE(m);
   const int64_t E = cfg.d_inner(), N = cfg.mamba_d_state;
   auto expected_A_log = torch::log(torch::arange(1, N + 1, torch::kFloat)).expand({E, N});
   EXPECT_TRUE(torch::equal(m->A_log, expected_A_log));
@@ -233,23 +237,23 @@ TEST(GPTInit, MambaInitIsNotOverwrittenByTheGenericInit) {
   torch::manual_seed(4);
   GPTConfig cfg = tiny_config("TMMT", {{"n_embd", "128"}});  // E = 256: enough samples for stds
   GPT model(cfg);
-  expect_mamba_init(model->block(1)->mamba, cfg);
+  expect_mamba_init(model->block(1)->mixer_as<MambaMixerImpl>(), cfg);
   model->init_weights();  // again, as a trainer that re-seeds would
-  expect_mamba_init(model->block(1)->mamba, cfg);
-  expect_mamba_init(model->block(2)->mamba, cfg);
+  expect_mamba_init(model->block(1)->mixer_as<MambaMixerImpl>(), cfg);
+  expect_mamba_init(model->block(2)->mixer_as<MambaMixerImpl>(), cfg);
   // And the generic rules hold for everything else.
   EXPECT_EQ(model->lm_head->weight.abs().max().item<float>(), 0.0f);
-  EXPECT_EQ(model->block(0)->attn->c_proj->weight.abs().max().item<float>(), 0.0f);
+  EXPECT_EQ(model->block(0)->mixer_as<CausalSelfAttentionImpl>()->c_proj->weight.abs().max().item<float>(), 0.0f);
   EXPECT_EQ(model->block(0)->mlp->c_proj->weight.abs().max().item<float>(), 0.0f);
   EXPECT_NEAR(model->wte->weight.std().item<float>(), 1.0, 0.05);
   // c_q (C, C): std 1/sqrt(C); c_fc (4C, C): min(1, sqrt(4)) / sqrt(C) = 1/sqrt(C);
   // in_proj (2E, C): 1/sqrt(C); x_proj (R+2N, E): sqrt((R+2N)/E)/sqrt(E).
   const double C = 128, E = 256, R2N = cfg.mamba_dt_rank + 2 * cfg.mamba_d_state;
-  EXPECT_NEAR(model->block(0)->attn->c_q->weight.std().item<float>(), 1 / std::sqrt(C), 0.05 / std::sqrt(C));
+  EXPECT_NEAR(model->block(0)->mixer_as<CausalSelfAttentionImpl>()->c_q->weight.std().item<float>(), 1 / std::sqrt(C), 0.05 / std::sqrt(C));
   EXPECT_NEAR(model->block(0)->mlp->c_fc->weight.std().item<float>(), 1 / std::sqrt(C), 0.05 / std::sqrt(C));
-  EXPECT_NEAR(model->block(1)->mamba->in_proj->weight.std().item<float>(), 1 / std::sqrt(C), 0.05 / std::sqrt(C));
+  EXPECT_NEAR(model->block(1)->mixer_as<MambaMixerImpl>()->in_proj->weight.std().item<float>(), 1 / std::sqrt(C), 0.05 / std::sqrt(C));
   const double x_std = std::sqrt(R2N / E) / std::sqrt(E);
-  EXPECT_NEAR(model->block(1)->mamba->x_proj->weight.std().item<float>(), x_std, 0.1 * x_std);
+  EXPECT_NEAR(model->block(1)->mixer_as<MambaMixerImpl>()->x_proj->weight.std().item<float>(), x_std, 0.1 * x_std);
 }
 
 TEST(GPTInit, SameSeedSameModel) {
