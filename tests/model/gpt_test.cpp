@@ -284,8 +284,10 @@ TEST(GPTForward, ReferenceAndKernelSwitchAgreeOnCpu) {
 TEST(GPTForward, RejectsBadInput) {
   GPT model(tiny_config("TM"));
   EXPECT_THROW(model->forward(torch::zeros({2, 4}, torch::kInt)), Error);
-  EXPECT_NE(error_of([&] { model->forward(torch::zeros({1, 321}, torch::kLong)); }).find("rotary"),
-            std::string::npos);
+  // Past the rotary tables' 10 * sequence_len = 320 positions the tables extend (the 4x length
+  // eval, long prompts) instead of refusing: model_generate_test checks the values.
+  EXPECT_EQ(model->forward(torch::zeros({1, 321}, torch::kLong)).size(1), 321);
+  EXPECT_GE(model->max_positions(), 321);
 }
 
 TEST(Compat, CausalAttentionMatchesTheDefinition) {
