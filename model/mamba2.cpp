@@ -66,8 +66,10 @@ std::pair<torch::Tensor, torch::Tensor> ssd_chunked(const torch::Tensor& x, cons
   auto X = x * dt.to(acc).unsqueeze(-1);               // (B, T, H, P) input scaled by dt
   a = torch::constant_pad_nd(a, {0, 0, 0, pad});
   X = torch::constant_pad_nd(X, {0, 0, 0, 0, 0, pad});
-  auto Bp = torch::constant_pad_nd(Bm, {0, 0, 0, 0, 0, pad});
-  auto Cp = torch::constant_pad_nd(Cm, {0, 0, 0, 0, 0, pad});
+  // B and C in X's dtype, so that mixed inputs (bf16 x, B, C with an fp32 dt) multiply without
+  // autocast too; under autocast the products run in bf16 regardless.
+  auto Bp = torch::constant_pad_nd(Bm.to(X.scalar_type()), {0, 0, 0, 0, 0, pad});
+  auto Cp = torch::constant_pad_nd(Cm.to(X.scalar_type()), {0, 0, 0, 0, 0, pad});
 
   auto Xc = X.reshape({B, nc, Q, H, P}).permute({0, 1, 3, 2, 4});   // (B, nc, H, Q, P)
   auto a_cum = a.reshape({B, nc, Q, H}).permute({0, 1, 3, 2}).cumsum(-1);  // (B, nc, H, Q)

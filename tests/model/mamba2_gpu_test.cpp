@@ -55,6 +55,7 @@ TEST_F(M2Gpu, SsdChunkedMatchesTheFp64RecurrenceFp32AndBf16) {
                               cu(Bm, torch::kFloat), cu(Cm, torch::kFloat), 16, cu(S0, torch::kFloat));
     EXPECT_LT(max_diff(y, y_ref), 2e-3 * scale) << "fp32 T " << T;  // TF32 matmuls
     EXPECT_LT(max_diff(S, S_ref), 2e-3 * max_abs(S_ref)) << "fp32 T " << T;
+    compat::AutocastGuard autocast(true);  // as in training: the products in bf16
     auto [yb, Sb] = ssd_chunked(cu(x, torch::kBFloat16), cu(dt, torch::kFloat), cu(A, torch::kFloat),
                                 cu(Bm, torch::kBFloat16), cu(Cm, torch::kBFloat16), 16,
                                 cu(S0, torch::kFloat));

@@ -71,6 +71,12 @@ TEST(Mamba2Ssd, ChunkedEqualsTheRecurrenceFp64) {
       auto Bm = torch::randn({B, T, G, N}, dbl), Cm = torch::randn({B, T, G, N}, dbl);
       auto S0 = with_state ? torch::randn({B, H, P, N}, dbl) : torch::zeros({B, H, P, N}, dbl);
       auto [y_ref, S_ref] = ssd_recurrence(x, dt, A, Bm, Cm, S0);
+      // bf16 activations with an fp32 dt (what autocast hands it), no autocast: runs, close.
+      auto bf = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+      auto [yb, Sb] = ssd_chunked(bf(x), dt.to(torch::kFloat), A.to(torch::kFloat), bf(Bm), bf(Cm),
+                                  16, with_state ? S0.to(torch::kFloat) : torch::Tensor());
+      EXPECT_EQ(Sb.scalar_type(), torch::kFloat);
+      EXPECT_LT(max_abs_diff(yb, y_ref), 3e-2 * (1 + y_ref.abs().max().item<double>())) << "bf16 T " << T;
       for (int64_t Q : {16, 5, 1}) {
         auto [y, S] = ssd_chunked(x, dt, A, Bm, Cm, Q, with_state ? S0 : torch::Tensor());
         EXPECT_LT(max_abs_diff(y, y_ref), 1e-10) << "T " << T << " Q " << Q << " state " << with_state;
