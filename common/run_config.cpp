@@ -524,8 +524,9 @@ RunConfig resolve_config(const RunConfig& in) {
           fmt::format("mamba2_chunk_size = {}: expected 1..1024", c.mamba2_chunk_size()));
   require(c.mamba2_expand() >= 1 && c.mamba2_expand() <= 16,
           fmt::format("mamba2_expand = {}: expected 1..16", c.mamba2_expand()));
-  require(c.mamba2_d_conv() >= 2 && c.mamba2_d_conv() <= 8,
-          fmt::format("mamba2_d_conv = {}: expected 2..8", c.mamba2_d_conv()));
+  require(c.mamba2_d_conv() >= 2 && c.mamba2_d_conv() <= 4,
+          fmt::format("mamba2_d_conv = {}: expected 2..4 (the conv kernel's widths)",
+                      c.mamba2_d_conv()));
   if (std::count(pattern.begin(), pattern.end(), BlockType::kMamba2) > 0) {
     // The head split only matters when there is an M2 layer to split.
     const int e2 = c.mamba2_expand() * c.n_embd();

@@ -29,8 +29,9 @@ torch::ScalarType acc_dtype(const torch::Tensor& t) {
 // ssd_chunked runs a recurrence instead.
 torch::Tensor segsum_from_cumsum(const torch::Tensor& a_cum) {
   const int64_t S = a_cum.size(-1);
-  auto above = torch::ones({S, S}, torch::TensorOptions().dtype(torch::kBool).device(a_cum.device()))
-                   .triu(1);
+  auto above =
+      torch::ones({S, S}, torch::TensorOptions().dtype(torch::kBool).device(a_cum.device()))
+          .triu(1);
   return (a_cum.unsqueeze(-1) - a_cum.unsqueeze(-2))
       .masked_fill(above, -std::numeric_limits<double>::infinity());
 }
@@ -63,28 +64,30 @@ std::pair<torch::Tensor, torch::Tensor> ssd_chunked(const torch::Tensor& x, cons
   const auto acc = acc_dtype(dt);
 
   // Zero padding at the end: dt = 0 there, so the padded steps neither decay nor add.
-  auto a = dt.to(acc) * A.to(acc);                     // (B, T, H) log-decay per step
-  auto X = x * dt.to(acc).unsqueeze(-1);               // (B, T, H, P) input scaled by dt
+  auto a = dt.to(acc) * A.to(acc);        // (B, T, H) log-decay per step
+  auto X = x * dt.to(acc).unsqueeze(-1);  // (B, T, H, P) input scaled by dt
   a = torch::constant_pad_nd(a, {0, 0, 0, pad});
   X = torch::constant_pad_nd(X, {0, 0, 0, 0, 0, pad});
-  auto Bp = torch::constant_pad_nd(Bm, {0, 0, 0, 0, 0, pad});
-  auto Cp = torch::constant_pad_nd(Cm, {0, 0, 0, 0, 0, pad});
+  // B and C in X's dtype, so that mixed inputs (bf16 x, B, C with an fp32 dt) multiply without
+  // autocast too; under autocast the products run in bf16 regardless.
+  auto Bp = torch::constant_pad_nd(Bm.to(X.scalar_type()), {0, 0, 0, 0, 0, pad});
+  auto Cp = torch::constant_pad_nd(Cm.to(X.scalar_type()), {0, 0, 0, 0, 0, pad});
 
-  auto Xc = X.reshape({B, nc, Q, H, P}).permute({0, 1, 3, 2, 4});   // (B, nc, H, Q, P)
+  auto Xc = X.reshape({B, nc, Q, H, P}).permute({0, 1, 3, 2, 4});          // (B, nc, H, Q, P)
   auto a_cum = a.reshape({B, nc, Q, H}).permute({0, 1, 3, 2}).cumsum(-1);  // (B, nc, H, Q)
-  auto Bc = Bp.reshape({B, nc, Q, G, N}).permute({0, 1, 3, 2, 4});  // (B, nc, G, Q, N)
-  auto Cc = Cp.reshape({B, nc, Q, G, N}).permute({0, 1, 3, 2, 4});  // (B, nc, G, Q, N)
+  auto Bc = Bp.reshape({B, nc, Q, G, N}).permute({0, 1, 3, 2, 4});         // (B, nc, G, Q, N)
+  auto Cc = Cp.reshape({B, nc, Q, G, N}).permute({0, 1, 3, 2, 4});         // (B, nc, G, Q, N)
 
   // 1. Within each chunk: y = (C B^T o L) X, L[i, j] = decay from j to i (causal mask).
-  auto CB = torch::matmul(Cc, Bc.transpose(-1, -2));                // (B, nc, G, Q, Q)
-  auto L = torch::exp(segsum_from_cumsum(a_cum));                   // (B, nc, H, Q, Q)
+  auto CB = torch::matmul(Cc, Bc.transpose(-1, -2));  // (B, nc, G, Q, Q)
+  auto L = torch::exp(segsum_from_cumsum(a_cum));     // (B, nc, H, Q, Q)
   auto M = (CB.unsqueeze(3) * L.reshape({B, nc, G, H / G, Q, Q})).reshape({B, nc, H, Q, Q});
-  auto y = torch::matmul(M, Xc);                                    // (B, nc, H, Q, P)
+  auto y = torch::matmul(M, Xc);  // (B, nc, H, Q, P)
 
   // 2. Each chunk's own contribution to the state at its end: sum_s decay(s->end) X_s B_s^T.
-  auto decay_to_end = torch::exp(a_cum.narrow(-1, Q - 1, 1) - a_cum);  // (B, nc, H, Q)
-  auto Xd = Xc * decay_to_end.unsqueeze(-1);                        // (B, nc, H, Q, P)
-  auto Bh = to_heads(Bc, H);                                        // (B, nc, H, Q, N)
+  auto decay_to_end = torch::exp(a_cum.narrow(-1, Q - 1, 1) - a_cum);   // (B, nc, H, Q)
+  auto Xd = Xc * decay_to_end.unsqueeze(-1);                            // (B, nc, H, Q, P)
+  auto Bh = to_heads(Bc, H);                                            // (B, nc, H, Q, N)
   auto chunk_states = torch::matmul(Xd.transpose(-1, -2), Bh).to(acc);  // (B, nc, H, P, N)
 
   // 3. Across chunks, in fp32: the state entering chunk c, S_in[c] = decay(c-1) S_in[c-1] +
@@ -101,8 +104,8 @@ std::pair<torch::Tensor, torch::Tensor> ssd_chunked(const torch::Tensor& x, cons
   auto S_in = torch::stack(states_in, 1);  // (B, nc, H, P, N)
 
   // 4. The entering state's contribution: y_off[i] = decay(start->i) C_i S_in^T.
-  auto Ch = to_heads(Cc, H);                                                    // (B, nc, H, Q, N)
-  auto decay_from_start = torch::exp(a_cum).unsqueeze(-1);                      // (B, nc, H, Q, 1)
+  auto Ch = to_heads(Cc, H);                                // (B, nc, H, Q, N)
+  auto decay_from_start = torch::exp(a_cum).unsqueeze(-1);  // (B, nc, H, Q, 1)
   auto y_off = torch::matmul(Ch, S_in.to(Ch.scalar_type()).transpose(-1, -2)) * decay_from_start;
 
   auto out = (y + y_off).permute({0, 1, 3, 2, 4}).reshape({B, nc * Q, H, P}).narrow(1, 0, T);
@@ -170,28 +173,27 @@ torch::Tensor Mamba2MixerImpl::gated_norm(const torch::Tensor& y, const torch::T
 
 torch::Tensor Mamba2MixerImpl::forward(const torch::Tensor& u) {
   const int64_t B = u.size(0), T = u.size(1), GN = G_ * N_;
-  auto zxbcdt = in_proj(u);                                                 // (B, T, 2E+2GN+H)
-  auto z = zxbcdt.narrow(-1, 0, E_);                                        // (B, T, E)
-  auto xBC = zxbcdt.narrow(-1, E_, E_ + 2 * GN).transpose(1, 2);            // (B, E+2GN, T)
-  auto dt_raw = zxbcdt.narrow(-1, 2 * E_ + 2 * GN, H_);                     // (B, T, H)
+  auto zxbcdt = in_proj(u);                                       // (B, T, 2E+2GN+H)
+  auto z = zxbcdt.narrow(-1, 0, E_);                              // (B, T, E)
+  auto xBC = zxbcdt.narrow(-1, E_, E_ + 2 * GN).transpose(1, 2);  // (B, E+2GN, T)
+  auto dt_raw = zxbcdt.narrow(-1, 2 * E_ + 2 * GN, H_);           // (B, T, H)
   xBC = ops::causal_conv1d(xBC, conv1d_weight, conv1d_bias, /*silu=*/true, use_kernels_)
-            .transpose(1, 2);                                               // (B, T, E+2GN)
-  auto x = xBC.narrow(-1, 0, E_).reshape({B, T, H_, P_});                  // (B, T, H, P)
-  auto Bm = xBC.narrow(-1, E_, GN).reshape({B, T, G_, N_});                // (B, T, G, N)
+            .transpose(1, 2);                                // (B, T, E+2GN)
+  auto x = xBC.narrow(-1, 0, E_).reshape({B, T, H_, P_});    // (B, T, H, P)
+  auto Bm = xBC.narrow(-1, E_, GN).reshape({B, T, G_, N_});  // (B, T, G, N)
   auto Cm = xBC.narrow(-1, E_ + GN, GN).reshape({B, T, G_, N_});
   const auto acc = acc_dtype(x);
-  auto dt = torch::softplus(dt_raw.to(acc) + dt_bias.to(acc));             // (B, T, H)
-  auto A = -torch::exp(A_log.to(acc));                                      // (H)
-  auto y = ssd_chunked(x, dt, A, Bm, Cm, Q_).first;                         // (B, T, H, P)
+  auto dt = torch::softplus(dt_raw.to(acc) + dt_bias.to(acc));  // (B, T, H)
+  auto A = -torch::exp(A_log.to(acc));                          // (H)
+  auto y = ssd_chunked(x, dt, A, Bm, Cm, Q_).first;             // (B, T, H, P)
   y = y + x.to(y.scalar_type()) * D.to(acc).unsqueeze(-1);
-  y = gated_norm(y.reshape({B, T, E_}), z);                                 // (B, T, E)
-  return out_proj(y.to(u.scalar_type()));                                   // (B, T, C)
+  y = gated_norm(y.reshape({B, T, E_}), z);  // (B, T, E)
+  return out_proj(y.to(u.scalar_type()));    // (B, T, C)
 }
 
 torch::Tensor Mamba2MixerImpl::forward_step(const torch::Tensor& u, LayerCache& cache) {
   torch::NoGradGuard no_grad;
-  HYLAB_CHECK(cache.conv_state.defined() && cache.ssm_state.defined() &&
-                  cache.ssm_state.dim() == 4,
+  HYLAB_CHECK(cache.conv_state.defined() && cache.ssm_state.defined() && cache.ssm_state.dim() == 4,
               "mamba2 forward_step: the layer cache has no M2 conv/ssm state");
   const int64_t B = u.size(0), T = u.size(1), GN = G_ * N_;
   if (T == 1) return step(u.select(1, 0), cache, use_kernels_).unsqueeze(1);
@@ -231,15 +233,22 @@ torch::Tensor Mamba2MixerImpl::step(const torch::Tensor& u, LayerCache& cache, b
   const auto acc = S.scalar_type();
   auto x = xBC.narrow(-1, 0, E_).to(acc).reshape({B, H_, P_});
   // (B, G, N) -> (B, H, N): head h reads group h / R.
-  auto Bh = xBC.narrow(-1, E_, GN).to(acc).reshape({B, G_, 1, N_}).expand({B, G_, R, N_})
+  auto Bh = xBC.narrow(-1, E_, GN)
+                .to(acc)
+                .reshape({B, G_, 1, N_})
+                .expand({B, G_, R, N_})
                 .reshape({B, H_, N_});
-  auto Ch = xBC.narrow(-1, E_ + GN, GN).to(acc).reshape({B, G_, 1, N_}).expand({B, G_, R, N_})
+  auto Ch = xBC.narrow(-1, E_ + GN, GN)
+                .to(acc)
+                .reshape({B, G_, 1, N_})
+                .expand({B, G_, R, N_})
                 .reshape({B, H_, N_});
   auto dt = torch::softplus(dt_raw.to(acc) + dt_bias.to(acc));  // (B, H)
   auto decay = torch::exp(dt * -torch::exp(A_log.to(acc)));     // (B, H)
   S.mul_(decay.unsqueeze(-1).unsqueeze(-1))
       .add_((dt.unsqueeze(-1) * x).unsqueeze(-1) * Bh.unsqueeze(2));  // (B, H, P, N)
-  auto y = torch::matmul(S, Ch.unsqueeze(-1)).squeeze(-1) + x * D.to(acc).unsqueeze(-1);  // (B, H, P)
+  auto y =
+      torch::matmul(S, Ch.unsqueeze(-1)).squeeze(-1) + x * D.to(acc).unsqueeze(-1);  // (B, H, P)
   y = gated_norm(y.reshape({B, E_}), z);
   return ops::linear(y.to(u.scalar_type()), out_proj->weight, use_kernels);  // (B, C)
 }
@@ -249,8 +258,8 @@ LayerCache Mamba2MixerImpl::make_cache(int64_t batch, torch::Device device,
   LayerCache c;
   auto opts = torch::TensorOptions().device(device).dtype(dtype);
   const auto state_dtype = dtype == torch::kDouble ? torch::kDouble : torch::kFloat;
-  c.conv_state = torch::zeros({batch, E_ + 2 * G_ * N_, K_}, opts);             // (B, E+2GN, K)
-  c.ssm_state = torch::zeros({batch, H_, P_, N_}, opts.dtype(state_dtype));     // (B, H, P, N)
+  c.conv_state = torch::zeros({batch, E_ + 2 * G_ * N_, K_}, opts);          // (B, E+2GN, K)
+  c.ssm_state = torch::zeros({batch, H_, P_, N_}, opts.dtype(state_dtype));  // (B, H, P, N)
   return c;
 }
 

@@ -85,8 +85,8 @@ class MambaMixerAdapter final : public Mixer {
                         torch::Dtype dtype) const override {
     LayerCache c;
     auto opts = torch::TensorOptions().device(device).dtype(dtype);
-    c.conv_state = torch::zeros({batch, E_, K_}, opts);                         // (B, E, K)
-    c.ssm_state = torch::zeros({batch, E_, N_}, opts.dtype(torch::kFloat));     // (B, E, N)
+    c.conv_state = torch::zeros({batch, E_, K_}, opts);                      // (B, E, K)
+    c.ssm_state = torch::zeros({batch, E_, N_}, opts.dtype(torch::kFloat));  // (B, E, N)
     return c;
   }
 

@@ -35,7 +35,10 @@ class M2Gpu : public ::testing::Test {
 };
 
 double max_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kCPU, torch::kDouble) - b.to(torch::kCPU, torch::kDouble)).abs().max().item<double>();
+  return (a.to(torch::kCPU, torch::kDouble) - b.to(torch::kCPU, torch::kDouble))
+      .abs()
+      .max()
+      .item<double>();
 }
 double max_abs(const torch::Tensor& a) { return a.abs().max().item<double>(); }
 
@@ -46,18 +49,21 @@ TEST_F(M2Gpu, SsdChunkedMatchesTheFp64RecurrenceFp32AndBf16) {
     auto x = torch::randn({B, T, H, P}, torch::kDouble);
     auto dt = torch::rand({B, T, H}, torch::kDouble) * 0.2 + 0.01;
     auto A = -torch::rand({H}, torch::kDouble) * 8 - 1;
-    auto Bm = torch::randn({B, T, G, N}, torch::kDouble), Cm = torch::randn({B, T, G, N}, torch::kDouble);
+    auto Bm = torch::randn({B, T, G, N}, torch::kDouble),
+         Cm = torch::randn({B, T, G, N}, torch::kDouble);
     auto S0 = torch::randn({B, H, P, N}, torch::kDouble);
     auto [y_ref, S_ref] = ssd_recurrence(x, dt, A, Bm, Cm, S0);
     const double scale = max_abs(y_ref);
     auto cu = [](const torch::Tensor& t, torch::Dtype d) { return t.to(torch::kCUDA, d); };
-    auto [y, S] = ssd_chunked(cu(x, torch::kFloat), cu(dt, torch::kFloat), cu(A, torch::kFloat),
-                              cu(Bm, torch::kFloat), cu(Cm, torch::kFloat), 16, cu(S0, torch::kFloat));
+    auto [y, S] =
+        ssd_chunked(cu(x, torch::kFloat), cu(dt, torch::kFloat), cu(A, torch::kFloat),
+                    cu(Bm, torch::kFloat), cu(Cm, torch::kFloat), 16, cu(S0, torch::kFloat));
     EXPECT_LT(max_diff(y, y_ref), 2e-3 * scale) << "fp32 T " << T;  // TF32 matmuls
     EXPECT_LT(max_diff(S, S_ref), 2e-3 * max_abs(S_ref)) << "fp32 T " << T;
-    auto [yb, Sb] = ssd_chunked(cu(x, torch::kBFloat16), cu(dt, torch::kFloat), cu(A, torch::kFloat),
-                                cu(Bm, torch::kBFloat16), cu(Cm, torch::kBFloat16), 16,
-                                cu(S0, torch::kFloat));
+    compat::AutocastGuard autocast(true);  // as in training: the products in bf16
+    auto [yb, Sb] =
+        ssd_chunked(cu(x, torch::kBFloat16), cu(dt, torch::kFloat), cu(A, torch::kFloat),
+                    cu(Bm, torch::kBFloat16), cu(Cm, torch::kBFloat16), 16, cu(S0, torch::kFloat));
     EXPECT_EQ(Sb.scalar_type(), torch::kFloat);  // states stay fp32
     EXPECT_LT(max_diff(yb, y_ref), 3e-2 * scale) << "bf16 T " << T;
   }
@@ -80,7 +86,8 @@ TEST_F(M2Gpu, MixerForwardAndEveryGradientMatchTheFp64Definition) {
       std::vector<torch::Tensor> inputs = m->parameters();
       inputs.push_back(u);
       auto want_out = mamba2_by_definition(*m, g, u);
-      auto want = torch::autograd::grad({(want_out * w.to(torch::kCPU, torch::kDouble)).sum()}, inputs);
+      auto want =
+          torch::autograd::grad({(want_out * w.to(torch::kCPU, torch::kDouble)).sum()}, inputs);
       torch::Tensor out;
       {
         compat::AutocastGuard autocast(bf16);

@@ -15,9 +15,9 @@ namespace hylab::testing {
 
 // The SSD recurrence, one step at a time, fp64: S_t = exp(dt_t A) S_{t-1} + dt_t x_t B_t^T,
 // y_t = S_t C_t. x (B, T, H, P), dt (B, T, H), A (H), Bm/Cm (B, T, G, N), S0 (B, H, P, N).
-inline std::pair<torch::Tensor, torch::Tensor> ssd_recurrence(const torch::Tensor& x, const torch::Tensor& dt,
-                                                       const torch::Tensor& A, const torch::Tensor& Bm,
-                                                       const torch::Tensor& Cm, torch::Tensor S) {
+inline std::pair<torch::Tensor, torch::Tensor> ssd_recurrence(
+    const torch::Tensor& x, const torch::Tensor& dt, const torch::Tensor& A,
+    const torch::Tensor& Bm, const torch::Tensor& Cm, torch::Tensor S) {
   const int64_t T = x.size(1), H = x.size(2), G = Bm.size(2);
   std::vector<torch::Tensor> ys;
   for (int64_t t = 0; t < T; ++t) {
@@ -46,7 +46,8 @@ inline torch::Tensor mamba2_by_definition(Mamba2MixerImpl& m, const GPTConfig& g
                 K = g.mamba2_d_conv, Dc = E + 2 * G * N;
   auto d = [](const torch::Tensor& t) { return t.to(torch::kCPU, torch::kDouble); };
   auto zxbcdt = torch::matmul(d(u), d(m.in_proj->weight).t());  // (B, T, 2E+2GN+H)
-  auto z = zxbcdt.narrow(-1, 0, E), xBC = zxbcdt.narrow(-1, E, Dc), dt_raw = zxbcdt.narrow(-1, E + Dc, H);
+  auto z = zxbcdt.narrow(-1, 0, E), xBC = zxbcdt.narrow(-1, E, Dc),
+       dt_raw = zxbcdt.narrow(-1, E + Dc, H);
   auto A = -torch::exp(d(m.A_log));
   std::vector<torch::Tensor> xs, dts, Bs, Cs;
   for (int64_t t = 0; t < T; ++t) {
@@ -64,7 +65,7 @@ inline torch::Tensor mamba2_by_definition(Mamba2MixerImpl& m, const GPTConfig& g
   auto x = torch::stack(xs, 1);
   auto y = ssd_recurrence(x, torch::stack(dts, 1), A, torch::stack(Bs, 1), torch::stack(Cs, 1),
                           torch::zeros({B, H, P, N}, torch::kDouble))
-               .first;                                               // (B, T, H, P)
+               .first;  // (B, T, H, P)
   y = (y + x * d(m.D).view({H, 1})).reshape({B, T, E});
   auto gated = (y * torch::silu(z)).reshape({B, T, G, E / G});
   auto normed = gated / torch::sqrt(gated.pow(2).mean(-1, true) + 1e-5);

@@ -71,10 +71,19 @@ TEST(Mamba2Ssd, ChunkedEqualsTheRecurrenceFp64) {
       auto Bm = torch::randn({B, T, G, N}, dbl), Cm = torch::randn({B, T, G, N}, dbl);
       auto S0 = with_state ? torch::randn({B, H, P, N}, dbl) : torch::zeros({B, H, P, N}, dbl);
       auto [y_ref, S_ref] = ssd_recurrence(x, dt, A, Bm, Cm, S0);
+      // bf16 activations with an fp32 dt (what autocast hands it), no autocast: runs, close.
+      auto bf = [](const torch::Tensor& t) { return t.to(torch::kBFloat16); };
+      auto [yb, Sb] = ssd_chunked(bf(x), dt.to(torch::kFloat), A.to(torch::kFloat), bf(Bm), bf(Cm),
+                                  16, with_state ? S0.to(torch::kFloat) : torch::Tensor());
+      EXPECT_EQ(Sb.scalar_type(), torch::kFloat);
+      EXPECT_LT(max_abs_diff(yb, y_ref), 3e-2 * (1 + y_ref.abs().max().item<double>()))
+          << "bf16 T " << T;
       for (int64_t Q : {16, 5, 1}) {
         auto [y, S] = ssd_chunked(x, dt, A, Bm, Cm, Q, with_state ? S0 : torch::Tensor());
-        EXPECT_LT(max_abs_diff(y, y_ref), 1e-10) << "T " << T << " Q " << Q << " state " << with_state;
-        EXPECT_LT(max_abs_diff(S, S_ref), 1e-10) << "T " << T << " Q " << Q << " state " << with_state;
+        EXPECT_LT(max_abs_diff(y, y_ref), 1e-10)
+            << "T " << T << " Q " << Q << " state " << with_state;
+        EXPECT_LT(max_abs_diff(S, S_ref), 1e-10)
+            << "T " << T << " Q " << Q << " state " << with_state;
       }
     }
   }
@@ -106,7 +115,8 @@ TEST(Mamba2Mixer, ForwardEqualsTheDefinitionFp64AndFp32) {
       m32.m->parameters()[i].set_data(c.m->parameters()[i].to(torch::kFloat));
     }
     const double scale = want.abs().max().item<double>();
-    EXPECT_LT(max_abs_diff(m32.m->forward(u.to(torch::kFloat)), want), 1e-4 * scale) << "fp32 T " << T;
+    EXPECT_LT(max_abs_diff(m32.m->forward(u.to(torch::kFloat)), want), 1e-4 * scale)
+        << "fp32 T " << T;
   }
 }
 
@@ -140,17 +150,20 @@ TEST(Mamba2Mixer, StepsAndChunksContinuingTheCacheEqualForward) {
   const int64_t T = 37;
   auto u = torch::randn({2, T, c.g.n_embd}, torch::kDouble);
   auto want = c.m->forward(u).detach();
-  // Prefill 5 (chunked, from zeros), then 19 more at once (chunked, continuing), then one at a time.
+  // Prefill 5 (chunked, from zeros), then 19 more at once (chunked, continuing), then one at a
+  // time.
   LayerCache cache = c.m->make_cache(2, torch::kCPU, torch::kDouble);
   std::vector<torch::Tensor> outs = {c.m->forward_step(u.narrow(1, 0, 5), cache),
                                      c.m->forward_step(u.narrow(1, 5, 19), cache)};
-  for (int64_t t = 24; t < T; ++t) outs.push_back(c.m->step(u.select(1, t), cache, true).unsqueeze(1));
+  for (int64_t t = 24; t < T; ++t)
+    outs.push_back(c.m->step(u.select(1, t), cache, true).unsqueeze(1));
   EXPECT_LT(max_abs_diff(torch::cat(outs, 1), want), 1e-10);
   EXPECT_EQ(cache.ssm_state.sizes(), (std::vector<int64_t>{2, 8, 16, 64}));  // (B, H, P, N)
 }
 
 // A fp32 hybrid with every weight perturbed.
-GPT hybrid(const std::string& pattern, const std::vector<std::pair<std::string, std::string>>& extra = {}) {
+GPT hybrid(const std::string& pattern,
+           const std::vector<std::pair<std::string, std::string>>& extra = {}) {
   GPT model(tiny_config(pattern, with(kM2, extra)));
   perturb(*model, 0.05);
   return model;
@@ -250,7 +263,8 @@ TEST(Mamba2Model, HybridTrainsAndEveryM2ParameterMoves) {
   }
   EXPECT_LT(last, 0.8 * first) << "first " << first << " last " << last;
   EXPECT_FALSE(torch::equal(before, model->block(1)->mixer_as<Mamba2MixerImpl>()->A_log));
-  EXPECT_FALSE(torch::equal(in_before, model->block(3)->mixer_as<Mamba2MixerImpl>()->in_proj->weight));
+  EXPECT_FALSE(
+      torch::equal(in_before, model->block(3)->mixer_as<Mamba2MixerImpl>()->in_proj->weight));
 }
 
 TEST(Mamba2Model, CheckpointRoundTrip) {
@@ -286,13 +300,17 @@ TEST(Mamba2Config, PatternsParseAndErrorsNameTheTypes) {
 }
 
 TEST(Mamba2Config, ValidationNamesTheField) {
-  EXPECT_EQ(error_of([] { tiny_config("M2", {{"mamba2_d_state", "32"}}); }),
+  EXPECT_EQ(error_of([] {
+              tiny_config("M2", {{"mamba2_d_state", "32"}});
+            }),
             "mamba2_d_state = 32: expected 64..256");
-  EXPECT_NE(error_of([] { tiny_config("M2", {{"mamba2_headdim", "48"}}); })
-                .find("mamba2_headdim = 48 must divide mamba2_expand * n_embd = 128"),
+  EXPECT_NE(error_of([] {
+              tiny_config("M2", {{"mamba2_headdim", "48"}});
+            }).find("mamba2_headdim = 48 must divide mamba2_expand * n_embd = 128"),
             std::string::npos);
-  EXPECT_NE(error_of([] { tiny_config("M2", with(kM2, {{"mamba2_ngroups", "3"}})); })
-                .find("mamba2_ngroups = 3 must divide the M2 heads"),
+  EXPECT_NE(error_of([] {
+              tiny_config("M2", with(kM2, {{"mamba2_ngroups", "3"}}));
+            }).find("mamba2_ngroups = 3 must divide the M2 heads"),
             std::string::npos);
   EXPECT_NO_THROW(tiny_config("T", {{"mamba2_headdim", "48"}}));  // no M2 layer: not checked
   // M2 keys count in the identity only when an M2 layer exists.
@@ -334,14 +352,18 @@ TEST(Rope, OffMakesAttentionBlindToTheOrderOfEarlierTokens) {
     GPT model(tiny_config("T", {{"rope", rope ? "true" : "false"}}));
     perturb(*model, 0.05);
     torch::NoGradGuard no_grad;
-    const double diff = max_abs_diff(model->forward(idx).select(1, 4), model->forward(swapped).select(1, 4));
+    const double diff =
+        max_abs_diff(model->forward(idx).select(1, 4), model->forward(swapped).select(1, 4));
     if (rope) {
       EXPECT_GT(diff, 1e-4);
     } else {
       EXPECT_LT(diff, 1e-5);
     }
   }
-  EXPECT_NE(error_of([] { tiny_config("T", {{"rope", "maybe"}}); }).find("rope"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              tiny_config("T", {{"rope", "maybe"}});
+            }).find("rope"),
+            std::string::npos);
 }
 
 }  // namespace
