@@ -311,5 +311,15 @@ TEST_F(CliTest, HylabInsecureReplacesTheFlag) {
   EXPECT_NE(off.err.find("no key pair"), std::string::npos) << off.err;
 }
 
+// An insecure coordinator listens on loopback only unless told otherwise.
+TEST_F(CliTest, InsecureCoordinatorRefusesAnyInterfaceBind) {
+  const std::string db = (dir_ / "insecure.db").string();
+  const Result r = hylab("coordinator --insecure --bind 'tcp://*:0' --db '" + db + "'");
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("--insecure_any_interface"), std::string::npos) << r.err;
+  const Result flag = hylab("coordinator --insecure_any_interface --db '" + db + "' --key x.key --allow x");
+  EXPECT_NE(flag.err.find("only with --insecure"), std::string::npos) << flag.err;
+}
+
 }  // namespace
 }  // namespace hylab

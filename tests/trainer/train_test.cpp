@@ -291,9 +291,12 @@ TEST_F(TrainTest, DivergenceExitsWith3) {
   // scan turns NaN within a few steps.
   // Recorded in a results database: the NaN loss of the diverged step used to fail its
   // NOT NULL column, and the run exited 1 with a SQLite error instead of 3.
+  // (Without --metrics_jsonl: the run records into the database.)
   const std::string db = (root_ / "diverge.db").string();
-  const Result r = train("diverge", {"--num_iterations=30", "--scalar_lr=1e30", "--warmdown_ratio=0",
-                                     "--db", db});
+  const Result r = run_hylab({"train", "--config", (root_ / "tiny.yaml").string(), "--run_dir",
+                              run_dir("diverge"), "--probe_steps", "4", "--num_iterations=30",
+                              "--scalar_lr=1e30", "--warmdown_ratio=0", "--db", db},
+                             root_);
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("diverged"), std::string::npos) << r.err;
   EXPECT_EQ(r.err.find("NOT NULL"), std::string::npos) << r.err;
@@ -306,10 +309,16 @@ TEST_F(TrainTest, ResumingAFinishedRunKeepsItsSummary) {
   // --resume of a run that reached its last step trains nothing; it used to write a new
   // summary with tok/s 0 over the run's own.
   const std::string db = (root_ / "finished.db").string();
-  Result r = train("finished", {"--num_iterations=4", "--db", db});
+  const std::vector<std::string> args = {"train", "--config", (root_ / "tiny.yaml").string(),
+                                         "--run_dir", run_dir("finished"), "--probe_steps", "4",
+                                         "--num_iterations=4", "--db", db};
+  Result r = run_hylab(args, root_);
   ASSERT_EQ(r.code, 0) << r.err;
-  r = train("finished", {"--num_iterations=4", "--db", db, "--resume"});
+  std::vector<std::string> resume = args;
+  resume.push_back("--resume");
+  r = run_hylab(resume, root_);
   ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(slurp(run_dir("finished") + "/train.log").find("summary is kept"), std::string::npos);
   const Result res = run_hylab({"results", "--db", db, "--format", "json"}, root_);
   ASSERT_EQ(res.code, 0) << res.err;
   const json rows = json::parse(res.out);
