@@ -450,6 +450,10 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
     return;
   }
   node->finished = true;
+  // Refused (draining, a busy slot) or preempted: give that worker a heartbeat's pause,
+  // so a worker whose state this coordinator got wrong is not sent the next one at once, for
+  // ever (a livelock of thousands of attempts in the simulator).
+  if (f.outcome() == proto::TRIAL_OUTCOME_PREEMPTED) w.cooldown_until_ms = now + opt.heartbeat_ms;
   // Multi-node: rank 0 decides a success; any node's failure ends the attempt everywhere.
   if (f.outcome() == proto::TRIAL_OUTCOME_SUCCEEDED && node->node_rank != 0) {
     send(w.worker_id, ack);
@@ -614,7 +618,7 @@ void Coordinator::Impl::schedule() {
   }
   std::vector<SchedWorker> ws;
   for (const auto& [id, w] : workers) {
-    ws.push_back({id, w.slots, w.free_slots(), !w.draining && !unsettled.count(id)});
+    ws.push_back({id, w.slots, w.free_slots(), !w.draining && !unsettled.count(id) && now >= w.cooldown_until_ms});
   }
   for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
     ActiveTrial& t = trials.at(a.trial_id);
