@@ -326,6 +326,14 @@ void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const st
       }
       default: HYLAB_FAIL("unknown request");
     }
+    const int64_t limit = opt.max_reply_bytes > 0 ? opt.max_reply_bytes
+                                                  : static_cast<int64_t>(wire::kMaxMessageBytes) - 65536;
+    if (static_cast<int64_t>(reply->json().size()) > limit) {
+      HYLAB_FAIL("the answer is {:.1f} MiB, over the {:.1f} MiB a reply may carry (e.g. a sweep of "
+                 "many thousand trials, or many workers); read it from the database instead: "
+                 "hylab results / hylab sweep show work on the database file",
+                 static_cast<double>(reply->json().size()) / (1 << 20), static_cast<double>(limit) / (1 << 20));
+    }
   } catch (const std::exception& e) {
     // Roll back this request's writes but answer the client with the reason.
     store->db().exec("ROLLBACK TO message");

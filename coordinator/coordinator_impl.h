@@ -63,6 +63,8 @@ struct Held {  // an attempt on a worker, as the coordinator assigned it
 struct WorkerInfo {
   std::string worker_id, host, public_key, work_dir;
   int slots = 0;
+  int pid = 0;                       // of the worker process (from its Hello)
+  int64_t cooldown_until_ms = 0;     // no Assign before then: it just refused one
   std::vector<proto::Gpu> gpus;
   int64_t last_heard_ms = 0;
   int64_t last_reregister_ms = 0;

@@ -49,7 +49,10 @@ void Coordinator::Impl::on_hello(const proto::Hello& h, const std::string& user_
   w.gpus.assign(h.gpus().begin(), h.gpus().end());
   w.public_key = user_id;
   w.work_dir = h.work_dir();
-  w.draining = h.draining();
+  // Drained stays drained for the same process (a late or repeated Hello of it must not undo
+  // the drain, or it is sent trials it refuses, forever); a restarted worker starts afresh.
+  w.draining = h.draining() || (known && w.draining && w.pid == h.pid());
+  w.pid = h.pid();
   w.last_heard_ms = now;
   store::WorkerRow row;
   row.worker_id = w.worker_id;
@@ -242,6 +245,11 @@ void Coordinator::Impl::periodic() {
     proto::Envelope hb;
     hb.mutable_heartbeat();
     send(id, hb);
+    if (w.draining) {  // repeated: a Drain lost on the way would leave it serving nothing forever
+      proto::Envelope d;
+      d.mutable_drain()->set_exit_when_idle(true);
+      send(id, d);
+    }
   }
   for (const auto& [id, why] : lost) lose_worker(id, why);
   for (const auto& id : drained) {
@@ -445,6 +453,10 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
     return;
   }
   node->finished = true;
+  // Refused (draining, a busy slot) or preempted: give that worker a heartbeat's pause,
+  // so a worker whose state this coordinator got wrong is not sent the next one at once, for
+  // ever (a livelock of thousands of attempts in the simulator).
+  if (f.outcome() == proto::TRIAL_OUTCOME_PREEMPTED) w.cooldown_until_ms = now + opt.heartbeat_ms;
   // Multi-node: rank 0 decides a success; any node's failure ends the attempt everywhere.
   if (f.outcome() == proto::TRIAL_OUTCOME_SUCCEEDED && node->node_rank != 0) {
     send(w.worker_id, ack);
@@ -452,7 +464,12 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
   }
   spdlog::info("trial {} attempt {} on {}: {} (exit {}){}", t.trial_id, t.attempt, w.worker_id,
                outcome_name(f.outcome()), f.exit_code(), f.reason().empty() ? "" : ": " + f.reason());
-  conclude_attempt(t, f.outcome(), f.exit_code(), f.reason(), f.log_tail());
+  // Cancelling a trial for good (cancel_sweep, early stop) ends it here at once, so a
+  // cancelled outcome of the *current* attempt is a node this coordinator cancelled as stale
+  // (or someone else stopped): an infrastructure loss, retried, never the trial's end.
+  const proto::TrialOutcome outcome =
+      f.outcome() == proto::TRIAL_OUTCOME_CANCELLED ? proto::TRIAL_OUTCOME_LOST : f.outcome();
+  conclude_attempt(t, outcome, f.exit_code(), f.reason(), f.log_tail());
   send(w.worker_id, ack);
 }
 
@@ -604,7 +621,7 @@ void Coordinator::Impl::schedule() {
   }
   std::vector<SchedWorker> ws;
   for (const auto& [id, w] : workers) {
-    ws.push_back({id, w.slots, w.free_slots(), !w.draining && !unsettled.count(id)});
+    ws.push_back({id, w.slots, w.free_slots(), !w.draining && !unsettled.count(id) && now >= w.cooldown_until_ms});
   }
   for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
     ActiveTrial& t = trials.at(a.trial_id);

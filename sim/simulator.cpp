@@ -87,6 +87,7 @@ struct SimWorker {
   bool welcomed = false;
   int64_t last_heard = 0, next_beat = 0;
   bool draining = false, exit_when_idle = false;
+  int pid = 1;  // a new one at each start
   std::map<AttemptKey, SimAttempt> attempts;
 };
 
@@ -431,7 +432,7 @@ class World {
     auto* h = env.mutable_hello();
     h->set_worker_id(w.id);
     h->set_host("host-" + w.id);
-    h->set_pid(1);
+    h->set_pid(w.pid);
     h->set_slots(w.slots);
     h->set_mem_gib(8);
     h->set_cpus(2);
@@ -449,7 +450,9 @@ class World {
         return;
       }
       event(w.id + " starts again");
+      const int pid = w.pid + 1;
       w = SimWorker{w.id, w.key, w.slots};
+      w.pid = pid;
       w.last_heard = now_;
       send_hello(w);
     }

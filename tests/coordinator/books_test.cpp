@@ -276,3 +276,28 @@ TEST_F(BooksTest, GarbageIsRateLimitedAndUnknownPeersAreForgotten) {
 
 }  // namespace
 }  // namespace hylab::coordinator
+
+namespace hylab::coordinator {
+namespace {
+
+// A reply over the client's size limit used to vanish (the client dropped the frame and said
+// the coordinator "did not answer"); now the client hears why.
+TEST_F(BooksTest, AnOversizedReplySaysSo) {
+  core_.reset();
+  opt_.max_reply_bytes = 4000;
+  start();
+  std::vector<Inbound> hellos;
+  for (int i = 0; i < 60; ++i) hellos.push_back(from("worker-" + std::to_string(i), "", hello("worker-" + std::to_string(i))));
+  step(hellos);
+  proto::Envelope req;
+  req.mutable_request()->set_request_id(7);
+  req.mutable_request()->set_list_workers(true);
+  auto out = step({Inbound{"client", true, "", wire::encode(req, "client")}});
+  ASSERT_EQ(count(out, proto::Envelope::kReply, "client"), 1);
+  const auto& reply = out.back().reply();
+  EXPECT_FALSE(reply.ok());
+  EXPECT_NE(reply.error().find("MiB a reply may carry"), std::string::npos) << reply.error();
+}
+
+}  // namespace
+}  // namespace hylab::coordinator
