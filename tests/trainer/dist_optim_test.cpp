@@ -282,7 +282,7 @@ TEST(MambaMuonRouting, EachMatrixGoesToTheGroupTheConfigNames) {
 
 TEST(MambaMuonRouting, ConfigValuesAreCheckedAndMadeCanonical) {
   RunConfig c = tiny_config();
-  EXPECT_EQ(c.mamba_muon_params(), "in_proj,x_proj,dt_proj,out_proj");  // today's behaviour
+  EXPECT_EQ(c.mamba_muon_params(), "in_proj,out_proj");  // the default since the ablation
   c.set_mamba_muon_params("out_proj, in_proj");
   EXPECT_EQ(resolve_config(c).mamba_muon_params(), "in_proj,out_proj");
   apply_override(&c, "mamba_muon_params", "none");
