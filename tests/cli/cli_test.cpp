@@ -245,8 +245,8 @@ TEST_F(CliTest, EveryShippedSweepDryRuns) {
   // The presets' layouts, as their comments describe them.
   auto patterns_of = [&](const std::string& file) { return patterns[file]; };
   using Set = std::set<std::string>;
-  EXPECT_EQ(patterns_of("hybrid_nemotron_h_d12.yaml"), (Set{"M*3,T,M*5,T,M*2"}));
-  EXPECT_EQ(patterns_of("hybrid_nemotron_h_d20.yaml"), (Set{"M*3,T,M*6,T,M*5,T,M*3"}));
+  EXPECT_EQ(patterns_of("hybrid_nemotron_h_d12.yaml"), (Set{"M2*3,T,M2*5,T,M2*2"}));
+  EXPECT_EQ(patterns_of("hybrid_nemotron_h_d20.yaml"), (Set{"M2*3,T,M2*6,T,M2*5,T,M2*3"}));
   EXPECT_EQ(patterns_of("hybrid_jamba_d12.yaml"), (Set{"M*4,T,M*7"}));
   EXPECT_EQ(patterns_of("hybrid_samba_d12.yaml"), (Set{"T,M*11", "M*5,T,M*6", "M*11,T"}));
   EXPECT_EQ(patterns_of("hybrid_qwen3_next_d12.yaml"), (Set{"M*3,T,M*3,T,M*3,T"}));

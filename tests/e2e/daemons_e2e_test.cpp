@@ -607,13 +607,12 @@ TEST_F(DaemonsE2E, LocalRunsASweepAndPrintsTheTable) {
   EXPECT_TRUE(trainers_in(work_).empty());
 }
 
-// Issue 18: every trial of a sweep over T and M patterns records the evals beside val_bpb
+// Issue 18: every trial of a sweep over T, M and M2 patterns records the evals beside val_bpb
 // (trainer/trial_evals.h) through worker -> coordinator -> SQLite: recall_acc in [0, 1] and
 // val_bpb at 2x and 4x max_seq_len (the rotary tables extend), as metrics and as summary
 // columns of `hylab results`, and recall_acc works as the sweep's metric (goal maximize).
-// TODO(lead, after merging m2): add M2 patterns.
 TEST_F(DaemonsE2E, LocalSweepRecordsRecallAndLengthEvalsForEveryTrial) {
-  const std::string sweep = sweep_file({"T*2", "M*2", "T,M"}, 6);
+  const std::string sweep = sweep_file({"T*2", "M*2", "T,M", "M2*2", "T,M2"}, 6);
   std::ofstream(sweep, std::ios::app) << "metric: {name: recall_acc}\n";
   std::ofstream(dir_ / "base.yaml", std::ios::app) << "recall_probes: 8\nrecall_key_len: 1\nrecall_value_len: 1\n";
   auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
@@ -624,7 +623,7 @@ TEST_F(DaemonsE2E, LocalSweepRecordsRecallAndLengthEvalsForEveryTrial) {
   auto [s2, text] = run({hylab_bin(), "results", "--db", db_, "--format", "json"});
   ASSERT_EQ(s2, 0) << text;
   const json rows = json::parse(text);
-  ASSERT_EQ(rows.size(), 3u) << text;
+  ASSERT_EQ(rows.size(), 5u) << text;
   for (const auto& r : rows) {
     EXPECT_EQ(r["state"], "succeeded") << r.dump();
     ASSERT_TRUE(r["recall_acc"].is_number()) << r.dump();
