@@ -4,7 +4,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 
 #include "cli/command.h"
@@ -37,12 +36,7 @@ void run(const Options& o) {
     doc["load"].push_back(sim::run_load(n, o.seconds, dir.string()));
     std::fprintf(stderr, "%s\n", doc["load"].back().dump().c_str());
   }
-  const std::string text = doc.dump(2) + "\n";
-  std::fputs(text.c_str(), stdout);
-  if (!o.out.empty()) {
-    std::ofstream f(o.out);
-    if (!(f << text)) throw Error(fmt::format("--out = {}: cannot write", o.out));
-  }
+  emit_bench_json(doc, o.out);
 }
 
 void setup(CLI::App& root) {

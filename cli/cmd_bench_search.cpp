@@ -2,7 +2,6 @@
 // JSON {commit, date, settings, results}; sweep/search_bench.h defines the objectives.
 #include <cstdio>
 #include <ctime>
-#include <fstream>
 #include <memory>
 
 #include "cli/command.h"
@@ -34,12 +33,7 @@ void run(const Options& o) {
                      {"gamma", o.tpe.gamma},
                      {"target", "first trial whose noise-free value is within 1% of the optimum"}};
   doc["results"] = coordinator::run_search_bench(o.objectives, o.seeds, o.tpe);
-  const std::string text = doc.dump(2) + "\n";
-  std::fputs(text.c_str(), stdout);
-  if (!o.out.empty()) {
-    std::ofstream f(o.out);
-    if (!(f << text)) throw Error(fmt::format("--out = {}: cannot write", o.out));
-  }
+  emit_bench_json(doc, o.out);
 }
 
 void setup(CLI::App& root) {

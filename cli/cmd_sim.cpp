@@ -7,7 +7,6 @@
 
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 
 #include "cli/command.h"
@@ -42,12 +41,7 @@ void run(const Options& o) {
   doc["commit"] = bench_commit();
   doc["date"] = utc_timestamp();
   const int64_t violations = doc["violations"].get<int64_t>();
-  const std::string text = doc.dump(2) + "\n";
-  std::fputs(text.c_str(), stdout);
-  if (!o.out.empty()) {
-    std::ofstream f(o.out);
-    if (!(f << text)) throw Error(fmt::format("--out = {}: cannot write", o.out));
-  }
+  emit_bench_json(doc, o.out);
   if (violations > 0) exit_status() = 1;
 }
 

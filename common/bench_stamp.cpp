@@ -3,6 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
+
+#include "common/check.h"
 
 namespace hylab {
 
@@ -23,6 +26,15 @@ std::string utc_timestamp() {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
   return buf;
+}
+
+void emit_bench_json(const nlohmann::json& doc, const std::string& out_path) {
+  const std::string text = doc.dump(2) + "\n";
+  std::fputs(text.c_str(), stdout);
+  if (!out_path.empty()) {
+    std::ofstream f(out_path);
+    if (!(f << text)) throw Error(fmt::format("--out = {}: cannot write", out_path));
+  }
 }
 
 }  // namespace hylab

@@ -1,7 +1,9 @@
-// The `commit` and `date` fields of a benchmark's JSON (`hylab bench kernels`, `hylab bench
-// search`), so a figure in docs/benchmarks/ names the tree that produced it. Torch-free.
+// The `commit` and `date` fields of a benchmark's JSON (`hylab bench kernels`, `bench search`,
+// `bench load`, `sim`), so a figure in docs/benchmarks/ names the tree that produced it, and
+// the one way those commands print and save it. Torch-free.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace hylab {
@@ -12,5 +14,9 @@ std::string bench_commit();
 
 // Now, UTC, as "2026-12-02T06:41:11Z".
 std::string utc_timestamp();
+
+// Prints a benchmark's JSON document (indented) on stdout and, when out_path is not empty,
+// writes the same text there; throws Error naming --out when it cannot.
+void emit_bench_json(const nlohmann::json& doc, const std::string& out_path);
 
 }  // namespace hylab
