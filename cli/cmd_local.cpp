@@ -18,6 +18,7 @@
 #include "cli/dashboard_flags.h"
 #include "cli/sweep_progress.h"
 #include "common/check.h"
+#include "common/states.h"
 #include "sweep/submission.h"
 #include "store/compare.h"
 #include "store/results.h"
@@ -244,8 +245,9 @@ int run_local(const Flags& f) {
         if (last_state[id] == state) continue;
         last_state[id] = state;
         std::string extra;
-        if (state == "running") extra = fmt::format(" (attempt {} on {})", t["attempt"].get<int64_t>(),
-                                                    t["worker_id"].get<std::string>());
+        if (parse_trial_state(state) == proto::TRIAL_STATE_RUNNING) {
+          extra = fmt::format(" (attempt {} on {})", t["attempt"].get<int64_t>(), t["worker_id"].get<std::string>());
+        }
         if (!t["final_val_bpb"].is_null()) extra += fmt::format(" val_bpb {:.4f}", t["final_val_bpb"].get<double>());
         const std::string metric = sweep["metric"]["name"].get<std::string>();
         if (metric != "val_bpb" && !t["metric"].is_null()) {
@@ -255,21 +257,22 @@ int run_local(const Flags& f) {
         std::printf("%s trial %lld [%s] %s%s\n", stamp().c_str(), static_cast<long long>(id),
                     params_text(t["params"]).c_str(), state.c_str(), extra.c_str());
       }
-      const std::string sweep_state = sweep["state"].get<std::string>();
-      if (Clock::now() >= next_summary && sweep_state == "running") {
+      const proto::SweepState sweep_state = parse_sweep_state(sweep["state"].get<std::string>());
+      if (Clock::now() >= next_summary && sweep_state == proto::SWEEP_STATE_RUNNING) {
         next_summary = Clock::now() + std::chrono::seconds(f.summary_every_s);
         std::string counts, steps;
         for (auto it = sweep["counts"].begin(); it != sweep["counts"].end(); ++it) {
           counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", it.value().get<int64_t>(), it.key());
         }
         for (const auto& t : sweep["trials"]) {
-          if (t["state"] == "running") steps += fmt::format(" #{}@{}", t["trial_id"].get<int64_t>(), t["last_step"].get<int64_t>());
+          if (parse_trial_state(t["state"].get<std::string>()) != proto::TRIAL_STATE_RUNNING) continue;
+          steps += fmt::format(" #{}@{}", t["trial_id"].get<int64_t>(), t["last_step"].get<int64_t>());
         }
         std::printf("%s sweep %lld: %s;%s\n", stamp().c_str(), static_cast<long long>(sweep_id), counts.c_str(),
                     steps.empty() ? "" : (" running at step" + steps).c_str());
       }
       std::fflush(stdout);
-      if (sweep_state != "running") break;
+      if (sweep_state != proto::SWEEP_STATE_RUNNING) break;
     }
     cleanup();
     auto db = store::Db::open(f.db, /*read_only=*/true);

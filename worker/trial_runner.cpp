@@ -70,11 +70,11 @@ ExitInfo classify_exit(int status, bool cancel_requested, bool shutting_down) {
   if (WIFEXITED(status)) {
     e.exit_code = WEXITSTATUS(status);
     switch (e.exit_code) {
-      case 0: e.outcome = proto::TRIAL_OUTCOME_SUCCEEDED; break;
-      case 2: e.outcome = proto::TRIAL_OUTCOME_BAD_CONFIG; e.reason = "the trainer rejected the config (exit 2)"; break;
-      case 3: e.outcome = proto::TRIAL_OUTCOME_DIVERGED; e.reason = "diverged: non-finite loss (exit 3)"; break;
-      case 4: e.outcome = proto::TRIAL_OUTCOME_OOM; e.reason = "out of memory (exit 4)"; break;
-      case 143: terminated("exit 143"); break;
+      case proto::TRAINER_EXIT_OK: e.outcome = proto::TRIAL_OUTCOME_SUCCEEDED; break;
+      case proto::TRAINER_EXIT_BAD_CONFIG: e.outcome = proto::TRIAL_OUTCOME_BAD_CONFIG; e.reason = "the trainer rejected the config (exit 2)"; break;
+      case proto::TRAINER_EXIT_DIVERGED: e.outcome = proto::TRIAL_OUTCOME_DIVERGED; e.reason = "diverged: non-finite loss (exit 3)"; break;
+      case proto::TRAINER_EXIT_OOM: e.outcome = proto::TRIAL_OUTCOME_OOM; e.reason = "out of memory (exit 4)"; break;
+      case proto::TRAINER_EXIT_TERMINATED: terminated("exit 143"); break;
       default:
         e.outcome = cancel_requested ? proto::TRIAL_OUTCOME_CANCELLED : proto::TRIAL_OUTCOME_FAILED;
         e.reason = fmt::format("{}exit {}", cancel_requested ? "cancelled; " : "", e.exit_code);
