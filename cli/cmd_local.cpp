@@ -1,10 +1,7 @@
 // `hylab local FILE`: a coordinator and N workers as child processes on loopback (a free
 // port, plain TCP), the sweep submitted, progress shown, the results table at the end.
 // Exits 0 if every trial succeeded.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +15,7 @@
 #include "cli/dashboard_flags.h"
 #include "cli/sweep_progress.h"
 #include "common/check.h"
+#include "common/spawn.h"
 #include "common/states.h"
 #include "sweep/submission.h"
 #include "store/compare.h"
@@ -46,57 +44,34 @@ struct Flags {
 
 struct Child {
   std::string name;
-  pid_t pid = -1;
+  Process proc;
   std::string log;
 };
 
-// A daemon child: own process group (Ctrl-C reaches only us; we stop it in order), killed
-// if we die, output to its log file.
+// A daemon child: own process group (Ctrl-C reaches only us; we stop it in order), sent
+// SIGTERM if we die, output to its log file.
 Child spawn(const std::string& name, const std::vector<std::string>& args, const std::string& log) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) HYLAB_FAIL("cannot open {}", log);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) HYLAB_FAIL("fork failed");
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(fd);
-  return {name, pid, log};
+  SpawnOptions so;
+  so.stdout_file = log;
+  so.stderr_to_stdout = true;
+  so.new_process_group = true;
+  so.parent_death_signal = SIGTERM;
+  return {name, Process::spawn(args, so), log};
 }
 
-bool alive(Child& c) {
-  if (c.pid <= 0) return false;
-  int status = 0;
-  if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
-    c.pid = -1;
-    return false;
-  }
-  return true;
-}
+bool alive(Child& c) { return c.proc.running() && !c.proc.try_wait(); }
 
+// SIGTERM to the daemon; after timeout_ms, SIGKILL to its group.
 void stop(Child& c, int timeout_ms) {
   if (!alive(c)) return;
-  ::kill(c.pid, SIGTERM);
+  c.proc.signal(SIGTERM);
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (Clock::now() < deadline) {
     if (!alive(c)) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ::kill(-c.pid, SIGKILL);
-  ::kill(c.pid, SIGKILL);
-  int status = 0;
-  ::waitpid(c.pid, &status, 0);
-  c.pid = -1;
+  c.proc.signal_group(SIGKILL);
+  c.proc.wait();
 }
 
 std::string tail_of(const std::string& path, size_t n = 2000) {

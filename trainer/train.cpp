@@ -35,7 +35,7 @@
 #include "trainer/retention.h"
 #include "trainer/run_dir.h"
 #include "trainer/schedule.h"
-#include "trainer/subprocess.h"
+#include "common/spawn.h"
 #include "trainer/tokenizer.h"
 #include "trainer/trial_evals.h"
 #if HYLAB_HAS_STORE
