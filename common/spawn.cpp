@@ -8,10 +8,8 @@
 
 #include <cerrno>
 #include <climits>
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <algorithm>
 #include <map>
 #include <utility>
 #include <vector>
@@ -251,7 +249,8 @@ void Process::close_stdin() {
 }
 
 ExitStatus Process::wait() {
-  if (pid_ <= 0 || reaped_) return status_;
+  if (pid_ <= 0) return ExitStatus{W_EXITCODE(1, 0)};  // never started (or moved from)
+  if (reaped_) return status_;
   int status = 0;
   while (::waitpid(pid_, &status, 0) < 0) {
     if (errno != EINTR) {

@@ -76,7 +76,8 @@ class Process {
   int stdout_fd() const { return stdout_fd_; }
   void close_stdin();
 
-  // Blocks until the child exits (reaps it). Once reaped, returns the same status again.
+  // Blocks until the child exits (reaps it). Once reaped, returns the same status again; a
+  // Process that never started (or was moved from) returns exit code 1.
   ExitStatus wait();
   // Non-blocking: the status once the child has exited (reaped), else nullopt.
   std::optional<ExitStatus> try_wait();
