@@ -1,5 +1,5 @@
 // `hylab bench kernels [--json FILE]`: times our Mamba-path kernels on the current GPU at
-// the shapes of issue 5 (CUDA events, warm-up, median of --reps runs) and prints JSON:
+// the shapes of issue 5 (and issue 12's long context: --long_context) (CUDA events, warm-up, median of --reps runs) and prints JSON:
 //   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
 //    "dtype", "ms", "tb_per_s"}]}
 // tb_per_s = bytes that must move (each input read once, each output written once) / time;
@@ -45,6 +45,7 @@ struct BenchOptions {
   bool skip_layers = false;
   bool quick = false;  // d12 scan and the conv only (for profilers)
   bool gemv_only = false;
+  bool long_context = false;  // only the long-context scan and layer, split scan auto vs off
 };
 
 #if HYLAB_CUDA_KERNELS
@@ -129,8 +130,11 @@ ScanTensors scan_inputs(int64_t B, int64_t E, int64_t T, int64_t N, bool grad) {
   return s;
 }
 
+// kernel: the record's name ("selective_scan", or "selective_scan_nosplit" for the split
+// scan forced off, see bench_long_context).
 void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
-                const BenchOptions& o, Json& results) {
+                const BenchOptions& o, Json& results,
+                const std::string& kernel = "selective_scan") {
   ScanTensors s = scan_inputs(B, E, T, N, true);
   const Tensor dout = torch::randn({B, E, T}, kBf16);
   const double bet = 2.0 * B * E * T, bnt = 2.0 * B * N * T;  // bytes of one bf16 tensor
@@ -142,7 +146,7 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
   if (with_fwd_only) {
     // The training forward (grad enabled: saves the chunk states for the backward).
     const double ms = median_ms([&] { fwd(); }, o);
-    results.push_back(record("selective_scan", shape, "fwd", ms, 4 * bet + 2 * bnt));
+    results.push_back(record(kernel, shape, "fwd", ms, 4 * bet + 2 * bnt));
   }
   const double ms = median_ms(
       [&] {
@@ -152,7 +156,7 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
       o);
   // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
   // dB, dC out.
-  results.push_back(record("selective_scan", shape, "fwd+bwd", ms, 11 * bet + 6 * bnt));
+  results.push_back(record(kernel, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt));
 }
 
 void bench_conv(int64_t B, int64_t E, int64_t T, int64_t K, const BenchOptions& o,
@@ -291,6 +295,38 @@ void bench_layers(int64_t d_model, int64_t B, int64_t T, const BenchOptions& o, 
   }
 }
 
+// Long context at small batch (issue 12): the scan at (B, E, T, N) = (2, 1536, 32768, 16)
+// and (1, 2560, 65536, 16), fwd and fwd+bwd, and the Mamba layer (d768) at B2 x T32768, each
+// with the split scan automatic ("selective_scan", "mamba_layer") and forced off
+// ("..._nosplit"), so one run shows the gain. The splits chosen go to stderr.
+void bench_long_context(const BenchOptions& o, Json& results) {
+  struct Shape {
+    int64_t B, E, T, N;
+  };
+  for (const Shape& sh : {Shape{2, 1536, 32768, 16}, Shape{1, 2560, 65536, 16}}) {
+    hylab::cuda_ops::set_scan_splits(0);
+    std::fprintf(stderr, "  (automatic splits for %s: fwd %d, bwd %d)\n",
+                 dims({sh.B, sh.E, sh.T, sh.N}).c_str(),
+                 hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, false),
+                 hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, true));
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results);
+    hylab::cuda_ops::set_scan_splits(1);
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results, "selective_scan_nosplit");
+  }
+  if (!o.skip_layers) {
+    const int64_t B = 2, T = 32768, d_model = 768;
+    MambaLayer m(d_model);
+    for (const int splits : {0, 1}) {
+      hylab::cuda_ops::set_scan_splits(splits);
+      const double ms = layer_fwd_bwd_ms(m, m.params(), B, T, o,
+                                         [&](const Tensor& h) { return m.forward(h); });
+      results.push_back(record(splits == 0 ? "mamba_layer" : "mamba_layer_nosplit",
+                               dims({B, T, d_model}), "fwd+bwd", ms, std::nullopt));
+    }
+  }
+  hylab::cuda_ops::set_scan_splits(0);
+}
+
 // One decode step of one Mamba layer (batch `B`), captured in a CUDA graph and replayed.
 void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
   torch::NoGradGuard ng;
@@ -388,8 +424,12 @@ void run_bench(const BenchOptions& o) {
   doc["copy_tb_per_s"] = copy_tb_per_s(o);
   std::fprintf(stderr, "  device-to-device copy: %.3f TB/s\n", doc["copy_tb_per_s"].get<double>());
   Json results = Json::array();
-  if (!o.quick) bench_gemv(o, results);
-  if (!o.gemv_only) {
+  if (o.long_context) {
+    bench_long_context(o, results);
+  } else if (!o.quick) {
+    bench_gemv(o, results);
+  }
+  if (!o.gemv_only && !o.long_context) {
     bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
     if (!o.quick) {
       bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
@@ -401,6 +441,7 @@ void run_bench(const BenchOptions& o) {
       bench_layers(1280, 16, 2048, o, results);
     }
     if (!o.quick) bench_decode(768, 1, o, results);
+    if (!o.quick) bench_long_context(o, results);
   }
   doc["results"] = results;
   const std::string text = doc.dump(2);
@@ -436,6 +477,9 @@ void setup(CLI::App& root) {
   cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
   cmd->add_flag(flag("gemv_only"), opts->gemv_only,
                 "Only the decode GEMV at d20's shapes, 1-8 warps per column");
+  cmd->add_flag(flag("long_context"), opts->long_context,
+                "Only the long-context scan (B2 T32768, B1 T65536) and Mamba layer (B2 T32768), "
+                "split scan automatic vs off");
   cmd->callback([opts] { run_bench(*opts); });
 }
 

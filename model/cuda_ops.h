@@ -114,4 +114,13 @@ torch::Tensor relu_square(const torch::Tensor& u);
 void set_deterministic(bool on);
 bool deterministic();
 
+// Splits of T for the selective scan (docs/KERNELS.md "Split scan"): 0 = automatic (split
+// only when B x channel blocks cannot fill the GPU; the environment variable
+// HYLAB_SCAN_SPLITS overrides the automatic choice the same way), 1 = never split, > 1 =
+// that many splits (fewer for short T). Process-wide; for tests and benchmarks.
+void set_scan_splits(int splits);
+int scan_splits();
+// The splits the forward (backward = false) or backward would use for these sizes now.
+int scan_splits_for(int64_t B, int64_t E, int64_t T, int64_t N, bool backward);
+
 }  // namespace hylab::cuda_ops

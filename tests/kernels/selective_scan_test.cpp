@@ -3,6 +3,10 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <ATen/cuda/CUDAContext.h>
+
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "model/cuda_ops.h"
@@ -77,6 +81,21 @@ ScanProblem problem(const Case& c, const Inputs& in) {
 
 Tensor leaf(const Tensor& t) { return t.defined() ? t.detach().requires_grad_(true) : t; }
 
+// Forces the split scan's splits of T (cuda_ops::set_scan_splits) for one scope: 1 = off,
+// > 1 = that many, 0 = automatic.
+class ScopedSplits {
+ public:
+  explicit ScopedSplits(int splits) : saved_(cuda_ops::scan_splits()) {
+    cuda_ops::set_scan_splits(splits);
+  }
+  ~ScopedSplits() { cuda_ops::set_scan_splits(saved_); }
+  ScopedSplits(const ScopedSplits&) = delete;
+  ScopedSplits& operator=(const ScopedSplits&) = delete;
+
+ private:
+  int saved_;
+};
+
 struct KernelRun {
   Tensor y;
   std::vector<Tensor> grads;  // du, ddelta, dA, dB, dC, [dD], [dz], [dbias]
@@ -142,32 +161,128 @@ void check_case(const Case& c, uint64_t seed) {
   EXPECT_TRUE(close("last_state", last, fw.last_state, kReduceTol));
 }
 
-// The issue's grid: T x N x dtype x (z, delta_bias).
+// The issue's grid: T x N x dtype x (z, delta_bias) x split scan (off, forced on: 7 splits
+// of T, the last one ragged; T <= 64 has one split either way, splits hold multiples of 64).
 class ScanGrid
-    : public ::testing::TestWithParam<std::tuple<int, int, torch::ScalarType, int>> {};
+    : public ::testing::TestWithParam<std::tuple<int, int, torch::ScalarType, int, int>> {};
 
 TEST_P(ScanGrid, MatchesOracle) {
   HYLAB_REQUIRE_GPU();
-  const auto [T, N, dtype, flags] = GetParam();
+  const auto [T, N, dtype, flags, splits] = GetParam();
+  const ScopedSplits forced(splits);
   // E = 24: a partial channel block for every N (blocks of 64/32/16 channels).
   const Case c{2, 24, T, N, (flags & 1) != 0, (flags & 2) != 0, true, true, dtype};
+  if (splits > 1 && T >= 2048) {  // the split path really runs
+    EXPECT_EQ(cuda_ops::scan_splits_for(c.B, c.E, T, N, /*backward=*/false), splits);
+    EXPECT_EQ(cuda_ops::scan_splits_for(c.B, c.E, T, N, /*backward=*/true), splits);
+  }
+  if (splits == 1) EXPECT_EQ(cuda_ops::scan_splits_for(c.B, c.E, T, N, false), 1);
   check_case(c, 1000 + T * 7 + N * 3 + flags);
 }
 
 INSTANTIATE_TEST_SUITE_P(
     Issue, ScanGrid,
-    ::testing::Combine(::testing::Values(1, 7, 64, 2048, 2049, 8192), ::testing::Values(16, 32, 64),
+    ::testing::Combine(::testing::Values(1, 7, 64, 2048, 2049, 8192, 32768),
+                       ::testing::Values(16, 32, 64),
                        ::testing::Values(torch::kFloat32, torch::kBFloat16),
-                       ::testing::Values(0, 1, 2, 3)),
+                       ::testing::Values(0, 1, 2, 3), ::testing::Values(1, 7)),
     [](const auto& info) {
       const auto T = std::get<0>(info.param);
       const auto N = std::get<1>(info.param);
       const auto dtype = std::get<2>(info.param);
       const auto flags = std::get<3>(info.param);
+      const auto splits = std::get<4>(info.param);
       return "T" + std::to_string(T) + "_N" + std::to_string(N) +
              (dtype == torch::kBFloat16 ? "_bf16" : "_f32") + ((flags & 1) ? "_z" : "") +
-             ((flags & 2) ? "_bias" : "");
+             ((flags & 2) ? "_bias" : "") + (splits > 1 ? "_split" : "_nosplit");
     });
+
+// Split scan corner cases (forced): splits of one tile (64 steps) with a 1- or 2-step last
+// split, N = 4 / 8 (other thread layouts and tiles), several channel blocks and batch rows,
+// strided views, no softplus / no D. Each case also compares the split and unsplit runs.
+TEST(SelectiveScan, SplitCornerCases) {
+  HYLAB_REQUIRE_GPU();
+  struct SplitCase {
+    Case c;
+    int splits;
+  };
+  const std::vector<SplitCase> cases = {
+      {{2, 24, 2049, 16, true, true, true, true, torch::kFloat32}, 1000},  // 33 x 64, last 1
+      {{1, 24, 130, 16, true, true, true, true, torch::kBFloat16}, 1000},  // 64, 64, 2
+      {{2, 40, 1000, 4, true, true, true, true, torch::kFloat32}, 5},
+      {{2, 70, 777, 8, false, true, true, true, torch::kBFloat16}, 4},
+      {{3, 200, 1333, 16, true, true, true, true, torch::kFloat32}, 3},
+      {{2, 24, 640, 32, true, true, false, false, torch::kFloat32}, 10},
+      {{2, 48, 1024, 16, true, true, true, true, torch::kBFloat16, true}, 6},
+      {{2, 32, 515, 64, true, false, true, true, torch::kFloat32, true}, 8},
+  };
+  uint64_t seed = 500;
+  for (const SplitCase& sc : cases) {
+    const Case& c = sc.c;
+    SCOPED_TRACE(name(c) + " splits " + std::to_string(sc.splits));
+    {
+      const ScopedSplits forced(sc.splits);
+      EXPECT_GT(cuda_ops::scan_splits_for(c.B, c.E, c.T, c.N, false), 1);
+      EXPECT_GT(cuda_ops::scan_splits_for(c.B, c.E, c.T, c.N, true), 1);
+      check_case(c, seed);
+    }
+    // Split vs unsplit on the same inputs: equal up to fp32 rounding order.
+    const Inputs in = make_inputs(c, seed);
+    const Tensor dout = torch::randn({c.B, c.E, c.T}).to(in.u.options());
+    KernelRun split_run, whole_run;
+    {
+      const ScopedSplits forced(sc.splits);
+      split_run = run_kernels(c, in, dout);
+    }
+    {
+      const ScopedSplits off(1);
+      whole_run = run_kernels(c, in, dout);
+    }
+    const Tolerance tol = c.dtype == torch::kBFloat16 ? tolerance_for(c.dtype)
+                                                      : Tolerance{1e-5, 1e-5, 1e-4};
+    EXPECT_TRUE(close("y split vs unsplit", split_run.y, to_vec(whole_run.y), tol));
+    // grads: du, ddelta, dA, dB, dC, then those of D, z, delta_bias that the case has.
+    for (size_t i = 0; i < split_run.grads.size(); ++i) {
+      const bool reduced = i == 2 || i >= 5;  // sums over B x T (dz: looser than needed)
+      EXPECT_TRUE(close("grad " + std::to_string(i) + " split vs unsplit", split_run.grads[i],
+                        to_vec(whole_run.grads[i]), reduced ? kReduceTol : tol));
+    }
+    ++seed;
+  }
+}
+
+// The automatic choice: long context at small batch splits, d12 training does not, forced
+// off never does.
+TEST(SelectiveScan, AutomaticSplits) {
+  HYLAB_REQUIRE_GPU();
+  const int sms = at::cuda::getCurrentDeviceProperties()->multiProcessorCount;
+  {
+    const ScopedSplits automatic(0);
+    if (std::getenv("HYLAB_SCAN_SPLITS") == nullptr && sms >= 64) {
+      // 48 forward blocks (B2 x 24 channel blocks) on >= 64 SMs: split.
+      EXPECT_GT(cuda_ops::scan_splits_for(2, 1536, 32768, 16, false), 1);
+      EXPECT_GT(cuda_ops::scan_splits_for(2, 1536, 32768, 16, true), 1);
+      EXPECT_GT(cuda_ops::scan_splits_for(1, 2560, 65536, 16, true), 1);
+    }
+    if (std::getenv("HYLAB_SCAN_SPLITS") == nullptr) {
+      // d12 training (768 blocks) and short T are never split automatically.
+      EXPECT_EQ(cuda_ops::scan_splits_for(32, 1536, 2048, 16, false), 1);
+      EXPECT_EQ(cuda_ops::scan_splits_for(32, 1536, 2048, 16, true), 1);
+      EXPECT_EQ(cuda_ops::scan_splits_for(1, 64, 1000, 16, true), 1);
+    }
+    std::fprintf(stderr, "automatic splits on %d SMs: B2xE1536xT32768 fwd %d bwd %d, "
+                 "B1xE2560xT65536 fwd %d bwd %d, B8xE1536xT8192 fwd %d bwd %d\n", sms,
+                 cuda_ops::scan_splits_for(2, 1536, 32768, 16, false),
+                 cuda_ops::scan_splits_for(2, 1536, 32768, 16, true),
+                 cuda_ops::scan_splits_for(1, 2560, 65536, 16, false),
+                 cuda_ops::scan_splits_for(1, 2560, 65536, 16, true),
+                 cuda_ops::scan_splits_for(8, 1536, 8192, 16, false),
+                 cuda_ops::scan_splits_for(8, 1536, 8192, 16, true));
+  }
+  const ScopedSplits off(1);
+  EXPECT_EQ(cuda_ops::scan_splits_for(2, 1536, 32768, 16, false), 1);
+  EXPECT_EQ(cuda_ops::scan_splits_for(1, 2560, 65536, 16, true), 1);
+}
 
 TEST(SelectiveScan, OtherShapesAndOptions) {
   HYLAB_REQUIRE_GPU();
@@ -192,10 +307,11 @@ TEST(SelectiveScan, OtherShapesAndOptions) {
   for (const Case& c : cases) check_case(c, seed++);
 }
 
-TEST(SelectiveScan, DeterministicGradients) {
-  HYLAB_REQUIRE_GPU();
-  ASSERT_TRUE(cuda_ops::deterministic());
-  const Case c{4, 512, 1024, 16, true, true, true, true, torch::kBFloat16};
+// Bit-identical outputs and gradients across two runs: unsplit, and with the split scan
+// forced on (its partials get a split dimension, summed in a fixed order too).
+void expect_deterministic(const Case& c, int splits) {
+  SCOPED_TRACE(name(c) + " splits " + std::to_string(splits));
+  const ScopedSplits forced(splits);
   const Inputs in = make_inputs(c, 5);
   const Tensor dout = torch::randn({c.B, c.E, c.T}, in.u.options());
   const KernelRun a = run_kernels(c, in, dout);
@@ -207,6 +323,14 @@ TEST(SelectiveScan, DeterministicGradients) {
   for (size_t i = 0; i < a.grads.size(); ++i) {
     EXPECT_TRUE(torch::equal(a.grads[i], b.grads[i])) << names[i] << " differs between runs";
   }
+}
+
+TEST(SelectiveScan, DeterministicGradients) {
+  HYLAB_REQUIRE_GPU();
+  ASSERT_TRUE(cuda_ops::deterministic());
+  expect_deterministic({4, 512, 1024, 16, true, true, true, true, torch::kBFloat16}, 1);
+  expect_deterministic({2, 256, 8192, 16, true, true, true, true, torch::kBFloat16}, 8);
+  expect_deterministic({1, 100, 5000, 16, true, true, true, true, torch::kFloat32}, 5);
 }
 
 // Against the model's reference ops (hylab::ref, fp32 on the GPU through LibTorch autograd).
@@ -273,6 +397,7 @@ TEST(SelectiveScan, ValidatesInputs) {
   bad = in;
   bad.D = torch::zeros({c.E + 1}, in.A.options());
   expect_error([&] { call(bad); }, "selective_scan: D must have shape [8]");
+  expect_error([] { cuda_ops::set_scan_splits(-1); }, "set_scan_splits: splits must be >= 0");
 }
 
 }  // namespace
