@@ -30,8 +30,10 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <utility>
 #include <vector>
 
+#include "model/compat.h"
 #include "model/cuda_ops.h"
 #endif
 
@@ -46,6 +48,7 @@ struct BenchOptions {
   bool quick = false;  // d12 scan and the conv only (for profilers)
   bool gemv_only = false;
   bool long_context = false;  // only the long-context scan and layer, split scan auto vs off
+  bool decode_only = false;  // the Mamba decode step only (fused vs unfused)
 };
 
 #if HYLAB_CUDA_KERNELS
@@ -327,7 +330,30 @@ void bench_long_context(const BenchOptions& o, Json& results) {
   hylab::cuda_ops::set_scan_splits(0);
 }
 
-// One decode step of one Mamba layer (batch `B`), captured in a CUDA graph and replayed.
+// Median ms of one step() replayed from a CUDA graph (100 replays back to back per timing, so
+// the launch gaps inside the step count and the gaps between replays hardly do); *eager_ms
+// gets the same without the graph.
+double graph_step_ms(const std::function<void()>& step, const BenchOptions& o, double* eager_ms) {
+  *eager_ms = median_ms(step, o, 100);
+  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+  const c10::cuda::CUDAStreamGuard guard(side);
+  for (int i = 0; i < 5; ++i) step();  // warm up cuBLAS etc. on the capture stream
+  side.synchronize();
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin();
+  step();
+  graph.capture_end();
+  return median_ms([&] { graph.replay(); }, o, 100);
+}
+
+// One decode step of one Mamba layer (batch `B`) captured in a CUDA graph and replayed, three
+// ways (records "mamba_decode_step" with pass):
+//   step     the chain this bench has timed since issue 5: cuBLAS matmuls for the four
+//            projections + our conv and state updates (6 kernels; no norm, no residual)
+//   unfused  model/mamba.cpp's decode() with fused_decode off: rms_norm+in_proj GEMV, conv
+//            update, x_proj GEMV, dt_proj GEMV, state update, out_proj+residual GEMV (6)
+//   fused    the same with mamba_decode_core: in_proj GEMV, conv+x_proj, dt_proj+state
+//            update, out_proj GEMV (4 kernels)
 void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
   torch::NoGradGuard ng;
   MambaLayer m(d_model);
@@ -336,7 +362,7 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
   Tensor conv_state = torch::zeros({B, E, K}, kBf16);
   Tensor ssm_state = torch::zeros({B, E, N}, kF32);
   Tensor out;
-  auto step = [&] {
+  auto step_cublas = [&] {
     const Tensor xz = torch::matmul(h, m.W_in.t());  // (B, 2E)
     const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
     const Tensor xc = hylab::cuda_ops::causal_conv1d_update(x, conv_state, m.conv_w, m.conv_b, true);
@@ -347,27 +373,41 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
         m.dt_bias, true);
     out = torch::matmul(y, m.W_out.t());
   };
-  const double eager_ms = median_ms(step, o, 100);
-
-  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
-  double graph_ms = 0;
-  {
-    const c10::cuda::CUDAStreamGuard guard(side);
-    for (int i = 0; i < 5; ++i) step();  // warm up cuBLAS etc. on the capture stream
-    side.synchronize();
-    at::cuda::CUDAGraph graph;
-    graph.capture_begin();
-    step();
-    graph.capture_end();
-    graph_ms = median_ms([&] { graph.replay(); }, o, 100);
-  }
-  std::fprintf(stderr, "  (decode step without a graph: %.4f ms)\n", eager_ms);
+  hylab::cuda_ops::GemvFusion norm, residual;
+  norm.norm_eps = compat::rms_norm_eps(torch::kBFloat16);
+  residual.residual = h;
+  auto in_proj = [&] { return hylab::cuda_ops::gemv(h, m.W_in, norm); };  // (B, 2E)
+  auto step_unfused = [&] {
+    const Tensor xz = in_proj();
+    const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
+    const Tensor xc = hylab::cuda_ops::causal_conv1d_update(x, conv_state, m.conv_w, m.conv_b, true);
+    const Tensor x_dbl = hylab::cuda_ops::gemv(xc, m.W_x);                     // (B, R + 2N)
+    const Tensor dt = hylab::cuda_ops::gemv(x_dbl.narrow(1, 0, R), m.W_dt);    // (B, E)
+    const Tensor y = hylab::cuda_ops::selective_state_update(
+        ssm_state, xc, dt, m.A, x_dbl.narrow(1, R, N), x_dbl.narrow(1, R + N, N), m.D, z,
+        m.dt_bias, true);
+    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+  };
+  auto step_fused = [&] {
+    const Tensor xz = in_proj();
+    const Tensor y = hylab::cuda_ops::mamba_decode_core(
+        xz.narrow(1, 0, E), xz.narrow(1, E, E), conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+        m.W_dt, m.dt_bias, m.A, m.D);
+    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+  };
   // Bytes: every weight once, conv/ssm states read and written, h in, out out.
   const double weight_bytes =
       2.0 * (2 * E * d_model + (R + 2 * N) * E + E * R + d_model * E) + 4.0 * (E * K + E * N + 3 * E);
   const double state_bytes = 2.0 * (2.0 * B * E * K) + 2.0 * (4.0 * B * E * N);
-  results.push_back(record("mamba_decode_step", dims({B, d_model}), "step", graph_ms,
-                           weight_bytes + state_bytes + 4.0 * B * d_model));
+  const double bytes = weight_bytes + state_bytes + 4.0 * B * d_model;
+  const std::pair<const char*, std::function<void()>> variants[] = {
+      {"step", step_cublas}, {"unfused", step_unfused}, {"fused", step_fused}};
+  for (const auto& [pass, step] : variants) {
+    double eager_ms = 0;
+    const double ms = graph_step_ms(step, o, &eager_ms);
+    results.push_back(record("mamba_decode_step", dims({B, d_model}), pass, ms, bytes));
+    std::fprintf(stderr, "  (decode step %s without a graph: %.4f ms)\n", pass, eager_ms);
+  }
 }
 
 // The decode GEMV (kernels/gemv) at batch 1 on d20's decode matrices, with 1, 2, 4 and 8
@@ -426,10 +466,12 @@ void run_bench(const BenchOptions& o) {
   Json results = Json::array();
   if (o.long_context) {
     bench_long_context(o, results);
+  } else if (o.decode_only) {
+    bench_decode(768, 1, o, results);
   } else if (!o.quick) {
     bench_gemv(o, results);
   }
-  if (!o.gemv_only && !o.long_context) {
+  if (!o.gemv_only && !o.long_context && !o.decode_only) {
     bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
     if (!o.quick) {
       bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
@@ -480,6 +522,8 @@ void setup(CLI::App& root) {
   cmd->add_flag(flag("long_context"), opts->long_context,
                 "Only the long-context scan (B2 T32768, B1 T65536) and Mamba layer (B2 T32768), "
                 "split scan automatic vs off");
+  cmd->add_flag(flag("decode_only"), opts->decode_only,
+                "Only the Mamba decode step (d768, batch 1): cuBLAS chain, unfused, fused");
   cmd->callback([opts] { run_bench(*opts); });
 }
 

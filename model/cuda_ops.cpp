@@ -14,6 +14,7 @@
 #include "kernels/causal_conv1d/causal_conv1d.h"
 #include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/decode/decode.h"
+#include "kernels/decode/mamba_step.h"
 #include "kernels/decode_attention/decode_attention.h"
 #include "kernels/decode_attention/rope_append.h"
 #include "kernels/fused_block/fused_block.h"
@@ -876,6 +877,124 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
   p.dt_bias = dbi.defined() ? dbi.data_ptr<float>() : nullptr;
   p.out = out.data_ptr();
   hk::selective_state_update(p, current_stream());
+  return out;
+}
+
+// ---------------------------------------------------------------- fused Mamba decode step
+
+bool mamba_decode_core_supports(const torch::Tensor& x, int64_t N, int64_t K, int64_t R) {
+  if (!x.defined() || !x.is_cuda() || x.dim() != 2 ||
+      (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)) {
+    return false;
+  }
+  const hk::DType dt = x.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32 : hk::DType::kBFloat16;
+  const int64_t B = x.size(0), E = x.size(1);
+  if (B < 1 || E < 1 || B > (1 << 20) || E > (1 << 24) || N > 1024 || K > 1024 || R < 1 ||
+      R > (1 << 20)) {
+    return false;
+  }
+  return hk::mamba_step_supports(dt, static_cast<int>(B), static_cast<int>(E), static_cast<int>(N),
+                                 static_cast<int>(K), static_cast<int>(R));
+}
+
+torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
+                                torch::Tensor& conv_state, torch::Tensor& ssm_state,
+                                const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
+                                const torch::Tensor& x_proj_weight,
+                                const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
+                                const torch::Tensor& A, const torch::Tensor& D) {
+  const char* fn = "mamba_decode_core";
+  TORCH_CHECK(x.defined(), fn, ": x is required");
+  const torch::Device dev = x.device();
+  check_tensor(x, fn, "x", dev);
+  TORCH_CHECK(x.dim() == 2, fn, ": x must be (B, E), got shape ", x.sizes());
+  const int64_t B = x.size(0), E = x.size(1);
+  const hk::DType dtype = activation_dtype(x, fn, "x");
+  check_conv_params(fn, conv_weight, conv_bias, E, x);
+  const int64_t K = conv_weight.size(1);
+  check_tensor(A, fn, "A", dev);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == E, fn, ": A must be (E, N) with E = ", E,
+              ", got shape ", A.sizes());
+  check_dtype(A, torch::kFloat32, fn, "A", "parameters are fp32");
+  const int64_t N = A.size(1);
+  TORCH_CHECK(hk::selective_state_update_supports_dstate(static_cast<int>(std::min<int64_t>(N, 1 << 20))),
+              fn, ": N = ", N, " is not supported; allowed: 4, 8, 16, 32, 64, 128");
+  check_tensor(dt_proj_weight, fn, "dt_proj_weight", dev);
+  TORCH_CHECK(dt_proj_weight.dim() == 2 && dt_proj_weight.size(0) == E &&
+                  dt_proj_weight.size(1) >= 1,
+              fn, ": dt_proj_weight must be (E, R) with E = ", E, ", got shape ",
+              dt_proj_weight.sizes());
+  const int64_t R = dt_proj_weight.size(1);
+  check_tensor(x_proj_weight, fn, "x_proj_weight", dev);
+  check_shape(x_proj_weight, {R + 2 * N, E}, fn, "x_proj_weight");
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&x_proj_weight, "x_proj_weight"},
+                         {&dt_proj_weight, "dt_proj_weight"}}) {
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 || t->scalar_type() == torch::kBFloat16, fn,
+                ": ", name, " must be float32 or bfloat16, got ", t->scalar_type());
+  }
+  check_tensor(conv_state, fn, "conv_state", dev);
+  check_shape(conv_state, {B, E, K}, fn, "conv_state");
+  TORCH_CHECK(conv_state.is_contiguous(), fn,
+              ": conv_state must be contiguous (it is updated in place)");
+  TORCH_CHECK(conv_state.scalar_type() == x.scalar_type() ||
+                  conv_state.scalar_type() == torch::kFloat32,
+              fn, ": conv_state must be float32 or x's dtype, got ", conv_state.scalar_type());
+  TORCH_CHECK(!(dtype == hk::DType::kFloat32 && conv_state.scalar_type() != torch::kFloat32), fn,
+              ": a float32 x needs a float32 conv_state");
+  check_tensor(ssm_state, fn, "ssm_state", dev);
+  check_shape(ssm_state, {B, E, N}, fn, "ssm_state");
+  check_dtype(ssm_state, torch::kFloat32, fn, "ssm_state", "states are fp32");
+  TORCH_CHECK(ssm_state.is_contiguous(), fn,
+              ": ssm_state must be contiguous (it is updated in place)");
+  if (z.defined()) {
+    check_tensor(z, fn, "z", dev);
+    check_dtype(z, x.scalar_type(), fn, "z", "activations share x's dtype");
+    check_shape(z, {B, E}, fn, "z");
+  }
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&D, "D"}, {&dt_bias, "dt_bias"}}) {
+    if (!t->defined()) continue;
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, torch::kFloat32, fn, name, "parameters are fp32");
+    check_shape(*t, {E}, fn, name);
+  }
+  TORCH_CHECK(mamba_decode_core_supports(x, N, K, R), fn, ": B = ", B, ", E = ", E,
+              " do not fit the kernel (min(B, 8) * E activations must fit in shared memory)");
+  const c10::cuda::CUDAGuard guard(dev);
+  auto unit = [](const Tensor& t) {
+    return (!t.defined() || t.size(-1) <= 1 || t.stride(-1) == 1) ? t : t.contiguous();
+  };
+  Tensor xi = unit(x), zi = unit(z);
+  // The projections run in the activation dtype, as autocast runs the unfused linears (on
+  // the decode graph path the weights are bf16 already and these are no-ops).
+  Tensor wx = x_proj_weight.to(x.scalar_type()).contiguous();
+  Tensor wdt = dt_proj_weight.to(x.scalar_type()).contiguous();
+  Tensor cw = conv_weight.to(torch::kFloat32).contiguous();
+  Tensor cb = conv_bias.defined() ? conv_bias.to(torch::kFloat32).contiguous() : Tensor();
+  Tensor Ai = A.contiguous();
+  Tensor Di = D.defined() ? D.contiguous() : D;
+  Tensor dbi = dt_bias.defined() ? dt_bias.contiguous() : dt_bias;
+  Tensor x_conv = torch::empty({B, E}, x.options());
+  Tensor x_dbl = torch::empty({B, R + 2 * N}, x.options());
+  Tensor out = torch::empty({B, E}, x.options());
+  hk::MambaStepParams p;
+  p.dtype = dtype;
+  p.state_dtype = conv_state.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32
+                                                              : hk::DType::kBFloat16;
+  p.batch = static_cast<int>(B), p.dim = static_cast<int>(E), p.dstate = static_cast<int>(N);
+  p.width = static_cast<int>(K), p.dt_rank = static_cast<int>(R);
+  p.x = xi.data_ptr(), p.x_batch_stride = xi.stride(0);
+  if (zi.defined()) p.z = zi.data_ptr(), p.z_batch_stride = zi.stride(0);
+  p.conv_state = conv_state.data_ptr();
+  p.conv_weight = cw.data_ptr<float>();
+  p.conv_bias = cb.defined() ? cb.data_ptr<float>() : nullptr;
+  p.x_proj_weight = wx.data_ptr();
+  p.dt_proj_weight = wdt.data_ptr();
+  p.dt_bias = dbi.defined() ? dbi.data_ptr<float>() : nullptr;
+  p.A = Ai.data_ptr<float>();
+  p.D = Di.defined() ? Di.data_ptr<float>() : nullptr;
+  p.ssm_state = ssm_state.data_ptr<float>();
+  p.x_conv = x_conv.data_ptr(), p.x_dbl = x_dbl.data_ptr(), p.out = out.data_ptr();
+  hk::mamba_step(p, current_stream());
   return out;
 }
 

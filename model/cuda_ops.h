@@ -52,6 +52,28 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus);
 
+// The Mamba decode step between in_proj and out_proj, fused into two kernels
+// (kernels/decode/mamba_step.h): conv update (SiLU) + x_proj, then dt_proj + the state update
+// (softplus on delta, D skip, z gate) + the conv-state roll. The same as
+//   xc = causal_conv1d_update(x, conv_state, conv_weight, conv_bias, silu)
+//   dt_low, Bm, Cm = split(linear(xc, x_proj_weight), R, N, N)
+//   y = selective_state_update(ssm_state, xc, linear(dt_low, dt_proj_weight), A, Bm, Cm, D,
+//                              z, dt_bias, softplus)
+// with the projections' fp32 sums taken in another order (mamba_step.h says what that
+// changes). x, z (B, E), unit channel stride (z may be undefined); conv_state (B, E, K) fp32
+// or x's dtype, ssm_state (B, E, N) fp32, contiguous, updated in place; conv_weight (E, K),
+// conv_bias (E) fp32 or x's dtype; x_proj_weight (R + 2N, E), dt_proj_weight (E, R) fp32 or
+// bf16 (used in x's dtype, as autocast would); A (E, N), D, dt_bias (E) fp32 (D, dt_bias may
+// be undefined). Returns y (B, E) in x's dtype. No autograd. Graph-capturable.
+torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
+                                torch::Tensor& conv_state, torch::Tensor& ssm_state,
+                                const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
+                                const torch::Tensor& x_proj_weight,
+                                const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
+                                const torch::Tensor& A, const torch::Tensor& D);
+// True when mamba_decode_core takes x (B, E) (CUDA, fp32/bf16) with these N, K, R.
+bool mamba_decode_core_supports(const torch::Tensor& x, int64_t N, int64_t K, int64_t R);
+
 // One query per sequence against a KV cache (kernels/decode_attention, flash-decoding):
 // q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh) of q's dtype, unit stride along Dh; pos
 // int64 on q's device, (1) or (B): query b attends to cache positions [0, pos[b]] (read on

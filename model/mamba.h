@@ -57,6 +57,10 @@ class MambaMixerImpl : public torch::nn::Module {
   void prepare_decode();
 
   void set_use_kernels(bool on) { use_kernels_ = on; }
+  // decode()/forward_step() on CUDA: the fused conv+x_proj and dt_proj+state-update kernels
+  // (true, the default) or the unfused ops they replace (the twin the tests compare with).
+  void set_fused_decode(bool on) { fused_decode_ = on; }
+  bool fused_decode() const { return fused_decode_; }
 
   torch::nn::Linear in_proj{nullptr};   // (2E, C), no bias
   torch::Tensor conv1d_weight;          // (E, K)
@@ -75,6 +79,7 @@ class MambaMixerImpl : public torch::nn::Module {
   int64_t E_, N_, K_, R_;
   double dt_min_, dt_max_, dt_init_floor_;
   bool use_kernels_ = true;
+  bool fused_decode_ = true;
 };
 TORCH_MODULE(MambaMixer);
 

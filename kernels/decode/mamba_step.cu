@@ -1,0 +1,290 @@
+// The fused Mamba decode step (see mamba_step.h): conv update + x_proj, then dt_proj + state
+// update + conv-state roll. Both dtypes in this one .cu (the kernels are small).
+#include <string>
+
+#include "kernels/common/cuda_check.h"
+#include "kernels/common/device_utils.cuh"
+#include "kernels/decode/decode.h"
+#include "kernels/decode/mamba_step.h"
+
+namespace hylab::kernels {
+namespace {
+
+constexpr int kWarps = 8;         // kernel 1: one x_proj column per warp
+constexpr int kPrefetch = 8;      // kernel 1: 16-byte weight chunks a lane loads before the conv
+constexpr int kMaxRows = 8;       // kernel 1: batch rows per block (more go to blockIdx.y)
+constexpr int kStateThreads = 128;
+constexpr int64_t kMaxSmem = 200 * 1024;  // H100/H200 allow 227 KB per block
+
+// The VecWidth<T> elements of a 16-byte chunk as floats, from registers (a reinterpret_cast
+// of the chunk's address would put it on the stack).
+__device__ __forceinline__ void unpack(const uint4& raw, float (&out)[4]) {
+  out[0] = __uint_as_float(raw.x), out[1] = __uint_as_float(raw.y);
+  out[2] = __uint_as_float(raw.z), out[3] = __uint_as_float(raw.w);
+}
+__device__ __forceinline__ void unpack(const uint4& raw, float (&out)[8]) {
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {  // bf16 -> fp32 is a 16-bit shift, exactly
+    out[2 * i] = __uint_as_float(w[i] << 16);
+    out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+  }
+}
+
+// Rows a kernel-1 block holds: B rounded up to a power of two, at most 8.
+int rows_per_block(int batch) {
+  int r = 1;
+  while (r < batch && r < kMaxRows) r *= 2;
+  return r;
+}
+
+// Kernel 1. Block (bx, by) handles rows [by * kRows, by * kRows + kRows) and x_proj columns
+// [bx * 8, bx * 8 + 8). Phase 1: the conv update of all E channels of its rows (the same
+// arithmetic as decode.cu's conv_update_kernel, so x_conv is bit-identical to the unfused
+// op) into shared memory, rounded to Elem; rows past B are zeros. Phase 2: warp w dots
+// column j's weight row with each row of x_conv (16-byte chunks when E is a multiple of
+// the vector width, else element by element), lane-strided fp32 sums then a shuffle tree.
+// The first kPrefetch weight chunks are loaded before phase 1 so their latency overlaps it.
+template <typename Elem, typename State, int kRows>
+__global__ void __launch_bounds__(32 * kWarps, 1)
+    conv_xproj_kernel(const MambaStepParams p, bool vec) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* s_x = reinterpret_cast<Elem*>(smem_raw);  // (kRows, E)
+  const int E = p.dim, K = p.width, J = p.dt_rank + 2 * p.dstate;
+  const int b0 = blockIdx.y * kRows;
+  const int rows = min(kRows, p.batch - b0);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int j = blockIdx.x * kWarps + warp;
+  const bool active = j < J;
+  const Elem* __restrict__ wrow =
+      static_cast<const Elem*>(p.x_proj_weight) + static_cast<int64_t>(active ? j : 0) * E;
+  constexpr int kVec = VecWidth<Elem>::kValue;
+  const int chunks = vec ? E / kVec : 0;
+
+  uint4 wpre[kPrefetch];
+#pragma unroll
+  for (int i = 0; i < kPrefetch; ++i) {
+    const int c = lane + 32 * i;
+    wpre[i] = (active && c < chunks) ? __ldg(reinterpret_cast<const uint4*>(wrow) + c)
+                                     : make_uint4(0, 0, 0, 0);
+  }
+
+  // Phase 1: conv update (conv_state is read, never written: kernel 2 rolls it).
+  const Elem* __restrict__ xg = static_cast<const Elem*>(p.x);
+  const State* __restrict__ cs = static_cast<const State*>(p.conv_state);
+  Elem* __restrict__ xc_out = static_cast<Elem*>(p.x_conv);
+  for (int t = threadIdx.x; t < kRows * E; t += blockDim.x) {
+    const int m = t / E, e = t - m * E;
+    if (m >= rows) {
+      s_x[t] = from_float<Elem>(0.f);
+      continue;
+    }
+    const int b = b0 + m;
+    const State* st = cs + (static_cast<int64_t>(b) * E + e) * K;
+    const float xv = to_float(__ldg(xg + b * p.x_batch_stride + e));
+    float acc = p.conv_bias != nullptr ? __ldg(p.conv_bias + e) : 0.f;
+    for (int k = 0; k < K - 1; ++k) acc = fmaf(__ldg(p.conv_weight + e * K + k), to_float(st[k + 1]), acc);
+    // x as the state stores it, as the unfused kernel uses it.
+    acc = fmaf(__ldg(p.conv_weight + e * K + K - 1), to_float(from_float<State>(xv)), acc);
+    const Elem out = from_float<Elem>(silu(acc));
+    s_x[t] = out;
+    const int64_t flat = static_cast<int64_t>(b) * E + e;
+    if (flat % gridDim.x == blockIdx.x) xc_out[flat] = out;  // the blocks share the writes
+  }
+  __syncthreads();
+
+  // Phase 2: x_dbl[b, j] = W_x[j] . x_conv[b].
+  float acc[kRows];
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) acc[m] = 0.f;
+  if (active) {
+    if (vec) {
+      auto dot_chunk = [&](const uint4& raw, int c) {
+        float wv[kVec];
+        unpack(raw, wv);
+#pragma unroll
+        for (int m = 0; m < kRows; ++m) {
+          float xv[kVec];
+          unpack(*reinterpret_cast<const uint4*>(s_x + m * E + c * kVec), xv);
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) acc[m] = fmaf(wv[i], xv[i], acc[m]);
+        }
+      };
+#pragma unroll
+      for (int i = 0; i < kPrefetch; ++i) {
+        const int c = lane + 32 * i;
+        if (c < chunks) dot_chunk(wpre[i], c);
+      }
+      for (int c = lane + 32 * kPrefetch; c < chunks; c += 32) {
+        dot_chunk(__ldg(reinterpret_cast<const uint4*>(wrow) + c), c);
+      }
+    } else {
+      for (int e = lane; e < E; e += 32) {
+        const float w = to_float(__ldg(wrow + e));
+#pragma unroll
+        for (int m = 0; m < kRows; ++m) acc[m] = fmaf(w, to_float(s_x[m * E + e]), acc[m]);
+      }
+    }
+  }
+  Elem* __restrict__ xdbl = static_cast<Elem*>(p.x_dbl);
+#pragma unroll
+  for (int m = 0; m < kRows; ++m) {
+    const float s = group_sum<32>(acc[m]);
+    if (active && lane == m && m < rows) xdbl[static_cast<int64_t>(b0 + m) * J + j] = from_float<Elem>(s);
+  }
+}
+
+// Kernel 2: decode.cu's state_update_kernel with delta computed here from x_dbl's dt_low
+// and dt_proj's weight, x = x_conv, Bm/Cm read from x_dbl, and the conv-state roll.
+template <typename Elem, typename State>
+__global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepParams p, int tpc) {
+  const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t ch = gid / tpc;  // b * E + e
+  const int g = static_cast<int>(gid % tpc);
+  const bool active = ch < static_cast<int64_t>(p.batch) * p.dim;
+  const int b = active ? static_cast<int>(ch / p.dim) : 0;
+  const int e = active ? static_cast<int>(ch % p.dim) : 0;
+  const int N = p.dstate, R = p.dt_rank, J = R + 2 * N;
+  const Elem* __restrict__ xdbl = static_cast<const Elem*>(p.x_dbl) + static_cast<int64_t>(b) * J;
+
+  // dt_proj: the channel's tpc lanes take every tpc-th of the R products (adjacent lanes read
+  // adjacent weights), then a shuffle tree over the group.
+  float dp = 0.f;
+  if (active) {
+    const Elem* __restrict__ wr = static_cast<const Elem*>(p.dt_proj_weight) + static_cast<int64_t>(e) * R;
+    for (int r = g; r < R; r += tpc) dp = fmaf(to_float(__ldg(wr + r)), to_float(xdbl[r]), dp);
+  }
+  for (int m = tpc / 2; m > 0; m >>= 1) dp += __shfl_xor_sync(0xffffffffu, dp, m);
+
+  float yp = 0.f, xv = 0.f;
+  if (active) {
+    xv = to_float(static_cast<const Elem*>(p.x_conv)[ch]);
+    // dt_proj's output as the unfused op returns it (rounded to the activation dtype), then
+    // the bias and softplus in fp32 as the state update does.
+    float d = to_float(from_float<Elem>(dp));
+    if (p.dt_bias != nullptr) d += p.dt_bias[e];
+    d = softplus(d);
+    const Elem* Bm = xdbl + R;
+    const Elem* Cm = xdbl + R + N;
+    float4* st = reinterpret_cast<float4*>(p.ssm_state + ch * N + g * 4);
+    float4 s = *st;
+    float sv[4] = {s.x, s.y, s.z, s.w};
+    const float du = d * xv;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int n = g * 4 + i;
+      const float a = ex2_approx(d * (p.A[e * N + n] * kLog2e));
+      sv[i] = fmaf(a, sv[i], du * to_float(Bm[n]));
+      yp = fmaf(sv[i], to_float(Cm[n]), yp);
+    }
+    *st = make_float4(sv[0], sv[1], sv[2], sv[3]);
+    if (g == 0) {  // the conv-state roll kernel 1 left for here
+      const int K = p.width;
+      State* cst = static_cast<State*>(p.conv_state) + ch * K;
+      for (int k = 0; k < K - 1; ++k) cst[k] = cst[k + 1];
+      const float xin = to_float(static_cast<const Elem*>(p.x)[b * p.x_batch_stride + e]);
+      cst[K - 1] = from_float<State>(xin);
+    }
+  }
+  for (int m = tpc / 2; m > 0; m >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, m);
+  if (active && g == 0) {
+    float y = yp + (p.D != nullptr ? p.D[e] * xv : 0.f);
+    if (p.z != nullptr) y *= silu(to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]));
+    static_cast<Elem*>(p.out)[ch] = from_float<Elem>(y);
+  }
+}
+
+template <typename Elem, typename State, int kRows>
+void launch_conv_xproj(const MambaStepParams& p, bool vec, cudaStream_t stream) {
+  const int J = p.dt_rank + 2 * p.dstate;
+  const dim3 grid((J + kWarps - 1) / kWarps, (p.batch + kRows - 1) / kRows);
+  const int64_t smem = static_cast<int64_t>(kRows) * p.dim * sizeof(Elem);
+  auto kernel = conv_xproj_kernel<Elem, State, kRows>;
+  if (smem > 48 * 1024) {
+    HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem)),
+                     "mamba_step: cannot raise the conv+x_proj kernel's shared memory");
+  }
+  kernel<<<grid, 32 * kWarps, static_cast<size_t>(smem), stream>>>(p, vec);
+  HYLAB_CUDA_CHECK_LAUNCH("mamba_step conv+x_proj launch failed");
+}
+
+template <typename Elem, typename State>
+void launch(const MambaStepParams& p, cudaStream_t stream) {
+  constexpr int kVec = VecWidth<Elem>::kValue;
+  const bool vec = p.dim % kVec == 0 && is_aligned16(p.x_proj_weight);
+  switch (rows_per_block(p.batch)) {
+    case 1:
+      launch_conv_xproj<Elem, State, 1>(p, vec, stream);
+      break;
+    case 2:
+      launch_conv_xproj<Elem, State, 2>(p, vec, stream);
+      break;
+    case 4:
+      launch_conv_xproj<Elem, State, 4>(p, vec, stream);
+      break;
+    default:
+      launch_conv_xproj<Elem, State, 8>(p, vec, stream);
+      break;
+  }
+  const int tpc = p.dstate / 4;
+  const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * tpc;
+  const auto blocks = static_cast<unsigned>((threads + kStateThreads - 1) / kStateThreads);
+  state_kernel<Elem, State><<<blocks, kStateThreads, 0, stream>>>(p, tpc);
+  HYLAB_CUDA_CHECK_LAUNCH("mamba_step state update launch failed");
+}
+
+}  // namespace
+
+int64_t mamba_step_smem_bytes(DType dtype, int batch, int dim) {
+  return static_cast<int64_t>(rows_per_block(batch)) * dim * dtype_size(dtype);
+}
+
+bool mamba_step_supports(DType dtype, int batch, int dim, int dstate, int width, int dt_rank) {
+  return batch >= 1 && dim >= 1 && dt_rank >= 1 && width >= 2 && width <= 4 &&
+         selective_state_update_supports_dstate(dstate) &&
+         mamba_step_smem_bytes(dtype, batch, dim) <= kMaxSmem &&
+         static_cast<int64_t>(batch) * dim * (dstate / 4) < (int64_t{1} << 31);
+}
+
+void mamba_step(const MambaStepParams& p, cudaStream_t stream) {
+  const std::string w = "mamba_step";
+  if (p.batch <= 0 || p.dim <= 0 || p.dt_rank <= 0) {
+    throw CudaError(w + ": B, E and R must be positive (got B " + std::to_string(p.batch) +
+                    ", E " + std::to_string(p.dim) + ", R " + std::to_string(p.dt_rank) + ")");
+  }
+  if (p.width < 2 || p.width > 4) {
+    throw CudaError(w + ": width K = " + std::to_string(p.width) +
+                    " is not supported; allowed: 2, 3, 4");
+  }
+  if (!selective_state_update_supports_dstate(p.dstate)) {
+    throw CudaError(w + ": N = " + std::to_string(p.dstate) +
+                    " is not supported; allowed: 4 * a power of two, up to 128");
+  }
+  if (!mamba_step_supports(p.dtype, p.batch, p.dim, p.dstate, p.width, p.dt_rank)) {
+    throw CudaError(w + ": B " + std::to_string(p.batch) + " x E " + std::to_string(p.dim) +
+                    " needs " + std::to_string(mamba_step_smem_bytes(p.dtype, p.batch, p.dim)) +
+                    " bytes of shared memory, more than " + std::to_string(kMaxSmem));
+  }
+  if (p.x == nullptr || p.conv_state == nullptr || p.conv_weight == nullptr ||
+      p.x_proj_weight == nullptr || p.dt_proj_weight == nullptr || p.A == nullptr ||
+      p.ssm_state == nullptr || p.x_conv == nullptr || p.x_dbl == nullptr || p.out == nullptr) {
+    throw CudaError(w + ": x, conv_state, conv_weight, x_proj_weight, dt_proj_weight, A, "
+                        "ssm_state, x_conv, x_dbl and out must be given");
+  }
+  if ((reinterpret_cast<uintptr_t>(p.ssm_state) & 15u) != 0) {
+    throw CudaError(w + ": ssm_state must be 16-byte aligned");
+  }
+  if (p.dtype == DType::kFloat32) {
+    if (p.state_dtype != DType::kFloat32) {
+      throw CudaError(w + ": a float32 x needs a float32 conv_state");
+    }
+    launch<float, float>(p, stream);
+  } else if (p.state_dtype == DType::kFloat32) {
+    launch<bf16, float>(p, stream);
+  } else {
+    launch<bf16, bf16>(p, stream);
+  }
+}
+
+}  // namespace hylab::kernels
