@@ -302,7 +302,11 @@ void bench_layers(int64_t d_model, int64_t B, int64_t T, const BenchOptions& o, 
 // and (1, 2560, 65536, 16), fwd and fwd+bwd, and the Mamba layer (d768) at B2 x T32768, each
 // with the split scan automatic ("selective_scan", "mamba_layer") and forced off
 // ("..._nosplit"), so one run shows the gain. The splits chosen go to stderr.
-void bench_long_context(const BenchOptions& o, Json& results) {
+//
+// sweep (--long_context only): also the scan with S forced to each of a range of values, at
+// B2 x T32768 and at B8 x T8192 (192 blocks, which the automatic choice leaves unsplit),
+// records "selective_scan_splits<S>": checks the automatic choice's wave model.
+void bench_long_context(const BenchOptions& o, Json& results, bool sweep) {
   struct Shape {
     int64_t B, E, T, N;
   };
@@ -325,6 +329,21 @@ void bench_long_context(const BenchOptions& o, Json& results) {
                                          [&](const Tensor& h) { return m.forward(h); });
       results.push_back(record(splits == 0 ? "mamba_layer" : "mamba_layer_nosplit",
                                dims({B, T, d_model}), "fwd+bwd", ms, std::nullopt));
+    }
+  }
+  if (sweep) {
+    struct Sweep {
+      int64_t B, E, T, N;
+      std::vector<int> splits;
+    };
+    const Sweep sweeps[] = {{2, 1536, 32768, 16, {4, 6, 8, 11, 16, 22, 32, 64}},
+                            {8, 1536, 8192, 16, {1, 2, 3, 4, 6, 8}}};
+    for (const Sweep& sw : sweeps) {
+      for (const int splits : sw.splits) {
+        hylab::cuda_ops::set_scan_splits(splits);
+        bench_scan(sw.B, sw.E, sw.T, sw.N, true, o, results,
+                   "selective_scan_splits" + std::to_string(splits));
+      }
     }
   }
   hylab::cuda_ops::set_scan_splits(0);
@@ -465,7 +484,7 @@ void run_bench(const BenchOptions& o) {
   std::fprintf(stderr, "  device-to-device copy: %.3f TB/s\n", doc["copy_tb_per_s"].get<double>());
   Json results = Json::array();
   if (o.long_context) {
-    bench_long_context(o, results);
+    bench_long_context(o, results, /*sweep=*/true);
   } else if (o.decode_only) {
     bench_decode(768, 1, o, results);
   } else if (!o.quick) {
@@ -483,7 +502,7 @@ void run_bench(const BenchOptions& o) {
       bench_layers(1280, 16, 2048, o, results);
     }
     if (!o.quick) bench_decode(768, 1, o, results);
-    if (!o.quick) bench_long_context(o, results);
+    if (!o.quick) bench_long_context(o, results, /*sweep=*/false);
   }
   doc["results"] = results;
   const std::string text = doc.dump(2);
