@@ -2,6 +2,9 @@
 // the shapes of issue 5 (CUDA events, warm-up, median of --reps runs) and prints JSON:
 //   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
 //    "dtype", "ms", "tb_per_s"}]}
+// The scan's backward is timed for every kernel variant (selective_scan.h): its records
+// carry "bwd_variant"; the default variant's kernel name is "selective_scan", the others'
+// "selective_scan/<variant name>" (e.g. selective_scan/v2_seg8).
 // tb_per_s = bytes that must move (each input read once, each output written once) / time;
 // copy_tb_per_s is a device-to-device copy on the same GPU (bytes read + written), the
 // ceiling to compare with. Layer records (matmul-bound) carry tb_per_s = null.
@@ -32,6 +35,7 @@
 #include <optional>
 #include <vector>
 
+#include "kernels/selective_scan/selective_scan.h"
 #include "model/cuda_ops.h"
 #endif
 
@@ -44,6 +48,7 @@ struct BenchOptions {
   int warmup = 3;
   bool skip_layers = false;
   bool quick = false;  // d12 scan and the conv only (for profilers)
+  bool scan_only = false;  // the scan shapes only (every backward variant)
   bool gemv_only = false;
 };
 
@@ -144,15 +149,35 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     const double ms = median_ms([&] { fwd(); }, o);
     results.push_back(record("selective_scan", shape, "fwd", ms, 4 * bet + 2 * bnt));
   }
-  const double ms = median_ms(
-      [&] {
-        Tensor y = fwd();
-        torch::autograd::grad({y}, {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias}, {dout});
-      },
-      o);
-  // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
-  // dB, dC out.
-  results.push_back(record("selective_scan", shape, "fwd+bwd", ms, 11 * bet + 6 * bnt));
+  const std::vector<Tensor> wrt = {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias};
+  const int saved_variant = hylab::cuda_ops::scan_bwd_variant();
+  for (int v = 0; v < hylab::kernels::kScanBwdVariants; ++v) {
+    hylab::cuda_ops::set_scan_bwd_variant(v);
+    const std::string kernel =
+        v == hylab::kernels::kScanBwdDefaultVariant
+            ? std::string("selective_scan")
+            : std::string("selective_scan/") + hylab::kernels::selective_scan_bwd_variant_name(v);
+    const double ms = median_ms(
+        [&] {
+          Tensor y = fwd();
+          torch::autograd::grad({y}, wrt, {dout});
+        },
+        o);
+    // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
+    // dB, dC out.
+    Json r = record(kernel, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt);
+    r["bwd_variant"] = v;
+    results.push_back(r);
+    // The backward alone (autograd's call into the kernels: glue, scan bwd, partial sums)
+    // on one retained graph.
+    const Tensor y = fwd();
+    const double bwd_ms =
+        median_ms([&] { torch::autograd::grad({y}, wrt, {dout}, /*retain_graph=*/true); }, o);
+    r = record(kernel, shape, "bwd", bwd_ms, 7 * bet + 4 * bnt);
+    r["bwd_variant"] = v;
+    results.push_back(r);
+  }
+  hylab::cuda_ops::set_scan_bwd_variant(saved_variant);
 }
 
 void bench_conv(int64_t B, int64_t E, int64_t T, int64_t K, const BenchOptions& o,
@@ -388,19 +413,19 @@ void run_bench(const BenchOptions& o) {
   doc["copy_tb_per_s"] = copy_tb_per_s(o);
   std::fprintf(stderr, "  device-to-device copy: %.3f TB/s\n", doc["copy_tb_per_s"].get<double>());
   Json results = Json::array();
-  if (!o.quick) bench_gemv(o, results);
+  if (!o.quick && !o.scan_only) bench_gemv(o, results);
   if (!o.gemv_only) {
     bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
     if (!o.quick) {
       bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
       bench_scan(8, 2048, 8192, 16, true, o, results);   // long
     }
-    bench_conv(32, 1536, 2048, 4, o, results);
-    if (!o.skip_layers && !o.quick) {
+    if (!o.scan_only) bench_conv(32, 1536, 2048, 4, o, results);
+    if (!o.skip_layers && !o.quick && !o.scan_only) {
       bench_layers(768, 32, 2048, o, results);
       bench_layers(1280, 16, 2048, o, results);
     }
-    if (!o.quick) bench_decode(768, 1, o, results);
+    if (!o.quick && !o.scan_only) bench_decode(768, 1, o, results);
   }
   doc["results"] = results;
   const std::string text = doc.dump(2);
@@ -434,6 +459,8 @@ void setup(CLI::App& root) {
   cmd->add_flag(flag("skip_layers"), opts->skip_layers,
                 "Skip the whole-layer (Mamba vs attention) measurements");
   cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
+  cmd->add_flag(flag("scan_only"), opts->scan_only,
+                "Only the selective scan at d12, d20 and long (every backward variant)");
   cmd->add_flag(flag("gemv_only"), opts->gemv_only,
                 "Only the decode GEMV at d20's shapes, 1-8 warps per column");
   cmd->callback([opts] { run_bench(*opts); });

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -29,6 +30,23 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 std::atomic<bool> g_deterministic{true};
+
+// HYLAB_SCAN_BWD_VARIANT, parsed on first use (the one place it is read).
+int scan_bwd_variant_from_env() {
+  const char* s = std::getenv("HYLAB_SCAN_BWD_VARIANT");
+  if (s == nullptr || *s == '\0') return -1;
+  char* end = nullptr;
+  const long v = std::strtol(s, &end, 10);
+  TORCH_CHECK(*end == '\0' && v >= -1 && v < hk::kScanBwdVariants,
+              "HYLAB_SCAN_BWD_VARIANT must be -1 or 0..", hk::kScanBwdVariants - 1, ", got '", s,
+              "'");
+  return static_cast<int>(v);
+}
+
+std::atomic<int>& scan_bwd_variant_slot() {
+  static std::atomic<int> slot{scan_bwd_variant_from_env()};
+  return slot;
+}
 
 cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 
@@ -266,6 +284,7 @@ class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
     p.ws_dA = ws_dA.data_ptr<float>();
     p.ws_dD = ws_dD.data_ptr<float>();
     p.ws_ddelta_bias = ws_db.data_ptr<float>();
+    p.bwd_variant = scan_bwd_variant();
     hk::selective_scan_bwd(p, current_stream());
     // One entry per forward argument; the four flags get none.
     return {du, ddelta, dA, dB, dC, dD, dz, dbias, Tensor(), Tensor(), Tensor(), Tensor()};
@@ -1039,5 +1058,13 @@ torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight, const Ge
 
 void set_deterministic(bool on) { g_deterministic.store(on); }
 bool deterministic() { return g_deterministic.load(); }
+
+void set_scan_bwd_variant(int variant) {
+  TORCH_CHECK(variant >= -1 && variant < hk::kScanBwdVariants,
+              "set_scan_bwd_variant: variant must be -1 or 0..", hk::kScanBwdVariants - 1,
+              ", got ", variant);
+  scan_bwd_variant_slot().store(variant);
+}
+int scan_bwd_variant() { return scan_bwd_variant_slot().load(); }
 
 }  // namespace hylab::cuda_ops

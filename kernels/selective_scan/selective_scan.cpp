@@ -35,6 +35,18 @@ bool selective_scan_supports_dstate(int n) {
   return n == 4 || n == 8 || n == 16 || n == 32 || n == 64;
 }
 
+const char* selective_scan_bwd_variant_name(int variant) {
+  switch (variant) {
+    case 0: return "v1";
+    case 1: return "v2_seg16";
+    case 2: return "v2_seg8";
+    case 3: return "v2_seg4";
+    default:
+      throw CudaError("selective_scan bwd: unknown kernel variant " + std::to_string(variant));
+  }
+}
+
+// Every backward variant uses this block shape (the workspace layout is shared).
 int selective_scan_bwd_channels_per_block(int dstate) {
   const int threads = dstate <= 8 ? 128 : 256;
   return threads / (dstate / 4);
@@ -77,11 +89,21 @@ void selective_scan_bwd(const SelectiveScanParams& p, cudaStream_t stream) {
       p.ws_ddelta_bias == nullptr || (p.z != nullptr && p.dz == nullptr)) {
     throw CudaError("selective_scan bwd: missing chunk states, dout, a gradient or a workspace");
   }
+  const int variant = p.bwd_variant < 0 ? kScanBwdDefaultVariant : p.bwd_variant;
+  if (variant >= kScanBwdVariants) {
+    throw CudaError("selective_scan bwd: unknown kernel variant " + std::to_string(variant) +
+                    " (0.." + std::to_string(kScanBwdVariants - 1) + ")");
+  }
   const bool vec = selective_scan_vectorizable(p);
-  if (p.dtype == DType::kFloat32) {
+  const bool f32 = p.dtype == DType::kFloat32;
+  if (variant == 0 && f32) {
     selective_scan_bwd_f32(p, vec, stream);
-  } else {
+  } else if (variant == 0) {
     selective_scan_bwd_bf16(p, vec, stream);
+  } else if (f32) {
+    selective_scan_bwd_v2_f32(p, variant, vec, stream);
+  } else {
+    selective_scan_bwd_v2_bf16(p, variant, vec, stream);
   }
   selective_scan_bwd_reduce(p, stream);
 }

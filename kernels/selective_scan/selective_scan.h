@@ -66,7 +66,22 @@ struct SelectiveScanParams {
   float* ws_dA = nullptr;           // (B, E, N) workspace
   float* ws_dD = nullptr;           // (B, E) workspace
   float* ws_ddelta_bias = nullptr;  // (B, E) workspace
+
+  // Backward kernel variant (below), -1: kScanBwdDefaultVariant. All variants
+  // compute the same gradients under the same contract (fp32 state and sums, deterministic)
+  // and share the workspace layout above; they differ in speed and in the last bits.
+  int bwd_variant = -1;
 };
+
+// Backward kernel variants (docs/KERNELS.md, "Selective scan backward"):
+//   0: scan_bwd.cuh: a chunk's 16 recomputed states in registers (the first version);
+//   1: scan_bwd_v2.cuh with 16-step segments: variant 0's occupancy, fewer instructions;
+//   2: scan_bwd_v2.cuh with 8-step segments (checkpointed recompute), sized for 24 warps/SM;
+//   3: scan_bwd_v2.cuh with 4-step segments, sized for 32 warps/SM.
+constexpr int kScanBwdVariants = 4;
+constexpr int kScanBwdDefaultVariant = 0;
+// "v1", "v2_seg16", "v2_seg8", "v2_seg4"; throws CudaError for an unknown variant.
+const char* selective_scan_bwd_variant_name(int variant);
 
 // Timesteps between saved states.
 constexpr int kScanChunk = 16;
@@ -90,6 +105,10 @@ void selective_scan_fwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t
 void selective_scan_fwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_bwd_v2_f32(const SelectiveScanParams& p, int variant, bool vec,
+                             cudaStream_t stream);
+void selective_scan_bwd_v2_bf16(const SelectiveScanParams& p, int variant, bool vec,
+                              cudaStream_t stream);
 // Fixed-order sums of the backward's partials into dB, dC, dA, dD, ddelta_bias.
 void selective_scan_bwd_reduce(const SelectiveScanParams& p, cudaStream_t stream);
 

@@ -1,10 +1,12 @@
 // Selective scan kernels (model/cuda_ops.h) against the fp64 oracle: forward, every
-// gradient, the prefill's last state, determinism, strided inputs and input validation.
+// gradient (under every backward kernel variant), the prefill's last state, determinism,
+// strided inputs and input validation.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <string>
 
+#include "kernels/selective_scan/selective_scan.h"
 #include "model/cuda_ops.h"
 #include "model/reference_ops.h"
 #include "tests/kernels/oracle.h"
@@ -97,35 +99,61 @@ KernelRun run_kernels(const Case& c, const Inputs& in, const Tensor& dout) {
 
 const Tolerance kReduceTol{1e-3, 1e-3, 1e-2};  // fp32 sums over B x T or over E
 
+// Selects a backward kernel variant for its lifetime (restores the previous setting).
+class BwdVariant {
+ public:
+  explicit BwdVariant(int v) : saved_(cuda_ops::scan_bwd_variant()) {
+    cuda_ops::set_scan_bwd_variant(v);
+  }
+  ~BwdVariant() { cuda_ops::set_scan_bwd_variant(saved_); }
+  BwdVariant(const BwdVariant&) = delete;
+  BwdVariant& operator=(const BwdVariant&) = delete;
+
+ private:
+  int saved_;
+};
+
+std::string variant_trace(int v) {
+  return std::string("bwd variant ") + std::to_string(v) + " (" +
+         kernels::selective_scan_bwd_variant_name(v) + ")";
+}
+
 void check_case(const Case& c, uint64_t seed) {
   SCOPED_TRACE(name(c));
   poison_cuda_allocator();
   const Inputs in = make_inputs(c, seed);
   torch::manual_seed(seed + 1);
   const Tensor dout = torch::randn({c.B, c.E, c.T}).to(in.u.options());
-  const KernelRun k = run_kernels(c, in, dout);
 
   const ScanProblem p = problem(c, in);
   const ScanForward fw = scan_forward(p);
   const ScanGrads g = scan_backward(p, to_vec(dout));
   const Tolerance tol = tolerance_for(c.dtype);
 
-  EXPECT_EQ(k.y.scalar_type(), c.dtype);
-  EXPECT_TRUE(close("y", k.y, fw.y, tol));
-  EXPECT_TRUE(close("du", k.grads[0], g.du, tol));
-  EXPECT_TRUE(close("ddelta", k.grads[1], g.ddelta, tol));
-  EXPECT_TRUE(close("dA", k.grads[2], g.dA, kReduceTol));
-  EXPECT_TRUE(close("dB", k.grads[3], g.dB, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
-  EXPECT_TRUE(close("dC", k.grads[4], g.dC, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
-  size_t i = 5;
-  if (c.D) {
-    EXPECT_TRUE(close("dD", k.grads[i++], g.dD, kReduceTol));
-  }
-  if (c.z) {
-    EXPECT_TRUE(close("dz", k.grads[i++], g.dz, tol));
-  }
-  if (c.bias) {
-    EXPECT_TRUE(close("ddelta_bias", k.grads[i++], g.dbias, kReduceTol));
+  // The oracle once; the kernels' backward once per variant, each against it.
+  KernelRun k;
+  for (int v = 0; v < kernels::kScanBwdVariants; ++v) {
+    SCOPED_TRACE(variant_trace(v));
+    const BwdVariant variant(v);
+    if (v > 0) poison_cuda_allocator();
+    k = run_kernels(c, in, dout);
+    EXPECT_EQ(k.y.scalar_type(), c.dtype);
+    EXPECT_TRUE(close("y", k.y, fw.y, tol));
+    EXPECT_TRUE(close("du", k.grads[0], g.du, tol));
+    EXPECT_TRUE(close("ddelta", k.grads[1], g.ddelta, tol));
+    EXPECT_TRUE(close("dA", k.grads[2], g.dA, kReduceTol));
+    EXPECT_TRUE(close("dB", k.grads[3], g.dB, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
+    EXPECT_TRUE(close("dC", k.grads[4], g.dC, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
+    size_t i = 5;
+    if (c.D) {
+      EXPECT_TRUE(close("dD", k.grads[i++], g.dD, kReduceTol));
+    }
+    if (c.z) {
+      EXPECT_TRUE(close("dz", k.grads[i++], g.dz, tol));
+    }
+    if (c.bias) {
+      EXPECT_TRUE(close("ddelta_bias", k.grads[i++], g.dbias, kReduceTol));
+    }
   }
 
   // Without autograd (no saved states) and as the prefill: the same y, plus the last state.
@@ -198,15 +226,53 @@ TEST(SelectiveScan, DeterministicGradients) {
   const Case c{4, 512, 1024, 16, true, true, true, true, torch::kBFloat16};
   const Inputs in = make_inputs(c, 5);
   const Tensor dout = torch::randn({c.B, c.E, c.T}, in.u.options());
-  const KernelRun a = run_kernels(c, in, dout);
-  poison_cuda_allocator();
-  const KernelRun b = run_kernels(c, in, dout);
-  EXPECT_TRUE(torch::equal(a.y, b.y));
-  ASSERT_EQ(a.grads.size(), b.grads.size());
   const char* names[] = {"du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"};
-  for (size_t i = 0; i < a.grads.size(); ++i) {
-    EXPECT_TRUE(torch::equal(a.grads[i], b.grads[i])) << names[i] << " differs between runs";
+  for (int v = 0; v < kernels::kScanBwdVariants; ++v) {
+    SCOPED_TRACE(variant_trace(v));
+    const BwdVariant variant(v);
+    const KernelRun a = run_kernels(c, in, dout);
+    poison_cuda_allocator();
+    const KernelRun b = run_kernels(c, in, dout);
+    EXPECT_TRUE(torch::equal(a.y, b.y));
+    ASSERT_EQ(a.grads.size(), b.grads.size());
+    for (size_t i = 0; i < a.grads.size(); ++i) {
+      EXPECT_TRUE(torch::equal(a.grads[i], b.grads[i])) << names[i] << " differs between runs";
+    }
   }
+}
+
+// The variants compute the same gradients: fp32 inputs, each variant against variant 0
+// (differences are the last bits of reordered fp32 sums; bounds far below the oracle's).
+TEST(SelectiveScan, BackwardVariantsAgree) {
+  HYLAB_REQUIRE_GPU();
+  const Case c{2, 200, 777, 16, true, true, true, true, torch::kFloat32};
+  const Inputs in = make_inputs(c, 9);
+  const Tensor dout = torch::randn({c.B, c.E, c.T}, in.u.options());
+  KernelRun base;
+  {
+    const BwdVariant variant(0);
+    base = run_kernels(c, in, dout);
+  }
+  const char* names[] = {"du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"};
+  const Tolerance tight{1e-5, 1e-5, 1e-4};
+  for (int v = 1; v < kernels::kScanBwdVariants; ++v) {
+    SCOPED_TRACE(variant_trace(v));
+    const BwdVariant variant(v);
+    const KernelRun k = run_kernels(c, in, dout);
+    ASSERT_EQ(k.grads.size(), base.grads.size());
+    for (size_t i = 0; i < k.grads.size(); ++i) {
+      EXPECT_TRUE(close(names[i], k.grads[i], to_vec(base.grads[i]), tight));
+    }
+  }
+}
+
+TEST(SelectiveScan, BackwardVariantSwitch) {
+  HYLAB_REQUIRE_GPU();
+  const BwdVariant restore(cuda_ops::scan_bwd_variant());
+  EXPECT_THROW(cuda_ops::set_scan_bwd_variant(kernels::kScanBwdVariants), c10::Error);
+  EXPECT_THROW(cuda_ops::set_scan_bwd_variant(-2), c10::Error);
+  cuda_ops::set_scan_bwd_variant(-1);
+  EXPECT_EQ(cuda_ops::scan_bwd_variant(), -1);
 }
 
 // Against the model's reference ops (hylab::ref, fp32 on the GPU through LibTorch autograd).
