@@ -1,4 +1,4 @@
-// Selective scan backward, second version (variants 1-3 of selective_scan.h; variant 0 is
+// Selective scan backward, second version (variants 1-5 of selective_scan.h; variant 0 is
 // scan_bwd.cuh, its twin). Same block layout, staging, dB/dC butterfly, partial layout and
 // reductions as scan_bwd.cuh (so scan_reduce.cu and the workspace sizes are shared), with two
 // changes to the per-chunk work:
@@ -15,6 +15,14 @@
 //    a segment's last step; the carry g = exp(d A) h_t is formed once and reused for the
 //    dA/ddelta term q = g x_{t-1}; ddelta's sum over states uses A log2e (already in
 //    registers for exp) and is scaled by ln 2 once per step, so A itself is not kept.
+//
+// 3. Optionally (kDefer), the per-channel sums over the channel's kTPC lanes leave the step
+//    loops: instead of xor-shuffling y (forward) and shb, dda (reverse) every step and letting
+//    lane 0 alone do the per-channel math (dy, dz; du, ddelta, dD, ddelta_bias) while its
+//    kTPC - 1 partners idle, every lane writes its partial to shared memory, and after the
+//    forward pass (resp. each reverse segment) lane g finishes steps g, g + kTPC, ...: each
+//    lane does 1/kTPC of that math, the shuffles are gone, and dD/ddelta_bias are summed over
+//    the lanes once at the end. Sums are in a fixed lane order (deterministic).
 //
 // The outer loop is the chunk range [chunk_begin, chunk_end) walked from last to first with a
 // zero adjoint entering it (the whole sequence here), as in scan_bwd.cuh.
@@ -33,15 +41,56 @@ constexpr float kLn2 = 0.6931471805599453f;
 // kSub: steps per segment (states staged in registers); kTargetWarps: warps per SM the
 // register budget is sized for (__launch_bounds__ min blocks). N <= 8 (128-thread blocks)
 // are limited by shared memory long before registers, so they keep 2 blocks (no forced spills).
-template <typename Elem, int kN_, int kSub_, int kTargetWarps_>
+// kDefer: per-channel sums through shared memory (3. above).
+template <typename Elem, int kN_, int kSub_, int kTargetWarps_, bool kDefer_ = false>
 struct BwdV2Traits : BwdTraits<Elem, kN_> {
   using Base = BwdTraits<Elem, kN_>;
   static constexpr int kSub = kSub_;
   static constexpr int kSeg = Base::kL / kSub;
   static_assert(Base::kL % kSub == 0 && kSub >= 2, "segments must tile the chunk");
+  static_assert(Base::kL % Base::kTPC == 0, "a channel's lanes split the chunk's steps evenly");
   static constexpr int kMinBlocks =
       (kN_ >= 16 && kTargetWarps_ / Base::kWarps > 2) ? kTargetWarps_ / Base::kWarps : 2;
+  static constexpr bool kDefer = kDefer_;
+  // Partials, in one region per channel (warps move between the forward pass and the reverse
+  // walk independently, so a channel's region must not overlap another's in either use): y
+  // [kL][kTPC] (forward), then (shb, dda) [kSub][kTPC][2] (reverse). The stride's padding
+  // (+1 step) spreads a warp's channels over the banks: conflict-free (shb, dda) stores, at
+  // most 2-way conflicts for the y stores.
+  static constexpr int kYStride = (Base::kL + 1) * Base::kTPC;
+  static constexpr int kSStride = (kSub + 1) * Base::kTPC * 2;
+  static constexpr int kPartStride = ((kYStride > kSStride ? kYStride : kSStride) + 1) / 2 * 2;
+  static constexpr int kPartFloats = kDefer ? Base::kChannels * kPartStride : 0;
+  static constexpr int kSmemBytes = (Base::kSmemFloats + kPartFloats) * 4;
 };
+
+// dout -> dy (in place in dys) and z -> dz (in place in zs) at smem index i, from the
+// channel's <x_t, C_t> (yp) and u_t (uu).
+__device__ __forceinline__ void dy_dz(bool has_z, float Dv, float yp, float uu, int i,
+                                      float* dys, float* zs) {
+  const float dout_v = dys[i];
+  float dy = dout_v;
+  if (has_z) {
+    const float zz = zs[i];
+    const float y = fmaf(Dv, uu, yp);
+    const float s = sigmoid(zz);
+    dy = dout_v * zz * s;
+    zs[i] = dout_v * y * s * (1.f + zz * (1.f - s));
+  }
+  dys[i] = dy;
+}
+
+// du and ddelta at smem index i from the channel's sums shb = <h_t, B_t> and
+// dda2 = sum_n q_n A_n log2(e) (and d_t, u_t, dy_t); accumulates dD and ddelta_bias.
+__device__ __forceinline__ void du_ddelta(float Dv, float shb, float dda2, float d, float uu,
+                                          float dy, int i, const float* sgs, float* duo,
+                                          float* ddo, float& dD_acc, float& dbias_acc) {
+  duo[i] = fmaf(dy, Dv, d * shb);
+  const float ddl = fmaf(uu, shb, dda2 * kLn2) * sgs[i];
+  ddo[i] = ddl;
+  dD_acc = fmaf(dy, uu, dD_acc);
+  dbias_acc += ddl;
+}
 
 template <class K>
 __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
@@ -50,6 +99,8 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   constexpr int kN = K::kN, kTPC = K::kTPC, kL = K::kL, kPitch = K::kPitch;
   constexpr int kChannels = K::kChannels, kThreads = K::kThreads, kWarps = K::kWarps;
   constexpr int kSub = K::kSub, kSeg = K::kSeg;
+  constexpr bool kDefer = K::kDefer;
+  constexpr int kPartStride = K::kPartStride;
 
   extern __shared__ float4 smem4[];
   float* Bs = reinterpret_cast<float*>(smem4);  // [kL][kN]
@@ -62,6 +113,7 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   float* duo = zs + kChannels * kPitch;
   float* ddo = duo + kChannels * kPitch;
   float* red = ddo + kChannels * kPitch;        // [kWarps][2N][kPitch]
+  float* part = red + kWarps * 2 * kN * kPitch;  // kDefer: [kChannels][kPartStride]
 
   const int b = blockIdx.y;
   const int blk = blockIdx.x;
@@ -166,18 +218,23 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
       yp = fmaf(x[1], cv.y, yp);
       yp = fmaf(x[2], cv.z, yp);
       yp = fmaf(x[3], cv.w, yp);
-      yp = group_sum<kTPC>(yp);
-      if (g == 0) {
-        const float dout_v = dys[c * kPitch + j];
-        float dy = dout_v;
-        if (has_z) {
-          const float zz = zs[c * kPitch + j];
-          const float y = fmaf(Dv, uu, yp);
-          const float s = sigmoid(zz);
-          dy = dout_v * zz * s;
-          zs[c * kPitch + j] = dout_v * y * s * (1.f + zz * (1.f - s));
-        }
-        dys[c * kPitch + j] = dy;
+      if constexpr (kDefer) {
+        part[c * kPartStride + j * kTPC + g] = yp;
+      } else {
+        yp = group_sum<kTPC>(yp);
+        if (g == 0) dy_dz(has_z, Dv, yp, uu, c * kPitch + j, dys, zs);
+      }
+    }
+    if constexpr (kDefer) {
+      __syncwarp();
+#pragma unroll
+      for (int k = 0; k < kL / kTPC; ++k) {  // lane g: steps g, g + kTPC, ...
+        const int j = k * kTPC + g;
+        const float* yparts = part + c * kPartStride + j * kTPC;
+        float yp = 0.f;
+#pragma unroll
+        for (int gg = 0; gg < kTPC; ++gg) yp += yparts[gg];
+        dy_dz(has_z, Dv, yp, us[c * kPitch + j], c * kPitch + j, dys, zs);
       }
     }
     __syncwarp();
@@ -231,17 +288,42 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
           dda2 = fmaf(q, A2[i], dda2);
           gcarry[i] = gh;
         }
-        shb = group_sum<kTPC>(shb);
-        dda2 = group_sum<kTPC>(dda2);
-        if (g == 0) {
-          duo[c * kPitch + j] = fmaf(dy, Dv, d * shb);
-          const float ddl = fmaf(uu, shb, dda2 * kLn2) * sgs[c * kPitch + j];
-          ddo[c * kPitch + j] = ddl;
-          dD_acc = fmaf(dy, uu, dD_acc);
-          dbias_acc += ddl;
+        if constexpr (kDefer) {
+          *reinterpret_cast<float2*>(part + c * kPartStride + (jj * kTPC + g) * 2) =
+              make_float2(shb, dda2);
+        } else {
+          shb = group_sum<kTPC>(shb);
+          dda2 = group_sum<kTPC>(dda2);
+          if (g == 0) {
+            du_ddelta(Dv, shb, dda2, d, uu, dy, c * kPitch + j, sgs, duo, ddo, dD_acc,
+                      dbias_acc);
+          }
         }
         Butterfly<kTPC>::template reduce<kN, kPitch>(v, lane, g, j,
                                                      red + warp * 2 * kN * kPitch);
+      }
+      if constexpr (kDefer) {
+        __syncwarp();
+        if (g < kSub) {
+#pragma unroll
+          for (int k = 0; k < (kSub + kTPC - 1) / kTPC; ++k) {  // lane g: g, g + kTPC, ...
+            const int jj = k * kTPC + g;
+            if (jj < kSub) {
+              const float* sparts = part + c * kPartStride + jj * kTPC * 2;
+              float shb = 0.f, dda2 = 0.f;
+#pragma unroll
+              for (int gg = 0; gg < kTPC; ++gg) {
+                const float2 sd = *reinterpret_cast<const float2*>(sparts + gg * 2);
+                shb += sd.x;
+                dda2 += sd.y;
+              }
+              const int i = c * kPitch + s * kSub + jj;
+              du_ddelta(Dv, shb, dda2, ds[i], us[i], dys[i], i, sgs, duo, ddo, dD_acc,
+                        dbias_acc);
+            }
+          }
+        }
+        __syncwarp();
       }
     }
     __syncthreads();
@@ -264,6 +346,10 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
     __syncthreads();
   }
 
+  if constexpr (kDefer) {  // each lane summed its own steps
+    dD_acc = group_sum<kTPC>(dD_acc);
+    dbias_acc = group_sum<kTPC>(dbias_acc);
+  }
   if (active) {
     const int64_t be = static_cast<int64_t>(b) * p.dim + e;
     *reinterpret_cast<float4*>(p.ws_dA + be * kN + g * 4) =
@@ -287,26 +373,34 @@ void launch_scan_bwd_v2(const SelectiveScanParams& p, bool vec, cudaStream_t str
       "selective_scan bwd v2 launch failed (is this build for the GPU's arch?)");
 }
 
-template <typename Elem, int kSub, int kTargetWarps>
+template <typename Elem, int kSub, int kTargetWarps, bool kDefer>
 void scan_bwd_v2_dispatch_n(const SelectiveScanParams& p, bool vec, cudaStream_t stream) {
   switch (p.dstate) {
-    case 4: return launch_scan_bwd_v2<BwdV2Traits<Elem, 4, kSub, kTargetWarps>>(p, vec, stream);
-    case 8: return launch_scan_bwd_v2<BwdV2Traits<Elem, 8, kSub, kTargetWarps>>(p, vec, stream);
-    case 16: return launch_scan_bwd_v2<BwdV2Traits<Elem, 16, kSub, kTargetWarps>>(p, vec, stream);
-    case 32: return launch_scan_bwd_v2<BwdV2Traits<Elem, 32, kSub, kTargetWarps>>(p, vec, stream);
-    case 64: return launch_scan_bwd_v2<BwdV2Traits<Elem, 64, kSub, kTargetWarps>>(p, vec, stream);
+    case 4:
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 4, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+    case 8:
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 8, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+    case 16:
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 16, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+    case 32:
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 32, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+    case 64:
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 64, kSub, kTargetWarps, kDefer>>(p, vec, stream);
     default: throw CudaError("selective_scan bwd v2: unsupported N (dstate)");
   }
 }
 
-// Variants 1-3 (selective_scan.h): (kSub, target warps/SM) = (16, 16), (8, 24), (4, 32).
+// Variants 1-5 (selective_scan.h): (kSub, target warps/SM, kDefer) = (16, 16, no),
+// (8, 24, no), (4, 32, no), (16, 16, yes), (8, 24, yes).
 template <typename Elem>
 void scan_bwd_v2_dispatch(const SelectiveScanParams& p, int variant, bool vec,
                           cudaStream_t stream) {
   switch (variant) {
-    case 1: return scan_bwd_v2_dispatch_n<Elem, 16, 16>(p, vec, stream);
-    case 2: return scan_bwd_v2_dispatch_n<Elem, 8, 24>(p, vec, stream);
-    case 3: return scan_bwd_v2_dispatch_n<Elem, 4, 32>(p, vec, stream);
+    case 1: return scan_bwd_v2_dispatch_n<Elem, 16, 16, false>(p, vec, stream);
+    case 2: return scan_bwd_v2_dispatch_n<Elem, 8, 24, false>(p, vec, stream);
+    case 3: return scan_bwd_v2_dispatch_n<Elem, 4, 32, false>(p, vec, stream);
+    case 4: return scan_bwd_v2_dispatch_n<Elem, 16, 16, true>(p, vec, stream);
+    case 5: return scan_bwd_v2_dispatch_n<Elem, 8, 24, true>(p, vec, stream);
     default: throw CudaError("selective_scan bwd v2: unknown variant " + std::to_string(variant));
   }
 }

@@ -41,6 +41,8 @@ const char* selective_scan_bwd_variant_name(int variant) {
     case 1: return "v2_seg16";
     case 2: return "v2_seg8";
     case 3: return "v2_seg4";
+    case 4: return "v2_seg16_defer";
+    case 5: return "v2_seg8_defer";
     default:
       throw CudaError("selective_scan bwd: unknown kernel variant " + std::to_string(variant));
   }

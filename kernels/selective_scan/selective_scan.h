@@ -77,10 +77,12 @@ struct SelectiveScanParams {
 //   0: scan_bwd.cuh: a chunk's 16 recomputed states in registers (the first version);
 //   1: scan_bwd_v2.cuh with 16-step segments: variant 0's occupancy, fewer instructions;
 //   2: scan_bwd_v2.cuh with 8-step segments (checkpointed recompute), sized for 24 warps/SM;
-//   3: scan_bwd_v2.cuh with 4-step segments, sized for 32 warps/SM.
-constexpr int kScanBwdVariants = 4;
+//   3: scan_bwd_v2.cuh with 4-step segments, sized for 32 warps/SM;
+//   4: as 1, with the per-channel sums (y; du, ddelta) deferred through shared memory;
+//   5: as 2, with the per-channel sums deferred.
+constexpr int kScanBwdVariants = 6;
 constexpr int kScanBwdDefaultVariant = 0;
-// "v1", "v2_seg16", "v2_seg8", "v2_seg4"; throws CudaError for an unknown variant.
+// "v1", "v2_seg16", "v2_seg8", "v2_seg4", "v2_seg16_defer", "v2_seg8_defer"; throws CudaError for an unknown variant.
 const char* selective_scan_bwd_variant_name(int variant);
 
 // Timesteps between saved states.
