@@ -2,9 +2,10 @@
 // the shapes of issue 5 (CUDA events, warm-up, median of --reps runs) and prints JSON:
 //   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
 //    "dtype", "ms", "tb_per_s"}]}
-// The scan's backward is timed for every kernel variant (selective_scan.h): its records
-// carry "bwd_variant"; the default variant's kernel name is "selective_scan", the others'
-// "selective_scan/<variant name>" (e.g. selective_scan/v2_seg8).
+// The scan is timed for every kernel variant (selective_scan.h): forward records carry
+// "fwd_variant", fwd+bwd and bwd records "bwd_variant" (with the default forward); the default
+// variants' kernel name is "selective_scan", the others' "selective_scan/<variant name>"
+// (e.g. selective_scan/v2_seg8, selective_scan/fwd_v2_tile16).
 // tb_per_s = bytes that must move (each input read once, each output written once) / time;
 // copy_tb_per_s is a device-to-device copy on the same GPU (bytes read + written), the
 // ceiling to compare with. Layer records (matmul-bound) carry tb_per_s = null.
@@ -144,19 +145,29 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     return hylab::cuda_ops::selective_scan(s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias,
                                            true);
   };
-  if (with_fwd_only) {
+  namespace hk = hylab::kernels;
+  const int saved_fwd = hylab::cuda_ops::scan_fwd_variant();
+  const int saved_bwd = hylab::cuda_ops::scan_bwd_variant();
+  for (int v = 0; with_fwd_only && v < hk::kScanFwdVariants; ++v) {
+    hylab::cuda_ops::set_scan_fwd_variant(v);
+    const std::string kernel = v == hk::kScanFwdDefaultVariant
+                                   ? std::string("selective_scan")
+                                   : std::string("selective_scan/fwd_") +
+                                         hk::selective_scan_fwd_variant_name(v);
     // The training forward (grad enabled: saves the chunk states for the backward).
     const double ms = median_ms([&] { fwd(); }, o);
-    results.push_back(record("selective_scan", shape, "fwd", ms, 4 * bet + 2 * bnt));
+    Json r = record(kernel, shape, "fwd", ms, 4 * bet + 2 * bnt);
+    r["fwd_variant"] = v;
+    results.push_back(r);
   }
+  hylab::cuda_ops::set_scan_fwd_variant(saved_fwd);
   const std::vector<Tensor> wrt = {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias};
-  const int saved_variant = hylab::cuda_ops::scan_bwd_variant();
-  for (int v = 0; v < hylab::kernels::kScanBwdVariants; ++v) {
+  for (int v = 0; v < hk::kScanBwdVariants; ++v) {
     hylab::cuda_ops::set_scan_bwd_variant(v);
-    const std::string kernel =
-        v == hylab::kernels::kScanBwdDefaultVariant
-            ? std::string("selective_scan")
-            : std::string("selective_scan/") + hylab::kernels::selective_scan_bwd_variant_name(v);
+    const std::string kernel = v == hk::kScanBwdDefaultVariant
+                                   ? std::string("selective_scan")
+                                   : std::string("selective_scan/") +
+                                         hk::selective_scan_bwd_variant_name(v);
     const double ms = median_ms(
         [&] {
           Tensor y = fwd();
@@ -177,7 +188,7 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     r["bwd_variant"] = v;
     results.push_back(r);
   }
-  hylab::cuda_ops::set_scan_bwd_variant(saved_variant);
+  hylab::cuda_ops::set_scan_bwd_variant(saved_bwd);
 }
 
 void bench_conv(int64_t B, int64_t E, int64_t T, int64_t K, const BenchOptions& o,
@@ -460,7 +471,7 @@ void setup(CLI::App& root) {
                 "Skip the whole-layer (Mamba vs attention) measurements");
   cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
   cmd->add_flag(flag("scan_only"), opts->scan_only,
-                "Only the selective scan at d12, d20 and long (every backward variant)");
+                "Only the selective scan at d12, d20 and long (every kernel variant)");
   cmd->add_flag(flag("gemv_only"), opts->gemv_only,
                 "Only the decode GEMV at d20's shapes, 1-8 warps per column");
   cmd->callback([opts] { run_bench(*opts); });

@@ -31,20 +31,25 @@ using torch::autograd::variable_list;
 
 std::atomic<bool> g_deterministic{true};
 
-// HYLAB_SCAN_BWD_VARIANT, parsed on first use (the one place it is read).
-int scan_bwd_variant_from_env() {
-  const char* s = std::getenv("HYLAB_SCAN_BWD_VARIANT");
+// A kernel-variant switch: its value starts as the environment variable `env` (parsed on
+// first use; the one place each is read), else -1 (the kernels' default).
+int variant_from_env(const char* env, int count) {
+  const char* s = std::getenv(env);
   if (s == nullptr || *s == '\0') return -1;
   char* end = nullptr;
   const long v = std::strtol(s, &end, 10);
-  TORCH_CHECK(*end == '\0' && v >= -1 && v < hk::kScanBwdVariants,
-              "HYLAB_SCAN_BWD_VARIANT must be -1 or 0..", hk::kScanBwdVariants - 1, ", got '", s,
-              "'");
+  TORCH_CHECK(*end == '\0' && v >= -1 && v < count, env, " must be -1 or 0..", count - 1,
+              ", got '", s, "'");
   return static_cast<int>(v);
 }
 
+std::atomic<int>& scan_fwd_variant_slot() {
+  static std::atomic<int> slot{variant_from_env("HYLAB_SCAN_FWD_VARIANT", hk::kScanFwdVariants)};
+  return slot;
+}
+
 std::atomic<int>& scan_bwd_variant_slot() {
-  static std::atomic<int> slot{scan_bwd_variant_from_env()};
+  static std::atomic<int> slot{variant_from_env("HYLAB_SCAN_BWD_VARIANT", hk::kScanBwdVariants)};
   return slot;
 }
 
@@ -148,6 +153,7 @@ ScanInputs check_scan(const char* fn, const Tensor& u, const Tensor& delta, cons
 
 hk::SelectiveScanParams scan_params(const ScanInputs& in, bool softplus) {
   hk::SelectiveScanParams p;
+  p.fwd_variant = scan_fwd_variant();
   p.dtype = in.dtype;
   p.batch = static_cast<int>(in.B), p.dim = static_cast<int>(in.E);
   p.seqlen = static_cast<int>(in.T), p.dstate = static_cast<int>(in.N);
@@ -1058,6 +1064,14 @@ torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight, const Ge
 
 void set_deterministic(bool on) { g_deterministic.store(on); }
 bool deterministic() { return g_deterministic.load(); }
+
+void set_scan_fwd_variant(int variant) {
+  TORCH_CHECK(variant >= -1 && variant < hk::kScanFwdVariants,
+              "set_scan_fwd_variant: variant must be -1 or 0..", hk::kScanFwdVariants - 1,
+              ", got ", variant);
+  scan_fwd_variant_slot().store(variant);
+}
+int scan_fwd_variant() { return scan_fwd_variant_slot().load(); }
 
 void set_scan_bwd_variant(int variant) {
   TORCH_CHECK(variant >= -1 && variant < hk::kScanBwdVariants,

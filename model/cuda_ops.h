@@ -114,10 +114,13 @@ torch::Tensor relu_square(const torch::Tensor& u);
 void set_deterministic(bool on);
 bool deterministic();
 
-// Which selective-scan backward kernel runs (hylab::kernels, selective_scan.h: variants
-// 0 .. kScanBwdVariants-1; -1 = the kernels' default). The process starts with the value of
-// the environment variable HYLAB_SCAN_BWD_VARIANT when it is set (read here, once), else -1.
-// Tests and `hylab bench kernels` switch it to run and time every variant in one process.
+// Which selective-scan forward / backward kernel runs (hylab::kernels, selective_scan.h:
+// variants 0 .. kScanFwdVariants-1 / kScanBwdVariants-1; -1 = the kernels' default). The
+// process starts with the value of the environment variable HYLAB_SCAN_FWD_VARIANT /
+// HYLAB_SCAN_BWD_VARIANT when it is set (read here, once), else -1. Tests and `hylab bench
+// kernels` switch them to run and time every variant in one process.
+void set_scan_fwd_variant(int variant);
+int scan_fwd_variant();
 void set_scan_bwd_variant(int variant);
 int scan_bwd_variant();
 

@@ -35,6 +35,15 @@ bool selective_scan_supports_dstate(int n) {
   return n == 4 || n == 8 || n == 16 || n == 32 || n == 64;
 }
 
+const char* selective_scan_fwd_variant_name(int variant) {
+  switch (variant) {
+    case 0: return "v1";
+    case 1: return "v2_tile16";
+    default:
+      throw CudaError("selective_scan fwd: unknown kernel variant " + std::to_string(variant));
+  }
+}
+
 const char* selective_scan_bwd_variant_name(int variant) {
   switch (variant) {
     case 0: return "v1";
@@ -75,11 +84,21 @@ bool selective_scan_vectorizable(const SelectiveScanParams& p) {
 void selective_scan_fwd(const SelectiveScanParams& p, cudaStream_t stream) {
   check_common(p, "selective_scan fwd");
   if (p.out == nullptr) throw CudaError("selective_scan fwd: out must be given");
+  const int variant = p.fwd_variant < 0 ? kScanFwdDefaultVariant : p.fwd_variant;
+  if (variant >= kScanFwdVariants) {
+    throw CudaError("selective_scan fwd: unknown kernel variant " + std::to_string(variant) +
+                    " (0.." + std::to_string(kScanFwdVariants - 1) + ")");
+  }
   const bool vec = selective_scan_vectorizable(p);
-  if (p.dtype == DType::kFloat32) {
+  const bool f32 = p.dtype == DType::kFloat32;
+  if (variant == 0 && f32) {
     selective_scan_fwd_f32(p, vec, stream);
-  } else {
+  } else if (variant == 0) {
     selective_scan_fwd_bf16(p, vec, stream);
+  } else if (f32) {
+    selective_scan_fwd_v2_f32(p, vec, stream);
+  } else {
+    selective_scan_fwd_v2_bf16(p, vec, stream);
   }
 }
 

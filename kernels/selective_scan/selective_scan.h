@@ -71,7 +71,17 @@ struct SelectiveScanParams {
   // compute the same gradients under the same contract (fp32 state and sums, deterministic)
   // and share the workspace layout above; they differ in speed and in the last bits.
   int bwd_variant = -1;
+  // Forward kernel variant (kScanFwdVariants), -1: kScanFwdDefaultVariant. Same contract.
+  int fwd_variant = -1;
 };
+
+// Forward kernel variants: 0: scan_fwd.cuh (64-step tiles, y summed over a channel's lanes
+// by shuffles every step); 1: scan_fwd_v2.cuh (16-step tiles, 4 blocks per SM, y summed from
+// per-lane partials in shared memory when written).
+constexpr int kScanFwdVariants = 2;
+constexpr int kScanFwdDefaultVariant = 0;
+// "v1", "v2_tile16"; throws CudaError for an unknown variant.
+const char* selective_scan_fwd_variant_name(int variant);
 
 // Backward kernel variants (docs/KERNELS.md, "Selective scan backward"):
 //   0: scan_bwd.cuh: a chunk's 16 recomputed states in registers (the first version);
@@ -105,6 +115,8 @@ void selective_scan_bwd(const SelectiveScanParams& p, cudaStream_t stream);
 // Per-dtype instantiations (one .cu each); selective_scan_fwd/bwd dispatch to them.
 void selective_scan_fwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_fwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_fwd_v2_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_fwd_v2_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_v2_f32(const SelectiveScanParams& p, int variant, bool vec,

@@ -1,10 +1,12 @@
 // Selective scan kernels (model/cuda_ops.h) against the fp64 oracle: forward, every
-// gradient (under every backward kernel variant), the prefill's last state, determinism,
-// strided inputs and input validation.
+// gradient (under every forward and backward kernel variant), the prefill's last state,
+// determinism, strided inputs and input validation.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "kernels/selective_scan/selective_scan.h"
 #include "model/cuda_ops.h"
@@ -99,23 +101,39 @@ KernelRun run_kernels(const Case& c, const Inputs& in, const Tensor& dout) {
 
 const Tolerance kReduceTol{1e-3, 1e-3, 1e-2};  // fp32 sums over B x T or over E
 
-// Selects a backward kernel variant for its lifetime (restores the previous setting).
-class BwdVariant {
+// Selects the forward and backward kernel variants for its lifetime (restores the previous
+// settings).
+class Variants {
  public:
-  explicit BwdVariant(int v) : saved_(cuda_ops::scan_bwd_variant()) {
-    cuda_ops::set_scan_bwd_variant(v);
+  Variants(int fwd, int bwd)
+      : saved_fwd_(cuda_ops::scan_fwd_variant()), saved_bwd_(cuda_ops::scan_bwd_variant()) {
+    cuda_ops::set_scan_fwd_variant(fwd);
+    cuda_ops::set_scan_bwd_variant(bwd);
   }
-  ~BwdVariant() { cuda_ops::set_scan_bwd_variant(saved_); }
-  BwdVariant(const BwdVariant&) = delete;
-  BwdVariant& operator=(const BwdVariant&) = delete;
+  ~Variants() {
+    cuda_ops::set_scan_fwd_variant(saved_fwd_);
+    cuda_ops::set_scan_bwd_variant(saved_bwd_);
+  }
+  Variants(const Variants&) = delete;
+  Variants& operator=(const Variants&) = delete;
 
  private:
-  int saved_;
+  int saved_fwd_, saved_bwd_;
 };
 
-std::string variant_trace(int v) {
-  return std::string("bwd variant ") + std::to_string(v) + " (" +
-         kernels::selective_scan_bwd_variant_name(v) + ")";
+std::string variant_trace(int fwd, int bwd) {
+  return "fwd variant " + std::to_string(fwd) + " (" +
+         kernels::selective_scan_fwd_variant_name(fwd) + "), bwd variant " +
+         std::to_string(bwd) + " (" + kernels::selective_scan_bwd_variant_name(bwd) + ")";
+}
+
+// The (forward, backward) variant pairs the tests run: every backward after forward 0 and
+// every forward before backward 0.
+std::vector<std::pair<int, int>> variant_pairs() {
+  std::vector<std::pair<int, int>> pairs;
+  for (int b = 0; b < kernels::kScanBwdVariants; ++b) pairs.emplace_back(0, b);
+  for (int f = 1; f < kernels::kScanFwdVariants; ++f) pairs.emplace_back(f, 0);
+  return pairs;
 }
 
 void check_case(const Case& c, uint64_t seed) {
@@ -130,13 +148,12 @@ void check_case(const Case& c, uint64_t seed) {
   const ScanGrads g = scan_backward(p, to_vec(dout));
   const Tolerance tol = tolerance_for(c.dtype);
 
-  // The oracle once; the kernels' backward once per variant, each against it.
-  KernelRun k;
-  for (int v = 0; v < kernels::kScanBwdVariants; ++v) {
-    SCOPED_TRACE(variant_trace(v));
-    const BwdVariant variant(v);
-    if (v > 0) poison_cuda_allocator();
-    k = run_kernels(c, in, dout);
+  // The oracle once; the kernels once per (forward, backward) variant pair, each against it.
+  for (const auto& [fv, bv] : variant_pairs()) {
+    SCOPED_TRACE(variant_trace(fv, bv));
+    const Variants variants(fv, bv);
+    if (fv + bv > 0) poison_cuda_allocator();
+    const KernelRun k = run_kernels(c, in, dout);
     EXPECT_EQ(k.y.scalar_type(), c.dtype);
     EXPECT_TRUE(close("y", k.y, fw.y, tol));
     EXPECT_TRUE(close("du", k.grads[0], g.du, tol));
@@ -154,20 +171,22 @@ void check_case(const Case& c, uint64_t seed) {
     if (c.bias) {
       EXPECT_TRUE(close("ddelta_bias", k.grads[i++], g.dbias, kReduceTol));
     }
-  }
+    if (bv != 0) continue;
 
-  // Without autograd (no saved states) and as the prefill: the same y, plus the last state.
-  const Tensor y_nograd = [&] {
-    torch::NoGradGuard ng;
-    return cuda_ops::selective_scan(in.u, in.delta, in.A, in.Bm, in.Cm, in.D, in.z, in.bias,
-                                    c.softplus);
-  }();
-  EXPECT_TRUE(torch::equal(y_nograd, k.y.detach())) << "no-grad forward differs";
-  auto [y_pre, last] = cuda_ops::selective_scan_with_state(in.u, in.delta, in.A, in.Bm, in.Cm,
-                                                           in.D, in.z, in.bias, c.softplus);
-  EXPECT_TRUE(torch::equal(y_pre, k.y.detach())) << "prefill forward differs";
-  EXPECT_EQ(last.scalar_type(), torch::kFloat32);
-  EXPECT_TRUE(close("last_state", last, fw.last_state, kReduceTol));
+    // Without autograd (no saved states) and as the prefill: the same y, plus the last state.
+    const Tensor y_nograd = [&] {
+      torch::NoGradGuard ng;
+      return cuda_ops::selective_scan(in.u, in.delta, in.A, in.Bm, in.Cm, in.D, in.z, in.bias,
+                                      c.softplus);
+    }();
+    EXPECT_TRUE(torch::equal(y_nograd, k.y.detach())) << "no-grad forward differs";
+    auto [y_pre, last] = cuda_ops::selective_scan_with_state(in.u, in.delta, in.A, in.Bm,
+                                                             in.Cm, in.D, in.z, in.bias,
+                                                             c.softplus);
+    EXPECT_TRUE(torch::equal(y_pre, k.y.detach())) << "prefill forward differs";
+    EXPECT_EQ(last.scalar_type(), torch::kFloat32);
+    EXPECT_TRUE(close("last_state", last, fw.last_state, kReduceTol));
+  }
 }
 
 // The grid: T x N x dtype x (z, delta_bias).
@@ -227,9 +246,9 @@ TEST(SelectiveScan, DeterministicGradients) {
   const Inputs in = make_inputs(c, 5);
   const Tensor dout = torch::randn({c.B, c.E, c.T}, in.u.options());
   const char* names[] = {"du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"};
-  for (int v = 0; v < kernels::kScanBwdVariants; ++v) {
-    SCOPED_TRACE(variant_trace(v));
-    const BwdVariant variant(v);
+  for (const auto& [fv, bv] : variant_pairs()) {
+    SCOPED_TRACE(variant_trace(fv, bv));
+    const Variants variants(fv, bv);
     const KernelRun a = run_kernels(c, in, dout);
     poison_cuda_allocator();
     const KernelRun b = run_kernels(c, in, dout);
@@ -241,24 +260,25 @@ TEST(SelectiveScan, DeterministicGradients) {
   }
 }
 
-// The variants compute the same gradients: fp32 inputs, each variant against variant 0
-// (differences are the last bits of reordered fp32 sums; bounds far below the oracle's).
-TEST(SelectiveScan, BackwardVariantsAgree) {
+// The variants compute the same outputs: fp32 inputs, each pair against (0, 0) (differences
+// are the last bits of reordered fp32 sums; bounds far below the oracle's).
+TEST(SelectiveScan, KernelVariantsAgree) {
   HYLAB_REQUIRE_GPU();
   const Case c{2, 200, 777, 16, true, true, true, true, torch::kFloat32};
   const Inputs in = make_inputs(c, 9);
   const Tensor dout = torch::randn({c.B, c.E, c.T}, in.u.options());
   KernelRun base;
   {
-    const BwdVariant variant(0);
+    const Variants variants(0, 0);
     base = run_kernels(c, in, dout);
   }
   const char* names[] = {"du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"};
   const Tolerance tight{1e-5, 1e-5, 1e-4};
-  for (int v = 1; v < kernels::kScanBwdVariants; ++v) {
-    SCOPED_TRACE(variant_trace(v));
-    const BwdVariant variant(v);
+  for (const auto& [fv, bv] : variant_pairs()) {
+    SCOPED_TRACE(variant_trace(fv, bv));
+    const Variants variants(fv, bv);
     const KernelRun k = run_kernels(c, in, dout);
+    EXPECT_TRUE(close("y", k.y, to_vec(base.y), tight));
     ASSERT_EQ(k.grads.size(), base.grads.size());
     for (size_t i = 0; i < k.grads.size(); ++i) {
       EXPECT_TRUE(close(names[i], k.grads[i], to_vec(base.grads[i]), tight));
@@ -266,13 +286,16 @@ TEST(SelectiveScan, BackwardVariantsAgree) {
   }
 }
 
-TEST(SelectiveScan, BackwardVariantSwitch) {
+TEST(SelectiveScan, KernelVariantSwitches) {
   HYLAB_REQUIRE_GPU();
-  const BwdVariant restore(cuda_ops::scan_bwd_variant());
+  const Variants restore(cuda_ops::scan_fwd_variant(), cuda_ops::scan_bwd_variant());
   EXPECT_THROW(cuda_ops::set_scan_bwd_variant(kernels::kScanBwdVariants), c10::Error);
   EXPECT_THROW(cuda_ops::set_scan_bwd_variant(-2), c10::Error);
+  EXPECT_THROW(cuda_ops::set_scan_fwd_variant(kernels::kScanFwdVariants), c10::Error);
   cuda_ops::set_scan_bwd_variant(-1);
   EXPECT_EQ(cuda_ops::scan_bwd_variant(), -1);
+  cuda_ops::set_scan_fwd_variant(-1);
+  EXPECT_EQ(cuda_ops::scan_fwd_variant(), -1);
 }
 
 // Against the model's reference ops (hylab::ref, fp32 on the GPU through LibTorch autograd).
