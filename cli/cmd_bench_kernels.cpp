@@ -1,11 +1,10 @@
 // `hylab bench kernels [--json FILE]`: times our Mamba-path kernels on the current GPU at
-// the shapes of issue 5 (CUDA events, warm-up, median of --reps runs) and prints JSON:
+// the shapes of issue 5 (and issue 12's long context: --long_context) (CUDA events, warm-up, median of --reps runs) and prints JSON:
 //   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
 //    "dtype", "ms", "tb_per_s"}]}
-// The scan is timed for every kernel variant (selective_scan.h): forward records carry
-// "fwd_variant", fwd+bwd and bwd records "bwd_variant" (with the default forward); the default
-// variants' kernel name is "selective_scan", the others' "selective_scan/<variant name>"
-// (e.g. selective_scan/v2_seg8, selective_scan/fwd_v2_tile16).
+// The scan is timed with its default kernel variants ("selective_scan") and with every
+// variant explicitly ("selective_scan/<variant name>", e.g. selective_scan/v2_seg8_defer,
+// selective_scan/fwd_v2_tile16; see bench_scan).
 // tb_per_s = bytes that must move (each input read once, each output written once) / time;
 // copy_tb_per_s is a device-to-device copy on the same GPU (bytes read + written), the
 // ceiling to compare with. Layer records (matmul-bound) carry tb_per_s = null.
@@ -49,8 +48,9 @@ struct BenchOptions {
   int warmup = 3;
   bool skip_layers = false;
   bool quick = false;  // d12 scan and the conv only (for profilers)
-  bool scan_only = false;  // the scan shapes only (every backward variant)
+  bool scan_only = false;  // the d12/d20/long scan shapes only (every kernel variant)
   bool gemv_only = false;
+  bool long_context = false;  // only the long-context scan and layer, split scan auto vs off
 };
 
 #if HYLAB_CUDA_KERNELS
@@ -135,8 +135,16 @@ ScanTensors scan_inputs(int64_t B, int64_t E, int64_t T, int64_t N, bool grad) {
   return s;
 }
 
+// kernel: the record's name ("selective_scan", or "selective_scan_nosplit" for the split
+// scan forced off, see bench_long_context), for the default kernel variants. With
+// all_variants, every forward and backward kernel variant is also timed explicitly
+// (selective_scan.h): records named kernel + "/" + the variant's name (forward ones with a
+// "fwd_" prefix), carrying "fwd_variant" or "bwd_variant" (-1 on the default's records);
+// fwd+bwd and bwd records use the default forward.
 void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
-                const BenchOptions& o, Json& results) {
+                const BenchOptions& o, Json& results,
+                const std::string& kernel = "selective_scan", bool all_variants = true) {
+  namespace hk = hylab::kernels;
   ScanTensors s = scan_inputs(B, E, T, N, true);
   const Tensor dout = torch::randn({B, E, T}, kBf16);
   const double bet = 2.0 * B * E * T, bnt = 2.0 * B * N * T;  // bytes of one bf16 tensor
@@ -145,29 +153,24 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     return hylab::cuda_ops::selective_scan(s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias,
                                            true);
   };
-  namespace hk = hylab::kernels;
   const int saved_fwd = hylab::cuda_ops::scan_fwd_variant();
   const int saved_bwd = hylab::cuda_ops::scan_bwd_variant();
-  for (int v = 0; with_fwd_only && v < hk::kScanFwdVariants; ++v) {
+  for (int v = -1; with_fwd_only && v < (all_variants ? hk::kScanFwdVariants : 0); ++v) {
     hylab::cuda_ops::set_scan_fwd_variant(v);
-    const std::string kernel = v == hk::kScanFwdDefaultVariant
-                                   ? std::string("selective_scan")
-                                   : std::string("selective_scan/fwd_") +
-                                         hk::selective_scan_fwd_variant_name(v);
+    const std::string name =
+        v < 0 ? kernel : kernel + "/fwd_" + hk::selective_scan_fwd_variant_name(v);
     // The training forward (grad enabled: saves the chunk states for the backward).
     const double ms = median_ms([&] { fwd(); }, o);
-    Json r = record(kernel, shape, "fwd", ms, 4 * bet + 2 * bnt);
+    Json r = record(name, shape, "fwd", ms, 4 * bet + 2 * bnt);
     r["fwd_variant"] = v;
     results.push_back(r);
   }
   hylab::cuda_ops::set_scan_fwd_variant(saved_fwd);
   const std::vector<Tensor> wrt = {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias};
-  for (int v = 0; v < hk::kScanBwdVariants; ++v) {
+  for (int v = -1; v < (all_variants ? hk::kScanBwdVariants : 0); ++v) {
     hylab::cuda_ops::set_scan_bwd_variant(v);
-    const std::string kernel = v == hk::kScanBwdDefaultVariant
-                                   ? std::string("selective_scan")
-                                   : std::string("selective_scan/") +
-                                         hk::selective_scan_bwd_variant_name(v);
+    const std::string name =
+        v < 0 ? kernel : kernel + "/" + hk::selective_scan_bwd_variant_name(v);
     const double ms = median_ms(
         [&] {
           Tensor y = fwd();
@@ -176,7 +179,7 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
         o);
     // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
     // dB, dC out.
-    Json r = record(kernel, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt);
+    Json r = record(name, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt);
     r["bwd_variant"] = v;
     results.push_back(r);
     // The backward alone (autograd's call into the kernels: glue, scan bwd, partial sums)
@@ -184,7 +187,7 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     const Tensor y = fwd();
     const double bwd_ms =
         median_ms([&] { torch::autograd::grad({y}, wrt, {dout}, /*retain_graph=*/true); }, o);
-    r = record(kernel, shape, "bwd", bwd_ms, 7 * bet + 4 * bnt);
+    r = record(name, shape, "bwd", bwd_ms, 7 * bet + 4 * bnt);
     r["bwd_variant"] = v;
     results.push_back(r);
   }
@@ -327,6 +330,39 @@ void bench_layers(int64_t d_model, int64_t B, int64_t T, const BenchOptions& o, 
   }
 }
 
+// Long context at small batch (issue 12): the scan at (B, E, T, N) = (2, 1536, 32768, 16)
+// and (1, 2560, 65536, 16), fwd and fwd+bwd, and the Mamba layer (d768) at B2 x T32768, each
+// with the split scan automatic ("selective_scan", "mamba_layer") and forced off
+// ("..._nosplit"), so one run shows the gain. The splits chosen go to stderr.
+void bench_long_context(const BenchOptions& o, Json& results) {
+  struct Shape {
+    int64_t B, E, T, N;
+  };
+  for (const Shape& sh : {Shape{2, 1536, 32768, 16}, Shape{1, 2560, 65536, 16}}) {
+    hylab::cuda_ops::set_scan_splits(0);
+    std::fprintf(stderr, "  (automatic splits for %s: fwd %d, bwd %d)\n",
+                 dims({sh.B, sh.E, sh.T, sh.N}).c_str(),
+                 hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, false),
+                 hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, true));
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results);
+    hylab::cuda_ops::set_scan_splits(1);
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results, "selective_scan_nosplit",
+               /*all_variants=*/false);
+  }
+  if (!o.skip_layers) {
+    const int64_t B = 2, T = 32768, d_model = 768;
+    MambaLayer m(d_model);
+    for (const int splits : {0, 1}) {
+      hylab::cuda_ops::set_scan_splits(splits);
+      const double ms = layer_fwd_bwd_ms(m, m.params(), B, T, o,
+                                         [&](const Tensor& h) { return m.forward(h); });
+      results.push_back(record(splits == 0 ? "mamba_layer" : "mamba_layer_nosplit",
+                               dims({B, T, d_model}), "fwd+bwd", ms, std::nullopt));
+    }
+  }
+  hylab::cuda_ops::set_scan_splits(0);
+}
+
 // One decode step of one Mamba layer (batch `B`), captured in a CUDA graph and replayed.
 void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
   torch::NoGradGuard ng;
@@ -424,8 +460,12 @@ void run_bench(const BenchOptions& o) {
   doc["copy_tb_per_s"] = copy_tb_per_s(o);
   std::fprintf(stderr, "  device-to-device copy: %.3f TB/s\n", doc["copy_tb_per_s"].get<double>());
   Json results = Json::array();
-  if (!o.quick && !o.scan_only) bench_gemv(o, results);
-  if (!o.gemv_only) {
+  if (o.long_context) {
+    bench_long_context(o, results);
+  } else if (!o.quick && !o.scan_only) {
+    bench_gemv(o, results);
+  }
+  if (!o.gemv_only && !o.long_context) {
     bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
     if (!o.quick) {
       bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
@@ -437,6 +477,7 @@ void run_bench(const BenchOptions& o) {
       bench_layers(1280, 16, 2048, o, results);
     }
     if (!o.quick && !o.scan_only) bench_decode(768, 1, o, results);
+    if (!o.quick && !o.scan_only) bench_long_context(o, results);
   }
   doc["results"] = results;
   const std::string text = doc.dump(2);
@@ -474,6 +515,9 @@ void setup(CLI::App& root) {
                 "Only the selective scan at d12, d20 and long (every kernel variant)");
   cmd->add_flag(flag("gemv_only"), opts->gemv_only,
                 "Only the decode GEMV at d20's shapes, 1-8 warps per column");
+  cmd->add_flag(flag("long_context"), opts->long_context,
+                "Only the long-context scan (B2 T32768, B1 T65536) and Mamba layer (B2 T32768), "
+                "split scan automatic vs off");
   cmd->callback([opts] { run_bench(*opts); });
 }
 

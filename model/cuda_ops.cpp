@@ -30,6 +30,7 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 std::atomic<bool> g_deterministic{true};
+std::atomic<int> g_scan_splits{0};  // SelectiveScanParams::force_splits (set_scan_splits)
 
 // A kernel-variant switch: its value starts as the environment variable `env` (parsed on
 // first use; the one place each is read), else -1 (the kernels' default).
@@ -173,7 +174,17 @@ hk::SelectiveScanParams scan_params(const ScanInputs& in, bool softplus) {
     p.z_batch_stride = in.z.stride(0), p.z_dim_stride = in.z.stride(1);
   }
   p.delta_bias = in.delta_bias.defined() ? in.delta_bias.data_ptr<float>() : nullptr;
+  p.force_splits = g_scan_splits.load();
   return p;
+}
+
+// The split scan's workspace for p (undefined when T is not split).
+Tensor split_workspace(hk::SelectiveScanParams& p, bool bwd, const torch::TensorOptions& f32) {
+  const int64_t n = hk::selective_scan_split_ws_floats(p, bwd);
+  if (n == 0) return Tensor();
+  Tensor ws = torch::empty({n}, f32);
+  p.ws_split = ws.data_ptr<float>();
+  return ws;
 }
 
 struct ScanForward {
@@ -198,6 +209,7 @@ ScanForward scan_forward(const ScanInputs& in, bool softplus, bool save_states, 
   p.out = f.out.data_ptr();
   p.chunk_states = save_states ? f.chunk_states.data_ptr<float>() : nullptr;
   p.last_state = want_last ? f.last_state.data_ptr<float>() : nullptr;
+  const Tensor ws_split = split_workspace(p, /*bwd=*/false, f32);
   hk::selective_scan_fwd(p, current_stream());
   return f;
 }
@@ -270,12 +282,15 @@ class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
     Tensor dbias = in.delta_bias.defined() ? torch::empty({in.E}, f32) : Tensor();
     const int nblk = hk::selective_scan_bwd_blocks_per_batch(static_cast<int>(in.E),
                                                              static_cast<int>(in.N));
-    Tensor ws_dBC = torch::empty({in.B, nblk, 2, in.N, in.T}, f32);
-    Tensor ws_dA = torch::empty({in.B, in.E, in.N}, f32);
-    Tensor ws_dD = torch::empty({in.B, in.E}, f32);
-    Tensor ws_db = torch::empty({in.B, in.E}, f32);
-
     hk::SelectiveScanParams p = scan_params(in, softplus);
+    // Split scan: S partials of dA/dD/ddelta_bias per batch row, plus the carry workspace.
+    const int64_t splits = hk::selective_scan_num_splits(p, /*bwd=*/true);
+    const Tensor ws_split = split_workspace(p, /*bwd=*/true, f32);
+    Tensor ws_dBC = torch::empty({in.B, nblk, 2, in.N, in.T}, f32);
+    Tensor ws_dA = torch::empty({splits, in.B, in.E, in.N}, f32);
+    Tensor ws_dD = torch::empty({splits, in.B, in.E}, f32);
+    Tensor ws_db = torch::empty({splits, in.B, in.E}, f32);
+
     p.chunk_states = chunk_states.data_ptr<float>();
     p.dout = dout.data_ptr();
     p.du = du.data_ptr();
@@ -1064,6 +1079,21 @@ torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight, const Ge
 
 void set_deterministic(bool on) { g_deterministic.store(on); }
 bool deterministic() { return g_deterministic.load(); }
+
+void set_scan_splits(int splits) {
+  TORCH_CHECK(splits >= 0, "set_scan_splits: splits must be >= 0 (0 automatic, 1 off), got ",
+              splits);
+  g_scan_splits.store(splits);
+}
+int scan_splits() { return g_scan_splits.load(); }
+
+int scan_splits_for(int64_t B, int64_t E, int64_t T, int64_t N, bool backward) {
+  hk::SelectiveScanParams p;
+  p.batch = static_cast<int>(B), p.dim = static_cast<int>(E);
+  p.seqlen = static_cast<int>(T), p.dstate = static_cast<int>(N);
+  p.force_splits = g_scan_splits.load();
+  return hk::selective_scan_num_splits(p, backward);
+}
 
 void set_scan_fwd_variant(int variant) {
   TORCH_CHECK(variant >= -1 && variant < hk::kScanFwdVariants,

@@ -114,6 +114,15 @@ torch::Tensor relu_square(const torch::Tensor& u);
 void set_deterministic(bool on);
 bool deterministic();
 
+// Splits of T for the selective scan (docs/KERNELS.md "Split scan"): 0 = automatic (split
+// only when B x channel blocks cannot fill the GPU; the environment variable
+// HYLAB_SCAN_SPLITS overrides the automatic choice the same way), 1 = never split, > 1 =
+// that many splits (fewer for short T). Process-wide; for tests and benchmarks.
+void set_scan_splits(int splits);
+int scan_splits();
+// The splits the forward (backward = false) or backward would use for these sizes now.
+int scan_splits_for(int64_t B, int64_t E, int64_t T, int64_t N, bool backward);
+
 // Which selective-scan forward / backward kernel runs (hylab::kernels, selective_scan.h:
 // variants 0 .. kScanFwdVariants-1 / kScanBwdVariants-1; -1 = the kernels' default). The
 // process starts with the value of the environment variable HYLAB_SCAN_FWD_VARIANT /

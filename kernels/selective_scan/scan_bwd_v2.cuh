@@ -24,8 +24,9 @@
 //    lane does 1/kTPC of that math, the shuffles are gone, and dD/ddelta_bias are summed over
 //    the lanes once at the end. Sums are in a fixed lane order (deterministic).
 //
-// The outer loop is the chunk range [chunk_begin, chunk_end) walked from last to first with a
-// zero adjoint entering it (the whole sequence here), as in scan_bwd.cuh.
+// The outer loop is the chunk range [chunk_begin, chunk_end) of this block's split of T (all of
+// T unless p.split_len is set, scan_split.cuh), walked from last to first with the adjoint
+// carried in from the later splits (zero for the last), as in scan_bwd.cuh.
 #pragma once
 
 #include <string>
@@ -127,7 +128,12 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   const int nrows = min(kChannels, p.dim - e0);
   const int T = p.seqlen;
   const int nchunks = (T + kScanChunk - 1) / kScanChunk;
-  const int chunk_begin = 0, chunk_end = nchunks;
+  // Split scan (grid.z = split, see scan_split.cuh): chunks [chunk_begin, chunk_end), entered
+  // with the adjoint carried in from the later splits (ws_split slot split; none for the last).
+  const int split = blockIdx.z;
+  const int chunk_begin = p.split_len > 0 ? split * (p.split_len / kScanChunk) : 0;
+  const int chunk_end =
+      p.split_len > 0 ? min(nchunks, chunk_begin + p.split_len / kScanChunk) : nchunks;
 
   float A2[4];  // A * log2(e): exp(d A) = 2^(d A2)
 #pragma unroll
@@ -152,6 +158,11 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   float* ws = p.ws_dBC + (static_cast<int64_t>(b) * gridDim.x + blk) * 2 * kN * T;
 
   float gcarry[4] = {0.f, 0.f, 0.f, 0.f};  // exp(d_{t+1} A) * h_{t+1}
+  if (split + 1 < static_cast<int>(gridDim.z) && active) {
+    const int64_t idx = ((static_cast<int64_t>(split) * p.batch + b) * p.dim + e) * kN + g * 4;
+    const float4 s = *reinterpret_cast<const float4*>(p.ws_split + idx);
+    gcarry[0] = s.x, gcarry[1] = s.y, gcarry[2] = s.z, gcarry[3] = s.w;
+  }
   float dA_acc[4] = {0.f, 0.f, 0.f, 0.f};
   float dD_acc = 0.f, dbias_acc = 0.f;
 
@@ -350,8 +361,8 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
     dD_acc = group_sum<kTPC>(dD_acc);
     dbias_acc = group_sum<kTPC>(dbias_acc);
   }
-  if (active) {
-    const int64_t be = static_cast<int64_t>(b) * p.dim + e;
+  if (active) {  // this (split, b)'s partials: (S, B, E, N) / (S, B, E)
+    const int64_t be = (static_cast<int64_t>(split) * p.batch + b) * p.dim + e;
     *reinterpret_cast<float4*>(p.ws_dA + be * kN + g * 4) =
         make_float4(dA_acc[0], dA_acc[1], dA_acc[2], dA_acc[3]);
     if (g == 0) {
@@ -363,7 +374,8 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
 
 template <class K>
 void launch_scan_bwd_v2(const SelectiveScanParams& p, bool vec, cudaStream_t stream) {
-  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch);
+  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch,
+                  selective_scan_splits_of(p));
   auto kernel = scan_bwd_v2_kernel<K>;
   HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         K::kSmemBytes),

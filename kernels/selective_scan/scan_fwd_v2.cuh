@@ -1,5 +1,6 @@
 // Selective scan forward, second version (forward variant 1 of selective_scan.h; variant 0 is
-// scan_fwd.cuh, its twin). Same thread layout, staging and chunk-state output, with:
+// scan_fwd.cuh, its twin). Same thread layout, staging, chunk-state output and split scan
+// support (p.split_len: grid.z splits of T, each from its carried start state), with:
 //   - short tiles (kTileT = 16 timesteps: one chunk) and a register budget for 4 blocks of
 //     256 threads per SM (32 warps; scan_fwd.cuh runs 3 blocks, limited by its 75 KB of
 //     shared memory at N = 16 and by 80 registers). The kernel is latency-bound (DRAM ~20 %),
@@ -58,10 +59,22 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   const int T = p.seqlen;
   const int nchunks = (T + kScanChunk - 1) / kScanChunk;
 
+  // Split scan (grid.z = split, see scan_split.cuh): timesteps [tb, te), starting from the
+  // carried state.
+  const int split = blockIdx.z;
+  const int tb = p.split_len > 0 ? split * p.split_len : 0;
+  const int te = p.split_len > 0 ? min(T, tb + p.split_len) : T;
+
   float A2[4];  // A * log2(e): exp(d * A) = 2^(d * A2)
   float x[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < 4; ++i) A2[i] = active ? p.A[e * kN + g * 4 + i] * kLog2e : 0.f;
+  if (split > 0 && active) {  // ws_split slot split - 1: the start state (scan_split.cu)
+    const int64_t idx =
+        ((static_cast<int64_t>(split - 1) * p.batch + b) * p.dim + e) * kN + g * 4;
+    const float4 s = *reinterpret_cast<const float4*>(p.ws_split + idx);
+    x[0] = s.x, x[1] = s.y, x[2] = s.z, x[3] = s.w;
+  }
   for (int r = threadIdx.x; r < kChannels; r += kThreads) {
     Ds[r] = (r < nrows && p.D != nullptr) ? p.D[e0 + r] : 0.f;
   }
@@ -78,7 +91,7 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   const float* bias = p.delta_bias;
   const bool softplus_on = p.delta_softplus;
 
-  for (int t0 = 0; t0 < T; t0 += kTileT) {
+  for (int t0 = tb; t0 < te; t0 += kTileT) {
     load_tile<In, kChannels, kTileT, kThreads>(
         u, p.u_dim_stride, nrows, t0, T, vec,
         [&](int r, int tt, float v, bool) { us[r * kPitch + tt] = v; });
@@ -148,7 +161,7 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
     __syncthreads();
   }
 
-  if (p.last_state != nullptr && active) {
+  if (p.last_state != nullptr && active && split == static_cast<int>(gridDim.z) - 1) {
     const int64_t idx = (static_cast<int64_t>(b) * p.dim + e) * kN + g * 4;
     *reinterpret_cast<float4*>(p.last_state + idx) = make_float4(x[0], x[1], x[2], x[3]);
   }
@@ -156,7 +169,8 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
 
 template <class K>
 void launch_scan_fwd_v2(const SelectiveScanParams& p, bool vec, cudaStream_t stream) {
-  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch);
+  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch,
+                  selective_scan_splits_of(p));
   auto kernel = scan_fwd_v2_kernel<K>;
   HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         K::kSmemBytes),
