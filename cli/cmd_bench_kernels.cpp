@@ -2,6 +2,9 @@
 // the shapes of issue 5 (and issue 12's long context: --long_context) (CUDA events, warm-up, median of --reps runs) and prints JSON:
 //   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
 //    "dtype", "ms", "tb_per_s"}]}
+// The scan is timed with its default kernel variants ("selective_scan") and with every
+// variant explicitly ("selective_scan/<variant name>", e.g. selective_scan/v2_seg8_defer,
+// selective_scan/fwd_v2_tile16; see bench_scan).
 // tb_per_s = bytes that must move (each input read once, each output written once) / time;
 // copy_tb_per_s is a device-to-device copy on the same GPU (bytes read + written), the
 // ceiling to compare with. Layer records (matmul-bound) carry tb_per_s = null.
@@ -34,6 +37,7 @@
 #include <vector>
 
 #include "model/compat.h"
+#include "kernels/selective_scan/selective_scan.h"
 #include "model/cuda_ops.h"
 #endif
 
@@ -46,6 +50,7 @@ struct BenchOptions {
   int warmup = 3;
   bool skip_layers = false;
   bool quick = false;  // d12 scan and the conv only (for profilers)
+  bool scan_only = false;  // the d12/d20/long scan shapes only (every kernel variant)
   bool gemv_only = false;
   bool long_context = false;  // only the long-context scan and layer, split scan auto vs off
   bool decode_only = false;  // the Mamba decode step only (fused vs unfused)
@@ -134,10 +139,15 @@ ScanTensors scan_inputs(int64_t B, int64_t E, int64_t T, int64_t N, bool grad) {
 }
 
 // kernel: the record's name ("selective_scan", or "selective_scan_nosplit" for the split
-// scan forced off, see bench_long_context).
+// scan forced off, see bench_long_context), for the default kernel variants. With
+// all_variants, every forward and backward kernel variant is also timed explicitly
+// (selective_scan.h): records named kernel + "/" + the variant's name (forward ones with a
+// "fwd_" prefix), carrying "fwd_variant" or "bwd_variant" (-1 on the default's records);
+// fwd+bwd and bwd records use the default forward.
 void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
                 const BenchOptions& o, Json& results,
-                const std::string& kernel = "selective_scan") {
+                const std::string& kernel = "selective_scan", bool all_variants = true) {
+  namespace hk = hylab::kernels;
   ScanTensors s = scan_inputs(B, E, T, N, true);
   const Tensor dout = torch::randn({B, E, T}, kBf16);
   const double bet = 2.0 * B * E * T, bnt = 2.0 * B * N * T;  // bytes of one bf16 tensor
@@ -146,20 +156,45 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     return hylab::cuda_ops::selective_scan(s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias,
                                            true);
   };
-  if (with_fwd_only) {
+  const int saved_fwd = hylab::cuda_ops::scan_fwd_variant();
+  const int saved_bwd = hylab::cuda_ops::scan_bwd_variant();
+  for (int v = -1; with_fwd_only && v < (all_variants ? hk::kScanFwdVariants : 0); ++v) {
+    hylab::cuda_ops::set_scan_fwd_variant(v);
+    const std::string name =
+        v < 0 ? kernel : kernel + "/fwd_" + hk::selective_scan_fwd_variant_name(v);
     // The training forward (grad enabled: saves the chunk states for the backward).
     const double ms = median_ms([&] { fwd(); }, o);
-    results.push_back(record(kernel, shape, "fwd", ms, 4 * bet + 2 * bnt));
+    Json r = record(name, shape, "fwd", ms, 4 * bet + 2 * bnt);
+    r["fwd_variant"] = v;
+    results.push_back(r);
   }
-  const double ms = median_ms(
-      [&] {
-        Tensor y = fwd();
-        torch::autograd::grad({y}, {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias}, {dout});
-      },
-      o);
-  // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
-  // dB, dC out.
-  results.push_back(record(kernel, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt));
+  hylab::cuda_ops::set_scan_fwd_variant(saved_fwd);
+  const std::vector<Tensor> wrt = {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias};
+  for (int v = -1; v < (all_variants ? hk::kScanBwdVariants : 0); ++v) {
+    hylab::cuda_ops::set_scan_bwd_variant(v);
+    const std::string name =
+        v < 0 ? kernel : kernel + "/" + hk::selective_scan_bwd_variant_name(v);
+    const double ms = median_ms(
+        [&] {
+          Tensor y = fwd();
+          torch::autograd::grad({y}, wrt, {dout});
+        },
+        o);
+    // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
+    // dB, dC out.
+    Json r = record(name, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt);
+    r["bwd_variant"] = v;
+    results.push_back(r);
+    // The backward alone (autograd's call into the kernels: glue, scan bwd, partial sums)
+    // on one retained graph.
+    const Tensor y = fwd();
+    const double bwd_ms =
+        median_ms([&] { torch::autograd::grad({y}, wrt, {dout}, /*retain_graph=*/true); }, o);
+    r = record(name, shape, "bwd", bwd_ms, 7 * bet + 4 * bnt);
+    r["bwd_variant"] = v;
+    results.push_back(r);
+  }
+  hylab::cuda_ops::set_scan_bwd_variant(saved_bwd);
 }
 
 void bench_conv(int64_t B, int64_t E, int64_t T, int64_t K, const BenchOptions& o,
@@ -318,7 +353,8 @@ void bench_long_context(const BenchOptions& o, Json& results, bool sweep) {
                  hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, true));
     bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results);
     hylab::cuda_ops::set_scan_splits(1);
-    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results, "selective_scan_nosplit");
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results, "selective_scan_nosplit",
+               /*all_variants=*/false);
   }
   if (!o.skip_layers) {
     const int64_t B = 2, T = 32768, d_model = 768;
@@ -487,7 +523,7 @@ void run_bench(const BenchOptions& o) {
     bench_long_context(o, results, /*sweep=*/true);
   } else if (o.decode_only) {
     bench_decode(768, 1, o, results);
-  } else if (!o.quick) {
+  } else if (!o.quick && !o.scan_only) {
     bench_gemv(o, results);
   }
   if (!o.gemv_only && !o.long_context && !o.decode_only) {
@@ -496,13 +532,13 @@ void run_bench(const BenchOptions& o) {
       bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
       bench_scan(8, 2048, 8192, 16, true, o, results);   // long
     }
-    bench_conv(32, 1536, 2048, 4, o, results);
-    if (!o.skip_layers && !o.quick) {
+    if (!o.scan_only) bench_conv(32, 1536, 2048, 4, o, results);
+    if (!o.skip_layers && !o.quick && !o.scan_only) {
       bench_layers(768, 32, 2048, o, results);
       bench_layers(1280, 16, 2048, o, results);
     }
-    if (!o.quick) bench_decode(768, 1, o, results);
-    if (!o.quick) bench_long_context(o, results, /*sweep=*/false);
+    if (!o.quick && !o.scan_only) bench_decode(768, 1, o, results);
+    if (!o.quick && !o.scan_only) bench_long_context(o, results, /*sweep=*/false);
   }
   doc["results"] = results;
   const std::string text = doc.dump(2);
@@ -536,6 +572,8 @@ void setup(CLI::App& root) {
   cmd->add_flag(flag("skip_layers"), opts->skip_layers,
                 "Skip the whole-layer (Mamba vs attention) measurements");
   cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
+  cmd->add_flag(flag("scan_only"), opts->scan_only,
+                "Only the selective scan at d12, d20 and long (every kernel variant)");
   cmd->add_flag(flag("gemv_only"), opts->gemv_only,
                 "Only the decode GEMV at d20's shapes, 1-8 warps per column");
   cmd->add_flag(flag("long_context"), opts->long_context,

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -31,6 +32,28 @@ using torch::autograd::variable_list;
 
 std::atomic<bool> g_deterministic{true};
 std::atomic<int> g_scan_splits{0};  // SelectiveScanParams::force_splits (set_scan_splits)
+
+// A kernel-variant switch: its value starts as the environment variable `env` (parsed on
+// first use; the one place each is read), else -1 (the kernels' default).
+int variant_from_env(const char* env, int count) {
+  const char* s = std::getenv(env);
+  if (s == nullptr || *s == '\0') return -1;
+  char* end = nullptr;
+  const long v = std::strtol(s, &end, 10);
+  TORCH_CHECK(*end == '\0' && v >= -1 && v < count, env, " must be -1 or 0..", count - 1,
+              ", got '", s, "'");
+  return static_cast<int>(v);
+}
+
+std::atomic<int>& scan_fwd_variant_slot() {
+  static std::atomic<int> slot{variant_from_env("HYLAB_SCAN_FWD_VARIANT", hk::kScanFwdVariants)};
+  return slot;
+}
+
+std::atomic<int>& scan_bwd_variant_slot() {
+  static std::atomic<int> slot{variant_from_env("HYLAB_SCAN_BWD_VARIANT", hk::kScanBwdVariants)};
+  return slot;
+}
 
 cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 
@@ -132,6 +155,7 @@ ScanInputs check_scan(const char* fn, const Tensor& u, const Tensor& delta, cons
 
 hk::SelectiveScanParams scan_params(const ScanInputs& in, bool softplus) {
   hk::SelectiveScanParams p;
+  p.fwd_variant = scan_fwd_variant();
   p.dtype = in.dtype;
   p.batch = static_cast<int>(in.B), p.dim = static_cast<int>(in.E);
   p.seqlen = static_cast<int>(in.T), p.dstate = static_cast<int>(in.N);
@@ -282,6 +306,7 @@ class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
     p.ws_dA = ws_dA.data_ptr<float>();
     p.ws_dD = ws_dD.data_ptr<float>();
     p.ws_ddelta_bias = ws_db.data_ptr<float>();
+    p.bwd_variant = scan_bwd_variant();
     hk::selective_scan_bwd(p, current_stream());
     // One entry per forward argument; the four flags get none.
     return {du, ddelta, dA, dB, dC, dD, dz, dbias, Tensor(), Tensor(), Tensor(), Tensor()};
@@ -1188,5 +1213,21 @@ int scan_splits_for(int64_t B, int64_t E, int64_t T, int64_t N, bool backward) {
   p.force_splits = g_scan_splits.load();
   return hk::selective_scan_num_splits(p, backward);
 }
+
+void set_scan_fwd_variant(int variant) {
+  TORCH_CHECK(variant >= -1 && variant < hk::kScanFwdVariants,
+              "set_scan_fwd_variant: variant must be -1 or 0..", hk::kScanFwdVariants - 1,
+              ", got ", variant);
+  scan_fwd_variant_slot().store(variant);
+}
+int scan_fwd_variant() { return scan_fwd_variant_slot().load(); }
+
+void set_scan_bwd_variant(int variant) {
+  TORCH_CHECK(variant >= -1 && variant < hk::kScanBwdVariants,
+              "set_scan_bwd_variant: variant must be -1 or 0..", hk::kScanBwdVariants - 1,
+              ", got ", variant);
+  scan_bwd_variant_slot().store(variant);
+}
+int scan_bwd_variant() { return scan_bwd_variant_slot().load(); }
 
 }  // namespace hylab::cuda_ops

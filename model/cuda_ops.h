@@ -145,4 +145,14 @@ int scan_splits();
 // The splits the forward (backward = false) or backward would use for these sizes now.
 int scan_splits_for(int64_t B, int64_t E, int64_t T, int64_t N, bool backward);
 
+// Which selective-scan forward / backward kernel runs (hylab::kernels, selective_scan.h:
+// variants 0 .. kScanFwdVariants-1 / kScanBwdVariants-1; -1 = the kernels' default). The
+// process starts with the value of the environment variable HYLAB_SCAN_FWD_VARIANT /
+// HYLAB_SCAN_BWD_VARIANT when it is set (read here, once), else -1. Tests and `hylab bench
+// kernels` switch them to run and time every variant in one process.
+void set_scan_fwd_variant(int variant);
+int scan_fwd_variant();
+void set_scan_bwd_variant(int variant);
+int scan_bwd_variant();
+
 }  // namespace hylab::cuda_ops

@@ -129,6 +129,36 @@ bool selective_scan_supports_dstate(int n) {
   return n == 4 || n == 8 || n == 16 || n == 32 || n == 64;
 }
 
+const char* selective_scan_fwd_variant_name(int variant) {
+  switch (variant) {
+    case 0: return "v1";
+    case 1: return "v2_tile16";
+    default:
+      throw CudaError("selective_scan fwd: unknown kernel variant " + std::to_string(variant));
+  }
+}
+
+int selective_scan_bwd_default_variant(const SelectiveScanParams& p) {
+  const int64_t blocks = static_cast<int64_t>(p.batch) *
+                         selective_scan_bwd_blocks_per_batch(p.dim, p.dstate) *
+                         selective_scan_splits_of(p);
+  return blocks > 2 * static_cast<int64_t>(sm_count()) ? 5 : 4;
+}
+
+const char* selective_scan_bwd_variant_name(int variant) {
+  switch (variant) {
+    case 0: return "v1";
+    case 1: return "v2_seg16";
+    case 2: return "v2_seg8";
+    case 3: return "v2_seg4";
+    case 4: return "v2_seg16_defer";
+    case 5: return "v2_seg8_defer";
+    default:
+      throw CudaError("selective_scan bwd: unknown kernel variant " + std::to_string(variant));
+  }
+}
+
+// Every backward variant uses this block shape (the workspace layout is shared).
 int selective_scan_bwd_channels_per_block(int dstate) {
   const int threads = dstate <= 8 ? 128 : 256;
   return threads / (dstate / 4);
@@ -173,6 +203,11 @@ void selective_scan_fwd(const SelectiveScanParams& params, cudaStream_t stream) 
   if (params.out == nullptr) throw CudaError("selective_scan fwd: out must be given");
   const SelectiveScanParams p =
       with_splits(params, selective_scan_num_splits(params, /*bwd=*/false), "selective_scan fwd");
+  const int variant = p.fwd_variant < 0 ? kScanFwdDefaultVariant : p.fwd_variant;
+  if (variant >= kScanFwdVariants) {
+    throw CudaError("selective_scan fwd: unknown kernel variant " + std::to_string(variant) +
+                    " (0.." + std::to_string(kScanFwdVariants - 1) + ")");
+  }
   const bool vec = selective_scan_vectorizable(p);
   const bool f32 = p.dtype == DType::kFloat32;
   if (p.split_len > 0) {  // local end states + decays, then the true start states
@@ -183,10 +218,14 @@ void selective_scan_fwd(const SelectiveScanParams& params, cudaStream_t stream) 
     }
     selective_scan_split_carry(p, /*bwd=*/false, stream);
   }
-  if (f32) {
+  if (variant == 0 && f32) {
     selective_scan_fwd_f32(p, vec, stream);
-  } else {
+  } else if (variant == 0) {
     selective_scan_fwd_bf16(p, vec, stream);
+  } else if (f32) {
+    selective_scan_fwd_v2_f32(p, vec, stream);
+  } else {
+    selective_scan_fwd_v2_bf16(p, vec, stream);
   }
 }
 
@@ -201,6 +240,11 @@ void selective_scan_bwd(const SelectiveScanParams& params, cudaStream_t stream) 
   }
   const SelectiveScanParams p =
       with_splits(params, selective_scan_num_splits(params, /*bwd=*/true), "selective_scan bwd");
+  const int variant = p.bwd_variant < 0 ? selective_scan_bwd_default_variant(p) : p.bwd_variant;
+  if (variant >= kScanBwdVariants) {
+    throw CudaError("selective_scan bwd: unknown kernel variant " + std::to_string(variant) +
+                    " (0.." + std::to_string(kScanBwdVariants - 1) + ")");
+  }
   const bool vec = selective_scan_vectorizable(p);
   const bool f32 = p.dtype == DType::kFloat32;
   if (p.split_len > 0) {  // local outgoing adjoints + decays, then the true incoming ones
@@ -211,10 +255,14 @@ void selective_scan_bwd(const SelectiveScanParams& params, cudaStream_t stream) 
     }
     selective_scan_split_carry(p, /*bwd=*/true, stream);
   }
-  if (f32) {
+  if (variant == 0 && f32) {
     selective_scan_bwd_f32(p, vec, stream);
-  } else {
+  } else if (variant == 0) {
     selective_scan_bwd_bf16(p, vec, stream);
+  } else if (f32) {
+    selective_scan_bwd_v2_f32(p, variant, vec, stream);
+  } else {
+    selective_scan_bwd_v2_bf16(p, variant, vec, stream);
   }
   selective_scan_bwd_reduce(p, stream);
 }

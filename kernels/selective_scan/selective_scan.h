@@ -87,7 +87,40 @@ struct SelectiveScanParams {
   // Set by selective_scan_fwd/bwd for the kernels (callers leave it 0): timesteps per split,
   // 0 when not split.
   int split_len = 0;
+
+  // Backward kernel variant (below), -1: selective_scan_bwd_default_variant. All variants
+  // compute the same gradients under the same contract (fp32 state and sums, deterministic)
+  // and share the workspace layout above; they differ in speed and in the last bits.
+  int bwd_variant = -1;
+  // Forward kernel variant (kScanFwdVariants), -1: kScanFwdDefaultVariant. Same contract.
+  int fwd_variant = -1;
 };
+
+// Forward kernel variants: 0: scan_fwd.cuh (64-step tiles, y summed over a channel's lanes
+// by shuffles every step); 1: scan_fwd_v2.cuh (16-step tiles, 4 blocks per SM, y summed from
+// per-lane partials in shared memory when written).
+constexpr int kScanFwdVariants = 2;
+constexpr int kScanFwdDefaultVariant = 0;
+// "v1", "v2_tile16"; throws CudaError for an unknown variant.
+const char* selective_scan_fwd_variant_name(int variant);
+
+// Backward kernel variants (docs/KERNELS.md, "Selective scan backward"):
+//   0: scan_bwd.cuh: a chunk's 16 recomputed states in registers (the first version);
+//   1: scan_bwd_v2.cuh with 16-step segments: variant 0's occupancy, fewer instructions;
+//   2: scan_bwd_v2.cuh with 8-step segments (checkpointed recompute), sized for 24 warps/SM;
+//   3: scan_bwd_v2.cuh with 4-step segments, sized for 32 warps/SM;
+//   4: as 1, with the per-channel sums (y; du, ddelta) deferred through shared memory;
+//   5: as 2, with the per-channel sums deferred.
+constexpr int kScanBwdVariants = 6;
+// The default (bwd_variant = -1), measured on H200 (docs/KERNELS.md, tuning log round 4):
+// 5 (v2_seg8_defer: 24 warps/SM) when the backward grid (B x channel blocks x splits) is
+// larger than 2 blocks per SM, else 4 (v2_seg16_defer: the SMs hold at most ~2 blocks each
+// then, so the registers of 16-step segments cost no occupancy and save the recompute).
+// Uses the SM count of the device current at the first call.
+int selective_scan_bwd_default_variant(const SelectiveScanParams& p);
+// "v1", "v2_seg16", "v2_seg8", "v2_seg4", "v2_seg16_defer", "v2_seg8_defer"; throws
+// CudaError for an unknown variant.
+const char* selective_scan_bwd_variant_name(int variant);
 
 // Timesteps between saved states.
 constexpr int kScanChunk = 16;
@@ -127,8 +160,14 @@ void selective_scan_bwd(const SelectiveScanParams& p, cudaStream_t stream);
 // Per-dtype instantiations (one .cu each); selective_scan_fwd/bwd dispatch to them.
 void selective_scan_fwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_fwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_fwd_v2_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_fwd_v2_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_bwd_v2_f32(const SelectiveScanParams& p, int variant, bool vec,
+                             cudaStream_t stream);
+void selective_scan_bwd_v2_bf16(const SelectiveScanParams& p, int variant, bool vec,
+                              cudaStream_t stream);
 // Fixed-order sums of the backward's partials into dB, dC, dA, dD, ddelta_bias (dA, dD,
 // ddelta_bias over S x B partials, split-major, S = selective_scan_splits_of(p)).
 void selective_scan_bwd_reduce(const SelectiveScanParams& p, cudaStream_t stream);

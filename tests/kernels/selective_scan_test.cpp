@@ -1,5 +1,6 @@
 // Selective scan kernels (model/cuda_ops.h) against the fp64 oracle: forward, every
-// gradient, the prefill's last state, determinism, strided inputs and input validation.
+// gradient (under every forward and backward kernel variant), the prefill's last state,
+// determinism, strided inputs and input validation.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,7 +10,10 @@
 #include <cstdlib>
 #include <initializer_list>
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "kernels/selective_scan/selective_scan.h"
 #include "model/cuda_ops.h"
 #include "model/reference_ops.h"
 #include "tests/kernels/oracle.h"
@@ -117,9 +121,45 @@ KernelRun run_kernels(const Case& c, const Inputs& in, const Tensor& dout) {
 
 const Tolerance kReduceTol{1e-3, 1e-3, 1e-2};  // fp32 sums over B x T or over E
 
+// Selects the forward and backward kernel variants for its lifetime (restores the previous
+// settings).
+class Variants {
+ public:
+  Variants(int fwd, int bwd)
+      : saved_fwd_(cuda_ops::scan_fwd_variant()), saved_bwd_(cuda_ops::scan_bwd_variant()) {
+    cuda_ops::set_scan_fwd_variant(fwd);
+    cuda_ops::set_scan_bwd_variant(bwd);
+  }
+  ~Variants() {
+    cuda_ops::set_scan_fwd_variant(saved_fwd_);
+    cuda_ops::set_scan_bwd_variant(saved_bwd_);
+  }
+  Variants(const Variants&) = delete;
+  Variants& operator=(const Variants&) = delete;
+
+ private:
+  int saved_fwd_, saved_bwd_;
+};
+
+std::string variant_trace(int fwd, int bwd) {
+  return "fwd variant " + std::to_string(fwd) + " (" +
+         kernels::selective_scan_fwd_variant_name(fwd) + "), bwd variant " +
+         std::to_string(bwd) + " (" + kernels::selective_scan_bwd_variant_name(bwd) + ")";
+}
+
+// The (forward, backward) variant pairs the tests run: every backward after forward 0 and
+// every forward before backward 0.
+std::vector<std::pair<int, int>> variant_pairs() {
+  std::vector<std::pair<int, int>> pairs;
+  for (int b = 0; b < kernels::kScanBwdVariants; ++b) pairs.emplace_back(0, b);
+  for (int f = 1; f < kernels::kScanFwdVariants; ++f) pairs.emplace_back(f, 0);
+  return pairs;
+}
+
 // Runs the kernels on the case's inputs once per entry of `splits` (the split scan's
-// setting, cuda_ops::set_scan_splits: 0 automatic, 1 off, > 1 forced) and compares each run
-// with one fp64 oracle result (the oracle is the slow part at long T).
+// setting, cuda_ops::set_scan_splits: 0 automatic, 1 off, > 1 forced) and (forward, backward)
+// kernel variant pair, and compares each run with one fp64 oracle result (the oracle is the
+// slow part at long T).
 void check_case(const Case& c, uint64_t seed, std::initializer_list<int> splits = {0}) {
   SCOPED_TRACE(name(c));
   poison_cuda_allocator();
@@ -135,38 +175,46 @@ void check_case(const Case& c, uint64_t seed, std::initializer_list<int> splits 
   for (const int s : splits) {
     SCOPED_TRACE("splits " + std::to_string(s));
     const ScopedSplits forced(s);
-    poison_cuda_allocator();
-    const KernelRun k = run_kernels(c, in, dout);
-    EXPECT_EQ(k.y.scalar_type(), c.dtype);
-    EXPECT_TRUE(close("y", k.y, fw.y, tol));
-    EXPECT_TRUE(close("du", k.grads[0], g.du, tol));
-    EXPECT_TRUE(close("ddelta", k.grads[1], g.ddelta, tol));
-    EXPECT_TRUE(close("dA", k.grads[2], g.dA, kReduceTol));
-    EXPECT_TRUE(close("dB", k.grads[3], g.dB, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
-    EXPECT_TRUE(close("dC", k.grads[4], g.dC, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
-    size_t i = 5;
-    if (c.D) {
-      EXPECT_TRUE(close("dD", k.grads[i++], g.dD, kReduceTol));
-    }
-    if (c.z) {
-      EXPECT_TRUE(close("dz", k.grads[i++], g.dz, tol));
-    }
-    if (c.bias) {
-      EXPECT_TRUE(close("ddelta_bias", k.grads[i++], g.dbias, kReduceTol));
-    }
+    for (const auto& [fv, bv] : variant_pairs()) {
+      SCOPED_TRACE(variant_trace(fv, bv));
+      const Variants variants(fv, bv);
+      poison_cuda_allocator();
+      const KernelRun k = run_kernels(c, in, dout);
+      EXPECT_EQ(k.y.scalar_type(), c.dtype);
+      EXPECT_TRUE(close("y", k.y, fw.y, tol));
+      EXPECT_TRUE(close("du", k.grads[0], g.du, tol));
+      EXPECT_TRUE(close("ddelta", k.grads[1], g.ddelta, tol));
+      EXPECT_TRUE(close("dA", k.grads[2], g.dA, kReduceTol));
+      EXPECT_TRUE(
+          close("dB", k.grads[3], g.dB, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
+      EXPECT_TRUE(
+          close("dC", k.grads[4], g.dC, c.dtype == torch::kBFloat16 ? tol : kReduceTol));
+      size_t i = 5;
+      if (c.D) {
+        EXPECT_TRUE(close("dD", k.grads[i++], g.dD, kReduceTol));
+      }
+      if (c.z) {
+        EXPECT_TRUE(close("dz", k.grads[i++], g.dz, tol));
+      }
+      if (c.bias) {
+        EXPECT_TRUE(close("ddelta_bias", k.grads[i++], g.dbias, kReduceTol));
+      }
+      if (bv != 0) continue;  // the forward-only checks once per forward variant
 
-    // Without autograd (no saved states) and as the prefill: the same y, plus the last state.
-    const Tensor y_nograd = [&] {
-      torch::NoGradGuard ng;
-      return cuda_ops::selective_scan(in.u, in.delta, in.A, in.Bm, in.Cm, in.D, in.z, in.bias,
-                                      c.softplus);
-    }();
-    EXPECT_TRUE(torch::equal(y_nograd, k.y.detach())) << "no-grad forward differs";
-    auto [y_pre, last] = cuda_ops::selective_scan_with_state(in.u, in.delta, in.A, in.Bm, in.Cm,
-                                                             in.D, in.z, in.bias, c.softplus);
-    EXPECT_TRUE(torch::equal(y_pre, k.y.detach())) << "prefill forward differs";
-    EXPECT_EQ(last.scalar_type(), torch::kFloat32);
-    EXPECT_TRUE(close("last_state", last, fw.last_state, kReduceTol));
+      // Without autograd (no saved states) and as the prefill: the same y, plus the last
+      // state.
+      const Tensor y_nograd = [&] {
+        torch::NoGradGuard ng;
+        return cuda_ops::selective_scan(in.u, in.delta, in.A, in.Bm, in.Cm, in.D, in.z,
+                                        in.bias, c.softplus);
+      }();
+      EXPECT_TRUE(torch::equal(y_nograd, k.y.detach())) << "no-grad forward differs";
+      auto [y_pre, last] = cuda_ops::selective_scan_with_state(
+          in.u, in.delta, in.A, in.Bm, in.Cm, in.D, in.z, in.bias, c.softplus);
+      EXPECT_TRUE(torch::equal(y_pre, k.y.detach())) << "prefill forward differs";
+      EXPECT_EQ(last.scalar_type(), torch::kFloat32);
+      EXPECT_TRUE(close("last_state", last, fw.last_state, kReduceTol));
+    }
   }
 }
 
@@ -331,20 +379,25 @@ TEST(SelectiveScan, OtherShapesAndOptions) {
 }
 
 // Bit-identical outputs and gradients across two runs: unsplit, and with the split scan
-// forced on (its partials get a split dimension, summed in a fixed order too).
+// forced on (its partials get a split dimension, summed in a fixed order too); under every
+// (forward, backward) kernel variant pair.
 void expect_deterministic(const Case& c, int splits) {
   SCOPED_TRACE(name(c) + " splits " + std::to_string(splits));
   const ScopedSplits forced(splits);
   const Inputs in = make_inputs(c, 5);
   const Tensor dout = torch::randn({c.B, c.E, c.T}, in.u.options());
-  const KernelRun a = run_kernels(c, in, dout);
-  poison_cuda_allocator();
-  const KernelRun b = run_kernels(c, in, dout);
-  EXPECT_TRUE(torch::equal(a.y, b.y));
-  ASSERT_EQ(a.grads.size(), b.grads.size());
   const char* names[] = {"du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"};
-  for (size_t i = 0; i < a.grads.size(); ++i) {
-    EXPECT_TRUE(torch::equal(a.grads[i], b.grads[i])) << names[i] << " differs between runs";
+  for (const auto& [fv, bv] : variant_pairs()) {
+    SCOPED_TRACE(variant_trace(fv, bv));
+    const Variants variants(fv, bv);
+    const KernelRun a = run_kernels(c, in, dout);
+    poison_cuda_allocator();
+    const KernelRun b = run_kernels(c, in, dout);
+    EXPECT_TRUE(torch::equal(a.y, b.y));
+    ASSERT_EQ(a.grads.size(), b.grads.size());
+    for (size_t i = 0; i < a.grads.size(); ++i) {
+      EXPECT_TRUE(torch::equal(a.grads[i], b.grads[i])) << names[i] << " differs between runs";
+    }
   }
 }
 
@@ -354,6 +407,48 @@ TEST(SelectiveScan, DeterministicGradients) {
   expect_deterministic({4, 512, 1024, 16, true, true, true, true, torch::kBFloat16}, 1);
   expect_deterministic({2, 256, 8192, 16, true, true, true, true, torch::kBFloat16}, 8);
   expect_deterministic({1, 100, 5000, 16, true, true, true, true, torch::kFloat32}, 5);
+}
+
+// The variants compute the same outputs: fp32 inputs, each pair against (0, 0) (differences
+// are the last bits of reordered fp32 sums; bounds far below the oracle's); unsplit and split.
+TEST(SelectiveScan, KernelVariantsAgree) {
+  HYLAB_REQUIRE_GPU();
+  const Case c{2, 200, 777, 16, true, true, true, true, torch::kFloat32};
+  const Inputs in = make_inputs(c, 9);
+  const Tensor dout = torch::randn({c.B, c.E, c.T}, in.u.options());
+  const char* names[] = {"du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"};
+  const Tolerance tight{1e-5, 1e-5, 1e-4};
+  for (const int splits : {1, 4}) {
+    SCOPED_TRACE("splits " + std::to_string(splits));
+    const ScopedSplits forced(splits);
+    KernelRun base;
+    {
+      const Variants variants(0, 0);
+      base = run_kernels(c, in, dout);
+    }
+    for (const auto& [fv, bv] : variant_pairs()) {
+      SCOPED_TRACE(variant_trace(fv, bv));
+      const Variants variants(fv, bv);
+      const KernelRun k = run_kernels(c, in, dout);
+      EXPECT_TRUE(close("y", k.y, to_vec(base.y), tight));
+      ASSERT_EQ(k.grads.size(), base.grads.size());
+      for (size_t i = 0; i < k.grads.size(); ++i) {
+        EXPECT_TRUE(close(names[i], k.grads[i], to_vec(base.grads[i]), tight));
+      }
+    }
+  }
+}
+
+TEST(SelectiveScan, KernelVariantSwitches) {
+  HYLAB_REQUIRE_GPU();
+  const Variants restore(cuda_ops::scan_fwd_variant(), cuda_ops::scan_bwd_variant());
+  EXPECT_THROW(cuda_ops::set_scan_bwd_variant(kernels::kScanBwdVariants), c10::Error);
+  EXPECT_THROW(cuda_ops::set_scan_bwd_variant(-2), c10::Error);
+  EXPECT_THROW(cuda_ops::set_scan_fwd_variant(kernels::kScanFwdVariants), c10::Error);
+  cuda_ops::set_scan_bwd_variant(-1);
+  EXPECT_EQ(cuda_ops::scan_bwd_variant(), -1);
+  cuda_ops::set_scan_fwd_variant(-1);
+  EXPECT_EQ(cuda_ops::scan_fwd_variant(), -1);
 }
 
 // Against the model's reference ops (hylab::ref, fp32 on the GPU through LibTorch autograd).
