@@ -2,9 +2,9 @@
 // the shapes of issue 5 (and issue 12's long context: --long_context) (CUDA events, warm-up, median of --reps runs) and prints JSON:
 //   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
 //    "dtype", "ms", "tb_per_s"}]}
-// The scan is timed with its default kernel variants ("selective_scan") and with every
-// variant explicitly ("selective_scan/<variant name>", e.g. selective_scan/v2_seg8_defer,
-// selective_scan/fwd_v2_tile16; see bench_scan).
+// The scan is timed with its default kernel variants ("selective_scan"); with --scan_only
+// also with every variant explicitly ("selective_scan/<variant name>", e.g.
+// selective_scan/v2_seg8_defer, selective_scan/fwd_v2_tile16; see bench_scan).
 // tb_per_s = bytes that must move (each input read once, each output written once) / time;
 // copy_tb_per_s is a device-to-device copy on the same GPU (bytes read + written), the
 // ceiling to compare with. Layer records (matmul-bound) carry tb_per_s = null.
@@ -142,11 +142,12 @@ ScanTensors scan_inputs(int64_t B, int64_t E, int64_t T, int64_t N, bool grad) {
 // scan forced off, see bench_long_context), for the default kernel variants. With
 // all_variants, every forward and backward kernel variant is also timed explicitly
 // (selective_scan.h): records named kernel + "/" + the variant's name (forward ones with a
-// "fwd_" prefix), carrying "fwd_variant" or "bwd_variant" (-1 on the default's records);
+// "fwd_" prefix), carrying "fwd_variant" or "bwd_variant" (the process setting on the
+// default's records: -1 = the kernels' automatic default);
 // fwd+bwd and bwd records use the default forward.
 void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
                 const BenchOptions& o, Json& results,
-                const std::string& kernel = "selective_scan", bool all_variants = true) {
+                const std::string& kernel = "selective_scan", bool all_variants = false) {
   namespace hk = hylab::kernels;
   ScanTensors s = scan_inputs(B, E, T, N, true);
   const Tensor dout = torch::randn({B, E, T}, kBf16);
@@ -159,19 +160,19 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
   const int saved_fwd = hylab::cuda_ops::scan_fwd_variant();
   const int saved_bwd = hylab::cuda_ops::scan_bwd_variant();
   for (int v = -1; with_fwd_only && v < (all_variants ? hk::kScanFwdVariants : 0); ++v) {
-    hylab::cuda_ops::set_scan_fwd_variant(v);
+    hylab::cuda_ops::set_scan_fwd_variant(v < 0 ? saved_fwd : v);  // -1: the process setting
     const std::string name =
         v < 0 ? kernel : kernel + "/fwd_" + hk::selective_scan_fwd_variant_name(v);
     // The training forward (grad enabled: saves the chunk states for the backward).
     const double ms = median_ms([&] { fwd(); }, o);
     Json r = record(name, shape, "fwd", ms, 4 * bet + 2 * bnt);
-    r["fwd_variant"] = v;
+    r["fwd_variant"] = v < 0 ? saved_fwd : v;
     results.push_back(r);
   }
   hylab::cuda_ops::set_scan_fwd_variant(saved_fwd);
   const std::vector<Tensor> wrt = {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias};
   for (int v = -1; v < (all_variants ? hk::kScanBwdVariants : 0); ++v) {
-    hylab::cuda_ops::set_scan_bwd_variant(v);
+    hylab::cuda_ops::set_scan_bwd_variant(v < 0 ? saved_bwd : v);  // -1: the process setting
     const std::string name =
         v < 0 ? kernel : kernel + "/" + hk::selective_scan_bwd_variant_name(v);
     const double ms = median_ms(
@@ -183,7 +184,7 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
     // dB, dC out.
     Json r = record(name, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt);
-    r["bwd_variant"] = v;
+    r["bwd_variant"] = v < 0 ? saved_bwd : v;
     results.push_back(r);
     // The backward alone (autograd's call into the kernels: glue, scan bwd, partial sums)
     // on one retained graph.
@@ -191,7 +192,7 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     const double bwd_ms =
         median_ms([&] { torch::autograd::grad({y}, wrt, {dout}, /*retain_graph=*/true); }, o);
     r = record(name, shape, "bwd", bwd_ms, 7 * bet + 4 * bnt);
-    r["bwd_variant"] = v;
+    r["bwd_variant"] = v < 0 ? saved_bwd : v;
     results.push_back(r);
   }
   hylab::cuda_ops::set_scan_bwd_variant(saved_bwd);
@@ -353,8 +354,7 @@ void bench_long_context(const BenchOptions& o, Json& results, bool sweep) {
                  hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, true));
     bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results);
     hylab::cuda_ops::set_scan_splits(1);
-    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results, "selective_scan_nosplit",
-               /*all_variants=*/false);
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results, "selective_scan_nosplit");
   }
   if (!o.skip_layers) {
     const int64_t B = 2, T = 32768, d_model = 768;
@@ -527,10 +527,12 @@ void run_bench(const BenchOptions& o) {
     bench_gemv(o, results);
   }
   if (!o.gemv_only && !o.long_context && !o.decode_only) {
-    bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
+    // Every kernel variant only with --scan_only (the full run keeps its records and runs no
+    // unmeasured kernel).
+    bench_scan(32, 1536, 2048, 16, true, o, results, "selective_scan", o.scan_only);  // d12
     if (!o.quick) {
-      bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
-      bench_scan(8, 2048, 8192, 16, true, o, results);   // long
+      bench_scan(16, 2560, 2048, 16, true, o, results, "selective_scan", o.scan_only);  // d20
+      bench_scan(8, 2048, 8192, 16, true, o, results, "selective_scan", o.scan_only);   // long
     }
     if (!o.scan_only) bench_conv(32, 1536, 2048, 4, o, results);
     if (!o.skip_layers && !o.quick && !o.scan_only) {
@@ -573,7 +575,7 @@ void setup(CLI::App& root) {
                 "Skip the whole-layer (Mamba vs attention) measurements");
   cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
   cmd->add_flag(flag("scan_only"), opts->scan_only,
-                "Only the selective scan at d12, d20 and long (every kernel variant)");
+                "Only the selective scan at d12, d20 and long, timing every kernel variant");
   cmd->add_flag(flag("gemv_only"), opts->gemv_only,
                 "Only the decode GEMV at d20's shapes, 1-8 warps per column");
   cmd->add_flag(flag("long_context"), opts->long_context,

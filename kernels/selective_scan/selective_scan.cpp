@@ -139,9 +139,9 @@ const char* selective_scan_fwd_variant_name(int variant) {
 }
 
 int selective_scan_bwd_default_variant(const SelectiveScanParams& p) {
-  const int64_t blocks = static_cast<int64_t>(p.batch) *
-                         selective_scan_bwd_blocks_per_batch(p.dim, p.dstate) *
-                         selective_scan_splits_of(p);
+  if (p.split_len > 0) return 0;  // the split path was measured with v1 only
+  const int64_t blocks =
+      static_cast<int64_t>(p.batch) * selective_scan_bwd_blocks_per_batch(p.dim, p.dstate);
   return blocks > 2 * static_cast<int64_t>(sm_count()) ? 5 : 4;
 }
 

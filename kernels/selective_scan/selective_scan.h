@@ -112,11 +112,12 @@ const char* selective_scan_fwd_variant_name(int variant);
 //   4: as 1, with the per-channel sums (y; du, ddelta) deferred through shared memory;
 //   5: as 2, with the per-channel sums deferred.
 constexpr int kScanBwdVariants = 6;
-// The default (bwd_variant = -1), measured on H200 (docs/KERNELS.md, tuning log round 4):
-// 5 (v2_seg8_defer: 24 warps/SM) when the backward grid (B x channel blocks x splits) is
-// larger than 2 blocks per SM, else 4 (v2_seg16_defer: the SMs hold at most ~2 blocks each
-// then, so the registers of 16-step segments cost no occupancy and save the recompute).
-// Uses the SM count of the device current at the first call.
+// The default (bwd_variant = -1), from the H200 measurements (docs/KERNELS.md, tuning log
+// round 4): unsplit, 5 (v2_seg8_defer: 24 warps/SM) when the backward grid (B x channel
+// blocks) is larger than 2 blocks per SM, else 4 (v2_seg16_defer: the SMs hold at most ~2
+// blocks each then, so the registers of 16-step segments cost no occupancy and save the
+// recompute); with the split scan on, 0 (v1) until the variants are measured split (they
+// support it and are tested split). Uses the SM count of the device current at the first call.
 int selective_scan_bwd_default_variant(const SelectiveScanParams& p);
 // "v1", "v2_seg16", "v2_seg8", "v2_seg4", "v2_seg16_defer", "v2_seg8_defer"; throws
 // CudaError for an unknown variant.
