@@ -372,6 +372,47 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
     results.push_back(record("mamba_decode_step", dims({B, d_model}), pass, ms, bytes));
     std::fprintf(stderr, "  (decode step %s without a graph: %.4f ms)\n", pass, eager_ms);
   }
+
+  // The parts on their own ("mamba_decode_part", ms per call): kCalls calls of one op
+  // captured back to back in a graph, so each call pays what it pays inside the step (its
+  // run time and the gap before the next dependent launch). Inputs are fixed tensors of the
+  // step's shapes (states evolve from call to call, which does not change the work).
+  constexpr int kCalls = 20;
+  const Tensor xz0 = in_proj();
+  const Tensor x0 = xz0.narrow(1, 0, E), z0 = xz0.narrow(1, E, E);
+  const Tensor xc0 = hylab::cuda_ops::causal_conv1d_update(x0, conv_state, m.conv_w, m.conv_b, true);
+  const Tensor x_dbl0 = hylab::cuda_ops::gemv(xc0, m.W_x);
+  const Tensor dt0 = hylab::cuda_ops::gemv(x_dbl0.narrow(1, 0, R), m.W_dt);
+  const Tensor y0 = torch::randn({B, E}, kBf16);
+  const std::pair<const char*, std::function<void()>> parts[] = {
+      {"in_proj_norm_gemv", [&] { in_proj(); }},
+      {"conv_update", [&] { hylab::cuda_ops::causal_conv1d_update(x0, conv_state, m.conv_w, m.conv_b, true); }},
+      {"x_proj_gemv", [&] { hylab::cuda_ops::gemv(xc0, m.W_x); }},
+      {"dt_proj_gemv", [&] { hylab::cuda_ops::gemv(x_dbl0.narrow(1, 0, R), m.W_dt); }},
+      {"state_update",
+       [&] {
+         hylab::cuda_ops::selective_state_update(ssm_state, xc0, dt0, m.A, x_dbl0.narrow(1, R, N),
+                                                 x_dbl0.narrow(1, R + N, N), m.D, z0, m.dt_bias, true);
+       }},
+      {"out_proj_res_gemv", [&] { hylab::cuda_ops::gemv(y0, m.W_out, residual); }},
+      {"fused_core_2_kernels",
+       [&] {
+         hylab::cuda_ops::mamba_decode_core(x0, z0, conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+                                            m.W_dt, m.dt_bias, m.A, m.D);
+       }},
+  };
+  for (const auto& [name, fn] : parts) {
+    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    const c10::cuda::CUDAStreamGuard guard(side);
+    for (int i = 0; i < 3; ++i) fn();
+    side.synchronize();
+    at::cuda::CUDAGraph graph;
+    graph.capture_begin();
+    for (int i = 0; i < kCalls; ++i) fn();
+    graph.capture_end();
+    const double ms = median_ms([&] { graph.replay(); }, o) / kCalls;
+    results.push_back(record("mamba_decode_part", dims({B, d_model}), name, ms, std::nullopt));
+  }
 }
 
 // The decode GEMV (kernels/gemv) at batch 1 on d20's decode matrices, with 1, 2, 4 and 8
