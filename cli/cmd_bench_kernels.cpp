@@ -318,6 +318,7 @@ double graph_step_ms(const std::function<void()>& step, const BenchOptions& o, d
 //            update, x_proj GEMV, dt_proj GEMV, state update, out_proj+residual GEMV (6)
 //   fused    the same with mamba_decode_core: in_proj GEMV, conv+x_proj, dt_proj+state
 //            update, out_proj GEMV (4 kernels)
+//   fused_pdl  fused with overlap_launches (programmatic dependent launch, experimental)
 void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
   torch::NoGradGuard ng;
   MambaLayer m(d_model);
@@ -359,13 +360,21 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
         m.W_dt, m.dt_bias, m.A, m.D);
     out = hylab::cuda_ops::gemv(y, m.W_out, residual);
   };
+  auto step_fused_pdl = [&] {  // the same, the two kernels launched to overlap (Hopper PDL)
+    const Tensor xz = in_proj();
+    const Tensor y = hylab::cuda_ops::mamba_decode_core(
+        xz.narrow(1, 0, E), xz.narrow(1, E, E), conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+        m.W_dt, m.dt_bias, m.A, m.D, /*overlap_launches=*/true);
+    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+  };
   // Bytes: every weight once, conv/ssm states read and written, h in, out out.
   const double weight_bytes =
       2.0 * (2 * E * d_model + (R + 2 * N) * E + E * R + d_model * E) + 4.0 * (E * K + E * N + 3 * E);
   const double state_bytes = 2.0 * (2.0 * B * E * K) + 2.0 * (4.0 * B * E * N);
   const double bytes = weight_bytes + state_bytes + 4.0 * B * d_model;
   const std::pair<const char*, std::function<void()>> variants[] = {
-      {"step", step_cublas}, {"unfused", step_unfused}, {"fused", step_fused}};
+      {"step", step_cublas}, {"unfused", step_unfused}, {"fused", step_fused},
+      {"fused_pdl", step_fused_pdl}};
   for (const auto& [pass, step] : variants) {
     double eager_ms = 0;
     const double ms = graph_step_ms(step, o, &eager_ms);

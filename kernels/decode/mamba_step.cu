@@ -33,6 +33,22 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[8]) {
   }
 }
 
+// Programmatic dependent launch (sm_90; see MambaStepParams::overlap_launches). wait: block
+// until the preceding kernel has completed and its writes are visible (returns at once when
+// this kernel was launched without the attribute). launch_dependents: the next kernel, if
+// launched with the attribute, may start now (it waits for this one before reading our
+// output).
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // Rows a kernel-1 block holds: B rounded up to a power of two, at most 8.
 int rows_per_block(int batch) {
   int r = 1;
@@ -63,6 +79,7 @@ __global__ void __launch_bounds__(32 * kWarps, 1)
   constexpr int kVec = VecWidth<Elem>::kValue;
   const int chunks = vec ? E / kVec : 0;
 
+  launch_dependents();  // kernel 2 may take the idle SMs and load its states meanwhile
   uint4 wpre[kPrefetch];
 #pragma unroll
   for (int i = 0; i < kPrefetch; ++i) {
@@ -70,6 +87,8 @@ __global__ void __launch_bounds__(32 * kWarps, 1)
     wpre[i] = (active && c < chunks) ? __ldg(reinterpret_cast<const uint4*>(wrow) + c)
                                      : make_uint4(0, 0, 0, 0);
   }
+
+  grid_dependency_wait();  // x is in_proj's output; the weights above did not need it
 
   // Phase 1: conv update (conv_state is read, never written: kernel 2 rolls it). A thread
   // issues the loads of kConvBatch channels before computing any of them, so the block pays
@@ -174,8 +193,18 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   const Elem* __restrict__ xdbl = static_cast<const Elem*>(p.x_dbl) + static_cast<int64_t>(b) * J;
 
   // Every load first: they do not depend on each other, so they share one round trip to L2
-  // (the unfused kernels each paid their own).
+  // (the unfused kernels each paid their own). Those that do not depend on kernel 1 (or on
+  // in_proj: x and z) come before grid_dependency_wait(), so with overlap_launches they run
+  // while kernel 1 does.
   const int K = p.width;
+  const Elem* __restrict__ wr =
+      static_cast<const Elem*>(p.dt_proj_weight) + static_cast<int64_t>(active ? e : 0) * R;
+  float w_first[kDtBatch];  // the first kDtBatch dt_proj weights of this lane
+#pragma unroll
+  for (int i = 0; i < kDtBatch; ++i) {
+    const int r = g + i * tpc;
+    w_first[i] = (active && r < R) ? to_float(__ldg(wr + r)) : 0.f;
+  }
   State* cst = static_cast<State*>(p.conv_state) + (active ? ch : 0) * K;
   float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
   float a_n[4] = {0.f, 0.f, 0.f, 0.f}, b_n[4] = {0.f, 0.f, 0.f, 0.f}, c_n[4] = {0.f, 0.f, 0.f, 0.f};
@@ -184,22 +213,28 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   if (active) {
     s = *reinterpret_cast<const float4*>(p.ssm_state + ch * N + g * 4);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int n = g * 4 + i;
-      a_n[i] = p.A[e * N + n];
-      b_n[i] = to_float(xdbl[R + n]);
-      c_n[i] = to_float(xdbl[R + N + n]);
-    }
-    xv = to_float(static_cast<const Elem*>(p.x_conv)[ch]);
+    for (int i = 0; i < 4; ++i) a_n[i] = p.A[e * N + g * 4 + i];
     if (p.dt_bias != nullptr) bias = p.dt_bias[e];
     if (g == 0) {
-      xin = to_float(static_cast<const Elem*>(p.x)[b * p.x_batch_stride + e]);
 #pragma unroll
       for (int k = 0; k < 3; ++k) {
         if (k < K - 1) roll[k] = to_float(cst[k + 1]);
       }
-      if (p.z != nullptr) zv = to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]);
       if (p.D != nullptr) d_skip = p.D[e];
+    }
+  }
+  grid_dependency_wait();  // x_conv, x_dbl (kernel 1), x, z (in_proj, before kernel 1)
+  if (active) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int n = g * 4 + i;
+      b_n[i] = to_float(xdbl[R + n]);
+      c_n[i] = to_float(xdbl[R + N + n]);
+    }
+    xv = to_float(static_cast<const Elem*>(p.x_conv)[ch]);
+    if (g == 0) {
+      xin = to_float(static_cast<const Elem*>(p.x)[b * p.x_batch_stride + e]);
+      if (p.z != nullptr) zv = to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]);
     }
   }
 
@@ -207,13 +242,12 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   // adjacent weights), kDtBatch loads in flight per lane, then a shuffle tree over the group.
   float dp = 0.f;
   if (active) {
-    const Elem* __restrict__ wr = static_cast<const Elem*>(p.dt_proj_weight) + static_cast<int64_t>(e) * R;
     for (int r0 = g; r0 < R; r0 += kDtBatch * tpc) {
       float wv[kDtBatch], lv[kDtBatch];
 #pragma unroll
       for (int i = 0; i < kDtBatch; ++i) {
         const int r = r0 + i * tpc;
-        wv[i] = r < R ? to_float(__ldg(wr + r)) : 0.f;
+        wv[i] = r0 == g ? w_first[i] : (r < R ? to_float(__ldg(wr + r)) : 0.f);
         lv[i] = r < R ? to_float(xdbl[r]) : 0.f;
       }
 #pragma unroll
@@ -256,6 +290,30 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   }
 }
 
+// kernel<<<grid, block, smem, stream>>>(args...), with the programmatic-stream-serialization
+// attribute when `overlap` (the kernel may start before the previous one in the stream has
+// finished; it calls grid_dependency_wait() before reading that kernel's output).
+template <typename... KArgs, typename... Args>
+void launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t stream, bool overlap, Args... args) {
+  if (!overlap) {
+    kernel<<<grid, block, smem, stream>>>(args...);
+    return;
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  HYLAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...),
+                   "mamba_step: programmatic dependent launch failed");
+}
+
 template <typename Elem, typename State, int kRows>
 void launch_conv_xproj(const MambaStepParams& p, bool vec, cudaStream_t stream) {
   const int J = p.dt_rank + 2 * p.dstate;
@@ -267,7 +325,8 @@ void launch_conv_xproj(const MambaStepParams& p, bool vec, cudaStream_t stream) 
                                           static_cast<int>(smem)),
                      "mamba_step: cannot raise the conv+x_proj kernel's shared memory");
   }
-  kernel<<<grid, 32 * kWarps, static_cast<size_t>(smem), stream>>>(p, vec);
+  launch_kernel(kernel, grid, dim3(32 * kWarps), static_cast<size_t>(smem), stream,
+                p.overlap_launches, p, vec);
   HYLAB_CUDA_CHECK_LAUNCH("mamba_step conv+x_proj launch failed");
 }
 
@@ -292,7 +351,8 @@ void launch(const MambaStepParams& p, cudaStream_t stream) {
   const int tpc = p.dstate / 4;
   const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * tpc;
   const auto blocks = static_cast<unsigned>((threads + kStateThreads - 1) / kStateThreads);
-  state_kernel<Elem, State><<<blocks, kStateThreads, 0, stream>>>(p, tpc);
+  launch_kernel(state_kernel<Elem, State>, dim3(blocks), dim3(kStateThreads), 0, stream,
+                p.overlap_launches, p, tpc);
   HYLAB_CUDA_CHECK_LAUNCH("mamba_step state update launch failed");
 }
 
