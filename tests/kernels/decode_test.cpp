@@ -243,14 +243,11 @@ TEST(FusedStepRuns, AreBitIdentical) {
 }
 
 // The generator replays the step from a CUDA graph: captured once, replayed for 5 tokens, it
-// gives the eager fused step's outputs and states bit for bit; also with overlap_launches
-// (programmatic dependent launch captured as graph edges).
-TEST(FusedStepRuns, ReplaysFromACudaGraph) {
-  HYLAB_REQUIRE_GPU();
-  for (const auto& [overlap, dtype] :
-       {std::pair{false, torch::kBFloat16}, std::pair{false, torch::kFloat32},
-        std::pair{true, torch::kBFloat16}, std::pair{true, torch::kFloat32}}) {
-    SCOPED_TRACE(std::string("overlap_launches ") + (overlap ? "on" : "off"));
+// gives the eager fused step's outputs and states bit for bit.
+void expect_graph_replay_matches_eager(bool overlap) {
+  for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
+    SCOPED_TRACE(std::string(dtype == torch::kFloat32 ? "fp32" : "bf16") + ", overlap_launches " +
+                 (overlap ? "on" : "off"));
     const StepProblem p(2, 1536, 16, 4, 48, dtype, dtype == torch::kFloat32, 8);
     torch::NoGradGuard ng;
     std::vector<Tensor> inputs;
@@ -269,9 +266,17 @@ TEST(FusedStepRuns, ReplaysFromACudaGraph) {
       fused_step(p, xz_buf, cs_w, ss_w, overlap);  // warm-up off the states under test
       torch::cuda::synchronize();
       graph.capture_begin();
-      // In the graph the step follows a kernel that writes x and z only (as in_proj's GEMV).
-      Tensor xz_in = xz_buf * 1;
-      y_buf = fused_step(p, xz_in, cs_g, ss_g, overlap);
+      try {
+        // In the graph the step follows a kernel that writes x and z only (as in_proj's GEMV).
+        Tensor xz_in = xz_buf * 1;
+        y_buf = fused_step(p, xz_in, cs_g, ss_g, overlap);
+      } catch (const std::exception& e) {
+        try {
+          graph.capture_end();  // leave capture mode before failing
+        } catch (...) {
+        }
+        FAIL() << "capture failed: " << e.what();
+      }
       graph.capture_end();
     }
     torch::cuda::synchronize();
@@ -283,6 +288,11 @@ TEST(FusedStepRuns, ReplaysFromACudaGraph) {
     EXPECT_TRUE(torch::equal(ss_g, ss_e));
     EXPECT_TRUE(torch::equal(cs_g, cs_e));
   }
+}
+
+TEST(FusedStepRuns, ReplaysFromACudaGraph) {
+  HYLAB_REQUIRE_GPU();
+  expect_graph_replay_matches_eager(/*overlap=*/false);
 }
 
 TEST(FusedStepRuns, ValidatesInputs) {
@@ -385,6 +395,13 @@ TEST(Decode, ValidatesInputs) {
   Tensor cs_t = torch::zeros({B, K, E}, f32).transpose(1, 2);
   expect_error([&] { cuda_ops::causal_conv1d_update(x, cs_t, w, {}, true); },
                "conv_state must be contiguous");
+}
+
+// Experimental (overlap_launches: programmatic dependent launch captured as graph edges).
+// Last in the file: a runtime that cannot capture it fails here, after everything else ran.
+TEST(FusedStepRuns, ZOverlapLaunchesReplayFromACudaGraph) {
+  HYLAB_REQUIRE_GPU();
+  expect_graph_replay_matches_eager(/*overlap=*/true);
 }
 
 }  // namespace
