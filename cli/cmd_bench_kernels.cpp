@@ -409,6 +409,7 @@ double graph_step_ms(const std::function<void()>& step, const BenchOptions& o, d
 //            update, x_proj GEMV, dt_proj GEMV, state update, out_proj+residual GEMV (6)
 //   fused    the same with mamba_decode_core: in_proj GEMV, conv+x_proj, dt_proj+state
 //            update, out_proj GEMV (4 kernels)
+//   fused_pdl  fused with overlap_launches (programmatic dependent launch, experimental)
 void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
   torch::NoGradGuard ng;
   MambaLayer m(d_model);
@@ -450,6 +451,13 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
         m.W_dt, m.dt_bias, m.A, m.D);
     out = hylab::cuda_ops::gemv(y, m.W_out, residual);
   };
+  auto step_fused_pdl = [&] {  // the same, the two kernels launched to overlap (Hopper PDL)
+    const Tensor xz = in_proj();
+    const Tensor y = hylab::cuda_ops::mamba_decode_core(
+        xz.narrow(1, 0, E), xz.narrow(1, E, E), conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+        m.W_dt, m.dt_bias, m.A, m.D, /*overlap_launches=*/true);
+    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+  };
   // Bytes: every weight once, conv/ssm states read and written, h in, out out.
   const double weight_bytes =
       2.0 * (2 * E * d_model + (R + 2 * N) * E + E * R + d_model * E) + 4.0 * (E * K + E * N + 3 * E);
@@ -462,6 +470,59 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
     const double ms = graph_step_ms(step, o, &eager_ms);
     results.push_back(record("mamba_decode_step", dims({B, d_model}), pass, ms, bytes));
     std::fprintf(stderr, "  (decode step %s without a graph: %.4f ms)\n", pass, eager_ms);
+  }
+
+  // The parts on their own ("mamba_decode_part", ms per call): kCalls calls of one op
+  // captured back to back in a graph, so each call pays what it pays inside the step (its
+  // run time and the gap before the next dependent launch). Inputs are fixed tensors of the
+  // step's shapes (states evolve from call to call, which does not change the work).
+  constexpr int kCalls = 20;
+  const Tensor xz0 = in_proj();
+  const Tensor x0 = xz0.narrow(1, 0, E), z0 = xz0.narrow(1, E, E);
+  const Tensor xc0 = hylab::cuda_ops::causal_conv1d_update(x0, conv_state, m.conv_w, m.conv_b, true);
+  const Tensor x_dbl0 = hylab::cuda_ops::gemv(xc0, m.W_x);
+  const Tensor dt0 = hylab::cuda_ops::gemv(x_dbl0.narrow(1, 0, R), m.W_dt);
+  const Tensor y0 = torch::randn({B, E}, kBf16);
+  const std::pair<const char*, std::function<void()>> parts[] = {
+      {"in_proj_norm_gemv", [&] { in_proj(); }},
+      {"conv_update", [&] { hylab::cuda_ops::causal_conv1d_update(x0, conv_state, m.conv_w, m.conv_b, true); }},
+      {"x_proj_gemv", [&] { hylab::cuda_ops::gemv(xc0, m.W_x); }},
+      {"dt_proj_gemv", [&] { hylab::cuda_ops::gemv(x_dbl0.narrow(1, 0, R), m.W_dt); }},
+      {"state_update",
+       [&] {
+         hylab::cuda_ops::selective_state_update(ssm_state, xc0, dt0, m.A, x_dbl0.narrow(1, R, N),
+                                                 x_dbl0.narrow(1, R + N, N), m.D, z0, m.dt_bias, true);
+       }},
+      {"out_proj_res_gemv", [&] { hylab::cuda_ops::gemv(y0, m.W_out, residual); }},
+      {"fused_core_2_kernels",
+       [&] {
+         hylab::cuda_ops::mamba_decode_core(x0, z0, conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+                                            m.W_dt, m.dt_bias, m.A, m.D);
+       }},
+  };
+  for (const auto& [name, fn] : parts) {
+    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    const c10::cuda::CUDAStreamGuard guard(side);
+    for (int i = 0; i < 3; ++i) fn();
+    side.synchronize();
+    at::cuda::CUDAGraph graph;
+    graph.capture_begin();
+    for (int i = 0; i < kCalls; ++i) fn();
+    graph.capture_end();
+    const double ms = median_ms([&] { graph.replay(); }, o) / kCalls;
+    results.push_back(record("mamba_decode_part", dims({B, d_model}), name, ms, std::nullopt));
+  }
+
+  // Experimental, with --decode_only only (so it cannot cost the full bench's records): a
+  // runtime without programmatic launches in graph capture fails here and only here.
+  if (!o.decode_only) return;
+  try {
+    double eager_ms = 0;
+    const double ms = graph_step_ms(step_fused_pdl, o, &eager_ms);
+    results.push_back(record("mamba_decode_step", dims({B, d_model}), "fused_pdl", ms, bytes));
+    std::fprintf(stderr, "  (decode step fused_pdl without a graph: %.4f ms)\n", eager_ms);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "  decode step fused_pdl failed: %s\n", e.what());
   }
 }
 

@@ -927,7 +927,8 @@ torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
                                 const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
                                 const torch::Tensor& x_proj_weight,
                                 const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
-                                const torch::Tensor& A, const torch::Tensor& D) {
+                                const torch::Tensor& A, const torch::Tensor& D,
+                                bool overlap_launches) {
   const char* fn = "mamba_decode_core";
   TORCH_CHECK(x.defined(), fn, ": x is required");
   const torch::Device dev = x.device();
@@ -1019,6 +1020,14 @@ torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
   p.D = Di.defined() ? Di.data_ptr<float>() : nullptr;
   p.ssm_state = ssm_state.data_ptr<float>();
   p.x_conv = x_conv.data_ptr(), p.x_dbl = x_dbl.data_ptr(), p.out = out.data_ptr();
+  // The kernels read these before waiting for the kernel launched just before them: only
+  // when none was copied here (a copy would be that kernel) may they overlap it.
+  auto same = [](const Tensor& a, const Tensor& b) {
+    return !a.defined() || a.data_ptr() == b.data_ptr();
+  };
+  p.overlap_launches = overlap_launches && same(wx, x_proj_weight) &&
+                       same(wdt, dt_proj_weight) && same(cw, conv_weight) &&
+                       same(cb, conv_bias) && same(Ai, A) && same(Di, D) && same(dbi, dt_bias);
   hk::mamba_step(p, current_stream());
   return out;
 }

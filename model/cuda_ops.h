@@ -65,12 +65,18 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
 // conv_bias (E) fp32 or x's dtype; x_proj_weight (R + 2N, E), dt_proj_weight (E, R) fp32 or
 // bf16 (used in x's dtype, as autocast would); A (E, N), D, dt_bias (E) fp32 (D, dt_bias may
 // be undefined). Returns y (B, E) in x's dtype. No autograd. Graph-capturable.
+// overlap_launches (experimental, Hopper): programmatic dependent launch, both kernels may
+// start while the kernel before them drains and load the weights, A, D, dt_bias and both
+// states before waiting for it; so the kernel launched just before this call must not write
+// any of those (in_proj's GEMV, which writes x and z, is fine). Ignored when the glue had to
+// copy a parameter (dtype or layout).
 torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
                                 torch::Tensor& conv_state, torch::Tensor& ssm_state,
                                 const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
                                 const torch::Tensor& x_proj_weight,
                                 const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
-                                const torch::Tensor& A, const torch::Tensor& D);
+                                const torch::Tensor& A, const torch::Tensor& D,
+                                bool overlap_launches = false);
 // True when mamba_decode_core takes x (B, E) (CUDA, fp32/bf16) with these N, K, R.
 bool mamba_decode_core_supports(const torch::Tensor& x, int64_t N, int64_t K, int64_t R);
 

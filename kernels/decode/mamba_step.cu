@@ -13,6 +13,8 @@ namespace {
 constexpr int kWarps = 8;         // kernel 1: one x_proj column per warp
 constexpr int kPrefetch = 8;      // kernel 1: 16-byte weight chunks a lane loads before the conv
 constexpr int kMaxRows = 8;       // kernel 1: batch rows per block (more go to blockIdx.y)
+constexpr int kConvBatch = 8;     // kernel 1: conv channels a thread loads at once
+constexpr int kDtBatch = 16;      // kernel 2: dt_proj products a lane loads at once
 constexpr int kStateThreads = 128;
 constexpr int64_t kMaxSmem = 200 * 1024;  // H100/H200 allow 227 KB per block
 
@@ -29,6 +31,22 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[8]) {
     out[2 * i] = __uint_as_float(w[i] << 16);
     out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }
+}
+
+// Programmatic dependent launch (sm_90; see MambaStepParams::overlap_launches). wait: block
+// until the preceding kernel has completed and its writes are visible (returns at once when
+// this kernel was launched without the attribute). launch_dependents: the next kernel, if
+// launched with the attribute, may start now (it waits for this one before reading our
+// output).
+__device__ __forceinline__ void grid_dependency_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void launch_dependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
 }
 
 // Rows a kernel-1 block holds: B rounded up to a power of two, at most 8.
@@ -61,6 +79,7 @@ __global__ void __launch_bounds__(32 * kWarps, 1)
   constexpr int kVec = VecWidth<Elem>::kValue;
   const int chunks = vec ? E / kVec : 0;
 
+  launch_dependents();  // kernel 2 may take the idle SMs and load its states meanwhile
   uint4 wpre[kPrefetch];
 #pragma unroll
   for (int i = 0; i < kPrefetch; ++i) {
@@ -69,28 +88,54 @@ __global__ void __launch_bounds__(32 * kWarps, 1)
                                      : make_uint4(0, 0, 0, 0);
   }
 
-  // Phase 1: conv update (conv_state is read, never written: kernel 2 rolls it).
+  grid_dependency_wait();  // x is in_proj's output; the weights above did not need it
+
+  // Phase 1: conv update (conv_state is read, never written: kernel 2 rolls it). A thread
+  // issues the loads of kConvBatch channels before computing any of them, so the block pays
+  // one round trip to L2 per 256 * kConvBatch channels (E = 1536 at batch 1: one) instead
+  // of one per channel it handles.
   const Elem* __restrict__ xg = static_cast<const Elem*>(p.x);
   const State* __restrict__ cs = static_cast<const State*>(p.conv_state);
+  const float* __restrict__ cw = p.conv_weight;
   Elem* __restrict__ xc_out = static_cast<Elem*>(p.x_conv);
-  for (int t = threadIdx.x; t < kRows * E; t += blockDim.x) {
-    const int m = t / E, e = t - m * E;
-    if (m >= rows) {
-      s_x[t] = from_float<Elem>(0.f);
-      continue;
+  const int n_real = rows * E;  // rows past B are zeros (below)
+  for (int base = threadIdx.x; base < n_real; base += blockDim.x * kConvBatch) {
+    float xin[kConvBatch], cb[kConvBatch], w[kConvBatch][3], w_last[kConvBatch], sv[kConvBatch][3];
+#pragma unroll
+    for (int i = 0; i < kConvBatch; ++i) {
+      const int t = base + i * blockDim.x;
+      if (t >= n_real) continue;
+      const int m = t / E, e = t - m * E;
+      const int b = b0 + m;
+      const State* st = cs + (static_cast<int64_t>(b) * E + e) * K;
+      xin[i] = to_float(__ldg(xg + b * p.x_batch_stride + e));
+      cb[i] = p.conv_bias != nullptr ? __ldg(p.conv_bias + e) : 0.f;
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        w[i][k] = k < K - 1 ? __ldg(cw + e * K + k) : 0.f;
+        sv[i][k] = k < K - 1 ? to_float(st[k + 1]) : 0.f;
+      }
+      w_last[i] = __ldg(cw + e * K + K - 1);
     }
-    const int b = b0 + m;
-    const State* st = cs + (static_cast<int64_t>(b) * E + e) * K;
-    const float xv = to_float(__ldg(xg + b * p.x_batch_stride + e));
-    float acc = p.conv_bias != nullptr ? __ldg(p.conv_bias + e) : 0.f;
-    for (int k = 0; k < K - 1; ++k) acc = fmaf(__ldg(p.conv_weight + e * K + k), to_float(st[k + 1]), acc);
-    // x as the state stores it, as the unfused kernel uses it.
-    acc = fmaf(__ldg(p.conv_weight + e * K + K - 1), to_float(from_float<State>(xv)), acc);
-    const Elem out = from_float<Elem>(silu(acc));
-    s_x[t] = out;
-    const int64_t flat = static_cast<int64_t>(b) * E + e;
-    if (flat % gridDim.x == blockIdx.x) xc_out[flat] = out;  // the blocks share the writes
+#pragma unroll
+    for (int i = 0; i < kConvBatch; ++i) {
+      const int t = base + i * blockDim.x;
+      if (t >= n_real) continue;
+      // decode.cu's conv_update_kernel, term for term: bias, the K-1 older inputs in order,
+      // then x as the state stores it.
+      float acc = cb[i];
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        if (k < K - 1) acc = fmaf(w[i][k], sv[i][k], acc);
+      }
+      acc = fmaf(w_last[i], to_float(from_float<State>(xin[i])), acc);
+      const Elem out = from_float<Elem>(silu(acc));
+      s_x[t] = out;
+      const int64_t flat = static_cast<int64_t>(b0) * E + t;
+      if (flat % gridDim.x == blockIdx.x) xc_out[flat] = out;  // the blocks share the writes
+    }
   }
+  for (int t = n_real + threadIdx.x; t < kRows * E; t += blockDim.x) s_x[t] = from_float<Elem>(0.f);
   __syncthreads();
 
   // Phase 2: x_dbl[b, j] = W_x[j] . x_conv[b].
@@ -147,51 +192,126 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   const int N = p.dstate, R = p.dt_rank, J = R + 2 * N;
   const Elem* __restrict__ xdbl = static_cast<const Elem*>(p.x_dbl) + static_cast<int64_t>(b) * J;
 
+  // Every load first: they do not depend on each other, so they share one round trip to L2
+  // (the unfused kernels each paid their own). Those that do not depend on kernel 1 (or on
+  // in_proj: x and z) come before grid_dependency_wait(), so with overlap_launches they run
+  // while kernel 1 does.
+  const int K = p.width;
+  const Elem* __restrict__ wr =
+      static_cast<const Elem*>(p.dt_proj_weight) + static_cast<int64_t>(active ? e : 0) * R;
+  float w_first[kDtBatch];  // the first kDtBatch dt_proj weights of this lane
+#pragma unroll
+  for (int i = 0; i < kDtBatch; ++i) {
+    const int r = g + i * tpc;
+    w_first[i] = (active && r < R) ? to_float(__ldg(wr + r)) : 0.f;
+  }
+  State* cst = static_cast<State*>(p.conv_state) + (active ? ch : 0) * K;
+  float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
+  float a_n[4] = {0.f, 0.f, 0.f, 0.f}, b_n[4] = {0.f, 0.f, 0.f, 0.f}, c_n[4] = {0.f, 0.f, 0.f, 0.f};
+  float xv = 0.f, xin = 0.f, zv = 0.f, d_skip = 0.f, bias = 0.f;
+  float roll[3] = {0.f, 0.f, 0.f};  // conv_state[1..K-1], which move down one place
+  if (active) {
+    s = *reinterpret_cast<const float4*>(p.ssm_state + ch * N + g * 4);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a_n[i] = p.A[e * N + g * 4 + i];
+    if (p.dt_bias != nullptr) bias = p.dt_bias[e];
+    if (g == 0) {
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        if (k < K - 1) roll[k] = to_float(cst[k + 1]);
+      }
+      if (p.D != nullptr) d_skip = p.D[e];
+    }
+  }
+  grid_dependency_wait();  // x_conv, x_dbl (kernel 1), x, z (in_proj, before kernel 1)
+  if (active) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int n = g * 4 + i;
+      b_n[i] = to_float(xdbl[R + n]);
+      c_n[i] = to_float(xdbl[R + N + n]);
+    }
+    xv = to_float(static_cast<const Elem*>(p.x_conv)[ch]);
+    if (g == 0) {
+      xin = to_float(static_cast<const Elem*>(p.x)[b * p.x_batch_stride + e]);
+      if (p.z != nullptr) zv = to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]);
+    }
+  }
+
   // dt_proj: the channel's tpc lanes take every tpc-th of the R products (adjacent lanes read
-  // adjacent weights), then a shuffle tree over the group.
+  // adjacent weights), kDtBatch loads in flight per lane, then a shuffle tree over the group.
   float dp = 0.f;
   if (active) {
-    const Elem* __restrict__ wr = static_cast<const Elem*>(p.dt_proj_weight) + static_cast<int64_t>(e) * R;
-    for (int r = g; r < R; r += tpc) dp = fmaf(to_float(__ldg(wr + r)), to_float(xdbl[r]), dp);
+    for (int r0 = g; r0 < R; r0 += kDtBatch * tpc) {
+      float wv[kDtBatch], lv[kDtBatch];
+#pragma unroll
+      for (int i = 0; i < kDtBatch; ++i) {
+        const int r = r0 + i * tpc;
+        wv[i] = r0 == g ? w_first[i] : (r < R ? to_float(__ldg(wr + r)) : 0.f);
+        lv[i] = r < R ? to_float(xdbl[r]) : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < kDtBatch; ++i) {
+        if (r0 + i * tpc < R) dp = fmaf(wv[i], lv[i], dp);
+      }
+    }
   }
   for (int m = tpc / 2; m > 0; m >>= 1) dp += __shfl_xor_sync(0xffffffffu, dp, m);
 
-  float yp = 0.f, xv = 0.f;
+  float yp = 0.f;
   if (active) {
-    xv = to_float(static_cast<const Elem*>(p.x_conv)[ch]);
     // dt_proj's output as the unfused op returns it (rounded to the activation dtype), then
     // the bias and softplus in fp32 as the state update does.
     float d = to_float(from_float<Elem>(dp));
-    if (p.dt_bias != nullptr) d += p.dt_bias[e];
+    if (p.dt_bias != nullptr) d += bias;
     d = softplus(d);
-    const Elem* Bm = xdbl + R;
-    const Elem* Cm = xdbl + R + N;
-    float4* st = reinterpret_cast<float4*>(p.ssm_state + ch * N + g * 4);
-    float4 s = *st;
     float sv[4] = {s.x, s.y, s.z, s.w};
     const float du = d * xv;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int n = g * 4 + i;
-      const float a = ex2_approx(d * (p.A[e * N + n] * kLog2e));
-      sv[i] = fmaf(a, sv[i], du * to_float(Bm[n]));
-      yp = fmaf(sv[i], to_float(Cm[n]), yp);
+      const float a = ex2_approx(d * (a_n[i] * kLog2e));
+      sv[i] = fmaf(a, sv[i], du * b_n[i]);
+      yp = fmaf(sv[i], c_n[i], yp);
     }
-    *st = make_float4(sv[0], sv[1], sv[2], sv[3]);
+    *reinterpret_cast<float4*>(p.ssm_state + ch * N + g * 4) = make_float4(sv[0], sv[1], sv[2], sv[3]);
     if (g == 0) {  // the conv-state roll kernel 1 left for here
-      const int K = p.width;
-      State* cst = static_cast<State*>(p.conv_state) + ch * K;
-      for (int k = 0; k < K - 1; ++k) cst[k] = cst[k + 1];
-      const float xin = to_float(static_cast<const Elem*>(p.x)[b * p.x_batch_stride + e]);
+#pragma unroll
+      for (int k = 0; k < 3; ++k) {
+        if (k < K - 1) cst[k] = from_float<State>(roll[k]);
+      }
       cst[K - 1] = from_float<State>(xin);
     }
   }
   for (int m = tpc / 2; m > 0; m >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, m);
   if (active && g == 0) {
-    float y = yp + (p.D != nullptr ? p.D[e] * xv : 0.f);
-    if (p.z != nullptr) y *= silu(to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]));
+    float y = yp + (p.D != nullptr ? d_skip * xv : 0.f);
+    if (p.z != nullptr) y *= silu(zv);
     static_cast<Elem*>(p.out)[ch] = from_float<Elem>(y);
   }
+}
+
+// kernel<<<grid, block, smem, stream>>>(args...), with the programmatic-stream-serialization
+// attribute when `overlap` (the kernel may start before the previous one in the stream has
+// finished; it calls grid_dependency_wait() before reading that kernel's output).
+template <typename... KArgs, typename... Args>
+void launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                   cudaStream_t stream, bool overlap, Args... args) {
+  if (!overlap) {
+    kernel<<<grid, block, smem, stream>>>(args...);
+    return;
+  }
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  HYLAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...),
+                   "mamba_step: programmatic dependent launch failed");
 }
 
 template <typename Elem, typename State, int kRows>
@@ -205,7 +325,8 @@ void launch_conv_xproj(const MambaStepParams& p, bool vec, cudaStream_t stream) 
                                           static_cast<int>(smem)),
                      "mamba_step: cannot raise the conv+x_proj kernel's shared memory");
   }
-  kernel<<<grid, 32 * kWarps, static_cast<size_t>(smem), stream>>>(p, vec);
+  launch_kernel(kernel, grid, dim3(32 * kWarps), static_cast<size_t>(smem), stream,
+                p.overlap_launches, p, vec);
   HYLAB_CUDA_CHECK_LAUNCH("mamba_step conv+x_proj launch failed");
 }
 
@@ -230,7 +351,8 @@ void launch(const MambaStepParams& p, cudaStream_t stream) {
   const int tpc = p.dstate / 4;
   const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * tpc;
   const auto blocks = static_cast<unsigned>((threads + kStateThreads - 1) / kStateThreads);
-  state_kernel<Elem, State><<<blocks, kStateThreads, 0, stream>>>(p, tpc);
+  launch_kernel(state_kernel<Elem, State>, dim3(blocks), dim3(kStateThreads), 0, stream,
+                p.overlap_launches, p, tpc);
   HYLAB_CUDA_CHECK_LAUNCH("mamba_step state update launch failed");
 }
 

@@ -59,6 +59,12 @@ struct MambaStepParams {
   void* x_conv = nullptr;
   void* x_dbl = nullptr;
   void* out = nullptr;
+  // Hopper programmatic dependent launch: both kernels are launched so that they may start
+  // while the kernel before them drains (kernel 1 behind in_proj's GEMV, kernel 2 behind
+  // kernel 1); each loads what does not depend on its predecessor (weights, states, A, ...)
+  // and then waits for it (griddepcontrol.wait) before reading its output. Off: plain
+  // stream order (the waits are then no-ops).
+  bool overlap_launches = false;
 };
 
 // Shared memory kernel 1 needs for these sizes (bytes); mamba_step_supports() bounds it.
