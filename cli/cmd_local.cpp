@@ -1,10 +1,7 @@
 // `hylab local FILE`: a coordinator and N workers as child processes on loopback (a free
 // port, plain TCP), the sweep submitted, progress shown, the results table at the end.
 // Exits 0 if every trial succeeded.
-#include <fcntl.h>
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,6 +15,8 @@
 #include "cli/dashboard_flags.h"
 #include "cli/sweep_progress.h"
 #include "common/check.h"
+#include "common/spawn.h"
+#include "common/states.h"
 #include "sweep/submission.h"
 #include "store/compare.h"
 #include "store/results.h"
@@ -45,57 +44,34 @@ struct Flags {
 
 struct Child {
   std::string name;
-  pid_t pid = -1;
+  Process proc;
   std::string log;
 };
 
-// A daemon child: own process group (Ctrl-C reaches only us; we stop it in order), killed
-// if we die, output to its log file.
+// A daemon child: own process group (Ctrl-C reaches only us; we stop it in order), sent
+// SIGTERM if we die, output to its log file.
 Child spawn(const std::string& name, const std::vector<std::string>& args, const std::string& log) {
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) HYLAB_FAIL("cannot open {}", log);
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) HYLAB_FAIL("fork failed");
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (::getppid() != parent) ::_exit(127);
-    ::dup2(fd, STDOUT_FILENO);
-    ::dup2(fd, STDERR_FILENO);
-    ::execv(argv[0], argv.data());
-    ::_exit(127);
-  }
-  ::close(fd);
-  return {name, pid, log};
+  SpawnOptions so;
+  so.stdout_file = log;
+  so.stderr_to_stdout = true;
+  so.new_process_group = true;
+  so.parent_death_signal = SIGTERM;
+  return {name, Process::spawn(args, so), log};
 }
 
-bool alive(Child& c) {
-  if (c.pid <= 0) return false;
-  int status = 0;
-  if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
-    c.pid = -1;
-    return false;
-  }
-  return true;
-}
+bool alive(Child& c) { return c.proc.running() && !c.proc.try_wait(); }
 
+// SIGTERM to the daemon; after timeout_ms, SIGKILL to its group.
 void stop(Child& c, int timeout_ms) {
   if (!alive(c)) return;
-  ::kill(c.pid, SIGTERM);
+  c.proc.signal(SIGTERM);
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   while (Clock::now() < deadline) {
     if (!alive(c)) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ::kill(-c.pid, SIGKILL);
-  ::kill(c.pid, SIGKILL);
-  int status = 0;
-  ::waitpid(c.pid, &status, 0);
-  c.pid = -1;
+  c.proc.signal_group(SIGKILL);
+  c.proc.wait();
 }
 
 std::string tail_of(const std::string& path, size_t n = 2000) {
@@ -244,8 +220,9 @@ int run_local(const Flags& f) {
         if (last_state[id] == state) continue;
         last_state[id] = state;
         std::string extra;
-        if (state == "running") extra = fmt::format(" (attempt {} on {})", t["attempt"].get<int64_t>(),
-                                                    t["worker_id"].get<std::string>());
+        if (parse_trial_state(state) == proto::TRIAL_STATE_RUNNING) {
+          extra = fmt::format(" (attempt {} on {})", t["attempt"].get<int64_t>(), t["worker_id"].get<std::string>());
+        }
         if (!t["final_val_bpb"].is_null()) extra += fmt::format(" val_bpb {:.4f}", t["final_val_bpb"].get<double>());
         const std::string metric = sweep["metric"]["name"].get<std::string>();
         if (metric != "val_bpb" && !t["metric"].is_null()) {
@@ -255,21 +232,22 @@ int run_local(const Flags& f) {
         std::printf("%s trial %lld [%s] %s%s\n", stamp().c_str(), static_cast<long long>(id),
                     params_text(t["params"]).c_str(), state.c_str(), extra.c_str());
       }
-      const std::string sweep_state = sweep["state"].get<std::string>();
-      if (Clock::now() >= next_summary && sweep_state == "running") {
+      const proto::SweepState sweep_state = parse_sweep_state(sweep["state"].get<std::string>());
+      if (Clock::now() >= next_summary && sweep_state == proto::SWEEP_STATE_RUNNING) {
         next_summary = Clock::now() + std::chrono::seconds(f.summary_every_s);
         std::string counts, steps;
         for (auto it = sweep["counts"].begin(); it != sweep["counts"].end(); ++it) {
           counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", it.value().get<int64_t>(), it.key());
         }
         for (const auto& t : sweep["trials"]) {
-          if (t["state"] == "running") steps += fmt::format(" #{}@{}", t["trial_id"].get<int64_t>(), t["last_step"].get<int64_t>());
+          if (parse_trial_state(t["state"].get<std::string>()) != proto::TRIAL_STATE_RUNNING) continue;
+          steps += fmt::format(" #{}@{}", t["trial_id"].get<int64_t>(), t["last_step"].get<int64_t>());
         }
         std::printf("%s sweep %lld: %s;%s\n", stamp().c_str(), static_cast<long long>(sweep_id), counts.c_str(),
                     steps.empty() ? "" : (" running at step" + steps).c_str());
       }
       std::fflush(stdout);
-      if (sweep_state != "running") break;
+      if (sweep_state != proto::SWEEP_STATE_RUNNING) break;
     }
     cleanup();
     auto db = store::Db::open(f.db, /*read_only=*/true);

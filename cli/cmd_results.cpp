@@ -4,6 +4,7 @@
 
 #include "cli/daemon_flags.h"
 #include "common/check.h"
+#include "common/states.h"
 #include "store/compare.h"
 #include "store/curve_compare.h"
 #include "store/results.h"
@@ -104,8 +105,8 @@ void setup(CLI::App& root) {
     const int state = trials.column("state");
     pool.rows.clear();
     for (const auto& row : trials.rows) {
-      const std::string s = row[state].get<std::string>();
-      if (s == "succeeded" || (f->include_stopped && s != "pending" && s != "running")) pool.rows.push_back(row);
+      const proto::TrialState s = parse_trial_state(row[state].get<std::string>());
+      if (s == proto::TRIAL_STATE_SUCCEEDED || (f->include_stopped && is_final(s))) pool.rows.push_back(row);
     }
     std::fputs(store::render(store::pareto_rows(pool, f->pareto), out_format).c_str(), stdout);
   });

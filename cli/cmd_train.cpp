@@ -49,14 +49,14 @@ void setup(CLI::App& root) {
         if (!opt.run_dir.empty() && opt.run_dir != *resume_dir) {
           std::fprintf(stderr, "hylab train: --resume %s and --run_dir %s name different folders\n",
                        resume_dir->c_str(), opt.run_dir.c_str());
-          exit_status() = trainer::kExitConfig;
+          exit_status() = proto::TRAINER_EXIT_BAD_CONFIG;
           return;
         }
         opt.run_dir = *resume_dir;
       }
       if (opt.run_dir.empty()) {
         std::fprintf(stderr, "hylab train: --resume needs the run folder (--run_dir DIR or --resume DIR)\n");
-        exit_status() = trainer::kExitConfig;
+        exit_status() = proto::TRAINER_EXIT_BAD_CONFIG;
         return;
       }
     }

@@ -8,17 +8,17 @@ namespace hylab::cli {
 
 SweepProgress sweep_progress(const nlohmann::json& sweep, double now) {
   SweepProgress p;
-  p.state = sweep.value("state", "");
-  p.finished = p.state == "completed" || p.state == "cancelled";
+  p.state = parse_sweep_state(sweep.value("state", ""));
+  p.finished = p.state == proto::SWEEP_STATE_COMPLETED || p.state == proto::SWEEP_STATE_CANCELLED;
   const nlohmann::json counts = sweep.value("counts", nlohmann::json::object());
   for (auto it = counts.begin(); it != counts.end(); ++it) {
     const int64_t n = it.value().get<int64_t>();
-    const std::string& s = it.key();
+    const proto::TrialState s = parse_trial_state(it.key());
     p.total += n;
-    if (s == "running") p.running += n;
-    if (s == "pending" || s == "running") continue;
+    if (s == proto::TRIAL_STATE_RUNNING) p.running += n;
+    if (!is_final(s)) continue;
     p.done += n;
-    if (s != "succeeded" && s != "stopped") p.failed += n;
+    if (s != proto::TRIAL_STATE_SUCCEEDED && s != proto::TRIAL_STATE_STOPPED) p.failed += n;
   }
   p.percent =
       p.total > 0 ? 100.0 * static_cast<double>(p.done) / static_cast<double>(p.total) : 100.0;
@@ -41,7 +41,7 @@ std::string format_duration(double seconds) {
 std::string progress_line(const nlohmann::json& sweep, const SweepProgress& p) {
   std::string eta;
   if (p.finished)
-    eta = p.state;
+    eta = to_string(p.state);
   else if (p.eta_s < 0)
     eta = "ETA unknown until a trial finishes";
   else
@@ -52,7 +52,7 @@ std::string progress_line(const nlohmann::json& sweep, const SweepProgress& p) {
 }
 
 int sweep_exit_status(const SweepProgress& p) {
-  if (p.state == "cancelled") return kSweepCancelled;
+  if (p.state == proto::SWEEP_STATE_CANCELLED) return kSweepCancelled;
   return p.failed > 0 ? kSweepTrialsFailed : kSweepSucceeded;
 }
 
@@ -60,8 +60,8 @@ int local_exit_status(const nlohmann::json& sweep) {
   const nlohmann::json trials = sweep.value("trials", nlohmann::json::array());
   bool ok = !trials.empty();
   for (const auto& t : trials) {
-    const std::string state = t.value("state", "");
-    ok = ok && (state == "succeeded" || state == "stopped");
+    const proto::TrialState state = parse_trial_state(t.value("state", ""));
+    ok = ok && (state == proto::TRIAL_STATE_SUCCEEDED || state == proto::TRIAL_STATE_STOPPED);
   }
   return ok ? 0 : 1;
 }

@@ -6,6 +6,8 @@
 
 #include <string>
 
+#include "common/states.h"
+
 namespace hylab::cli {
 
 // Exit statuses of `hylab sweep submit --wait` / `hylab sweep wait`.
@@ -23,7 +25,7 @@ struct SweepProgress {
   double percent = 0;     // 100 * done / total (100 for an empty sweep)
   double eta_s = -1;      // remaining time at the pace so far; -1 = unknown yet
   bool finished = false;  // the sweep's state is final (completed or cancelled)
-  std::string state;      // the sweep's state
+  proto::SweepState state = proto::SWEEP_STATE_UNSPECIFIED;
 };
 
 // `now`: unix seconds (the sweep's created_at is too).

@@ -134,10 +134,10 @@ void Coordinator::Impl::load_sweep(const store::SweepRow& row) {
     t.config_json = tr.config_json;
     t.run_dir = tr.run_dir;
     t.checkpoint_step = tr.checkpoint_step;
-    auto lost = store->db().prepare("SELECT COUNT(*) FROM trial_attempts WHERE trial_id = ? AND state = 'lost'");
-    lost.bind(1, t.trial_id);
+    auto lost = store->db().prepare("SELECT COUNT(*) FROM trial_attempts WHERE trial_id = ? AND state = ?");
+    lost.bind(1, t.trial_id).bind(2, to_string(proto::ATTEMPT_STATE_LOST));
     if (lost.step()) t.losses = static_cast<int>(lost.int64(0));
-    if (t.state == "running") {
+    if (t.state == proto::TRIAL_STATE_RUNNING) {
       // Its workers will say whether they still hold it.
       t.recover_deadline_ms = now + opt.recovery_grace_ms;
       t.recover_worker = tr.worker_id;
@@ -149,12 +149,15 @@ void Coordinator::Impl::load_sweep(const store::SweepRow& row) {
 
 void Coordinator::Impl::load_state() {
   int recovered = 0;
-  for (const auto& row : store->sweeps("running")) load_sweep(row);
-  for (const auto& [id, t] : trials) recovered += t.state == "running";
+  for (const auto& row : store->sweeps(proto::SWEEP_STATE_RUNNING)) load_sweep(row);
+  for (const auto& [id, t] : trials) recovered += t.state == proto::TRIAL_STATE_RUNNING;
   {
     store::Tx tx(store->db());
     // Workers must register again with this coordinator.
-    store->db().exec("UPDATE workers SET state = 'lost' WHERE state != 'lost'");
+    store->db()
+        .prepare("UPDATE workers SET state = ?1 WHERE state != ?1")
+        .bind(1, to_string(proto::WORKER_STATE_LOST))
+        .run();
     for (const auto& [id, s] : sweeps) finish_sweep_if_done(id);
     tx.commit();
   }
@@ -317,11 +320,11 @@ void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const st
         auto it = workers.find(req.drain_worker());
         if (it == workers.end()) HYLAB_FAIL("no registered worker {}", req.drain_worker());
         it->second.draining = true;
-        store->set_worker_state(it->first, "draining");
+        store->set_worker_state(it->first, proto::WORKER_STATE_DRAINING);
         proto::Envelope d;
         d.mutable_drain()->set_exit_when_idle(true);
         send(it->first, d);
-        reply->set_json(nlohmann::json{{"worker_id", it->first}, {"state", "draining"}}.dump());
+        reply->set_json(nlohmann::json{{"worker_id", it->first}, {"state", to_string(proto::WORKER_STATE_DRAINING)}}.dump());
         break;
       }
       default: HYLAB_FAIL("unknown request");
@@ -387,38 +390,40 @@ std::string Coordinator::Impl::submit_sweep(const proto::SubmitSweep& s) {
 
 std::string Coordinator::Impl::cancel_sweep(int64_t sweep_id) {
   const store::SweepRow row = store->sweep(sweep_id);
-  if (row.state != "running") HYLAB_FAIL("sweep {} is {}, not running", sweep_id, row.state);
+  if (row.state != proto::SWEEP_STATE_RUNNING) {
+    HYLAB_FAIL("sweep {} is {}, not running", sweep_id, to_string(row.state));
+  }
   std::vector<int64_t> ids;
   for (const auto& [id, t] : trials) {
     if (t.sweep_id == sweep_id) ids.push_back(id);
   }
-  for (int64_t id : ids) stop_trial(id, "cancelled", "sweep cancelled");
-  store->set_sweep_state(sweep_id, "cancelled");
+  for (int64_t id : ids) stop_trial(id, proto::TRIAL_STATE_CANCELLED, "sweep cancelled");
+  store->set_sweep_state(sweep_id, proto::SWEEP_STATE_CANCELLED);
   sweeps.erase(sweep_id);
   spdlog::info("sweep {} cancelled ({} trials stopped or dequeued)", sweep_id, ids.size());
-  return nlohmann::json{{"sweep_id", sweep_id}, {"state", "cancelled"}, {"trials_cancelled", ids.size()}}.dump();
+  return nlohmann::json{{"sweep_id", sweep_id}, {"state", to_string(proto::SWEEP_STATE_CANCELLED)}, {"trials_cancelled", ids.size()}}.dump();
 }
 
 std::string Coordinator::Impl::resume_sweep(int64_t sweep_id) {
   const store::SweepRow row = store->sweep(sweep_id);
   int n = 0;
   for (const auto& t : store->trials_of(sweep_id)) {
-    if (t.state != "failed" && t.state != "cancelled") continue;
+    if (t.state != proto::TRIAL_STATE_FAILED && t.state != proto::TRIAL_STATE_CANCELLED) continue;
     if (trials.count(t.trial_id)) continue;
-    store->set_trial_state(t.trial_id, "pending", 0, "resumed");
+    store->set_trial_state(t.trial_id, proto::TRIAL_STATE_PENDING, 0, "resumed");
     store::add_event(store->db(), "trial_resumed", "", sweep_id, t.trial_id);
     ++n;
   }
-  if (n == 0 && row.state != "running") {
+  if (n == 0 && row.state != proto::SWEEP_STATE_RUNNING) {
     HYLAB_FAIL("sweep {} has no failed or cancelled trials to run again", sweep_id);
   }
-  if (row.state != "running") store->set_sweep_state(sweep_id, "running");
+  if (row.state != proto::SWEEP_STATE_RUNNING) store->set_sweep_state(sweep_id, proto::SWEEP_STATE_RUNNING);
   // Reload the sweep's active trials (keeps those already known).
   auto kept = trials;
   load_sweep(store->sweep(sweep_id));
   for (auto& [id, t] : kept) trials[id] = std::move(t);
   spdlog::info("sweep {} resumed: {} trials pending again", sweep_id, n);
-  return nlohmann::json{{"sweep_id", sweep_id}, {"state", "running"}, {"trials_resumed", n}}.dump();
+  return nlohmann::json{{"sweep_id", sweep_id}, {"state", to_string(proto::SWEEP_STATE_RUNNING)}, {"trials_resumed", n}}.dump();
 }
 
 std::string Coordinator::Impl::workers_json() {

@@ -42,7 +42,7 @@ struct NodeRun {
 struct ActiveTrial {
   int64_t trial_id = 0, sweep_id = 0, trial_index = 0;
   int slots = 1, nodes = 1, priority = 0;
-  std::string state = "pending";  // pending | running
+  proto::TrialState state = proto::TRIAL_STATE_PENDING;  // pending | running
   int64_t attempt = 0;
   int failures = 0;                // trainer errors (max_retries)
   int losses = 0;                  // attempts lost to the infrastructure (kMaxLosses)
@@ -171,7 +171,7 @@ struct Coordinator::Impl {
   void conclude_attempt(ActiveTrial& t, proto::TrialOutcome outcome, int exit_code,
                         const std::string& reason, const std::string& log_tail);
   void requeue_unstarted(ActiveTrial& t, const std::string& reason);
-  void stop_trial(int64_t trial_id, const std::string& state, const std::string& reason);
+  void stop_trial(int64_t trial_id, proto::TrialState state, const std::string& reason);
   void lose_worker(const std::string& worker_id, const std::string& why);
   void send_cancel(const std::string& worker_id, int64_t trial_id, int64_t attempt,
                    const std::string& reason);

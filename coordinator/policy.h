@@ -10,7 +10,7 @@
 namespace hylab::coordinator {
 
 struct AttemptDecision {
-  std::string trial_state;  // "pending" (run again) or a final state
+  proto::TrialState trial_state = proto::TRIAL_STATE_UNSPECIFIED;  // pending (run again) or final
   bool count_failure = false;
   bool retry = false;
   bool count_loss = false;  // an infrastructure loss (counted against kMaxLosses)
@@ -32,9 +32,6 @@ constexpr int kMaxLosses = 5;
 //   else failed; `losses`: lost attempts so far
 AttemptDecision decide_after_attempt(proto::TrialOutcome outcome, int failures, int max_retries,
                                      int losses = 0);
-
-// "succeeded", "failed", ... for an outcome (the trial_attempts.state column).
-std::string outcome_name(proto::TrialOutcome outcome);
 
 // Paranoid Pirate liveness: a peer is lost after `misses` heartbeat intervals of silence.
 struct Liveness {

@@ -18,10 +18,6 @@ int64_t tokens_per_step(const RunConfig& c, int ranks) {
   return static_cast<int64_t>(c.device_batch_size()) * c.max_seq_len() * std::max(1, ranks);
 }
 
-bool is_result(const std::string& state) {
-  return state == "succeeded" || state == "stopped" || state == "diverged" || state == "oom";
-}
-
 nlohmann::json params_json(const std::vector<std::pair<std::string, std::string>>& params) {
   nlohmann::json j = nlohmann::json::object();
   for (const auto& [k, v] : params) j[k] = v;
@@ -56,7 +52,7 @@ std::vector<KnownTrial> Coordinator::Impl::known_trials(int64_t sweep_id, const 
     KnownTrial k;
     k.params = std::move(r.params);
     k.config_hash = r.config_hash;
-    k.pending = r.state == "pending" || r.state == "running";
+    k.pending = !is_final(r.state);
     if (is_result(r.state) && r.last_value && std::isfinite(*r.last_value)) {
       k.value = minimize ? *r.last_value : -*r.last_value;
     }
@@ -88,7 +84,7 @@ void Coordinator::Impl::propose_search_trials() {
   for (const auto& [id, w] : workers) {
     if (!w.draining) capacity += static_cast<int64_t>(w.free_slots().size());
   }
-  for (const auto& [id, t] : trials) capacity -= t.state == "pending" ? t.slots : 0;
+  for (const auto& [id, t] : trials) capacity -= t.state == proto::TRIAL_STATE_PENDING ? t.slots : 0;
   std::vector<int64_t> done;
   for (auto& [sweep_id, s] : sweeps) {
     if (capacity <= 0) break;
@@ -140,7 +136,7 @@ std::string Coordinator::Impl::extend_sweep(const proto::SearchExtend& e) {
   if (e.count() < 1 || e.count() > 100000)
     HYLAB_FAIL("--count = {}: expected 1..100000", e.count());
   const store::SweepRow row = store->sweep(sweep_id);
-  if (row.state == "cancelled")
+  if (row.state == proto::SWEEP_STATE_CANCELLED)
     HYLAB_FAIL("sweep {} is cancelled; `hylab sweep resume {}` first", sweep_id, sweep_id);
   if (e.trials_size() > 0) return extend_with_trials(e, row);
   const std::string json = store::sweep_search_json(store->db(), sweep_id);
@@ -185,8 +181,8 @@ std::string Coordinator::Impl::extend_sweep(const proto::SearchExtend& e) {
   }
   store::set_sweep_search_json(store->db(), sweep_id, search_state_to_json(state));
   store::add_event(store->db(), "sweep_extended", fmt::format("{} more trials", added), sweep_id);
-  if (row.state != "running") {
-    store->set_sweep_state(sweep_id, "running");
+  if (row.state != proto::SWEEP_STATE_RUNNING) {
+    store->set_sweep_state(sweep_id, proto::SWEEP_STATE_RUNNING);
     auto kept = trials;
     load_sweep(store->sweep(sweep_id));
     for (auto& [id, t] : kept) trials[id] = std::move(t);
@@ -244,8 +240,8 @@ std::string Coordinator::Impl::extend_with_trials(const proto::SearchExtend& e,
     HYLAB_FAIL("sweep {}: every trial of the given spec is already in the sweep", sweep_id);
   store::add_event(store->db(), "sweep_extended", fmt::format("{} more trials from a spec", added),
                    sweep_id);
-  if (row.state != "running") {
-    store->set_sweep_state(sweep_id, "running");
+  if (row.state != proto::SWEEP_STATE_RUNNING) {
+    store->set_sweep_state(sweep_id, proto::SWEEP_STATE_RUNNING);
     auto kept = trials;
     load_sweep(store->sweep(sweep_id));
     for (auto& [id, t] : kept) trials[id] = std::move(t);

@@ -68,7 +68,7 @@ void Coordinator::Impl::on_hello(const proto::Hello& h, const std::string& user_
   row.cpus = h.cpus();
   row.slots = h.slots();
   row.public_key = user_id;
-  row.state = w.draining ? "draining" : "alive";
+  row.state = w.draining ? proto::WORKER_STATE_DRAINING : proto::WORKER_STATE_ALIVE;
   store->upsert_worker(row);
   store::add_event(store->db(), known ? "worker_reregistered" : "worker_registered",
                    fmt::format("{} slots, {} GPUs, {} held trials", h.slots(), h.gpus_size(), h.held_size()),
@@ -100,13 +100,13 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
     // heartbeat delayed the next Assign by up to a heartbeat interval.
     if (h.finished() && !w.assigned.count(key)) {
       auto cur = trials.find(h.trial_id());
-      const bool current = cur != trials.end() && cur->second.attempt == h.attempt() && cur->second.state == "running";
+      const bool current = cur != trials.end() && cur->second.attempt == h.attempt() && cur->second.state == proto::TRIAL_STATE_RUNNING;
       if (!current) continue;  // (a current one is claimed below: a recovery after a restart)
     }
     w.reported[key].assign(h.slots().begin(), h.slots().end());
     if (w.assigned.count(key)) {
       auto it = trials.find(h.trial_id());
-      if (it != trials.end() && it->second.attempt == h.attempt() && it->second.state == "running") {
+      if (it != trials.end() && it->second.attempt == h.attempt() && it->second.state == proto::TRIAL_STATE_RUNNING) {
         for (auto& n : it->second.run) {
           if (n.worker_id == w.worker_id) n.confirmed = true;
         }
@@ -118,7 +118,7 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
       continue;
     }
     auto it = trials.find(h.trial_id());
-    if (it != trials.end() && it->second.state == "running" && it->second.attempt == h.attempt() &&
+    if (it != trials.end() && it->second.state == proto::TRIAL_STATE_RUNNING && it->second.attempt == h.attempt() &&
         it->second.recover_deadline_ms) {
       // A running attempt found at start, claimed by its worker: it carries on.
       ActiveTrial& t = it->second;
@@ -147,7 +147,7 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
       }
       for (const auto& other : unstarted) {
         auto o = trials.find(other.first);
-        if (o != trials.end() && o->second.attempt == other.second && o->second.state == "running") {
+        if (o != trials.end() && o->second.attempt == other.second && o->second.state == proto::TRIAL_STATE_RUNNING) {
           requeue_unstarted(o->second, "its slots on " + w.worker_id + " run a recovered attempt");
         } else {
           w.assigned.erase(other);
@@ -184,7 +184,7 @@ void Coordinator::Impl::reconcile(WorkerInfo& w,
   for (const auto& key : missing) {
     w.assigned.erase(key);
     auto it = trials.find(key.first);
-    if (it == trials.end() || it->second.attempt != key.second || it->second.state != "running") continue;
+    if (it == trials.end() || it->second.attempt != key.second || it->second.state != proto::TRIAL_STATE_RUNNING) continue;
     ActiveTrial& t = it->second;
     bool confirmed = false;
     for (const auto& n : t.run) confirmed = confirmed || (n.worker_id == w.worker_id && n.confirmed);
@@ -201,13 +201,13 @@ void Coordinator::Impl::lose_worker(const std::string& worker_id, const std::str
   auto it = workers.find(worker_id);
   if (it == workers.end()) return;
   spdlog::warn("worker {} lost: {}", worker_id, why);
-  store->set_worker_state(worker_id, "lost");
+  store->set_worker_state(worker_id, proto::WORKER_STATE_LOST);
   store::add_event(store->db(), "worker_lost", why, 0, 0, worker_id);
   const auto assigned = it->second.assigned;
   workers.erase(it);
   for (const auto& [key, h] : assigned) {
     auto t = trials.find(key.first);
-    if (t == trials.end() || t->second.attempt != key.second || t->second.state != "running") continue;
+    if (t == trials.end() || t->second.attempt != key.second || t->second.state != proto::TRIAL_STATE_RUNNING) continue;
     bool confirmed = false;
     for (const auto& n : t->second.run) confirmed = confirmed || (n.worker_id == worker_id && n.confirmed);
     if (confirmed) {
@@ -254,7 +254,7 @@ void Coordinator::Impl::periodic() {
   for (const auto& [id, why] : lost) lose_worker(id, why);
   for (const auto& id : drained) {
     spdlog::info("worker {} drained and gone", id);
-    store->set_worker_state(id, "drained");
+    store->set_worker_state(id, proto::WORKER_STATE_DRAINED);
     store::add_event(store->db(), "worker_drained", "", 0, 0, id);
     workers.erase(id);
   }
@@ -269,7 +269,7 @@ void Coordinator::Impl::periodic() {
   // Attempts found running at start that no worker claimed in time.
   std::vector<int64_t> overdue;  // (conclude_attempt may erase from trials)
   for (auto& [id, t] : trials) {
-    if (t.state == "running" && t.recover_deadline_ms && now > *t.recover_deadline_ms) overdue.push_back(id);
+    if (t.state == proto::TRIAL_STATE_RUNNING && t.recover_deadline_ms && now > *t.recover_deadline_ms) overdue.push_back(id);
   }
   for (int64_t id : overdue) {
     ActiveTrial& t = trials.at(id);
@@ -288,9 +288,9 @@ void Coordinator::Impl::periodic() {
 
 // Deletes the rows of workers lost or drained longer than worker_expiry_s ago.
 void Coordinator::Impl::expire_workers() {
-  auto del = store->db().prepare(
-      "DELETE FROM workers WHERE state IN ('lost', 'drained') AND last_seen < ?");
-  del.bind(1, unix_time_now() - static_cast<double>(opt.worker_expiry_s));
+  auto del = store->db().prepare("DELETE FROM workers WHERE state IN (?, ?) AND last_seen < ?");
+  del.bind(1, to_string(proto::WORKER_STATE_LOST)).bind(2, to_string(proto::WORKER_STATE_DRAINED));
+  del.bind(3, unix_time_now() - static_cast<double>(opt.worker_expiry_s));
   del.run();
   const int n = store->db().changes();
   if (n > 0) spdlog::info("forgot {} workers lost or drained more than {} s ago", n, opt.worker_expiry_s);
@@ -314,7 +314,7 @@ bool Coordinator::Impl::reports_on(const WorkerInfo& w, int64_t trial_id, int64_
 
 void Coordinator::Impl::on_started(WorkerInfo& w, const proto::Started& s) {
   auto it = trials.find(s.trial_id());
-  if (it == trials.end() || it->second.attempt != s.attempt() || it->second.state != "running") {
+  if (it == trials.end() || it->second.attempt != s.attempt() || it->second.state != proto::TRIAL_STATE_RUNNING) {
     if (!w.assigned.count({s.trial_id(), s.attempt()})) {
       send_cancel(w.worker_id, s.trial_id(), s.attempt(), "stale attempt");
     }
@@ -432,11 +432,11 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
   w.assigned.erase(key);
   w.reported.erase(key);
   auto it = trials.find(f.trial_id());
-  const bool current = it != trials.end() && it->second.attempt == f.attempt() && it->second.state == "running";
+  const bool current = it != trials.end() && it->second.attempt == f.attempt() && it->second.state == proto::TRIAL_STATE_RUNNING;
   if (!current) {
     // A repeat, or the end of an attempt this coordinator already gave up (cancelled,
     // stopped, lost): record its outcome if the attempt row is still open, change nothing else.
-    store->finish_attempt(f.trial_id(), f.attempt(), outcome_name(f.outcome()), f.reason(),
+    store->finish_attempt(f.trial_id(), f.attempt(), attempt_state(f.outcome()), f.reason(),
                           f.exit_code(), f.log_tail());
     send(w.worker_id, ack);
     return;
@@ -463,7 +463,7 @@ void Coordinator::Impl::on_finished(WorkerInfo& w, const proto::Finished& f) {
     return;
   }
   spdlog::info("trial {} attempt {} on {}: {} (exit {}){}", t.trial_id, t.attempt, w.worker_id,
-               outcome_name(f.outcome()), f.exit_code(), f.reason().empty() ? "" : ": " + f.reason());
+               to_string(attempt_state(f.outcome())), f.exit_code(), f.reason().empty() ? "" : ": " + f.reason());
   // Cancelling a trial for good (cancel_sweep, early stop) ends it here at once, so a
   // cancelled outcome of the *current* attempt is a node this coordinator cancelled as stale
   // (or someone else stopped): an infrastructure loss, retried, never the trial's end.
@@ -501,7 +501,7 @@ void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome out
   // going away): an infrastructure loss.
   if (outcome == proto::TRIAL_OUTCOME_FAILED && exit_code == -9) outcome = proto::TRIAL_OUTCOME_LOST;
   const AttemptDecision d = decide_after_attempt(outcome, t.failures, max_retries, t.losses);
-  store->finish_attempt(t.trial_id, t.attempt, outcome_name(outcome), reason, exit_code, log_tail);
+  store->finish_attempt(t.trial_id, t.attempt, attempt_state(outcome), reason, exit_code, log_tail);
   // The other nodes of a multi-node attempt stop too.
   for (const auto& n : t.run) {
     if (!n.finished && workers.count(n.worker_id)) {
@@ -513,12 +513,13 @@ void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome out
   t.run.clear();
   t.recover_deadline_ms.reset();
   t.rendezvous.clear();
-  const std::string why = reason.empty() ? outcome_name(outcome) : reason;
-  store::add_event(store->db(), "attempt_finished", outcome_name(outcome) + ": " + why, t.sweep_id,
+  const std::string ended = to_string(attempt_state(outcome));
+  const std::string why = reason.empty() ? ended : reason;
+  store::add_event(store->db(), "attempt_finished", ended + ": " + why, t.sweep_id,
                    t.trial_id, "", t.attempt);
   if (d.retry) {
-    t.state = "pending";
-    store->set_trial_state(t.trial_id, "pending", t.failures,
+    t.state = proto::TRIAL_STATE_PENDING;
+    store->set_trial_state(t.trial_id, proto::TRIAL_STATE_PENDING, t.failures,
                            d.count_loss
                                ? fmt::format("attempt {} {}; retrying ({} losses of {} allowed)",
                                              t.attempt, why, t.losses, kMaxLosses)
@@ -528,13 +529,13 @@ void Coordinator::Impl::conclude_attempt(ActiveTrial& t, proto::TrialOutcome out
     return;
   }
   const int64_t sweep_id = t.sweep_id;
-  store->set_trial_state(t.trial_id, d.trial_state, t.failures, d.trial_state == "succeeded" ? "" : why);
+  store->set_trial_state(t.trial_id, d.trial_state, t.failures, d.trial_state == proto::TRIAL_STATE_SUCCEEDED ? "" : why);
   trials.erase(t.trial_id);  // t is gone from here on
   finish_sweep_if_done(sweep_id);
 }
 
 void Coordinator::Impl::requeue_unstarted(ActiveTrial& t, const std::string& reason) {
-  store->finish_attempt(t.trial_id, t.attempt, "abandoned", reason, -1, "");
+  store->finish_attempt(t.trial_id, t.attempt, proto::ATTEMPT_STATE_ABANDONED, reason, -1, "");
   spdlog::warn("trial {} attempt {} never started ({}): pending again", t.trial_id, t.attempt, reason);
   for (const auto& n : t.run) {
     auto w = workers.find(n.worker_id);
@@ -544,23 +545,23 @@ void Coordinator::Impl::requeue_unstarted(ActiveTrial& t, const std::string& rea
     }
   }
   t.run.clear();
-  t.state = "pending";
-  store->set_trial_state(t.trial_id, "pending", t.failures, reason);
+  t.state = proto::TRIAL_STATE_PENDING;
+  store->set_trial_state(t.trial_id, proto::TRIAL_STATE_PENDING, t.failures, reason);
 }
 
-void Coordinator::Impl::stop_trial(int64_t trial_id, const std::string& state, const std::string& reason) {
+void Coordinator::Impl::stop_trial(int64_t trial_id, proto::TrialState state, const std::string& reason) {
   auto it = trials.find(trial_id);
   if (it == trials.end()) return;
   ActiveTrial& t = it->second;
-  if (t.state == "running") {
+  if (t.state == proto::TRIAL_STATE_RUNNING) {
     for (const auto& n : t.run) {
       if (workers.count(n.worker_id)) send_cancel(n.worker_id, t.trial_id, t.attempt, reason);
     }
-    store->finish_attempt(t.trial_id, t.attempt, state, reason, -1, "");
+    store->finish_attempt(t.trial_id, t.attempt, attempt_state(state), reason, -1, "");
   }
   store->set_trial_state(t.trial_id, state, t.failures, reason);
-  store::add_event(store->db(), "trial_" + state, reason, t.sweep_id, t.trial_id, "", t.attempt);
-  spdlog::info("trial {} {}: {}", t.trial_id, state, reason);
+  store::add_event(store->db(), "trial_" + to_string(state), reason, t.sweep_id, t.trial_id, "", t.attempt);
+  spdlog::info("trial {} {}: {}", t.trial_id, to_string(state), reason);
   const int64_t sweep_id = t.sweep_id;
   trials.erase(it);
   finish_sweep_if_done(sweep_id);
@@ -568,12 +569,12 @@ void Coordinator::Impl::stop_trial(int64_t trial_id, const std::string& state, c
 
 void Coordinator::Impl::finish_sweep_if_done(int64_t sweep_id) {
   auto sw = sweeps.find(sweep_id);
-  if (sw == sweeps.end() || sw->second.row.state != "running") return;
+  if (sw == sweeps.end() || sw->second.row.state != proto::SWEEP_STATE_RUNNING) return;
   if (sw->second.proposes()) return;  // a tpe sweep with budget left (search_book.cpp)
   for (const auto& [id, t] : trials) {
     if (t.sweep_id == sweep_id) return;
   }
-  store->set_sweep_state(sweep_id, "completed");
+  store->set_sweep_state(sweep_id, proto::SWEEP_STATE_COMPLETED);
   spdlog::info("sweep {} ({}) completed", sweep_id, sw->second.row.name);
   sweeps.erase(sw);
 }
@@ -586,7 +587,7 @@ void Coordinator::Impl::check_early_stop() {
     std::vector<MetricSeries> all;
     for (const auto& [trial_id, pts] : s.series) {
       auto t = trials.find(trial_id);
-      MetricSeries m{trial_id, t != trials.end() && t->second.state == "running", pts};
+      MetricSeries m{trial_id, t != trials.end() && t->second.state == proto::TRIAL_STATE_RUNNING, pts};
       if (auto meta = s.trial_meta.find(trial_id); meta != s.trial_meta.end()) {
         m.trial_index = meta->second.first;
         m.tokens_per_step = meta->second.second;
@@ -595,14 +596,14 @@ void Coordinator::Impl::check_early_stop() {
     }
     for (auto& d : early_stop(s.early_stop, s.minimize, all)) stops.push_back({sweep_id, d});
   }
-  for (const auto& [sweep_id, d] : stops) stop_trial(d.trial_id, "stopped", d.reason);
+  for (const auto& [sweep_id, d] : stops) stop_trial(d.trial_id, proto::TRIAL_STATE_STOPPED, d.reason);
 }
 
 void Coordinator::Impl::schedule() {
   std::vector<SchedTrial> pending;
   std::map<int64_t, int> running;
   for (const auto& [id, t] : trials) {
-    if (t.state == "pending") {
+    if (t.state == proto::TRIAL_STATE_PENDING) {
       pending.push_back({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
     } else {
       running[t.sweep_id] += t.slots;
@@ -614,7 +615,7 @@ void Coordinator::Impl::schedule() {
   // previous coordinator may still be on its way to it).
   std::set<std::string> unsettled;
   for (const auto& [id, t] : trials) {
-    if (t.state != "running" || !t.recover_deadline_ms) continue;
+    if (t.state != proto::TRIAL_STATE_RUNNING || !t.recover_deadline_ms) continue;
     bool claimed = false;
     for (const auto& n : t.run) claimed = claimed || n.worker_id == t.recover_worker;
     if (!claimed) unsettled.insert(t.recover_worker);
@@ -626,7 +627,7 @@ void Coordinator::Impl::schedule() {
   for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
     ActiveTrial& t = trials.at(a.trial_id);
     t.attempt += 1;
-    t.state = "running";
+    t.state = proto::TRIAL_STATE_RUNNING;
     t.assigned_ms = now;
     const bool resume = t.checkpoint_step >= 0;
     store->start_attempt(t.trial_id, t.attempt, a.nodes[0].worker_id, resume);

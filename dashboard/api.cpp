@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/run_config.h"
+#include "common/states.h"
 #include "store/curve_compare.h"
 #include "store/schema.h"
 #include "store/results.h"
@@ -74,8 +75,6 @@ double num_iterations_of(const std::string& config_json) {
   return c.is_object() ? number(c, "num_iterations", -1) : -1;
 }
 
-bool is_final(const std::string& state) { return state != "pending" && state != "running"; }
-
 // Evenly strided points, first and last kept.
 json downsample(const std::vector<std::pair<int64_t, double>>& pts, int max_points) {
   json out = json::array();
@@ -121,11 +120,11 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
                    {"created_at", st.real(6)},
                    {"finished_at", cell(st, 7)},
                    {"trials", 0},
-                   {"pending", 0},
-                   {"running", 0},
-                   {"succeeded", 0},
-                   {"failed", 0},
-                   {"stopped", 0},
+                   {to_string(proto::TRIAL_STATE_PENDING), 0},
+                   {to_string(proto::TRIAL_STATE_RUNNING), 0},
+                   {to_string(proto::TRIAL_STATE_SUCCEEDED), 0},
+                   {to_string(proto::TRIAL_STATE_FAILED), 0},
+                   {to_string(proto::TRIAL_STATE_STOPPED), 0},
                    {"done", 0.0}});
   }
   auto tr = db.prepare(
@@ -136,18 +135,25 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
     auto it = index.find(tr.int64(0));
     if (it == index.end()) continue;
     json& s = out[it->second];
-    const std::string state = tr.text(1);
+    const proto::TrialState state = parse_trial_state(tr.text(1));
     s["trials"] = s["trials"].get<int64_t>() + 1;
-    const char* bucket = state == "pending"                             ? "pending"
-                         : state == "running"                           ? "running"
-                         : state == "succeeded"                         ? "succeeded"
-                         : (state == "stopped" || state == "cancelled") ? "stopped"
-                                                                        : "failed";
-    s[bucket] = s[bucket].get<int64_t>() + 1;
+    // The count keys are the words of pending, running, succeeded, stopped (early-stopped or
+    // cancelled) and failed (failed, diverged, oom).
+    proto::TrialState bucket = proto::TRIAL_STATE_FAILED;
+    switch (state) {
+      case proto::TRIAL_STATE_PENDING:
+      case proto::TRIAL_STATE_RUNNING:
+      case proto::TRIAL_STATE_SUCCEEDED: bucket = state; break;
+      case proto::TRIAL_STATE_STOPPED:
+      case proto::TRIAL_STATE_CANCELLED: bucket = proto::TRIAL_STATE_STOPPED; break;
+      default: break;
+    }
+    const std::string key = to_string(bucket);
+    s[key] = s[key].get<int64_t>() + 1;
     double done = 0;
     if (is_final(state)) {
       done = 1;
-    } else if (state == "running") {
+    } else if (state == proto::TRIAL_STATE_RUNNING) {
       const double horizon = num_iterations_of(tr.text(3));
       if (horizon > 0) done = std::clamp(static_cast<double>(tr.int64(2) + 1) / horizon, 0.0, 1.0);
     }
@@ -158,7 +164,7 @@ json sweep_rows(store::Db& db, int64_t sweep_id, double now) {
     const double progress = total > 0 ? s["done"].get<double>() / total : 0.0;
     s.erase("done");
     s["progress"] = progress;
-    const bool open = s["state"] == "running";
+    const bool open = parse_sweep_state(s["state"].get<std::string>()) == proto::SWEEP_STATE_RUNNING;
     const double end = open || s["finished_at"].is_null() ? now : s["finished_at"].get<double>();
     const double elapsed = std::max(0.0, end - s["created_at"].get<double>());
     s["elapsed_s"] = elapsed;

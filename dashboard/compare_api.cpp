@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <set>
 
+#include "common/states.h"
 #include "dashboard/api.h"
 #include "store/compare.h"
 #include "store/results.h"
@@ -47,7 +48,9 @@ json pareto(store::Db& db, int64_t sweep_id, const std::string& x) {
   store::Table done;
   done.columns = t.columns;
   for (const auto& r : t.rows) {
-    if (r[state_col] == "succeeded") done.rows.push_back(r);
+    if (r[state_col].is_string() && parse_trial_state(r[state_col].get<std::string>()) == proto::TRIAL_STATE_SUCCEEDED) {
+      done.rows.push_back(r);
+    }
   }
   const std::vector<bool> on = x_col < 0 ? std::vector<bool>(done.rows.size(), false)
                                          : store::pareto_mask(done, {"val_bpb", x});

@@ -26,6 +26,7 @@
 
 #include "common/check.h"
 #include "common/run_config.h"
+#include "common/spawn.h"
 #include "coordinator/coordinator.h"
 #include "store/db.h"
 #include "wire/client.h"
@@ -101,9 +102,7 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
   const std::string ep_file = (dir / "endpoint").string();
   // The coordinator in a child process of its own (forked before this process starts any
   // thread), so its RSS and CPU are its own.
-  const pid_t coord = ::fork();
-  if (coord < 0) HYLAB_FAIL("fork failed: {}", std::strerror(errno));
-  if (coord == 0) {
+  Process coord = Process::fork_call([&]() -> int {
     // Its log goes to a file of the run (this process's stdout is the JSON).
     if (!std::freopen((dir / "coordinator.log").c_str(), "w", stdout)) std::_Exit(1);
     spdlog::set_level(spdlog::level::warn);
@@ -121,8 +120,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
       std::fprintf(stderr, "load coordinator: %s\n", e.what());
       rc = 1;
     }
-    std::_Exit(rc);
-  }
+    return rc;
+  }, SpawnOptions{});
   std::string endpoint;
   for (int i = 0; i < 600 && endpoint.empty(); ++i) {
     std::ifstream f(ep_file);
@@ -130,8 +129,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
     if (endpoint.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   if (endpoint.empty()) {
-    ::kill(coord, SIGKILL);
-    ::waitpid(coord, nullptr, 0);
+    coord.signal(SIGKILL);
+    coord.wait();
     HYLAB_FAIL("the load coordinator did not start");
   }
   // Enough trials that no worker runs out: a trial lasts 3 s on average.
@@ -254,9 +253,9 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   const double wall = static_cast<double>(ms_since(t0)) / 1000.0;
-  const auto [rss, cpu] = proc_usage(coord);
-  ::kill(coord, SIGTERM);
-  ::waitpid(coord, nullptr, 0);
+  const auto [rss, cpu] = proc_usage(coord.pid());
+  coord.signal(SIGTERM);
+  coord.wait();
   int64_t rows = 0;
   {
     auto d = store::Db::open(db, true);

@@ -17,6 +17,7 @@
 
 #include "common/check.h"
 #include "common/run_config.h"
+#include "common/states.h"
 #include "coordinator/coordinator_impl.h"
 #include "coordinator/policy.h"
 #include "wire/wire.h"
@@ -337,7 +338,7 @@ class World {
   void check_core() {
     std::map<std::pair<std::string, int>, int64_t> held;
     for (const auto& [id, t] : core_->trials) {
-      if (t.state != "running") continue;
+      if (t.state != proto::TRIAL_STATE_RUNNING) continue;
       for (const auto& n : t.run) {
         if (n.finished) continue;  // a gang node that exited: its slots are free again
         auto w = core_->workers.find(n.worker_id);
@@ -662,7 +663,7 @@ class World {
     while (a.running && !a.exited && now_ >= a.next_step_at) {
       if (a.step >= a.total) {  // resumed from the final checkpoint: only the summary is left
         if (a.writes()) disk_[a.as.trial_id()].spools[a.as.attempt()].push_back({Rec::kSummary, a.step});
-        exit_trainer(a, proto::TRIAL_OUTCOME_SUCCEEDED, 0, "", "succeeded");
+        exit_trainer(a, proto::TRIAL_OUTCOME_SUCCEEDED, proto::TRAINER_EXIT_OK, "", "succeeded");
         return;
       }
       a.step += 1;
@@ -670,12 +671,12 @@ class World {
       const int64_t trial_id = a.as.trial_id();
       if (a.step == a.crash_at) {
         note("trainer_crash", fmt::format("trial {} attempt {} at step {}", trial_id, a.as.attempt(), a.step));
-        exit_trainer(a, proto::TRIAL_OUTCOME_FAILED, 1, "trainer error (simulated)", "crashed");
+        exit_trainer(a, proto::TRIAL_OUTCOME_FAILED, proto::TRAINER_EXIT_FAILED, "trainer error (simulated)", "crashed");
         return;
       }
       if (a.step == a.oom_at) {
         note("trainer_oom", fmt::format("trial {} attempt {} at step {}", trial_id, a.as.attempt(), a.step));
-        exit_trainer(a, proto::TRIAL_OUTCOME_OOM, 4, "CUDA out of memory (simulated)", "oom");
+        exit_trainer(a, proto::TRIAL_OUTCOME_OOM, proto::TRAINER_EXIT_OOM, "CUDA out of memory (simulated)", "oom");
         return;
       }
       if (a.writes()) {
@@ -689,7 +690,7 @@ class World {
         if (a.step == a.total) spool.push_back({Rec::kSummary, a.step});
       }
       if (a.step >= a.total) {
-        exit_trainer(a, proto::TRIAL_OUTCOME_SUCCEEDED, 0, "", "succeeded");
+        exit_trainer(a, proto::TRIAL_OUTCOME_SUCCEEDED, proto::TRAINER_EXIT_OK, "", "succeeded");
         return;
       }
     }
@@ -754,33 +755,33 @@ class World {
     auto& db = core_->store->db();
     auto sweeps = db.prepare("SELECT sweep_id, state FROM sweeps");
     while (sweeps.step()) {
-      if (sweeps.text(1) != "completed") {
+      if (parse_sweep_state(sweeps.text(1)) != proto::SWEEP_STATE_COMPLETED) {
         violation(fmt::format("sweep {} is {} at the deadline", sweeps.int64(0), sweeps.text(1)));
       }
     }
     auto trials = db.prepare("SELECT trial_id, state, attempt, failures FROM trials ORDER BY trial_id");
     while (trials.step()) {
       const int64_t trial_id = trials.int64(0);
-      const std::string state = trials.text(1);
+      const proto::TrialState state = parse_trial_state(trials.text(1));
       const int64_t attempt = trials.int64(2);
       const int64_t failures = trials.int64(3);
       const TrialPlan& plan = plans_[trial_id];
       const auto& what = outcomes_[{trial_id, attempt}];
       int64_t crashes = 0;
       for (int64_t a = 1; a <= attempt; ++a) crashes += outcomes_[{trial_id, a}].count("crashed");
-      auto lq = db.prepare("SELECT COUNT(*) FROM trial_attempts WHERE trial_id = ? AND state = 'lost'");
-      lq.bind(1, trial_id);
+      auto lq = db.prepare("SELECT COUNT(*) FROM trial_attempts WHERE trial_id = ? AND state = ?");
+      lq.bind(1, trial_id).bind(2, to_string(proto::ATTEMPT_STATE_LOST));
       const int64_t losses = lq.step() ? lq.int64(0) : 0;
       if (failures > crashes) {
         violation(fmt::format("trial {} counts {} failures, but its trainers failed {} times", trial_id, failures, crashes));
       }
-      if (state == "succeeded") {
+      if (state == proto::TRIAL_STATE_SUCCEEDED) {
         if (!what.count("succeeded")) {
           violation(fmt::format("trial {} succeeded, but its attempt {} did not: {}", trial_id, attempt, join(what)));
         }
-      } else if (state == "oom") {
+      } else if (state == proto::TRIAL_STATE_OOM) {
         if (!what.count("oom")) violation(fmt::format("trial {} oom, but attempt {} was not: {}", trial_id, attempt, join(what)));
-      } else if (state == "failed") {
+      } else if (state == proto::TRIAL_STATE_FAILED) {
         const bool by_errors = failures > plan.max_retries;
         const bool by_losses = losses > coordinator::kMaxLosses;
         if (!by_errors && !by_losses) {
@@ -788,9 +789,9 @@ class World {
                                 trial_id, failures, plan.max_retries, losses, attempt, join(what)));
         }
       } else {
-        violation(fmt::format("trial {} ends {} (attempt {})", trial_id, state, attempt));
+        violation(fmt::format("trial {} ends {} (attempt {})", trial_id, to_string(state), attempt));
       }
-      check_metrics(db, trial_id, state == "succeeded" ? plan.total : -1);
+      check_metrics(db, trial_id, state == proto::TRIAL_STATE_SUCCEEDED ? plan.total : -1);
     }
   }
 

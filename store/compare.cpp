@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "common/check.h"
+#include "common/states.h"
 
 namespace hylab::store {
 namespace {
@@ -54,8 +55,6 @@ std::string column_list(const Table& t) {
   for (const auto& c : t.columns) out += (out.empty() ? "" : ", ") + c;
   return out;
 }
-
-bool is_final(const std::string& state) { return state != "pending" && state != "running"; }
 
 // Columns averaged per group besides the metric, when the trial table has them.
 const std::vector<std::string> kMeanColumns = {"val_bpb", "val_bpb_2x", "val_bpb_4x", "recall_acc",
@@ -228,17 +227,21 @@ std::vector<Group> group_trials(const Table& trials, const GroupQuery& q) {
     Acc& a = *it;
     if (id_col >= 0 && row[id_col].is_number_integer()) a.g.trial_ids.push_back(row[id_col].get<int64_t>());
     ++a.g.trials;
-    const std::string state = state_col >= 0 && row[state_col].is_string() ? row[state_col].get<std::string>()
-                                                                           : "succeeded";
+    // A table without a state column holds results only.
+    const proto::TrialState state = state_col >= 0 && row[state_col].is_string()
+                                        ? parse_trial_state(row[state_col].get<std::string>())
+                                        : proto::TRIAL_STATE_SUCCEEDED;
+    const bool succeeded = state == proto::TRIAL_STATE_SUCCEEDED;
     const bool has_value = row[metric].is_number() && std::isfinite(row[metric].get<double>());
-    const bool counts = has_value && (state == "succeeded" || (q.include_stopped && is_final(state)));
+    const bool counts = has_value && (succeeded || (q.include_stopped && is_final(state)));
     if (!counts) {
       ++a.g.excluded;
       if (!is_final(state)) ++a.g.unfinished;
-      ++a.excluded_by_state[has_value || state != "succeeded" ? state : "succeeded without " + q.metric];
+      ++a.excluded_by_state[has_value || !succeeded ? to_string(state)
+                                                    : to_string(state) + " without " + q.metric];
       continue;
     }
-    if (state != "succeeded") ++a.included_by_state[state];
+    if (!succeeded) ++a.included_by_state[to_string(state)];
     a.g.values.push_back(row[metric].get<double>());
     for (const auto& [name, c] : mean_cols) {
       if (row[c].is_number()) a.others[name].push_back(row[c].get<double>());

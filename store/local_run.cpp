@@ -76,7 +76,7 @@ std::unique_ptr<LocalRun> LocalRun::open(const std::string& db_path, const RunCo
   t.params = {{"name", resolved.name()}};
   t.resolved = resolved;
   t.gpus = 0;
-  t.state = "running";
+  t.state = proto::TRIAL_STATE_RUNNING;
   t.attempt = 1;
   t.worker_id = local_worker_id();
   t.run_dir = normal_run_dir(run_dir);
@@ -125,7 +125,7 @@ std::unique_ptr<LocalRun> LocalRun::reopen(const std::string& db_path, const std
 LocalRun::~LocalRun() {
   if (impl_ && !impl_->finished) {
     try {
-      finish("failed", "the trainer ended without recording an outcome");
+      finish(proto::TRIAL_STATE_FAILED, "the trainer ended without recording an outcome");
     } catch (...) {
       // Destructors do not throw; the trial stays 'running' in the database.
     }
@@ -148,30 +148,31 @@ void LocalRun::flush() {
   // Every write() commits its own transaction; nothing is buffered here.
 }
 
-void LocalRun::finish(const std::string& state, const std::string& reason) {
-  if (!is_final_trial_state(state) || state == "stopped") {
-    HYLAB_FAIL("LocalRun::finish: state \"{}\" is not a final state of a local run; allowed: "
+void LocalRun::finish(proto::TrialState state, const std::string& reason) {
+  if (!is_final(state) || state == proto::TRIAL_STATE_STOPPED) {
+    HYLAB_FAIL("LocalRun::finish: state {} is not a final state of a local run; allowed: "
                "succeeded, failed, diverged, oom, cancelled",
-               state);
+               proto::TrialState_Name(state));
   }
+  const std::string word = to_string(state);
   Db& db = *impl_->db;
   Tx tx(db);
   const double now = unix_time_now();
   db.prepare("UPDATE trials SET state=?, reason=?, finished_at=? WHERE trial_id=?")
-      .bind(1, state)
+      .bind(1, word)
       .bind(2, reason)
       .bind(3, now)
       .bind(4, impl_->trial_id)
       .run();
   db.prepare("UPDATE trial_attempts SET state=?, reason=?, finished_at=? "
              "WHERE trial_id=? AND attempt=?")
-      .bind(1, state)
+      .bind(1, word)
       .bind(2, reason)
       .bind(3, now)
       .bind(4, impl_->trial_id)
       .bind(5, impl_->attempt)
       .run();
-  add_event(db, "trial_finished", state + (reason.empty() ? "" : ": " + reason), 0,
+  add_event(db, "trial_finished", word + (reason.empty() ? "" : ": " + reason), 0,
             impl_->trial_id, local_worker_id(), impl_->attempt);
   tx.commit();
   impl_->finished = true;

@@ -12,6 +12,7 @@
 
 #include "common/metrics.h"
 #include "common/run_config.h"
+#include "common/states.h"
 
 namespace hylab::store {
 
@@ -29,8 +30,8 @@ class LocalRun : public MetricsSink {
   void write(const std::vector<MetricPoint>& points) override;
   void write_summary(const RunSummary& summary) override;
   void flush() override;
-  // state: "succeeded", "failed", "diverged", "oom" or "cancelled"; reason: free text.
-  void finish(const std::string& state, const std::string& reason);
+  // state: succeeded, failed, diverged, oom or cancelled (else hylab::Error); reason: free text.
+  void finish(proto::TrialState state, const std::string& reason);
   int64_t trial_id() const;
 
  private:

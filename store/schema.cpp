@@ -67,7 +67,7 @@ CREATE TABLE IF NOT EXISTS trials (
   seed            INTEGER NOT NULL,
   gpus            INTEGER NOT NULL,     -- GPUs the trial needs (0 = CPU)
   priority        INTEGER NOT NULL DEFAULT 0,
-  state           TEXT NOT NULL,        -- see is_trial_state()
+  state           TEXT NOT NULL,        -- see TrialState (common/states.h)
   attempt         INTEGER NOT NULL DEFAULT 0,  -- current or last attempt; 0 = never started
   failures        INTEGER NOT NULL DEFAULT 0,  -- failed attempts (counted against max_retries)
   worker_id       TEXT,                 -- worker of the current or last attempt
@@ -160,9 +160,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_trial ON events(trial_id, event_id);
 )SQL";
 
-constexpr std::array<const char*, 8> kTrialStates = {
-    "pending", "running", "succeeded", "failed", "diverged", "oom", "cancelled", "stopped"};
-
 // Columns added after version 2, as (table, column, declaration). Each is also in kSchemaSql
 // above (new databases get it from CREATE TABLE); ensure_schema adds the ones an older database
 // lacks. Adding a column = one line in kSchemaSql + one row here; no version bump needed.
@@ -236,20 +233,6 @@ void ensure_schema(Db& db) {
   }
   db.exec("PRAGMA user_version = " + std::to_string(kSchemaVersion));
   tx.commit();
-}
-
-bool is_trial_state(const std::string& s) {
-  return std::find(kTrialStates.begin(), kTrialStates.end(), s) != kTrialStates.end();
-}
-
-bool is_final_trial_state(const std::string& s) {
-  return is_trial_state(s) && s != "pending" && s != "running";
-}
-
-std::string trial_state_list() {
-  std::string out;
-  for (const char* s : kTrialStates) out += (out.empty() ? "" : ", ") + std::string(s);
-  return out;
 }
 
 void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points) {
@@ -385,10 +368,10 @@ int64_t insert_trial(Db& db, const NewTrial& t) {
   st.bind(9, g.count(BlockType::kTransformer)).bind(10, g.count(BlockType::kMamba));
   st.bind(11, g.mamba_d_state).bind(12, g.mamba_expand).bind(13, g.mamba_d_conv);
   st.bind(14, static_cast<int64_t>(t.resolved.seed())).bind(15, t.gpus).bind(16, t.priority);
-  st.bind(17, t.state).bind(18, t.attempt);
+  st.bind(17, to_string(t.state)).bind(18, t.attempt);
   if (t.worker_id.empty()) st.bind_null(19); else st.bind(19, t.worker_id);
   st.bind(20, t.run_dir).bind(21, now);
-  if (t.state == "running") st.bind(22, now); else st.bind_null(22);
+  if (t.state == proto::TRIAL_STATE_RUNNING) st.bind(22, now); else st.bind_null(22);
   st.run();
   const int64_t trial_id = db.last_insert_rowid();
   auto p = db.prepare("INSERT OR REPLACE INTO trial_params(trial_id, name, value, value_num) VALUES(?,?,?,?)");

@@ -12,6 +12,7 @@
 
 #include "common/metrics.h"
 #include "common/run_config.h"
+#include "common/states.h"
 #include "store/db.h"
 
 namespace hylab::store {
@@ -23,15 +24,8 @@ constexpr int kSchemaVersion = 2;
 // Throws hylab::Error if the file has a newer schema version than this build knows.
 void ensure_schema(Db& db);
 
-// Trial states as stored in trials.state / trial_attempts.state.
-//   pending   waiting for GPUs (also after a retryable failure)
-//   running   assigned to a worker (trial_attempts says which)
-//   succeeded | failed | diverged | oom | cancelled | stopped (early stopping): final
-bool is_trial_state(const std::string& s);
-bool is_final_trial_state(const std::string& s);
-// "pending, running, ..." for error messages.
-std::string trial_state_list();
-
+// Trial states as stored in trials.state / trial_attempts.state: proto::TrialState's words
+// (common/states.h converts).
 // Stores points for (trial_id, attempt). Each (trial_id, name, step) is kept once: a
 // re-emitted step (a resumed attempt, a retransmitted batch) replaces the earlier value.
 // Call inside a Tx for speed when writing many batches.
@@ -61,7 +55,7 @@ struct NewTrial {
   RunConfig resolved;
   int64_t gpus = 0;
   int64_t priority = 0;
-  std::string state = "pending";
+  proto::TrialState state = proto::TRIAL_STATE_PENDING;
   int64_t attempt = 0;
   std::string worker_id;
   std::string run_dir;

@@ -33,7 +33,7 @@ std::vector<SearchTrialRow> search_trials(Db& db, int64_t sweep_id, const std::s
     SearchTrialRow r;
     r.trial_id = st.int64(0);
     r.trial_index = st.int64(1);
-    r.state = st.text(2);
+    r.state = parse_trial_state(st.text(2));
     r.config_hash = st.text(3);
     if (!st.is_null(4)) r.last_value = st.real(4);
     at[r.trial_id] = out.size();
@@ -51,7 +51,7 @@ int64_t add_sweep_trial(Db& db, int64_t sweep_id, int gpus, int priority, NewTri
   t.sweep_id = sweep_id;
   t.gpus = gpus;
   t.priority = priority;
-  t.state = "pending";
+  t.state = proto::TRIAL_STATE_PENDING;
   const int64_t trial_id = insert_trial(db, t);
   db.prepare("UPDATE trials SET run_dir = ? WHERE trial_id = ?")
       .bind(1, "sweep-" + std::to_string(sweep_id) + "/trial-" + std::to_string(trial_id))

@@ -20,7 +20,8 @@ void set_sweep_search_json(Db& db, int64_t sweep_id, const std::string& json);
 
 struct SearchTrialRow {
   int64_t trial_id = 0, trial_index = 0;
-  std::string state, config_hash;
+  proto::TrialState state = proto::TRIAL_STATE_UNSPECIFIED;
+  std::string config_hash;
   std::vector<std::pair<std::string, std::string>> params;  // as written
   std::optional<double> last_value;  // the metric at the trial's newest step, if any
 };

@@ -19,7 +19,7 @@ TrialRow read_trial(const Stmt& st) {
   t.trial_index = st.int64(2);
   t.gpus = static_cast<int>(st.int64(3));
   t.priority = static_cast<int>(st.int64(4));
-  t.state = st.text(5);
+  t.state = parse_trial_state(st.text(5));
   t.attempt = st.int64(6);
   t.failures = static_cast<int>(st.int64(7));
   t.worker_id = st.text(8);
@@ -48,7 +48,7 @@ SweepRow read_sweep(const Stmt& st) {
   s.nodes_per_trial = static_cast<int>(st.int64(8));
   s.max_retries = static_cast<int>(st.int64(9));
   s.early_stop_json = st.text(10);
-  s.state = st.text(11);
+  s.state = parse_sweep_state(st.text(11));
   s.created_at = st.real(12);
   return s;
 }
@@ -80,7 +80,7 @@ int64_t Store::create_sweep(const SweepRow& s, std::vector<NewTrial> trials) {
     t.sweep_id = sweep_id;
     t.gpus = s.gpus_per_trial;
     t.priority = s.priority;
-    t.state = "pending";
+    t.state = proto::TRIAL_STATE_PENDING;
     const int64_t trial_id = insert_trial(*db_, t);
     set_dir.bind(1, "sweep-" + std::to_string(sweep_id) + "/trial-" + std::to_string(trial_id));
     set_dir.bind(2, trial_id);
@@ -90,11 +90,11 @@ int64_t Store::create_sweep(const SweepRow& s, std::vector<NewTrial> trials) {
   return sweep_id;
 }
 
-std::vector<SweepRow> Store::sweeps(const std::string& state) {
+std::vector<SweepRow> Store::sweeps(proto::SweepState state) {
   auto st = db_->prepare(std::string("SELECT ") + kSweepColumns +
                          " FROM sweeps WHERE (?1 = '' OR state = ?1) AND state != 'local' "
                          "ORDER BY sweep_id");
-  st.bind(1, state);
+  st.bind(1, state == proto::SWEEP_STATE_UNSPECIFIED ? std::string() : to_string(state));
   std::vector<SweepRow> out;
   while (st.step()) out.push_back(read_sweep(st));
   return out;
@@ -107,14 +107,14 @@ SweepRow Store::sweep(int64_t sweep_id) {
   return read_sweep(st);
 }
 
-void Store::set_sweep_state(int64_t sweep_id, const std::string& state) {
-  const bool final = state == "completed" || state == "cancelled";
+void Store::set_sweep_state(int64_t sweep_id, proto::SweepState state) {
+  const bool final = state == proto::SWEEP_STATE_COMPLETED || state == proto::SWEEP_STATE_CANCELLED;
   db_->prepare("UPDATE sweeps SET state = ?, finished_at = ? WHERE sweep_id = ?")
-      .bind(1, state)
+      .bind(1, to_string(state))
       .bind(2, final ? std::optional<double>(unix_time_now()) : std::nullopt)
       .bind(3, sweep_id)
       .run();
-  add_event(*db_, "sweep_" + state, "", sweep_id);
+  add_event(*db_, "sweep_" + to_string(state), "", sweep_id);
 }
 
 std::vector<TrialRow> Store::active_trials(int64_t sweep_id) {
@@ -163,11 +163,11 @@ void Store::start_attempt(int64_t trial_id, int64_t attempt, const std::string& 
       .run();
 }
 
-void Store::finish_attempt(int64_t trial_id, int64_t attempt, const std::string& state,
+void Store::finish_attempt(int64_t trial_id, int64_t attempt, proto::AttemptState state,
                            const std::string& reason, int exit_code, const std::string& log_tail) {
   db_->prepare("UPDATE trial_attempts SET state = ?, reason = ?, exit_code = ?, log_tail = ?, "
                "finished_at = ? WHERE trial_id = ? AND attempt = ? AND state = 'running'")
-      .bind(1, state)
+      .bind(1, to_string(state))
       .bind(2, reason)
       .bind(3, exit_code)
       .bind(4, log_tail)
@@ -177,16 +177,13 @@ void Store::finish_attempt(int64_t trial_id, int64_t attempt, const std::string&
       .run();
 }
 
-void Store::set_trial_state(int64_t trial_id, const std::string& state, int failures,
+void Store::set_trial_state(int64_t trial_id, proto::TrialState state, int failures,
                             const std::string& reason) {
-  if (!is_trial_state(state)) {
-    HYLAB_FAIL("set_trial_state: \"{}\" is not a trial state ({})", state, trial_state_list());
-  }
   db_->prepare("UPDATE trials SET state = ?, failures = ?, reason = ?, finished_at = ? WHERE trial_id = ?")
-      .bind(1, state)
+      .bind(1, to_string(state))
       .bind(2, failures)
       .bind(3, reason)
-      .bind(4, is_final_trial_state(state) ? std::optional<double>(unix_time_now()) : std::nullopt)
+      .bind(4, is_final(state) ? std::optional<double>(unix_time_now()) : std::nullopt)
       .bind(5, trial_id)
       .run();
 }
@@ -228,15 +225,15 @@ void Store::upsert_worker(const WorkerRow& w) {
       .bind(6, w.mem_gib)
       .bind(7, w.cpus)
       .bind(8, w.public_key)
-      .bind(9, w.state)
+      .bind(9, to_string(w.state))
       .bind(10, now)
       .bind(11, now)
       .run();
 }
 
-void Store::set_worker_state(const std::string& worker_id, const std::string& state) {
+void Store::set_worker_state(const std::string& worker_id, proto::WorkerState state) {
   db_->prepare("UPDATE workers SET state = ?, last_seen = ? WHERE worker_id = ?")
-      .bind(1, state)
+      .bind(1, to_string(state))
       .bind(2, unix_time_now())
       .bind(3, worker_id)
       .run();
@@ -270,16 +267,18 @@ nlohmann::json Store::sweeps_json() {
     out.push_back({{"sweep_id", st.int64(0)}, {"name", st.text(1)}, {"state", st.text(2)},
                    {"priority", st.int64(3)}, {"gpus_per_trial", st.int64(4)},
                    {"created_at", st.real(5)}, {"trials", st.int64(6)},
-                   {"pending", st.int64(7)}, {"running", st.int64(8)},
-                   {"succeeded", st.int64(9)}, {"failed", st.int64(10)},
-                   {"stopped", st.int64(11)}});
+                   {to_string(proto::TRIAL_STATE_PENDING), st.int64(7)},
+                   {to_string(proto::TRIAL_STATE_RUNNING), st.int64(8)},
+                   {to_string(proto::TRIAL_STATE_SUCCEEDED), st.int64(9)},
+                   {to_string(proto::TRIAL_STATE_FAILED), st.int64(10)},
+                   {to_string(proto::TRIAL_STATE_STOPPED), st.int64(11)}});
   }
   return out;
 }
 
 nlohmann::json Store::sweep_json(int64_t sweep_id) {
   const SweepRow s = sweep(sweep_id);
-  nlohmann::json out = {{"sweep_id", s.sweep_id}, {"name", s.name}, {"state", s.state},
+  nlohmann::json out = {{"sweep_id", s.sweep_id}, {"name", s.name}, {"state", to_string(s.state)},
                         {"metric", {{"name", s.metric_name}, {"goal", s.metric_goal}}},
                         {"priority", s.priority}, {"gpus_per_trial", s.gpus_per_trial},
                         {"nodes_per_trial", s.nodes_per_trial}, {"max_retries", s.max_retries},

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/metrics.h"
+#include "common/states.h"
 #include "store/db.h"
 #include "store/schema.h"
 
@@ -31,7 +32,7 @@ struct SweepRow {
   int nodes_per_trial = 1;
   int max_retries = 2;
   std::string early_stop_json;
-  std::string state = "running";  // running | completed | cancelled
+  proto::SweepState state = proto::SWEEP_STATE_RUNNING;
   double created_at = 0;
 };
 
@@ -41,7 +42,7 @@ struct TrialRow {
   int64_t trial_index = 0;
   int gpus = 1;
   int priority = 0;
-  std::string state;
+  proto::TrialState state = proto::TRIAL_STATE_UNSPECIFIED;
   int64_t attempt = 0;
   int failures = 0;
   std::string worker_id;
@@ -62,7 +63,7 @@ struct WorkerRow {
   int cpus = 0;
   int slots = 0;
   std::string public_key;
-  std::string state = "alive";
+  proto::WorkerState state = proto::WORKER_STATE_ALIVE;
 };
 
 class Store {
@@ -74,9 +75,9 @@ class Store {
   // Inserts the sweep (state running) and its trials (state pending, run_dir
   // "sweep-<sweep_id>/trial-<trial_id>"). trials[i].sweep_id is filled in. Returns sweep_id.
   int64_t create_sweep(const SweepRow& sweep, std::vector<NewTrial> trials);
-  std::vector<SweepRow> sweeps(const std::string& state);  // "" = all
+  std::vector<SweepRow> sweeps(proto::SweepState state);  // UNSPECIFIED = all (but local)
   SweepRow sweep(int64_t sweep_id);                         // throws if unknown
-  void set_sweep_state(int64_t sweep_id, const std::string& state);
+  void set_sweep_state(int64_t sweep_id, proto::SweepState state);
 
   // Pending and running trials of one sweep (0 = of every running sweep).
   std::vector<TrialRow> active_trials(int64_t sweep_id = 0);
@@ -85,18 +86,18 @@ class Store {
 
   // A new attempt: trial -> running on worker_id; a trial_attempts row.
   void start_attempt(int64_t trial_id, int64_t attempt, const std::string& worker_id, bool resumed);
-  // The attempt's outcome (only while the attempt row is still 'running').
-  void finish_attempt(int64_t trial_id, int64_t attempt, const std::string& state,
+  // How the attempt ended (only while the attempt row is still running).
+  void finish_attempt(int64_t trial_id, int64_t attempt, proto::AttemptState state,
                       const std::string& reason, int exit_code, const std::string& log_tail);
   // The trial's state; final states also set finished_at.
-  void set_trial_state(int64_t trial_id, const std::string& state, int failures,
+  void set_trial_state(int64_t trial_id, proto::TrialState state, int failures,
                        const std::string& reason);
   void set_checkpoint_step(int64_t trial_id, int64_t step);
   int64_t last_seq(int64_t trial_id, int64_t attempt);
   void set_last_seq(int64_t trial_id, int64_t attempt, int64_t seq);
 
   void upsert_worker(const WorkerRow& w);
-  void set_worker_state(const std::string& worker_id, const std::string& state);
+  void set_worker_state(const std::string& worker_id, proto::WorkerState state);
 
   // The sweep metric's series of every trial of a sweep, for early stopping.
   std::vector<std::pair<int64_t, std::vector<std::pair<int64_t, double>>>> metric_series(

@@ -170,7 +170,7 @@ int run_bench_train(const BenchOptions& opt) {
   try {
     const nlohmann::ordered_json out = bench(opt);
     if (!out.is_null()) std::printf("%s\n", out.dump(2).c_str());  // rank 0 only
-    return kExitOk;
+    return proto::TRAINER_EXIT_OK;
   } catch (...) {
     return exit_status_of_current_exception("hylab bench train");
   }

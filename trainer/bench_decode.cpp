@@ -255,7 +255,7 @@ int run_bench_decode(const DecodeBenchOptions& opt) {
       HYLAB_CHECK(out.good(), "bench decode: cannot write {}", opt.json_path);
       out << text << "\n";
     }
-    return kExitOk;
+    return proto::TRAINER_EXIT_OK;
   } catch (...) {
     return exit_status_of_current_exception("hylab bench decode");
   }

@@ -9,7 +9,8 @@
 #include <thread>
 
 #include "common/check.h"
-#include "trainer/subprocess.h"
+#include "common/spawn.h"
+#include "proto/wire.pb.h"
 
 namespace hylab::trainer {
 namespace {
@@ -84,9 +85,9 @@ int run_local_ranks(const LaunchOptions& opt, const std::function<void(const std
   const bool multi_node = opt.num_nodes > 1;
   g_stop_signal = 0;
   StopSignals signals;
-  std::vector<Subprocess> ranks;
+  std::vector<Process> ranks;
   for (int r = 0; r < opt.nproc; ++r) {
-    Subprocess::Options so;
+    SpawnOptions so;
     so.extra_env = {
         "RANK=" + std::to_string(opt.node_rank * opt.nproc + r),
         "WORLD_SIZE=" + std::to_string(opt.num_nodes * opt.nproc),
@@ -100,7 +101,7 @@ int run_local_ranks(const LaunchOptions& opt, const std::function<void(const std
     } else {
       so.extra_env.push_back("HYLAB_RENDEZVOUS_FILE=" + opt.rendezvous_file);
     }
-    ranks.push_back(Subprocess::spawn(opt.argv, so));
+    ranks.push_back(Process::spawn(opt.argv, so));
   }
   log(fmt::format("launched {} ranks{} (pids {})", opt.nproc,
                   multi_node ? fmt::format(" {}..{} of {} (node {} of {}, store at {}:{})",
@@ -128,11 +129,12 @@ int run_local_ranks(const LaunchOptions& opt, const std::function<void(const std
   for (;;) {
     int alive = 0;
     for (int r = 0; r < opt.nproc; ++r) {
-      int code = 0;
-      if (!ranks[r].poll(&code)) {
+      const auto done = ranks[r].try_wait();
+      if (!done) {
         ++alive;
         continue;
       }
+      const int code = done->code();
       if (code != 0 && result == 0 && !g_stop_signal) {
         result = code;
         take_down(fmt::format("rank {} exited with status {}; stopping the other ranks", r, code));
@@ -147,7 +149,9 @@ int run_local_ranks(const LaunchOptions& opt, const std::function<void(const std
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (g_stop_signal) return g_stop_signal == SIGINT ? 130 : 143;  // as one rank would
+  if (g_stop_signal) {  // as one rank would
+    return g_stop_signal == SIGINT ? proto::TRAINER_EXIT_INTERRUPTED : proto::TRAINER_EXIT_TERMINATED;
+  }
   return result;
 }
 

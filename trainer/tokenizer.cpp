@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "common/check.h"
+#include "common/fd_io.h"
 
 #ifndef HYLAB_SPM_HELPER_DEFAULT
 #define HYLAB_SPM_HELPER_DEFAULT ""
@@ -122,9 +123,9 @@ std::string spm_helper_path() {
 }
 
 TokenizerEncoder::TokenizerEncoder(const std::string& model_path) : model_path_(model_path) {
-  Subprocess::Options opt;
+  SpawnOptions opt;
   opt.pipe_stdin = opt.pipe_stdout = true;
-  proc_ = Subprocess::spawn({spm_helper_path(), "encode", model_path}, opt);
+  proc_ = Process::spawn({spm_helper_path(), "encode", model_path}, opt);
 }
 
 TokenizerEncoder::~TokenizerEncoder() {
@@ -152,7 +153,7 @@ std::vector<std::vector<int>> TokenizerEncoder::encode(const std::vector<const s
   }
   if (!ok) {
     proc_.close_stdin();
-    const int code = proc_.wait();
+    const int code = proc_.wait().code();
     HYLAB_FAIL("the tokenizer helper (hylab-spm encode {}) stopped with exit code {}; its reason "
                "is on stderr above", model_path_, code);
   }
@@ -277,10 +278,10 @@ void train_tokenizer(const std::function<bool(std::string*)>& next_line,
   argv.insert(argv.end(), args.begin(), args.end());
   // The helper's stderr goes to a file so that its reason can be quoted in our error.
   const std::string err_path = out_model_path + ".stderr";
-  Subprocess::Options sopt;
+  SpawnOptions sopt;
   sopt.pipe_stdin = true;
   sopt.stderr_file = err_path;
-  Subprocess proc = Subprocess::spawn(argv, sopt);
+  Process proc = Process::spawn(argv, sopt);
   std::string line;
   bool ok = true;
   while (ok && next_line(&line)) {
@@ -288,7 +289,7 @@ void train_tokenizer(const std::function<bool(std::string*)>& next_line,
     ok = write_all(proc.stdin_fd(), line.data(), line.size());
   }
   proc.close_stdin();
-  const int code = proc.wait();
+  const int code = proc.wait().code();
   std::string reason;
   {
     std::ifstream in(err_path);

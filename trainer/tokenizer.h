@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-#include "trainer/subprocess.h"
+#include "common/spawn.h"
 
 namespace hylab::trainer {
 
@@ -38,7 +38,7 @@ class TokenizerEncoder {
 
  private:
   std::string model_path_;
-  Subprocess proc_;
+  Process proc_;
 };
 
 class Tokenizer {

@@ -17,6 +17,7 @@
 #include "common/check.h"
 #include "common/metrics.h"
 #include "common/run_config.h"
+#include "common/states.h"
 #include "model/accounting.h"
 #include "model/checkpoint.h"
 #include "model/compat.h"
@@ -34,7 +35,7 @@
 #include "trainer/retention.h"
 #include "trainer/run_dir.h"
 #include "trainer/schedule.h"
-#include "trainer/subprocess.h"
+#include "common/spawn.h"
 #include "trainer/tokenizer.h"
 #include "trainer/trial_evals.h"
 #if HYLAB_HAS_STORE
@@ -144,7 +145,7 @@ struct Recorder {
     if (jsonl) jsonl->checkpoint(step);
     if (sink) sink->flush();
   }
-  void finish(const std::string& state, const std::string& reason) {
+  void finish(proto::TrialState state, const std::string& reason) {
     if (sink) sink->flush();
 #if HYLAB_HAS_STORE
     if (local) local->finish(state, reason);
@@ -477,7 +478,7 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
     if (master && step == resumed_at && resumed_at > 0) {
       say(fmt::format("resumed at step {}, the end of the run: nothing to train; the run's "
                       "summary is kept", step));
-      rec.finish("succeeded", "");
+      rec.finish(proto::TRIAL_STATE_SUCCEEDED, "");
     } else if (master) {
       summary.steps = step;
       summary.total_time_s = std::chrono::duration<double>(Clock::now() - run_start).count();
@@ -497,28 +498,28 @@ int run_rank(const TrainOptions& opt, const RunConfig& cfg) {
       summary.disk_bytes = directory_bytes(run_dir);
       if (rec.sink) rec.sink->write_summary(summary);
       say("summary: " + summary_to_json(summary));
-      rec.finish("succeeded", "");
+      rec.finish(proto::TRIAL_STATE_SUCCEEDED, "");
     }
     dist->barrier();
-    return kExitOk;
+    return proto::TRAINER_EXIT_OK;
   } catch (const Diverged& e) {
     say(e.what());
-    rec.finish("diverged", e.what());
+    rec.finish(proto::TRIAL_STATE_DIVERGED, e.what());
     std::fprintf(stderr, "hylab train: rank %d: %s\n", denv.rank, e.what());
-    return kExitDiverged;
+    return proto::TRAINER_EXIT_DIVERGED;
   } catch (const Terminated& e) {
     say(fmt::format("{} received: stopped", e.what()));
-    rec.finish("cancelled", e.what());
-    return g_terminate == SIGINT ? kExitInterrupted : kExitTerminated;
+    rec.finish(proto::TRIAL_STATE_CANCELLED, e.what());
+    return g_terminate == SIGINT ? proto::TRAINER_EXIT_INTERRUPTED : proto::TRAINER_EXIT_TERMINATED;
   } catch (const ConfigError& e) {
-    rec.finish("failed", e.what());
+    rec.finish(proto::TRIAL_STATE_FAILED, e.what());
     throw;
   } catch (const std::exception& e) {
     const bool oom = is_out_of_memory(e);
-    rec.finish(oom ? "oom" : "failed", e.what());
+    rec.finish(oom ? proto::TRIAL_STATE_OOM : proto::TRIAL_STATE_FAILED, e.what());
     if (oom) {
       std::fprintf(stderr, "hylab train: rank %d: out of memory: %s\n", denv.rank, e.what());
-      return kExitOutOfMemory;
+      return proto::TRAINER_EXIT_OOM;
     }
     throw;
   }
@@ -576,17 +577,17 @@ int exit_status_of_current_exception(const char* command) {
     throw;
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "%s: config error: %s\n", command, e.what());
-    return kExitConfig;
+    return proto::TRAINER_EXIT_BAD_CONFIG;
   } catch (const std::exception& e) {
     if (is_out_of_memory(e)) {
       std::fprintf(stderr, "%s: out of memory: %s\n", command, e.what());
-      return kExitOutOfMemory;
+      return proto::TRAINER_EXIT_OOM;
     }
     std::fprintf(stderr, "%s: error: %s\n", command, e.what());
-    return kExitFailed;
+    return proto::TRAINER_EXIT_FAILED;
   } catch (...) {
     std::fprintf(stderr, "%s: unknown error\n", command);
-    return kExitFailed;
+    return proto::TRAINER_EXIT_FAILED;
   }
 }
 

@@ -3,23 +3,18 @@
 //   hylab train --config FILE [--run_dir DIR] [--metrics_jsonl FILE] [--resume] [--nproc N]
 //               [--db PATH] [--key=value ...]   (e.g. --probe_steps=0: any config key)
 //
-// Exit status: 0 succeeded, 2 bad config or usage, 3 diverged (non-finite loss), 4 out of
-// memory, 130 SIGINT, 143 SIGTERM (both mark the run cancelled), 1 anything else (the reason on stderr).
+// Exit status (proto::TrainerExit): 0 succeeded, 2 bad config or usage, 3 diverged (non-finite
+// loss), 4 out of memory, 130 SIGINT, 143 SIGTERM (both mark the run cancelled), 1 anything
+// else (the reason on stderr).
 // Torch-free header, so the CLI front end compiles fast.
 #pragma once
 
 #include <string>
 #include <vector>
 
-namespace hylab::trainer {
+#include "proto/wire.pb.h"  // proto::TrainerExit
 
-constexpr int kExitOk = 0;
-constexpr int kExitFailed = 1;
-constexpr int kExitConfig = 2;
-constexpr int kExitDiverged = 3;
-constexpr int kExitOutOfMemory = 4;
-constexpr int kExitInterrupted = 130;  // SIGINT (Ctrl-C): stopped, run marked cancelled
-constexpr int kExitTerminated = 143;   // SIGTERM: the same
+namespace hylab::trainer {
 
 struct TrainOptions {
   std::string config_path;             // YAML; optional with --resume (the run's config.json)

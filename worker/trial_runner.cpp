@@ -1,9 +1,7 @@
 #include "worker/trial_runner.h"
 
-#include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,8 +14,6 @@
 
 #include "common/check.h"
 #include "worker/metrics_tail.h"
-
-extern char** environ;
 
 namespace hylab::worker {
 namespace {
@@ -70,11 +66,11 @@ ExitInfo classify_exit(int status, bool cancel_requested, bool shutting_down) {
   if (WIFEXITED(status)) {
     e.exit_code = WEXITSTATUS(status);
     switch (e.exit_code) {
-      case 0: e.outcome = proto::TRIAL_OUTCOME_SUCCEEDED; break;
-      case 2: e.outcome = proto::TRIAL_OUTCOME_BAD_CONFIG; e.reason = "the trainer rejected the config (exit 2)"; break;
-      case 3: e.outcome = proto::TRIAL_OUTCOME_DIVERGED; e.reason = "diverged: non-finite loss (exit 3)"; break;
-      case 4: e.outcome = proto::TRIAL_OUTCOME_OOM; e.reason = "out of memory (exit 4)"; break;
-      case 143: terminated("exit 143"); break;
+      case proto::TRAINER_EXIT_OK: e.outcome = proto::TRIAL_OUTCOME_SUCCEEDED; break;
+      case proto::TRAINER_EXIT_BAD_CONFIG: e.outcome = proto::TRIAL_OUTCOME_BAD_CONFIG; e.reason = "the trainer rejected the config (exit 2)"; break;
+      case proto::TRAINER_EXIT_DIVERGED: e.outcome = proto::TRIAL_OUTCOME_DIVERGED; e.reason = "diverged: non-finite loss (exit 3)"; break;
+      case proto::TRAINER_EXIT_OOM: e.outcome = proto::TRIAL_OUTCOME_OOM; e.reason = "out of memory (exit 4)"; break;
+      case proto::TRAINER_EXIT_TERMINATED: terminated("exit 143"); break;
       default:
         e.outcome = cancel_requested ? proto::TRIAL_OUTCOME_CANCELLED : proto::TRIAL_OUTCOME_FAILED;
         e.reason = fmt::format("{}exit {}", cancel_requested ? "cancelled; " : "", e.exit_code);
@@ -124,13 +120,7 @@ std::string run_dir_escape(const std::string& work_dir, const std::string& run_d
 
 TrialRunner::TrialRunner(LaunchSpec spec) : spec_(std::move(spec)) {}
 
-TrialRunner::~TrialRunner() {
-  if (pid_ > 0 && !exited_) {
-    ::kill(-pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-  }
-}
+TrialRunner::~TrialRunner() = default;  // ~Process kills the group of a running trainer
 
 std::string TrialRunner::metrics_path() const {
   return spec_.run_dir + "/metrics.a" + std::to_string(spec_.attempt) + ".jsonl";
@@ -153,72 +143,38 @@ void TrialRunner::start() {
   if (access(spec_.hylab_bin.c_str(), X_OK) != 0) {
     HYLAB_FAIL("trainer executable {} is not executable: {}", spec_.hylab_bin, std::strerror(errno));
   }
-  // Everything the child needs is prepared before fork (no allocation after it).
-  const std::vector<std::string> args = trainer_argv(spec_);
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::map<std::string, std::string> env_map;
-  for (char** e = environ; *e; ++e) {
-    const std::string kv = *e;
-    const size_t eq = kv.find('=');
-    if (eq != std::string::npos) env_map[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  // Its own process group (so cancel reaches every rank it starts), killed if the worker
+  // dies, stdout and stderr to the attempt's log, stdin from /dev/null.
+  SpawnOptions so;
   if (!spec_.gpu_indices.empty()) {
     std::string list;
     for (int g : spec_.gpu_indices) list += (list.empty() ? "" : ",") + std::to_string(g);
-    env_map["CUDA_VISIBLE_DEVICES"] = list;
+    so.extra_env.push_back("CUDA_VISIBLE_DEVICES=" + list);
   }
-  env_map["HYLAB_TRIAL_ID"] = std::to_string(spec_.trial_id);
-  env_map["HYLAB_ATTEMPT"] = std::to_string(spec_.attempt);
-  for (const auto& [k, v] : spec_.env) env_map[k] = v;
-  std::vector<std::string> env_strings;
-  for (const auto& [k, v] : env_map) env_strings.push_back(k + "=" + v);
-  std::vector<char*> envp;
-  for (const auto& s : env_strings) envp.push_back(const_cast<char*>(s.c_str()));
-  envp.push_back(nullptr);
-  const int log_fd = ::open(log_path().c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (log_fd < 0) HYLAB_FAIL("cannot open {}: {}", log_path(), std::strerror(errno));
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ::close(log_fd);
-    HYLAB_FAIL("fork failed: {}", std::strerror(errno));
-  }
-  if (pid == 0) {
-    // Child: own process group, dies with the worker, output to the log.
-    ::setpgid(0, 0);
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);  // the worker died before prctl
-    ::dup2(log_fd, STDOUT_FILENO);
-    ::dup2(log_fd, STDERR_FILENO);
-    const int devnull = ::open("/dev/null", O_RDONLY);
-    if (devnull >= 0) ::dup2(devnull, STDIN_FILENO);
-    ::execve(argv[0], argv.data(), envp.data());
-    const char msg[] = "hylab worker: execve of the trainer failed\n";
-    (void)!::write(STDERR_FILENO, msg, sizeof(msg) - 1);
-    ::_exit(127);
-  }
-  ::setpgid(pid, pid);  // also from the parent, so kill(-pid) works at once
-  ::close(log_fd);
-  pid_ = pid;
-  spdlog::info("trial {} attempt {}: started pid {} in {}{}", spec_.trial_id, spec_.attempt, pid,
+  so.extra_env.push_back("HYLAB_TRIAL_ID=" + std::to_string(spec_.trial_id));
+  so.extra_env.push_back("HYLAB_ATTEMPT=" + std::to_string(spec_.attempt));
+  for (const auto& [k, v] : spec_.env) so.extra_env.push_back(k + "=" + v);
+  so.stdout_file = log_path();
+  so.stderr_to_stdout = true;
+  so.null_stdin = true;
+  so.new_process_group = true;
+  so.parent_death_signal = SIGKILL;
+  proc_ = Process::spawn(trainer_argv(spec_), so);
+  spdlog::info("trial {} attempt {}: started pid {} in {}{}", spec_.trial_id, spec_.attempt, proc_.pid(),
                spec_.run_dir, spec_.resume ? " (resume)" : "");
 }
 
 bool TrialRunner::poll(int64_t now_ms) {
-  if (pid_ <= 0 || exited_) return exited_;
-  int status = 0;
-  const pid_t r = ::waitpid(pid_, &status, WNOHANG);
-  if (r == pid_) {
+  if (!started() || exited_) return exited_;
+  if (const auto status = proc_.try_wait()) {
     exited_ = true;
-    wait_status_ = status;
-    ::kill(-pid_, SIGKILL);  // stragglers: ranks the trainer started, if any are left
+    wait_status_ = status->wait_status;
+    proc_.signal_group(SIGKILL);  // stragglers: ranks the trainer started, if any are left
     return true;
   }
   if (kill_at_ms_ >= 0 && now_ms >= kill_at_ms_) {
     spdlog::warn("trial {} attempt {}: still running after the grace period; SIGKILL", spec_.trial_id, spec_.attempt);
-    ::kill(-pid_, SIGKILL);
+    proc_.signal_group(SIGKILL);
     kill_at_ms_ = -1;
   }
   return false;
@@ -227,9 +183,9 @@ bool TrialRunner::poll(int64_t now_ms) {
 void TrialRunner::cancel(int64_t now_ms, int grace_ms, bool shutting_down) {
   if (shutting_down) shutting_down_ = true;
   else cancel_requested_ = true;
-  if (pid_ <= 0 || exited_) return;
+  if (!started() || exited_) return;
   if (kill_at_ms_ < 0) {
-    ::kill(-pid_, SIGTERM);
+    proc_.signal_group(SIGTERM);
     kill_at_ms_ = now_ms + grace_ms;
   }
 }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "common/spawn.h"
 #include "proto/wire.pb.h"
 
 namespace hylab::worker {
@@ -77,9 +78,9 @@ class TrialRunner {
   // SIGTERM to the process group now, SIGKILL after grace_ms.
   void cancel(int64_t now_ms, int grace_ms, bool shutting_down);
 
-  bool started() const { return pid_ > 0; }
+  bool started() const { return proc_.pid() > 0; }
   bool exited() const { return exited_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return proc_.pid(); }
   ExitInfo exit_info() const;
   std::string log_tail(size_t max_bytes = 4000) const;
   const LaunchSpec& spec() const { return spec_; }
@@ -88,7 +89,7 @@ class TrialRunner {
 
  private:
   LaunchSpec spec_;
-  pid_t pid_ = -1;
+  Process proc_;  // in a process group of its own
   bool exited_ = false;
   int wait_status_ = 0;
   bool cancel_requested_ = false;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "common/states.h"
 #include "coordinator/early_stop.h"
 #include "coordinator/policy.h"
 #include "coordinator/scheduler.h"
@@ -110,26 +111,26 @@ TEST(Scheduler, DrainingWorkersGetNothing) {
 TEST(Policy, RetriesFailuresUpToMaxRetriesAndRecordsResults) {
   using proto::TrialOutcome;
   auto d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 0, 2);
-  EXPECT_EQ(d.trial_state, "pending");
+  EXPECT_EQ(d.trial_state, proto::TRIAL_STATE_PENDING);
   EXPECT_TRUE(d.retry);
   EXPECT_TRUE(d.count_failure);
   d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 1, 2);
-  EXPECT_EQ(d.trial_state, "pending");
+  EXPECT_EQ(d.trial_state, proto::TRIAL_STATE_PENDING);
   d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 2, 2);
-  EXPECT_EQ(d.trial_state, "failed");
+  EXPECT_EQ(d.trial_state, proto::TRIAL_STATE_FAILED);
   EXPECT_FALSE(d.retry);
   d = decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 0, 0);
-  EXPECT_EQ(d.trial_state, "failed");
+  EXPECT_EQ(d.trial_state, proto::TRIAL_STATE_FAILED);
   // OOM and divergence are results for the architecture: never retried.
-  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_OOM, 0, 5).trial_state, "oom");
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_OOM, 0, 5).trial_state, proto::TRIAL_STATE_OOM);
   EXPECT_FALSE(decide_after_attempt(proto::TRIAL_OUTCOME_OOM, 0, 5).retry);
-  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_DIVERGED, 0, 5).trial_state, "diverged");
-  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_BAD_CONFIG, 0, 5).trial_state, "failed");
-  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_SUCCEEDED, 0, 5).trial_state, "succeeded");
-  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_CANCELLED, 0, 5).trial_state, "cancelled");
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_DIVERGED, 0, 5).trial_state, proto::TRIAL_STATE_DIVERGED);
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_BAD_CONFIG, 0, 5).trial_state, proto::TRIAL_STATE_FAILED);
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_SUCCEEDED, 0, 5).trial_state, proto::TRIAL_STATE_SUCCEEDED);
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_CANCELLED, 0, 5).trial_state, proto::TRIAL_STATE_CANCELLED);
   // Preemption runs again without using up a retry, even at the limit.
   d = decide_after_attempt(proto::TRIAL_OUTCOME_PREEMPTED, 2, 2);
-  EXPECT_EQ(d.trial_state, "pending");
+  EXPECT_EQ(d.trial_state, proto::TRIAL_STATE_PENDING);
   EXPECT_FALSE(d.count_failure);
 }
 
@@ -216,17 +217,17 @@ namespace {
 TEST(Policy, InfrastructureLossesHaveTheirOwnBudget) {
   for (int losses = 0; losses < kMaxLosses; ++losses) {
     const auto d = decide_after_attempt(proto::TRIAL_OUTCOME_LOST, 0, 0, losses);
-    EXPECT_EQ(d.trial_state, "pending") << losses;
+    EXPECT_EQ(d.trial_state, proto::TRIAL_STATE_PENDING) << losses;
     EXPECT_TRUE(d.retry);
     EXPECT_TRUE(d.count_loss);
     EXPECT_FALSE(d.count_failure);
   }
   const auto last = decide_after_attempt(proto::TRIAL_OUTCOME_LOST, 0, 0, kMaxLosses);
-  EXPECT_EQ(last.trial_state, "failed");
+  EXPECT_EQ(last.trial_state, proto::TRIAL_STATE_FAILED);
   EXPECT_FALSE(last.retry);
   // Trainer errors still use max_retries, whatever the losses.
-  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 0, 0, 3).trial_state, "failed");
-  EXPECT_EQ(outcome_name(proto::TRIAL_OUTCOME_LOST), "lost");
+  EXPECT_EQ(decide_after_attempt(proto::TRIAL_OUTCOME_FAILED, 0, 0, 3).trial_state, proto::TRIAL_STATE_FAILED);
+  EXPECT_EQ(attempt_state(proto::TRIAL_OUTCOME_LOST), proto::ATTEMPT_STATE_LOST);
 }
 
 }  // namespace

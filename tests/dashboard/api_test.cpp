@@ -71,8 +71,8 @@ class DashboardTest : public ::testing::Test {
     sum.steps = 2;
     sum.provenance_json = R"({"hylab_version": "0.1.0", "gpu_name": "NVIDIA H200", "host": "node7"})";
     store::put_summary(store_->db(), ids_[0], sum);
-    store_->finish_attempt(ids_[0], 1, "succeeded", "", 0, "step 1\nsample: The river ran\n");
-    store_->set_trial_state(ids_[0], "succeeded", 0, "");
+    store_->finish_attempt(ids_[0], 1, proto::ATTEMPT_STATE_SUCCEEDED, "", 0, "step 1\nsample: The river ran\n");
+    store_->set_trial_state(ids_[0], proto::TRIAL_STATE_SUCCEEDED, 0, "");
     store_->start_attempt(ids_[1], 1, "w1", false);
     store::put_metrics(store_->db(), ids_[1], 1,
                        {{0, "train_loss", 6.0, 1}, {4, "val_bpb", 3.0, 3}});
@@ -191,12 +191,12 @@ TEST_F(DashboardTest, ParetoFrontOverSucceededTrialsAndGroups) {
     m.final_val_bpb = 3.0;
     m.tok_per_s = 1000;
     store::put_summary(store_->db(), ids_[1], m);
-    store_->set_trial_state(ids_[1], "succeeded", 0, "");
+    store_->set_trial_state(ids_[1], proto::TRIAL_STATE_SUCCEEDED, 0, "");
     RunSummary tm;
     tm.final_val_bpb = 2.5;
     tm.tok_per_s = 3000;
     store::put_summary(store_->db(), ids_[2], tm);
-    store_->set_trial_state(ids_[2], "succeeded", 0, "");
+    store_->set_trial_state(ids_[2], proto::TRIAL_STATE_SUCCEEDED, 0, "");
     tx.commit();
   }
   auto db = store::Db::open(db_path_, true);

@@ -112,7 +112,7 @@ TEST_F(ConcurrentOpenTest, LocalRunsStartingTogetherOnANewFileAllRecord) {
       for (int s = 0; s < kSteps; ++s) {
         run->write({{s, "train_loss", 10.0 - s, 1000.0 + s}, {s, "lr", 0.02, 1000.0 + s}});
       }
-      run->finish("succeeded", "");
+      run->finish(proto::TRIAL_STATE_SUCCEEDED, "");
     });
     EXPECT_EQ(journal_mode(), "wal");
     EXPECT_EQ(scalar("PRAGMA user_version"), kSchemaVersion);
@@ -145,7 +145,7 @@ TEST_F(ConcurrentOpenTest, CoordinatorStoreAndLocalRunsOpenANewFileTogether) {
       } else {
         auto run = LocalRun::open(db_path_, resolved_, (dir_ / ("run" + std::to_string(i))).string());
         run->write({{0, "train_loss", 3.0, 1000.0}});
-        run->finish("succeeded", "");
+        run->finish(proto::TRIAL_STATE_SUCCEEDED, "");
       }
     });
     EXPECT_EQ(journal_mode(), "wal");

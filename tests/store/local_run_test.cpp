@@ -71,7 +71,7 @@ TEST_F(LocalRunTest, RecordsATrialOfTheLocalSweep) {
     sum.tok_per_s = 1000;
     sum.steps = 5;
     run->write_summary(sum);
-    run->finish("succeeded", "");
+    run->finish(proto::TRIAL_STATE_SUCCEEDED, "");
   }
   EXPECT_EQ(text("SELECT s.name FROM trials t JOIN sweeps s USING(sweep_id)"), "local");
   EXPECT_EQ(text("SELECT state FROM trials"), "succeeded");
@@ -103,7 +103,7 @@ TEST_F(LocalRunTest, ResumeReplacesReemittedStepsWithoutDuplicates) {
     EXPECT_EQ(run->trial_id(), trial_id);
     // Resumed from a checkpoint at step 5: steps 5..9 are emitted again / newly.
     for (int s = 5; s < 10; ++s) run->write(step_points(s, 20.0 + s));
-    run->finish("succeeded", "");
+    run->finish(proto::TRIAL_STATE_SUCCEEDED, "");
   }
   EXPECT_EQ(scalar("SELECT COUNT(*) FROM trials"), 1);
   EXPECT_EQ(scalar("SELECT attempt FROM trials"), 2);
@@ -124,8 +124,8 @@ TEST_F(LocalRunTest, ResumeReplacesReemittedStepsWithoutDuplicates) {
 }
 
 TEST_F(LocalRunTest, TwoLocalRunsShareOneSweep) {
-  LocalRun::open(db_path_, resolved_, (dir_ / "a").string())->finish("oom", "CUDA out of memory");
-  LocalRun::open(db_path_, resolved_, (dir_ / "b").string())->finish("diverged", "loss is nan");
+  LocalRun::open(db_path_, resolved_, (dir_ / "a").string())->finish(proto::TRIAL_STATE_OOM, "CUDA out of memory");
+  LocalRun::open(db_path_, resolved_, (dir_ / "b").string())->finish(proto::TRIAL_STATE_DIVERGED, "loss is nan");
   EXPECT_EQ(scalar("SELECT COUNT(*) FROM sweeps"), 1);
   EXPECT_EQ(scalar("SELECT COUNT(*) FROM trials"), 2);
   EXPECT_EQ(scalar("SELECT MAX(trial_index) FROM trials"), 1);
@@ -139,7 +139,7 @@ TEST_F(LocalRunTest, ADivergedStepWithANaNLossIsRecordedNotRefused) {
   auto run = LocalRun::open(db_path_, resolved_, (dir_ / "nan").string());
   run->write(step_points(0, 5.0));
   ASSERT_NO_THROW(run->write({{1, "train_loss", std::nan(""), 1001.0}}));
-  run->finish("diverged", "training diverged at step 1: loss is nan");
+  run->finish(proto::TRIAL_STATE_DIVERGED, "training diverged at step 1: loss is nan");
   EXPECT_EQ(text("SELECT state FROM trials"), "diverged");
   EXPECT_EQ(scalar("SELECT last_step FROM trials"), 1);
   EXPECT_EQ(scalar("SELECT COUNT(*) FROM metrics WHERE name='train_loss'"), 1);  // step 0 only
@@ -154,13 +154,13 @@ TEST_F(LocalRunTest, ErrorsNameWhatIsWrong) {
   }
   auto run = LocalRun::open(db_path_, resolved_, (dir_ / "c").string());
   try {
-    run->finish("exploded", "");
+    run->finish(proto::TRIAL_STATE_STOPPED, "");  // early stopping is for sweeps
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("succeeded, failed, diverged, oom, cancelled"),
               std::string::npos);
   }
-  run->finish("cancelled", "SIGTERM");
+  run->finish(proto::TRIAL_STATE_CANCELLED, "SIGTERM");
 }
 
 TEST_F(LocalRunTest, RefusesANewerSchema) {

@@ -62,13 +62,13 @@ class StoreTest : public ::testing::Test {
     sum.val_bpb_2x = 2.125;
     sum.val_bpb_4x = 2.5;
     put_summary(store_->db(), trials[0].trial_id, sum);
-    store_->finish_attempt(trials[0].trial_id, 1, "succeeded", "", 0, "");
-    store_->set_trial_state(trials[0].trial_id, "succeeded", 0, "");
+    store_->finish_attempt(trials[0].trial_id, 1, proto::ATTEMPT_STATE_SUCCEEDED, "", 0, "");
+    store_->set_trial_state(trials[0].trial_id, proto::TRIAL_STATE_SUCCEEDED, 0, "");
     store_->start_attempt(trials[1].trial_id, 1, "w1", false);
     put_metrics(store_->db(), trials[1].trial_id, 1,
                 {{0, "train_loss", 6.0, 1}, {1, "val_bpb", 3.5, 2}, {2, "val_bpb", 3.0, 3},
                  {1, "tok_per_s", 100, 2}, {2, "tok_per_s", 300, 3}});
-    store_->set_trial_state(trials[1].trial_id, "stopped", 0, "early stop");
+    store_->set_trial_state(trials[1].trial_id, proto::TRIAL_STATE_STOPPED, 0, "early stop");
     tx.commit();
     return sweep_id;
   }
@@ -82,11 +82,11 @@ TEST_F(StoreTest, CreateSweepNamesRunDirsAndLoadsBack) {
   auto trials = store_->trials_of(sweep_id);
   ASSERT_EQ(trials.size(), 3u);
   EXPECT_EQ(trials[2].run_dir, "sweep-" + std::to_string(sweep_id) + "/trial-" + std::to_string(trials[2].trial_id));
-  EXPECT_EQ(trials[2].state, "pending");
+  EXPECT_EQ(trials[2].state, proto::TRIAL_STATE_PENDING);
   EXPECT_EQ(store_->active_trials().size(), 1u);
   EXPECT_EQ(store_->sweep(sweep_id).name, "s");
   EXPECT_THROW(store_->sweep(999), Error);
-  EXPECT_THROW(store_->set_trial_state(trials[2].trial_id, "exploded", 0, ""), Error);
+  EXPECT_THROW(store_->set_trial_state(trials[2].trial_id, proto::TRIAL_STATE_UNSPECIFIED, 0, ""), Error);
   const auto series = store_->metric_series(sweep_id, "val_bpb");
   ASSERT_EQ(series.size(), 2u);
   EXPECT_EQ(series[1].second.size(), 2u);

@@ -17,7 +17,7 @@
 
 #include "tests/trainer/test_text.h"
 #include "trainer/retention.h"
-#include "trainer/subprocess.h"
+#include "common/spawn.h"
 
 namespace hylab::trainer {
 namespace {
@@ -81,12 +81,12 @@ class ArtifactsTest : public ::testing::Test {
     const std::string out = (root_ / ("out" + std::to_string(++n))).string();
     std::vector<std::string> argv = {hylab_bin()};
     argv.insert(argv.end(), args.begin(), args.end());
-    Subprocess::Options opt;
+    SpawnOptions opt;
     opt.stdout_file = out;
     opt.stderr_file = out + ".err";
-    Subprocess p = Subprocess::spawn(argv, opt);
+    Process p = Process::spawn(argv, opt);
     Result r;
-    r.code = p.wait();
+    r.code = p.wait().code();
     r.out = slurp(out);
     r.err = slurp(out + ".err");
     return r;

@@ -26,7 +26,7 @@
 #include "trainer/grad_reducer.h"
 #include "trainer/optim.h"
 #include "trainer/schedule.h"
-#include "trainer/subprocess.h"
+#include "common/spawn.h"
 
 namespace hylab::trainer {
 namespace {
@@ -140,21 +140,21 @@ class DistOverGloo : public ::testing::Test {
 
   // Starts 2 ranks of `which` and waits; false (with the test skipped) if there is no gloo.
   bool run_ranks(const std::string& which) {
-    std::vector<Subprocess> ranks;
+    std::vector<Process> ranks;
     for (int r = 0; r < 2; ++r) {
-      Subprocess::Options o;
+      SpawnOptions o;
       o.extra_env = {"HYLAB_DIST_TEST_CASE=" + which, "HYLAB_DIST_TEST_OUT=" + dir_.string(),
                      fmt::format("RANK={}", r), "WORLD_SIZE=2", fmt::format("LOCAL_RANK={}", r),
                      "HYLAB_RENDEZVOUS_FILE=" + (dir_ / ("store_" + which)).string(),
                      "HYLAB_DIST_INIT_TIMEOUT_S=60", "OMP_NUM_THREADS=1"};
       o.stdout_file = (dir_ / fmt::format("rank{}.out", r)).string();
       o.stderr_file = (dir_ / fmt::format("rank{}.err", r)).string();
-      ranks.push_back(Subprocess::spawn(
+      ranks.push_back(Process::spawn(
           {self_executable_path(), "--gtest_filter=DistRank.RunsWhenStartedAsARankByTheTestsBelow"}, o));
     }
     bool ok = true;
     for (int r = 0; r < 2; ++r) {
-      const int code = ranks[r].wait();
+      const int code = ranks[r].wait().code();
       const std::string log = slurp(dir_ / fmt::format("rank{}.out", r)) + slurp(dir_ / fmt::format("rank{}.err", r));
       if (log.find("needs gloo") != std::string::npos) {
         ok = false;

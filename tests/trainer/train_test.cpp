@@ -20,7 +20,7 @@
 #include <thread>
 
 #include "tests/trainer/test_text.h"
-#include "trainer/subprocess.h"
+#include "common/spawn.h"
 
 namespace hylab::trainer {
 namespace {
@@ -64,13 +64,13 @@ Result run_hylab(const std::vector<std::string>& args, const fs::path& dir,
   const std::string out = (dir / ("out" + std::to_string(++n))).string();
   std::vector<std::string> argv = {hylab_bin()};
   argv.insert(argv.end(), args.begin(), args.end());
-  Subprocess::Options opt;
+  SpawnOptions opt;
   opt.extra_env = env;
   opt.stdout_file = out;
   opt.stderr_file = out + ".err";
-  Subprocess p = Subprocess::spawn(argv, opt);
+  Process p = Process::spawn(argv, opt);
   Result r;
-  r.code = p.wait();
+  r.code = p.wait().code();
   r.out = slurp(out);
   r.err = slurp(out + ".err");
   return r;
@@ -190,18 +190,18 @@ TEST_F(TrainTest, SigtermThenResumeReproducesTheUninterruptedLossesBitExactly) {
                                    run_dir("cut"), "--metrics_jsonl", jsonl("cut"), "--probe_steps", "0"};
   args.insert(args.end(), cfg.begin(), cfg.end());
   args.insert(args.begin(), hylab_bin());
-  Subprocess::Options so;
+  SpawnOptions so;
   so.stderr_file = (root_ / "cut.err").string();
   so.stdout_file = (root_ / "cut.out").string();
-  Subprocess p = Subprocess::spawn(args, so);
+  Process p = Process::spawn(args, so);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
   while (records(jsonl("cut"), "checkpoint").empty() && std::chrono::steady_clock::now() < deadline) {
-    int code;
-    ASSERT_FALSE(p.poll(&code)) << "finished before it could be interrupted: " << code;
+    const auto done = p.try_wait();
+    ASSERT_FALSE(done) << "finished before it could be interrupted: " << done->code();
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   p.signal(SIGTERM);
-  const int code = p.wait();
+  const int code = p.wait().code();
   if (code == 0) GTEST_SKIP() << "the run finished before SIGTERM arrived (machine too fast)";
   ASSERT_EQ(code, 143);
   const auto before = metric(jsonl("cut"), "train_loss");
@@ -263,9 +263,9 @@ TEST_F(TrainTest, TwoGlooRanksMatchOneRankAtTheSameGlobalBatch) {
   // The same two ranks started the way torchrun/SLURM do: RANK/WORLD_SIZE and a TCPStore at
   // MASTER_ADDR:MASTER_PORT served by rank 0.
   const int port = free_tcp_port();
-  std::vector<Subprocess> ranks;
+  std::vector<Process> ranks;
   for (int r = 0; r < 2; ++r) {
-    Subprocess::Options so;
+    SpawnOptions so;
     so.extra_env = {"RANK=" + std::to_string(r), "WORLD_SIZE=2", "LOCAL_RANK=" + std::to_string(r),
                     "MASTER_ADDR=127.0.0.1", "MASTER_PORT=" + std::to_string(port)};
     so.stdout_file = (root_ / ("tcp" + std::to_string(r) + ".out")).string();
@@ -274,10 +274,10 @@ TEST_F(TrainTest, TwoGlooRanksMatchOneRankAtTheSameGlobalBatch) {
                                      "--run_dir", run_dir("tcp"), "--metrics_jsonl", jsonl("tcp"),
                                      "--probe_steps", "0"};
     args.insert(args.end(), cfg.begin(), cfg.end());
-    ranks.push_back(Subprocess::spawn(args, so));
+    ranks.push_back(Process::spawn(args, so));
   }
   for (int r = 0; r < 2; ++r) {
-    EXPECT_EQ(ranks[r].wait(), 0) << slurp((root_ / ("tcp" + std::to_string(r) + ".out.err")).string());
+    EXPECT_EQ(ranks[r].wait().code(), 0) << slurp((root_ / ("tcp" + std::to_string(r) + ".out.err")).string());
   }
   const auto c = metric(jsonl("tcp"), "train_loss");
   ASSERT_EQ(c.size(), 8u);
@@ -386,12 +386,12 @@ TEST_F(TrainTest, BadDataOrConfigExitsWith2AndSaysWhy) {
 }
 
 // Starts `hylab train --nproc 2` for many steps; returns once rank 0 has logged a step.
-Subprocess start_two_ranks(const fs::path& root, const std::string& name, std::string* err_file) {
+Process start_two_ranks(const fs::path& root, const std::string& name, std::string* err_file) {
   *err_file = (root / (name + ".err")).string();
-  Subprocess::Options so;
+  SpawnOptions so;
   so.stderr_file = *err_file;
   so.stdout_file = (root / (name + ".out")).string();
-  Subprocess p = Subprocess::spawn(
+  Process p = Process::spawn(
       {hylab_bin(), "train", "--config", (root / "tiny.yaml").string(), "--run_dir",
        (root / name).string(), "--metrics_jsonl", (root / (name + ".jsonl")).string(), "--nproc", "2",
        "--num_iterations=100000"},
@@ -406,17 +406,17 @@ Subprocess start_two_ranks(const fs::path& root, const std::string& name, std::s
 
 TEST_F(TrainTest, SigtermToTheLauncherStopsEveryRankWith143) {
   std::string err;
-  Subprocess p = start_two_ranks(root_, "term", &err);
+  Process p = start_two_ranks(root_, "term", &err);
   ASSERT_FALSE(metric(jsonl("term"), "train_loss").empty()) << slurp(err);
   const auto t0 = std::chrono::steady_clock::now();
   p.signal(SIGTERM);
-  EXPECT_EQ(p.wait(), 143) << slurp(err);
+  EXPECT_EQ(p.wait().code(), 143) << slurp(err);
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30);
 }
 
 TEST_F(TrainTest, ARankThatDiesTakesTheRunDown) {
   std::string err;
-  Subprocess p = start_two_ranks(root_, "die", &err);
+  Process p = start_two_ranks(root_, "die", &err);
   ASSERT_FALSE(metric(jsonl("die"), "train_loss").empty()) << slurp(err);
   // "launched 2 ranks (pids A B)": kill rank 1 hard.
   const std::string log = slurp(err);
@@ -428,7 +428,7 @@ TEST_F(TrainTest, ARankThatDiesTakesTheRunDown) {
   ASSERT_GT(rank1, 0);
   const auto t0 = std::chrono::steady_clock::now();
   ::kill(rank1, SIGKILL);
-  EXPECT_EQ(p.wait(), 128 + SIGKILL);  // the failing rank's status
+  EXPECT_EQ(p.wait().code(), 128 + SIGKILL);  // the failing rank's status
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 60);
   EXPECT_NE(::kill(rank0, 0), 0) << "rank 0 outlived the run";
   EXPECT_NE(slurp(err).find("rank 1 exited with status 137"), std::string::npos) << slurp(err);
