@@ -183,8 +183,18 @@ bool json_to_message_fast(const std::string& json, pb::Message* message) {
   return true;
 }
 
+// HYLAB_SLOW_JSON=1: always the library (to compare speeds, e.g. of the fuzz targets).
+bool slow_only() {
+  static const bool slow = [] {
+    const char* v = std::getenv("HYLAB_SLOW_JSON");
+    return v != nullptr && std::string(v) == "1";
+  }();
+  return slow;
+}
+
 pb::util::Status message_to_json(const pb::Message& message, std::string* out,
                                  const pb::util::JsonPrintOptions& options) {
+  if (slow_only()) return pb::util::MessageToJsonString(message, out, options);
   const bool plain_options = !options.add_whitespace && options.preserve_proto_field_names &&
                              !options.always_print_primitive_fields;
   if (plain_options && message_to_json_fast(message, out)) return pb::util::OkStatus();
@@ -193,7 +203,9 @@ pb::util::Status message_to_json(const pb::Message& message, std::string* out,
 
 pb::util::Status json_to_message(const std::string& json, pb::Message* message,
                                  const pb::util::JsonParseOptions& options) {
-  if (!options.ignore_unknown_fields && json_to_message_fast(json, message)) return pb::util::OkStatus();
+  if (!slow_only() && !options.ignore_unknown_fields && json_to_message_fast(json, message)) {
+    return pb::util::OkStatus();
+  }
   return pb::util::JsonStringToMessage(json, message, options);
 }
 

@@ -16,7 +16,8 @@
 //    plain JSON type (int64 also as a canonical decimal string). Anything else (camelCase
 //    names, null, numbers in strings, NaN, unknown keys, malformed JSON): the library, which
 //    also words every error.
-// tests/common/proto_json_test.cpp compares both paths on many configs. Thread-safe.
+// tests/common/proto_json_test.cpp compares both paths on many configs. HYLAB_SLOW_JSON=1 in
+// the environment makes every call take the library's path (to compare speeds). Thread-safe.
 #pragma once
 
 #include <string>
