@@ -10,6 +10,7 @@
 // latency: a worker's slot free -> its Assign arrives; workers still waiting at the end
 // count with their wait so far), coordinator_rss_mib, coordinator_cpu_s,
 // metric_messages_sent, metric_messages_asked (what a punctual generator sends),
+// metric_messages_dropped (refused by a full socket queue: the coordinator not reading),
 // heartbeats_sent, sqlite_metric_rows_per_s, generator_threads, generator_cpu_s,
 // generator_lag_p99_ms / generator_lag_max_ms (how late its sends went out),
 // generator_kept_up = valid (>= 99% of the batches asked sent, lag p99 <= 100 ms): a row

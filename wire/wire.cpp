@@ -145,7 +145,8 @@ std::string validate(const Envelope& env) {
       if (r.page_size() < 0 || r.page_size() > kMaxPageSize) {
         return fmt::format("request: page_size = {}: expected 0..{}", r.page_size(), kMaxPageSize);
       }
-      if (r.page_token().size() > kMaxIdLength) return "request: page_token: longer than 256 bytes";
+      // A worker list's token is the hex of a worker_id (<= 256 bytes): up to 513 bytes.
+      if (r.page_token().size() > 1024) return "request: page_token: longer than 1024 bytes";
       if (r.has_submit_sweep()) {
         const auto& s = r.submit_sweep();
         if (s.name().empty()) return "request: submit_sweep: name: empty";

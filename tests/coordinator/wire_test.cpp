@@ -95,6 +95,20 @@ TEST(Wire, MalformedMessagesAreRejectedWithAReason) {
   EXPECT_FALSE(roundtrip(fin, &error));  // outcome unspecified
   EXPECT_NE(error.find("outcome"), std::string::npos) << error;
 
+  proto::Envelope list;
+  list.mutable_request()->set_list_workers(true);
+  list.mutable_request()->set_page_size(-1);
+  EXPECT_FALSE(roundtrip(list, &error));
+  EXPECT_NE(error.find("page_size = -1"), std::string::npos) << error;
+  list.mutable_request()->set_page_size(kMaxPageSize + 1);
+  EXPECT_FALSE(roundtrip(list, &error));
+  list.mutable_request()->set_page_size(kMaxPageSize);
+  list.mutable_request()->set_page_token(std::string(1025, 'w'));
+  EXPECT_FALSE(roundtrip(list, &error));
+  EXPECT_NE(error.find("page_token"), std::string::npos) << error;
+  list.mutable_request()->set_page_token("w" + std::string(512, 'f'));  // the hex of a 256-byte worker_id
+  EXPECT_TRUE(roundtrip(list, &error)) << error;
+
   // Wrong protocol version.
   proto::Envelope hb;
   hb.mutable_heartbeat();
