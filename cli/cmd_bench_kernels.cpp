@@ -1,7 +1,10 @@
 // `hylab bench kernels [--json FILE]`: times our Mamba-path kernels on the current GPU at
-// the shapes of issue 5 (CUDA events, warm-up, median of --reps runs) and prints JSON:
+// the shapes of issue 5 (and issue 12's long context: --long_context) (CUDA events, warm-up, median of --reps runs) and prints JSON:
 //   {"commit", "date", "gpu", "copy_tb_per_s", "results": [{"kernel", "shape", "pass",
 //    "dtype", "ms", "tb_per_s"}]}
+// The scan is timed with its default kernel variants ("selective_scan"); with --scan_only
+// also with every variant explicitly ("selective_scan/<variant name>", e.g.
+// selective_scan/v2_seg8_defer, selective_scan/fwd_v2_tile16; see bench_scan).
 // tb_per_s = bytes that must move (each input read once, each output written once) / time;
 // copy_tb_per_s is a device-to-device copy on the same GPU (bytes read + written), the
 // ceiling to compare with. Layer records (matmul-bound) carry tb_per_s = null.
@@ -30,8 +33,11 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <utility>
 #include <vector>
 
+#include "model/compat.h"
+#include "kernels/selective_scan/selective_scan.h"
 #include "model/cuda_ops.h"
 #endif
 
@@ -44,7 +50,10 @@ struct BenchOptions {
   int warmup = 3;
   bool skip_layers = false;
   bool quick = false;  // d12 scan and the conv only (for profilers)
+  bool scan_only = false;  // the d12/d20/long scan shapes only (every kernel variant)
   bool gemv_only = false;
+  bool long_context = false;  // only the long-context scan and layer, split scan auto vs off
+  bool decode_only = false;  // the Mamba decode step only (fused vs unfused)
 };
 
 #if HYLAB_CUDA_KERNELS
@@ -129,8 +138,17 @@ ScanTensors scan_inputs(int64_t B, int64_t E, int64_t T, int64_t N, bool grad) {
   return s;
 }
 
+// kernel: the record's name ("selective_scan", or "selective_scan_nosplit" for the split
+// scan forced off, see bench_long_context), for the default kernel variants. With
+// all_variants, every forward and backward kernel variant is also timed explicitly
+// (selective_scan.h): records named kernel + "/" + the variant's name (forward ones with a
+// "fwd_" prefix), carrying "fwd_variant" or "bwd_variant" (the process setting on the
+// default's records: -1 = the kernels' automatic default);
+// fwd+bwd and bwd records use the default forward.
 void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
-                const BenchOptions& o, Json& results) {
+                const BenchOptions& o, Json& results,
+                const std::string& kernel = "selective_scan", bool all_variants = false) {
+  namespace hk = hylab::kernels;
   ScanTensors s = scan_inputs(B, E, T, N, true);
   const Tensor dout = torch::randn({B, E, T}, kBf16);
   const double bet = 2.0 * B * E * T, bnt = 2.0 * B * N * T;  // bytes of one bf16 tensor
@@ -139,20 +157,45 @@ void bench_scan(int64_t B, int64_t E, int64_t T, int64_t N, bool with_fwd_only,
     return hylab::cuda_ops::selective_scan(s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias,
                                            true);
   };
-  if (with_fwd_only) {
+  const int saved_fwd = hylab::cuda_ops::scan_fwd_variant();
+  const int saved_bwd = hylab::cuda_ops::scan_bwd_variant();
+  for (int v = -1; with_fwd_only && v < (all_variants ? hk::kScanFwdVariants : 0); ++v) {
+    hylab::cuda_ops::set_scan_fwd_variant(v < 0 ? saved_fwd : v);  // -1: the process setting
+    const std::string name =
+        v < 0 ? kernel : kernel + "/fwd_" + hk::selective_scan_fwd_variant_name(v);
     // The training forward (grad enabled: saves the chunk states for the backward).
     const double ms = median_ms([&] { fwd(); }, o);
-    results.push_back(record("selective_scan", shape, "fwd", ms, 4 * bet + 2 * bnt));
+    Json r = record(name, shape, "fwd", ms, 4 * bet + 2 * bnt);
+    r["fwd_variant"] = v < 0 ? saved_fwd : v;
+    results.push_back(r);
   }
-  const double ms = median_ms(
-      [&] {
-        Tensor y = fwd();
-        torch::autograd::grad({y}, {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias}, {dout});
-      },
-      o);
-  // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
-  // dB, dC out.
-  results.push_back(record("selective_scan", shape, "fwd+bwd", ms, 11 * bet + 6 * bnt));
+  hylab::cuda_ops::set_scan_fwd_variant(saved_fwd);
+  const std::vector<Tensor> wrt = {s.u, s.delta, s.A, s.Bm, s.Cm, s.D, s.z, s.bias};
+  for (int v = -1; v < (all_variants ? hk::kScanBwdVariants : 0); ++v) {
+    hylab::cuda_ops::set_scan_bwd_variant(v < 0 ? saved_bwd : v);  // -1: the process setting
+    const std::string name =
+        v < 0 ? kernel : kernel + "/" + hk::selective_scan_bwd_variant_name(v);
+    const double ms = median_ms(
+        [&] {
+          Tensor y = fwd();
+          torch::autograd::grad({y}, wrt, {dout});
+        },
+        o);
+    // fwd: u, delta, z, Bm, Cm in, y out; bwd: u, delta, z, Bm, Cm, dout in; du, ddelta, dz,
+    // dB, dC out.
+    Json r = record(name, shape, "fwd+bwd", ms, 11 * bet + 6 * bnt);
+    r["bwd_variant"] = v < 0 ? saved_bwd : v;
+    results.push_back(r);
+    // The backward alone (autograd's call into the kernels: glue, scan bwd, partial sums)
+    // on one retained graph.
+    const Tensor y = fwd();
+    const double bwd_ms =
+        median_ms([&] { torch::autograd::grad({y}, wrt, {dout}, /*retain_graph=*/true); }, o);
+    r = record(name, shape, "bwd", bwd_ms, 7 * bet + 4 * bnt);
+    r["bwd_variant"] = v < 0 ? saved_bwd : v;
+    results.push_back(r);
+  }
+  hylab::cuda_ops::set_scan_bwd_variant(saved_bwd);
 }
 
 void bench_conv(int64_t B, int64_t E, int64_t T, int64_t K, const BenchOptions& o,
@@ -291,7 +334,82 @@ void bench_layers(int64_t d_model, int64_t B, int64_t T, const BenchOptions& o, 
   }
 }
 
-// One decode step of one Mamba layer (batch `B`), captured in a CUDA graph and replayed.
+// Long context at small batch (issue 12): the scan at (B, E, T, N) = (2, 1536, 32768, 16)
+// and (1, 2560, 65536, 16), fwd and fwd+bwd, and the Mamba layer (d768) at B2 x T32768, each
+// with the split scan automatic ("selective_scan", "mamba_layer") and forced off
+// ("..._nosplit"), so one run shows the gain. The splits chosen go to stderr.
+//
+// sweep (--long_context only): also the scan with S forced to each of a range of values, at
+// B2 x T32768 and at B8 x T8192 (192 blocks, which the automatic choice leaves unsplit),
+// records "selective_scan_splits<S>": checks the automatic choice's wave model.
+void bench_long_context(const BenchOptions& o, Json& results, bool sweep) {
+  struct Shape {
+    int64_t B, E, T, N;
+  };
+  for (const Shape& sh : {Shape{2, 1536, 32768, 16}, Shape{1, 2560, 65536, 16}}) {
+    hylab::cuda_ops::set_scan_splits(0);
+    std::fprintf(stderr, "  (automatic splits for %s: fwd %d, bwd %d)\n",
+                 dims({sh.B, sh.E, sh.T, sh.N}).c_str(),
+                 hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, false),
+                 hylab::cuda_ops::scan_splits_for(sh.B, sh.E, sh.T, sh.N, true));
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results);
+    hylab::cuda_ops::set_scan_splits(1);
+    bench_scan(sh.B, sh.E, sh.T, sh.N, true, o, results, "selective_scan_nosplit");
+  }
+  if (!o.skip_layers) {
+    const int64_t B = 2, T = 32768, d_model = 768;
+    MambaLayer m(d_model);
+    for (const int splits : {0, 1}) {
+      hylab::cuda_ops::set_scan_splits(splits);
+      const double ms = layer_fwd_bwd_ms(m, m.params(), B, T, o,
+                                         [&](const Tensor& h) { return m.forward(h); });
+      results.push_back(record(splits == 0 ? "mamba_layer" : "mamba_layer_nosplit",
+                               dims({B, T, d_model}), "fwd+bwd", ms, std::nullopt));
+    }
+  }
+  if (sweep) {
+    struct Sweep {
+      int64_t B, E, T, N;
+      std::vector<int> splits;
+    };
+    const Sweep sweeps[] = {{2, 1536, 32768, 16, {4, 6, 8, 11, 16, 22, 32, 64}},
+                            {8, 1536, 8192, 16, {1, 2, 3, 4, 6, 8}}};
+    for (const Sweep& sw : sweeps) {
+      for (const int splits : sw.splits) {
+        hylab::cuda_ops::set_scan_splits(splits);
+        bench_scan(sw.B, sw.E, sw.T, sw.N, true, o, results,
+                   "selective_scan_splits" + std::to_string(splits));
+      }
+    }
+  }
+  hylab::cuda_ops::set_scan_splits(0);
+}
+
+// Median ms of one step() replayed from a CUDA graph (100 replays back to back per timing, so
+// the launch gaps inside the step count and the gaps between replays hardly do); *eager_ms
+// gets the same without the graph.
+double graph_step_ms(const std::function<void()>& step, const BenchOptions& o, double* eager_ms) {
+  *eager_ms = median_ms(step, o, 100);
+  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+  const c10::cuda::CUDAStreamGuard guard(side);
+  for (int i = 0; i < 5; ++i) step();  // warm up cuBLAS etc. on the capture stream
+  side.synchronize();
+  at::cuda::CUDAGraph graph;
+  graph.capture_begin();
+  step();
+  graph.capture_end();
+  return median_ms([&] { graph.replay(); }, o, 100);
+}
+
+// One decode step of one Mamba layer (batch `B`) captured in a CUDA graph and replayed, three
+// ways (records "mamba_decode_step" with pass):
+//   step     the chain this bench has timed since issue 5: cuBLAS matmuls for the four
+//            projections + our conv and state updates (6 kernels; no norm, no residual)
+//   unfused  model/mamba.cpp's decode() with fused_decode off: rms_norm+in_proj GEMV, conv
+//            update, x_proj GEMV, dt_proj GEMV, state update, out_proj+residual GEMV (6)
+//   fused    the same with mamba_decode_core: in_proj GEMV, conv+x_proj, dt_proj+state
+//            update, out_proj GEMV (4 kernels)
+//   fused_pdl  fused with overlap_launches (programmatic dependent launch, experimental)
 void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
   torch::NoGradGuard ng;
   MambaLayer m(d_model);
@@ -300,7 +418,7 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
   Tensor conv_state = torch::zeros({B, E, K}, kBf16);
   Tensor ssm_state = torch::zeros({B, E, N}, kF32);
   Tensor out;
-  auto step = [&] {
+  auto step_cublas = [&] {
     const Tensor xz = torch::matmul(h, m.W_in.t());  // (B, 2E)
     const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
     const Tensor xc = hylab::cuda_ops::causal_conv1d_update(x, conv_state, m.conv_w, m.conv_b, true);
@@ -311,27 +429,101 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
         m.dt_bias, true);
     out = torch::matmul(y, m.W_out.t());
   };
-  const double eager_ms = median_ms(step, o, 100);
-
-  c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
-  double graph_ms = 0;
-  {
-    const c10::cuda::CUDAStreamGuard guard(side);
-    for (int i = 0; i < 5; ++i) step();  // warm up cuBLAS etc. on the capture stream
-    side.synchronize();
-    at::cuda::CUDAGraph graph;
-    graph.capture_begin();
-    step();
-    graph.capture_end();
-    graph_ms = median_ms([&] { graph.replay(); }, o, 100);
-  }
-  std::fprintf(stderr, "  (decode step without a graph: %.4f ms)\n", eager_ms);
+  hylab::cuda_ops::GemvFusion norm, residual;
+  norm.norm_eps = compat::rms_norm_eps(torch::kBFloat16);
+  residual.residual = h;
+  auto in_proj = [&] { return hylab::cuda_ops::gemv(h, m.W_in, norm); };  // (B, 2E)
+  auto step_unfused = [&] {
+    const Tensor xz = in_proj();
+    const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
+    const Tensor xc = hylab::cuda_ops::causal_conv1d_update(x, conv_state, m.conv_w, m.conv_b, true);
+    const Tensor x_dbl = hylab::cuda_ops::gemv(xc, m.W_x);                     // (B, R + 2N)
+    const Tensor dt = hylab::cuda_ops::gemv(x_dbl.narrow(1, 0, R), m.W_dt);    // (B, E)
+    const Tensor y = hylab::cuda_ops::selective_state_update(
+        ssm_state, xc, dt, m.A, x_dbl.narrow(1, R, N), x_dbl.narrow(1, R + N, N), m.D, z,
+        m.dt_bias, true);
+    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+  };
+  auto step_fused = [&] {
+    const Tensor xz = in_proj();
+    const Tensor y = hylab::cuda_ops::mamba_decode_core(
+        xz.narrow(1, 0, E), xz.narrow(1, E, E), conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+        m.W_dt, m.dt_bias, m.A, m.D);
+    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+  };
+  auto step_fused_pdl = [&] {  // the same, the two kernels launched to overlap (Hopper PDL)
+    const Tensor xz = in_proj();
+    const Tensor y = hylab::cuda_ops::mamba_decode_core(
+        xz.narrow(1, 0, E), xz.narrow(1, E, E), conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+        m.W_dt, m.dt_bias, m.A, m.D, /*overlap_launches=*/true);
+    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+  };
   // Bytes: every weight once, conv/ssm states read and written, h in, out out.
   const double weight_bytes =
       2.0 * (2 * E * d_model + (R + 2 * N) * E + E * R + d_model * E) + 4.0 * (E * K + E * N + 3 * E);
   const double state_bytes = 2.0 * (2.0 * B * E * K) + 2.0 * (4.0 * B * E * N);
-  results.push_back(record("mamba_decode_step", dims({B, d_model}), "step", graph_ms,
-                           weight_bytes + state_bytes + 4.0 * B * d_model));
+  const double bytes = weight_bytes + state_bytes + 4.0 * B * d_model;
+  const std::pair<const char*, std::function<void()>> variants[] = {
+      {"step", step_cublas}, {"unfused", step_unfused}, {"fused", step_fused}};
+  for (const auto& [pass, step] : variants) {
+    double eager_ms = 0;
+    const double ms = graph_step_ms(step, o, &eager_ms);
+    results.push_back(record("mamba_decode_step", dims({B, d_model}), pass, ms, bytes));
+    std::fprintf(stderr, "  (decode step %s without a graph: %.4f ms)\n", pass, eager_ms);
+  }
+
+  // The parts on their own ("mamba_decode_part", ms per call): kCalls calls of one op
+  // captured back to back in a graph, so each call pays what it pays inside the step (its
+  // run time and the gap before the next dependent launch). Inputs are fixed tensors of the
+  // step's shapes (states evolve from call to call, which does not change the work).
+  constexpr int kCalls = 20;
+  const Tensor xz0 = in_proj();
+  const Tensor x0 = xz0.narrow(1, 0, E), z0 = xz0.narrow(1, E, E);
+  const Tensor xc0 = hylab::cuda_ops::causal_conv1d_update(x0, conv_state, m.conv_w, m.conv_b, true);
+  const Tensor x_dbl0 = hylab::cuda_ops::gemv(xc0, m.W_x);
+  const Tensor dt0 = hylab::cuda_ops::gemv(x_dbl0.narrow(1, 0, R), m.W_dt);
+  const Tensor y0 = torch::randn({B, E}, kBf16);
+  const std::pair<const char*, std::function<void()>> parts[] = {
+      {"in_proj_norm_gemv", [&] { in_proj(); }},
+      {"conv_update", [&] { hylab::cuda_ops::causal_conv1d_update(x0, conv_state, m.conv_w, m.conv_b, true); }},
+      {"x_proj_gemv", [&] { hylab::cuda_ops::gemv(xc0, m.W_x); }},
+      {"dt_proj_gemv", [&] { hylab::cuda_ops::gemv(x_dbl0.narrow(1, 0, R), m.W_dt); }},
+      {"state_update",
+       [&] {
+         hylab::cuda_ops::selective_state_update(ssm_state, xc0, dt0, m.A, x_dbl0.narrow(1, R, N),
+                                                 x_dbl0.narrow(1, R + N, N), m.D, z0, m.dt_bias, true);
+       }},
+      {"out_proj_res_gemv", [&] { hylab::cuda_ops::gemv(y0, m.W_out, residual); }},
+      {"fused_core_2_kernels",
+       [&] {
+         hylab::cuda_ops::mamba_decode_core(x0, z0, conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
+                                            m.W_dt, m.dt_bias, m.A, m.D);
+       }},
+  };
+  for (const auto& [name, fn] : parts) {
+    c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();
+    const c10::cuda::CUDAStreamGuard guard(side);
+    for (int i = 0; i < 3; ++i) fn();
+    side.synchronize();
+    at::cuda::CUDAGraph graph;
+    graph.capture_begin();
+    for (int i = 0; i < kCalls; ++i) fn();
+    graph.capture_end();
+    const double ms = median_ms([&] { graph.replay(); }, o) / kCalls;
+    results.push_back(record("mamba_decode_part", dims({B, d_model}), name, ms, std::nullopt));
+  }
+
+  // Experimental, with --decode_only only (so it cannot cost the full bench's records): a
+  // runtime without programmatic launches in graph capture fails here and only here.
+  if (!o.decode_only) return;
+  try {
+    double eager_ms = 0;
+    const double ms = graph_step_ms(step_fused_pdl, o, &eager_ms);
+    results.push_back(record("mamba_decode_step", dims({B, d_model}), "fused_pdl", ms, bytes));
+    std::fprintf(stderr, "  (decode step fused_pdl without a graph: %.4f ms)\n", eager_ms);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "  decode step fused_pdl failed: %s\n", e.what());
+  }
 }
 
 // The decode GEMV (kernels/gemv) at batch 1 on d20's decode matrices, with 1, 2, 4 and 8
@@ -388,19 +580,28 @@ void run_bench(const BenchOptions& o) {
   doc["copy_tb_per_s"] = copy_tb_per_s(o);
   std::fprintf(stderr, "  device-to-device copy: %.3f TB/s\n", doc["copy_tb_per_s"].get<double>());
   Json results = Json::array();
-  if (!o.quick) bench_gemv(o, results);
-  if (!o.gemv_only) {
-    bench_scan(32, 1536, 2048, 16, true, o, results);  // d12
+  if (o.long_context) {
+    bench_long_context(o, results, /*sweep=*/true);
+  } else if (o.decode_only) {
+    bench_decode(768, 1, o, results);
+  } else if (!o.quick && !o.scan_only) {
+    bench_gemv(o, results);
+  }
+  if (!o.gemv_only && !o.long_context && !o.decode_only) {
+    // Every kernel variant only with --scan_only (the full run keeps its records and runs no
+    // unmeasured kernel).
+    bench_scan(32, 1536, 2048, 16, true, o, results, "selective_scan", o.scan_only);  // d12
     if (!o.quick) {
-      bench_scan(16, 2560, 2048, 16, true, o, results);  // d20
-      bench_scan(8, 2048, 8192, 16, true, o, results);   // long
+      bench_scan(16, 2560, 2048, 16, true, o, results, "selective_scan", o.scan_only);  // d20
+      bench_scan(8, 2048, 8192, 16, true, o, results, "selective_scan", o.scan_only);   // long
     }
-    bench_conv(32, 1536, 2048, 4, o, results);
-    if (!o.skip_layers && !o.quick) {
+    if (!o.scan_only) bench_conv(32, 1536, 2048, 4, o, results);
+    if (!o.skip_layers && !o.quick && !o.scan_only) {
       bench_layers(768, 32, 2048, o, results);
       bench_layers(1280, 16, 2048, o, results);
     }
-    if (!o.quick) bench_decode(768, 1, o, results);
+    if (!o.quick && !o.scan_only) bench_decode(768, 1, o, results);
+    if (!o.quick && !o.scan_only) bench_long_context(o, results, /*sweep=*/false);
   }
   doc["results"] = results;
   const std::string text = doc.dump(2);
@@ -434,8 +635,15 @@ void setup(CLI::App& root) {
   cmd->add_flag(flag("skip_layers"), opts->skip_layers,
                 "Skip the whole-layer (Mamba vs attention) measurements");
   cmd->add_flag(flag("quick"), opts->quick, "Only the d12 scan and the conv (for profilers)");
+  cmd->add_flag(flag("scan_only"), opts->scan_only,
+                "Only the selective scan at d12, d20 and long, timing every kernel variant");
   cmd->add_flag(flag("gemv_only"), opts->gemv_only,
                 "Only the decode GEMV at d20's shapes, 1-8 warps per column");
+  cmd->add_flag(flag("long_context"), opts->long_context,
+                "Only the long-context scan (B2 T32768, B1 T65536) and Mamba layer (B2 T32768), "
+                "split scan automatic vs off");
+  cmd->add_flag(flag("decode_only"), opts->decode_only,
+                "Only the Mamba decode step (d768, batch 1): cuBLAS chain, unfused, fused");
   cmd->callback([opts] { run_bench(*opts); });
 }
 

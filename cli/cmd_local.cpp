@@ -213,7 +213,7 @@ int run_local(const Flags& f) {
       }
       proto::ClientRequest show;
       show.set_show_sweep(sweep_id);
-      sweep = client.call_json(show);
+      sweep = client.call_all_pages(show, "trials");
       for (const auto& t : sweep["trials"]) {
         const int64_t id = t["trial_id"].get<int64_t>();
         const std::string state = t["state"].get<std::string>();

@@ -48,6 +48,7 @@ int wait_for_sweep(int64_t sweep_id, double poll_s, const ClientFlags& client) {
     try {
       proto::ClientRequest req;
       req.set_show_sweep(sweep_id);
+      req.set_page_size(1);  // the progress line needs the counts, not the trials
       sweep = client.client()->call_json(req);
       failing_since = {};
     } catch (const hylab::Error& e) {
@@ -205,7 +206,7 @@ void setup(CLI::App& root) {
   list->callback([=] {
     proto::ClientRequest req;
     req.set_list_sweeps(true);
-    const json sweeps = client->client()->call_json(req);
+    const json sweeps = client->client()->call_all_pages(req);
     if (*format == "json") {
       std::printf("%s\n", sweeps.dump(2).c_str());
       return;
@@ -228,7 +229,7 @@ void setup(CLI::App& root) {
   sh->callback([=] {
     proto::ClientRequest req;
     req.set_show_sweep(*id);
-    show(client->client()->call_json(req), *format);
+    show(client->client()->call_all_pages(req, "trials"), *format);
   });
 
   auto* wt = g->add_subcommand("wait", "Wait for a submitted sweep to finish (progress on stderr); exit with its outcome");

@@ -1,4 +1,5 @@
 // `hylab workers [--drain WORKER_ID]`: the coordinator's workers, live.
+#include <algorithm>
 #include <cstdio>
 
 #include "cli/daemon_flags.h"
@@ -29,7 +30,10 @@ void setup(CLI::App& root) {
     }
     proto::ClientRequest req;
     req.set_list_workers(true);
-    const json workers = c->call_json(req);
+    json workers = c->call_all_pages(req);  // pages come in worker_id order: alive ones first
+    std::stable_sort(workers.begin(), workers.end(), [](const json& a, const json& b) {
+      return (a.value("state", "") == "alive") > (b.value("state", "") == "alive");
+    });
     if (f == store::Format::kJson) {
       std::printf("%s\n", workers.dump(2).c_str());
       return;

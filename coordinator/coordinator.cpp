@@ -14,6 +14,7 @@
 #include <zmq.hpp>
 
 #include "common/check.h"
+#include "common/proto_log.h"
 #include "common/run_config.h"
 #include "coordinator/coordinator_impl.h"
 #include "sweep/sweep_expander.h"
@@ -51,6 +52,7 @@ std::vector<int> WorkerInfo::free_slots() const {
 }
 
 Coordinator::Impl::Impl(CoordinatorOptions o, int64_t now_ms) : opt(std::move(o)) {
+  limit_protobuf_logs();  // what peers send can make libprotobuf log (proto_log.h)
   liveness.interval_ms = opt.heartbeat_ms;
   liveness.misses = opt.liveness;
   if (opt.recovery_grace_ms <= 0) opt.recovery_grace_ms = 4 * opt.liveness * opt.heartbeat_ms;
@@ -309,11 +311,11 @@ void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const st
   try {
     switch (req.kind_case()) {
       case proto::ClientRequest::kSubmitSweep: reply->set_json(submit_sweep(req.submit_sweep())); break;
-      case proto::ClientRequest::kListSweeps: reply->set_json(store->sweeps_json().dump()); break;
-      case proto::ClientRequest::kShowSweep: reply->set_json(store->sweep_json(req.show_sweep()).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)); break;
+      case proto::ClientRequest::kListSweeps: list_sweeps(req, reply); break;
+      case proto::ClientRequest::kShowSweep: show_sweep(req, reply); break;
       case proto::ClientRequest::kCancelSweep: reply->set_json(cancel_sweep(req.cancel_sweep())); break;
       case proto::ClientRequest::kResumeSweep: reply->set_json(resume_sweep(req.resume_sweep())); break;
-      case proto::ClientRequest::kListWorkers: reply->set_json(workers_json()); break;
+      case proto::ClientRequest::kListWorkers: list_workers(req, reply); break;
       case proto::ClientRequest::kExtendSweep: reply->set_json(extend_sweep(req.extend_sweep())); break;
       case proto::ClientRequest::kSuggestSweep: reply->set_json(suggest_sweep(req.suggest_sweep())); break;
       case proto::ClientRequest::kDrainWorker: {
@@ -329,12 +331,10 @@ void Coordinator::Impl::handle_request(const proto::ClientRequest& req, const st
       }
       default: HYLAB_FAIL("unknown request");
     }
-    const int64_t limit = opt.max_reply_bytes > 0 ? opt.max_reply_bytes
-                                                  : static_cast<int64_t>(wire::kMaxMessageBytes) - 65536;
+    // The lists are built in pages under this limit (client_pages.cpp); this guards the rest.
+    const int64_t limit = max_reply_bytes();
     if (static_cast<int64_t>(reply->json().size()) > limit) {
-      HYLAB_FAIL("the answer is {:.1f} MiB, over the {:.1f} MiB a reply may carry (e.g. a sweep of "
-                 "many thousand trials, or many workers); read it from the database instead: "
-                 "hylab results / hylab sweep show work on the database file",
+      HYLAB_FAIL("the answer is {:.1f} MiB, over the {:.1f} MiB a reply may carry",
                  static_cast<double>(reply->json().size()) / (1 << 20), static_cast<double>(limit) / (1 << 20));
     }
   } catch (const std::exception& e) {
@@ -424,23 +424,6 @@ std::string Coordinator::Impl::resume_sweep(int64_t sweep_id) {
   for (auto& [id, t] : kept) trials[id] = std::move(t);
   spdlog::info("sweep {} resumed: {} trials pending again", sweep_id, n);
   return nlohmann::json{{"sweep_id", sweep_id}, {"state", to_string(proto::SWEEP_STATE_RUNNING)}, {"trials_resumed", n}}.dump();
-}
-
-std::string Coordinator::Impl::workers_json() {
-  nlohmann::json out = store->workers_json();
-  for (auto& w : out) {
-    auto it = workers.find(w["worker_id"].get<std::string>());
-    if (it == workers.end()) continue;
-    const WorkerInfo& info = it->second;
-    nlohmann::json running = nlohmann::json::array();
-    for (const auto& [k, h] : info.assigned) running.push_back({{"trial_id", k.first}, {"attempt", k.second}});
-    w["slots"] = info.slots;
-    w["free_slots"] = info.free_slots().size();
-    w["running"] = running;
-    w["heard_ms_ago"] = now - info.last_heard_ms;
-  }
-  // Rows stored before the wire sanitised text may hold invalid UTF-8: U+FFFD, not an error.
-  return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 void Coordinator::Impl::reload() {

@@ -30,9 +30,10 @@ struct CoordinatorOptions {
   // Rows of lost or drained workers not heard from for this long are deleted (their
   // identity is free again; `hylab workers` stays short). Checked once a minute.
   int64_t worker_expiry_s = 7 * 24 * 3600;
-  // A client reply larger than this is refused with an error that says so (a larger frame
-  // would be dropped by the client's size limit and look like a coordinator that did not
-  // answer). 0 = the wire limit less 64 KiB for the envelope.
+  // The largest client reply (a larger frame would be dropped by the client's size limit and
+  // look like a coordinator that did not answer): lists are answered in pages under it
+  // (client_pages.cpp), anything else over it is refused with an error that says so.
+  // 0 = the wire limit less 64 KiB for the envelope.
   int64_t max_reply_bytes = 0;
   wire::Security security;
 };

@@ -4,7 +4,7 @@
 // daemon (coordinator.cpp) drives it from a ZeroMQ poll loop; the simulator
 // (tests/sim) drives it from simulated workers with a simulated clock.
 //
-// coordinator.cpp: step, clients, load; trial_book.cpp: workers and trial transitions;
+// coordinator.cpp: step, clients, load; client_pages.cpp: list replies in pages; trial_book.cpp: workers and trial transitions;
 // search_book.cpp: tpe proposals. Single-threaded.
 #pragma once
 
@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "coordinator/coordinator.h"
+#include "common/log_limit.h"
 #include "coordinator/early_stop.h"
-#include "coordinator/log_limit.h"
 #include "coordinator/policy.h"
 #include "sweep/search.h"
 #include "proto/sweep.pb.h"
@@ -144,7 +144,11 @@ struct Coordinator::Impl {
   std::string submit_sweep(const proto::SubmitSweep& s);
   std::string cancel_sweep(int64_t sweep_id);
   std::string resume_sweep(int64_t sweep_id);
-  std::string workers_json();
+  // client_pages.cpp: the lists, a page at a time (ClientRequest.page_size, page_token)
+  int64_t max_reply_bytes() const;
+  void list_sweeps(const proto::ClientRequest& req, proto::ClientReply* reply);
+  void show_sweep(const proto::ClientRequest& req, proto::ClientReply* reply);
+  void list_workers(const proto::ClientRequest& req, proto::ClientReply* reply);
   void load_state();
   void load_sweep(const store::SweepRow& row);
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "kernels/causal_conv1d/causal_conv1d.h"
 #include "kernels/cross_entropy/cross_entropy.h"
 #include "kernels/decode/decode.h"
+#include "kernels/decode/mamba_step.h"
 #include "kernels/decode_attention/decode_attention.h"
 #include "kernels/decode_attention/rope_append.h"
 #include "kernels/fused_block/fused_block.h"
@@ -29,6 +31,29 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 std::atomic<bool> g_deterministic{true};
+std::atomic<int> g_scan_splits{0};  // SelectiveScanParams::force_splits (set_scan_splits)
+
+// A kernel-variant switch: its value starts as the environment variable `env` (parsed on
+// first use; the one place each is read), else -1 (the kernels' default).
+int variant_from_env(const char* env, int count) {
+  const char* s = std::getenv(env);
+  if (s == nullptr || *s == '\0') return -1;
+  char* end = nullptr;
+  const long v = std::strtol(s, &end, 10);
+  TORCH_CHECK(*end == '\0' && v >= -1 && v < count, env, " must be -1 or 0..", count - 1,
+              ", got '", s, "'");
+  return static_cast<int>(v);
+}
+
+std::atomic<int>& scan_fwd_variant_slot() {
+  static std::atomic<int> slot{variant_from_env("HYLAB_SCAN_FWD_VARIANT", hk::kScanFwdVariants)};
+  return slot;
+}
+
+std::atomic<int>& scan_bwd_variant_slot() {
+  static std::atomic<int> slot{variant_from_env("HYLAB_SCAN_BWD_VARIANT", hk::kScanBwdVariants)};
+  return slot;
+}
 
 cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 
@@ -130,6 +155,7 @@ ScanInputs check_scan(const char* fn, const Tensor& u, const Tensor& delta, cons
 
 hk::SelectiveScanParams scan_params(const ScanInputs& in, bool softplus) {
   hk::SelectiveScanParams p;
+  p.fwd_variant = scan_fwd_variant();
   p.dtype = in.dtype;
   p.batch = static_cast<int>(in.B), p.dim = static_cast<int>(in.E);
   p.seqlen = static_cast<int>(in.T), p.dstate = static_cast<int>(in.N);
@@ -149,7 +175,17 @@ hk::SelectiveScanParams scan_params(const ScanInputs& in, bool softplus) {
     p.z_batch_stride = in.z.stride(0), p.z_dim_stride = in.z.stride(1);
   }
   p.delta_bias = in.delta_bias.defined() ? in.delta_bias.data_ptr<float>() : nullptr;
+  p.force_splits = g_scan_splits.load();
   return p;
+}
+
+// The split scan's workspace for p (undefined when T is not split).
+Tensor split_workspace(hk::SelectiveScanParams& p, bool bwd, const torch::TensorOptions& f32) {
+  const int64_t n = hk::selective_scan_split_ws_floats(p, bwd);
+  if (n == 0) return Tensor();
+  Tensor ws = torch::empty({n}, f32);
+  p.ws_split = ws.data_ptr<float>();
+  return ws;
 }
 
 struct ScanForward {
@@ -174,6 +210,7 @@ ScanForward scan_forward(const ScanInputs& in, bool softplus, bool save_states, 
   p.out = f.out.data_ptr();
   p.chunk_states = save_states ? f.chunk_states.data_ptr<float>() : nullptr;
   p.last_state = want_last ? f.last_state.data_ptr<float>() : nullptr;
+  const Tensor ws_split = split_workspace(p, /*bwd=*/false, f32);
   hk::selective_scan_fwd(p, current_stream());
   return f;
 }
@@ -246,12 +283,15 @@ class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
     Tensor dbias = in.delta_bias.defined() ? torch::empty({in.E}, f32) : Tensor();
     const int nblk = hk::selective_scan_bwd_blocks_per_batch(static_cast<int>(in.E),
                                                              static_cast<int>(in.N));
-    Tensor ws_dBC = torch::empty({in.B, nblk, 2, in.N, in.T}, f32);
-    Tensor ws_dA = torch::empty({in.B, in.E, in.N}, f32);
-    Tensor ws_dD = torch::empty({in.B, in.E}, f32);
-    Tensor ws_db = torch::empty({in.B, in.E}, f32);
-
     hk::SelectiveScanParams p = scan_params(in, softplus);
+    // Split scan: S partials of dA/dD/ddelta_bias per batch row, plus the carry workspace.
+    const int64_t splits = hk::selective_scan_num_splits(p, /*bwd=*/true);
+    const Tensor ws_split = split_workspace(p, /*bwd=*/true, f32);
+    Tensor ws_dBC = torch::empty({in.B, nblk, 2, in.N, in.T}, f32);
+    Tensor ws_dA = torch::empty({splits, in.B, in.E, in.N}, f32);
+    Tensor ws_dD = torch::empty({splits, in.B, in.E}, f32);
+    Tensor ws_db = torch::empty({splits, in.B, in.E}, f32);
+
     p.chunk_states = chunk_states.data_ptr<float>();
     p.dout = dout.data_ptr();
     p.du = du.data_ptr();
@@ -266,6 +306,7 @@ class SelectiveScanFn : public torch::autograd::Function<SelectiveScanFn> {
     p.ws_dA = ws_dA.data_ptr<float>();
     p.ws_dD = ws_dD.data_ptr<float>();
     p.ws_ddelta_bias = ws_db.data_ptr<float>();
+    p.bwd_variant = scan_bwd_variant();
     hk::selective_scan_bwd(p, current_stream());
     // One entry per forward argument; the four flags get none.
     return {du, ddelta, dA, dB, dC, dD, dz, dbias, Tensor(), Tensor(), Tensor(), Tensor()};
@@ -864,6 +905,133 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
   return out;
 }
 
+// ---------------------------------------------------------------- fused Mamba decode step
+
+bool mamba_decode_core_supports(const torch::Tensor& x, int64_t N, int64_t K, int64_t R) {
+  if (!x.defined() || !x.is_cuda() || x.dim() != 2 ||
+      (x.scalar_type() != torch::kFloat32 && x.scalar_type() != torch::kBFloat16)) {
+    return false;
+  }
+  const hk::DType dt = x.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32 : hk::DType::kBFloat16;
+  const int64_t B = x.size(0), E = x.size(1);
+  if (B < 1 || E < 1 || B > (1 << 20) || E > (1 << 24) || N > 1024 || K > 1024 || R < 1 ||
+      R > (1 << 20)) {
+    return false;
+  }
+  return hk::mamba_step_supports(dt, static_cast<int>(B), static_cast<int>(E), static_cast<int>(N),
+                                 static_cast<int>(K), static_cast<int>(R));
+}
+
+torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
+                                torch::Tensor& conv_state, torch::Tensor& ssm_state,
+                                const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
+                                const torch::Tensor& x_proj_weight,
+                                const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
+                                const torch::Tensor& A, const torch::Tensor& D,
+                                bool overlap_launches) {
+  const char* fn = "mamba_decode_core";
+  TORCH_CHECK(x.defined(), fn, ": x is required");
+  const torch::Device dev = x.device();
+  check_tensor(x, fn, "x", dev);
+  TORCH_CHECK(x.dim() == 2, fn, ": x must be (B, E), got shape ", x.sizes());
+  const int64_t B = x.size(0), E = x.size(1);
+  const hk::DType dtype = activation_dtype(x, fn, "x");
+  check_conv_params(fn, conv_weight, conv_bias, E, x);
+  const int64_t K = conv_weight.size(1);
+  check_tensor(A, fn, "A", dev);
+  TORCH_CHECK(A.dim() == 2 && A.size(0) == E, fn, ": A must be (E, N) with E = ", E,
+              ", got shape ", A.sizes());
+  check_dtype(A, torch::kFloat32, fn, "A", "parameters are fp32");
+  const int64_t N = A.size(1);
+  TORCH_CHECK(hk::selective_state_update_supports_dstate(static_cast<int>(std::min<int64_t>(N, 1 << 20))),
+              fn, ": N = ", N, " is not supported; allowed: 4, 8, 16, 32, 64, 128");
+  check_tensor(dt_proj_weight, fn, "dt_proj_weight", dev);
+  TORCH_CHECK(dt_proj_weight.dim() == 2 && dt_proj_weight.size(0) == E &&
+                  dt_proj_weight.size(1) >= 1,
+              fn, ": dt_proj_weight must be (E, R) with E = ", E, ", got shape ",
+              dt_proj_weight.sizes());
+  const int64_t R = dt_proj_weight.size(1);
+  check_tensor(x_proj_weight, fn, "x_proj_weight", dev);
+  check_shape(x_proj_weight, {R + 2 * N, E}, fn, "x_proj_weight");
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&x_proj_weight, "x_proj_weight"},
+                         {&dt_proj_weight, "dt_proj_weight"}}) {
+    TORCH_CHECK(t->scalar_type() == torch::kFloat32 || t->scalar_type() == torch::kBFloat16, fn,
+                ": ", name, " must be float32 or bfloat16, got ", t->scalar_type());
+  }
+  check_tensor(conv_state, fn, "conv_state", dev);
+  check_shape(conv_state, {B, E, K}, fn, "conv_state");
+  TORCH_CHECK(conv_state.is_contiguous(), fn,
+              ": conv_state must be contiguous (it is updated in place)");
+  TORCH_CHECK(conv_state.scalar_type() == x.scalar_type() ||
+                  conv_state.scalar_type() == torch::kFloat32,
+              fn, ": conv_state must be float32 or x's dtype, got ", conv_state.scalar_type());
+  TORCH_CHECK(!(dtype == hk::DType::kFloat32 && conv_state.scalar_type() != torch::kFloat32), fn,
+              ": a float32 x needs a float32 conv_state");
+  check_tensor(ssm_state, fn, "ssm_state", dev);
+  check_shape(ssm_state, {B, E, N}, fn, "ssm_state");
+  check_dtype(ssm_state, torch::kFloat32, fn, "ssm_state", "states are fp32");
+  TORCH_CHECK(ssm_state.is_contiguous(), fn,
+              ": ssm_state must be contiguous (it is updated in place)");
+  if (z.defined()) {
+    check_tensor(z, fn, "z", dev);
+    check_dtype(z, x.scalar_type(), fn, "z", "activations share x's dtype");
+    check_shape(z, {B, E}, fn, "z");
+  }
+  for (auto [t, name] : {std::pair<const Tensor*, const char*>{&D, "D"}, {&dt_bias, "dt_bias"}}) {
+    if (!t->defined()) continue;
+    check_tensor(*t, fn, name, dev);
+    check_dtype(*t, torch::kFloat32, fn, name, "parameters are fp32");
+    check_shape(*t, {E}, fn, name);
+  }
+  TORCH_CHECK(mamba_decode_core_supports(x, N, K, R), fn, ": B = ", B, ", E = ", E,
+              " do not fit the kernel (min(B, 8) * E activations must fit in shared memory)");
+  const c10::cuda::CUDAGuard guard(dev);
+  auto unit = [](const Tensor& t) {
+    return (!t.defined() || t.size(-1) <= 1 || t.stride(-1) == 1) ? t : t.contiguous();
+  };
+  Tensor xi = unit(x), zi = unit(z);
+  // The projections run in the activation dtype, as autocast runs the unfused linears (on
+  // the decode graph path the weights are bf16 already and these are no-ops).
+  Tensor wx = x_proj_weight.to(x.scalar_type()).contiguous();
+  Tensor wdt = dt_proj_weight.to(x.scalar_type()).contiguous();
+  Tensor cw = conv_weight.to(torch::kFloat32).contiguous();
+  Tensor cb = conv_bias.defined() ? conv_bias.to(torch::kFloat32).contiguous() : Tensor();
+  Tensor Ai = A.contiguous();
+  Tensor Di = D.defined() ? D.contiguous() : D;
+  Tensor dbi = dt_bias.defined() ? dt_bias.contiguous() : dt_bias;
+  Tensor x_conv = torch::empty({B, E}, x.options());
+  Tensor x_dbl = torch::empty({B, R + 2 * N}, x.options());
+  Tensor out = torch::empty({B, E}, x.options());
+  hk::MambaStepParams p;
+  p.dtype = dtype;
+  p.state_dtype = conv_state.scalar_type() == torch::kFloat32 ? hk::DType::kFloat32
+                                                              : hk::DType::kBFloat16;
+  p.batch = static_cast<int>(B), p.dim = static_cast<int>(E), p.dstate = static_cast<int>(N);
+  p.width = static_cast<int>(K), p.dt_rank = static_cast<int>(R);
+  p.x = xi.data_ptr(), p.x_batch_stride = xi.stride(0);
+  if (zi.defined()) p.z = zi.data_ptr(), p.z_batch_stride = zi.stride(0);
+  p.conv_state = conv_state.data_ptr();
+  p.conv_weight = cw.data_ptr<float>();
+  p.conv_bias = cb.defined() ? cb.data_ptr<float>() : nullptr;
+  p.x_proj_weight = wx.data_ptr();
+  p.dt_proj_weight = wdt.data_ptr();
+  p.dt_bias = dbi.defined() ? dbi.data_ptr<float>() : nullptr;
+  p.A = Ai.data_ptr<float>();
+  p.D = Di.defined() ? Di.data_ptr<float>() : nullptr;
+  p.ssm_state = ssm_state.data_ptr<float>();
+  p.x_conv = x_conv.data_ptr(), p.x_dbl = x_dbl.data_ptr(), p.out = out.data_ptr();
+  // The kernels read these before waiting for the kernel launched just before them: only
+  // when none was copied here (a copy would be that kernel) may they overlap it.
+  auto same = [](const Tensor& a, const Tensor& b) {
+    return !a.defined() || a.data_ptr() == b.data_ptr();
+  };
+  p.overlap_launches = overlap_launches && same(wx, x_proj_weight) &&
+                       same(wdt, dt_proj_weight) && same(cw, conv_weight) &&
+                       same(cb, conv_bias) && same(Ai, A) && same(Di, D) && same(dbi, dt_bias);
+  hk::mamba_step(p, current_stream());
+  return out;
+}
+
 // ---------------------------------------------------------------- decode attention
 
 bool decode_attention_supports(int64_t head_dim) {
@@ -1039,5 +1207,36 @@ torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight, const Ge
 
 void set_deterministic(bool on) { g_deterministic.store(on); }
 bool deterministic() { return g_deterministic.load(); }
+
+void set_scan_splits(int splits) {
+  TORCH_CHECK(splits >= 0, "set_scan_splits: splits must be >= 0 (0 automatic, 1 off), got ",
+              splits);
+  g_scan_splits.store(splits);
+}
+int scan_splits() { return g_scan_splits.load(); }
+
+int scan_splits_for(int64_t B, int64_t E, int64_t T, int64_t N, bool backward) {
+  hk::SelectiveScanParams p;
+  p.batch = static_cast<int>(B), p.dim = static_cast<int>(E);
+  p.seqlen = static_cast<int>(T), p.dstate = static_cast<int>(N);
+  p.force_splits = g_scan_splits.load();
+  return hk::selective_scan_num_splits(p, backward);
+}
+
+void set_scan_fwd_variant(int variant) {
+  TORCH_CHECK(variant >= -1 && variant < hk::kScanFwdVariants,
+              "set_scan_fwd_variant: variant must be -1 or 0..", hk::kScanFwdVariants - 1,
+              ", got ", variant);
+  scan_fwd_variant_slot().store(variant);
+}
+int scan_fwd_variant() { return scan_fwd_variant_slot().load(); }
+
+void set_scan_bwd_variant(int variant) {
+  TORCH_CHECK(variant >= -1 && variant < hk::kScanBwdVariants,
+              "set_scan_bwd_variant: variant must be -1 or 0..", hk::kScanBwdVariants - 1,
+              ", got ", variant);
+  scan_bwd_variant_slot().store(variant);
+}
+int scan_bwd_variant() { return scan_bwd_variant_slot().load(); }
 
 }  // namespace hylab::cuda_ops

@@ -52,6 +52,34 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& D, const torch::Tensor& z,
                                      const torch::Tensor& dt_bias, bool dt_softplus);
 
+// The Mamba decode step between in_proj and out_proj, fused into two kernels
+// (kernels/decode/mamba_step.h): conv update (SiLU) + x_proj, then dt_proj + the state update
+// (softplus on delta, D skip, z gate) + the conv-state roll. The same as
+//   xc = causal_conv1d_update(x, conv_state, conv_weight, conv_bias, silu)
+//   dt_low, Bm, Cm = split(linear(xc, x_proj_weight), R, N, N)
+//   y = selective_state_update(ssm_state, xc, linear(dt_low, dt_proj_weight), A, Bm, Cm, D,
+//                              z, dt_bias, softplus)
+// with the projections' fp32 sums taken in another order (mamba_step.h says what that
+// changes). x, z (B, E), unit channel stride (z may be undefined); conv_state (B, E, K) fp32
+// or x's dtype, ssm_state (B, E, N) fp32, contiguous, updated in place; conv_weight (E, K),
+// conv_bias (E) fp32 or x's dtype; x_proj_weight (R + 2N, E), dt_proj_weight (E, R) fp32 or
+// bf16 (used in x's dtype, as autocast would); A (E, N), D, dt_bias (E) fp32 (D, dt_bias may
+// be undefined). Returns y (B, E) in x's dtype. No autograd. Graph-capturable.
+// overlap_launches (experimental, Hopper): programmatic dependent launch, both kernels may
+// start while the kernel before them drains and load the weights, A, D, dt_bias and both
+// states before waiting for it; so the kernel launched just before this call must not write
+// any of those (in_proj's GEMV, which writes x and z, is fine). Ignored when the glue had to
+// copy a parameter (dtype or layout).
+torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
+                                torch::Tensor& conv_state, torch::Tensor& ssm_state,
+                                const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
+                                const torch::Tensor& x_proj_weight,
+                                const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
+                                const torch::Tensor& A, const torch::Tensor& D,
+                                bool overlap_launches = false);
+// True when mamba_decode_core takes x (B, E) (CUDA, fp32/bf16) with these N, K, R.
+bool mamba_decode_core_supports(const torch::Tensor& x, int64_t N, int64_t K, int64_t R);
+
 // One query per sequence against a KV cache (kernels/decode_attention, flash-decoding):
 // q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh) of q's dtype, unit stride along Dh; pos
 // int64 on q's device, (1) or (B): query b attends to cache positions [0, pos[b]] (read on
@@ -113,5 +141,24 @@ torch::Tensor relu_square(const torch::Tensor& u);
 // what they need and a future atomics path has a place to go.
 void set_deterministic(bool on);
 bool deterministic();
+
+// Splits of T for the selective scan (docs/KERNELS.md "Split scan"): 0 = automatic (split
+// only when B x channel blocks cannot fill the GPU; the environment variable
+// HYLAB_SCAN_SPLITS overrides the automatic choice the same way), 1 = never split, > 1 =
+// that many splits (fewer for short T). Process-wide; for tests and benchmarks.
+void set_scan_splits(int splits);
+int scan_splits();
+// The splits the forward (backward = false) or backward would use for these sizes now.
+int scan_splits_for(int64_t B, int64_t E, int64_t T, int64_t N, bool backward);
+
+// Which selective-scan forward / backward kernel runs (hylab::kernels, selective_scan.h:
+// variants 0 .. kScanFwdVariants-1 / kScanBwdVariants-1; -1 = the kernels' default). The
+// process starts with the value of the environment variable HYLAB_SCAN_FWD_VARIANT /
+// HYLAB_SCAN_BWD_VARIANT when it is set (read here, once), else -1. Tests and `hylab bench
+// kernels` switch them to run and time every variant in one process.
+void set_scan_fwd_variant(int variant);
+int scan_fwd_variant();
+void set_scan_bwd_variant(int variant);
+int scan_bwd_variant();
 
 }  // namespace hylab::cuda_ops

@@ -128,12 +128,10 @@ torch::Tensor MambaMixerImpl::forward_step(const torch::Tensor& x_in, LayerCache
     auto xz = ops::linear(x_in.select(1, t), in_proj->weight, use_kernels_);  // (B, 2E)
     auto x = xz.narrow(1, 0, E_);
     auto z = xz.narrow(1, E_, E_);
-    x = ops::causal_conv1d_update(x, cache.conv_state, conv1d_weight, conv1d_bias,
-                                  /*silu=*/true, use_kernels_);  // (B, E)
-    auto parts = ops::linear(x, x_proj->weight, use_kernels_).split_with_sizes({R_, N_, N_}, -1);
-    auto dt = ops::linear(parts[0], dt_proj->weight, use_kernels_);  // (B, E)
-    auto y = ops::selective_state_update(cache.ssm_state, x, dt, A, parts[1], parts[2], Df, z,
-                                         dt_bias, /*dt_softplus=*/true, use_kernels_);  // (B, E)
+    // conv update -> x_proj -> dt_proj -> state update (two kernels on CUDA when fused).
+    auto y = ops::mamba_decode_core(x, z, cache.conv_state, cache.ssm_state, conv1d_weight,
+                                    conv1d_bias, x_proj->weight, dt_proj->weight, dt_bias, A,
+                                    Df, fused_eager_, use_kernels_);  // (B, E)
     outs.push_back(ops::linear(y, out_proj->weight, use_kernels_));  // (B, C)
   }
   return torch::stack(outs, 1);  // (B, T, C)
@@ -161,13 +159,12 @@ torch::Tensor MambaMixerImpl::decode(const torch::Tensor& x_in, LayerCache& cach
                              use_kernels_);  // (B, 2E)
   auto x = xz.narrow(1, 0, E_);
   auto z = xz.narrow(1, E_, E_);
-  x = ops::causal_conv1d_update(x, cache.conv_state, conv1d_weight, conv1d_bias,
-                                /*silu=*/true, use_kernels_);  // (B, E)
-  auto parts = ops::linear(x, x_proj->weight, use_kernels_).split_with_sizes({R_, N_, N_}, -1);
-  auto dt = ops::linear(parts[0], dt_proj->weight, use_kernels_);  // (B, E)
-  auto y = ops::selective_state_update(cache.ssm_state, x, dt, A, parts[1], parts[2],
-                                       D.to(torch::kFloat), z, dt_proj->bias.to(torch::kFloat),
-                                       /*dt_softplus=*/true, use_kernels_);  // (B, E)
+  // conv update -> x_proj -> dt_proj -> state update: on CUDA with fused_graph_ two kernels
+  // (kernels/decode/mamba_step.h), so the step is 4 launches with in_proj and out_proj.
+  auto y = ops::mamba_decode_core(x, z, cache.conv_state, cache.ssm_state, conv1d_weight,
+                                  conv1d_bias, x_proj->weight, dt_proj->weight,
+                                  dt_proj->bias.to(torch::kFloat), A, D.to(torch::kFloat),
+                                  fused_graph_, use_kernels_);  // (B, E)
   return ops::linear_add(x_in, y.view({B, 1, E_}), out_proj->weight, use_kernels_);  // (B, 1, C)
 }
 

@@ -57,6 +57,14 @@ class MambaMixerImpl : public torch::nn::Module {
   void prepare_decode();
 
   void set_use_kernels(bool on) { use_kernels_ = on; }
+  // The decode step on CUDA: the fused conv+x_proj and dt_proj+state-update kernels
+  // (kernels/decode/mamba_step.h) or the unfused ops they replace (the twin the tests compare
+  // with). Defaults, from the one H200 measurement so far (d768, batch 1, docs/KERNELS.md):
+  // forward_step's eager token loop fused (40.9 vs 65.9 us a step), decode() -- the step
+  // Decoder captures in a CUDA graph -- unfused (17.8 vs 19.2 us in a graph, round-1 kernels).
+  // set_fused_decode(on) sets both.
+  void set_fused_decode(bool on) { fused_eager_ = fused_graph_ = on; }
+  bool fused_decode() const { return fused_eager_ && fused_graph_; }
 
   torch::nn::Linear in_proj{nullptr};   // (2E, C), no bias
   torch::Tensor conv1d_weight;          // (E, K)
@@ -75,6 +83,8 @@ class MambaMixerImpl : public torch::nn::Module {
   int64_t E_, N_, K_, R_;
   double dt_min_, dt_max_, dt_init_floor_;
   bool use_kernels_ = true;
+  bool fused_eager_ = true;   // forward_step's per-token loop
+  bool fused_graph_ = false;  // decode()
 };
 TORCH_MODULE(MambaMixer);
 

@@ -101,6 +101,7 @@ class MambaMixerAdapter final : public Mixer {
   }
   void reset_parameters() override { mamba_->reset_mamba_parameters(); }
   void set_use_kernels(bool on) override { mamba_->set_use_kernels(on); }
+  void set_fused_decode(bool on) override { mamba_->set_fused_decode(on); }
   void prepare_decode() override { mamba_->prepare_decode(); }
 
  private:

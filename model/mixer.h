@@ -73,6 +73,9 @@ class Mixer {
   virtual void reset_parameters() {}
 
   virtual void set_use_kernels(bool /*on*/) {}
+  // Decode step on CUDA: fused kernels where the mixer has them (true, the default) or the
+  // unfused ops they replace (the twin tests compare with). Mamba (v1) only so far.
+  virtual void set_fused_decode(bool /*on*/) {}
 
   // After the weights change, before decoding (attention fuses q/k/v into one matrix, Mamba
   // keeps A = -exp(A_log)).

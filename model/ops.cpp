@@ -96,6 +96,32 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
   return ref::selective_state_update(ssm_state, x, dt, A, Bm, Cm, D, z, dt_bias, dt_softplus);
 }
 
+torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
+                                torch::Tensor& conv_state, torch::Tensor& ssm_state,
+                                const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
+                                const torch::Tensor& x_proj_weight,
+                                const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
+                                const torch::Tensor& A, const torch::Tensor& D, bool fused,
+                                bool use_kernels) {
+  torch::NoGradGuard no_grad;
+  const int64_t N = A.size(1), R = dt_proj_weight.size(1);
+#if HYLAB_CUDA_KERNELS
+  if (fused && use_cuda(x, use_kernels) &&
+      cuda_ops::mamba_decode_core_supports(x, N, conv_weight.size(1), R)) {
+    return cuda_ops::mamba_decode_core(x, z, conv_state, ssm_state, conv_weight, conv_bias,
+                                       x_proj_weight, dt_proj_weight, dt_bias, A, D);
+  }
+#else
+  (void)fused;
+#endif
+  auto xc = causal_conv1d_update(x, conv_state, conv_weight, conv_bias, /*silu=*/true,
+                                 use_kernels);  // (B, E)
+  auto parts = linear(xc, x_proj_weight, use_kernels).split_with_sizes({R, N, N}, -1);
+  auto dt = linear(parts[0], dt_proj_weight, use_kernels);  // (B, E)
+  return selective_state_update(ssm_state, xc, dt, A, parts[1], parts[2], D, z, dt_bias,
+                                /*dt_softplus=*/true, use_kernels);  // (B, E)
+}
+
 torch::Tensor softcap_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets,
                                     int64_t vocab, double softcap, bool use_kernels) {
 #if HYLAB_CUDA_KERNELS

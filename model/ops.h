@@ -56,6 +56,23 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
                                      const torch::Tensor& dt_bias, bool dt_softplus,
                                      bool use_kernels = true);
 
+// One Mamba decode step between in_proj and out_proj, for a token per sequence:
+//   xc = causal_conv1d_update(x, conv_state, conv_weight, conv_bias, silu)      (B, E)
+//   dt_low, Bm, Cm = split(linear(xc, x_proj_weight), R, N, N)
+//   y = selective_state_update(ssm_state, xc, linear(dt_low, dt_proj_weight), A, Bm, Cm, D,
+//                              z, dt_bias, softplus)                            (B, E)
+// x, z (B, E); conv_state (B, E, K) and ssm_state (B, E, N) fp32 updated in place;
+// x_proj_weight (R + 2N, E), dt_proj_weight (E, R). With `fused` on CUDA (and shapes the
+// kernels take): two kernels (cuda_ops::mamba_decode_core, kernels/decode/mamba_step.h);
+// otherwise the four ops above, one after the other (the twin, and the CPU path). No autograd.
+torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
+                                torch::Tensor& conv_state, torch::Tensor& ssm_state,
+                                const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
+                                const torch::Tensor& x_proj_weight,
+                                const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
+                                const torch::Tensor& A, const torch::Tensor& D, bool fused = true,
+                                bool use_kernels = true);
+
 // One decode query per sequence against the KV cache, positions read on the device (so a
 // captured CUDA graph serves every step): q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh);
 // pos (1) or (B) int64: query b attends to cache positions [0, pos[b]]. -> (B, H, Dh) in q's

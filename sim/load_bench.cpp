@@ -3,6 +3,7 @@
 
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,6 +55,18 @@ struct LoadWorker {
   bool finished_sent = false;
 };
 
+// One generator thread's share of the workers (their sockets are used by this thread only:
+// ZeroMQ sockets are not thread-safe) and what it measured.
+struct Shard {
+  std::vector<LoadWorker> ws;
+  std::vector<int64_t> latencies;    // ms, slot free -> Assign received
+  std::vector<int64_t> lateness;     // ms, each metric batch and heartbeat: sent - due
+  int64_t assigns = 0;
+  int64_t metrics_asked = 0;         // batches a punctual generator sends (10 Hz while running)
+  int64_t metrics_sent = 0, beats_sent = 0;
+  int64_t sends_dropped = 0;         // metric batches refused by a full socket queue
+};
+
 // /proc/<pid>: resident set (MiB) and CPU seconds (user + system).
 std::pair<double, double> proc_usage(pid_t pid) {
   double rss = 0, cpu = 0;
@@ -75,26 +88,175 @@ double percentile(std::vector<int64_t> v, double p) {
   return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))]);
 }
 
+// Sweeps of at most 2,000 trials each: one request must stay under the 8 MiB frame limit.
 void submit(const std::string& endpoint, int trials) {
-  wire::Client client(endpoint, wire::peer_security(true, "", ""), 60'000);
-  proto::ClientRequest req;
-  auto* s = req.mutable_submit_sweep();
-  s->set_name("load");
-  s->set_gpus_per_trial(1);
-  s->set_max_retries(0);
-  for (int i = 0; i < trials; ++i) {
-    RunConfig cfg;
-    cfg.set_seed(i);
-    auto* t = s->add_trials();
-    t->set_trial_index(i);
-    t->set_config_json(config_to_json(resolve_config(cfg), false));
+  wire::Client client(endpoint, wire::peer_security(true, "", ""), 120'000);
+  for (int first = 0; first < trials; first += 2000) {
+    proto::ClientRequest req;
+    auto* s = req.mutable_submit_sweep();
+    s->set_name("load");
+    s->set_gpus_per_trial(1);
+    s->set_max_retries(0);
+    for (int i = first; i < std::min(trials, first + 2000); ++i) {
+      RunConfig cfg;
+      cfg.set_seed(i);
+      auto* t = s->add_trials();
+      t->set_trial_index(i);
+      t->set_config_json(config_to_json(resolve_config(cfg), false));
+    }
+    client.call_json(req);
   }
-  client.call_json(req);
+}
+
+constexpr int64_t kMetricPeriodMs = 100;  // 10 Hz
+constexpr int64_t kBeatPeriodMs = 1000;
+
+// False when the socket's queue is full (the coordinator is not reading): the message is lost.
+bool send(LoadWorker& w, proto::Envelope env) {
+  const std::string b = wire::encode(std::move(env), w.id);
+  return w.s->send(zmq::buffer(b), zmq::send_flags::dontwait).has_value();
+}
+
+void hello(LoadWorker& w, int64_t now) {
+  proto::Envelope env;
+  auto* h = env.mutable_hello();
+  h->set_worker_id(w.id);
+  h->set_host("loopback");
+  h->set_slots(1);
+  if (w.held) {
+    auto* x = h->add_held();
+    x->set_trial_id(w.held->first);
+    x->set_attempt(w.held->second);
+    x->add_slots(0);
+    x->set_finished(w.finished_sent);
+  }
+  send(w, env);
+  w.next_beat = now + kBeatPeriodMs;
+}
+
+// One generator thread: plays its share of the workers until `end` (ms after t0). It waits
+// in zmq::poll on its sockets, so an Assign is timed when it arrives, and sends each metric
+// batch and heartbeat when due; a send later than due is recorded as lateness (a generator
+// that cannot keep up shows it there, not as coordinator latency alone).
+void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::time_point t0, int64_t end,
+           uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  for (auto& w : sh.ws) {
+    w.s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
+    w.s->set(zmq::sockopt::linger, 0);
+    w.s->set(zmq::sockopt::routing_id, w.id);
+    w.s->set(zmq::sockopt::sndhwm, 100000);
+    w.s->connect(endpoint);
+  }
+  for (auto& w : sh.ws) {
+    w.free_since = ms_since(t0);
+    hello(w, w.free_since);
+  }
+  std::vector<zmq::pollitem_t> items;
+  for (auto& w : sh.ws) items.push_back({w.s->handle(), 0, ZMQ_POLLIN, 0});
+  while (true) {
+    int64_t now = ms_since(t0);
+    if (now >= end) break;
+    // Sleep until the next send is due (at most 5 ms), or a message arrives.
+    int64_t next_due = now + 5;
+    for (const auto& w : sh.ws) {
+      next_due = std::min(next_due, w.next_beat);
+      if (w.held && !w.finished_sent) next_due = std::min(next_due, std::min(w.next_metric, w.ends_at));
+    }
+    wire::poll(items.data(), items.size(), static_cast<int>(std::max<int64_t>(0, next_due - now)));
+    for (size_t i = 0; i < sh.ws.size(); ++i) {
+      if (!(items[i].revents & ZMQ_POLLIN)) continue;
+      LoadWorker& w = sh.ws[i];
+      zmq::message_t m;
+      while (w.s->recv(m, zmq::recv_flags::dontwait)) {
+        std::string err;
+        auto env = wire::decode(m.data(), m.size(), &err);
+        if (!env) continue;
+        if (env->has_assign() && !w.held) {
+          const int64_t t = ms_since(t0);
+          if (w.free_since >= 0) sh.latencies.push_back(t - w.free_since);
+          ++sh.assigns;
+          w.held = {env->assign().trial_id(), env->assign().attempt()};
+          w.free_since = -1;
+          w.ends_at = t + 2000 + static_cast<int64_t>(rng() % 2000);
+          w.next_metric = t + kMetricPeriodMs;
+          // What a punctual generator sends for this trial before it ends or the run does.
+          sh.metrics_asked += std::max<int64_t>(0, (std::min(w.ends_at, end) - t - 1) / kMetricPeriodMs);
+          w.step = 0;
+          w.seq = 0;
+          w.finished_sent = false;
+          proto::Envelope st;
+          st.mutable_started()->set_trial_id(w.held->first);
+          st.mutable_started()->set_attempt(w.held->second);
+          st.mutable_started()->set_pid(1);
+          st.mutable_started()->set_run_dir("/load");
+          send(w, st);
+        } else if (env->has_finished_ack() && w.held && env->finished_ack().trial_id() == w.held->first) {
+          w.held.reset();
+        } else if (env->has_reregister()) {
+          hello(w, ms_since(t0));
+        }
+      }
+    }
+    now = ms_since(t0);
+    for (auto& w : sh.ws) {
+      if (w.held && !w.finished_sent) {
+        while (now >= w.next_metric && w.next_metric < w.ends_at && w.next_metric < end) {
+          proto::Envelope b;
+          auto* mb = b.mutable_metrics();
+          mb->set_trial_id(w.held->first);
+          mb->set_attempt(w.held->second);
+          mb->set_seq(++w.seq);
+          auto* x = mb->add_metrics();
+          x->set_step(++w.step);
+          x->set_name("train_loss");
+          x->set_value(1.0 / static_cast<double>(w.step));
+          x->set_wall_time(static_cast<double>(now) / 1000.0);
+          if (send(w, b)) ++sh.metrics_sent;
+          else ++sh.sends_dropped;
+          sh.lateness.push_back(now - w.next_metric);
+          w.next_metric += kMetricPeriodMs;
+        }
+        if (now >= w.ends_at) {
+          proto::Envelope f;
+          f.mutable_finished()->set_trial_id(w.held->first);
+          f.mutable_finished()->set_attempt(w.held->second);
+          f.mutable_finished()->set_outcome(proto::TRIAL_OUTCOME_SUCCEEDED);
+          send(w, f);
+          w.finished_sent = true;
+          w.free_since = now;  // the slot is free from here on, as far as the worker knows
+        }
+      }
+      if (now >= w.next_beat) {
+        sh.lateness.push_back(now - w.next_beat);
+        w.next_beat += kBeatPeriodMs;
+        if (w.next_beat <= now) w.next_beat = now + kBeatPeriodMs;  // far behind: do not burst
+        proto::Envelope hb;
+        if (w.held) {
+          auto* h = hb.mutable_heartbeat()->add_held();
+          h->set_trial_id(w.held->first);
+          h->set_attempt(w.held->second);
+          h->add_slots(0);
+          h->set_finished(w.finished_sent);
+        } else {
+          hb.mutable_heartbeat();
+        }
+        send(w, hb);
+        ++sh.beats_sent;
+      }
+    }
+  }
+  for (auto& w : sh.ws) w.s->close();
 }
 
 }  // namespace
 
-nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
+int default_load_threads() {
+  const int cores = static_cast<int>(std::thread::hardware_concurrency());
+  return std::max(1, std::min(8, cores - 1));
+}
+
+nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, int threads) {
   const fs::path dir(folder);
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -136,122 +298,25 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
   // Enough trials that no worker runs out: a trial lasts 3 s on average.
   submit(endpoint, n_workers * (seconds / 3 + 2));
 
-  zmq::context_t ctx(2);
-  std::mt19937_64 rng(n_workers);
-  const auto t0 = Clock::now();
-  std::vector<LoadWorker> ws(static_cast<size_t>(n_workers));
+  // The generator: `threads` threads, each owning an equal share of the workers.
+  const int n_threads = std::max(1, std::min(threads > 0 ? threads : default_load_threads(), n_workers));
+  zmq::context_t ctx(std::max(1, n_threads / 2));  // I/O threads for the sockets' TCP work
+  std::vector<Shard> shards(static_cast<size_t>(n_threads));
   for (int i = 0; i < n_workers; ++i) {
-    LoadWorker& w = ws[static_cast<size_t>(i)];
+    LoadWorker w;
     w.id = "load-" + std::to_string(i);
-    w.s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
-    w.s->set(zmq::sockopt::linger, 0);
-    w.s->set(zmq::sockopt::routing_id, w.id);
-    w.s->set(zmq::sockopt::sndhwm, 100000);
-    w.s->connect(endpoint);
+    shards[static_cast<size_t>(i % n_threads)].ws.push_back(std::move(w));
   }
-  auto send = [](LoadWorker& w, proto::Envelope env) {
-    const std::string b = wire::encode(std::move(env), w.id);
-    (void)w.s->send(zmq::buffer(b), zmq::send_flags::dontwait);
-  };
-  auto hello = [&](LoadWorker& w, int64_t now) {
-    proto::Envelope env;
-    auto* h = env.mutable_hello();
-    h->set_worker_id(w.id);
-    h->set_host("loopback");
-    h->set_slots(1);
-    if (w.held) {
-      auto* x = h->add_held();
-      x->set_trial_id(w.held->first);
-      x->set_attempt(w.held->second);
-      x->add_slots(0);
-      x->set_finished(w.finished_sent);
-    }
-    send(w, env);
-    w.next_beat = now + 1000;
-  };
-  for (auto& w : ws) {
-    w.free_since = ms_since(t0);
-    hello(w, w.free_since);
-  }
-
-  std::vector<int64_t> latencies;
-  int64_t assigns = 0, metric_msgs = 0;
+  struct rusage ru0 {};
+  ::getrusage(RUSAGE_SELF, &ru0);
+  const auto t0 = Clock::now();
   const int64_t end = static_cast<int64_t>(seconds) * 1000;
-  while (true) {
-    const int64_t now = ms_since(t0);
-    if (now >= end) break;
-    for (auto& w : ws) {
-      zmq::message_t m;
-      while (w.s->recv(m, zmq::recv_flags::dontwait)) {
-        std::string err;
-        auto env = wire::decode(m.data(), m.size(), &err);
-        if (!env) continue;
-        if (env->has_assign() && !w.held) {
-          const int64_t t = ms_since(t0);
-          if (w.free_since >= 0) latencies.push_back(t - w.free_since);
-          ++assigns;
-          w.held = {env->assign().trial_id(), env->assign().attempt()};
-          w.free_since = -1;
-          w.ends_at = t + 2000 + static_cast<int64_t>(rng() % 2000);
-          w.next_metric = t + 100;
-          w.step = 0;
-          w.seq = 0;
-          w.finished_sent = false;
-          proto::Envelope st;
-          st.mutable_started()->set_trial_id(w.held->first);
-          st.mutable_started()->set_attempt(w.held->second);
-          st.mutable_started()->set_pid(1);
-          st.mutable_started()->set_run_dir("/load");
-          send(w, st);
-        } else if (env->has_finished_ack() && w.held && env->finished_ack().trial_id() == w.held->first) {
-          w.held.reset();
-        } else if (env->has_reregister()) {
-          hello(w, ms_since(t0));
-        }
-      }
-      if (w.held && !w.finished_sent) {
-        while (now >= w.next_metric && now < w.ends_at) {  // 10 Hz
-          proto::Envelope b;
-          auto* mb = b.mutable_metrics();
-          mb->set_trial_id(w.held->first);
-          mb->set_attempt(w.held->second);
-          mb->set_seq(++w.seq);
-          auto* x = mb->add_metrics();
-          x->set_step(++w.step);
-          x->set_name("train_loss");
-          x->set_value(1.0 / static_cast<double>(w.step));
-          x->set_wall_time(static_cast<double>(now) / 1000.0);
-          send(w, b);
-          ++metric_msgs;
-          w.next_metric += 100;
-        }
-        if (now >= w.ends_at) {
-          proto::Envelope f;
-          f.mutable_finished()->set_trial_id(w.held->first);
-          f.mutable_finished()->set_attempt(w.held->second);
-          f.mutable_finished()->set_outcome(proto::TRIAL_OUTCOME_SUCCEEDED);
-          send(w, f);
-          w.finished_sent = true;
-          w.free_since = now;  // the slot is free from here on, as far as the worker knows
-        }
-      }
-      if (now >= w.next_beat) {
-        w.next_beat = now + 1000;
-        proto::Envelope hb;
-        if (w.held) {
-          auto* h = hb.mutable_heartbeat()->add_held();
-          h->set_trial_id(w.held->first);
-          h->set_attempt(w.held->second);
-          h->add_slots(0);
-          h->set_finished(w.finished_sent);
-        } else {
-          hb.mutable_heartbeat();
-        }
-        send(w, hb);
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::vector<std::thread> threads_run;
+  for (int k = 0; k < n_threads; ++k) {
+    threads_run.emplace_back(drive, std::ref(shards[static_cast<size_t>(k)]), std::ref(ctx), endpoint, t0, end,
+                             static_cast<uint64_t>(n_workers) * 1000 + static_cast<uint64_t>(k));
   }
+  for (auto& t : threads_run) t.join();
   const double wall = static_cast<double>(ms_since(t0)) / 1000.0;
   const auto [rss, cpu] = proc_usage(coord.pid());
   coord.signal(SIGTERM);
@@ -262,17 +327,39 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
     auto q = d->prepare("SELECT COUNT(*) FROM metrics");
     if (q.step()) rows = q.int64(0);
   }
+  struct rusage ru1 {};
+  ::getrusage(RUSAGE_SELF, &ru1);
+  auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6; };
+  const double generator_cpu = secs(ru1.ru_utime) + secs(ru1.ru_stime) - secs(ru0.ru_utime) - secs(ru0.ru_stime);
+  std::vector<int64_t> latencies, lateness;
+  int64_t assigns = 0, metrics_asked = 0, metrics_sent = 0, beats_sent = 0, sends_dropped = 0;
+  for (auto& sh : shards) {
+    latencies.insert(latencies.end(), sh.latencies.begin(), sh.latencies.end());
+    lateness.insert(lateness.end(), sh.lateness.begin(), sh.lateness.end());
+    assigns += sh.assigns;
+    metrics_asked += sh.metrics_asked;
+    metrics_sent += sh.metrics_sent;
+    beats_sent += sh.beats_sent;
+    sends_dropped += sh.sends_dropped;
+  }
   // Workers still waiting for an Assign at the end count with their wait so far: a
   // coordinator that falls behind cannot hide it by never answering.
   const int64_t now = ms_since(t0);
   int64_t waiting = 0;
-  for (const auto& w : ws) {
-    if (!w.held && w.free_since >= 0) {
-      latencies.push_back(now - w.free_since);
-      ++waiting;
+  for (auto& sh : shards) {
+    for (auto& w : sh.ws) {
+      if (!w.held && w.free_since >= 0) {
+        latencies.push_back(now - w.free_since);
+        ++waiting;
+      }
     }
   }
-  for (auto& w : ws) w.s->close();
+  // The generator kept up when it sent what the schedule asked for, on time: else the row
+  // measures the generator (or the machine), not the coordinator, and is marked invalid.
+  const double lag_p99 = percentile(lateness, 0.99);
+  // (A batch refused by a full queue was the coordinator's doing: it counts as attempted.)
+  const bool kept_up = static_cast<double>(metrics_sent + sends_dropped) >= 0.99 * static_cast<double>(metrics_asked) &&
+                       lag_p99 <= static_cast<double>(kMetricPeriodMs);
   fs::remove_all(dir);
   return {{"workers", n_workers},
           {"seconds", wall},
@@ -282,8 +369,17 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder) {
           {"p99_ms", percentile(latencies, 0.99)},
           {"coordinator_rss_mib", rss},
           {"coordinator_cpu_s", cpu},
-          {"metric_messages_sent", metric_msgs},
-          {"sqlite_metric_rows_per_s", static_cast<double>(rows) / wall}};
+          {"metric_messages_sent", metrics_sent},
+          {"metric_messages_asked", metrics_asked},
+          {"heartbeats_sent", beats_sent},
+          {"metric_messages_dropped", sends_dropped},
+          {"sqlite_metric_rows_per_s", static_cast<double>(rows) / wall},
+          {"generator_threads", n_threads},
+          {"generator_cpu_s", generator_cpu},
+          {"generator_lag_p99_ms", lag_p99},
+          {"generator_lag_max_ms", lateness.empty() ? 0.0 : static_cast<double>(*std::max_element(lateness.begin(), lateness.end()))},
+          {"generator_kept_up", kept_up},
+          {"valid", kept_up}};
 }
 
 

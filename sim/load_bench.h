@@ -3,11 +3,19 @@
 // workers in this process, each a real DEALER socket with one slot: a heartbeat every second
 // listing what it holds, Started on an Assign, a metrics batch of one record every 100 ms
 // (10 Hz) while its trial runs, Finished after 2-4 s. The sweep has enough trials to keep
-// every slot busy. Returns {workers, seconds, assignments, waiting_at_end, p50_ms, p99_ms
-// (scheduling latency: a worker's slot free -> its Assign arrives; workers still waiting at
-// the end count with their wait so far), coordinator_rss_mib, coordinator_cpu_s,
-// metric_messages_sent, sqlite_metric_rows_per_s}. Call it before this process starts
-// threads (it forks).
+// every slot busy. The workers are shared out among `threads` generator threads (0 = the
+// default below), each the only user of its workers' sockets.
+//
+// Returns {workers, seconds, assignments, waiting_at_end, p50_ms, p99_ms (scheduling
+// latency: a worker's slot free -> its Assign arrives; workers still waiting at the end
+// count with their wait so far), coordinator_rss_mib, coordinator_cpu_s,
+// metric_messages_sent, metric_messages_asked (what a punctual generator sends),
+// metric_messages_dropped (refused by a full socket queue: the coordinator not reading),
+// heartbeats_sent, sqlite_metric_rows_per_s, generator_threads, generator_cpu_s,
+// generator_lag_p99_ms / generator_lag_max_ms (how late its sends went out),
+// generator_kept_up = valid (>= 99% of the batches asked sent, lag p99 <= 100 ms): a row
+// whose generator fell behind measures the generator, not the coordinator}.
+// Call it while this process runs no other thread (it forks).
 #pragma once
 
 #include <string>
@@ -16,6 +24,9 @@
 
 namespace hylab::sim {
 
-nlohmann::json run_load(int workers, int seconds, const std::string& dir);
+nlohmann::json run_load(int workers, int seconds, const std::string& dir, int threads = 0);
+
+// min(8, cores - 1), at least 1: the coordinator keeps a core of its own.
+int default_load_threads();
 
 }  // namespace hylab::sim

@@ -1,5 +1,5 @@
 // hylab_load_bench: `hylab bench load` for builds without the trainer:
-// hylab_load_bench --workers 100,300,1000 [--seconds 20]. Prints one JSON line per worker
+// hylab_load_bench --workers 100,300,1000 [--seconds 20] [--threads N] [--out FILE]. Prints one JSON line per worker
 // count on stderr as it goes, the whole JSON on stdout.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -14,8 +14,13 @@ int main(int argc, char** argv) {
   CLI::App app("Load: one real coordinator against N simulated workers on loopback (docs/RELIABILITY.md)");
   std::vector<int> workers = {100, 300, 1000};
   int seconds = 20;
+  int threads = hylab::sim::default_load_threads();
+  std::string out;
   app.add_option("--workers", workers, "Worker counts")->delimiter(',')->capture_default_str();
   app.add_option("--seconds", seconds, "Seconds per worker count")->check(CLI::Range(3, 3600))->capture_default_str();
+  app.add_option("--threads", threads, "Generator threads (each owns a share of the workers' sockets)")
+      ->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--out", out, "Also write the JSON to this file");
   CLI11_PARSE(app, argc, argv);
   const std::string dir =
       (std::filesystem::temp_directory_path() / ("hylab-load-" + std::to_string(::getpid()))).string();
@@ -25,9 +30,9 @@ int main(int argc, char** argv) {
   doc["seconds"] = seconds;
   doc["load"] = nlohmann::json::array();
   for (int n : workers) {
-    doc["load"].push_back(hylab::sim::run_load(n, seconds, dir));
+    doc["load"].push_back(hylab::sim::run_load(n, seconds, dir, threads));
     std::fprintf(stderr, "%s\n", doc["load"].back().dump().c_str());
   }
-  std::printf("%s\n", doc.dump(2).c_str());
+  hylab::emit_bench_json(doc, out);
   return 0;
 }

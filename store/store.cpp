@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include <algorithm>
+#include <climits>
 #include <map>
 #include <optional>
 
@@ -254,73 +256,174 @@ std::vector<std::pair<int64_t, std::vector<std::pair<int64_t, double>>>> Store::
   return out;
 }
 
-nlohmann::json Store::sweeps_json() {
+namespace {
+
+// Page keys (store.h): parsed strictly, since they come back from clients.
+bool parse_int64(const std::string& s, int64_t* v) {
+  if (s.empty() || s.size() > 20) return false;
+  size_t used = 0;
+  try {
+    *v = std::stoll(s, &used);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return used == s.size();
+}
+
+[[noreturn]] void bad_token(const std::string& after, const char* list) {
+  HYLAB_FAIL("page_token \"{}\" is not a page of the {} list (pass the next_page_token of the previous "
+             "reply, or none for the first page)", after, list);
+}
+
+std::string hex(const std::string& s) {
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : s) {
+    out += digits[c >> 4];
+    out += digits[c & 15];
+  }
+  return out;
+}
+
+bool unhex(const std::string& s, std::string* out) {
+  if (s.size() % 2) return false;
+  auto val = [](char c) {
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  out->clear();
+  for (size_t i = 0; i < s.size(); i += 2) {
+    const int hi = val(s[i]), lo = val(s[i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out->push_back(static_cast<char>(hi * 16 + lo));
+  }
+  return true;
+}
+
+}  // namespace
+
+void Store::visit_sweeps(const std::string& after, const RowVisitor& visit) {
+  int64_t after_id = 0;
+  if (!after.empty() && (after[0] != 's' || !parse_int64(after.substr(1), &after_id))) bad_token(after, "sweep");
   auto st = db_->prepare(
       "SELECT s.sweep_id, s.name, s.state, s.priority, s.gpus_per_trial, s.created_at, "
       "COUNT(t.trial_id), "
       "SUM(t.state = 'pending'), SUM(t.state = 'running'), SUM(t.state = 'succeeded'), "
       "SUM(t.state IN ('failed', 'diverged', 'oom')), SUM(t.state IN ('cancelled', 'stopped')) "
-      "FROM sweeps s LEFT JOIN trials t USING(sweep_id) WHERE s.state != 'local' "
+      "FROM sweeps s LEFT JOIN trials t USING(sweep_id) WHERE s.state != 'local' AND s.sweep_id > ?1 "
       "GROUP BY s.sweep_id ORDER BY s.sweep_id");
-  nlohmann::json out = nlohmann::json::array();
+  st.bind(1, after_id);
   while (st.step()) {
-    out.push_back({{"sweep_id", st.int64(0)}, {"name", st.text(1)}, {"state", st.text(2)},
-                   {"priority", st.int64(3)}, {"gpus_per_trial", st.int64(4)},
-                   {"created_at", st.real(5)}, {"trials", st.int64(6)},
-                   {to_string(proto::TRIAL_STATE_PENDING), st.int64(7)},
-                   {to_string(proto::TRIAL_STATE_RUNNING), st.int64(8)},
-                   {to_string(proto::TRIAL_STATE_SUCCEEDED), st.int64(9)},
-                   {to_string(proto::TRIAL_STATE_FAILED), st.int64(10)},
-                   {to_string(proto::TRIAL_STATE_STOPPED), st.int64(11)}});
+    nlohmann::json row = {{"sweep_id", st.int64(0)}, {"name", st.text(1)}, {"state", st.text(2)},
+                          {"priority", st.int64(3)}, {"gpus_per_trial", st.int64(4)},
+                          {"created_at", st.real(5)}, {"trials", st.int64(6)},
+                          {to_string(proto::TRIAL_STATE_PENDING), st.int64(7)},
+                          {to_string(proto::TRIAL_STATE_RUNNING), st.int64(8)},
+                          {to_string(proto::TRIAL_STATE_SUCCEEDED), st.int64(9)},
+                          {to_string(proto::TRIAL_STATE_FAILED), st.int64(10)},
+                          {to_string(proto::TRIAL_STATE_STOPPED), st.int64(11)}};
+    if (!visit("s" + std::to_string(st.int64(0)), std::move(row))) break;
   }
+}
+
+nlohmann::json Store::sweeps_json() {
+  nlohmann::json out = nlohmann::json::array();
+  visit_sweeps("", [&](const std::string&, nlohmann::json row) {
+    out.push_back(std::move(row));
+    return true;
+  });
   return out;
 }
 
-nlohmann::json Store::sweep_json(int64_t sweep_id) {
+nlohmann::json Store::sweep_header_json(int64_t sweep_id) {
   const SweepRow s = sweep(sweep_id);
   nlohmann::json out = {{"sweep_id", s.sweep_id}, {"name", s.name}, {"state", to_string(s.state)},
                         {"metric", {{"name", s.metric_name}, {"goal", s.metric_goal}}},
                         {"priority", s.priority}, {"gpus_per_trial", s.gpus_per_trial},
                         {"nodes_per_trial", s.nodes_per_trial}, {"max_retries", s.max_retries},
                         {"spec_path", s.spec_path}, {"created_at", s.created_at}};
+  auto st = db_->prepare("SELECT state, COUNT(*) FROM trials WHERE sweep_id = ? GROUP BY state");
+  st.bind(1, sweep_id);
+  std::map<std::string, int64_t> counts;
+  while (st.step()) counts[st.text(0)] = st.int64(1);
+  out["counts"] = counts;
+  return out;
+}
+
+void Store::visit_trials(int64_t sweep_id, const std::string& after, const RowVisitor& visit) {
+  // (trial_index, trial_id): trial_index orders the list, trial_id breaks its ties.
+  int64_t after_index = INT64_MIN, after_id = INT64_MIN;
+  if (!after.empty()) {
+    const size_t colon = after.find(':');
+    if (after[0] != 't' || colon == std::string::npos || !parse_int64(after.substr(1, colon - 1), &after_index) ||
+        !parse_int64(after.substr(colon + 1), &after_id)) {
+      bad_token(after, "trial");
+    }
+  }
+  const std::string metric = sweep(sweep_id).metric_name;
   auto st = db_->prepare(
       "SELECT t.trial_id, t.trial_index, t.params_json, t.state, t.attempt, t.failures, "
       "COALESCE(t.worker_id, ''), t.last_step, t.checkpoint_step, t.reason, t.block_pattern, "
       "s.final_val_bpb, (SELECT value FROM metrics m WHERE m.trial_id = t.trial_id AND "
       "m.name = ?2 ORDER BY step DESC LIMIT 1) "
       "FROM trials t LEFT JOIN trial_summary s USING(trial_id) WHERE t.sweep_id = ?1 "
-      "ORDER BY t.trial_index");
-  st.bind(1, sweep_id).bind(2, s.metric_name);
-  nlohmann::json trials = nlohmann::json::array();
-  std::map<std::string, int> counts;
+      // The first term lets SQLite seek in trials_by_sweep; the row value is the exact bound.
+      "AND t.trial_index >= ?3 AND (t.trial_index, t.trial_id) > (?3, ?4) "
+      "ORDER BY t.trial_index, t.trial_id");
+  st.bind(1, sweep_id).bind(2, metric).bind(3, after_index).bind(4, after_id);
   while (st.step()) {
     nlohmann::json params = nlohmann::json::parse(st.text(2), nullptr, false);
-    trials.push_back({{"trial_id", st.int64(0)}, {"trial_index", st.int64(1)},
-                      {"params", params.is_discarded() ? nlohmann::json::object() : params},
-                      {"state", st.text(3)}, {"attempt", st.int64(4)}, {"failures", st.int64(5)},
-                      {"worker_id", st.text(6)}, {"last_step", st.int64(7)},
-                      {"checkpoint_step", st.int64(8)}, {"reason", st.text(9)},
-                      {"block_pattern", st.text(10)}, {"final_val_bpb", nullable_real(st, 11)},
-                      {"metric", nullable_real(st, 12)}});
-    counts[st.text(3)]++;
+    nlohmann::json row = {{"trial_id", st.int64(0)}, {"trial_index", st.int64(1)},
+                          {"params", params.is_discarded() ? nlohmann::json::object() : params},
+                          {"state", st.text(3)}, {"attempt", st.int64(4)}, {"failures", st.int64(5)},
+                          {"worker_id", st.text(6)}, {"last_step", st.int64(7)},
+                          {"checkpoint_step", st.int64(8)}, {"reason", st.text(9)},
+                          {"block_pattern", st.text(10)}, {"final_val_bpb", nullable_real(st, 11)},
+                          {"metric", nullable_real(st, 12)}};
+    if (!visit("t" + std::to_string(st.int64(1)) + ":" + std::to_string(st.int64(0)), std::move(row))) break;
   }
-  out["trials"] = trials;
-  out["counts"] = counts;
+}
+
+nlohmann::json Store::sweep_json(int64_t sweep_id) {
+  nlohmann::json out = sweep_header_json(sweep_id);
+  nlohmann::json trials = nlohmann::json::array();
+  visit_trials(sweep_id, "", [&](const std::string&, nlohmann::json row) {
+    trials.push_back(std::move(row));
+    return true;
+  });
+  out["trials"] = std::move(trials);
   return out;
 }
 
-nlohmann::json Store::workers_json() {
+void Store::visit_workers(const std::string& after, const RowVisitor& visit) {
+  // Hex keeps the key printable whatever bytes an old row's worker_id holds.
+  std::string after_id;
+  if (!after.empty() && (after[0] != 'w' || !unhex(after.substr(1), &after_id) || after_id.empty())) {
+    bad_token(after, "worker");
+  }
   auto st = db_->prepare(
       "SELECT worker_id, host, gpus, gpu_names, mem_gib, cpus, state, first_seen, last_seen, "
       "(SELECT COUNT(*) FROM trials t WHERE t.worker_id = w.worker_id AND t.state = 'running') "
-      "FROM workers w ORDER BY (state = 'alive') DESC, worker_id");
-  nlohmann::json out = nlohmann::json::array();
+      "FROM workers w WHERE worker_id > ?1 ORDER BY worker_id");
+  st.bind(1, after_id);
   while (st.step()) {
-    out.push_back({{"worker_id", st.text(0)}, {"host", st.text(1)}, {"gpus", st.int64(2)},
-                   {"gpu_names", st.text(3)}, {"mem_gib", st.real(4)}, {"cpus", st.int64(5)},
-                   {"state", st.text(6)}, {"first_seen", st.real(7)}, {"last_seen", st.real(8)},
-                   {"running_trials", st.int64(9)}});
+    nlohmann::json row = {{"worker_id", st.text(0)}, {"host", st.text(1)}, {"gpus", st.int64(2)},
+                          {"gpu_names", st.text(3)}, {"mem_gib", st.real(4)}, {"cpus", st.int64(5)},
+                          {"state", st.text(6)}, {"first_seen", st.real(7)}, {"last_seen", st.real(8)},
+                          {"running_trials", st.int64(9)}};
+    if (!visit("w" + hex(st.text(0)), std::move(row))) break;
   }
+}
+
+nlohmann::json Store::workers_json() {
+  nlohmann::json out = nlohmann::json::array();
+  visit_workers("", [&](const std::string&, nlohmann::json row) {
+    out.push_back(std::move(row));
+    return true;
+  });
+  // Alive workers first, as `hylab workers` shows them.
+  std::stable_sort(out.begin(), out.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+    return (a["state"] == "alive") > (b["state"] == "alive");
+  });
   return out;
 }
 

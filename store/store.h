@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -103,10 +104,23 @@ class Store {
   std::vector<std::pair<int64_t, std::vector<std::pair<int64_t, double>>>> metric_series(
       int64_t sweep_id, const std::string& name);
 
-  // Answers for clients.
+  // Answers for clients, whole.
   nlohmann::json sweeps_json();
   nlohmann::json sweep_json(int64_t sweep_id);  // the sweep, its trials, state counts
   nlohmann::json workers_json();
+
+  // The same lists a row at a time, for replies in pages (ClientRequest.page_size). Each
+  // visit_* calls `visit(key, row)` for the rows after the row whose key is `after` ("" =
+  // from the first row), in key order, until `visit` returns false. A key names its row in
+  // its list for good ("s<sweep_id>", "t<trial_index>:<trial_id>", "w<hex of worker_id>"),
+  // so paging neither repeats nor skips a row while rows are added, changed or deleted
+  // between pages. A malformed `after` (it came from a client) throws hylab::Error.
+  using RowVisitor = std::function<bool(const std::string& key, nlohmann::json row)>;
+  void visit_sweeps(const std::string& after, const RowVisitor& visit);
+  void visit_trials(int64_t sweep_id, const std::string& after, const RowVisitor& visit);
+  void visit_workers(const std::string& after, const RowVisitor& visit);
+  // show_sweep's reply without its trials: the sweep's fields and its trials' state counts.
+  nlohmann::json sweep_header_json(int64_t sweep_id);
 
  private:
   explicit Store(std::unique_ptr<Db> db) : db_(std::move(db)) {}

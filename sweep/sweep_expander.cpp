@@ -297,9 +297,15 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
       if (!cfg.has_vocab_size() && vocab_of_data) cfg.set_vocab_size(vocab_of_data(cfg.data()));
       plan.resolved = resolve_config(cfg);
     } catch (const ConfigError& e) {
-      errors.push_back(fmt::format("combination {} ({}): {}", c, describe(plan.params), e.what()));
+      // Only the first few are shown; the rest are counted (a message per invalid
+      // combination of a 100,000-trial sweep would cost more than the check).
+      errors.push_back(errors.size() < kMaxErrorsShown
+                           ? fmt::format("combination {} ({}): {}", c, describe(plan.params), e.what())
+                           : std::string());
       continue;
     }
+    // Once a combination is invalid nothing is submitted: the rest are only checked.
+    if (!errors.empty()) continue;
     plan.config_hash = config_hash(plan.resolved);
     if (!seen.insert(plan.config_hash).second) {
       ++out.duplicates_removed;

@@ -95,4 +95,31 @@ nlohmann::json Client::call_json(proto::ClientRequest request) {
   }
 }
 
+nlohmann::json Client::call_all_pages(proto::ClientRequest request, const std::string& rows_key, int page_size) {
+  request.set_page_size(page_size);
+  request.clear_page_token();
+  nlohmann::json rows = nlohmann::json::array();
+  nlohmann::json last;
+  while (true) {
+    const auto reply = call(request);
+    try {
+      last = nlohmann::json::parse(reply.json());
+    } catch (const nlohmann::json::exception& e) {
+      HYLAB_FAIL("coordinator sent a reply that is not JSON: {}", e.what());
+    }
+    nlohmann::json& page = rows_key.empty() ? last : last[rows_key];
+    if (!page.is_array()) HYLAB_FAIL("coordinator sent a page without its list of rows");
+    for (auto& row : page) rows.push_back(std::move(row));
+    if (reply.next_page_token().empty()) break;
+    if (reply.next_page_token() == request.page_token()) {
+      HYLAB_FAIL("coordinator sent the same page token twice (\"{}\"): paging made no progress",
+                 reply.next_page_token());
+    }
+    request.set_page_token(reply.next_page_token());
+  }
+  if (rows_key.empty()) return rows;
+  last[rows_key] = std::move(rows);
+  return last;
+}
+
 }  // namespace hylab::wire

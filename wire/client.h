@@ -33,6 +33,13 @@ class Client {
   proto::ClientReply call(proto::ClientRequest request);
   // call() and parse the reply's JSON.
   nlohmann::json call_json(proto::ClientRequest request);
+  // call_json() for a list (list_workers, list_sweeps, show_sweep's trials), read in pages of
+  // page_size rows until the coordinator sends no next_page_token, so that no reply is over
+  // the frame limit. Returns it as one reply: the rows of every page in `rows_key` ("" = the
+  // reply is the array), the other fields from the last page.
+  static constexpr int kDefaultPageSize = 2000;
+  nlohmann::json call_all_pages(proto::ClientRequest request, const std::string& rows_key = "",
+                                int page_size = kDefaultPageSize);
 
  private:
   std::string endpoint_;

@@ -142,6 +142,11 @@ std::string validate(const Envelope& env) {
     case Envelope::kRequest: {
       const auto& r = env.request();
       if (r.kind_case() == proto::ClientRequest::KIND_NOT_SET) return "request: no request kind set";
+      if (r.page_size() < 0 || r.page_size() > kMaxPageSize) {
+        return fmt::format("request: page_size = {}: expected 0..{}", r.page_size(), kMaxPageSize);
+      }
+      // A worker list's token is the hex of a worker_id (<= 256 bytes): up to 513 bytes.
+      if (r.page_token().size() > 1024) return "request: page_token: longer than 1024 bytes";
       if (r.has_submit_sweep()) {
         const auto& s = r.submit_sweep();
         if (s.name().empty()) return "request: submit_sweep: name: empty";

@@ -22,6 +22,8 @@ using proto::Envelope;
 constexpr size_t kMaxMessageBytes = 8u << 20;
 constexpr int kMaxMetricsPerBatch = 2000;
 constexpr int kMaxTrialsPerSubmit = 100000;
+// Rows of one page of a client list (ClientRequest.page_size); the byte limit applies too.
+constexpr int kMaxPageSize = 100000;
 
 // Serialises with the current protocol version and the given sender.
 std::string encode(Envelope env, const std::string& sender);

@@ -1,5 +1,6 @@
 // Selective scan backward kernel. Same thread layout as the forward; the block walks the
-// chunks of kScanChunk = 16 timesteps from last to first. Per chunk:
+// chunks of kScanChunk = 16 timesteps of its split of T (all of T unless p.split_len is set,
+// see scan_split.cuh) from last to first. Per chunk:
 //   1. stage u, d = softplus(delta + bias), d', dout, z, Bm, Cm in shared memory;
 //   2. recompute the forward over the chunk from its saved start state, keeping x_{t-1} for
 //      all 16 steps in registers (16 x 4 floats) and turning dout into dy and dz;
@@ -142,11 +143,23 @@ __global__ void __launch_bounds__(K::kThreads, 2)
   const In* Cm = static_cast<const In*>(p.Cm) + b * p.C_batch_stride;
   float* ws = p.ws_dBC + (static_cast<int64_t>(b) * gridDim.x + blk) * 2 * kN * T;
 
+  // Split scan (grid.z = split): chunks [ch_begin, ch_end), entered with the adjoint carried
+  // in from the later splits (ws_split slot split, scan_split.cu; none for the last split).
+  const int split = blockIdx.z;
+  const int ch_begin = p.split_len > 0 ? split * (p.split_len / kScanChunk) : 0;
+  const int ch_end =
+      p.split_len > 0 ? min(nchunks, ch_begin + p.split_len / kScanChunk) : nchunks;
+
   float gcarry[4] = {0.f, 0.f, 0.f, 0.f};  // exp(d_{t+1} A) * h_{t+1}
+  if (split + 1 < static_cast<int>(gridDim.z) && active) {
+    const int64_t idx = ((static_cast<int64_t>(split) * p.batch + b) * p.dim + e) * kN + g * 4;
+    const float4 s = *reinterpret_cast<const float4*>(p.ws_split + idx);
+    gcarry[0] = s.x, gcarry[1] = s.y, gcarry[2] = s.z, gcarry[3] = s.w;
+  }
   float dA_acc[4] = {0.f, 0.f, 0.f, 0.f};
   float dD_acc = 0.f, dbias_acc = 0.f;
 
-  for (int ch = nchunks - 1; ch >= 0; --ch) {
+  for (int ch = ch_end - 1; ch >= ch_begin; --ch) {
     const int t0 = ch * kL;
     load_tile<In, kChannels, kL, kThreads>(
         delta, p.delta_dim_stride, nrows, t0, T, vec, [&](int r, int tt, float v, bool ok) {
@@ -275,8 +288,8 @@ __global__ void __launch_bounds__(K::kThreads, 2)
     __syncthreads();
   }
 
-  if (active) {
-    const int64_t be = static_cast<int64_t>(b) * p.dim + e;
+  if (active) {  // this (split, b)'s partials: (S, B, E, N) / (S, B, E)
+    const int64_t be = (static_cast<int64_t>(split) * p.batch + b) * p.dim + e;
     *reinterpret_cast<float4*>(p.ws_dA + be * kN + g * 4) =
         make_float4(dA_acc[0], dA_acc[1], dA_acc[2], dA_acc[3]);
     if (g == 0) {
@@ -288,7 +301,8 @@ __global__ void __launch_bounds__(K::kThreads, 2)
 
 template <class K>
 void launch_scan_bwd(const SelectiveScanParams& p, bool vec, cudaStream_t stream) {
-  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch);
+  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch,
+                  selective_scan_splits_of(p));
   auto kernel = scan_bwd_kernel<K>;
   HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         K::kSmemBytes),

@@ -1,6 +1,7 @@
-// Selective scan forward kernel. One block per (channel group, batch row); the block walks
-// T in tiles of kTileT timesteps: stage u, softplus(delta + bias), z, Bm, Cm in shared
-// memory (coalesced), scan kTileT steps per thread in registers, write y * silu(z) out.
+// Selective scan forward kernel. One block per (channel group, batch row, split of T: one
+// split unless p.split_len is set, see scan_split.cuh); the block walks its timesteps in
+// tiles of kTileT timesteps: stage u, softplus(delta + bias), z, Bm, Cm in shared memory
+// (coalesced), scan kTileT steps per thread in registers, write y * silu(z) out.
 // The state after every kScanChunk steps goes to chunk_states for the backward.
 #pragma once
 
@@ -49,10 +50,21 @@ __global__ void __launch_bounds__(K::kThreads, 2)
   const int T = p.seqlen;
   const int nchunks = (T + kScanChunk - 1) / kScanChunk;
 
+  // Split scan (grid.z = split): timesteps [tb, te), starting from the carried state.
+  const int split = blockIdx.z;
+  const int tb = p.split_len > 0 ? split * p.split_len : 0;
+  const int te = p.split_len > 0 ? min(T, tb + p.split_len) : T;
+
   float A2[4];  // A * log2(e): exp(d * A) = 2^(d * A2)
   float x[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < 4; ++i) A2[i] = active ? p.A[e * kN + g * 4 + i] * kLog2e : 0.f;
+  if (split > 0 && active) {  // ws_split slot split - 1: the start state (scan_split.cu)
+    const int64_t idx =
+        ((static_cast<int64_t>(split - 1) * p.batch + b) * p.dim + e) * kN + g * 4;
+    const float4 s = *reinterpret_cast<const float4*>(p.ws_split + idx);
+    x[0] = s.x, x[1] = s.y, x[2] = s.z, x[3] = s.w;
+  }
   const float Dv = (active && p.D != nullptr) ? p.D[e] : 0.f;
 
   const In* u = static_cast<const In*>(p.u) + b * p.u_batch_stride + e0 * p.u_dim_stride;
@@ -67,7 +79,7 @@ __global__ void __launch_bounds__(K::kThreads, 2)
   const float* bias = p.delta_bias;
   const bool softplus_on = p.delta_softplus;
 
-  for (int t0 = 0; t0 < T; t0 += kTileT) {
+  for (int t0 = tb; t0 < te; t0 += kTileT) {
     load_tile<In, kChannels, kTileT, kThreads>(
         u, p.u_dim_stride, nrows, t0, T, vec,
         [&](int r, int tt, float v, bool) { us[r * kPitch + tt] = v; });
@@ -126,7 +138,7 @@ __global__ void __launch_bounds__(K::kThreads, 2)
     __syncthreads();
   }
 
-  if (p.last_state != nullptr && active) {
+  if (p.last_state != nullptr && active && split == static_cast<int>(gridDim.z) - 1) {
     const int64_t idx = (static_cast<int64_t>(b) * p.dim + e) * kN + g * 4;
     *reinterpret_cast<float4*>(p.last_state + idx) = make_float4(x[0], x[1], x[2], x[3]);
   }
@@ -134,7 +146,8 @@ __global__ void __launch_bounds__(K::kThreads, 2)
 
 template <class K>
 void launch_scan_fwd(const SelectiveScanParams& p, bool vec, cudaStream_t stream) {
-  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch);
+  const dim3 grid((p.dim + K::kChannels - 1) / K::kChannels, p.batch,
+                  selective_scan_splits_of(p));
   auto kernel = scan_fwd_kernel<K>;
   HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         K::kSmemBytes),

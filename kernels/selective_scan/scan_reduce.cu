@@ -1,5 +1,6 @@
 // Fixed-order sums of the selective-scan backward's partials (deterministic: every output
-// element is summed by one thread over its partials in index order).
+// element is summed by one thread over its partials in index order: dB/dC over channel
+// blocks, dA/dD/ddelta_bias over (split, batch)).
 #include <algorithm>
 
 #include "kernels/common/cuda_check.h"
@@ -54,11 +55,13 @@ void selective_scan_bwd_reduce(const SelectiveScanParams& p, cudaStream_t stream
     sum_partials<bf16>(p.ws_dBC, nblk, 2 * NT, p.batch, NT, static_cast<bf16*>(p.dB),
                        static_cast<bf16*>(p.dC), stream);
   }
+  // dA, dD, ddelta_bias: over the (split, batch) partials, split-major (S = 1 unsplit).
+  const int parts = selective_scan_splits_of(p) * p.batch;
   const int64_t EN = static_cast<int64_t>(p.dim) * p.dstate;
-  sum_partials<float>(p.ws_dA, p.batch, EN, 1, EN, p.dA, nullptr, stream);
-  if (p.dD != nullptr) sum_partials<float>(p.ws_dD, p.batch, p.dim, 1, p.dim, p.dD, nullptr, stream);
+  sum_partials<float>(p.ws_dA, parts, EN, 1, EN, p.dA, nullptr, stream);
+  if (p.dD != nullptr) sum_partials<float>(p.ws_dD, parts, p.dim, 1, p.dim, p.dD, nullptr, stream);
   if (p.ddelta_bias != nullptr) {
-    sum_partials<float>(p.ws_ddelta_bias, p.batch, p.dim, 1, p.dim, p.ddelta_bias, nullptr,
+    sum_partials<float>(p.ws_ddelta_bias, parts, p.dim, 1, p.dim, p.ddelta_bias, nullptr,
                         stream);
   }
 }

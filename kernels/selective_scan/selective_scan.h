@@ -16,6 +16,13 @@
 // partials are summed in a fixed order by a second kernel; dA/dD/ddelta_bias likewise
 // (per-batch partials, summed over the batch in order). No atomics anywhere.
 //
+// Split scan (docs/KERNELS.md "Split scan"): when B x channel blocks is too small to fill the
+// GPU (long context, small batch), T is cut into S splits of split_len timesteps and the
+// splits run in parallel (grid.z). Forward: a lean pass computes each split's local end state
+// from a zero start and its decay product, a carry pass turns them into true start states,
+// then the forward kernel runs every split from its start state. Backward: the same with the
+// adjoint, carried from the last split to the first. S = 1 runs exactly the unsplit kernels.
+//
 // Supported N: 4, 8, 16, 32, 64 (selective_scan_supports_dstate).
 #pragma once
 
@@ -31,6 +38,10 @@ struct SelectiveScanParams {
   DType dtype = DType::kFloat32;
   int batch = 0, dim = 0, seqlen = 0, dstate = 0;  // B, E, T, N
   bool delta_softplus = false;
+  // Splits of T: 0 = automatic (the environment variable HYLAB_SCAN_SPLITS, read once, may
+  // override it the same way), 1 = never split, > 1 = that many (fewer when T is short:
+  // splits hold a multiple of kSplitAlign timesteps).
+  int force_splits = 0;
 
   // Inputs. Strides in elements; the T stride is 1.
   const void* u = nullptr;
@@ -66,13 +77,75 @@ struct SelectiveScanParams {
   float* ws_dA = nullptr;           // (B, E, N) workspace
   float* ws_dD = nullptr;           // (B, E) workspace
   float* ws_ddelta_bias = nullptr;  // (B, E) workspace
+  // With S > 1 splits (selective_scan_num_splits) ws_dA, ws_dD and ws_ddelta_bias get a
+  // leading split dimension: (S, B, E, N), (S, B, E), (S, B, E).
+
+  // Split scan workspace, (2, S - 1, B, E, N) fp32 (selective_scan_split_ws_floats): local
+  // end states (carried in place into start states / incoming adjoints), decay products.
+  // Required when S > 1, for the forward and the backward (one each).
+  float* ws_split = nullptr;
+  // Set by selective_scan_fwd/bwd for the kernels (callers leave it 0): timesteps per split,
+  // 0 when not split.
+  int split_len = 0;
+
+  // Backward kernel variant (below), -1: selective_scan_bwd_default_variant. All variants
+  // compute the same gradients under the same contract (fp32 state and sums, deterministic)
+  // and share the workspace layout above; they differ in speed and in the last bits.
+  int bwd_variant = -1;
+  // Forward kernel variant (kScanFwdVariants), -1: kScanFwdDefaultVariant. Same contract.
+  int fwd_variant = -1;
 };
+
+// Forward kernel variants: 0: scan_fwd.cuh (64-step tiles, y summed over a channel's lanes
+// by shuffles every step); 1: scan_fwd_v2.cuh (16-step tiles, 4 blocks per SM, y summed from
+// per-lane partials in shared memory when written).
+constexpr int kScanFwdVariants = 2;
+constexpr int kScanFwdDefaultVariant = 0;
+// "v1", "v2_tile16"; throws CudaError for an unknown variant.
+const char* selective_scan_fwd_variant_name(int variant);
+
+// Backward kernel variants (docs/KERNELS.md, "Selective scan backward"):
+//   0: scan_bwd.cuh: a chunk's 16 recomputed states in registers (the first version);
+//   1: scan_bwd_v2.cuh with 16-step segments: variant 0's occupancy, fewer instructions;
+//   2: scan_bwd_v2.cuh with 8-step segments (checkpointed recompute), sized for 24 warps/SM;
+//   3: scan_bwd_v2.cuh with 4-step segments, sized for 32 warps/SM;
+//   4: as 1, with the per-channel sums (y; du, ddelta) deferred through shared memory;
+//   5: as 2, with the per-channel sums deferred.
+constexpr int kScanBwdVariants = 6;
+// The default (bwd_variant = -1), from the H200 measurements (docs/KERNELS.md, tuning log
+// round 4): unsplit, 5 (v2_seg8_defer: 24 warps/SM) when the backward grid (B x channel
+// blocks) is larger than 2 blocks per SM, else 4 (v2_seg16_defer: the SMs hold at most ~2
+// blocks each then, so the registers of 16-step segments cost no occupancy and save the
+// recompute); with the split scan on, 0 (v1) until the variants are measured split (they
+// support it and are tested split). Uses the SM count of the device current at the first call.
+int selective_scan_bwd_default_variant(const SelectiveScanParams& p);
+// "v1", "v2_seg16", "v2_seg8", "v2_seg4", "v2_seg16_defer", "v2_seg8_defer"; throws
+// CudaError for an unknown variant.
+const char* selective_scan_bwd_variant_name(int variant);
 
 // Timesteps between saved states.
 constexpr int kScanChunk = 16;
 inline int selective_scan_nchunks(int seqlen) { return (seqlen + kScanChunk - 1) / kScanChunk; }
 
+// Splits hold a multiple of this many timesteps (the forward tile, a multiple of kScanChunk).
+constexpr int kSplitAlign = 64;
+
 bool selective_scan_supports_dstate(int dstate);
+
+// Splits of T the forward (bwd = false) or backward will use for these sizes and
+// p.force_splits (1 = not split). Automatic: split only when B x channel blocks is below
+// ~2 waves of the GPU (SM count of the current device, queried once), with splits of at
+// least kMinAutoSplitLen timesteps.
+constexpr int kMinAutoSplitLen = 1024;
+int selective_scan_num_splits(const SelectiveScanParams& p, bool bwd);
+// Timesteps per split for S splits (a multiple of kSplitAlign; the last split is ragged).
+int selective_scan_split_len(int seqlen, int splits);
+// Splits a params struct with split_len set stands for (1 when split_len is 0).
+inline int selective_scan_splits_of(const SelectiveScanParams& p) {
+  return p.split_len > 0 ? (p.seqlen + p.split_len - 1) / p.split_len : 1;
+}
+// Floats of ws_split for the forward (bwd = false) or backward: 0 when not split.
+int64_t selective_scan_split_ws_floats(const SelectiveScanParams& p, bool bwd);
 // Channels one backward block covers, and blocks per batch row: sizes ws_dBC.
 int selective_scan_bwd_channels_per_block(int dstate);
 int selective_scan_bwd_blocks_per_batch(int dim, int dstate);
@@ -88,9 +161,26 @@ void selective_scan_bwd(const SelectiveScanParams& p, cudaStream_t stream);
 // Per-dtype instantiations (one .cu each); selective_scan_fwd/bwd dispatch to them.
 void selective_scan_fwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_fwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_fwd_v2_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_fwd_v2_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
 void selective_scan_bwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
-// Fixed-order sums of the backward's partials into dB, dC, dA, dD, ddelta_bias.
+void selective_scan_bwd_v2_f32(const SelectiveScanParams& p, int variant, bool vec,
+                             cudaStream_t stream);
+void selective_scan_bwd_v2_bf16(const SelectiveScanParams& p, int variant, bool vec,
+                              cudaStream_t stream);
+// Fixed-order sums of the backward's partials into dB, dC, dA, dD, ddelta_bias (dA, dD,
+// ddelta_bias over S x B partials, split-major, S = selective_scan_splits_of(p)).
 void selective_scan_bwd_reduce(const SelectiveScanParams& p, cudaStream_t stream);
+
+// Split scan passes (scan_split_{f32,bf16}.cu; p.split_len and p.ws_split set, S > 1):
+// the forward's local end states + decay products (splits 0 .. S-2) and the carry to start
+// states; the backward's local outgoing adjoints + decay products (splits 1 .. S-1) and the
+// carry from the last split to the first (scan_split.cu).
+void selective_scan_split_fwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_split_fwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_split_bwd_f32(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_split_bwd_bf16(const SelectiveScanParams& p, bool vec, cudaStream_t stream);
+void selective_scan_split_carry(const SelectiveScanParams& p, bool bwd, cudaStream_t stream);
 
 }  // namespace hylab::kernels

@@ -3,9 +3,11 @@
 // (issue 15) and fails without its fix.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -297,6 +299,58 @@ TEST_F(BooksTest, AnOversizedReplySaysSo) {
   const auto& reply = out.back().reply();
   EXPECT_FALSE(reply.ok());
   EXPECT_NE(reply.error().find("MiB a reply may carry"), std::string::npos) << reply.error();
+}
+
+// The same list asked for in pages (issue 15): every worker exactly once, in worker_id order,
+// each page under the limit; a token from another list, or garbage, is refused.
+TEST_F(BooksTest, ALongWorkerListComesWholeInPagesUnderTheLimit) {
+  core_.reset();
+  opt_.max_reply_bytes = 4000;
+  start();
+  std::vector<Inbound> hellos;
+  std::set<std::string> want;
+  for (int i = 0; i < 60; ++i) {
+    // One id of 250 bytes: its page token (hex) is over 500 bytes.
+    const std::string id = i == 30 ? "worker-3" + std::string(242, 'x') : "worker-" + std::to_string(i);
+    hellos.push_back(from(id, "", hello(id)));
+    want.insert(id);
+  }
+  step(hellos);
+  auto ask = [&](int page_size, const std::string& token) {
+    proto::Envelope req;
+    req.mutable_request()->set_request_id(7);
+    req.mutable_request()->set_list_workers(true);
+    req.mutable_request()->set_page_size(page_size);
+    req.mutable_request()->set_page_token(token);
+    auto out = step({Inbound{"client", true, "", wire::encode(req, "client")}});
+    EXPECT_EQ(count(out, proto::Envelope::kReply, "client"), 1);
+    return out.back().reply();
+  };
+  for (int page_size : {1000, 7, 1}) {
+    std::vector<std::string> seen;
+    std::string token;
+    int pages = 0;
+    do {
+      const auto reply = ask(page_size, token);
+      ASSERT_TRUE(reply.ok()) << reply.error();
+      EXPECT_LE(static_cast<int64_t>(reply.ByteSizeLong()), opt_.max_reply_bytes);
+      const auto rows = nlohmann::json::parse(reply.json());
+      EXPECT_LE(static_cast<int>(rows.size()), page_size);
+      EXPECT_FALSE(rows.empty());
+      for (const auto& w : rows) seen.push_back(w["worker_id"].get<std::string>());
+      token = reply.next_page_token();
+      ++pages;
+    } while (!token.empty() && pages < 200);
+    EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()), want) << "page_size " << page_size;
+    EXPECT_EQ(seen.size(), want.size());
+    EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+    EXPECT_GE(pages, page_size == 7 ? 9 : 2);  // 60 rows of ~200 bytes do not fit in 4000 bytes
+  }
+  for (const std::string bad : {"s1", "wzz", "t1:2", "w"}) {
+    const auto reply = ask(10, bad);
+    EXPECT_FALSE(reply.ok()) << bad;
+    EXPECT_NE(reply.error().find("is not a page of the worker list"), std::string::npos) << reply.error();
+  }
 }
 
 }  // namespace

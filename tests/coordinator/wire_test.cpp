@@ -2,12 +2,18 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
+#include <google/protobuf/wire_format_lite.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 
 #include "common/check.h"
+#include "common/proto_log.h"
 #include "wire/security.h"
 #include "wire/wire.h"
 
@@ -89,6 +95,20 @@ TEST(Wire, MalformedMessagesAreRejectedWithAReason) {
   EXPECT_FALSE(roundtrip(fin, &error));  // outcome unspecified
   EXPECT_NE(error.find("outcome"), std::string::npos) << error;
 
+  proto::Envelope list;
+  list.mutable_request()->set_list_workers(true);
+  list.mutable_request()->set_page_size(-1);
+  EXPECT_FALSE(roundtrip(list, &error));
+  EXPECT_NE(error.find("page_size = -1"), std::string::npos) << error;
+  list.mutable_request()->set_page_size(kMaxPageSize + 1);
+  EXPECT_FALSE(roundtrip(list, &error));
+  list.mutable_request()->set_page_size(kMaxPageSize);
+  list.mutable_request()->set_page_token(std::string(1025, 'w'));
+  EXPECT_FALSE(roundtrip(list, &error));
+  EXPECT_NE(error.find("page_token"), std::string::npos) << error;
+  list.mutable_request()->set_page_token("w" + std::string(512, 'f'));  // the hex of a 256-byte worker_id
+  EXPECT_TRUE(roundtrip(list, &error)) << error;
+
   // Wrong protocol version.
   proto::Envelope hb;
   hb.mutable_heartbeat();
@@ -134,6 +154,37 @@ TEST(Wire, NonUtf8TextFromAPeerIsMadeValidAtTheBoundary) {
   EXPECT_EQ(got->finished().reason(),
             "exit 1: \xEF\xBF\xBD surrogate, \xEF\xBF\xBD overlong, caf\xc3\xa9 ok");
   EXPECT_NO_THROW((void)nlohmann::json({{"reason", got->finished().reason()}}).dump());
+}
+
+// Issue 15: a build without NDEBUG has libprotobuf check every string field it parses and
+// print one stderr line per invalid one, so a peer sending garbage grew the log without
+// bound. With the handler installed, 10,000 such complaints give at most one burst of lines
+// (through spdlog) and none on stderr. A Release build's parser does not make the check, so
+// the test calls libprotobuf's checker directly, as a Debug build's wire.pb.cc does on every
+// string it parses.
+TEST(Wire, LibprotobufComplaintsAboutGarbageAreRateLimited) {
+  limit_protobuf_logs();
+  std::ostringstream captured;
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(captured);
+  auto previous = spdlog::default_logger();
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>("capture", sink));
+  const int64_t suppressed_before = protobuf_log_lines_suppressed();
+  const std::string garbage = "box\xff\xfe-1";
+  testing::internal::CaptureStderr();
+  for (int i = 0; i < 10000; ++i) {
+    EXPECT_FALSE(google::protobuf::internal::WireFormatLite::VerifyUtf8String(
+        garbage.data(), static_cast<int>(garbage.size()), google::protobuf::internal::WireFormatLite::PARSE,
+        "hylab.proto.Hello.host"));
+  }
+  const std::string err = testing::internal::GetCapturedStderr();
+  spdlog::set_default_logger(previous);
+  EXPECT_EQ(err.find("invalid UTF-8"), std::string::npos) << err.substr(0, 500);
+  const std::string log = captured.str();
+  const auto lines = std::count(log.begin(), log.end(), '\n');
+  EXPECT_GE(lines, 1) << "the first complaints are still logged";
+  EXPECT_LE(lines, 11) << log.substr(0, 2000);
+  EXPECT_NE(log.find("String field 'hylab.proto.Hello.host' contains invalid UTF-8"), std::string::npos) << log;
+  EXPECT_GE(protobuf_log_lines_suppressed() - suppressed_before, 10000 - lines);
 }
 
 TEST(Wire, InsecureServersListenOnLoopbackUnlessTold) {

@@ -29,7 +29,7 @@ if has tests; then
   for t in kernels_selective_scan_test kernels_causal_conv1d_test kernels_decode_test kernels_fused_block_test; do
     stamp "test $t"
     [ -x "$B/tests/kernels/$t" ] || { echo "$t not built"; continue; }
-    lim=60; [ "$t" = kernels_selective_scan_test ] && lim=180
+    lim=60; [ "$t" = kernels_selective_scan_test ] && lim=400
     HYLAB_KERNELS_VERBOSE=1 timeout $lim "$B/tests/kernels/$t" >> "$OUT/tests.log" 2>&1
     echo "$t exit $?" | tee -a "$OUT/tests.log"
   done

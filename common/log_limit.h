@@ -1,6 +1,7 @@
 // Rate-limited logging for what peers can provoke (garbage, refused messages): at most
 // `burst` lines per `window_ms` per kind; the rest are counted and reported in one line when
 // the next window opens. So a flood of bad input cannot grow the log without bound.
+// Not thread-safe: one owner (the coordinator's loop), or a lock around it (proto_log.cpp).
 #pragma once
 
 #include <cstdint>
@@ -9,7 +10,7 @@
 
 #include <spdlog/spdlog.h>
 
-namespace hylab::coordinator {
+namespace hylab {
 
 class LogLimit {
  public:
@@ -47,4 +48,4 @@ class LogLimit {
   int64_t total_suppressed_ = 0;
 };
 
-}  // namespace hylab::coordinator
+}  // namespace hylab

@@ -1,0 +1,11 @@
+// Selective scan backward variants 1-5 (scan_bwd_v2.cuh), float activations (all supported N).
+#include "kernels/selective_scan/scan_bwd_v2.cuh"
+
+namespace hylab::kernels {
+
+void selective_scan_bwd_v2_f32(const SelectiveScanParams& p, int variant, bool vec,
+                             cudaStream_t stream) {
+  scan::scan_bwd_v2_dispatch<float>(p, variant, vec, stream);
+}
+
+}  // namespace hylab::kernels
