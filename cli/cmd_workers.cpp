@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "cli/daemon_flags.h"
+#include "common/states.h"
 #include "store/results.h"
 
 namespace hylab::cli {
@@ -31,8 +32,9 @@ void setup(CLI::App& root) {
     proto::ClientRequest req;
     req.set_list_workers(true);
     json workers = c->call_all_pages(req);  // pages come in worker_id order: alive ones first
-    std::stable_sort(workers.begin(), workers.end(), [](const json& a, const json& b) {
-      return (a.value("state", "") == "alive") > (b.value("state", "") == "alive");
+    const std::string alive = to_string(proto::WORKER_STATE_ALIVE);
+    std::stable_sort(workers.begin(), workers.end(), [&](const json& a, const json& b) {
+      return (a.value("state", "") == alive) > (b.value("state", "") == alive);
     });
     if (f == store::Format::kJson) {
       std::printf("%s\n", workers.dump(2).c_str());
