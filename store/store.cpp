@@ -421,8 +421,9 @@ nlohmann::json Store::workers_json() {
     return true;
   });
   // Alive workers first, as `hylab workers` shows them.
-  std::stable_sort(out.begin(), out.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
-    return (a["state"] == "alive") > (b["state"] == "alive");
+  const std::string alive = to_string(proto::WORKER_STATE_ALIVE);
+  std::stable_sort(out.begin(), out.end(), [&](const nlohmann::json& a, const nlohmann::json& b) {
+    return (a["state"] == alive) > (b["state"] == alive);
   });
   return out;
 }
