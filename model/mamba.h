@@ -59,10 +59,10 @@ class MambaMixerImpl : public torch::nn::Module {
   void set_use_kernels(bool on) { use_kernels_ = on; }
   // The decode step on CUDA: the fused conv+x_proj and dt_proj+state-update kernels
   // (kernels/decode/mamba_step.h) or the unfused ops they replace (the twin the tests compare
-  // with). Defaults, from the one H200 measurement so far (d768, batch 1, docs/KERNELS.md):
-  // forward_step's eager token loop fused (40.9 vs 65.9 us a step), decode() -- the step
-  // Decoder captures in a CUDA graph -- unfused (17.8 vs 19.2 us in a graph, round-1 kernels).
-  // set_fused_decode(on) sets both.
+  // with). Defaults, from the H200 measurements (d768, batch 1, docs/KERNELS.md "Fused
+  // decode step"): forward_step's eager token loop fused (42.8 vs 70.4 us a step), decode()
+  // -- the step Decoder captures in a CUDA graph -- unfused (fused 17.7 = unfused 17.7 us in a
+  // graph: no gain to take a new path for). set_fused_decode(on) sets both.
   void set_fused_decode(bool on) { fused_eager_ = fused_graph_ = on; }
   bool fused_decode() const { return fused_eager_ && fused_graph_; }
 
