@@ -69,6 +69,17 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
 
   std::vector<Assignment> out;
   bool reserved_once = false;  // only the first blocked trial reserves, or gangs would block all
+  // Shapes (slots per node, nodes) that found no room. Within one call free slots only shrink
+  // and reservations only grow, so a trial needing at least as much per node on at least as
+  // many nodes cannot fit either: it is passed over without a scan of the workers (with every
+  // slot taken this turns O(pending x workers) into O(pending)).
+  std::vector<std::pair<int, int>> failed;
+  auto known_to_fail = [&](int per_node, int nodes) {
+    for (const auto& [f_per_node, f_nodes] : failed) {
+      if (per_node >= f_per_node && nodes >= f_nodes) return true;
+    }
+    return false;
+  };
   for (auto& [priority, queues] : levels) {
     while (true) {
       // The sweep with the fewest slots in use, then the oldest.
@@ -82,10 +93,12 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
       queues[best].pop_front();
       const int nodes = std::max(1, t->nodes);
       const int per_node = std::max(1, t->slots / nodes);
+      if (known_to_fail(per_node, nodes)) continue;
       const std::vector<size_t> chosen = pick_workers(ws, per_node, nodes);
       if (chosen.empty()) {
         if (!reserved_once) reserve_for(ws, per_node, nodes);
         reserved_once = true;
+        failed.emplace_back(per_node, nodes);
         continue;
       }
       Assignment a;

@@ -600,6 +600,15 @@ void Coordinator::Impl::check_early_stop() {
 }
 
 void Coordinator::Impl::schedule() {
+  // This runs after every batch of messages. With every slot taken (the common case under
+  // load: a thousand busy workers, tens of thousands of pending trials) there is nothing to
+  // decide, so that is checked first, in O(workers).
+  bool any_free = false;
+  for (const auto& [id, w] : workers) {
+    any_free = any_free || (!w.draining && now >= w.cooldown_until_ms && !w.free_slots().empty());
+    if (any_free) break;
+  }
+  if (!any_free) return;
   std::vector<SchedTrial> pending;
   std::map<int64_t, int> running;
   for (const auto& [id, t] : trials) {

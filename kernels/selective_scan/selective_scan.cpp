@@ -139,7 +139,7 @@ const char* selective_scan_fwd_variant_name(int variant) {
 }
 
 int selective_scan_bwd_default_variant(const SelectiveScanParams& p) {
-  if (p.split_len > 0) return 0;  // the split path was measured with v1 only
+  if (p.split_len > 0) return 4;  // split: the grid is sized to ~2 waves, 16-step segments win
   const int64_t blocks =
       static_cast<int64_t>(p.batch) * selective_scan_bwd_blocks_per_batch(p.dim, p.dstate);
   return blocks > 2 * static_cast<int64_t>(sm_count()) ? 5 : 4;
