@@ -9,6 +9,7 @@
 #include "cli/command.h"
 #include "cli/usage.h"
 #include "common/check.h"
+#include "common/crash_report.h"
 #include "common/proto_log.h"
 
 namespace hylab::cli {
@@ -42,6 +43,7 @@ int& exit_status() {
 }  // namespace hylab::cli
 
 int main(int argc, char** argv) {
+  hylab::install_crash_report("hylab");  // a crash says where (common/crash_report.h)
   hylab::limit_protobuf_logs();  // a peer's garbage must not flood the daemons' logs
   CLI::App app{
       "hylab: train and compare hybrid Transformer/Mamba language models.\n"
