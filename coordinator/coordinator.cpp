@@ -89,6 +89,11 @@ void Coordinator::Net::bind(const CoordinatorOptions& opt, const std::string& co
   router.set(zmq::sockopt::router_mandatory, true);   // unroutable sends fail instead of vanishing
   router.set(zmq::sockopt::router_handover, true);    // a re-registering worker takes its id over
   router.set(zmq::sockopt::maxmsgsize, static_cast<int64_t>(wire::kMaxMessageBytes));
+  // Pending TCP connections (libzmq's default is 100). After a restart every worker connects
+  // at once; past the backlog the kernel drops their SYNs and each retries a second later
+  // (bench load, 300 workers starting together: 9-36 of them registered ~1 s late, which was
+  // the p99). The kernel caps it at net.core.somaxconn.
+  router.set(zmq::sockopt::backlog, 4096);
   wire::apply_server(router, opt.security);
   wire::check_bind(opt.bind, opt.security);  // insecure: loopback only unless told
   try {
