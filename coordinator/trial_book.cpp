@@ -602,11 +602,13 @@ void Coordinator::Impl::check_early_stop() {
 void Coordinator::Impl::schedule() {
   // This runs after every batch of messages. With every slot taken (the common case under
   // load: a thousand busy workers, tens of thousands of pending trials) there is nothing to
-  // decide, so that is checked first, in O(workers).
+  // decide, so the workers are looked at first, in O(workers), and the trials only if one of
+  // them can take something.
+  std::vector<SchedWorker> ws;
   bool any_free = false;
   for (const auto& [id, w] : workers) {
-    any_free = any_free || (!w.draining && now >= w.cooldown_until_ms && !w.free_slots().empty());
-    if (any_free) break;
+    ws.push_back({id, w.slots, w.free_slots(), !w.draining && now >= w.cooldown_until_ms});
+    any_free = any_free || (ws.back().accepting && !ws.back().free_slots.empty());
   }
   if (!any_free) return;
   std::vector<SchedTrial> pending;
@@ -629,10 +631,7 @@ void Coordinator::Impl::schedule() {
     for (const auto& n : t.run) claimed = claimed || n.worker_id == t.recover_worker;
     if (!claimed) unsettled.insert(t.recover_worker);
   }
-  std::vector<SchedWorker> ws;
-  for (const auto& [id, w] : workers) {
-    ws.push_back({id, w.slots, w.free_slots(), !w.draining && !unsettled.count(id) && now >= w.cooldown_until_ms});
-  }
+  for (SchedWorker& w : ws) w.accepting = w.accepting && !unsettled.count(w.worker_id);
   for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
     ActiveTrial& t = trials.at(a.trial_id);
     t.attempt += 1;
