@@ -54,6 +54,7 @@ struct BenchOptions {
   bool gemv_only = false;
   bool long_context = false;  // only the long-context scan and layer, split scan auto vs off
   bool decode_only = false;  // the Mamba decode step only (fused vs unfused)
+  bool layer_only = false;   // the d768 Mamba and attention layers only (for profilers)
 };
 
 #if HYLAB_CUDA_KERNELS
@@ -321,9 +322,11 @@ void bench_layers(int64_t d_model, int64_t B, int64_t T, const BenchOptions& o, 
                              layer_fwd_bwd_ms(m, m.params(), B, T, o,
                                               [&](const Tensor& h) { return m.forward(h); }),
                              std::nullopt));
-    const double old_ms = layer_fwd_bwd_ms(
-        m, m.params(), B, T, o, [&](const Tensor& h) { return m.forward_transposed(h); });
-    std::fprintf(stderr, "  (mamba layer, transposed layout of ff955ca: %.4f ms)\n", old_ms);
+    if (!o.layer_only) {
+      const double old_ms = layer_fwd_bwd_ms(
+          m, m.params(), B, T, o, [&](const Tensor& h) { return m.forward_transposed(h); });
+      std::fprintf(stderr, "  (mamba layer, transposed layout of ff955ca: %.4f ms)\n", old_ms);
+    }
   }
   {
     AttentionLayer a(d_model);
@@ -409,7 +412,10 @@ double graph_step_ms(const std::function<void()>& step, const BenchOptions& o, d
 //            update, x_proj GEMV, dt_proj GEMV, state update, out_proj+residual GEMV (6)
 //   fused    the same with mamba_decode_core: in_proj GEMV, conv+x_proj, dt_proj+state
 //            update, out_proj GEMV (4 kernels)
-//   fused_pdl  fused with overlap_launches (programmatic dependent launch, experimental)
+//   fused_pdl  fused, all four kernels launched to overlap (programmatic dependent launch):
+//            what decode() runs by default
+//   unfused_chain16, fused_pdl_chain16  16 steps in one graph, each step's output the next
+//            one's input (as a model's layers follow each other): ms per step
 void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& results) {
   torch::NoGradGuard ng;
   MambaLayer m(d_model);
@@ -451,12 +457,48 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
         m.W_dt, m.dt_bias, m.A, m.D);
     out = hylab::cuda_ops::gemv(y, m.W_out, residual);
   };
-  auto step_fused_pdl = [&] {  // the same, the two kernels launched to overlap (Hopper PDL)
-    const Tensor xz = in_proj();
+  // model/mamba.cpp's decode() as it runs by default: fused, all four kernels launched to
+  // overlap (Hopper programmatic dependent launch). Returns the step's output (B, C).
+  hylab::cuda_ops::GemvFusion norm_pdl = norm;
+  norm_pdl.overlap_launches = true;
+  auto fused_pdl = [&](const Tensor& in) {
+    const Tensor xz = hylab::cuda_ops::gemv(in, m.W_in, norm_pdl);
     const Tensor y = hylab::cuda_ops::mamba_decode_core(
         xz.narrow(1, 0, E), xz.narrow(1, E, E), conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
         m.W_dt, m.dt_bias, m.A, m.D, /*overlap_launches=*/true);
-    out = hylab::cuda_ops::gemv(y, m.W_out, residual);
+    hylab::cuda_ops::GemvFusion res;
+    res.residual = in;
+    res.overlap_launches = true;
+    return hylab::cuda_ops::gemv(y, m.W_out, res);
+  };
+  auto step_fused_pdl = [&] { out = fused_pdl(h); };
+  // kChain steps captured in one graph, each step's output the next one's input, as the
+  // layers of a model follow each other in the Decoder's graph: the time per step without
+  // the graph launch that a single-step graph pays for one layer. Same states every step
+  // (the work does not change).
+  constexpr int kChain = 16;
+  auto chain_unfused = [&] {
+    Tensor cur = h;
+    for (int i = 0; i < kChain; ++i) {
+      const Tensor xz = hylab::cuda_ops::gemv(cur, m.W_in, norm);
+      const Tensor x = xz.narrow(1, 0, E), z = xz.narrow(1, E, E);
+      const Tensor xc =
+          hylab::cuda_ops::causal_conv1d_update(x, conv_state, m.conv_w, m.conv_b, true);
+      const Tensor x_dbl = hylab::cuda_ops::gemv(xc, m.W_x);
+      const Tensor dt = hylab::cuda_ops::gemv(x_dbl.narrow(1, 0, R), m.W_dt);
+      const Tensor y = hylab::cuda_ops::selective_state_update(
+          ssm_state, xc, dt, m.A, x_dbl.narrow(1, R, N), x_dbl.narrow(1, R + N, N), m.D, z,
+          m.dt_bias, true);
+      hylab::cuda_ops::GemvFusion res;
+      res.residual = cur;
+      cur = hylab::cuda_ops::gemv(y, m.W_out, res);
+    }
+    out = cur;
+  };
+  auto chain_fused_pdl = [&] {
+    Tensor cur = h;
+    for (int i = 0; i < kChain; ++i) cur = fused_pdl(cur);
+    out = cur;
   };
   // Bytes: every weight once, conv/ssm states read and written, h in, out out.
   const double weight_bytes =
@@ -464,12 +506,22 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
   const double state_bytes = 2.0 * (2.0 * B * E * K) + 2.0 * (4.0 * B * E * N);
   const double bytes = weight_bytes + state_bytes + 4.0 * B * d_model;
   const std::pair<const char*, std::function<void()>> variants[] = {
-      {"step", step_cublas}, {"unfused", step_unfused}, {"fused", step_fused}};
+      {"step", step_cublas}, {"unfused", step_unfused}, {"fused", step_fused},
+      {"fused_pdl", step_fused_pdl}};
   for (const auto& [pass, step] : variants) {
     double eager_ms = 0;
     const double ms = graph_step_ms(step, o, &eager_ms);
     results.push_back(record("mamba_decode_step", dims({B, d_model}), pass, ms, bytes));
     std::fprintf(stderr, "  (decode step %s without a graph: %.4f ms)\n", pass, eager_ms);
+  }
+  const std::pair<const char*, std::function<void()>> chains[] = {
+      {"unfused_chain16", chain_unfused}, {"fused_pdl_chain16", chain_fused_pdl}};
+  for (const auto& [pass, chain] : chains) {
+    double eager_ms = 0;
+    const double ms = graph_step_ms(chain, o, &eager_ms) / kChain;
+    results.push_back(record("mamba_decode_step", dims({B, d_model}), pass, ms, bytes));
+    std::fprintf(stderr, "  (decode step %s without a graph: %.4f ms a step)\n", pass,
+                 eager_ms / kChain);
   }
 
   // The parts on their own ("mamba_decode_part", ms per call): kCalls calls of one op
@@ -511,18 +563,6 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
     graph.capture_end();
     const double ms = median_ms([&] { graph.replay(); }, o) / kCalls;
     results.push_back(record("mamba_decode_part", dims({B, d_model}), name, ms, std::nullopt));
-  }
-
-  // Experimental, with --decode_only only (so it cannot cost the full bench's records): a
-  // runtime without programmatic launches in graph capture fails here and only here.
-  if (!o.decode_only) return;
-  try {
-    double eager_ms = 0;
-    const double ms = graph_step_ms(step_fused_pdl, o, &eager_ms);
-    results.push_back(record("mamba_decode_step", dims({B, d_model}), "fused_pdl", ms, bytes));
-    std::fprintf(stderr, "  (decode step fused_pdl without a graph: %.4f ms)\n", eager_ms);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "  decode step fused_pdl failed: %s\n", e.what());
   }
 }
 
@@ -584,10 +624,12 @@ void run_bench(const BenchOptions& o) {
     bench_long_context(o, results, /*sweep=*/true);
   } else if (o.decode_only) {
     bench_decode(768, 1, o, results);
+  } else if (o.layer_only) {
+    bench_layers(768, 32, 2048, o, results);
   } else if (!o.quick && !o.scan_only) {
     bench_gemv(o, results);
   }
-  if (!o.gemv_only && !o.long_context && !o.decode_only) {
+  if (!o.gemv_only && !o.long_context && !o.decode_only && !o.layer_only) {
     // Every kernel variant only with --scan_only (the full run keeps its records and runs no
     // unmeasured kernel).
     bench_scan(32, 1536, 2048, 16, true, o, results, "selective_scan", o.scan_only);  // d12
@@ -642,6 +684,8 @@ void setup(CLI::App& root) {
   cmd->add_flag(flag("long_context"), opts->long_context,
                 "Only the long-context scan (B2 T32768, B1 T65536) and Mamba layer (B2 T32768), "
                 "split scan automatic vs off");
+  cmd->add_flag(flag("layer_only"), opts->layer_only,
+                "Only the Mamba and attention layers at d768, B32 x 2048, fwd+bwd (for profilers)");
   cmd->add_flag(flag("decode_only"), opts->decode_only,
                 "Only the Mamba decode step (d768, batch 1): cuBLAS chain, unfused, fused");
   cmd->callback([opts] { run_bench(*opts); });

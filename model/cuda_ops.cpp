@@ -1201,6 +1201,7 @@ torch::Tensor gemv(const torch::Tensor& x, const torch::Tensor& weight, const Ge
     p.residual = r.data_ptr(), p.residual_row_stride = N;
   }
   p.warps_per_row = fusion.warps_per_row;
+  p.overlap_launches = fusion.overlap_launches;
   hk::gemv(p, current_stream());
   return y.view(out_shape);
 }

@@ -104,6 +104,10 @@ struct GemvFusion {
   bool relu2 = false;
   torch::Tensor residual;
   int warps_per_row = 0;
+  // Programmatic dependent launch (Hopper; kernels/common/launch.cuh): the GEMV may start
+  // while the kernel before it drains and load its weights meanwhile, so that kernel must not
+  // write weight (x and the residual are read after the wait, so a copy of them is fine).
+  bool overlap_launches = false;
 };
 
 // x (..., K) @ weight (N, K)^T -> (..., N) for at most 8 rows of x (kernels/gemv), bf16 x and

@@ -155,17 +155,23 @@ torch::Tensor MambaMixerImpl::decode(const torch::Tensor& x_in, LayerCache& cach
               c10::str(x_in.sizes()));
   const int64_t B = x_in.size(0);
   const auto A = A_decode_.defined() ? A_decode_ : -torch::exp(A_log.to(torch::kFloat));
-  auto xz = ops::norm_linear(x_in.reshape({B, x_in.size(2)}), in_proj->weight,
-                             use_kernels_);  // (B, 2E)
+  // The casts first (no-ops when the parameters are fp32 already): with overlap_launches the
+  // fused kernels read dt_bias and D before waiting for the kernel before them, so that
+  // kernel must not be the one writing them (kernels/common/launch.cuh).
+  const bool overlap = fused_graph_ && overlap_graph_;
+  const auto dt_bias = dt_proj->bias.to(torch::kFloat);
+  const auto Df = D.to(torch::kFloat);
+  auto xz = ops::norm_linear(x_in.reshape({B, x_in.size(2)}), in_proj->weight, use_kernels_,
+                             overlap);  // (B, 2E)
   auto x = xz.narrow(1, 0, E_);
   auto z = xz.narrow(1, E_, E_);
   // conv update -> x_proj -> dt_proj -> state update: on CUDA with fused_graph_ two kernels
   // (kernels/decode/mamba_step.h), so the step is 4 launches with in_proj and out_proj.
   auto y = ops::mamba_decode_core(x, z, cache.conv_state, cache.ssm_state, conv1d_weight,
-                                  conv1d_bias, x_proj->weight, dt_proj->weight,
-                                  dt_proj->bias.to(torch::kFloat), A, D.to(torch::kFloat),
-                                  fused_graph_, use_kernels_);  // (B, E)
-  return ops::linear_add(x_in, y.view({B, 1, E_}), out_proj->weight, use_kernels_);  // (B, 1, C)
+                                  conv1d_bias, x_proj->weight, dt_proj->weight, dt_bias, A, Df,
+                                  fused_graph_, use_kernels_, overlap);  // (B, E)
+  return ops::linear_add(x_in, y.view({B, 1, E_}), out_proj->weight, use_kernels_,
+                         overlap);  // (B, 1, C)
 }
 
 }  // namespace hylab

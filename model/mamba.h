@@ -59,12 +59,17 @@ class MambaMixerImpl : public torch::nn::Module {
   void set_use_kernels(bool on) { use_kernels_ = on; }
   // The decode step on CUDA: the fused conv+x_proj and dt_proj+state-update kernels
   // (kernels/decode/mamba_step.h) or the unfused ops they replace (the twin the tests compare
-  // with). Defaults, from the H200 measurements (d768, batch 1, docs/KERNELS.md "Fused
-  // decode step"): forward_step's eager token loop fused (42.8 vs 70.4 us a step), decode()
-  // -- the step Decoder captures in a CUDA graph -- unfused (fused 17.7 = unfused 17.7 us in a
-  // graph: no gain to take a new path for). set_fused_decode(on) sets both.
+  // with). Both paths default to fused (d768, batch 1, H200, docs/KERNELS.md "Fused decode
+  // step"): forward_step's eager token loop 42.8 vs 70.4 us a step; decode() -- the step
+  // Decoder captures in a CUDA graph -- with its four kernels launched to overlap (below),
+  // 15.3 us with the two middle kernels overlapping against 17.7 unfused.
+  // set_fused_decode(on) sets both.
   void set_fused_decode(bool on) { fused_eager_ = fused_graph_ = on; }
   bool fused_decode() const { return fused_eager_ && fused_graph_; }
+  // decode()'s kernels (in_proj GEMV, the two fused kernels, out_proj GEMV) with Hopper
+  // programmatic dependent launch: each starts while the one before drains and loads its
+  // weights meanwhile (kernels/common/launch.cuh). Results are the same bit for bit.
+  void set_overlap_launches(bool on) { overlap_graph_ = on; }
 
   torch::nn::Linear in_proj{nullptr};   // (2E, C), no bias
   torch::Tensor conv1d_weight;          // (E, K)
@@ -84,7 +89,8 @@ class MambaMixerImpl : public torch::nn::Module {
   double dt_min_, dt_max_, dt_init_floor_;
   bool use_kernels_ = true;
   bool fused_eager_ = true;   // forward_step's per-token loop
-  bool fused_graph_ = false;  // decode()
+  bool fused_graph_ = true;    // decode()
+  bool overlap_graph_ = true;  // decode()
 };
 TORCH_MODULE(MambaMixer);
 

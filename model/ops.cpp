@@ -102,17 +102,19 @@ torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
                                 const torch::Tensor& x_proj_weight,
                                 const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
                                 const torch::Tensor& A, const torch::Tensor& D, bool fused,
-                                bool use_kernels) {
+                                bool use_kernels, bool overlap_launches) {
   torch::NoGradGuard no_grad;
   const int64_t N = A.size(1), R = dt_proj_weight.size(1);
 #if HYLAB_CUDA_KERNELS
   if (fused && use_cuda(x, use_kernels) &&
       cuda_ops::mamba_decode_core_supports(x, N, conv_weight.size(1), R)) {
     return cuda_ops::mamba_decode_core(x, z, conv_state, ssm_state, conv_weight, conv_bias,
-                                       x_proj_weight, dt_proj_weight, dt_bias, A, D);
+                                       x_proj_weight, dt_proj_weight, dt_bias, A, D,
+                                       overlap_launches);
   }
 #else
   (void)fused;
+  (void)overlap_launches;
 #endif
   auto xc = causal_conv1d_update(x, conv_state, conv_weight, conv_bias, /*silu=*/true,
                                  use_kernels);  // (B, E)
@@ -163,13 +165,17 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool u
   return torch::linear(x, weight);
 }
 
-torch::Tensor norm_linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels) {
+torch::Tensor norm_linear(const torch::Tensor& x, const torch::Tensor& weight, bool use_kernels,
+                          bool overlap_launches) {
 #if HYLAB_CUDA_KERNELS
   if (gemv_path(x, weight, use_kernels)) {
     cuda_ops::GemvFusion f;
     f.norm_eps = compat::rms_norm_eps(x.scalar_type());
+    f.overlap_launches = overlap_launches;
     return cuda_ops::gemv(x, weight, f);
   }
+#else
+  (void)overlap_launches;
 #endif
   return linear(compat::rms_norm(x), weight, use_kernels);
 }
@@ -190,14 +196,17 @@ torch::Tensor norm_mlp_fc(const torch::Tensor& x, const torch::Tensor& weight, b
 }
 
 torch::Tensor linear_add(const torch::Tensor& residual, const torch::Tensor& x,
-                         const torch::Tensor& weight, bool use_kernels) {
+                         const torch::Tensor& weight, bool use_kernels, bool overlap_launches) {
 #if HYLAB_CUDA_KERNELS
   if (gemv_path(x, weight, use_kernels) && residual.scalar_type() == torch::kBFloat16 &&
       residual.device() == x.device()) {
     cuda_ops::GemvFusion f;
     f.residual = residual;
+    f.overlap_launches = overlap_launches;
     return cuda_ops::gemv(x, weight, f).view(residual.sizes());
   }
+#else
+  (void)overlap_launches;
 #endif
   return residual + linear(x, weight, use_kernels);
 }

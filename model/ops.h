@@ -65,13 +65,15 @@ torch::Tensor selective_state_update(torch::Tensor& ssm_state, const torch::Tens
 // x_proj_weight (R + 2N, E), dt_proj_weight (E, R). With `fused` on CUDA (and shapes the
 // kernels take): two kernels (cuda_ops::mamba_decode_core, kernels/decode/mamba_step.h);
 // otherwise the four ops above, one after the other (the twin, and the CPU path). No autograd.
+// overlap_launches: the two fused kernels with programmatic dependent launch (see
+// cuda_ops::mamba_decode_core for what the kernel launched just before may not write).
 torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
                                 torch::Tensor& conv_state, torch::Tensor& ssm_state,
                                 const torch::Tensor& conv_weight, const torch::Tensor& conv_bias,
                                 const torch::Tensor& x_proj_weight,
                                 const torch::Tensor& dt_proj_weight, const torch::Tensor& dt_bias,
                                 const torch::Tensor& A, const torch::Tensor& D, bool fused = true,
-                                bool use_kernels = true);
+                                bool use_kernels = true, bool overlap_launches = false);
 
 // One decode query per sequence against the KV cache, positions read on the device (so a
 // captured CUDA graph serves every step): q (B, H, Dh); k_cache, v_cache (B, Hkv, L, Dh);
@@ -103,12 +105,15 @@ torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight, bool u
 //   norm_linear    linear(rms_norm(x), W)
 //   norm_mlp_fc    relu(linear(rms_norm(x), W))^2
 //   linear_add     residual + linear(x, W)
+// overlap_launches (norm_linear, linear_add): on the GEMV path, programmatic dependent launch
+// (cuda_ops::GemvFusion), so the kernel launched just before must not write W.
 torch::Tensor norm_linear(const torch::Tensor& x, const torch::Tensor& weight,
-                          bool use_kernels = true);
+                          bool use_kernels = true, bool overlap_launches = false);
 torch::Tensor norm_mlp_fc(const torch::Tensor& x, const torch::Tensor& weight,
                           bool use_kernels = true);
 torch::Tensor linear_add(const torch::Tensor& residual, const torch::Tensor& x,
-                         const torch::Tensor& weight, bool use_kernels = true);
+                         const torch::Tensor& weight, bool use_kernels = true,
+                         bool overlap_launches = false);
 
 // The training loss, fused on CUDA (kernels/cross_entropy): per-row cross-entropy of the
 // soft-capped logits (see ref::softcap_cross_entropy). logits (rows, width) with the first

@@ -4,6 +4,7 @@
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/device_utils.cuh"
+#include "kernels/common/launch.cuh"
 #include "kernels/decode/decode.h"
 #include "kernels/decode/mamba_step.h"
 
@@ -31,22 +32,6 @@ __device__ __forceinline__ void unpack(const uint4& raw, float (&out)[8]) {
     out[2 * i] = __uint_as_float(w[i] << 16);
     out[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
   }
-}
-
-// Programmatic dependent launch (sm_90; see MambaStepParams::overlap_launches). wait: block
-// until the preceding kernel has completed and its writes are visible (returns at once when
-// this kernel was launched without the attribute). launch_dependents: the next kernel, if
-// launched with the attribute, may start now (it waits for this one before reading our
-// output).
-__device__ __forceinline__ void grid_dependency_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void launch_dependents() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
 }
 
 // Rows a kernel-1 block holds: B rounded up to a power of two, at most 8.
@@ -191,6 +176,9 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   const int e = active ? static_cast<int>(ch % p.dim) : 0;
   const int N = p.dstate, R = p.dt_rank, J = R + 2 * N;
   const Elem* __restrict__ xdbl = static_cast<const Elem*>(p.x_dbl) + static_cast<int64_t>(b) * J;
+  // out_proj's GEMV may start and load its weights now (it reads nothing else before it
+  // waits for this kernel; kernels/common/launch.cuh).
+  launch_dependents();
 
   // Every load first: they do not depend on each other, so they share one round trip to L2
   // (the unfused kernels each paid their own). Those that do not depend on kernel 1 (or on
@@ -288,30 +276,6 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
     if (p.z != nullptr) y *= silu(zv);
     static_cast<Elem*>(p.out)[ch] = from_float<Elem>(y);
   }
-}
-
-// kernel<<<grid, block, smem, stream>>>(args...), with the programmatic-stream-serialization
-// attribute when `overlap` (the kernel may start before the previous one in the stream has
-// finished; it calls grid_dependency_wait() before reading that kernel's output).
-template <typename... KArgs, typename... Args>
-void launch_kernel(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
-                   cudaStream_t stream, bool overlap, Args... args) {
-  if (!overlap) {
-    kernel<<<grid, block, smem, stream>>>(args...);
-    return;
-  }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  HYLAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...),
-                   "mamba_step: programmatic dependent launch failed");
 }
 
 template <typename Elem, typename State, int kRows>

@@ -43,6 +43,10 @@ struct GemvParams {
   const void* residual = nullptr;  // (M, N), row stride residual_row_stride (kAddResidual)
   int64_t residual_row_stride = 0;
   int warps_per_row = 0;  // warps sharing one output column: 1, 2, 4, 8; 0 = by shape
+  // Hopper programmatic dependent launch (kernels/common/launch.cuh): the kernel may start
+  // while the one before it drains and loads its weights meanwhile, so that kernel must not
+  // write w. Off: plain stream order (results are the same bit for bit).
+  bool overlap_launches = false;
 };
 
 constexpr int kGemvMaxRows = 8;

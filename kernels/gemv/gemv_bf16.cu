@@ -1,6 +1,7 @@
 // Small-batch GEMV, bf16 (see gemv.h), with the optional input norm and epilogues.
 #include "kernels/common/cuda_check.h"
 #include "kernels/common/device_utils.cuh"
+#include "kernels/common/launch.cuh"
 #include "kernels/gemv/gemv.h"
 
 namespace hylab::kernels {
@@ -24,6 +25,27 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, i
   const int64_t step = static_cast<int64_t>(wpr) * 32;
   const bf16* wrow = static_cast<const bf16*>(p.w) + (active ? n : 0) * p.in_features;
   const bf16* x = static_cast<const bf16*>(p.x);
+
+  // The first kUnroll chunks of the weight row (at d768 and d1280 the whole share of a lane)
+  // are loaded before anything that depends on the previous kernel: with overlap_launches
+  // they arrive while that kernel drains (kernels/common/launch.cuh).
+  const int64_t c_first = part * 32 + lane;
+  float wv[kUnroll][8];
+  auto load_weights = [&](int64_t c0) {
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t c = c0 + step * u;
+      if (active && c < chunks) {
+        load_vec(wrow + c * 8, wv[u]);
+      } else {
+#pragma unroll
+        for (int i = 0; i < 8; ++i) wv[u][i] = 0.f;
+      }
+    }
+  };
+  load_weights(c_first);
+  grid_dependency_wait();  // x (and the residual) may be the previous kernel's output
+  launch_dependents();     // the next kernel's pre-wait loads are weights only
 
   float rstd[kRows];
 #pragma unroll
@@ -55,18 +77,8 @@ __global__ void __launch_bounds__(32 * kWarps) gemv_kernel(const GemvParams p, i
 #pragma unroll
   for (int m = 0; m < kRows; ++m) acc[m] = 0.f;
   if (active) {
-    for (int64_t c0 = part * 32 + lane; c0 < chunks; c0 += step * kUnroll) {
-      float wv[kUnroll][8];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t c = c0 + step * u;
-        if (c < chunks) {
-          load_vec(wrow + c * 8, wv[u]);
-        } else {
-#pragma unroll
-          for (int i = 0; i < 8; ++i) wv[u][i] = 0.f;
-        }
-      }
+    for (int64_t c0 = c_first; c0 < chunks; c0 += step * kUnroll) {
+      if (c0 != c_first) load_weights(c0);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int64_t c = c0 + step * u;
@@ -114,7 +126,8 @@ void launch(const GemvParams& p, cudaStream_t s) {
   const int wpr = p.warps_per_row > 0 ? p.warps_per_row : (p.out_features <= 2048 ? 2 : 1);
   const int64_t cols_per_block = kWarps / wpr;
   const auto blocks = static_cast<unsigned>((p.out_features + cols_per_block - 1) / cols_per_block);
-  gemv_kernel<kRows><<<blocks, 32 * kWarps, 0, s>>>(p, wpr);
+  launch_kernel(gemv_kernel<kRows>, dim3(blocks), dim3(32 * kWarps), 0, s, p.overlap_launches, p,
+                wpr);
   HYLAB_CUDA_CHECK_LAUNCH("gemv kernel");
 }
 

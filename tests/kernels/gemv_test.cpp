@@ -1,7 +1,10 @@
 // The small-batch GEMV (kernels/gemv) against an fp64 product: rows 1..8, decode-sized and
 // odd shapes (K not a multiple of 256, N not a multiple of the block's 8 warps), a strided
 // x (a column slice of a wider tensor), the fused norm / ReLU^2 / residual add, and the
-// shapes it refuses.
+// shapes it refuses; programmatic dependent launches (overlap_launches) equal plain ones.
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -78,6 +81,60 @@ TEST(Gemv, FusionsMatchTheUnfusedOps) {
         a.residual = r;
         EXPECT_TRUE(close("residual" + at, cuda_ops::gemv(x, w, a), to_vec(added), tol));
       }
+    }
+  }
+}
+
+// overlap_launches (kernels/common/launch.cuh) changes when a GEMV starts, never what it
+// computes: a chain shaped like a decode step (each GEMV reads the one before it: norm ->
+// up, down with K = 5120 so each lane walks several weight groups, residual) gives the same
+// bits launched plainly, overlapped, and overlapped inside a CUDA graph. A kernel that read
+// its input before the previous one finished would differ here.
+TEST(Gemv, OverlappedLaunchesEqualPlainOnes) {
+  HYLAB_REQUIRE_GPU();
+  torch::manual_seed(79);
+  const auto o = torch::TensorOptions().device(torch::kCUDA).dtype(torch::kBFloat16);
+  torch::NoGradGuard ng;
+  const Tensor w_up = torch::randn({5120, 1280}, o) / std::sqrt(1280.0);
+  const Tensor w_down = torch::randn({1280, 5120}, o) / std::sqrt(5120.0);
+  const Tensor w_sq = torch::randn({1280, 1280}, o) / std::sqrt(1280.0);
+  auto chain = [&](const Tensor& x, bool overlap) {
+    cuda_ops::GemvFusion norm, plain, res;
+    norm.norm_eps = 0.0078125;
+    norm.overlap_launches = plain.overlap_launches = res.overlap_launches = overlap;
+    const Tensor up = cuda_ops::gemv(x * 1, w_up, norm);  // x * 1: a kernel just before
+    const Tensor down = cuda_ops::gemv(up, w_down, plain);
+    res.residual = down;
+    return cuda_ops::gemv(down, w_sq, res);
+  };
+  for (int64_t M : {1, 2, 8}) {
+    const std::string at = "M=" + std::to_string(M);
+    const Tensor x = torch::randn({M, 1280}, o) * 3.0;
+    const Tensor want = chain(x, false);
+    EXPECT_TRUE(torch::equal(chain(x, true), want)) << at << " eager";
+
+    Tensor x_buf = x.clone(), y_buf;
+    at::cuda::CUDAGraph graph;
+    {
+      const c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool());
+      chain(x_buf, true);  // warm-up on the capture stream
+      torch::cuda::synchronize();
+      graph.capture_begin();
+      try {
+        y_buf = chain(x_buf, true);
+      } catch (const std::exception& e) {
+        try {
+          graph.capture_end();  // leave capture mode before failing
+        } catch (...) {
+        }
+        FAIL() << "capture failed: " << e.what();
+      }
+      graph.capture_end();
+    }
+    for (int rep = 0; rep < 3; ++rep) {
+      graph.replay();
+      torch::cuda::synchronize();
+      EXPECT_TRUE(torch::equal(y_buf, want)) << at << " graph replay " << rep;
     }
   }
 }
