@@ -410,11 +410,9 @@ double graph_step_ms(const std::function<void()>& step, const BenchOptions& o, d
 //            projections + our conv and state updates (6 kernels; no norm, no residual)
 //   unfused  model/mamba.cpp's decode() with fused_decode off: rms_norm+in_proj GEMV, conv
 //            update, x_proj GEMV, dt_proj GEMV, state update, out_proj+residual GEMV (6)
-//   fused    the same with mamba_decode_core: in_proj GEMV, the fused core (one cluster
-//            kernel where it fits, cuda_ops::set_mamba_step_kernels), out_proj GEMV (3)
-//   fused_2kernels  fused with the core's two-kernel form: conv+x_proj, dt_proj+state (4)
-//   fused_2kernels_pdl  the same, launched to overlap
-//   fused_pdl  fused, every kernel launched to overlap (programmatic dependent launch):
+//   fused    the same with mamba_decode_core: in_proj GEMV, conv+x_proj, dt_proj+state
+//            update, out_proj GEMV (4 kernels)
+//   fused_pdl  fused, all four kernels launched to overlap (programmatic dependent launch):
 //            what decode() runs by default
 //   unfused_chain16, fused_pdl_chain16  16 steps in one graph, each step's output the next
 //            one's input (as a model's layers follow each other): ms per step
@@ -507,22 +505,9 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
       2.0 * (2 * E * d_model + (R + 2 * N) * E + E * R + d_model * E) + 4.0 * (E * K + E * N + 3 * E);
   const double state_bytes = 2.0 * (2.0 * B * E * K) + 2.0 * (4.0 * B * E * N);
   const double bytes = weight_bytes + state_bytes + 4.0 * B * d_model;
-  // The fused core in its two-kernel form (the default is one kernel where it fits).
-  auto two_kernels = [](const std::function<void()>& fn) {
-    return [fn] {
-      const int saved = hylab::cuda_ops::mamba_step_kernels();
-      hylab::cuda_ops::set_mamba_step_kernels(2);
-      fn();
-      hylab::cuda_ops::set_mamba_step_kernels(saved);
-    };
-  };
   const std::pair<const char*, std::function<void()>> variants[] = {
-      {"step", step_cublas},
-      {"unfused", step_unfused},
-      {"fused", step_fused},
-      {"fused_pdl", step_fused_pdl},
-      {"fused_2kernels", two_kernels(step_fused)},
-      {"fused_2kernels_pdl", two_kernels(step_fused_pdl)}};
+      {"step", step_cublas}, {"unfused", step_unfused}, {"fused", step_fused},
+      {"fused_pdl", step_fused_pdl}};
   for (const auto& [pass, step] : variants) {
     double eager_ms = 0;
     const double ms = graph_step_ms(step, o, &eager_ms);
@@ -561,15 +546,11 @@ void bench_decode(int64_t d_model, int64_t B, const BenchOptions& o, Json& resul
                                                  x_dbl0.narrow(1, R + N, N), m.D, z0, m.dt_bias, true);
        }},
       {"out_proj_res_gemv", [&] { hylab::cuda_ops::gemv(y0, m.W_out, residual); }},
-      {"fused_core",
+      {"fused_core_2_kernels",
        [&] {
          hylab::cuda_ops::mamba_decode_core(x0, z0, conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
                                             m.W_dt, m.dt_bias, m.A, m.D);
        }},
-      {"fused_core_2_kernels", two_kernels([&] {
-         hylab::cuda_ops::mamba_decode_core(x0, z0, conv_state, ssm_state, m.conv_w, m.conv_b, m.W_x,
-                                            m.W_dt, m.dt_bias, m.A, m.D);
-       })},
   };
   for (const auto& [name, fn] : parts) {
     c10::cuda::CUDAStream side = c10::cuda::getStreamFromPool();

@@ -55,11 +55,6 @@ std::atomic<int>& scan_bwd_variant_slot() {
   return slot;
 }
 
-std::atomic<int>& mamba_step_kernels_slot() {
-  static std::atomic<int> slot{0};
-  return slot;
-}
-
 cudaStream_t current_stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 
 hk::DType activation_dtype(const Tensor& t, const char* fn, const char* name) {
@@ -1033,19 +1028,9 @@ torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
   p.overlap_launches = overlap_launches && same(wx, x_proj_weight) &&
                        same(wdt, dt_proj_weight) && same(cw, conv_weight) &&
                        same(cb, conv_bias) && same(Ai, A) && same(Di, D) && same(dbi, dt_bias);
-  p.one_kernel = mamba_step_kernels() != 2 &&
-                 hk::mamba_step_one_kernel_supports(p.dtype, p.batch, p.dim, p.dstate, p.width,
-                                                    p.dt_rank);
   hk::mamba_step(p, current_stream());
   return out;
 }
-
-void set_mamba_step_kernels(int kernels) {
-  TORCH_CHECK(kernels >= 0 && kernels <= 2, "set_mamba_step_kernels: 0 (default), 1 or 2, got ",
-              kernels);
-  mamba_step_kernels_slot().store(kernels);
-}
-int mamba_step_kernels() { return mamba_step_kernels_slot().load(); }
 
 // ---------------------------------------------------------------- decode attention
 

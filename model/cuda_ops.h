@@ -165,10 +165,4 @@ int scan_fwd_variant();
 void set_scan_bwd_variant(int variant);
 int scan_bwd_variant();
 
-// The form of mamba_decode_core's fused step (kernels/decode/mamba_step.h): 1 = one kernel
-// (a cluster of 8 blocks) where the sizes allow it (R + 2N <= 128), else two; 2 = always the
-// two kernels; 0 = the default, which is 1. Process-wide; for tests and benchmarks.
-void set_mamba_step_kernels(int kernels);
-int mamba_step_kernels();
-
 }  // namespace hylab::cuda_ops

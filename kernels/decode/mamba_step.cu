@@ -1,7 +1,5 @@
 // The fused Mamba decode step (see mamba_step.h): conv update + x_proj, then dt_proj + state
 // update + conv-state roll. Both dtypes in this one .cu (the kernels are small).
-#include <cooperative_groups.h>
-
 #include <string>
 
 #include "kernels/common/cuda_check.h"
@@ -280,229 +278,6 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   }
 }
 
-// The one-kernel step (MambaStepParams::one_kernel): a cluster of kCluster blocks per group
-// of rows, block r owning channels [r * cpb, r * cpb + cpb). Each block
-//   1. loads what does not depend on in_proj (its channels' conv and dt_proj weights, conv
-//      and ssm states, A, D, dt_bias; its slice of the x_proj weight rows), then waits;
-//   2. computes its channels' conv update (decode.cu's arithmetic, so x_conv is bit-equal
-//      to the unfused op) into shared memory and rolls their conv state in place (no other
-//      block reads those channels);
-//   3. sums x_proj over its channels for every column: fp32 partials in shared memory;
-//   4. after a cluster barrier, reads the kCluster partials of every column from the other
-//      blocks' shared memory and adds them in rank order (deterministic), rounded to the
-//      activation dtype as the unfused x_proj output is;
-//   5. computes delta = softplus(round(dt_proj . dt_low) + bias) and the state update for its
-//      channels, as kernel 2 does.
-// So the whole middle of the step is one launch and no grid-wide round trip through global
-// memory; the price is the cross-block sums of step 4 (kCluster x J values per row).
-constexpr int kCluster = 8;
-
-template <typename Elem, typename State, int kRows>
-__global__ void __launch_bounds__(32 * kWarps, 1)
-    step_cluster_kernel(const MambaStepParams p, int cpb, bool vec) {
-  namespace cg = cooperative_groups;
-  cg::cluster_group cluster = cg::this_cluster();
-  const int rank = static_cast<int>(cluster.block_rank());
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  const int E = p.dim, K = p.width, N = p.dstate, R = p.dt_rank, J = R + 2 * N;
-  const int part_floats = (kRows * J + 3) / 4 * 4;      // keeps s_x 16-byte aligned
-  float* s_part = reinterpret_cast<float*>(smem_raw);  // (kRows, J) partial x_proj sums
-  float* s_xdbl = s_part + part_floats;                  // (kRows, J) x_dbl, rounded
-  Elem* s_x = reinterpret_cast<Elem*>(s_xdbl + part_floats);  // (kRows, cpb) x_conv
-  const int e0 = rank * cpb;
-  const int ne = max(0, min(cpb, E - e0));  // channels of this block
-  const int b0 = blockIdx.y * kRows;
-  const int rows = min(kRows, p.batch - b0);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  constexpr int kVec = VecWidth<Elem>::kValue;
-
-  launch_dependents();  // out_proj's GEMV reads only its weights before it waits for us
-
-  // 1. Independent loads. x_proj: warp w takes columns w, w + kWarps, ...; a lane one
-  // kVec-chunk of the block's cpb channels (cpb <= 32 * kVec in the vector path).
-  const int chunks = vec ? ne / kVec : 0;
-  constexpr int kColsPerWarp = 16;  // J <= kWarps * kColsPerWarp (mamba_step_supports)
-  uint4 wx[kColsPerWarp];
-#pragma unroll
-  for (int i = 0; i < kColsPerWarp; ++i) {
-    const int j = warp + i * kWarps;
-    wx[i] = (vec && j < J && lane < chunks)
-                ? __ldg(reinterpret_cast<const uint4*>(static_cast<const Elem*>(p.x_proj_weight) +
-                                                       static_cast<int64_t>(j) * E + e0) + lane)
-                : make_uint4(0, 0, 0, 0);
-  }
-
-  grid_dependency_wait();  // x, z: in_proj's output
-
-  // 2. Conv update of this block's channels, every row of the group; conv state rolled here.
-  const Elem* __restrict__ xg = static_cast<const Elem*>(p.x);
-  State* __restrict__ cs = static_cast<State*>(p.conv_state);
-  const float* __restrict__ cw = p.conv_weight;
-  for (int t = threadIdx.x; t < kRows * cpb; t += blockDim.x) {
-    const int m = t / cpb, el = t - m * cpb, e = e0 + el;
-    Elem out = from_float<Elem>(0.f);
-    if (m < rows && el < ne) {
-      const int b = b0 + m;
-      State* st = cs + (static_cast<int64_t>(b) * E + e) * K;
-      const float xin = to_float(xg[b * p.x_batch_stride + e]);
-      float sv[3] = {0.f, 0.f, 0.f};
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        if (k < K - 1) sv[k] = to_float(st[k + 1]);
-      }
-      float acc = p.conv_bias != nullptr ? p.conv_bias[e] : 0.f;
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        if (k < K - 1) acc = fmaf(cw[e * K + k], sv[k], acc);
-      }
-      const State x_state = from_float<State>(xin);
-      acc = fmaf(cw[e * K + K - 1], to_float(x_state), acc);
-      out = from_float<Elem>(silu(acc));
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        if (k < K - 1) st[k] = from_float<State>(sv[k]);
-      }
-      st[K - 1] = x_state;
-    }
-    s_x[m * cpb + el] = out;
-  }
-  __syncthreads();
-
-  // 3. Partial x_proj sums over this block's channels.
-#pragma unroll
-  for (int i = 0; i < kColsPerWarp; ++i) {  // unrolled: wx[i] stays in registers
-    const int j = warp + i * kWarps;
-    if (j >= J) continue;  // uniform over the warp
-    float acc[kRows];
-#pragma unroll
-    for (int m = 0; m < kRows; ++m) acc[m] = 0.f;
-    if (vec) {
-      if (lane < chunks) {
-        float wv[kVec];
-        unpack(wx[i], wv);
-#pragma unroll
-        for (int m = 0; m < kRows; ++m) {
-          float xv[kVec];
-          unpack(*reinterpret_cast<const uint4*>(s_x + m * cpb + lane * kVec), xv);
-#pragma unroll
-          for (int q = 0; q < kVec; ++q) acc[m] = fmaf(wv[q], xv[q], acc[m]);
-        }
-      }
-    } else {
-      const Elem* wrow = static_cast<const Elem*>(p.x_proj_weight) + static_cast<int64_t>(j) * E + e0;
-      for (int el = lane; el < ne; el += 32) {
-        const float w = to_float(__ldg(wrow + el));
-#pragma unroll
-        for (int m = 0; m < kRows; ++m) acc[m] = fmaf(w, to_float(s_x[m * cpb + el]), acc[m]);
-      }
-    }
-#pragma unroll
-    for (int m = 0; m < kRows; ++m) {
-      const float sum = group_sum<32>(acc[m]);
-      if (lane == 0) s_part[m * J + j] = sum;
-    }
-  }
-  cluster.sync();  // every block's partials are written and visible cluster-wide
-
-  // 4. x_dbl = the kCluster partials in rank order, rounded as the unfused x_proj rounds.
-  for (int t = threadIdx.x; t < kRows * J; t += blockDim.x) {
-    float sum = 0.f;
-#pragma unroll
-    for (int r = 0; r < kCluster; ++r) sum += cluster.map_shared_rank(s_part, r)[t];
-    s_xdbl[t] = to_float(from_float<Elem>(sum));
-  }
-  cluster.sync();  // no block leaves (its shared memory) while others still read it
-  // (The same barrier makes s_xdbl visible to this block's threads.)
-
-  // 5. dt_proj + state update, one channel per tpc = N / 4 lanes.
-  const int tpc = N / 4;
-  const int per_pass = blockDim.x / tpc;
-  const int g = threadIdx.x % tpc;
-  for (int base = 0; base < rows * ne; base += per_pass) {
-    const int t = base + static_cast<int>(threadIdx.x) / tpc;
-    const bool active = t < rows * ne;
-    const int m = active ? t / ne : 0, el = active ? t - m * ne : 0, e = e0 + el;
-    const int b = b0 + m;
-    const float* xd = s_xdbl + m * J;
-    float dp = 0.f;
-    if (active) {
-      const Elem* wr = static_cast<const Elem*>(p.dt_proj_weight) + static_cast<int64_t>(e) * R;
-      for (int r = g; r < R; r += tpc) dp = fmaf(to_float(__ldg(wr + r)), xd[r], dp);
-    }
-    for (int s2 = tpc / 2; s2 > 0; s2 >>= 1) dp += __shfl_xor_sync(0xffffffffu, dp, s2);
-    float yp = 0.f, xv = 0.f;
-    if (active) {
-      float d = to_float(from_float<Elem>(dp));
-      if (p.dt_bias != nullptr) d += p.dt_bias[e];
-      d = softplus(d);
-      const int64_t ch = static_cast<int64_t>(b) * E + e;
-      float4* sp = reinterpret_cast<float4*>(p.ssm_state + ch * N + g * 4);
-      const float4 s4 = *sp;
-      float sv[4] = {s4.x, s4.y, s4.z, s4.w};
-      xv = to_float(s_x[m * cpb + el]);
-      const float du = d * xv;
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int n = g * 4 + i;
-        const float a = ex2_approx(d * (p.A[e * N + n] * kLog2e));
-        sv[i] = fmaf(a, sv[i], du * xd[R + n]);
-        yp = fmaf(sv[i], xd[R + N + n], yp);
-      }
-      *sp = make_float4(sv[0], sv[1], sv[2], sv[3]);
-    }
-    for (int s2 = tpc / 2; s2 > 0; s2 >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, s2);
-    if (active && g == 0) {
-      float y = yp + (p.D != nullptr ? p.D[e] * xv : 0.f);
-      if (p.z != nullptr) y *= silu(to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]));
-      static_cast<Elem*>(p.out)[static_cast<int64_t>(b) * E + e] = from_float<Elem>(y);
-    }
-  }
-}
-
-// Channels per cluster block: E / kCluster rounded up to whole 16-byte chunks.
-int cluster_channels_per_block(DType dtype, int dim) {
-  const int vec = dtype == DType::kFloat32 ? 4 : 8;
-  const int per = (dim + kCluster - 1) / kCluster;
-  return (per + vec - 1) / vec * vec;
-}
-
-int64_t cluster_smem_bytes(DType dtype, int batch, int dim, int dstate, int dt_rank) {
-  const int64_t rows = rows_per_block(batch), J = dt_rank + 2 * dstate;
-  const int64_t part_floats = (rows * J + 3) / 4 * 4;  // as in step_cluster_kernel
-  return 2 * part_floats * 4 + rows * cluster_channels_per_block(dtype, dim) * dtype_size(dtype);
-}
-
-template <typename Elem, typename State, int kRows>
-void launch_cluster(const MambaStepParams& p, cudaStream_t stream) {
-  constexpr int kVec = VecWidth<Elem>::kValue;
-  const int cpb = cluster_channels_per_block(p.dtype, p.dim);
-  // The vector path: 16-byte rows and slices, and a lane per chunk.
-  const bool vec = p.dim % kVec == 0 && is_aligned16(p.x_proj_weight) && cpb <= 32 * kVec;
-  const auto smem = static_cast<size_t>(cluster_smem_bytes(p.dtype, p.batch, p.dim, p.dstate, p.dt_rank));
-  auto kernel = step_cluster_kernel<Elem, State, kRows>;
-  if (smem > 48 * 1024) {
-    HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)),
-                     "mamba_step: cannot raise the one-kernel step's shared memory");
-  }
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(kCluster, (p.batch + kRows - 1) / kRows);
-  cfg.blockDim = dim3(32 * kWarps);
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[2];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = kCluster;
-  attr[0].val.clusterDim.y = 1;
-  attr[0].val.clusterDim.z = 1;
-  attr[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[1].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = p.overlap_launches ? 2 : 1;
-  HYLAB_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, cpb, vec),
-                   "mamba_step: the one-kernel (cluster) step failed to launch");
-}
-
 template <typename Elem, typename State, int kRows>
 void launch_conv_xproj(const MambaStepParams& p, bool vec, cudaStream_t stream) {
   const int J = p.dt_rank + 2 * p.dstate;
@@ -521,14 +296,6 @@ void launch_conv_xproj(const MambaStepParams& p, bool vec, cudaStream_t stream) 
 
 template <typename Elem, typename State>
 void launch(const MambaStepParams& p, cudaStream_t stream) {
-  if (p.one_kernel) {
-    switch (rows_per_block(p.batch)) {
-      case 1: return launch_cluster<Elem, State, 1>(p, stream);
-      case 2: return launch_cluster<Elem, State, 2>(p, stream);
-      case 4: return launch_cluster<Elem, State, 4>(p, stream);
-      default: return launch_cluster<Elem, State, 8>(p, stream);
-    }
-  }
   constexpr int kVec = VecWidth<Elem>::kValue;
   const bool vec = p.dim % kVec == 0 && is_aligned16(p.x_proj_weight);
   switch (rows_per_block(p.batch)) {
@@ -557,13 +324,6 @@ void launch(const MambaStepParams& p, cudaStream_t stream) {
 
 int64_t mamba_step_smem_bytes(DType dtype, int batch, int dim) {
   return static_cast<int64_t>(rows_per_block(batch)) * dim * dtype_size(dtype);
-}
-
-bool mamba_step_one_kernel_supports(DType dtype, int batch, int dim, int dstate, int width,
-                                    int dt_rank) {
-  return mamba_step_supports(dtype, batch, dim, dstate, width, dt_rank) &&
-         dt_rank + 2 * dstate <= kWarps * 16 && dstate <= 4 * 32 &&
-         cluster_smem_bytes(dtype, batch, dim, dstate, dt_rank) <= kMaxSmem;
 }
 
 bool mamba_step_supports(DType dtype, int batch, int dim, int dstate, int width, int dt_rank) {
@@ -597,12 +357,6 @@ void mamba_step(const MambaStepParams& p, cudaStream_t stream) {
       p.ssm_state == nullptr || p.x_conv == nullptr || p.x_dbl == nullptr || p.out == nullptr) {
     throw CudaError(w + ": x, conv_state, conv_weight, x_proj_weight, dt_proj_weight, A, "
                         "ssm_state, x_conv, x_dbl and out must be given");
-  }
-  if (p.one_kernel &&
-      !mamba_step_one_kernel_supports(p.dtype, p.batch, p.dim, p.dstate, p.width, p.dt_rank)) {
-    throw CudaError(w + ": the one-kernel step does not take these sizes (R + 2N = " +
-                    std::to_string(p.dt_rank + 2 * p.dstate) + ", at most " +
-                    std::to_string(kWarps * 16) + "); use the two-kernel step");
   }
   if ((reinterpret_cast<uintptr_t>(p.ssm_state) & 15u) != 0) {
     throw CudaError(w + ": ssm_state must be 16-byte aligned");

@@ -65,20 +65,12 @@ struct MambaStepParams {
   // and then waits for it (griddepcontrol.wait) before reading its output. Off: plain
   // stream order (the waits are then no-ops).
   bool overlap_launches = false;
-  // One kernel instead of two (mamba_step.cu, "The one-kernel step"): a cluster of 8 blocks
-  // per row group splits the channels and exchanges the x_proj partial sums through
-  // distributed shared memory. Same results up to the order of x_proj's fp32 sums; x_conv is
-  // not written. Needs R + 2N <= 128 (mamba_step_one_kernel_supports).
-  bool one_kernel = false;
 };
 
 // Shared memory kernel 1 needs for these sizes (bytes); mamba_step_supports() bounds it.
 int64_t mamba_step_smem_bytes(DType dtype, int batch, int dim);
 // True when the fused step takes these sizes (callers fall back to the unfused ops).
 bool mamba_step_supports(DType dtype, int batch, int dim, int dstate, int width, int dt_rank);
-// True when the one-kernel form (MambaStepParams::one_kernel) takes them too.
-bool mamba_step_one_kernel_supports(DType dtype, int batch, int dim, int dstate, int width,
-                                    int dt_rank);
 
 // Validates (throws CudaError naming the field) and launches both kernels on `stream`.
 void mamba_step(const MambaStepParams& p, cudaStream_t stream);

@@ -13,7 +13,6 @@
 #include <cmath>
 #include <string>
 
-#include "kernels/decode/mamba_step.h"
 #include "model/cuda_ops.h"
 #include "tests/kernels/oracle.h"
 #include "tests/kernels/test_util.h"
@@ -173,21 +172,6 @@ Tensor fused_step(const StepProblem& p, const Tensor& xz, Tensor& conv_state, Te
                                      p.D, overlap);
 }
 
-// Selects the fused step's form (cuda_ops::set_mamba_step_kernels: 1 = the one-kernel
-// cluster step where the sizes allow it, 2 = the two kernels) for its lifetime.
-class StepKernels {
- public:
-  explicit StepKernels(int kernels) : saved_(cuda_ops::mamba_step_kernels()) {
-    cuda_ops::set_mamba_step_kernels(kernels);
-  }
-  ~StepKernels() { cuda_ops::set_mamba_step_kernels(saved_); }
-  StepKernels(const StepKernels&) = delete;
-  StepKernels& operator=(const StepKernels&) = delete;
-
- private:
-  int saved_;
-};
-
 struct StepShape {
   int64_t E, K, R;
 };
@@ -209,27 +193,23 @@ TEST_P(FusedStep, MatchesTheUnfusedOps) {
                       static_cast<uint64_t>(1000 * N + 10 * B + shape.E));
   torch::NoGradGuard ng;
   poison_cuda_allocator(int64_t{64} << 20);
+  Tensor cs_f = p.conv_state.clone(), ss_f = p.ssm_state.clone();
+  Tensor cs_u = p.conv_state.clone(), ss_u = p.ssm_state.clone();
   const Tolerance tol = tolerance_for(dtype);
-  for (const int kernels : {2, 1}) {  // both forms of the fused step
-    const StepKernels form(kernels);
-    Tensor cs_f = p.conv_state.clone(), ss_f = p.ssm_state.clone();
-    Tensor cs_u = p.conv_state.clone(), ss_u = p.ssm_state.clone();
-    const std::string what = std::string(dtype == torch::kFloat32 ? "fp32" : "bf16") +
-                             " N=" + std::to_string(N) + " B=" + std::to_string(B) +
-                             " E=" + std::to_string(shape.E) + " K=" + std::to_string(shape.K) +
-                             " R=" + std::to_string(shape.R) +
-                             " kernels=" + std::to_string(kernels);
-    for (int step = 0; step < 6; ++step) {
-      const Tensor xz = p.xz();
-      const Tensor y_f = fused_step(p, xz, cs_f, ss_f);
-      const Tensor y_u = unfused_step(p, xz, cs_u, ss_u);
-      ASSERT_EQ(y_f.sizes(), y_u.sizes());
-      ASSERT_EQ(y_f.scalar_type(), dtype);
-      EXPECT_TRUE(close(what + " y step " + std::to_string(step), y_f, to_vec(y_u), tol));
-    }
-    EXPECT_TRUE(torch::equal(cs_f, cs_u)) << what << ": conv states differ";
-    EXPECT_TRUE(close(what + " ssm_state", ss_f, to_vec(ss_u), tol));
+  const std::string what = std::string(dtype == torch::kFloat32 ? "fp32" : "bf16") +
+                           " N=" + std::to_string(N) + " B=" + std::to_string(B) +
+                           " E=" + std::to_string(shape.E) + " K=" + std::to_string(shape.K) +
+                           " R=" + std::to_string(shape.R);
+  for (int step = 0; step < 6; ++step) {
+    const Tensor xz = p.xz();
+    const Tensor y_f = fused_step(p, xz, cs_f, ss_f);
+    const Tensor y_u = unfused_step(p, xz, cs_u, ss_u);
+    ASSERT_EQ(y_f.sizes(), y_u.sizes());
+    ASSERT_EQ(y_f.scalar_type(), dtype);
+    EXPECT_TRUE(close(what + " y step " + std::to_string(step), y_f, to_vec(y_u), tol));
   }
+  EXPECT_TRUE(torch::equal(cs_f, cs_u)) << what << ": conv states differ";
+  EXPECT_TRUE(close(what + " ssm_state", ss_f, to_vec(ss_u), tol));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -244,90 +224,70 @@ TEST(FusedStepRuns, AreBitIdentical) {
   HYLAB_REQUIRE_GPU();
   const StepProblem p(5, 1536, 16, 4, 48, torch::kBFloat16, false, 7);
   torch::NoGradGuard ng;
-  for (const int kernels : {2, 1}) {
-    SCOPED_TRACE("kernels " + std::to_string(kernels));
-    const StepKernels form(kernels);
-    const Tensor xz = p.xz();
-    Tensor cs1 = p.conv_state.clone(), ss1 = p.ssm_state.clone();
-    Tensor cs2 = p.conv_state.clone(), ss2 = p.ssm_state.clone();
-    const Tensor y1 = fused_step(p, xz, cs1, ss1);
-    const Tensor y2 = fused_step(p, xz, cs2, ss2);
-    EXPECT_TRUE(torch::equal(y1, y2));
-    EXPECT_TRUE(torch::equal(ss1, ss2));
-    EXPECT_TRUE(torch::equal(cs1, cs2));
-    // overlap_launches changes when the kernels start, not what they compute. A kernel that
-    // writes none of the pre-wait inputs goes first (their contract), as in_proj does.
-    Tensor cs3 = p.conv_state.clone(), ss3 = p.ssm_state.clone();
-    const Tensor xz3 = xz.clone();
-    const Tensor y3 = fused_step(p, xz3, cs3, ss3, /*overlap=*/true);
-    EXPECT_TRUE(torch::equal(y1, y3));
-    EXPECT_TRUE(torch::equal(ss1, ss3));
-    EXPECT_TRUE(torch::equal(cs1, cs3));
-  }
-}
-
-// The one-kernel form takes the model shapes the tests above run (so "kernels 1" there is
-// not the two-kernel step again) and refuses, by name, sizes it cannot hold.
-TEST(FusedStepRuns, OneKernelTakesTheModelShapes) {
-  using kernels::DType;
-  for (const DType dt : {DType::kBFloat16, DType::kFloat32}) {
-    for (const int B : {1, 2, 3, 8, 11}) {
-      EXPECT_TRUE(kernels::mamba_step_one_kernel_supports(dt, B, 1536, 16, 4, 48)) << B;
-      EXPECT_TRUE(kernels::mamba_step_one_kernel_supports(dt, B, 2560, 16, 4, 80)) << B;
-      EXPECT_TRUE(kernels::mamba_step_one_kernel_supports(dt, B, 37, 32, 4, 5)) << B;
-    }
-    EXPECT_FALSE(kernels::mamba_step_one_kernel_supports(dt, 1, 1536, 64, 4, 48));  // J 176
-  }
+  const Tensor xz = p.xz();
+  Tensor cs1 = p.conv_state.clone(), ss1 = p.ssm_state.clone();
+  Tensor cs2 = p.conv_state.clone(), ss2 = p.ssm_state.clone();
+  const Tensor y1 = fused_step(p, xz, cs1, ss1);
+  const Tensor y2 = fused_step(p, xz, cs2, ss2);
+  EXPECT_TRUE(torch::equal(y1, y2));
+  EXPECT_TRUE(torch::equal(ss1, ss2));
+  EXPECT_TRUE(torch::equal(cs1, cs2));
+  // overlap_launches changes when the kernels start, not what they compute. A kernel that
+  // writes none of the pre-wait inputs goes first (their contract), as in_proj does.
+  Tensor cs3 = p.conv_state.clone(), ss3 = p.ssm_state.clone();
+  const Tensor xz3 = xz.clone();
+  const Tensor y3 = fused_step(p, xz3, cs3, ss3, /*overlap=*/true);
+  EXPECT_TRUE(torch::equal(y1, y3));
+  EXPECT_TRUE(torch::equal(ss1, ss3));
+  EXPECT_TRUE(torch::equal(cs1, cs3));
 }
 
 // The generator replays the step from a CUDA graph: captured once, replayed for 5 tokens, it
 // gives the eager fused step's outputs and states bit for bit.
 void expect_graph_replay_matches_eager(bool overlap) {
-  for (const int kernels : {2, 1})
-    for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
-      SCOPED_TRACE(std::string(dtype == torch::kFloat32 ? "fp32" : "bf16") + ", overlap_launches " +
-                   (overlap ? "on" : "off") + ", kernels " + std::to_string(kernels));
-      const StepKernels form(kernels);
-      const StepProblem p(2, 1536, 16, 4, 48, dtype, dtype == torch::kFloat32, 8);
-      torch::NoGradGuard ng;
-      std::vector<Tensor> inputs;
-      for (int i = 0; i < 5; ++i) inputs.push_back(p.xz());
-      Tensor cs_e = p.conv_state.clone(), ss_e = p.ssm_state.clone();
-      std::vector<Tensor> y_eager;
-      for (const Tensor& xz : inputs) y_eager.push_back(fused_step(p, xz, cs_e, ss_e));
+  for (auto dtype : {torch::kBFloat16, torch::kFloat32}) {
+    SCOPED_TRACE(std::string(dtype == torch::kFloat32 ? "fp32" : "bf16") + ", overlap_launches " +
+                 (overlap ? "on" : "off"));
+    const StepProblem p(2, 1536, 16, 4, 48, dtype, dtype == torch::kFloat32, 8);
+    torch::NoGradGuard ng;
+    std::vector<Tensor> inputs;
+    for (int i = 0; i < 5; ++i) inputs.push_back(p.xz());
+    Tensor cs_e = p.conv_state.clone(), ss_e = p.ssm_state.clone();
+    std::vector<Tensor> y_eager;
+    for (const Tensor& xz : inputs) y_eager.push_back(fused_step(p, xz, cs_e, ss_e));
 
-      Tensor xz_buf = inputs[0].clone();
-      Tensor cs_g = p.conv_state.clone(), ss_g = p.ssm_state.clone();
-      Tensor y_buf;
-      at::cuda::CUDAGraph graph;
-      {
-        const c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool());
-        Tensor cs_w = p.conv_state.clone(), ss_w = p.ssm_state.clone();
-        fused_step(p, xz_buf, cs_w, ss_w, overlap);  // warm-up off the states under test
-        torch::cuda::synchronize();
-        graph.capture_begin();
-        try {
-          // In the graph the step follows a kernel that writes x and z only (as in_proj's GEMV).
-          Tensor xz_in = xz_buf * 1;
-          y_buf = fused_step(p, xz_in, cs_g, ss_g, overlap);
-        } catch (const std::exception& e) {
-          try {
-            graph.capture_end();  // leave capture mode before failing
-          } catch (...) {
-          }
-          FAIL() << "capture failed: " << e.what();
-        }
-        graph.capture_end();
-      }
+    Tensor xz_buf = inputs[0].clone();
+    Tensor cs_g = p.conv_state.clone(), ss_g = p.ssm_state.clone();
+    Tensor y_buf;
+    at::cuda::CUDAGraph graph;
+    {
+      const c10::cuda::CUDAStreamGuard side(c10::cuda::getStreamFromPool());
+      Tensor cs_w = p.conv_state.clone(), ss_w = p.ssm_state.clone();
+      fused_step(p, xz_buf, cs_w, ss_w, overlap);  // warm-up off the states under test
       torch::cuda::synchronize();
-      for (size_t i = 0; i < inputs.size(); ++i) {
-        xz_buf.copy_(inputs[i]);
-        graph.replay();
-        EXPECT_TRUE(torch::equal(y_buf, y_eager[i])) << "token " << i;
+      graph.capture_begin();
+      try {
+        // In the graph the step follows a kernel that writes x and z only (as in_proj's GEMV).
+        Tensor xz_in = xz_buf * 1;
+        y_buf = fused_step(p, xz_in, cs_g, ss_g, overlap);
+      } catch (const std::exception& e) {
+        try {
+          graph.capture_end();  // leave capture mode before failing
+        } catch (...) {
+        }
+        FAIL() << "capture failed: " << e.what();
       }
-      EXPECT_TRUE(torch::equal(ss_g, ss_e));
-      EXPECT_TRUE(torch::equal(cs_g, cs_e));
+      graph.capture_end();
     }
+    torch::cuda::synchronize();
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      xz_buf.copy_(inputs[i]);
+      graph.replay();
+      EXPECT_TRUE(torch::equal(y_buf, y_eager[i])) << "token " << i;
+    }
+    EXPECT_TRUE(torch::equal(ss_g, ss_e));
+    EXPECT_TRUE(torch::equal(cs_g, cs_e));
+  }
 }
 
 TEST(FusedStepRuns, ReplaysFromACudaGraph) {
