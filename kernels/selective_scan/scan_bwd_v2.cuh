@@ -1,5 +1,5 @@
-// Selective scan backward, second version (variants 1-5 of selective_scan.h; variant 0 is
-// scan_bwd.cuh, its twin). Same block layout, staging, dB/dC butterfly, partial layout and
+// Selective scan backward, second version (variants 1 and 2 of selective_scan.h; variant 0
+// is scan_bwd.cuh, its twin). Same block layout, staging, dB/dC butterfly, partial layout and
 // reductions as scan_bwd.cuh (so scan_reduce.cu and the workspace sizes are shared), with two
 // changes to the per-chunk work:
 //
@@ -16,8 +16,7 @@
 //    dA/ddelta term q = g x_{t-1}; ddelta's sum over states uses A log2e (already in
 //    registers for exp) and is scaled by ln 2 once per step, so A itself is not kept.
 //
-// 3. Optionally (kDefer), the per-channel sums over the channel's kTPC lanes leave the step
-//    loops: instead of xor-shuffling y (forward) and shb, dda (reverse) every step and letting
+// 3. The per-channel sums over the channel's kTPC lanes leave the step loops: instead of xor-shuffling y (forward) and shb, dda (reverse) every step and letting
 //    lane 0 alone do the per-channel math (dy, dz; du, ddelta, dD, ddelta_bias) while its
 //    kTPC - 1 partners idle, every lane writes its partial to shared memory, and after the
 //    forward pass (resp. each reverse segment) lane g finishes steps g, g + kTPC, ...: each
@@ -42,8 +41,7 @@ constexpr float kLn2 = 0.6931471805599453f;
 // kSub: steps per segment (states staged in registers); kTargetWarps: warps per SM the
 // register budget is sized for (__launch_bounds__ min blocks). N <= 8 (128-thread blocks)
 // are limited by shared memory long before registers, so they keep 2 blocks (no forced spills).
-// kDefer: per-channel sums through shared memory (3. above).
-template <typename Elem, int kN_, int kSub_, int kTargetWarps_, bool kDefer_ = false>
+template <typename Elem, int kN_, int kSub_, int kTargetWarps_>
 struct BwdV2Traits : BwdTraits<Elem, kN_> {
   using Base = BwdTraits<Elem, kN_>;
   static constexpr int kSub = kSub_;
@@ -52,7 +50,6 @@ struct BwdV2Traits : BwdTraits<Elem, kN_> {
   static_assert(Base::kL % Base::kTPC == 0, "a channel's lanes split the chunk's steps evenly");
   static constexpr int kMinBlocks =
       (kN_ >= 16 && kTargetWarps_ / Base::kWarps > 2) ? kTargetWarps_ / Base::kWarps : 2;
-  static constexpr bool kDefer = kDefer_;
   // Partials, in one region per channel (warps move between the forward pass and the reverse
   // walk independently, so a channel's region must not overlap another's in either use): y
   // [kL][kTPC] (forward), then (shb, dda) [kSub][kTPC][2] (reverse). The stride's padding
@@ -61,7 +58,7 @@ struct BwdV2Traits : BwdTraits<Elem, kN_> {
   static constexpr int kYStride = (Base::kL + 1) * Base::kTPC;
   static constexpr int kSStride = (kSub + 1) * Base::kTPC * 2;
   static constexpr int kPartStride = ((kYStride > kSStride ? kYStride : kSStride) + 1) / 2 * 2;
-  static constexpr int kPartFloats = kDefer ? Base::kChannels * kPartStride : 0;
+  static constexpr int kPartFloats = Base::kChannels * kPartStride;
   static constexpr int kSmemBytes = (Base::kSmemFloats + kPartFloats) * 4;
 };
 
@@ -100,7 +97,6 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   constexpr int kN = K::kN, kTPC = K::kTPC, kL = K::kL, kPitch = K::kPitch;
   constexpr int kChannels = K::kChannels, kThreads = K::kThreads, kWarps = K::kWarps;
   constexpr int kSub = K::kSub, kSeg = K::kSeg;
-  constexpr bool kDefer = K::kDefer;
   constexpr int kPartStride = K::kPartStride;
 
   extern __shared__ float4 smem4[];
@@ -114,7 +110,7 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   float* duo = zs + kChannels * kPitch;
   float* ddo = duo + kChannels * kPitch;
   float* red = ddo + kChannels * kPitch;        // [kWarps][2N][kPitch]
-  float* part = red + kWarps * 2 * kN * kPitch;  // kDefer: [kChannels][kPartStride]
+  float* part = red + kWarps * 2 * kN * kPitch;  // [kChannels][kPartStride]
 
   const int b = blockIdx.y;
   const int blk = blockIdx.x;
@@ -229,14 +225,9 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
       yp = fmaf(x[1], cv.y, yp);
       yp = fmaf(x[2], cv.z, yp);
       yp = fmaf(x[3], cv.w, yp);
-      if constexpr (kDefer) {
-        part[c * kPartStride + j * kTPC + g] = yp;
-      } else {
-        yp = group_sum<kTPC>(yp);
-        if (g == 0) dy_dz(has_z, Dv, yp, uu, c * kPitch + j, dys, zs);
-      }
+      part[c * kPartStride + j * kTPC + g] = yp;
     }
-    if constexpr (kDefer) {
+    {
       __syncwarp();
 #pragma unroll
       for (int k = 0; k < kL / kTPC; ++k) {  // lane g: steps g, g + kTPC, ...
@@ -299,21 +290,12 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
           dda2 = fmaf(q, A2[i], dda2);
           gcarry[i] = gh;
         }
-        if constexpr (kDefer) {
-          *reinterpret_cast<float2*>(part + c * kPartStride + (jj * kTPC + g) * 2) =
-              make_float2(shb, dda2);
-        } else {
-          shb = group_sum<kTPC>(shb);
-          dda2 = group_sum<kTPC>(dda2);
-          if (g == 0) {
-            du_ddelta(Dv, shb, dda2, d, uu, dy, c * kPitch + j, sgs, duo, ddo, dD_acc,
-                      dbias_acc);
-          }
-        }
+        *reinterpret_cast<float2*>(part + c * kPartStride + (jj * kTPC + g) * 2) =
+            make_float2(shb, dda2);
         Butterfly<kTPC>::template reduce<kN, kPitch>(v, lane, g, j,
                                                      red + warp * 2 * kN * kPitch);
       }
-      if constexpr (kDefer) {
+      {
         __syncwarp();
         if (g < kSub) {
 #pragma unroll
@@ -357,7 +339,7 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
     __syncthreads();
   }
 
-  if constexpr (kDefer) {  // each lane summed its own steps
+  {  // each lane summed its own steps
     dD_acc = group_sum<kTPC>(dD_acc);
     dbias_acc = group_sum<kTPC>(dbias_acc);
   }
@@ -385,34 +367,30 @@ void launch_scan_bwd_v2(const SelectiveScanParams& p, bool vec, cudaStream_t str
       "selective_scan bwd v2 launch failed (is this build for the GPU's arch?)");
 }
 
-template <typename Elem, int kSub, int kTargetWarps, bool kDefer>
+template <typename Elem, int kSub, int kTargetWarps>
 void scan_bwd_v2_dispatch_n(const SelectiveScanParams& p, bool vec, cudaStream_t stream) {
   switch (p.dstate) {
     case 4:
-      return launch_scan_bwd_v2<BwdV2Traits<Elem, 4, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 4, kSub, kTargetWarps>>(p, vec, stream);
     case 8:
-      return launch_scan_bwd_v2<BwdV2Traits<Elem, 8, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 8, kSub, kTargetWarps>>(p, vec, stream);
     case 16:
-      return launch_scan_bwd_v2<BwdV2Traits<Elem, 16, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 16, kSub, kTargetWarps>>(p, vec, stream);
     case 32:
-      return launch_scan_bwd_v2<BwdV2Traits<Elem, 32, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 32, kSub, kTargetWarps>>(p, vec, stream);
     case 64:
-      return launch_scan_bwd_v2<BwdV2Traits<Elem, 64, kSub, kTargetWarps, kDefer>>(p, vec, stream);
+      return launch_scan_bwd_v2<BwdV2Traits<Elem, 64, kSub, kTargetWarps>>(p, vec, stream);
     default: throw CudaError("selective_scan bwd v2: unsupported N (dstate)");
   }
 }
 
-// Variants 1-5 (selective_scan.h): (kSub, target warps/SM, kDefer) = (16, 16, no),
-// (8, 24, no), (4, 32, no), (16, 16, yes), (8, 24, yes).
+// Variants 1 and 2 (selective_scan.h): (kSub, target warps/SM) = (16, 16), (8, 24).
 template <typename Elem>
 void scan_bwd_v2_dispatch(const SelectiveScanParams& p, int variant, bool vec,
                           cudaStream_t stream) {
   switch (variant) {
-    case 1: return scan_bwd_v2_dispatch_n<Elem, 16, 16, false>(p, vec, stream);
-    case 2: return scan_bwd_v2_dispatch_n<Elem, 8, 24, false>(p, vec, stream);
-    case 3: return scan_bwd_v2_dispatch_n<Elem, 4, 32, false>(p, vec, stream);
-    case 4: return scan_bwd_v2_dispatch_n<Elem, 16, 16, true>(p, vec, stream);
-    case 5: return scan_bwd_v2_dispatch_n<Elem, 8, 24, true>(p, vec, stream);
+    case 1: return scan_bwd_v2_dispatch_n<Elem, 16, 16>(p, vec, stream);
+    case 2: return scan_bwd_v2_dispatch_n<Elem, 8, 24>(p, vec, stream);
     default: throw CudaError("selective_scan bwd v2: unknown variant " + std::to_string(variant));
   }
 }

@@ -1,4 +1,4 @@
-// Selective scan backward variants 1-5 (scan_bwd_v2.cuh), float activations (all supported N).
+// Selective scan backward variants 1 and 2 (scan_bwd_v2.cuh), float activations (all supported N).
 #include "kernels/selective_scan/scan_bwd_v2.cuh"
 
 namespace hylab::kernels {

@@ -139,20 +139,17 @@ const char* selective_scan_fwd_variant_name(int variant) {
 }
 
 int selective_scan_bwd_default_variant(const SelectiveScanParams& p) {
-  if (p.split_len > 0) return 4;  // split: the grid is sized to ~2 waves, 16-step segments win
+  if (p.split_len > 0) return 1;  // split: the grid is sized to ~2 waves, 16-step segments win
   const int64_t blocks =
       static_cast<int64_t>(p.batch) * selective_scan_bwd_blocks_per_batch(p.dim, p.dstate);
-  return blocks > 2 * static_cast<int64_t>(sm_count()) ? 5 : 4;
+  return blocks > 2 * static_cast<int64_t>(sm_count()) ? 2 : 1;
 }
 
 const char* selective_scan_bwd_variant_name(int variant) {
   switch (variant) {
     case 0: return "v1";
-    case 1: return "v2_seg16";
-    case 2: return "v2_seg8";
-    case 3: return "v2_seg4";
-    case 4: return "v2_seg16_defer";
-    case 5: return "v2_seg8_defer";
+    case 1: return "v2_seg16_defer";
+    case 2: return "v2_seg8_defer";
     default:
       throw CudaError("selective_scan bwd: unknown kernel variant " + std::to_string(variant));
   }

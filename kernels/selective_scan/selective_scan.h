@@ -106,22 +106,22 @@ const char* selective_scan_fwd_variant_name(int variant);
 
 // Backward kernel variants (docs/KERNELS.md, "Selective scan backward"):
 //   0: scan_bwd.cuh: a chunk's 16 recomputed states in registers (the first version);
-//   1: scan_bwd_v2.cuh with 16-step segments: variant 0's occupancy, fewer instructions;
-//   2: scan_bwd_v2.cuh with 8-step segments (checkpointed recompute), sized for 24 warps/SM;
-//   3: scan_bwd_v2.cuh with 4-step segments, sized for 32 warps/SM;
-//   4: as 1, with the per-channel sums (y; du, ddelta) deferred through shared memory;
-//   5: as 2, with the per-channel sums deferred.
-constexpr int kScanBwdVariants = 6;
+//   1: scan_bwd_v2.cuh with 16-step segments, per-channel sums deferred through shared
+//      memory (v2_seg16_defer);
+//   2: scan_bwd_v2.cuh with 8-step segments (checkpointed recompute) sized for 24 warps/SM,
+//      sums deferred (v2_seg8_defer).
+// (Until session 7 these were variants 4 and 5; variants 1-3, the v2 kernels without the
+// deferred sums, were never the fastest at any measured shape and were removed.)
+constexpr int kScanBwdVariants = 3;
 // The default (bwd_variant = -1), from the H200 measurements (docs/KERNELS.md, tuning log
-// round 4): unsplit, 5 (v2_seg8_defer: 24 warps/SM) when the backward grid (B x channel
-// blocks) is larger than 2 blocks per SM, else 4 (v2_seg16_defer: the SMs hold at most ~2
+// round 4): unsplit, 2 (v2_seg8_defer: 24 warps/SM) when the backward grid (B x channel
+// blocks) is larger than 2 blocks per SM, else 1 (v2_seg16_defer: the SMs hold at most ~2
 // blocks each then, so the registers of 16-step segments cost no occupancy and save the
-// recompute); with the split scan on, 4 (measured split, fwd+bwd: 7.38 ms vs 8.19 for v1 and
-// 7.95 for 5 at (2, 1536, 32768, 16); 12.26 vs 13.73 and 12.96 at (1, 2560, 65536, 16)).
+// recompute); with the split scan on, 1 (measured split, fwd+bwd: 7.38 ms vs 8.19 for v1 and
+// 7.95 for 2 at (2, 1536, 32768, 16); 12.26 vs 13.73 and 12.96 at (1, 2560, 65536, 16)).
 // Uses the SM count of the device current at the first call.
 int selective_scan_bwd_default_variant(const SelectiveScanParams& p);
-// "v1", "v2_seg16", "v2_seg8", "v2_seg4", "v2_seg16_defer", "v2_seg8_defer"; throws
-// CudaError for an unknown variant.
+// "v1", "v2_seg16_defer", "v2_seg8_defer"; throws CudaError for an unknown variant.
 const char* selective_scan_bwd_variant_name(int variant);
 
 // Timesteps between saved states.
