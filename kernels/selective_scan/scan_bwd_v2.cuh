@@ -23,18 +23,12 @@
 //    lane does 1/kTPC of that math, the shuffles are gone, and dD/ddelta_bias are summed over
 //    the lanes once at the end. Sums are in a fixed lane order (deterministic).
 //
-// 4. With bf16 activations B_t and C_t are staged as bf16 (exactly the values read), a lane's 4
-//    B and 4 C in one 16-byte word, so each step reads them with one 16-byte shared-memory
-//    load instead of two float4s (the kernel is bound by the shared-memory pipe; B/C were
-//    most of its wavefronts). fp32 activations keep the float tiles.
-//
 // The outer loop is the chunk range [chunk_begin, chunk_end) of this block's split of T (all of
 // T unless p.split_len is set, scan_split.cuh), walked from last to first with the adjoint
 // carried in from the later splits (zero for the last), as in scan_bwd.cuh.
 #pragma once
 
 #include <string>
-#include <type_traits>
 
 #include "kernels/common/cuda_check.h"
 #include "kernels/selective_scan/scan_bwd.cuh"
@@ -125,23 +119,6 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
   const int g = threadIdx.x % kTPC;
   const int lane = threadIdx.x & 31;
   const int warp = threadIdx.x >> 5;
-  // bf16: B and C packed in the Bs region, [kL][kTPC] 16-byte words (4 bf16 of B, then of C).
-  constexpr bool kPackBC = std::is_same_v<In, bf16>;
-  uint4* BCp = reinterpret_cast<uint4*>(Bs);
-  __nv_bfloat16* BCh = reinterpret_cast<__nv_bfloat16*>(Bs);
-  // B_t[4g .. 4g+3] and C_t[4g .. 4g+3] as floats.
-  auto read_bc = [&](int j, float4& bv, float4& cv) {
-    if constexpr (kPackBC) {
-      const uint4 raw = BCp[j * kTPC + g];
-      auto lo = [](uint32_t w) { return __uint_as_float(w << 16); };  // bf16 -> fp32: exact
-      auto hi = [](uint32_t w) { return __uint_as_float(w & 0xffff0000u); };
-      bv = make_float4(lo(raw.x), hi(raw.x), lo(raw.y), hi(raw.y));
-      cv = make_float4(lo(raw.z), hi(raw.z), lo(raw.w), hi(raw.w));
-    } else {
-      bv = *reinterpret_cast<const float4*>(&Bs[j * kN + g * 4]);
-      cv = *reinterpret_cast<const float4*>(&Cs[j * kN + g * 4]);
-    }
-  };
   const int e = e0 + c;
   const bool active = e < p.dim;
   const int nrows = min(kChannels, p.dim - e0);
@@ -209,20 +186,8 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
           z, p.z_dim_stride, nrows, t0, T, vec,
           [&](int r, int tt, float v, bool) { zs[r * kPitch + tt] = v; });
     }
-    if constexpr (kPackBC) {
-      load_tile<In, kN, kL, kThreads>(Bm, p.B_dstate_stride, kN, t0, T, vec,
-                                      [&](int n, int tt, float v, bool) {
-                                        BCh[(tt * kTPC + n / 4) * 8 + n % 4] = __float2bfloat16_rn(v);
-                                      });
-      load_tile<In, kN, kL, kThreads>(Cm, p.C_dstate_stride, kN, t0, T, vec,
-                                      [&](int n, int tt, float v, bool) {
-                                        BCh[(tt * kTPC + n / 4) * 8 + 4 + n % 4] =
-                                            __float2bfloat16_rn(v);
-                                      });
-    } else {
-      load_state_tile<In, kN, kL, kThreads>(Bm, p.B_dstate_stride, t0, T, vec, Bs);
-      load_state_tile<In, kN, kL, kThreads>(Cm, p.C_dstate_stride, t0, T, vec, Cs);
-    }
+    load_state_tile<In, kN, kL, kThreads>(Bm, p.B_dstate_stride, t0, T, vec, Bs);
+    load_state_tile<In, kN, kL, kThreads>(Cm, p.C_dstate_stride, t0, T, vec, Cs);
 
     float x[4] = {0.f, 0.f, 0.f, 0.f};  // state entering the chunk
     if (ch > 0 && active) {
@@ -241,8 +206,8 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
     for (int j = 0; j < kL; ++j) {
       const float d = ds[c * kPitch + j];
       const float uu = us[c * kPitch + j];
-      float4 bv, cv;
-      read_bc(j, bv, cv);
+      const float4 bv = *reinterpret_cast<const float4*>(&Bs[j * kN + g * 4]);
+      const float4 cv = *reinterpret_cast<const float4*>(&Cs[j * kN + g * 4]);
       const float du = d * uu;
       if (j % kSub == 0 && j / kSub < kSeg - 1) {
 #pragma unroll
@@ -286,8 +251,7 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
           const int j = s * kSub + jj;
           const float d = ds[c * kPitch + j];
           const float du = d * us[c * kPitch + j];
-          float4 bv, cv;  // cv unused here
-          read_bc(j, bv, cv);
+          const float4 bv = *reinterpret_cast<const float4*>(&Bs[j * kN + g * 4]);
 #pragma unroll
           for (int i = 0; i < 4; ++i) stage[jj][i] = xr[i];
           xr[0] = fmaf(ex2_approx(d * A2[0]), xr[0], du * bv.x);
@@ -302,8 +266,8 @@ __global__ void __launch_bounds__(K::kThreads, K::kMinBlocks)
         const float d = ds[c * kPitch + j];
         const float uu = us[c * kPitch + j];
         const float dy = dys[c * kPitch + j];
-        float4 bv, cv;
-        read_bc(j, bv, cv);
+        const float4 bv = *reinterpret_cast<const float4*>(&Bs[j * kN + g * 4]);
+        const float4 cv = *reinterpret_cast<const float4*>(&Cs[j * kN + g * 4]);
         const float bb[4] = {bv.x, bv.y, bv.z, bv.w};
         const float cc[4] = {cv.x, cv.y, cv.z, cv.w};
         const float du = d * uu;
