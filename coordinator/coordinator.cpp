@@ -241,12 +241,13 @@ void Coordinator::Impl::handle_inbound(const Inbound& m) {
     log_limit.warn("undecodable", now, fmt::format("dropped a message from peer \"{}\": {}", m.routing_id, error));
     return;
   }
+  // A savepoint per message, so that a message that fails leaves the batch's others standing.
   auto& db = store->db();
-  db.exec("SAVEPOINT message");
+  db.cached("SAVEPOINT message").run();
   const size_t outbox_mark = outbox.size();
   try {
     dispatch(*env, m.routing_id, m.delimiter, m.user_id);
-    db.exec("RELEASE message");
+    db.cached("RELEASE message").run();
   } catch (const std::exception& e) {
     log_limit.warn("message failed", now, fmt::format("dropped a {} message from {}: {}", wire::kind_name(*env),
                                                       env->sender(), e.what()));

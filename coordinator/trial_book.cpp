@@ -307,9 +307,11 @@ bool Coordinator::Impl::reports_on(const WorkerInfo& w, int64_t trial_id, int64_
       if (n.worker_id == w.worker_id) return true;
     }
   }
-  auto q = store->db().prepare("SELECT worker_id FROM trial_attempts WHERE trial_id = ? AND attempt = ?");
+  auto& q = store->db().cached("SELECT worker_id FROM trial_attempts WHERE trial_id = ? AND attempt = ?");
   q.bind(1, trial_id).bind(2, attempt);
-  return q.step() && q.text(0) == w.worker_id;
+  const bool named = q.step() && q.text(0) == w.worker_id;
+  q.reset();
+  return named;
 }
 
 void Coordinator::Impl::on_started(WorkerInfo& w, const proto::Started& s) {
@@ -327,7 +329,7 @@ void Coordinator::Impl::on_started(WorkerInfo& w, const proto::Started& s) {
                    it->second.sweep_id, s.trial_id(), w.worker_id, s.attempt());
   // Where the attempt runs, for `hylab logs` and results' run_dir (node 0's for multi-node).
   store->db()
-      .prepare("UPDATE trial_attempts SET run_dir = ? WHERE trial_id = ? AND attempt = ? AND worker_id = ?")
+      .cached("UPDATE trial_attempts SET run_dir = ? WHERE trial_id = ? AND attempt = ? AND worker_id = ?")
       .bind(1, s.run_dir()).bind(2, s.trial_id()).bind(3, s.attempt()).bind(4, w.worker_id)
       .run();
   spdlog::info("trial {} attempt {} started on {} (pid {})", s.trial_id(), s.attempt(), w.worker_id, s.pid());
