@@ -51,6 +51,22 @@ std::vector<int> WorkerInfo::free_slots() const {
   return out;
 }
 
+// Asked for every worker after every batch of messages (schedule()): no allocation.
+bool WorkerInfo::has_free_slot() const {
+  if (slots <= 0) return false;
+  if (slots > 64) return !free_slots().empty();
+  uint64_t busy = 0;
+  auto mark = [&](const std::vector<int>& taken) {
+    for (int s : taken) {
+      if (s >= 0 && s < slots) busy |= uint64_t{1} << s;
+    }
+  };
+  for (const auto& [k, s] : reported) mark(s);
+  for (const auto& [k, h] : assigned) mark(h.slots);
+  const uint64_t all = slots == 64 ? ~uint64_t{0} : (uint64_t{1} << slots) - 1;
+  return busy != all;
+}
+
 Coordinator::Impl::Impl(CoordinatorOptions o, int64_t now_ms) : opt(std::move(o)) {
   limit_protobuf_logs();  // what peers send can make libprotobuf log (proto_log.h)
   liveness.interval_ms = opt.heartbeat_ms;
