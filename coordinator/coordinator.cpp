@@ -276,6 +276,7 @@ void Coordinator::Impl::handle_inbound(const Inbound& m) {
 void Coordinator::Impl::dispatch(const proto::Envelope& env, const std::string& routing_id,
                                  bool delimiter, const std::string& user_id) {
   using E = proto::Envelope;
+  if (env.kind_case() != E::kMetrics) all_slots_busy = false;  // it may free a slot (schedule())
   if (env.kind_case() == E::kRequest) {
     handle_request(env.request(), routing_id, delimiter);
     return;
@@ -454,6 +455,7 @@ void Coordinator::Impl::reload() {
   sweeps.clear();
   reregister_asked.clear();
   outbox.clear();
+  all_slots_busy = false;
   load_state();
 }
 
@@ -476,10 +478,11 @@ std::vector<Outgoing> Coordinator::Impl::step(const std::vector<Inbound>& in, in
     if (tick) {
       periodic();
       next_heartbeat_ms = now + opt.heartbeat_ms;
+      all_slots_busy = false;
     }
     check_early_stop();
     propose_search_trials();
-    schedule();
+    if (!all_slots_busy || now >= cooldown_over_ms) schedule();
     if (before_commit) before_commit();
     tx.commit();
   } catch (const std::exception& e) {

@@ -130,6 +130,12 @@ struct Coordinator::Impl {
   // Fault injection (the simulator): called just before COMMIT; throwing fails the commit.
   std::function<void()> before_commit;
   bool needs_reload = false;  // a failed iteration could not rebuild memory yet
+  // schedule() found no accepting worker with a free slot, and nothing that could free one
+  // or end a cooldown has happened since: a batch of metric batches alone (they change no
+  // slot, worker or pending trial) skips schedule() and its pass over every worker until a
+  // message of another kind, the tick, a reload, or cooldown_over_ms.
+  bool all_slots_busy = false;
+  int64_t cooldown_over_ms = 0;  // the earliest end of a cooldown that keeps a free slot idle
 
   // Opens the database and loads the running sweeps; `now_ms` is the caller's clock.
   Impl(CoordinatorOptions o, int64_t now_ms);

@@ -612,14 +612,21 @@ void Coordinator::Impl::schedule() {
   // decide, so the workers are looked at first, in O(workers) without allocating (building
   // every worker's view here was 25% of the coordinator's CPU at 600 busy workers), and the
   // views and the trials only if one of them can take something.
+  // When none can, step() skips this until something may have freed a slot
+  // (all_slots_busy): metric batches alone cannot.
   auto accepting = [&](const WorkerInfo& w) { return !w.draining && now >= w.cooldown_until_ms; };
   bool any_free = false;
+  int64_t cooldown_over = INT64_MAX;
   for (const auto& [id, w] : workers) {
-    if (accepting(w) && w.has_free_slot()) {
+    if (w.draining || !w.has_free_slot()) continue;
+    if (accepting(w)) {
       any_free = true;
       break;
     }
+    cooldown_over = std::min(cooldown_over, w.cooldown_until_ms);
   }
+  all_slots_busy = !any_free;
+  cooldown_over_ms = cooldown_over;
   if (!any_free) return;
   std::vector<SchedWorker> ws;
   for (const auto& [id, w] : workers) ws.push_back({id, w.slots, w.free_slots(), accepting(w)});
