@@ -628,8 +628,6 @@ void Coordinator::Impl::schedule() {
   all_slots_busy = !any_free;
   cooldown_over_ms = cooldown_over;
   if (!any_free) return;
-  std::vector<SchedWorker> ws;
-  for (const auto& [id, w] : workers) ws.push_back({id, w.slots, w.free_slots(), accepting(w)});
   std::vector<SchedTrial> pending;
   std::map<int64_t, int> running;
   for (const auto& [id, t] : trials) {
@@ -640,6 +638,13 @@ void Coordinator::Impl::schedule() {
     }
   }
   if (pending.empty()) return;
+  // Every worker, busy ones too (a blocked gang may reserve one), but the list of free slots
+  // only of those that have one.
+  std::vector<SchedWorker> ws;
+  ws.reserve(workers.size());
+  for (const auto& [id, w] : workers) {
+    ws.push_back({id, w.slots, w.has_free_slot() ? w.free_slots() : std::vector<int>{}, accepting(w)});
+  }
   // A worker that may still run an attempt found running at start gets nothing new until it
   // claims the attempt or the grace ends: its slots are not known yet (an Assign of the
   // previous coordinator may still be on its way to it).
