@@ -611,9 +611,8 @@ void Coordinator::Impl::schedule() {
   // load: a thousand busy workers, tens of thousands of pending trials) there is nothing to
   // decide, so the workers are looked at first, in O(workers) without allocating (building
   // every worker's view here was 25% of the coordinator's CPU at 600 busy workers), and the
-  // views and the trials only if one of them can take something.
-  // When none can, step() skips this until something may have freed a slot
-  // (all_slots_busy): metric batches alone cannot.
+  // views and the trials only if one of them can take something. When none can, step()
+  // skips this until something may have freed a slot (all_slots_busy): metric batches cannot.
   auto accepting = [&](const WorkerInfo& w) { return !w.draining && now >= w.cooldown_until_ms; };
   bool any_free = false;
   int64_t cooldown_over = INT64_MAX;

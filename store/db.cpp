@@ -198,8 +198,8 @@ Stmt& Db::cached(std::string_view sql) {
   auto it = cached_.find(sql);
   if (it == cached_.end()) {
     sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT, &stmt,
-                           nullptr) != SQLITE_OK) {
+    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &stmt, nullptr) != SQLITE_OK) {
       fail(db_, path_, "preparing " + std::string(sql));
     }
     auto kept = std::make_unique<Stmt>(db_, stmt, std::string(sql), path_);

@@ -1,6 +1,7 @@
 // A thin RAII layer over the SQLite C API: one connection (Db), prepared statements (Stmt,
-// one-off from prepare() or kept by the connection from cached()) and write transactions (Tx). Every failure throws hylab::Error naming the database file,
-// the statement and SQLite's message.
+// one-off from prepare() or kept by the connection from cached()) and write transactions
+// (Tx). Every failure throws hylab::Error naming the database file, the statement and
+// SQLite's message.
 //
 // Thread safety: a Db and its Stmts belong to one thread. Several processes may open the
 // same file: connections use WAL and a busy_timeout (Db::open retries the switch to WAL, which
