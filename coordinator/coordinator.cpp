@@ -51,6 +51,22 @@ std::vector<int> WorkerInfo::free_slots() const {
   return out;
 }
 
+// Asked for every worker after every batch of messages (schedule()): no allocation.
+bool WorkerInfo::has_free_slot() const {
+  if (slots <= 0) return false;
+  if (slots > 64) return !free_slots().empty();
+  uint64_t busy = 0;
+  auto mark = [&](const std::vector<int>& taken) {
+    for (int s : taken) {
+      if (s >= 0 && s < slots) busy |= uint64_t{1} << s;
+    }
+  };
+  for (const auto& [k, s] : reported) mark(s);
+  for (const auto& [k, h] : assigned) mark(h.slots);
+  const uint64_t all = slots == 64 ? ~uint64_t{0} : (uint64_t{1} << slots) - 1;
+  return busy != all;
+}
+
 Coordinator::Impl::Impl(CoordinatorOptions o, int64_t now_ms) : opt(std::move(o)) {
   limit_protobuf_logs();  // what peers send can make libprotobuf log (proto_log.h)
   liveness.interval_ms = opt.heartbeat_ms;
@@ -241,12 +257,13 @@ void Coordinator::Impl::handle_inbound(const Inbound& m) {
     log_limit.warn("undecodable", now, fmt::format("dropped a message from peer \"{}\": {}", m.routing_id, error));
     return;
   }
+  // A savepoint per message, so that a message that fails leaves the batch's others standing.
   auto& db = store->db();
-  db.exec("SAVEPOINT message");
+  db.cached("SAVEPOINT message").run();
   const size_t outbox_mark = outbox.size();
   try {
     dispatch(*env, m.routing_id, m.delimiter, m.user_id);
-    db.exec("RELEASE message");
+    db.cached("RELEASE message").run();
   } catch (const std::exception& e) {
     log_limit.warn("message failed", now, fmt::format("dropped a {} message from {}: {}", wire::kind_name(*env),
                                                       env->sender(), e.what()));
@@ -259,6 +276,7 @@ void Coordinator::Impl::handle_inbound(const Inbound& m) {
 void Coordinator::Impl::dispatch(const proto::Envelope& env, const std::string& routing_id,
                                  bool delimiter, const std::string& user_id) {
   using E = proto::Envelope;
+  if (env.kind_case() != E::kMetrics) all_slots_busy = false;  // it may free a slot (schedule())
   if (env.kind_case() == E::kRequest) {
     handle_request(env.request(), routing_id, delimiter);
     return;
@@ -437,6 +455,7 @@ void Coordinator::Impl::reload() {
   sweeps.clear();
   reregister_asked.clear();
   outbox.clear();
+  all_slots_busy = false;
   load_state();
 }
 
@@ -459,10 +478,11 @@ std::vector<Outgoing> Coordinator::Impl::step(const std::vector<Inbound>& in, in
     if (tick) {
       periodic();
       next_heartbeat_ms = now + opt.heartbeat_ms;
+      all_slots_busy = false;
     }
     check_early_stop();
     propose_search_trials();
-    schedule();
+    if (!all_slots_busy || now >= cooldown_over_ms) schedule();
     if (before_commit) before_commit();
     tx.commit();
   } catch (const std::exception& e) {

@@ -72,6 +72,7 @@ struct WorkerInfo {
   std::map<AttemptKey, std::vector<int>> reported;  // held trials from the latest hello/heartbeat
   std::map<AttemptKey, Held> assigned;               // attempts this coordinator counts as here
   std::vector<int> free_slots() const;
+  bool has_free_slot() const;  // !free_slots().empty(), without building the list
 };
 
 struct SweepInfo {
@@ -87,6 +88,11 @@ struct SweepInfo {
   std::optional<SearchState> search;
   int64_t n_trials = 0, next_index = 0;
   bool exhausted = false;
+  // An active trial of this sweep seen last time finish_sweep_if_done looked (the newest, so
+  // it stays active the longest): checked first, so that the scan of every active trial runs
+  // only when it has gone (the scan after each finished attempt was 11% of the coordinator's
+  // CPU at 1,000 workers and 7,000 trials). Only a hint: it is checked before it is believed.
+  int64_t active_hint = 0;
   bool proposes() const {
     return search && search->spec.method() == "tpe" && !exhausted && n_trials < search->spec.count();
   }
@@ -124,6 +130,12 @@ struct Coordinator::Impl {
   // Fault injection (the simulator): called just before COMMIT; throwing fails the commit.
   std::function<void()> before_commit;
   bool needs_reload = false;  // a failed iteration could not rebuild memory yet
+  // schedule() found no accepting worker with a free slot, and nothing that could free one
+  // or end a cooldown has happened since: a batch of metric batches alone (they change no
+  // slot, worker or pending trial) skips schedule() and its pass over every worker until a
+  // message of another kind, the tick, a reload, or cooldown_over_ms.
+  bool all_slots_busy = false;
+  int64_t cooldown_over_ms = 0;  // the earliest end of a cooldown that keeps a free slot idle
 
   // Opens the database and loads the running sweeps; `now_ms` is the caller's clock.
   Impl(CoordinatorOptions o, int64_t now_ms);

@@ -52,6 +52,7 @@ struct LoadWorker {
   int64_t free_since = -1;           // ms; -1 while it holds a trial
   std::optional<std::pair<int64_t, int64_t>> held;  // (trial_id, attempt)
   int64_t ends_at = 0, next_metric = 0, next_beat = 0, step = 0, seq = 0;
+  int64_t sent = 0;                  // messages of every kind
   bool finished_sent = false;
 };
 
@@ -114,7 +115,9 @@ constexpr int64_t kBeatPeriodMs = 1000;
 // False when the socket's queue is full (the coordinator is not reading): the message is lost.
 bool send(LoadWorker& w, proto::Envelope env) {
   const std::string b = wire::encode(std::move(env), w.id);
-  return w.s->send(zmq::buffer(b), zmq::send_flags::dontwait).has_value();
+  const bool sent = w.s->send(zmq::buffer(b), zmq::send_flags::dontwait).has_value();
+  w.sent += sent;
+  return sent;
 }
 
 void hello(LoadWorker& w, int64_t now) {
@@ -297,6 +300,9 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   }
   // Enough trials that no worker runs out: a trial lasts 3 s on average.
   submit(endpoint, n_workers * (seconds / 3 + 2));
+  // What the coordinator spent on the submission (thousands of trials) is left out of its
+  // CPU per message.
+  const double cpu_submitted = proc_usage(coord.pid()).second;
 
   // The generator: `threads` threads, each owning an equal share of the workers.
   const int n_threads = std::max(1, std::min(threads > 0 ? threads : default_load_threads(), n_workers));
@@ -332,8 +338,9 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6; };
   const double generator_cpu = secs(ru1.ru_utime) + secs(ru1.ru_stime) - secs(ru0.ru_utime) - secs(ru0.ru_stime);
   std::vector<int64_t> latencies, lateness;
-  int64_t assigns = 0, metrics_asked = 0, metrics_sent = 0, beats_sent = 0, sends_dropped = 0;
+  int64_t assigns = 0, metrics_asked = 0, metrics_sent = 0, beats_sent = 0, sends_dropped = 0, messages = 0;
   for (auto& sh : shards) {
+    for (const auto& w : sh.ws) messages += w.sent;
     latencies.insert(latencies.end(), sh.latencies.begin(), sh.latencies.end());
     lateness.insert(lateness.end(), sh.lateness.begin(), sh.lateness.end());
     assigns += sh.assigns;
@@ -369,6 +376,9 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
           {"p99_ms", percentile(latencies, 0.99)},
           {"coordinator_rss_mib", rss},
           {"coordinator_cpu_s", cpu},
+          {"worker_messages_sent", messages},
+          {"coordinator_cpu_us_per_message",
+           messages > 0 ? 1e6 * (cpu - cpu_submitted) / static_cast<double>(messages) : 0.0},
           {"metric_messages_sent", metrics_sent},
           {"metric_messages_asked", metrics_asked},
           {"heartbeats_sent", beats_sent},

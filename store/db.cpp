@@ -126,6 +126,7 @@ void Stmt::run() {
 }
 
 void Stmt::reset() { sqlite3_reset(stmt_); }
+void Stmt::clear_bindings() { sqlite3_clear_bindings(stmt_); }
 
 bool Stmt::is_null(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 int64_t Stmt::int64(int col) const { return sqlite3_column_int64(stmt_, col); }
@@ -170,7 +171,10 @@ std::unique_ptr<Db> Db::open(const std::string& path, bool read_only) {
   return out;
 }
 
-Db::~Db() { sqlite3_close_v2(db_); }
+Db::~Db() {
+  cached_.clear();  // finalized before the connection closes
+  sqlite3_close_v2(db_);
+}
 
 void Db::exec(const std::string& sql) {
   char* err = nullptr;
@@ -190,10 +194,27 @@ Stmt Db::prepare(const std::string& sql) {
   return Stmt(db_, stmt, sql, path_);
 }
 
+Stmt& Db::cached(std::string_view sql) {
+  auto it = cached_.find(sql);
+  if (it == cached_.end()) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                           &stmt, nullptr) != SQLITE_OK) {
+      fail(db_, path_, "preparing " + std::string(sql));
+    }
+    auto kept = std::make_unique<Stmt>(db_, stmt, std::string(sql), path_);
+    it = cached_.emplace(std::string(sql), std::move(kept)).first;
+  }
+  Stmt& st = *it->second;
+  st.reset();
+  st.clear_bindings();
+  return st;
+}
+
 int64_t Db::last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
 int Db::changes() const { return sqlite3_changes(db_); }
 
-Tx::Tx(Db& db) : db_(db) { db_.exec("BEGIN IMMEDIATE"); }
+Tx::Tx(Db& db) : db_(db) { db_.cached("BEGIN IMMEDIATE").run(); }
 
 Tx::~Tx() {
   if (!done_) {
@@ -206,7 +227,7 @@ Tx::~Tx() {
 }
 
 void Tx::commit() {
-  db_.exec("COMMIT");
+  db_.cached("COMMIT").run();
   done_ = true;
 }
 

@@ -1,6 +1,7 @@
-// A thin RAII layer over the SQLite C API: one connection (Db), prepared statements (Stmt)
-// and write transactions (Tx). Every failure throws hylab::Error naming the database file,
-// the statement and SQLite's message.
+// A thin RAII layer over the SQLite C API: one connection (Db), prepared statements (Stmt,
+// one-off from prepare() or kept by the connection from cached()) and write transactions
+// (Tx). Every failure throws hylab::Error naming the database file, the statement and
+// SQLite's message.
 //
 // Thread safety: a Db and its Stmts belong to one thread. Several processes may open the
 // same file: connections use WAL and a busy_timeout (Db::open retries the switch to WAL, which
@@ -9,9 +10,11 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -45,6 +48,8 @@ class Stmt {
   void run();
   // Makes the statement ready to run again; bindings are kept unless cleared.
   void reset();
+  // Unbinds every parameter (to NULL).
+  void clear_bindings();
 
   // Columns are 0-based.
   bool is_null(int col) const;
@@ -75,6 +80,13 @@ class Db {
 
   void exec(const std::string& sql);
   Stmt prepare(const std::string& sql);
+  // The statement for `sql`, prepared on its first use and kept until the connection closes,
+  // for statements run per message or per row: compiling a statement costs more than running
+  // a one-row write (docs/RELIABILITY.md, "Load"). It comes reset, every parameter unbound.
+  // Not re-entrant: one use at a time per SQL text. A use ends with run(), step() returning
+  // false, or reset() -- call reset() after reading fewer rows than there are, or the
+  // statement keeps its read snapshot (and WAL checkpoints wait) until its next use.
+  Stmt& cached(std::string_view sql);
   int64_t last_insert_rowid() const;
   int changes() const;
   const std::string& path() const { return path_; }
@@ -84,10 +96,11 @@ class Db {
   Db(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
   sqlite3* db_;
   std::string path_;
+  std::map<std::string, std::unique_ptr<Stmt>, std::less<>> cached_;  // by SQL text
 };
 
 // A write transaction: BEGIN IMMEDIATE in the constructor, ROLLBACK in the destructor
-// unless commit() was called.
+// unless commit() was called. (The coordinator runs one per poll-loop iteration.)
 class Tx {
  public:
   explicit Tx(Db& db);

@@ -237,7 +237,7 @@ void ensure_schema(Db& db) {
 
 void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points) {
   if (points.empty()) return;
-  auto ins = db.prepare(
+  auto& ins = db.cached(
       "INSERT INTO metrics(trial_id, name, step, value, wall_time, attempt) VALUES(?,?,?,?,?,?) "
       "ON CONFLICT(trial_id, name, step) DO UPDATE SET value=excluded.value, "
       "wall_time=excluded.wall_time, attempt=excluded.attempt");
@@ -251,7 +251,7 @@ void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<Me
     ins.bind(6, attempt);
     ins.run();
   }
-  db.prepare("UPDATE trials SET last_step = MAX(last_step, ?) WHERE trial_id = ?")
+  db.cached("UPDATE trials SET last_step = MAX(last_step, ?) WHERE trial_id = ?")
       .bind(1, max_step)
       .bind(2, trial_id)
       .run();
@@ -310,7 +310,7 @@ void put_summary(Db& db, int64_t trial_id, const RunSummary& s) {
 
 void add_event(Db& db, const std::string& kind, const std::string& message, int64_t sweep_id,
                int64_t trial_id, const std::string& worker_id, int64_t attempt) {
-  auto st = db.prepare(
+  auto& st = db.cached(
       "INSERT INTO events(time, kind, sweep_id, trial_id, worker_id, attempt, message) "
       "VALUES(?,?,?,?,?,?,?)");
   st.bind(1, unix_time_now()).bind(2, kind);

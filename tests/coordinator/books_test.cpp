@@ -228,6 +228,34 @@ TEST_F(BooksTest, LostWorkersDoNotSpendMaxRetries) {
   EXPECT_EQ(query("SELECT failures FROM trials WHERE trial_id = 1"), "0");
 }
 
+// A worker that refused an attempt is given none for a heartbeat interval; when that ends,
+// the next batch assigns it one, also a batch of nothing but metric batches (which let the
+// coordinator skip scheduling while every slot is busy) and before the next tick.
+TEST_F(BooksTest, ACooledDownWorkerIsAssignedWhenItsCooldownEnds) {
+  submit(3, 0);  // the tick at this step: the next one is 1000 ms later
+  auto out = step({from("w1", "", hello("w1")), from("w2", "", hello("w2"))});
+  ASSERT_EQ(count(out, proto::Envelope::kAssign, "w1"), 1);
+  ASSERT_EQ(count(out, proto::Envelope::kAssign, "w2"), 1);
+  int64_t w1_trial = 0, w2_trial = 0;
+  for (const auto& e : out) {
+    if (e.kind_case() != proto::Envelope::kAssign) continue;
+    (e.sender() == "w1" ? w1_trial : w2_trial) = e.assign().trial_id();
+  }
+  step({from("w1", "", started(w1_trial, 1)), from("w2", "", started(w2_trial, 1))});
+  auto refused = finished(w1_trial, 1);
+  refused.mutable_finished()->set_outcome(proto::TRIAL_OUTCOME_PREEMPTED);
+  out = step({from("w1", "", refused)}, 400);  // cooling down until 1000 ms from here
+  EXPECT_EQ(count(out, proto::Envelope::kAssign), 0);
+  out = step({from("w2", "", metrics(w2_trial, 1, 1, 1))}, 200);
+  EXPECT_EQ(count(out, proto::Envelope::kAssign), 0);
+  out = step({}, 500);  // the tick: w1 still cools down
+  EXPECT_EQ(count(out, proto::Envelope::kAssign), 0);
+  out = step({from("w2", "", metrics(w2_trial, 1, 2, 2))}, 250);  // before its end
+  EXPECT_EQ(count(out, proto::Envelope::kAssign), 0);
+  out = step({from("w2", "", metrics(w2_trial, 1, 3, 3))}, 100);  // after it, before a tick
+  EXPECT_EQ(count(out, proto::Envelope::kAssign, "w1"), 1);
+}
+
 // A worker drained with exit_when_idle leaves as planned: not logged as a lost worker.
 TEST_F(BooksTest, APlannedDrainIsNotALostWorker) {
   step({from("w1", "", hello("w1"))});

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <random>
 
 #include "common/states.h"
+#include "coordinator/coordinator_impl.h"
 #include "coordinator/early_stop.h"
 #include "coordinator/policy.h"
 #include "coordinator/scheduler.h"
@@ -106,6 +108,34 @@ TEST(Scheduler, DrainingWorkersGetNothing) {
   SchedWorker w = worker("a", 2, {0, 1});
   w.accepting = false;
   EXPECT_TRUE(schedule({trial(1, 1)}, {w}, {}).empty());
+}
+
+// The fast check schedule() asks of every worker after every batch, against its slow twin
+// (the list of free slots): workers of 0 to 70 slots (past the 64 of the bit mask), with
+// held slots reported and assigned, overlapping, repeated and out of range.
+TEST(Scheduler, HasFreeSlotAgreesWithFreeSlots) {
+  std::mt19937 rng(15);
+  int with_free = 0, without = 0;
+  for (int round = 0; round < 20000; ++round) {
+    WorkerInfo w;
+    w.slots = static_cast<int>(rng() % 71);
+    if (round % 7 == 0) w.slots = 64;
+    const int holds = static_cast<int>(rng() % 5);
+    for (int h = 0; h < holds; ++h) {
+      std::vector<int> taken;
+      // Often the whole worker (a busy one), else a few slots, sometimes out of range.
+      const bool whole = rng() % 3 == 0;
+      const int n = whole ? w.slots : static_cast<int>(rng() % 4);
+      for (int i = 0; i < n; ++i) taken.push_back(whole ? i : static_cast<int>(rng() % (w.slots + 3)) - 1);
+      if (rng() % 2) w.reported[{h, 1}] = taken;
+      else w.assigned[{h, 1}] = Held{taken, 0};
+    }
+    const bool twin = !w.free_slots().empty();
+    ASSERT_EQ(w.has_free_slot(), twin) << "round " << round << ", " << w.slots << " slots";
+    (twin ? with_free : without) += 1;
+  }
+  EXPECT_GT(without, 1000);  // both answers were asked for
+  EXPECT_GT(with_free, 1000);
 }
 
 TEST(Policy, RetriesFailuresUpToMaxRetriesAndRecordsResults) {
