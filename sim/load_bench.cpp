@@ -252,6 +252,24 @@ void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::t
   for (auto& w : sh.ws) w.s->close();
 }
 
+// Every simulated worker is a socket here and a connection in the coordinator: both
+// processes need an open file per worker (plus libzmq's own). Raises the soft limit toward
+// the hard one (the child inherits it) and refuses, by name, a count the hard limit cannot
+// hold, instead of letting libzmq throw EMFILE in a generator thread.
+void ensure_open_files(int n_workers) {
+  const rlim_t want = static_cast<rlim_t>(n_workers) + 512;
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) HYLAB_FAIL("load bench: getrlimit: {}", std::strerror(errno));
+  if (rl.rlim_cur >= want) return;
+  rl.rlim_cur = std::min(want, rl.rlim_max);
+  if (rl.rlim_cur < want || ::setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+    HYLAB_FAIL("load bench: {} workers need about {} open files, but this process may open at most {} "
+               "(ulimit -n; raise the hard limit, e.g. `ulimit -Hn {}` as root)",
+               n_workers, static_cast<uint64_t>(want), static_cast<uint64_t>(rl.rlim_max),
+               static_cast<uint64_t>(want));
+  }
+}
+
 }  // namespace
 
 int default_load_threads() {
@@ -265,6 +283,7 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   fs::create_directories(dir);
   const std::string db = (dir / "hylab.db").string();
   const std::string ep_file = (dir / "endpoint").string();
+  ensure_open_files(n_workers);
   // The coordinator in a child process of its own (forked before this process starts any
   // thread), so its RSS and CPU are its own.
   Process coord = Process::fork_call([&]() -> int {
@@ -307,6 +326,7 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   // The generator: `threads` threads, each owning an equal share of the workers.
   const int n_threads = std::max(1, std::min(threads > 0 ? threads : default_load_threads(), n_workers));
   zmq::context_t ctx(std::max(1, n_threads / 2));  // I/O threads for the sockets' TCP work
+  ctx.set(zmq::ctxopt::max_sockets, n_workers + 64);  // libzmq's default is 1,023
   std::vector<Shard> shards(static_cast<size_t>(n_threads));
   for (int i = 0; i < n_workers; ++i) {
     LoadWorker w;
@@ -318,11 +338,26 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   const auto t0 = Clock::now();
   const int64_t end = static_cast<int64_t>(seconds) * 1000;
   std::vector<std::thread> threads_run;
+  // An error in a generator thread (a socket that cannot be opened, ...) ends the run with
+  // its message rather than std::terminate.
+  std::vector<std::string> errors(static_cast<size_t>(n_threads));
   for (int k = 0; k < n_threads; ++k) {
-    threads_run.emplace_back(drive, std::ref(shards[static_cast<size_t>(k)]), std::ref(ctx), endpoint, t0, end,
-                             static_cast<uint64_t>(n_workers) * 1000 + static_cast<uint64_t>(k));
+    threads_run.emplace_back([&, k] {
+      try {
+        drive(shards[static_cast<size_t>(k)], ctx, endpoint, t0, end,
+              static_cast<uint64_t>(n_workers) * 1000 + static_cast<uint64_t>(k));
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(k)] = e.what();
+      }
+    });
   }
   for (auto& t : threads_run) t.join();
+  for (const std::string& e : errors) {
+    if (e.empty()) continue;
+    coord.signal(SIGKILL);
+    coord.wait();
+    HYLAB_FAIL("load bench: a generator thread failed with {} workers: {}", n_workers, e);
+  }
   const double wall = static_cast<double>(ms_since(t0)) / 1000.0;
   const auto [rss, cpu] = proc_usage(coord.pid());
   coord.signal(SIGTERM);

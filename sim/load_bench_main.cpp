@@ -29,9 +29,17 @@ int main(int argc, char** argv) {
   doc["date"] = hylab::utc_timestamp();
   doc["seconds"] = seconds;
   doc["load"] = nlohmann::json::array();
-  for (int n : workers) {
-    doc["load"].push_back(hylab::sim::run_load(n, seconds, dir, threads));
-    std::fprintf(stderr, "%s\n", doc["load"].back().dump().c_str());
+  try {
+    for (int n : workers) {
+      doc["load"].push_back(hylab::sim::run_load(n, seconds, dir, threads));
+      std::fprintf(stderr, "%s\n", doc["load"].back().dump().c_str());
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hylab_load_bench: %s\n", e.what());
+    if (doc["load"].empty()) return 1;
+    std::fprintf(stderr, "hylab_load_bench: the rows before it follow\n");
+    hylab::emit_bench_json(doc, out);
+    return 1;
   }
   hylab::emit_bench_json(doc, out);
   return 0;

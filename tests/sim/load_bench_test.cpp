@@ -1,0 +1,61 @@
+// The load generator (sim/load_bench.h) at worker counts past its process limits: more
+// workers than libzmq's default of 1,023 sockets per context (the 2,000-worker row used to
+// end in std::terminate on the H200 host), and an open-file limit too small for the count
+// (refused by name, before anything starts).
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "common/check.h"
+#include "sim/load_bench.h"
+
+namespace hylab::sim {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string scratch_dir(const std::string& name) {
+  return (fs::temp_directory_path() / ("hylab-load-test-" + name + "-" + std::to_string(::getpid())))
+      .string();
+}
+
+TEST(LoadBench, RunsMoreWorkersThanLibzmqsDefaultSocketLimit) {
+  const std::string dir = scratch_dir("many");
+  const nlohmann::json row = run_load(1100, 3, dir, 1);
+  fs::remove_all(dir);
+  EXPECT_EQ(row["workers"].get<int>(), 1100);
+  EXPECT_GT(row["assignments"].get<int64_t>(), 0);
+  EXPECT_GT(row["heartbeats_sent"].get<int64_t>(), 0);
+}
+
+TEST(LoadBench, RefusesAWorkerCountTheOpenFileLimitCannotHold) {
+  const std::string dir = scratch_dir("nofile");
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {  // the child lowers its own limits (soft and hard) and tries
+    struct rlimit rl {};
+    rl.rlim_cur = rl.rlim_max = 600;
+    if (::setrlimit(RLIMIT_NOFILE, &rl) != 0) ::_exit(4);
+    try {
+      run_load(1100, 3, dir, 1);
+      ::_exit(2);  // it ran: not refused
+    } catch (const Error& e) {
+      ::_exit(std::strstr(e.what(), "open files") != nullptr ? 0 : 3);
+    } catch (...) {
+      ::_exit(5);
+    }
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  fs::remove_all(dir);
+  ASSERT_TRUE(WIFEXITED(status)) << "the child died of a signal";
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: ran anyway, 3: another error, 4: setrlimit, 5: not an Error";
+}
+
+}  // namespace
+}  // namespace hylab::sim
