@@ -38,8 +38,21 @@ for t in "${targets[@]}"; do
   before=$(ls "$root/artifacts/$t" | wc -l)
   regressions=()
   [[ -d fuzz/regressions/$t ]] && regressions=("$repo/fuzz/regressions/$t")
+  # sweep and config run each input through much instrumented code (YAML, JSON, every
+  # derived field), so libFuzzer's own per-run work dominated: the entropic schedule's
+  # UpdateFeatureFrequency (one random access into a 4 MB table per feature per run, 27% of
+  # sweep's profile) and ASan's allocation stacks (StackDepot, ~6-8%). Without them, 15,000
+  # runs from the same corpus and seed: sweep 517 -> 1,126, config 378 -> 537 runs per CPU
+  # second, same or more coverage at the end (docs/RELIABILITY.md, "Throughput of the slow
+  # targets"). A report then has no allocation stack: replay the saved input for one.
+  extra=()
+  asan_opts="${ASAN_OPTIONS:-}"
+  if [[ $t == sweep || $t == config ]]; then
+    extra=(-entropic=0)
+    asan_opts="malloc_context_size=0${asan_opts:+:$asan_opts}"
+  fi
   # -jobs=1: one fuzzing process; its log is fuzz-0.log in the working directory.
-  (cd "$work" && nice -n 10 "$root/fuzz/${t}_fuzz" -jobs=1 -workers=1 \
+  (cd "$work" && ASAN_OPTIONS="$asan_opts" nice -n 10 "$root/fuzz/${t}_fuzz" "${extra[@]}" -jobs=1 -workers=1 \
       -max_total_time="$seconds" -max_len=4096 -timeout=25 -rss_limit_mb=2560 -malloc_limit_mb=2048 \
       -print_final_stats=1 -artifact_prefix="$root/artifacts/$t/" \
       "$root/corpus/$t" "$repo/fuzz/corpus/$t" "${regressions[@]}" >/dev/null 2>&1) || true

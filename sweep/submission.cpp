@@ -53,7 +53,8 @@ Submission prepare_submission(const std::string& sweep_path) {
 }
 
 Submission build_submission(proto::SweepSpec spec, const RunConfig& base, const VocabLookup& vocab,
-                            const std::string& spec_yaml, const std::string& spec_path) {
+                            const std::string& spec_yaml, const std::string& spec_path,
+                            int64_t max_trials) {
   Submission s;
   s.spec = std::move(spec);
   // tpe: the coordinator proposes the trials (sweep/search.h); the expansion holds
@@ -62,9 +63,13 @@ Submission build_submission(proto::SweepSpec spec, const RunConfig& base, const 
   if (s.spec.method() == "tpe" || s.spec.method() == "random") search = make_search_state(s.spec, base, vocab);
   if (s.spec.method() == "tpe") {
     const int startup = std::min(s.spec.count(), s.spec.tpe().startup_trials());
+    if (startup > max_trials) {
+      throw ConfigError(fmt::format("sweep {}: {} start-up trials, more than {}", s.spec.name(),
+                                    startup, max_trials));
+    }
     s.expansion.trials = propose_trials(*search, {}, 0, startup).trials;
   } else {
-    s.expansion = expand_sweep(s.spec, base, vocab);
+    s.expansion = expand_sweep(s.spec, base, vocab, max_trials);
   }
   auto& r = s.request;
   r.set_name(s.spec.name());

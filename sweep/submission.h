@@ -23,8 +23,10 @@ Submission prepare_submission(const std::string& sweep_path);
 
 // The same from a parsed spec, its base config and a vocabulary lookup (no files read):
 // what prepare_submission does after reading them, and what the sweep fuzz target drives.
-// `spec_yaml` and `spec_path` are recorded in the request as given.
+// `spec_yaml` and `spec_path` are recorded in the request as given. `max_trials` bounds the
+// trials expanded or proposed (expand_sweep); the fuzz target passes a small one.
 Submission build_submission(proto::SweepSpec spec, const RunConfig& base, const VocabLookup& vocab,
-                            const std::string& spec_yaml, const std::string& spec_path);
+                            const std::string& spec_yaml, const std::string& spec_path,
+                            int64_t max_trials = kMaxSweepTrials);
 
 }  // namespace hylab::coordinator

@@ -13,7 +13,6 @@
 namespace hylab::coordinator {
 namespace {
 
-constexpr int64_t kMaxTrials = kMaxSweepTrials;
 constexpr size_t kMaxErrorsShown = 20;
 
 // One choice of one parameter: what to record and what to set.
@@ -168,7 +167,8 @@ std::string generate_block_pattern(int n_layer, double attention_fraction,
 }
 
 Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
-                       const VocabLookup& vocab_of_data) {
+                       const VocabLookup& vocab_of_data, int64_t max_trials) {
+  const int64_t kMaxTrials = std::min(max_trials, kMaxSweepTrials);
   if (spec.method() == "tpe") {
     throw ConfigError(fmt::format("sweep {}: method tpe has no fixed expansion: the coordinator "
                                   "proposes its trials (sweep/search.h)", spec.name()));
@@ -215,7 +215,7 @@ Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base_in,
 
   // The combinations, each a list of choices (one per parameter).
   // Sizes first: random draws `count` combinations, a grid the product of its axes; `seeds`
-  // repeats them all. Nothing is built until the total is known to be at most kMaxTrials.
+  // repeats them all. Nothing is built until the total is known to be at most max_trials.
   const int64_t seed_rounds = std::max(1, spec.seeds_size());
   int64_t total = 1;
   if (spec.method() == "random") {

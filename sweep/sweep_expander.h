@@ -21,6 +21,7 @@
 
 #include "common/run_config.h"
 #include "proto/sweep.pb.h"
+#include "sweep/sweep_spec.h"
 
 namespace hylab::coordinator {
 
@@ -43,8 +44,11 @@ struct Expansion {
 // stored and sent configs are the ones that run. Empty: the schema default stays.
 using VocabLookup = std::function<int(const std::string& data_dir)>;
 
+// `max_trials` bounds the trials (combinations x seeds), checked before anything is built;
+// the default is the limit of every sweep. The sweep fuzz target passes a small one so that
+// an input costs at most that many trial resolutions (the same check, a smaller number).
 Expansion expand_sweep(const proto::SweepSpec& spec, const RunConfig& base,
-                       const VocabLookup& vocab_of_data = {});
+                       const VocabLookup& vocab_of_data = {}, int64_t max_trials = kMaxSweepTrials);
 
 // Constraints on a generated pattern's ends: "T", "M" or "" (free).
 struct LayerEnds {

@@ -105,6 +105,30 @@ TEST(SweepExpansion, TrialCountsAndPatternSizesAreCheckedBeforeExpansion) {
   EXPECT_NE(b.find("more than 1024 layers"), std::string::npos) << b;
 }
 
+TEST(SweepExpansion, ASmallerTrialLimitIsCheckedLikeTheRealOne) {
+  // The sweep fuzz target bounds trials at 64 through the same check (fuzz/sweep_fuzz.cpp).
+  const auto grid = parse_sweep_yaml(
+      "name: x\nbase: b\nparameters: {num_iterations: {values: [1, 2, 3, 4, 5, 6, 7, 8, 9]}}\n"
+      "seeds: [1, 2, 3, 4, 5, 6, 7, 8]\n", "s.yaml");
+  EXPECT_EQ(expand_sweep(grid, base_d4()).trials.size(), 72u);
+  const std::string e = error_of([&] { expand_sweep(grid, base_d4(), {}, 64); });
+  EXPECT_NE(e.find("9 combinations x 8 seeds = 72 trials, more than 64"), std::string::npos) << e;
+  const auto random = parse_sweep_yaml(
+      "name: x\nbase: b\nmethod: random\ncount: 65\nparameters: {num_iterations: {values: [1, 2]}}\n",
+      "s.yaml");
+  EXPECT_NE(error_of([&] { expand_sweep(random, base_d4(), {}, 64); }).find("more than 64 trials"),
+            std::string::npos);
+  // A limit above the real one is the real one: 400 x 300 seeds, refused at 100,000.
+  std::string values, seeds;
+  for (int i = 1; i <= 400; ++i) values += (i > 1 ? "," : "") + std::to_string(i);
+  for (int i = 0; i < 300; ++i) seeds += (i ? "," : "") + std::to_string(i);
+  const auto big = parse_sweep_yaml("name: x\nbase: b\nparameters: {num_iterations: {values: [" + values +
+                                        "]}}\nseeds: [" + seeds + "]\n", "s.yaml");
+  EXPECT_NE(error_of([&] { expand_sweep(big, base_d4(), {}, int64_t{1} << 40); })
+                .find("= 120000 trials, more than 100000"),
+            std::string::npos);
+}
+
 TEST(SweepSpec, ErrorsNameTheFieldAndWhatIsAllowed) {
   auto err = [](const std::string& yaml) { return error_of([&] { parse_sweep_yaml(yaml, "s.yaml"); }); };
   EXPECT_NE(err("name: x\nbase: b\nfoo: 1\n").find("unknown key \"foo\""), std::string::npos);
