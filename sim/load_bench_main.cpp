@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   doc["date"] = hylab::utc_timestamp();
   doc["seconds"] = seconds;
   doc["load"] = nlohmann::json::array();
+  int rc = 0;
   try {
     for (int n : workers) {
       doc["load"].push_back(hylab::sim::run_load(n, seconds, dir, threads));
@@ -36,11 +37,10 @@ int main(int argc, char** argv) {
     }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hylab_load_bench: %s\n", e.what());
-    if (doc["load"].empty()) return 1;
+    rc = 1;
+    if (doc["load"].empty()) return rc;
     std::fprintf(stderr, "hylab_load_bench: the rows before it follow\n");
-    hylab::emit_bench_json(doc, out);
-    return 1;
   }
   hylab::emit_bench_json(doc, out);
-  return 0;
+  return rc;
 }
