@@ -99,11 +99,12 @@ void Coordinator::Impl::show_sweep(const proto::ClientRequest& req, proto::Clien
   reply->set_json(dump(out));
 }
 
-void Coordinator::Impl::list_workers(const proto::ClientRequest& req, proto::ClientReply* reply) {
+void Coordinator::Impl::list_workers(const proto::ClientRequest& req, int64_t now, proto::ClientReply* reply) {
   PageFill page(req, max_reply_bytes() - envelope_slack(max_reply_bytes()));
   auto fill = page.visitor();
   // The database row and, for a worker registered with this coordinator, what it runs now.
   store->visit_workers(req.page_token(), [&](const std::string& key, nlohmann::json w) {
+    const auto& workers = worker_book.all();
     auto it = workers.find(w["worker_id"].get<std::string>());
     if (it != workers.end()) {
       const WorkerInfo& info = it->second;

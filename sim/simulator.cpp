@@ -315,8 +315,9 @@ class World {
         gangs[key].second.insert(o.routing_id);
         num_nodes[key] = as.num_nodes();
         if (as.resume()) {
-          auto t = core_->trials.find(as.trial_id());
-          const int64_t ck = t == core_->trials.end() ? -1 : t->second.checkpoint_step;
+          const auto& trials = core_->trial_book.all();
+          auto t = trials.find(as.trial_id());
+          const int64_t ck = t == trials.end() ? -1 : t->second.checkpoint_step;
           if (!disk_[as.trial_id()].checkpoints.count(ck)) {
             violation(fmt::format("trial {} attempt {} resumes from step {}, which no trainer wrote",
                                   as.trial_id(), as.attempt(), ck));
@@ -337,12 +338,13 @@ class World {
   // No slot of a worker is held by two running attempts in the coordinator's books.
   void check_core() {
     std::map<std::pair<std::string, int>, int64_t> held;
-    for (const auto& [id, t] : core_->trials) {
+    const auto& workers = core_->worker_book.all();
+    for (const auto& [id, t] : core_->trial_book.all()) {
       if (t.state != proto::TRIAL_STATE_RUNNING) continue;
       for (const auto& n : t.run) {
         if (n.finished) continue;  // a gang node that exited: its slots are free again
-        auto w = core_->workers.find(n.worker_id);
-        if (w != core_->workers.end() && !w->second.assigned.count({id, t.attempt})) {
+        auto w = workers.find(n.worker_id);
+        if (w != workers.end() && !w->second.assigned.count({id, t.attempt})) {
           violation(fmt::format("trial {} attempt {} runs on {}, which does not count it", id, t.attempt, n.worker_id));
         }
         for (int s : n.slots) {

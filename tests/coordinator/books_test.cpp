@@ -171,9 +171,9 @@ TEST_F(BooksTest, AWorkerIdentityIsBoundToItsKey) {
   EXPECT_EQ(query("SELECT public_key FROM workers WHERE worker_id = 'w1'"), "KEY-A");
   proto::Envelope hb;
   hb.mutable_heartbeat();
-  const int64_t before = core_->workers.at("w1").last_heard_ms;
+  const int64_t before = core_->worker_book.all().at("w1").last_heard_ms;
   step({from("w1", "KEY-B", hb)}, 500);
-  EXPECT_EQ(core_->workers.at("w1").last_heard_ms, before);  // not taken as a sign of life
+  EXPECT_EQ(core_->worker_book.all().at("w1").last_heard_ms, before);  // not taken as a sign of life
   core_.reset();
   start();
   out = step({from("w1", "KEY-B", hello("w1"))});
@@ -199,7 +199,7 @@ TEST_F(BooksTest, AFailedCommitRollsMemoryBackWithTheDatabase) {
   EXPECT_TRUE(out.empty());  // nothing acked
   EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id = 1"), "running");
   EXPECT_EQ(query("SELECT state FROM sweeps"), "running");
-  ASSERT_TRUE(core_->trials.count(1));  // memory agrees with the database
+  ASSERT_TRUE(core_->trial_book.contains(1));  // memory agrees with the database
   // The worker retransmits; the coordinator asks it to register again (it forgot it), then
   // recovers the attempt from its Hello and takes the outcome.
   out = step({from("w1", "", metrics(1, 1, 1, 1))}, 1000);
@@ -298,10 +298,10 @@ TEST_F(BooksTest, GarbageIsRateLimitedAndUnknownPeersAreForgotten) {
   for (int i = 0; i < 200; ++i) strangers.push_back(from("stranger" + std::to_string(i), "", hb));
   auto out = step(strangers);
   EXPECT_EQ(count(out, proto::Envelope::kReregister), 200);
-  EXPECT_EQ(core_->reregister_asked.size(), 200u);
+  EXPECT_EQ(core_->worker_book.reregister_asked(), 200u);
   step({}, 11'000);
   step({}, 1000);
-  EXPECT_EQ(core_->reregister_asked.size(), 0u);
+  EXPECT_EQ(core_->worker_book.reregister_asked(), 0u);
 }
 
 }  // namespace

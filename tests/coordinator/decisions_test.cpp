@@ -6,10 +6,10 @@
 #include <random>
 
 #include "common/states.h"
-#include "coordinator/coordinator_impl.h"
 #include "coordinator/early_stop.h"
 #include "coordinator/policy.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/worker_book.h"
 
 namespace hylab::coordinator {
 namespace {
