@@ -984,7 +984,8 @@ torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
     check_shape(*t, {E}, fn, name);
   }
   TORCH_CHECK(mamba_decode_core_supports(x, N, K, R), fn, ": B = ", B, ", E = ", E,
-              " do not fit the kernel (min(B, 8) * E activations must fit in shared memory)");
+              " do not fit the kernel (a state block's rows of R + 2N = ", R + 2 * N,
+              " x_proj outputs must fit in shared memory)");
   const c10::cuda::CUDAGuard guard(dev);
   auto unit = [](const Tensor& t) {
     return (!t.defined() || t.size(-1) <= 1 || t.stride(-1) == 1) ? t : t.contiguous();
@@ -1000,7 +1001,10 @@ torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
   Tensor Di = D.defined() ? D.contiguous() : D;
   Tensor dbi = dt_bias.defined() ? dt_bias.contiguous() : dt_bias;
   Tensor x_conv = torch::empty({B, E}, x.options());
-  Tensor x_dbl = torch::empty({B, R + 2 * N}, x.options());
+  Tensor partial = torch::empty(
+      {hk::mamba_step_workspace_floats(dtype, static_cast<int>(B), static_cast<int>(E),
+                                       static_cast<int>(N), static_cast<int>(R))},
+      x.options().dtype(torch::kFloat32));
   Tensor out = torch::empty({B, E}, x.options());
   hk::MambaStepParams p;
   p.dtype = dtype;
@@ -1019,7 +1023,7 @@ torch::Tensor mamba_decode_core(const torch::Tensor& x, const torch::Tensor& z,
   p.A = Ai.data_ptr<float>();
   p.D = Di.defined() ? Di.data_ptr<float>() : nullptr;
   p.ssm_state = ssm_state.data_ptr<float>();
-  p.x_conv = x_conv.data_ptr(), p.x_dbl = x_dbl.data_ptr(), p.out = out.data_ptr();
+  p.x_conv = x_conv.data_ptr(), p.x_proj_partial = partial.data_ptr<float>(), p.out = out.data_ptr();
   // The kernels read these before waiting for the kernel launched just before them: only
   // when none was copied here (a copy would be that kernel) may they overlap it.
   auto same = [](const Tensor& a, const Tensor& b) {

@@ -62,7 +62,8 @@ class MambaMixerImpl : public torch::nn::Module {
   // with). Both paths default to fused (d768, batch 1, H200, docs/KERNELS.md "Fused decode
   // step"): forward_step's eager token loop 42.8 vs 70.4 us a step; decode() -- the step
   // Decoder captures in a CUDA graph -- with its four kernels launched to overlap (below),
-  // 13.7 us a step against 17.0 unfused (12.5 vs 15.9 when 16 steps are chained in a graph).
+  // 12.0-12.2 us a step against 17.2 unfused (11.2 vs 15.9 when 16 steps are chained in a
+  // graph; round 4, d1e202c).
   // set_fused_decode(on) sets both.
   void set_fused_decode(bool on) { fused_eager_ = fused_graph_ = on; }
   bool fused_decode() const { return fused_eager_ && fused_graph_; }

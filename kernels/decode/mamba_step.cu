@@ -1,5 +1,6 @@
 // The fused Mamba decode step (see mamba_step.h): conv update + x_proj, then dt_proj + state
 // update + conv-state roll. Both dtypes in this one .cu (the kernels are small).
+#include <algorithm>
 #include <string>
 
 #include "kernels/common/cuda_check.h"
@@ -11,13 +12,27 @@
 namespace hylab::kernels {
 namespace {
 
-constexpr int kWarps = 8;         // kernel 1: one x_proj column per warp
-constexpr int kPrefetch = 8;      // kernel 1: 16-byte weight chunks a lane loads before the conv
-constexpr int kMaxRows = 8;       // kernel 1: batch rows per block (more go to blockIdx.y)
-constexpr int kConvBatch = 8;     // kernel 1: conv channels a thread loads at once
-constexpr int kDtBatch = 16;      // kernel 2: dt_proj products a lane loads at once
+constexpr int kWarps = 8;          // kernel 1: 256 threads
+constexpr int kLanesPerRow = 8;    // kernel 1: lanes sharing one x_proj weight row (a chunk each)
+constexpr int kRowsPerPass = kWarps * 32 / kLanesPerRow;  // x_proj weight rows per block pass
+constexpr int kPrefetchPasses = 4; // kernel 1: passes whose weight chunks load before the wait
+constexpr int kMaxRows = 8;        // kernel 1: batch rows per block (more go to blockIdx.y)
+constexpr int kConvItems = 2;      // kernel 1: conv channels per thread (kMaxRows * 64 / 256)
+static_assert(kMaxRows <= kLanesPerRow, "lane m of a row group stores batch row m's partial");
+constexpr int kSumBatch = 32;      // kernel 2: partial sums a thread loads at once
+constexpr int kDtBatch = 16;       // kernel 2: dt_proj products a lane loads at once
 constexpr int kStateThreads = 128;
 constexpr int64_t kMaxSmem = 200 * 1024;  // H100/H200 allow 227 KB per block
+
+// Channels of one kernel-1 block: one 16-byte chunk per lane of a row group (64 bf16, 32 fp32).
+template <typename Elem>
+__host__ __device__ constexpr int split_channels() {
+  return kLanesPerRow * VecWidth<Elem>::kValue;
+}
+int splits(DType dtype, int dim) {
+  const int ec = dtype == DType::kFloat32 ? split_channels<float>() : split_channels<bf16>();
+  return (dim + ec - 1) / ec;
+}
 
 // The VecWidth<T> elements of a 16-byte chunk as floats, from registers (a reinterpret_cast
 // of the chunk's address would put it on the stack).
@@ -41,150 +56,178 @@ int rows_per_block(int batch) {
   return r;
 }
 
-// Kernel 1. Block (bx, by) handles rows [by * kRows, by * kRows + kRows) and x_proj columns
-// [bx * 8, bx * 8 + 8). Phase 1: the conv update of all E channels of its rows (the same
-// arithmetic as decode.cu's conv_update_kernel, so x_conv is bit-identical to the unfused
-// op) into shared memory, rounded to Elem; rows past B are zeros. Phase 2: warp w dots
-// column j's weight row with each row of x_conv (16-byte chunks when E is a multiple of
-// the vector width, else element by element), lane-strided fp32 sums then a shuffle tree.
-// The first kPrefetch weight chunks are loaded before phase 1 so their latency overlaps it.
+// Kernel 2's block covers kStateThreads / tpc consecutive (b, e) channels; the batch rows
+// they touch, at most.
+int state_block_rows(int batch, int dim, int tpc) {
+  const int64_t channels = kStateThreads / tpc;
+  return static_cast<int>(std::min<int64_t>(batch, (channels - 1) / dim + 2));
+}
+
+// Kernel 1. Block (s, by) owns channels [s * Ec, s * Ec + Ec) of rows [by * kRows, ...):
+//   - the conv update of those channels (the same arithmetic as decode.cu's
+//     conv_update_kernel, so x_conv is bit-identical to the unfused op), written to x_conv
+//     and to shared memory, and the conv-state roll (drop the oldest input, append x): the
+//     block is the only reader and writer of those channels' state;
+//   - its share of x_proj: for every weight row j, the partial dot product over its Ec
+//     channels, fp32, into partial[b, j, s]. Eight lanes share a weight row (one 16-byte
+//     chunk each), so a warp takes four rows at a time and the block 32; the chunks of the
+//     first kPrefetchPasses passes load before the wait for in_proj.
+// Kernel 2 adds the partials of each (b, j) in order of s: fixed, so the result is the same
+// every run.
 template <typename Elem, typename State, int kRows>
 __global__ void __launch_bounds__(32 * kWarps, 1)
     conv_xproj_kernel(const MambaStepParams p, bool vec) {
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  Elem* s_x = reinterpret_cast<Elem*>(smem_raw);  // (kRows, E)
-  const int E = p.dim, K = p.width, J = p.dt_rank + 2 * p.dstate;
-  const int b0 = blockIdx.y * kRows;
-  const int rows = min(kRows, p.batch - b0);
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int j = blockIdx.x * kWarps + warp;
-  const bool active = j < J;
-  const Elem* __restrict__ wrow =
-      static_cast<const Elem*>(p.x_proj_weight) + static_cast<int64_t>(active ? j : 0) * E;
   constexpr int kVec = VecWidth<Elem>::kValue;
-  const int chunks = vec ? E / kVec : 0;
+  constexpr int kEc = split_channels<Elem>();
+  __shared__ __align__(16) Elem s_x[kRows * kEc];
+  const int E = p.dim, K = p.width, J = p.dt_rank + 2 * p.dstate;
+  const int S = gridDim.x, s = blockIdx.x;
+  const int e0 = s * kEc, ec = min(kEc, E - e0);
+  const int b0 = blockIdx.y * kRows, rows = min(kRows, p.batch - b0);
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int sub = lane % kLanesPerRow;                           // this lane's chunk of a row
+  const int row0 = warp * (32 / kLanesPerRow) + lane / kLanesPerRow;  // its row in a pass
+  const Elem* __restrict__ W = static_cast<const Elem*>(p.x_proj_weight);
+  const int passes = (J + kRowsPerPass - 1) / kRowsPerPass;
+  const bool chunk_in = sub * kVec < ec;
 
   launch_dependents();  // kernel 2 may take the idle SMs and load its states meanwhile
-  uint4 wpre[kPrefetch];
+  uint4 wpre[kPrefetchPasses];
 #pragma unroll
-  for (int i = 0; i < kPrefetch; ++i) {
-    const int c = lane + 32 * i;
-    wpre[i] = (active && c < chunks) ? __ldg(reinterpret_cast<const uint4*>(wrow) + c)
-                                     : make_uint4(0, 0, 0, 0);
+  for (int q = 0; q < kPrefetchPasses; ++q) {
+    const int j = q * kRowsPerPass + row0;
+    wpre[q] = (vec && chunk_in && j < J)
+                  ? __ldg(reinterpret_cast<const uint4*>(W + static_cast<int64_t>(j) * E + e0) + sub)
+                  : make_uint4(0, 0, 0, 0);
+  }
+  // The conv's parameters (the glue turns the overlap off when it had to copy them).
+  const int n_items = rows * ec;
+  float cw[kConvItems][3], cw_last[kConvItems], cb[kConvItems];
+#pragma unroll
+  for (int i = 0; i < kConvItems; ++i) {
+    const int t = threadIdx.x + i * blockDim.x;
+    const bool in = t < n_items;
+    const int e = e0 + (in ? t % ec : 0);
+#pragma unroll
+    for (int k = 0; k < 3; ++k) cw[i][k] = (in && k < K - 1) ? __ldg(p.conv_weight + e * K + k) : 0.f;
+    cw_last[i] = in ? __ldg(p.conv_weight + e * K + K - 1) : 0.f;
+    cb[i] = (in && p.conv_bias != nullptr) ? __ldg(p.conv_bias + e) : 0.f;
   }
 
-  grid_dependency_wait();  // x is in_proj's output; the weights above did not need it
+  grid_dependency_wait();  // x is in_proj's output; the conv state may be the caller's write
 
-  // Phase 1: conv update (conv_state is read, never written: kernel 2 rolls it). A thread
-  // issues the loads of kConvBatch channels before computing any of them, so the block pays
-  // one round trip to L2 per 256 * kConvBatch channels (E = 1536 at batch 1: one) instead
-  // of one per channel it handles.
   const Elem* __restrict__ xg = static_cast<const Elem*>(p.x);
-  const State* __restrict__ cs = static_cast<const State*>(p.conv_state);
-  const float* __restrict__ cw = p.conv_weight;
+  State* __restrict__ cs = static_cast<State*>(p.conv_state);
   Elem* __restrict__ xc_out = static_cast<Elem*>(p.x_conv);
-  const int n_real = rows * E;  // rows past B are zeros (below)
-  for (int base = threadIdx.x; base < n_real; base += blockDim.x * kConvBatch) {
-    float xin[kConvBatch], cb[kConvBatch], w[kConvBatch][3], w_last[kConvBatch], sv[kConvBatch][3];
+  float xin[kConvItems], sv[kConvItems][3];
 #pragma unroll
-    for (int i = 0; i < kConvBatch; ++i) {
-      const int t = base + i * blockDim.x;
-      if (t >= n_real) continue;
-      const int m = t / E, e = t - m * E;
-      const int b = b0 + m;
-      const State* st = cs + (static_cast<int64_t>(b) * E + e) * K;
-      xin[i] = to_float(__ldg(xg + b * p.x_batch_stride + e));
-      cb[i] = p.conv_bias != nullptr ? __ldg(p.conv_bias + e) : 0.f;
+  for (int i = 0; i < kConvItems; ++i) {  // every load before any use: one trip to L2
+    const int t = threadIdx.x + i * blockDim.x;
+    if (t >= n_items) continue;
+    const int m = t / ec, e = e0 + t % ec;
+    const State* st = cs + (static_cast<int64_t>(b0 + m) * E + e) * K;
+    xin[i] = to_float(xg[(b0 + m) * p.x_batch_stride + e]);
 #pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        w[i][k] = k < K - 1 ? __ldg(cw + e * K + k) : 0.f;
-        sv[i][k] = k < K - 1 ? to_float(st[k + 1]) : 0.f;
-      }
-      w_last[i] = __ldg(cw + e * K + K - 1);
-    }
-#pragma unroll
-    for (int i = 0; i < kConvBatch; ++i) {
-      const int t = base + i * blockDim.x;
-      if (t >= n_real) continue;
-      // decode.cu's conv_update_kernel, term for term: bias, the K-1 older inputs in order,
-      // then x as the state stores it.
-      float acc = cb[i];
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        if (k < K - 1) acc = fmaf(w[i][k], sv[i][k], acc);
-      }
-      acc = fmaf(w_last[i], to_float(from_float<State>(xin[i])), acc);
-      const Elem out = from_float<Elem>(silu(acc));
-      s_x[t] = out;
-      const int64_t flat = static_cast<int64_t>(b0) * E + t;
-      if (flat % gridDim.x == blockIdx.x) xc_out[flat] = out;  // the blocks share the writes
-    }
+    for (int k = 0; k < 3; ++k) sv[i][k] = k < K - 1 ? to_float(st[k + 1]) : 0.f;
   }
-  for (int t = n_real + threadIdx.x; t < kRows * E; t += blockDim.x) s_x[t] = from_float<Elem>(0.f);
+#pragma unroll
+  for (int i = 0; i < kConvItems; ++i) {
+    const int t = threadIdx.x + i * blockDim.x;
+    if (t >= n_items) continue;
+    const int m = t / ec, el = t % ec, e = e0 + el;
+    // decode.cu's conv_update_kernel, term for term: bias, the K-1 older inputs in order,
+    // then x as the state stores it.
+    float acc = cb[i];
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+      if (k < K - 1) acc = fmaf(cw[i][k], sv[i][k], acc);
+    }
+    const State x_st = from_float<State>(xin[i]);
+    acc = fmaf(cw_last[i], to_float(x_st), acc);
+    const Elem out = from_float<Elem>(silu(acc));
+    s_x[m * kEc + el] = out;
+    xc_out[static_cast<int64_t>(b0 + m) * E + e] = out;
+    State* st = cs + (static_cast<int64_t>(b0 + m) * E + e) * K;
+#pragma unroll
+    for (int k = 0; k < 3; ++k) {
+      if (k < K - 1) st[k] = from_float<State>(sv[i][k]);
+    }
+    st[K - 1] = x_st;
+  }
+  for (int t = threadIdx.x; t < kRows * kEc; t += blockDim.x) {  // rows past B, channels past E
+    if (t / kEc >= rows || t % kEc >= ec) s_x[t] = from_float<Elem>(0.f);
+  }
   __syncthreads();
 
-  // Phase 2: x_dbl[b, j] = W_x[j] . x_conv[b].
-  float acc[kRows];
+  // x_proj's partials: row j's chunk `sub` times each batch row's chunk `sub` of x_conv,
+  // summed over the row's eight lanes; lane m stores batch row m's.
+  float* __restrict__ partial = p.x_proj_partial;
+  auto pass = [&](int q, const uint4& raw) {
+    const int j = q * kRowsPerPass + row0;
+    float acc[kRows];
 #pragma unroll
-  for (int m = 0; m < kRows; ++m) acc[m] = 0.f;
-  if (active) {
-    if (vec) {
-      auto dot_chunk = [&](const uint4& raw, int c) {
-        float wv[kVec];
+    for (int m = 0; m < kRows; ++m) acc[m] = 0.f;
+    if (j < J && chunk_in) {
+      float wv[kVec];
+      if (vec) {
         unpack(raw, wv);
+      } else {
 #pragma unroll
-        for (int m = 0; m < kRows; ++m) {
-          float xv[kVec];
-          unpack(*reinterpret_cast<const uint4*>(s_x + m * E + c * kVec), xv);
-#pragma unroll
-          for (int i = 0; i < kVec; ++i) acc[m] = fmaf(wv[i], xv[i], acc[m]);
+        for (int i = 0; i < kVec; ++i) {
+          const int el = sub * kVec + i;
+          wv[i] = el < ec ? to_float(__ldg(W + static_cast<int64_t>(j) * E + e0 + el)) : 0.f;
         }
-      };
-#pragma unroll
-      for (int i = 0; i < kPrefetch; ++i) {
-        const int c = lane + 32 * i;
-        if (c < chunks) dot_chunk(wpre[i], c);
       }
-      for (int c = lane + 32 * kPrefetch; c < chunks; c += 32) {
-        dot_chunk(__ldg(reinterpret_cast<const uint4*>(wrow) + c), c);
-      }
-    } else {
-      for (int e = lane; e < E; e += 32) {
-        const float w = to_float(__ldg(wrow + e));
 #pragma unroll
-        for (int m = 0; m < kRows; ++m) acc[m] = fmaf(w, to_float(s_x[m * E + e]), acc[m]);
+      for (int m = 0; m < kRows; ++m) {
+        float xv[kVec];
+        unpack(*reinterpret_cast<const uint4*>(s_x + m * kEc + sub * kVec), xv);
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) acc[m] = fmaf(wv[i], xv[i], acc[m]);
       }
     }
-  }
-  Elem* __restrict__ xdbl = static_cast<Elem*>(p.x_dbl);
 #pragma unroll
-  for (int m = 0; m < kRows; ++m) {
-    const float s = group_sum<32>(acc[m]);
-    if (active && lane == m && m < rows) xdbl[static_cast<int64_t>(b0 + m) * J + j] = from_float<Elem>(s);
+    for (int m = 0; m < kRows; ++m) {
+      const float sum = group_sum<kLanesPerRow>(acc[m]);
+      if (j < J && sub == m && m < rows) partial[(static_cast<int64_t>(b0 + m) * J + j) * S + s] = sum;
+    }
+  };
+#pragma unroll
+  for (int q = 0; q < kPrefetchPasses; ++q) {
+    if (q < passes) pass(q, wpre[q]);  // the same for the whole block: the shuffles are safe
+  }
+  for (int q = kPrefetchPasses; q < passes; ++q) {
+    const int j = q * kRowsPerPass + row0;
+    pass(q, (vec && chunk_in && j < J)
+                ? __ldg(reinterpret_cast<const uint4*>(W + static_cast<int64_t>(j) * E + e0) + sub)
+                : make_uint4(0, 0, 0, 0));
   }
 }
 
-// Kernel 2: decode.cu's state_update_kernel with delta computed here from x_dbl's dt_low
-// and dt_proj's weight, x = x_conv, Bm/Cm read from x_dbl, and the conv-state roll.
+// Kernel 2: decode.cu's state_update_kernel with x = x_conv, delta computed here from
+// dt_proj's weight and dt_low, and dt_low, Bm, Cm the sums of kernel 1's x_proj partials
+// (each summed in order of s, then rounded to the activation dtype as the unfused
+// x_proj's output is), which the block first adds up into shared memory for the rows it
+// touches.
 template <typename Elem, typename State>
-__global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepParams p, int tpc) {
+__global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepParams p, int tpc, int S) {
+  extern __shared__ float s_dbl[];  // (rows this block touches, J)
   const int64_t gid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t ch = gid / tpc;  // b * E + e
   const int g = static_cast<int>(gid % tpc);
-  const bool active = ch < static_cast<int64_t>(p.batch) * p.dim;
+  const int64_t n_ch = static_cast<int64_t>(p.batch) * p.dim;
+  const bool active = ch < n_ch;
   const int b = active ? static_cast<int>(ch / p.dim) : 0;
   const int e = active ? static_cast<int>(ch % p.dim) : 0;
   const int N = p.dstate, R = p.dt_rank, J = R + 2 * N;
-  const Elem* __restrict__ xdbl = static_cast<const Elem*>(p.x_dbl) + static_cast<int64_t>(b) * J;
   // out_proj's GEMV may start and load its weights now (it reads nothing else before it
   // waits for this kernel; kernels/common/launch.cuh).
   launch_dependents();
 
   // Every load first: they do not depend on each other, so they share one round trip to L2
   // (the unfused kernels each paid their own). Those that do not depend on kernel 1 (or on
-  // in_proj: x and z) come before grid_dependency_wait(), so with overlap_launches they run
-  // while kernel 1 does.
-  const int K = p.width;
+  // in_proj: z) come before grid_dependency_wait(), so with overlap_launches they run while
+  // kernel 1 does.
   const Elem* __restrict__ wr =
       static_cast<const Elem*>(p.dt_proj_weight) + static_cast<int64_t>(active ? e : 0) * R;
   float w_first[kDtBatch];  // the first kDtBatch dt_proj weights of this lane
@@ -193,36 +236,47 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
     const int r = g + i * tpc;
     w_first[i] = (active && r < R) ? to_float(__ldg(wr + r)) : 0.f;
   }
-  State* cst = static_cast<State*>(p.conv_state) + (active ? ch : 0) * K;
   float4 s = make_float4(0.f, 0.f, 0.f, 0.f);
-  float a_n[4] = {0.f, 0.f, 0.f, 0.f}, b_n[4] = {0.f, 0.f, 0.f, 0.f}, c_n[4] = {0.f, 0.f, 0.f, 0.f};
-  float xv = 0.f, xin = 0.f, zv = 0.f, d_skip = 0.f, bias = 0.f;
-  float roll[3] = {0.f, 0.f, 0.f};  // conv_state[1..K-1], which move down one place
+  float a_n[4] = {0.f, 0.f, 0.f, 0.f};
+  float xv = 0.f, zv = 0.f, d_skip = 0.f, bias = 0.f;
   if (active) {
     s = *reinterpret_cast<const float4*>(p.ssm_state + ch * N + g * 4);
 #pragma unroll
     for (int i = 0; i < 4; ++i) a_n[i] = p.A[e * N + g * 4 + i];
     if (p.dt_bias != nullptr) bias = p.dt_bias[e];
-    if (g == 0) {
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        if (k < K - 1) roll[k] = to_float(cst[k + 1]);
-      }
-      if (p.D != nullptr) d_skip = p.D[e];
-    }
+    if (g == 0 && p.D != nullptr) d_skip = p.D[e];
   }
-  grid_dependency_wait();  // x_conv, x_dbl (kernel 1), x, z (in_proj, before kernel 1)
+  grid_dependency_wait();  // x_conv, the partials (kernel 1), z (in_proj, before kernel 1)
+
+  // dt_low, Bm, Cm of the block's rows: each (row, j) the sum of its S partials in order.
+  const int64_t ch_first = static_cast<int64_t>(blockIdx.x) * (blockDim.x / tpc);
+  const int64_t ch_last = min(n_ch, ch_first + blockDim.x / tpc) - 1;
+  const int b_first = static_cast<int>(ch_first / p.dim);
+  const int n_rows = ch_first < n_ch ? static_cast<int>(ch_last / p.dim) - b_first + 1 : 0;
+  for (int idx = threadIdx.x; idx < n_rows * J; idx += blockDim.x) {
+    const float* src = p.x_proj_partial + (static_cast<int64_t>(b_first) * J + idx) * S;
+    float sum = 0.f;
+    for (int s0 = 0; s0 < S; s0 += kSumBatch) {
+      float v[kSumBatch];
+#pragma unroll
+      for (int i = 0; i < kSumBatch; ++i) v[i] = s0 + i < S ? src[s0 + i] : 0.f;
+#pragma unroll
+      for (int i = 0; i < kSumBatch; ++i) sum += v[i];  // zeros past S change nothing
+    }
+    s_dbl[idx] = to_float(from_float<Elem>(sum));
+  }
+  if (active) {
+    xv = to_float(static_cast<const Elem*>(p.x_conv)[ch]);
+    if (g == 0 && p.z != nullptr) zv = to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]);
+  }
+  __syncthreads();
+  const float* dbl = s_dbl + (b - b_first) * J;
+  float b_n[4] = {0.f, 0.f, 0.f, 0.f}, c_n[4] = {0.f, 0.f, 0.f, 0.f};
   if (active) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
-      const int n = g * 4 + i;
-      b_n[i] = to_float(xdbl[R + n]);
-      c_n[i] = to_float(xdbl[R + N + n]);
-    }
-    xv = to_float(static_cast<const Elem*>(p.x_conv)[ch]);
-    if (g == 0) {
-      xin = to_float(static_cast<const Elem*>(p.x)[b * p.x_batch_stride + e]);
-      if (p.z != nullptr) zv = to_float(static_cast<const Elem*>(p.z)[b * p.z_batch_stride + e]);
+      b_n[i] = dbl[R + g * 4 + i];
+      c_n[i] = dbl[R + N + g * 4 + i];
     }
   }
 
@@ -231,16 +285,16 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
   float dp = 0.f;
   if (active) {
     for (int r0 = g; r0 < R; r0 += kDtBatch * tpc) {
-      float wv[kDtBatch], lv[kDtBatch];
+      float wv[kDtBatch];
 #pragma unroll
       for (int i = 0; i < kDtBatch; ++i) {
         const int r = r0 + i * tpc;
         wv[i] = r0 == g ? w_first[i] : (r < R ? to_float(__ldg(wr + r)) : 0.f);
-        lv[i] = r < R ? to_float(xdbl[r]) : 0.f;
       }
 #pragma unroll
       for (int i = 0; i < kDtBatch; ++i) {
-        if (r0 + i * tpc < R) dp = fmaf(wv[i], lv[i], dp);
+        const int r = r0 + i * tpc;
+        if (r < R) dp = fmaf(wv[i], dbl[r], dp);
       }
     }
   }
@@ -262,13 +316,6 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
       yp = fmaf(sv[i], c_n[i], yp);
     }
     *reinterpret_cast<float4*>(p.ssm_state + ch * N + g * 4) = make_float4(sv[0], sv[1], sv[2], sv[3]);
-    if (g == 0) {  // the conv-state roll kernel 1 left for here
-#pragma unroll
-      for (int k = 0; k < 3; ++k) {
-        if (k < K - 1) cst[k] = from_float<State>(roll[k]);
-      }
-      cst[K - 1] = from_float<State>(xin);
-    }
   }
   for (int m = tpc / 2; m > 0; m >>= 1) yp += __shfl_xor_sync(0xffffffffu, yp, m);
   if (active && g == 0) {
@@ -280,16 +327,8 @@ __global__ void __launch_bounds__(kStateThreads) state_kernel(const MambaStepPar
 
 template <typename Elem, typename State, int kRows>
 void launch_conv_xproj(const MambaStepParams& p, bool vec, cudaStream_t stream) {
-  const int J = p.dt_rank + 2 * p.dstate;
-  const dim3 grid((J + kWarps - 1) / kWarps, (p.batch + kRows - 1) / kRows);
-  const int64_t smem = static_cast<int64_t>(kRows) * p.dim * sizeof(Elem);
-  auto kernel = conv_xproj_kernel<Elem, State, kRows>;
-  if (smem > 48 * 1024) {
-    HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          static_cast<int>(smem)),
-                     "mamba_step: cannot raise the conv+x_proj kernel's shared memory");
-  }
-  launch_kernel(kernel, grid, dim3(32 * kWarps), static_cast<size_t>(smem), stream,
+  const dim3 grid(splits(p.dtype, p.dim), (p.batch + kRows - 1) / kRows);
+  launch_kernel(conv_xproj_kernel<Elem, State, kRows>, grid, dim3(32 * kWarps), 0, stream,
                 p.overlap_launches, p, vec);
   HYLAB_CUDA_CHECK_LAUNCH("mamba_step conv+x_proj launch failed");
 }
@@ -315,21 +354,35 @@ void launch(const MambaStepParams& p, cudaStream_t stream) {
   const int tpc = p.dstate / 4;
   const int64_t threads = static_cast<int64_t>(p.batch) * p.dim * tpc;
   const auto blocks = static_cast<unsigned>((threads + kStateThreads - 1) / kStateThreads);
-  launch_kernel(state_kernel<Elem, State>, dim3(blocks), dim3(kStateThreads), 0, stream,
-                p.overlap_launches, p, tpc);
+  const int64_t smem = mamba_step_smem_bytes(p.batch, p.dim, p.dstate, p.dt_rank);
+  auto kernel = state_kernel<Elem, State>;
+  if (smem > 48 * 1024) {
+    HYLAB_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          static_cast<int>(smem)),
+                     "mamba_step: cannot raise the state kernel's shared memory");
+  }
+  launch_kernel(kernel, dim3(blocks), dim3(kStateThreads), static_cast<size_t>(smem), stream,
+                p.overlap_launches, p, tpc, splits(p.dtype, p.dim));
   HYLAB_CUDA_CHECK_LAUNCH("mamba_step state update launch failed");
 }
 
 }  // namespace
 
-int64_t mamba_step_smem_bytes(DType dtype, int batch, int dim) {
-  return static_cast<int64_t>(rows_per_block(batch)) * dim * dtype_size(dtype);
+int64_t mamba_step_smem_bytes(int batch, int dim, int dstate, int dt_rank) {
+  const int tpc = std::max(1, dstate / 4);
+  return static_cast<int64_t>(state_block_rows(batch, dim, tpc)) * (dt_rank + 2 * dstate) *
+         static_cast<int64_t>(sizeof(float));
+}
+
+int64_t mamba_step_workspace_floats(DType dtype, int batch, int dim, int dstate, int dt_rank) {
+  return static_cast<int64_t>(batch) * (dt_rank + 2 * dstate) * splits(dtype, dim);
 }
 
 bool mamba_step_supports(DType dtype, int batch, int dim, int dstate, int width, int dt_rank) {
+  (void)dtype;
   return batch >= 1 && dim >= 1 && dt_rank >= 1 && width >= 2 && width <= 4 &&
          selective_state_update_supports_dstate(dstate) &&
-         mamba_step_smem_bytes(dtype, batch, dim) <= kMaxSmem &&
+         mamba_step_smem_bytes(batch, dim, dstate, dt_rank) <= kMaxSmem &&
          static_cast<int64_t>(batch) * dim * (dstate / 4) < (int64_t{1} << 31);
 }
 
@@ -348,15 +401,17 @@ void mamba_step(const MambaStepParams& p, cudaStream_t stream) {
                     " is not supported; allowed: 4 * a power of two, up to 128");
   }
   if (!mamba_step_supports(p.dtype, p.batch, p.dim, p.dstate, p.width, p.dt_rank)) {
-    throw CudaError(w + ": B " + std::to_string(p.batch) + " x E " + std::to_string(p.dim) +
-                    " needs " + std::to_string(mamba_step_smem_bytes(p.dtype, p.batch, p.dim)) +
+    throw CudaError(w + ": R + 2N = " + std::to_string(p.dt_rank + 2 * p.dstate) +
+                    " x_proj outputs of a block's rows need " +
+                    std::to_string(mamba_step_smem_bytes(p.batch, p.dim, p.dstate, p.dt_rank)) +
                     " bytes of shared memory, more than " + std::to_string(kMaxSmem));
   }
   if (p.x == nullptr || p.conv_state == nullptr || p.conv_weight == nullptr ||
       p.x_proj_weight == nullptr || p.dt_proj_weight == nullptr || p.A == nullptr ||
-      p.ssm_state == nullptr || p.x_conv == nullptr || p.x_dbl == nullptr || p.out == nullptr) {
+      p.ssm_state == nullptr || p.x_conv == nullptr || p.x_proj_partial == nullptr ||
+      p.out == nullptr) {
     throw CudaError(w + ": x, conv_state, conv_weight, x_proj_weight, dt_proj_weight, A, "
-                        "ssm_state, x_conv, x_dbl and out must be given");
+                        "ssm_state, x_conv, x_proj_partial and out must be given");
   }
   if ((reinterpret_cast<uintptr_t>(p.ssm_state) & 15u) != 0) {
     throw CudaError(w + ": ssm_state must be 16-byte aligned");

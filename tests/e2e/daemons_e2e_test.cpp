@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -269,7 +270,10 @@ class DaemonsE2E : public ::testing::Test {
 
   fs::path dir_;
   std::string db_, work_, endpoint_;
-  std::vector<Proc> procs_;
+  // A deque: start_coordinator/start_worker return references that tests keep while starting
+  // more processes, and a vector's growth freed them (kill9 then read a freed pid; found by
+  // ThreadSanitizer in KilledWorkerTrialResumesElsewhereWithoutGapsOrDuplicates).
+  std::deque<Proc> procs_;
 };
 
 fs::path DaemonsE2E::suite_dir_;

@@ -217,7 +217,8 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values(torch::kFloat32, torch::kBFloat16),
                        ::testing::Values(16, 32), ::testing::Values(1, 2, 3, 8, 11),
                        ::testing::Values(StepShape{37, 4, 5}, StepShape{96, 3, 6},
-                                         StepShape{1536, 4, 48}, StepShape{50, 2, 3})));
+                                         StepShape{1536, 4, 48}, StepShape{50, 2, 3},
+                                         StepShape{2560, 4, 80})));
 
 // Same inputs, same states -> the same bits (fixed-order sums, no atomics).
 TEST(FusedStepRuns, AreBitIdentical) {
@@ -351,13 +352,17 @@ TEST(FusedStepRuns, ValidatesInputs) {
   Tensor x_h = x.to(torch::kHalf);
   expect_error([&] { call(x_h, z, cs, ss, p.conv_w, p.Wx, p.Wdt, p.dt_bias, p.A); },
                "mamba_decode_core: x must be float32 or bfloat16");
-  // Sizes the kernel does not take: 8 rows x E = 40000 fp32 activations (1.28 MB) do not
-  // fit in shared memory; supports() says so and the call names the limit.
-  const StepProblem big(8, 40000, 16, 4, 4, torch::kFloat32, true, 10);
+  // Sizes the kernel does not take: the state kernel holds its rows' R + 2N x_proj outputs
+  // in shared memory; 2 rows x 60,032 fp32 (480 KB) do not fit. supports() says so and the
+  // call names the limit. (Any E fits: kernel 1 splits the channels over its blocks.)
+  const StepProblem big(2, 64, 16, 4, 60000, torch::kFloat32, true, 10);
   const Tensor bxz = big.xz();
   const Tensor bx = bxz.narrow(1, 0, big.E), bz = bxz.narrow(1, big.E, big.E);
-  EXPECT_FALSE(cuda_ops::mamba_decode_core_supports(bx, 16, 4, 4));
+  EXPECT_FALSE(cuda_ops::mamba_decode_core_supports(bx, 16, 4, 60000));
+  EXPECT_TRUE(cuda_ops::mamba_decode_core_supports(bx, 16, 4, 4000));
   EXPECT_TRUE(cuda_ops::mamba_decode_core_supports(x, 16, 4, 4));
+  const Tensor wide = torch::randn({8, 40000}, x.options());  // 8 rows x E = 40000: fine now
+  EXPECT_TRUE(cuda_ops::mamba_decode_core_supports(wide, 16, 4, 4));
   Tensor bcs = big.conv_state.clone(), bss = big.ssm_state.clone();
   expect_error([&] {
     cuda_ops::mamba_decode_core(bx, bz, bcs, bss, big.conv_w, big.conv_b, big.Wx, big.Wdt,
