@@ -33,7 +33,20 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 using namespace std::chrono_literals;
 
+// HYLAB_E2E_TIME_SCALE (a whole number, default 1) stretches every deadline, heartbeat and
+// pause of this suite, for runs under a sanitizer (ThreadSanitizer slows our code 5-15x, and
+// the daemons would then miss heartbeats and the tests their deadlines; docs/RELIABILITY.md).
+int time_scale() {
+  static const int scale = [] {
+    const char* v = std::getenv("HYLAB_E2E_TIME_SCALE");
+    const int s = v ? std::atoi(v) : 1;
+    return s >= 1 ? s : 1;
+  }();
+  return scale;
+}
+
 constexpr int kHeartbeatMs = 200;
+std::string heartbeat_ms() { return std::to_string(kHeartbeatMs * time_scale()); }
 
 std::string hylab_bin() {
   const char* b = std::getenv("HYLAB_BIN");
@@ -126,7 +139,8 @@ std::vector<pid_t> trainers_in(const std::string& needle) {
 }
 
 bool wait_until(const std::function<bool()>& f, int timeout_s) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s * time_scale());
   while (std::chrono::steady_clock::now() < deadline) {
     if (f()) return true;
     std::this_thread::sleep_for(250ms);
@@ -210,7 +224,7 @@ class DaemonsE2E : public ::testing::Test {
     fs::remove(ep_file);
     procs_.push_back(spawn("coordinator",
                            {hylab_bin(), "coordinator", "--db", db_, "--bind", bind, "--endpoint_file",
-                            ep_file, "--insecure", "--heartbeat_ms", std::to_string(kHeartbeatMs)},
+                            ep_file, "--insecure", "--heartbeat_ms", heartbeat_ms()},
                            (dir_ / "coordinator.log").string()));
     EXPECT_TRUE(wait_until([&] { return fs::exists(ep_file); }, 30)) << "the coordinator did not start";
     std::ifstream(ep_file) >> endpoint_;
@@ -221,7 +235,7 @@ class DaemonsE2E : public ::testing::Test {
     procs_.push_back(spawn(name,
                            {hylab_bin(), "worker", "--coordinator", endpoint_, "--insecure", "--work_dir",
                             work_dir.empty() ? work_ : work_dir, "--gpus", "none", "--slots", "1", "--heartbeat_ms",
-                            std::to_string(kHeartbeatMs), "--kill_grace_ms", "3000", "--worker_id", name},
+                            heartbeat_ms(), "--kill_grace_ms", "3000", "--worker_id", name},
                            (dir_ / (name + ".log")).string()));
     return procs_.back();
   }
@@ -393,7 +407,7 @@ TEST_F(DaemonsE2E, KilledCoordinatorRestartsOnTheSameDatabaseAndLosesNothing) {
   const int64_t id = submit(sweep_file({"T*2", "M*2"}, kSteps, /*max_retries=*/0));
   ASSERT_TRUE(wait_until([&] { return std::atoi(query("SELECT MAX(last_step) FROM trials").c_str()) >= 5; }, 180));
   kill9(procs_[0]);
-  std::this_thread::sleep_for(1500ms);  // the worker trains on and spools its metrics
+  std::this_thread::sleep_for(1500ms * time_scale());  // the worker trains on and spools its metrics
   start_coordinator(endpoint);
   ASSERT_EQ(endpoint_, endpoint);
   ASSERT_TRUE(wait_until([&] { return sweep_state(id) == "completed"; }, 240));
@@ -546,18 +560,18 @@ TEST_F(DaemonsE2E, CurveKeysAdmitWorkersAndClientsAndRefuseStrangers) {
   procs_.push_back(spawn("coordinator",
                          {hylab_bin(), "coordinator", "--db", db_, "--bind", "tcp://127.0.0.1:*",
                           "--endpoint_file", ep_file, "--key", keys + "/coordinator.key", "--allow", allow,
-                          "--heartbeat_ms", std::to_string(kHeartbeatMs)},
+                          "--heartbeat_ms", heartbeat_ms()},
                          (dir_ / "coordinator.log").string()));
   ASSERT_TRUE(wait_until([&] { return fs::exists(ep_file); }, 30));
   std::ifstream(ep_file) >> endpoint_;
   procs_.push_back(spawn("wa",
                          {hylab_bin(), "worker", "--coordinator", endpoint_, "--key", keys + "/worker.key",
                           "--server_key", keys + "/coordinator.pub", "--work_dir", work_, "--gpus", "none",
-                          "--worker_id", "wa", "--heartbeat_ms", std::to_string(kHeartbeatMs)},
+                          "--worker_id", "wa", "--heartbeat_ms", heartbeat_ms()},
                          (dir_ / "wa.log").string()));
   auto as = [&](const std::string& who, const std::vector<std::string>& extra) {
     std::vector<std::string> args = {hylab_bin(), "workers", "--coordinator", endpoint_, "--format", "json",
-                                     "--timeout_ms", "3000"};
+                                     "--timeout_ms", std::to_string(3000 * time_scale())};
     if (!who.empty()) {
       args.insert(args.end(), {"--key", keys + "/" + who + ".key", "--server_key", keys + "/coordinator.pub"});
     }
@@ -602,7 +616,7 @@ TEST_F(DaemonsE2E, CancelStopsTheTrainerProcesses) {
 TEST_F(DaemonsE2E, LocalRunsASweepAndPrintsTheTable) {
   const std::string sweep = sweep_file({"T*2", "M*2"}, 10);
   auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
-                            "--heartbeat_ms", std::to_string(kHeartbeatMs), "--gpus", "none"});
+                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none"});
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
   EXPECT_NE(out.find("val_bpb"), std::string::npos) << out;
@@ -620,7 +634,7 @@ TEST_F(DaemonsE2E, LocalSweepRecordsRecallAndLengthEvalsForEveryTrial) {
   std::ofstream(sweep, std::ios::app) << "metric: {name: recall_acc}\n";
   std::ofstream(dir_ / "base.yaml", std::ios::app) << "recall_probes: 8\nrecall_key_len: 1\nrecall_value_len: 1\n";
   auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
-                            "--heartbeat_ms", std::to_string(kHeartbeatMs), "--gpus", "none"});
+                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none"});
   ASSERT_EQ(status, 0) << out;
   EXPECT_NE(out.find(" recall_acc "), std::string::npos) << out;  // the per-trial line names the metric
   EXPECT_EQ(query("SELECT metric_goal FROM sweeps"), "maximize");
@@ -661,7 +675,7 @@ TEST_F(DaemonsE2E, LocalWithSeedsPrintsMeanAndStdPerPattern) {
   const std::string sweep = sweep_file({"T*2", "M*2"}, 6);
   std::ofstream(sweep, std::ios::app) << "seeds: [0, 1]\n";
   auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
-                            "--heartbeat_ms", std::to_string(kHeartbeatMs), "--gpus", "none"});
+                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none"});
   EXPECT_EQ(status, 0) << out;
   EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='succeeded'"), "4");
   EXPECT_EQ(query("SELECT GROUP_CONCAT(seed) FROM (SELECT seed FROM trials ORDER BY trial_id)"), "0,0,1,1");
