@@ -18,6 +18,10 @@
 
 #include "wire/security.h"
 
+namespace hylab::store {
+class WalCheckpointer;
+}
+
 namespace hylab::coordinator {
 
 struct CoordinatorOptions {
@@ -52,6 +56,7 @@ class Coordinator {
   struct Net;   // the sockets
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<Net> net_;
+  std::unique_ptr<store::WalCheckpointer> checkpointer_;  // impl_'s checkpoints, off the loop
 };
 
 }  // namespace hylab::coordinator
