@@ -507,9 +507,6 @@ std::vector<Outgoing> Coordinator::Impl::step(const std::vector<Inbound>& in, in
 
 Coordinator::Coordinator(CoordinatorOptions options)
     : impl_(std::make_unique<Impl>(std::move(options), steady_ms())), net_(std::make_unique<Net>()) {
-  // The WAL checkpoints' fdatasync calls off the loop (store/db.h). (The simulator drives
-  // Impl alone and keeps SQLite's checkpoints in the commit: it has no second thread.)
-  checkpointer_ = std::make_unique<store::WalCheckpointer>(impl_->store->db());
   net_->bind(impl_->opt, impl_->coordinator_id);
 }
 

@@ -18,10 +18,6 @@
 
 #include "wire/security.h"
 
-namespace hylab::store {
-class WalCheckpointer;
-}
-
 namespace hylab::coordinator {
 
 struct CoordinatorOptions {
@@ -56,7 +52,6 @@ class Coordinator {
   struct Net;   // the sockets
   std::unique_ptr<Impl> impl_;
   std::unique_ptr<Net> net_;
-  std::unique_ptr<store::WalCheckpointer> checkpointer_;  // impl_'s checkpoints, off the loop
 };
 
 }  // namespace hylab::coordinator

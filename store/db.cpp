@@ -4,16 +4,11 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <thread>
-
-#include <spdlog/spdlog.h>
 
 #include "common/check.h"
 
@@ -235,84 +230,5 @@ void Tx::commit() {
   db_.cached("COMMIT").run();
   done_ = true;
 }
-
-struct WalCheckpointer::State {
-  int wake_pages = 0;
-  int writer_pages = 0;
-  int last_pages = 0;  // the WAL's size at the last commit (writer's thread only)
-  int next_wake = 0;   // the size at which the thread is woken next (writer's thread only)
-  std::unique_ptr<Db> own;  // the thread's connection
-  std::mutex mu;
-  std::condition_variable cv;
-  bool due = false;   // under mu
-  bool stop = false;  // under mu
-  std::atomic<int64_t> done{0};
-  std::thread thread;
-
-  void loop() {
-    while (true) {
-      {
-        std::unique_lock<std::mutex> lock(mu);
-        cv.wait(lock, [&] { return due || stop; });
-        if (stop) return;
-        due = false;
-      }
-      const int rc = sqlite3_wal_checkpoint_v2(own->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-      // BUSY: another checkpoint runs (the writer's own, another process's): the next
-      // wake-up copies what is left.
-      if (rc != SQLITE_OK && (rc & 0xff) != SQLITE_BUSY) {
-        spdlog::warn("SQLite database {}: background checkpoint: {}", own->path(), sqlite3_errmsg(own->raw()));
-      }
-      done.fetch_add(1);
-    }
-  }
-};
-
-namespace {
-
-// Called by SQLite in the writer's thread after each commit, with the WAL's size in pages.
-int on_wal_commit(void* arg, sqlite3* db, const char* name, int pages) {
-  auto* s = static_cast<WalCheckpointer::State*>(arg);
-  if (pages < s->last_pages) s->next_wake = s->wake_pages;  // the WAL started over
-  s->last_pages = pages;
-  if (pages >= s->writer_pages) {
-    // As SQLite's own auto-checkpoint; BUSY (the thread's runs) is tried again next commit.
-    sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
-  } else if (pages >= s->next_wake) {
-    // Once per `wake_pages` new pages: a checkpoint per commit cost 15-30% more CPU per
-    // message under the load bench (an fdatasync pair each).
-    s->next_wake = pages + s->wake_pages;
-    {
-      std::lock_guard<std::mutex> lock(s->mu);
-      s->due = true;
-    }
-    s->cv.notify_one();
-  }
-  return SQLITE_OK;
-}
-
-}  // namespace
-
-WalCheckpointer::WalCheckpointer(Db& writer, int wake_pages, int writer_pages)
-    : writer_(writer), state_(std::make_unique<State>()) {
-  state_->wake_pages = wake_pages;
-  state_->writer_pages = writer_pages;
-  state_->next_wake = wake_pages;
-  state_->own = Db::open(writer.path());
-  state_->thread = std::thread([s = state_.get()] { s->loop(); });
-  sqlite3_wal_hook(writer_.raw(), on_wal_commit, state_.get());  // replaces the auto-checkpoint
-}
-
-WalCheckpointer::~WalCheckpointer() {
-  sqlite3_wal_autocheckpoint(writer_.raw(), 1000);  // SQLite's default hook again
-  {
-    std::lock_guard<std::mutex> lock(state_->mu);
-    state_->stop = true;
-  }
-  state_->cv.notify_one();
-  state_->thread.join();
-}
-
-int64_t WalCheckpointer::checkpoints() const { return state_->done.load(); }
 
 }  // namespace hylab::store

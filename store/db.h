@@ -114,33 +114,4 @@ class Tx {
   bool done_ = false;
 };
 
-// Takes most of the WAL checkpoints' work off a writer's thread (the coordinator's event
-// loop) onto a thread with a connection of its own. SQLite checkpoints in the commit that takes
-// the WAL past 1,000 pages, in the committing thread, and with synchronous=NORMAL that
-// checkpoint copies the pages into the database file between two fdatasync calls: 2-90 ms
-// each on the 2-core machine under the load bench (1,000 workers: 34 calls in 4 s, 0.43 s of
-// the loop's time), the whole loop stalled meanwhile. Here every `wake_pages` new WAL pages
-// wake the thread, which runs a PASSIVE checkpoint (it copies what is committed while the
-// writer goes on); the writer's own checkpoint stays at `writer_pages` (SQLite's 1,000) and
-// finds little left to copy and sync. It must stay: the WAL starts over only after a
-// checkpoint that caught up with the last commit, which one running beside the writer's
-// commits rarely does (the thread alone left the WAL at 10,000+ pages). Durability is
-// SQLite's WAL with synchronous=NORMAL either way: a commit survives a crash of the process.
-// The writer's Db must outlive this; the destructor stops the thread and gives the writer
-// SQLite's own checkpoints back. Used by one writer thread; `checkpoints()` by any.
-class WalCheckpointer {
- public:
-  explicit WalCheckpointer(Db& writer, int wake_pages = 250, int writer_pages = 1000);
-  ~WalCheckpointer();
-  WalCheckpointer(const WalCheckpointer&) = delete;
-  WalCheckpointer& operator=(const WalCheckpointer&) = delete;
-  int64_t checkpoints() const;  // PASSIVE checkpoints the thread ran (tests)
-
-  struct State;
-
- private:
-  Db& writer_;
-  std::unique_ptr<State> state_;
-};
-
 }  // namespace hylab::store

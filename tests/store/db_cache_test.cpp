@@ -4,10 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 #include <string>
-#include <thread>
 
 #include "common/check.h"
 #include "store/db.h"
@@ -35,21 +33,6 @@ class DbCacheTest : public ::testing::Test {
   int64_t count(const std::string& where) {
     auto q = db_->prepare("SELECT COUNT(*) FROM t WHERE " + where);
     return q.step() ? q.int64(0) : -1;
-  }
-  // One commit of one row of a page of its own per row (3,000 bytes).
-  void write_pages(int from, int n) {
-    const std::string blob(3000, 'x');
-    for (int i = from; i < from + n; ++i) {
-      Tx tx(*db_);
-      db_->cached("INSERT INTO b(k, v) VALUES(?, ?)").bind(1, int64_t{i}).bind(2, blob).run();
-      tx.commit();
-    }
-  }
-  void expect_rows(int64_t n) {
-    auto q = db_->prepare("SELECT COUNT(*), SUM(length(v)) FROM b");
-    ASSERT_TRUE(q.step());
-    EXPECT_EQ(q.int64(0), n);
-    EXPECT_EQ(q.int64(1), n * 3000);
   }
   fs::path dir_;
   std::string path_;
@@ -122,42 +105,6 @@ TEST_F(DbCacheTest, BadSqlIsAnErrorNamingTheStatement) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("SELECT nope FROM t"), std::string::npos) << e.what();
   }
-}
-
-// WalCheckpointer: every `wake_pages` new WAL pages wake the thread, which copies them into
-// the database file. ~300 pages of commits stay under SQLite's own threshold (1,000): without
-// the thread nothing is copied.
-TEST_F(DbCacheTest, WalCheckpointerCopiesTheWalOnItsOwnThread) {
-  db_->exec("CREATE TABLE b(k INTEGER PRIMARY KEY, v TEXT)");
-  const auto start_size = fs::file_size(path_);
-  write_pages(0, 300);
-  EXPECT_EQ(fs::file_size(path_), start_size);  // SQLite's own checkpoint did not run
-  {
-    WalCheckpointer ck(*db_, /*wake_pages=*/50, /*writer_pages=*/100000);
-    write_pages(300, 300);
-    for (int i = 0; i < 1000 && fs::file_size(path_) < start_size + 100 * 4096; ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    EXPECT_GE(ck.checkpoints(), 1);
-    EXPECT_LE(ck.checkpoints(), 300 / 50 + 1);  // woken once per 50 pages, not per commit
-    EXPECT_GE(fs::file_size(path_), start_size + 100 * 4096);
-  }
-  expect_rows(600);
-}
-
-// With the defaults the writer still checkpoints itself from 1,000 pages on (busy while the
-// thread's checkpoint runs), so the WAL starts over; nothing is lost. 3,000 commits of 3 WAL
-// pages each, with no start-over, make 9,000 pages; here, whose commits come every ~80 us
-// (the coordinator's: every few ms), the WAL went to ~2,900 pages.
-TEST_F(DbCacheTest, WalCheckpointerLetsTheWalStartOver) {
-  db_->exec("CREATE TABLE b(k INTEGER PRIMARY KEY, v TEXT)");
-  {
-    WalCheckpointer ck(*db_);
-    write_pages(0, 3000);
-  }
-  EXPECT_LT(fs::file_size(path_ + "-wal"), 6000u * (4096 + 24));
-  write_pages(3000, 100);  // SQLite's own checkpoints again
-  expect_rows(3100);
 }
 
 }  // namespace
