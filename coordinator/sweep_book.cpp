@@ -228,6 +228,15 @@ std::vector<KnownTrial> SweepBook::known_trials(int64_t sweep_id, const std::str
   return out;
 }
 
+// The row of a new trial of `row`'s sweep (proposed, or given by extend); its id.
+int64_t SweepBook::insert_trial(int64_t sweep_id, const store::SweepRow& row, const TrialPlan& plan) {
+  store::NewTrial nt;
+  nt.trial_index = plan.trial_index;
+  nt.params = plan.params;
+  nt.resolved = plan.resolved;
+  return store::add_sweep_trial(env_.store.db(), sweep_id, row.gpus_per_trial, row.priority, nt);
+}
+
 void SweepBook::add_trial(const SweepInfo& s, int64_t trial_id, const TrialPlan& plan) {
   ActiveTrial t;
   t.trial_id = trial_id;
@@ -258,12 +267,7 @@ void SweepBook::propose() {
         propose_trials(*s.search, known_trials(sweep_id, s.row.metric_name, s.minimize),
                        s.next_index, static_cast<int>(n));
     for (const auto& plan : p.trials) {
-      store::NewTrial nt;
-      nt.trial_index = plan.trial_index;
-      nt.params = plan.params;
-      nt.resolved = plan.resolved;
-      const int64_t trial_id =
-          store::add_sweep_trial(env_.store.db(), sweep_id, s.row.gpus_per_trial, s.row.priority, nt);
+      const int64_t trial_id = insert_trial(sweep_id, s.row, plan);
       add_trial(s, trial_id, plan);
       if (s.early_stop.type() == "hyperband") {
         s.trial_meta[trial_id] = {plan.trial_index,
@@ -326,12 +330,7 @@ std::string SweepBook::extend(const proto::SearchExtend& e, int64_t now) {
       HYLAB_FAIL("sweep {}: no new trial can be drawn (its space is used up)", sweep_id);
     auto it = sweeps_.find(sweep_id);
     for (const auto& plan : p.trials) {
-      store::NewTrial nt;
-      nt.trial_index = plan.trial_index;
-      nt.params = plan.params;
-      nt.resolved = plan.resolved;
-      const int64_t trial_id =
-          store::add_sweep_trial(env_.store.db(), sweep_id, row.gpus_per_trial, row.priority, nt);
+      const int64_t trial_id = insert_trial(sweep_id, row, plan);
       if (it != sweeps_.end()) {
         add_trial(it->second, trial_id, plan);
         ++it->second.n_trials;
@@ -382,12 +381,7 @@ std::string SweepBook::extend_with_trials(const proto::SearchExtend& e, const st
     plan.trial_index = next++;
     for (int i = 0; i < def.param_names_size(); ++i)
       plan.params.push_back({def.param_names(i), def.param_values(i)});
-    store::NewTrial nt;
-    nt.trial_index = plan.trial_index;
-    nt.params = plan.params;
-    nt.resolved = plan.resolved;
-    const int64_t trial_id =
-        store::add_sweep_trial(env_.store.db(), sweep_id, row.gpus_per_trial, row.priority, nt);
+    const int64_t trial_id = insert_trial(sweep_id, row, plan);
     if (auto it = sweeps_.find(sweep_id); it != sweeps_.end()) {
       add_trial(it->second, trial_id, plan);
       ++it->second.n_trials;

@@ -85,6 +85,7 @@ class SweepBook {
   void load(const store::SweepRow& row, int64_t now, bool keep_known);
   void load_search(SweepInfo& s);
   std::vector<KnownTrial> known_trials(int64_t sweep_id, const std::string& metric, bool minimize);
+  int64_t insert_trial(int64_t sweep_id, const store::SweepRow& row, const TrialPlan& plan);
   void add_trial(const SweepInfo& s, int64_t trial_id, const TrialPlan& plan);
   std::string extend_with_trials(const proto::SearchExtend& e, const store::SweepRow& row, int64_t now);
 
