@@ -37,6 +37,7 @@ struct Flags {
   std::string work_dir = "runs/work";
   int heartbeat_ms = 1000;
   int summary_every_s = 30;
+  std::string hylab_bin;  // the trainer executable the workers run; empty: this one
 #ifdef HYLAB_HAS_DASHBOARD
   DashboardFlags web;  // --http: the coordinator serves the dashboard
 #endif
@@ -162,11 +163,14 @@ int run_local(const Flags& f) {
       if (endpoint.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (endpoint.empty()) HYLAB_FAIL("the coordinator did not start within 30 s; see {}", children[0].log);
+    // The daemons always run this executable; their trials run --hylab_bin (e.g. a normal build
+    // while the daemons run under ThreadSanitizer).
+    const std::string trainer_bin = f.hylab_bin.empty() ? self : f.hylab_bin;
     for (int i = 0; i < f.workers; ++i) {
       children.push_back(spawn("worker " + std::to_string(i),
                                {self, "worker", "--coordinator", endpoint, "--insecure", "--work_dir",
                                 f.work_dir, "--gpus", f.gpus, "--slots", std::to_string(f.slots),
-                                "--heartbeat_ms", std::to_string(f.heartbeat_ms)},
+                                "--heartbeat_ms", std::to_string(f.heartbeat_ms), "--hylab_bin", trainer_bin},
                                (logs / ("worker-" + std::to_string(i) + ".log")).string()));
     }
     wire::Security insecure;
@@ -283,6 +287,8 @@ void setup(CLI::App& root) {
   cmd->add_option(flag("work_dir"), f->work_dir, "Run directories and daemon logs")->capture_default_str();
   cmd->add_option(flag("heartbeat_ms"), f->heartbeat_ms, "Daemon heartbeat interval")->capture_default_str();
   cmd->add_option(flag("summary_every_s"), f->summary_every_s, "Seconds between progress summaries")->capture_default_str();
+  cmd->add_option(flag("hylab_bin"), f->hylab_bin,
+                  "The hylab executable trials run (default: this one; the coordinator and workers always run this one)");
 #ifdef HYLAB_HAS_DASHBOARD
   f->web.add_to(cmd, "The coordinator also serves the read-only web dashboard on HOST:PORT, e.g. 127.0.0.1:8080");
 #endif

@@ -36,6 +36,17 @@ using namespace std::chrono_literals;
 // HYLAB_E2E_TIME_SCALE (a whole number, default 1) stretches every deadline, heartbeat and
 // pause of this suite, for runs under a sanitizer (ThreadSanitizer slows our code 5-15x, and
 // the daemons would then miss heartbeats and the tests their deadlines; docs/RELIABILITY.md).
+// Above 1 it also scales the trainers' rendezvous deadline (HYLAB_DIST_INIT_TIMEOUT_S, 120 s
+// by default) for the two-node test, unless that variable is set already.
+//
+// HYLAB_E2E_TRAINER_BIN (default: HYLAB_BIN) is the `hylab` the trainers run: the workers
+// get it as --hylab_bin, `hylab local` too, and the test's own `hylab train` and `hylab data
+// prepare` runs use it. Under ThreadSanitizer, HYLAB_BIN is the TSan build (coordinator,
+// workers, clients, `hylab local`) and this a normal build: the daemons are what the run is
+// for, and LibTorch trainers under TSan are too slow to finish.
+//
+// A failing test prints the tail of its daemons' logs and of every trial's trainer log
+// (attempt-N.log); HYLAB_E2E_KEEP=1 keeps the whole suite folder (printed at the end).
 int time_scale() {
   static const int scale = [] {
     const char* v = std::getenv("HYLAB_E2E_TIME_SCALE");
@@ -51,6 +62,11 @@ std::string heartbeat_ms() { return std::to_string(kHeartbeatMs * time_scale());
 std::string hylab_bin() {
   const char* b = std::getenv("HYLAB_BIN");
   return b ? b : "";
+}
+
+std::string trainer_bin() {
+  const char* b = std::getenv("HYLAB_E2E_TRAINER_BIN");
+  return b && *b ? b : hylab_bin();
 }
 
 // Small English-like text, deterministic, ASCII.
@@ -159,7 +175,15 @@ class DaemonsE2E : public ::testing::Test {
       skip_reason_ = "HYLAB_BIN is not set to the built hylab";
       return;
     }
-    const auto train_help = run({hylab_bin(), "train", "--help"});
+    if (!fs::exists(trainer_bin())) {
+      ADD_FAILURE() << "HYLAB_E2E_TRAINER_BIN=" << trainer_bin() << " does not exist";  // fail, not skip
+      skip_reason_ = "no trainer executable";
+      return;
+    }
+    if (time_scale() > 1) {
+      ::setenv("HYLAB_DIST_INIT_TIMEOUT_S", std::to_string(120 * time_scale()).c_str(), /*overwrite=*/0);
+    }
+    const auto train_help = run({trainer_bin(), "train", "--help"});
     if (train_help.first != 0 || train_help.second.find("--metrics_jsonl") == std::string::npos) {
       skip_reason_ = "this hylab has no `train` command (the trainer is not built)";
       return;
@@ -169,12 +193,17 @@ class DaemonsE2E : public ::testing::Test {
     fs::create_directories(suite_dir_ / "text");
     std::ofstream(suite_dir_ / "text" / "corpus.txt") << corpus(1500);
     data_dir_ = (suite_dir_ / "data").string();
-    auto [status, out] = run({hylab_bin(), "data", "prepare", "--input", (suite_dir_ / "text").string(),
+    auto [status, out] = run({trainer_bin(), "data", "prepare", "--input", (suite_dir_ / "text").string(),
                               "--out", data_dir_, "--vocab_size", "320", "--threads", "1"});
     if (status != 0) skip_reason_ = "hylab data prepare failed: " + out;
   }
   static void TearDownTestSuite() {
-    if (!suite_dir_.empty() && !std::getenv("HYLAB_E2E_KEEP")) fs::remove_all(suite_dir_);
+    if (suite_dir_.empty()) return;
+    if (std::getenv("HYLAB_E2E_KEEP")) {
+      std::printf("HYLAB_E2E_KEEP: the suite's folders and logs are in %s\n", suite_dir_.c_str());
+    } else {
+      fs::remove_all(suite_dir_);
+    }
   }
 
   void SetUp() override {
@@ -194,11 +223,22 @@ class DaemonsE2E : public ::testing::Test {
       }
     }
     if (HasFailure()) {
-      for (const auto& p : procs_) {
-        std::ifstream f(p.log);
+      auto print_tail = [](const std::string& what, const fs::path& log) {
+        std::ifstream f(log);
         std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-        std::printf("---- %s log (last 3000 bytes) ----\n%s\n", p.name.c_str(),
+        std::printf("---- %s log (last 3000 bytes) ----\n%s\n", what.c_str(),
                     s.substr(s.size() > 3000 ? s.size() - 3000 : 0).c_str());
+      };
+      for (const auto& p : procs_) print_tail(p.name, p.log);
+      // The trainers' own logs (one per attempt, in each worker's work_dir under this test's
+      // folder): a trial that failed says why only there.
+      std::error_code ec;
+      for (auto it = fs::recursive_directory_iterator(dir_, ec); !ec && it != fs::recursive_directory_iterator();
+           it.increment(ec)) {
+        const std::string name = it->path().filename().string();
+        if (name.rfind("attempt-", 0) == 0 && it->path().extension() == ".log") {
+          print_tail("trainer " + it->path().string(), it->path());
+        }
       }
     }
   }
@@ -235,7 +275,8 @@ class DaemonsE2E : public ::testing::Test {
     procs_.push_back(spawn(name,
                            {hylab_bin(), "worker", "--coordinator", endpoint_, "--insecure", "--work_dir",
                             work_dir.empty() ? work_ : work_dir, "--gpus", "none", "--slots", "1", "--heartbeat_ms",
-                            heartbeat_ms(), "--kill_grace_ms", "3000", "--worker_id", name},
+                            heartbeat_ms(), "--kill_grace_ms", "3000", "--worker_id", name, "--hylab_bin",
+                            trainer_bin()},
                            (dir_ / (name + ".log")).string()));
     return procs_.back();
   }
@@ -492,7 +533,7 @@ TEST_F(DaemonsE2E, TwoNodeTrialTrainsAsOneWorldAndMatchesOneNodeWithTwoRanks) {
   ASSERT_TRUE(fs::exists(fs::path(node0) / "config.json")) << node0;
   // The same config on one node, two local ranks.
   const std::string one = (dir_ / "one-node").string();
-  auto [status, out] = run({hylab_bin(), "train", "--config", node0 + "/config.json", "--run_dir", one,
+  auto [status, out] = run({trainer_bin(), "train", "--config", node0 + "/config.json", "--run_dir", one,
                             "--metrics_jsonl", one + ".jsonl", "--nproc", "2", "--probe_steps", "0"});
   ASSERT_EQ(status, 0) << out;
   std::map<int64_t, double> want;
@@ -525,7 +566,7 @@ TEST_F(DaemonsE2E, TrainRefusesMalformedMultiNodeVariables) {
   std::ofstream(cfg) << "depth: 2\nn_embd: 64\nn_head: 1\nn_kv_head: 1\nmax_seq_len: 32\n"
                      << "device: cpu\nnum_iterations: 1\ndata: " << data_dir_ << "\n";
   auto train_with = [&](const std::string& env) {
-    return run({"sh", "-c", env + " '" + hylab_bin() + "' train --config '" + cfg + "' --run_dir '" +
+    return run({"sh", "-c", env + " '" + trainer_bin() + "' train --config '" + cfg + "' --run_dir '" +
                                 (dir_ / "run").string() + "' 2>&1"});
   };
   const std::vector<std::pair<std::string, std::string>> cases = {
@@ -567,7 +608,7 @@ TEST_F(DaemonsE2E, CurveKeysAdmitWorkersAndClientsAndRefuseStrangers) {
   procs_.push_back(spawn("wa",
                          {hylab_bin(), "worker", "--coordinator", endpoint_, "--key", keys + "/worker.key",
                           "--server_key", keys + "/coordinator.pub", "--work_dir", work_, "--gpus", "none",
-                          "--worker_id", "wa", "--heartbeat_ms", heartbeat_ms()},
+                          "--worker_id", "wa", "--heartbeat_ms", heartbeat_ms(), "--hylab_bin", trainer_bin()},
                          (dir_ / "wa.log").string()));
   auto as = [&](const std::string& who, const std::vector<std::string>& extra) {
     std::vector<std::string> args = {hylab_bin(), "workers", "--coordinator", endpoint_, "--format", "json",
@@ -616,7 +657,7 @@ TEST_F(DaemonsE2E, CancelStopsTheTrainerProcesses) {
 TEST_F(DaemonsE2E, LocalRunsASweepAndPrintsTheTable) {
   const std::string sweep = sweep_file({"T*2", "M*2"}, 10);
   auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
-                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none"});
+                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none", "--hylab_bin", trainer_bin()});
   EXPECT_EQ(status, 0) << out;
   EXPECT_NE(out.find("succeeded"), std::string::npos) << out;
   EXPECT_NE(out.find("val_bpb"), std::string::npos) << out;
@@ -634,7 +675,7 @@ TEST_F(DaemonsE2E, LocalSweepRecordsRecallAndLengthEvalsForEveryTrial) {
   std::ofstream(sweep, std::ios::app) << "metric: {name: recall_acc}\n";
   std::ofstream(dir_ / "base.yaml", std::ios::app) << "recall_probes: 8\nrecall_key_len: 1\nrecall_value_len: 1\n";
   auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
-                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none"});
+                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none", "--hylab_bin", trainer_bin()});
   ASSERT_EQ(status, 0) << out;
   EXPECT_NE(out.find(" recall_acc "), std::string::npos) << out;  // the per-trial line names the metric
   EXPECT_EQ(query("SELECT metric_goal FROM sweeps"), "maximize");
@@ -675,7 +716,7 @@ TEST_F(DaemonsE2E, LocalWithSeedsPrintsMeanAndStdPerPattern) {
   const std::string sweep = sweep_file({"T*2", "M*2"}, 6);
   std::ofstream(sweep, std::ios::app) << "seeds: [0, 1]\n";
   auto [status, out] = run({hylab_bin(), "local", sweep, "--db", db_, "--work_dir", work_, "--workers", "2",
-                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none"});
+                            "--heartbeat_ms", heartbeat_ms(), "--gpus", "none", "--hylab_bin", trainer_bin()});
   EXPECT_EQ(status, 0) << out;
   EXPECT_EQ(query("SELECT COUNT(*) FROM trials WHERE state='succeeded'"), "4");
   EXPECT_EQ(query("SELECT GROUP_CONCAT(seed) FROM (SELECT seed FROM trials ORDER BY trial_id)"), "0,0,1,1");
@@ -834,7 +875,7 @@ TEST_F(DaemonsE2E, CtrlCOnTrainExits130AndMarksTheRunCancelled) {
   std::ofstream(cfg) << "depth: 2\nn_embd: 64\nn_head: 1\nmax_seq_len: 32\ndevice_batch_size: 4\n"
                      << "total_batch_size: -1\ndevice: cpu\neval_every: 0\neval_tokens: 2048\nsample_every: 0\n"
                      << "num_iterations: 100000\nprobe_steps: 0\ndata: " << data_dir_ << "\n";
-  Proc& train = procs_.emplace_back(spawn("train", {hylab_bin(), "train", "--config", cfg.string(), "--db", db_,
+  Proc& train = procs_.emplace_back(spawn("train", {trainer_bin(), "train", "--config", cfg.string(), "--db", db_,
                                                     "--run_dir", (dir_ / "run").string()},
                                           (dir_ / "train.log").string()));
   ASSERT_TRUE(wait_until([&] {
