@@ -20,7 +20,12 @@
 namespace hylab::coordinator {
 namespace {
 
-constexpr int kMaxMessagesPerIteration = 1000;
+// Metrics batches handled per iteration (one transaction) when nothing else waits (inbox.h).
+constexpr size_t kBulkPerIteration = 256;
+// WAL pages between checkpoints: SQLite's automatic interval.
+constexpr int64_t kCheckpointPages = 1000;
+// Messages read ahead of handling; past it they wait in the socket (and its high-water mark).
+constexpr size_t kMaxInbox = 4096;
 constexpr const char* kZapEndpoint = "inproc://zeromq.zap.01";
 
 int64_t steady_ms() {
@@ -50,7 +55,19 @@ Coordinator::Impl::Impl(CoordinatorOptions o, int64_t now_ms)
       trial_book(BookEnv{opt, *store, log_limit}, worker_book, sweep_book),
       sweep_book(BookEnv{opt, *store, log_limit}, trial_book, worker_book) {
   next_heartbeat_ms = now_ms;
+  store->db().manual_checkpoints();
   load_state(now_ms);
+}
+
+void Coordinator::Impl::checkpoint_if_due(bool slot_messages_waiting, int64_t now) {
+  const int64_t pages = store->db().wal_pages();
+  if (pages < kCheckpointPages || (slot_messages_waiting && pages < 4 * kCheckpointPages)) return;
+  try {
+    store->db().checkpoint();
+  } catch (const std::exception& e) {
+    // The WAL keeps the data; the next checkpoint tries again.
+    log_limit.warn("checkpoint", now, fmt::format("WAL checkpoint failed: {}", e.what()));
+  }
 }
 
 // The sockets of the daemon: the ROUTER every peer talks to and the ZAP handler that checks
@@ -333,20 +350,19 @@ void Coordinator::run(const std::atomic<bool>& stop) {
   Impl& core = *impl_;
   Net& net = *net_;
   const bool insecure = core.opt.security.insecure;
+  Inbox inbox(kBulkPerIteration);
   while (!stop.load()) {
     std::vector<zmq::pollitem_t> items = {{net.router.handle(), 0, ZMQ_POLLIN, 0}};
     if (net.zap) items.push_back({net.zap->handle(), 0, ZMQ_POLLIN, 0});
-    const int timeout = std::max(5, std::min(100, core.opt.heartbeat_ms / 4));
+    const int timeout = inbox.empty() ? std::max(5, std::min(100, core.opt.heartbeat_ms / 4)) : 0;
     wire::poll(items.data(), items.size(), timeout);
     if (net.zap && (items[1].revents & ZMQ_POLLIN)) net.handle_zap(core.opt.security);
-    std::vector<Inbound> in;
     if (items[0].revents & ZMQ_POLLIN) {
       Inbound m;
-      while (static_cast<int>(in.size()) < kMaxMessagesPerIteration && net.read(&m, insecure)) {
-        in.push_back(std::move(m));
-      }
+      while (inbox.size() < kMaxInbox && net.read(&m, insecure)) inbox.push(std::move(m));
     }
-    net.write(core.step(in, steady_ms()));
+    net.write(core.step(inbox.next_batch(), steady_ms()));
+    core.checkpoint_if_due(inbox.has_urgent(), steady_ms());
   }
   spdlog::info("coordinator stopping; workers keep their trials and re-register on restart");
 }

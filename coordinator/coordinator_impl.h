@@ -47,6 +47,7 @@
 #include "common/log_limit.h"
 #include "coordinator/coordinator.h"
 #include "coordinator/effects.h"
+#include "coordinator/inbox.h"
 #include "coordinator/sweep_book.h"
 #include "coordinator/trial_book.h"
 #include "coordinator/worker_book.h"
@@ -54,14 +55,6 @@
 #include "store/store.h"
 
 namespace hylab::coordinator {
-
-// One message as it came off the ROUTER socket.
-struct Inbound {
-  std::string routing_id;
-  bool delimiter = false;
-  std::string user_id;     // the CurveZMQ public key (Z85) of the peer; empty when insecure
-  std::string payload;     // one encoded Envelope
-};
 
 struct Coordinator::Impl {
   CoordinatorOptions opt;
@@ -85,6 +78,10 @@ struct Coordinator::Impl {
   // committed. When the transaction fails, memory is rebuilt from the database (nothing of
   // the iteration happened; peers retransmit what was not acked) and nothing is sent.
   std::vector<Outgoing> step(const std::vector<Inbound>& in, int64_t now_ms);
+  // Between steps: the WAL checkpoint SQLite would run inside a commit past 1,000 pages, here
+  // when no message that can free a slot waits (past 4,000 pages whatever waits). The store's
+  // connection does not checkpoint inside commits (store::Db::manual_checkpoints).
+  void checkpoint_if_due(bool slot_messages_waiting, int64_t now_ms);
 
   // coordinator.cpp
   void load_state(int64_t now);

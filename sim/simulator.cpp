@@ -35,6 +35,7 @@ constexpr int64_t kTickMs = 50;
 constexpr int kHeartbeatMs = 1000;
 constexpr int kLiveness = 3;
 constexpr size_t kWindow = 16;  // as the worker's
+constexpr size_t kInboxBulk = 4;  // metrics batches per step (the daemon: 256), so batches split
 constexpr const char* kMetric = "train_loss";
 
 // The value a trainer logs at a step: deterministic, so any attempt writes the same.
@@ -281,21 +282,27 @@ class World {
         return;  // messages to a dead coordinator are lost with its socket
       }
     }
-    std::vector<Inbound> in;
+    // The daemon's order (coordinator/inbox.h), with a small bulk so that batches split.
+    coordinator::Inbox inbox(kInboxBulk);
     for (auto& m : msgs) {
       const SimWorker* w = worker(m.from);
-      in.push_back(Inbound{m.from, false, w ? w->key : "", std::move(m.payload)});
+      inbox.push(Inbound{m.from, false, w ? w->key : "", std::move(m.payload)});
     }
-    std::vector<Outgoing> out = core_->step(in, now_);
-    ++res_.coordinator_steps;
-    check_core();
-    if (faulting_ && !out.empty() && p_crash_after_commit_ > 0 && rng_.chance(p_crash_after_commit_)) {
-      note("coordinator_crash_after_commit", fmt::format("{} replies never sent", out.size()));
-      core_.reset();
-      core_up_at_ = now_ + rng_.range(0, 3000);
-      return;
-    }
-    send_from_core(out);
+    do {
+      std::vector<Outgoing> out = core_->step(inbox.next_batch(), now_);
+      ++res_.coordinator_steps;
+      check_core();
+      if (faulting_ && !out.empty() && p_crash_after_commit_ > 0 && rng_.chance(p_crash_after_commit_)) {
+        // What was read and not yet handled is lost with the process, as in the daemon.
+        note("coordinator_crash_after_commit", fmt::format("{} replies never sent, {} messages unhandled",
+                                                           out.size(), inbox.size()));
+        core_.reset();
+        core_up_at_ = now_ + rng_.range(0, 3000);
+        return;
+      }
+      send_from_core(out);
+    } while (!inbox.empty());
+    core_->checkpoint_if_due(false, now_);
   }
 
   void send_from_core(const std::vector<Outgoing>& out) {

@@ -171,6 +171,29 @@ std::unique_ptr<Db> Db::open(const std::string& path, bool read_only) {
   return out;
 }
 
+void Db::manual_checkpoints() {
+  // Replaces the hook sqlite3_wal_autocheckpoint installs: commits no longer checkpoint.
+  sqlite3_wal_hook(
+      db_,
+      [](void* self, sqlite3*, const char*, int pages) {
+        static_cast<Db*>(self)->wal_pages_ = pages;
+        static_cast<Db*>(self)->committed_since_checkpoint_ = true;
+        return SQLITE_OK;
+      },
+      this);
+}
+
+void Db::checkpoint() {
+  if (!committed_since_checkpoint_) return;  // nothing new (a reader may hold the rest back)
+  int log_pages = 0;
+  int copied = 0;
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_pages, &copied);
+  // BUSY: another connection is checkpointing; it does the work.
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) fail(db_, path_, "running a WAL checkpoint");
+  committed_since_checkpoint_ = false;
+  if (rc == SQLITE_OK && copied == log_pages) wal_pages_ = 0;
+}
+
 Db::~Db() {
   cached_.clear();  // finalized before the connection closes
   sqlite3_close_v2(db_);

@@ -87,6 +87,20 @@ class Db {
   // false, or reset() -- call reset() after reading fewer rows than there are, or the
   // statement keeps its read snapshot (and WAL checkpoints wait) until its next use.
   Stmt& cached(std::string_view sql);
+  // WAL checkpoints taken over from SQLite. Its automatic one runs inside the commit that
+  // takes the WAL past 1,000 pages and waits there for two fsyncs (2-90 ms each on a busy
+  // disk): a stall of whatever that commit was answering. After manual_checkpoints() commits
+  // only count the WAL's pages, and the owner runs checkpoint() when it suits it (the
+  // coordinator: between iterations, when no message that can free a slot waits).
+  void manual_checkpoints();
+  // Pages in the WAL as of the last commit (manual mode), or 0 once checkpoint() copied them
+  // all (the next write starts the WAL over). SQLite's own rule checkpoints at 1,000.
+  int64_t wal_pages() const { return wal_pages_; }
+  // A PASSIVE checkpoint, if anything was committed since the last: copies what no reader
+  // still needs into the database file and fsyncs it; never waits for other connections.
+  // Throws hylab::Error on an I/O error.
+  void checkpoint();
+
   int64_t last_insert_rowid() const;
   int changes() const;
   const std::string& path() const { return path_; }
@@ -97,6 +111,8 @@ class Db {
   sqlite3* db_;
   std::string path_;
   std::map<std::string, std::unique_ptr<Stmt>, std::less<>> cached_;  // by SQL text
+  int64_t wal_pages_ = 0;       // manual_checkpoints: see wal_pages()
+  bool committed_since_checkpoint_ = false;
 };
 
 // A write transaction: BEGIN IMMEDIATE in the constructor, ROLLBACK in the destructor

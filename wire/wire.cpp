@@ -5,6 +5,8 @@
 #include <cmath>
 #include <vector>
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 #include <spdlog/fmt/fmt.h>
 
 #include "common/utf8.h"
@@ -187,6 +189,21 @@ void poll(zmq::pollitem_t* items, size_t n, int timeout_ms) {
     if (e.num() != EINTR) throw;
     for (size_t i = 0; i < n; ++i) items[i].revents = 0;
   }
+}
+
+Envelope::KindCase peek_kind(const void* data, size_t size) {
+  using google::protobuf::internal::WireFormatLite;
+  if (size > kMaxMessageBytes) return Envelope::KIND_NOT_SET;
+  google::protobuf::io::CodedInputStream in(static_cast<const uint8_t*>(data), static_cast<int>(size));
+  const auto* kind_oneof = Envelope::descriptor()->FindOneofByName("kind");
+  auto kind = Envelope::KIND_NOT_SET;
+  while (const uint32_t tag = in.ReadTag()) {
+    const auto* field = Envelope::descriptor()->FindFieldByNumber(WireFormatLite::GetTagFieldNumber(tag));
+    // As in parsing, the last member of the oneof on the wire is the one that counts.
+    if (field && field->containing_oneof() == kind_oneof) kind = static_cast<Envelope::KindCase>(field->number());
+    if (!WireFormatLite::SkipField(&in, tag)) return Envelope::KIND_NOT_SET;
+  }
+  return in.ConsumedEntireMessage() ? kind : Envelope::KIND_NOT_SET;
 }
 
 std::optional<Envelope> decode(const void* data, size_t size, std::string* error) {

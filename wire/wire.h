@@ -37,6 +37,11 @@ std::optional<Envelope> decode(const void* data, size_t size, std::string* error
 // Returns "" when valid, else the reason.
 std::string validate(const Envelope& env);
 
+// The kind of an encoded Envelope, read from its top-level field tags without parsing it
+// (no allocation): for ordering what to handle first. KIND_NOT_SET when the bytes do not say
+// (not protobuf, no kind); decode() has the last word on what a frame is.
+Envelope::KindCase peek_kind(const void* data, size_t size);
+
 // "hello", "metrics", ... for logs.
 std::string kind_name(const Envelope& env);
 

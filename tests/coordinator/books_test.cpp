@@ -381,5 +381,29 @@ TEST_F(BooksTest, ALongWorkerListComesWholeInPagesUnderTheLimit) {
   }
 }
 
+TEST_F(BooksTest, TheWalIsCheckpointedBetweenStepsAndNotWhileSlotMessagesWait) {
+  // Commits do not checkpoint (that stalled whatever the commit answered); the driver asks
+  // between steps: at 1,000 pages when nothing that can free a slot waits, else at 4,000.
+  auto& db = core_->store->db();
+  auto write = [&](int pages) {
+    db.exec("CREATE TABLE IF NOT EXISTS filler(x BLOB)");
+    store::Tx tx(db);
+    for (int i = 0; i < pages; ++i) db.exec("INSERT INTO filler VALUES(zeroblob(4000))");
+    tx.commit();
+  };
+  write(1200);
+  ASSERT_GE(db.wal_pages(), 1000);  // no checkpoint inside the commit
+  core_->checkpoint_if_due(/*slot_messages_waiting=*/true, now_);
+  EXPECT_GE(db.wal_pages(), 1000);  // a Finished waits: not now
+  core_->checkpoint_if_due(false, now_);
+  EXPECT_EQ(db.wal_pages(), 0);
+  write(4100);
+  core_->checkpoint_if_due(true, now_);  // past 4,000 pages it runs whatever waits
+  EXPECT_EQ(db.wal_pages(), 0);
+  write(500);
+  core_->checkpoint_if_due(false, now_);
+  EXPECT_GT(db.wal_pages(), 400);  // under 1,000: not yet
+}
+
 }  // namespace
 }  // namespace hylab::coordinator

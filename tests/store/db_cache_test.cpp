@@ -107,5 +107,64 @@ TEST_F(DbCacheTest, BadSqlIsAnErrorNamingTheStatement) {
   }
 }
 
+// Writes `pages` pages' worth of rows in one transaction (4 KiB pages, ~4 KiB rows).
+void write_pages(Db& db, int first_key, int pages) {
+  Tx tx(db);
+  auto& ins = db.cached("INSERT INTO t(k, x) VALUES(?, zeroblob(4000))");
+  for (int i = 0; i < pages; ++i) ins.bind(1, first_key + i).run();
+  tx.commit();
+}
+
+int64_t wal_bytes(const std::string& path) {
+  std::error_code ec;
+  const auto n = fs::file_size(path + "-wal", ec);
+  return ec ? 0 : static_cast<int64_t>(n);
+}
+
+TEST_F(DbCacheTest, ManualCheckpointsLeaveTheWalToTheOwner) {
+  // SQLite's own checkpoint would have run inside the commits past 1,000 pages (and started
+  // the WAL over); in manual mode the WAL only grows and its pages are counted.
+  db_->manual_checkpoints();
+  EXPECT_EQ(db_->wal_pages(), 0);
+  for (int i = 0; i < 6; ++i) write_pages(*db_, 1 + 300 * i, 300);
+  EXPECT_GE(db_->wal_pages(), 1800);
+  EXPECT_GE(wal_bytes(path_), 1800 * 4096);
+  {
+    // What another connection reads meanwhile comes from the WAL.
+    auto other = Db::open(path_, /*read_only=*/true);
+    auto q = other->prepare("SELECT COUNT(*) FROM t");
+    ASSERT_TRUE(q.step());
+    EXPECT_EQ(q.int64(0), 1800);
+  }
+  db_->checkpoint();
+  EXPECT_EQ(db_->wal_pages(), 0);
+  // The checkpoint caught up, so the next write starts the WAL over: a few pages, not 1,800+.
+  write_pages(*db_, 5000, 3);
+  EXPECT_GT(db_->wal_pages(), 0);
+  EXPECT_LT(db_->wal_pages(), 20);
+  db_.reset();
+  db_ = Db::open(path_);
+  EXPECT_EQ(count("1"), 1803);
+}
+
+TEST_F(DbCacheTest, ACheckpointAReaderHoldsBackLeavesThePagesCounted) {
+  db_->manual_checkpoints();
+  write_pages(*db_, 1, 50);
+  auto other = Db::open(path_, /*read_only=*/true);
+  {
+    auto snapshot = other->prepare("SELECT k FROM t ORDER BY k");
+    ASSERT_TRUE(snapshot.step());  // a read transaction open on the WAL as it is now
+    write_pages(*db_, 100, 50);
+    db_->checkpoint();  // cannot copy past the reader's snapshot: the WAL cannot start over
+    EXPECT_GE(db_->wal_pages(), 100);
+    write_pages(*db_, 200, 10);
+    EXPECT_GE(db_->wal_pages(), 110);  // counted on, as SQLite's own rule would
+  }
+  db_->checkpoint();  // the reader is gone
+  EXPECT_EQ(db_->wal_pages(), 0);
+  write_pages(*db_, 300, 2);
+  EXPECT_LT(db_->wal_pages(), 10);
+}
+
 }  // namespace
 }  // namespace hylab::store
