@@ -20,7 +20,8 @@
 namespace hylab::coordinator {
 namespace {
 
-// Metrics batches handled per iteration (one transaction) when nothing else waits (inbox.h).
+// Messages handled per iteration (one transaction) when only metrics batches wait, or on
+// their turn after a batch of slot-changing ones (inbox.h).
 constexpr size_t kBulkPerIteration = 256;
 // WAL pages between checkpoints: SQLite's automatic interval.
 constexpr int64_t kCheckpointPages = 1000;

@@ -195,7 +195,7 @@ Envelope::KindCase peek_kind(const void* data, size_t size) {
   using google::protobuf::internal::WireFormatLite;
   if (size > kMaxMessageBytes) return Envelope::KIND_NOT_SET;
   google::protobuf::io::CodedInputStream in(static_cast<const uint8_t*>(data), static_cast<int>(size));
-  const auto* kind_oneof = Envelope::descriptor()->FindOneofByName("kind");
+  static const auto* kind_oneof = Envelope::descriptor()->FindOneofByName("kind");
   auto kind = Envelope::KIND_NOT_SET;
   while (const uint32_t tag = in.ReadTag()) {
     const auto* field = Envelope::descriptor()->FindFieldByNumber(WireFormatLite::GetTagFieldNumber(tag));
