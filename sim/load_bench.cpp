@@ -50,6 +50,7 @@ struct LoadWorker {
   std::string id;
   std::unique_ptr<zmq::socket_t> s;
   int64_t free_since = -1;           // ms; -1 while it holds a trial
+  bool registering = true;           // free since its Hello (not since a Finished)
   std::optional<std::pair<int64_t, int64_t>> held;  // (trial_id, attempt)
   int64_t ends_at = 0, next_metric = 0, next_beat = 0, step = 0, seq = 0;
   int64_t sent = 0;                  // messages of every kind
@@ -61,6 +62,8 @@ struct LoadWorker {
 struct Shard {
   std::vector<LoadWorker> ws;
   std::vector<int64_t> latencies;    // ms, slot free -> Assign received
+  std::vector<int64_t> freed_at;     // ms after t0: when each of those slots became free
+  std::vector<bool> after_hello;     // each of those: free since a Hello (else a Finished)
   std::vector<int64_t> lateness;     // ms, each metric batch and heartbeat: sent - due
   int64_t assigns = 0;
   int64_t metrics_asked = 0;         // batches a punctual generator sends (10 Hz while running)
@@ -177,10 +180,15 @@ void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::t
         if (!env) continue;
         if (env->has_assign() && !w.held) {
           const int64_t t = ms_since(t0);
-          if (w.free_since >= 0) sh.latencies.push_back(t - w.free_since);
+          if (w.free_since >= 0) {
+            sh.latencies.push_back(t - w.free_since);
+            sh.freed_at.push_back(w.free_since);
+            sh.after_hello.push_back(w.registering);
+          }
           ++sh.assigns;
           w.held = {env->assign().trial_id(), env->assign().attempt()};
           w.free_since = -1;
+          w.registering = false;
           w.ends_at = t + 2000 + static_cast<int64_t>(rng() % 2000);
           w.next_metric = t + kMetricPeriodMs;
           // What a punctual generator sends for this trial before it ends or the run does.
@@ -372,11 +380,14 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   ::getrusage(RUSAGE_SELF, &ru1);
   auto secs = [](const timeval& tv) { return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6; };
   const double generator_cpu = secs(ru1.ru_utime) + secs(ru1.ru_stime) - secs(ru0.ru_utime) - secs(ru0.ru_stime);
-  std::vector<int64_t> latencies, lateness;
+  std::vector<int64_t> latencies, lateness, freed_at;
+  std::vector<bool> after_hello;
   int64_t assigns = 0, metrics_asked = 0, metrics_sent = 0, beats_sent = 0, sends_dropped = 0, messages = 0;
   for (auto& sh : shards) {
     for (const auto& w : sh.ws) messages += w.sent;
     latencies.insert(latencies.end(), sh.latencies.begin(), sh.latencies.end());
+    freed_at.insert(freed_at.end(), sh.freed_at.begin(), sh.freed_at.end());
+    after_hello.insert(after_hello.end(), sh.after_hello.begin(), sh.after_hello.end());
     lateness.insert(lateness.end(), sh.lateness.begin(), sh.lateness.end());
     assigns += sh.assigns;
     metrics_asked += sh.metrics_asked;
@@ -392,6 +403,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
     for (auto& w : sh.ws) {
       if (!w.held && w.free_since >= 0) {
         latencies.push_back(now - w.free_since);
+        freed_at.push_back(w.free_since);
+        after_hello.push_back(w.registering);
         ++waiting;
       }
     }
@@ -402,6 +415,23 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   // (A batch refused by a full queue was the coordinator's doing: it counts as attempted.)
   const bool kept_up = static_cast<double>(metrics_sent + sends_dropped) >= 0.99 * static_cast<double>(metrics_asked) &&
                        lag_p99 <= static_cast<double>(kMetricPeriodMs);
+  // Where the latency comes from: slots free since their worker's Hello (registration,
+  // all at once at the start) against slots freed by a Finished (steady state); and in
+  // which second of the run the slow ones (over 50 ms, the target) became free.
+  std::vector<int64_t> by_kind[2];
+  std::vector<int64_t> slow_by_second(static_cast<size_t>(seconds) + 1, 0);
+  for (size_t i = 0; i < latencies.size(); ++i) {
+    by_kind[after_hello[i] ? 0 : 1].push_back(latencies[i]);
+    if (latencies[i] > 50) {
+      ++slow_by_second[std::min(slow_by_second.size() - 1, static_cast<size_t>(std::max<int64_t>(0, freed_at[i]) / 1000))];
+    }
+  }
+  auto summary = [](const std::vector<int64_t>& v) {
+    return nlohmann::json{{"count", v.size()},
+                          {"p50_ms", percentile(v, 0.50)},
+                          {"p99_ms", percentile(v, 0.99)},
+                          {"max_ms", v.empty() ? -1.0 : static_cast<double>(*std::max_element(v.begin(), v.end()))}};
+  };
   fs::remove_all(dir);
   return {{"workers", n_workers},
           {"seconds", wall},
@@ -409,6 +439,9 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
           {"waiting_at_end", waiting},
           {"p50_ms", percentile(latencies, 0.50)},
           {"p99_ms", percentile(latencies, 0.99)},
+          {"after_hello", summary(by_kind[0])},
+          {"after_finished", summary(by_kind[1])},
+          {"over_50ms_by_second_freed", slow_by_second},
           {"coordinator_rss_mib", rss},
           {"coordinator_cpu_s", cpu},
           {"worker_messages_sent", messages},

@@ -8,7 +8,10 @@
 //
 // Returns {workers, seconds, assignments, waiting_at_end, p50_ms, p99_ms (scheduling
 // latency: a worker's slot free -> its Assign arrives; workers still waiting at the end
-// count with their wait so far), coordinator_rss_mib, coordinator_cpu_s,
+// count with their wait so far), after_hello / after_finished ({count, p50_ms, p99_ms,
+// max_ms} of the slots free since their worker registered / since a Finished),
+// over_50ms_by_second_freed (per second of the run, the samples over 50 ms whose slot became
+// free in it), coordinator_rss_mib, coordinator_cpu_s,
 // metric_messages_sent, metric_messages_asked (what a punctual generator sends),
 // metric_messages_dropped (refused by a full socket queue: the coordinator not reading),
 // heartbeats_sent, sqlite_metric_rows_per_s, generator_threads, generator_cpu_s,

@@ -31,6 +31,14 @@ TEST(LoadBench, RunsMoreWorkersThanLibzmqsDefaultSocketLimit) {
   EXPECT_EQ(row["workers"].get<int>(), 1100);
   EXPECT_GT(row["assignments"].get<int64_t>(), 0);
   EXPECT_GT(row["heartbeats_sent"].get<int64_t>(), 0);
+  // Every worker's first free slot is one registration sample (assigned, or still waiting at
+  // the end); the rest were freed by a Finished, one per assignment after the first.
+  EXPECT_EQ(row["after_hello"]["count"].get<int64_t>(), 1100);
+  EXPECT_EQ(row["after_hello"]["count"].get<int64_t>() + row["after_finished"]["count"].get<int64_t>(),
+            row["assignments"].get<int64_t>() + row["waiting_at_end"].get<int64_t>());
+  int64_t slow = 0;
+  for (const auto& n : row["over_50ms_by_second_freed"]) slow += n.get<int64_t>();
+  EXPECT_LE(slow, row["assignments"].get<int64_t>() + row["waiting_at_end"].get<int64_t>());
 }
 
 TEST(LoadBench, RefusesAWorkerCountTheOpenFileLimitCannotHold) {
