@@ -13,25 +13,61 @@ struct WorkerView {
   bool reserved = false;
 };
 
-// Picks `count` workers with >= per_node free slots, best fit first. Empty if impossible.
-std::vector<size_t> pick_workers(const std::vector<WorkerView>& ws, int per_node, int count) {
-  std::vector<size_t> fit;
-  for (size_t i = 0; i < ws.size(); ++i) {
-    if (ws[i].w->accepting && !ws[i].reserved && static_cast<int>(ws[i].free.size()) >= per_node) {
-      fit.push_back(i);
+// The workers a trial can be placed on (accepting, not reserved, some slot free), in best-fit
+// order: fewest free slots first, then worker_id. The first `count` with at least `per_node`
+// free are the pick. Kept up to date as slots are taken, so that a round placing n trials on
+// w workers costs O(n log w), not a scan and sort of every worker per trial (1,000 workers
+// registering at once: 20 ms per round of ~500 placements before, on the 2-core machine).
+class FitOrder {
+ public:
+  explicit FitOrder(const std::vector<WorkerView>& ws) : ws_(ws), order_(Less{&ws}) {
+    for (size_t i = 0; i < ws.size(); ++i) {
+      if (ws[i].w->accepting && !ws[i].free.empty()) order_.insert(i);
     }
   }
-  if (static_cast<int>(fit.size()) < count) return {};
-  std::stable_sort(fit.begin(), fit.end(), [&](size_t a, size_t b) {
-    if (ws[a].free.size() != ws[b].free.size()) return ws[a].free.size() < ws[b].free.size();
-    return ws[a].w->worker_id < ws[b].w->worker_id;
-  });
-  fit.resize(static_cast<size_t>(count));
-  return fit;
-}
+
+  // Empty if fewer than `count` workers have `per_node` slots free.
+  std::vector<size_t> pick(int per_node, int count) const {
+    std::vector<size_t> out;
+    auto it = order_.lower_bound(AtLeast{static_cast<size_t>(per_node)});
+    for (; it != order_.end() && static_cast<int>(out.size()) < count; ++it) out.push_back(*it);
+    if (static_cast<int>(out.size()) < count) out.clear();
+    return out;
+  }
+
+  // No worker can take anything more in this round.
+  bool empty() const { return order_.empty(); }
+
+  // Call before ws[i].free or ws[i].reserved changes; then `refile` puts it back if it can
+  // still take something.
+  void take_out(size_t i) { order_.erase(i); }
+  void refile(size_t i) {
+    if (ws_[i].w->accepting && !ws_[i].reserved && !ws_[i].free.empty()) order_.insert(i);
+  }
+
+ private:
+  // A probe that sorts just before every worker with at least `free` slots free.
+  struct AtLeast {
+    size_t free;
+  };
+  struct Less {
+    using is_transparent = void;
+    const std::vector<WorkerView>* ws;
+    bool operator()(size_t a, size_t b) const {
+      const WorkerView& x = (*ws)[a];
+      const WorkerView& y = (*ws)[b];
+      if (x.free.size() != y.free.size()) return x.free.size() < y.free.size();
+      return x.w->worker_id < y.w->worker_id;
+    }
+    bool operator()(size_t a, AtLeast k) const { return (*ws)[a].free.size() < k.free; }
+    bool operator()(AtLeast k, size_t a) const { return k.free <= (*ws)[a].free.size(); }
+  };
+  const std::vector<WorkerView>& ws_;
+  std::set<size_t, Less> order_;
+};
 
 // Reserves the workers a blocked trial would most likely get next.
-void reserve_for(std::vector<WorkerView>& ws, int per_node, int count) {
+void reserve_for(std::vector<WorkerView>& ws, FitOrder& fit, int per_node, int count) {
   std::vector<size_t> big;
   for (size_t i = 0; i < ws.size(); ++i) {
     if (ws[i].w->accepting && !ws[i].reserved && ws[i].w->total_slots >= per_node) big.push_back(i);
@@ -41,7 +77,10 @@ void reserve_for(std::vector<WorkerView>& ws, int per_node, int count) {
     if (ws[a].free.size() != ws[b].free.size()) return ws[a].free.size() > ws[b].free.size();
     return ws[a].w->worker_id < ws[b].w->worker_id;
   });
-  for (int k = 0; k < count; ++k) ws[big[static_cast<size_t>(k)]].reserved = true;
+  for (int k = 0; k < count; ++k) {
+    fit.take_out(big[static_cast<size_t>(k)]);
+    ws[big[static_cast<size_t>(k)]].reserved = true;
+  }
 }
 
 }  // namespace
@@ -55,6 +94,7 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
     std::sort(v.free.begin(), v.free.end());
     ws.push_back(std::move(v));
   }
+  FitOrder fit(ws);
   std::map<int64_t, int> in_use = running_slots;
 
   // Priority levels, highest first; per level, one queue per sweep in trial_index order.
@@ -82,6 +122,9 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
   };
   for (auto& [priority, queues] : levels) {
     while (true) {
+      // Every slot taken (the common case under load: most calls free a slot or two): what is
+      // left cannot be placed, and reservations only matter to placements.
+      if (fit.empty()) return out;
       // The sweep with the fewest slots in use, then the oldest.
       int64_t best = -1;
       for (auto& [sweep_id, q] : queues) {
@@ -94,9 +137,9 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
       const int nodes = std::max(1, t->nodes);
       const int per_node = std::max(1, t->slots / nodes);
       if (known_to_fail(per_node, nodes)) continue;
-      const std::vector<size_t> chosen = pick_workers(ws, per_node, nodes);
+      const std::vector<size_t> chosen = fit.pick(per_node, nodes);
       if (chosen.empty()) {
-        if (!reserved_once) reserve_for(ws, per_node, nodes);
+        if (!reserved_once) reserve_for(ws, fit, per_node, nodes);
         reserved_once = true;
         failed.emplace_back(per_node, nodes);
         continue;
@@ -105,11 +148,13 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
       a.trial_id = t->trial_id;
       for (size_t rank = 0; rank < chosen.size(); ++rank) {
         WorkerView& w = ws[chosen[rank]];
+        fit.take_out(chosen[rank]);
         Placement p;
         p.worker_id = w.w->worker_id;
         p.node_rank = static_cast<int>(rank);
         p.slots.assign(w.free.begin(), w.free.begin() + per_node);
         w.free.erase(w.free.begin(), w.free.begin() + per_node);
+        fit.refile(chosen[rank]);
         a.nodes.push_back(std::move(p));
       }
       in_use[t->sweep_id] += per_node * nodes;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <random>
 
 #include "common/states.h"
@@ -108,6 +109,134 @@ TEST(Scheduler, DrainingWorkersGetNothing) {
   SchedWorker w = worker("a", 2, {0, 1});
   w.accepting = false;
   EXPECT_TRUE(schedule({trial(1, 1)}, {w}, {}).empty());
+}
+
+// schedule()'s rule written the slow way, as it was before the best-fit order was kept
+// incrementally: every placement scans and sorts every worker.
+std::vector<Assignment> schedule_by_scan(const std::vector<SchedTrial>& pending, const std::vector<SchedWorker>& workers,
+                                         const std::map<int64_t, int>& running_slots) {
+  struct View {
+    const SchedWorker* w;
+    std::vector<int> free;
+    bool reserved = false;
+  };
+  std::vector<View> ws;
+  for (const auto& w : workers) {
+    View v{&w, w.free_slots};
+    std::sort(v.free.begin(), v.free.end());
+    ws.push_back(std::move(v));
+  }
+  // Best fit: fewest free slots that fit, then worker_id (most_free: the reservation's order).
+  auto ordered = [&](int per_node, bool by_total, bool most_free) {
+    std::vector<size_t> fit;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const int have = by_total ? ws[i].w->total_slots : static_cast<int>(ws[i].free.size());
+      if (ws[i].w->accepting && !ws[i].reserved && have >= per_node) fit.push_back(i);
+    }
+    std::stable_sort(fit.begin(), fit.end(), [&](size_t a, size_t b) {
+      if (ws[a].free.size() != ws[b].free.size()) return most_free == (ws[a].free.size() > ws[b].free.size());
+      return ws[a].w->worker_id < ws[b].w->worker_id;
+    });
+    return fit;
+  };
+  std::map<int64_t, int> in_use = running_slots;
+  std::vector<const SchedTrial*> sorted;
+  for (const auto& t : pending) sorted.push_back(&t);
+  std::sort(sorted.begin(), sorted.end(), [](const SchedTrial* a, const SchedTrial* b) {
+    return std::make_pair(a->trial_index, a->trial_id) < std::make_pair(b->trial_index, b->trial_id);
+  });
+  std::map<int, std::map<int64_t, std::vector<const SchedTrial*>>, std::greater<int>> levels;
+  for (const SchedTrial* t : sorted) levels[t->priority][t->sweep_id].push_back(t);
+  std::vector<Assignment> out;
+  bool reserved_once = false;
+  for (auto& [priority, queues] : levels) {
+    std::map<int64_t, size_t> next;
+    while (true) {
+      int64_t best = -1;
+      for (auto& [sweep_id, q] : queues) {
+        if (next[sweep_id] >= q.size()) continue;
+        if (best < 0 || in_use[sweep_id] < in_use[best]) best = sweep_id;
+      }
+      if (best < 0) break;
+      const SchedTrial* t = queues[best][next[best]++];
+      const int nodes = std::max(1, t->nodes);
+      const int per_node = std::max(1, t->slots / nodes);
+      std::vector<size_t> chosen = ordered(per_node, false, false);
+      if (static_cast<int>(chosen.size()) < nodes) {
+        if (!reserved_once) {
+          const std::vector<size_t> big = ordered(per_node, true, true);
+          if (static_cast<int>(big.size()) >= nodes) {
+            for (int k = 0; k < nodes; ++k) ws[big[static_cast<size_t>(k)]].reserved = true;
+          }
+        }
+        reserved_once = true;
+        continue;
+      }
+      Assignment a;
+      a.trial_id = t->trial_id;
+      for (int rank = 0; rank < nodes; ++rank) {
+        View& w = ws[chosen[static_cast<size_t>(rank)]];
+        a.nodes.push_back(Placement{w.w->worker_id, std::vector<int>(w.free.begin(), w.free.begin() + per_node), rank});
+        w.free.erase(w.free.begin(), w.free.begin() + per_node);
+      }
+      in_use[t->sweep_id] += per_node * nodes;
+      out.push_back(std::move(a));
+    }
+  }
+  return out;
+}
+
+// The scheduler against its slow twin on random rounds: gangs, multi-node trials, priorities,
+// several sweeps, draining workers, partly busy workers, ties in free slots.
+TEST(Scheduler, AgreesWithTheRuleWrittenTheSlowWay) {
+  std::mt19937 rng(16);
+  int placed = 0, blocked_rounds = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::vector<SchedWorker> ws;
+    const int n_workers = 1 + static_cast<int>(rng() % 12);
+    for (int i = 0; i < n_workers; ++i) {
+      const int total = 1 + static_cast<int>(rng() % 8);
+      std::vector<int> free;
+      for (int s = 0; s < total; ++s) {
+        if (rng() % 3) free.push_back(s);
+      }
+      std::shuffle(free.begin(), free.end(), rng);
+      ws.push_back({"w" + std::to_string(rng() % 100), total, free, rng() % 8 != 0});
+    }
+    std::sort(ws.begin(), ws.end(), [](const SchedWorker& a, const SchedWorker& b) { return a.worker_id < b.worker_id; });
+    ws.erase(std::unique(ws.begin(), ws.end(), [](const SchedWorker& a, const SchedWorker& b) {
+               return a.worker_id == b.worker_id;
+             }), ws.end());
+    std::shuffle(ws.begin(), ws.end(), rng);
+    std::vector<SchedTrial> pending;
+    const int n_trials = static_cast<int>(rng() % 25);
+    for (int i = 0; i < n_trials; ++i) {
+      const int nodes = rng() % 5 == 0 ? 2 + static_cast<int>(rng() % 2) : 1;
+      const int per_node = 1 + static_cast<int>(rng() % (rng() % 3 ? 2 : 6));
+      pending.push_back({100 + i, 1 + static_cast<int64_t>(rng() % 3), static_cast<int64_t>(rng() % 10),
+                         per_node * nodes, nodes, static_cast<int>(rng() % 2)});
+    }
+    std::map<int64_t, int> running;
+    for (int64_t sweep = 1; sweep <= 3; ++sweep) {
+      if (rng() % 2) running[sweep] = static_cast<int>(rng() % 5);
+    }
+    const auto fast = schedule(pending, ws, running);
+    const auto slow = schedule_by_scan(pending, ws, running);
+    ASSERT_EQ(fast.size(), slow.size()) << "round " << round;
+    for (size_t i = 0; i < fast.size(); ++i) {
+      ASSERT_EQ(fast[i].trial_id, slow[i].trial_id) << "round " << round << ", assignment " << i;
+      ASSERT_EQ(fast[i].nodes.size(), slow[i].nodes.size()) << "round " << round;
+      for (size_t k = 0; k < fast[i].nodes.size(); ++k) {
+        EXPECT_EQ(fast[i].nodes[k].worker_id, slow[i].nodes[k].worker_id) << "round " << round;
+        EXPECT_EQ(fast[i].nodes[k].slots, slow[i].nodes[k].slots) << "round " << round;
+        EXPECT_EQ(fast[i].nodes[k].node_rank, slow[i].nodes[k].node_rank) << "round " << round;
+      }
+    }
+    placed += static_cast<int>(fast.size());
+    blocked_rounds += fast.size() < pending.size();
+  }
+  EXPECT_GT(placed, 5000);          // the rounds placed plenty
+  EXPECT_GT(blocked_rounds, 1000);  // and often could not place everything (reservations)
 }
 
 // The fast check schedule() asks of every worker after every batch, against its slow twin
