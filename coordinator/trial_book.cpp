@@ -377,6 +377,7 @@ void TrialBook::load_sweep(const store::SweepRow& row, int64_t now, bool keep_kn
     if (t.state == proto::TRIAL_STATE_RUNNING) {
       // Its workers will say whether they still hold it.
       t.recover_deadline_ms = now + env_.opt.recovery_grace_ms;
+      recovering_ = true;
       t.recover_worker = tr.worker_id;
       t.assigned_ms = now;
     }
@@ -418,9 +419,13 @@ std::optional<int64_t> TrialBook::newest_of(int64_t sweep_id, int64_t hint) cons
 
 void TrialBook::tick(int64_t now, Effects& fx) {
   std::vector<int64_t> overdue;  // (conclude may erase from trials_)
+  bool waiting = false;          // a deadline not yet reached
   for (auto& [id, t] : trials_) {
-    if (t.state == proto::TRIAL_STATE_RUNNING && t.recover_deadline_ms && now > *t.recover_deadline_ms) overdue.push_back(id);
+    if (t.state != proto::TRIAL_STATE_RUNNING || !t.recover_deadline_ms) continue;
+    if (now > *t.recover_deadline_ms) overdue.push_back(id);
+    else waiting = true;
   }
+  recovering_ = waiting;
   for (int64_t id : overdue) {
     ActiveTrial& t = trials_.at(id);
     t.recover_deadline_ms.reset();
@@ -457,14 +462,17 @@ void TrialBook::schedule(int64_t now, Effects& fx) {
   // A worker that may still run an attempt found running at start gets nothing new until it
   // claims the attempt or the grace ends: its slots are not known yet (an Assign of the
   // previous coordinator may still be on its way to it).
-  std::set<std::string> unsettled;
-  for (const auto& [id, t] : trials_) {
-    if (t.state != proto::TRIAL_STATE_RUNNING || !t.recover_deadline_ms) continue;
-    bool claimed = false;
-    for (const auto& n : t.run) claimed = claimed || n.worker_id == t.recover_worker;
-    if (!claimed) unsettled.insert(t.recover_worker);
+  // (Only in the grace period after a restart: the scan of every trial is skipped after it.)
+  if (recovering_) {
+    std::set<std::string> unsettled;
+    for (const auto& [id, t] : trials_) {
+      if (t.state != proto::TRIAL_STATE_RUNNING || !t.recover_deadline_ms) continue;
+      bool claimed = false;
+      for (const auto& n : t.run) claimed = claimed || n.worker_id == t.recover_worker;
+      if (!claimed) unsettled.insert(t.recover_worker);
+    }
+    for (SchedWorker& w : ws) w.accepting = w.accepting && !unsettled.count(w.worker_id);
   }
-  for (SchedWorker& w : ws) w.accepting = w.accepting && !unsettled.count(w.worker_id);
   for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
     ActiveTrial& t = trials_.at(a.trial_id);
     t.attempt += 1;

@@ -109,6 +109,7 @@ class TrialBook {
   void clear() {
     trials_.clear();
     all_slots_busy_ = false;
+    recovering_ = false;
   }
   // ---- read-only: the simulator's invariants, tests ----
   const std::map<int64_t, ActiveTrial>& all() const { return trials_; }
@@ -127,6 +128,9 @@ class TrialBook {
   std::map<int64_t, ActiveTrial> trials_;  // pending and running trials of running sweeps
   bool all_slots_busy_ = false;
   int64_t cooldown_over_ms_ = 0;  // the earliest end of a cooldown that keeps a free slot idle
+  // Some trial may still have a recover deadline (set only when loading; tick() clears it
+  // once none has): until then schedule() looks for workers with unclaimed attempts.
+  bool recovering_ = false;
 };
 
 }  // namespace hylab::coordinator
