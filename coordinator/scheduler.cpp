@@ -1,7 +1,8 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
-#include <deque>
+#include <iterator>
+#include <limits>
 #include <set>
 
 namespace hylab::coordinator {
@@ -85,7 +86,7 @@ void reserve_for(std::vector<WorkerView>& ws, FitOrder& fit, int per_node, int c
 
 }  // namespace
 
-std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
+std::vector<Assignment> schedule(const PendingSet& pending,
                                  const std::vector<SchedWorker>& workers,
                                  const std::map<int64_t, int>& running_slots) {
   std::vector<WorkerView> ws;
@@ -97,15 +98,20 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
   FitOrder fit(ws);
   std::map<int64_t, int> in_use = running_slots;
 
-  // Priority levels, highest first; per level, one queue per sweep in trial_index order.
-  std::map<int, std::map<int64_t, std::deque<const SchedTrial*>>, std::greater<int>> levels;
-  std::vector<const SchedTrial*> sorted;
-  for (const auto& t : pending) sorted.push_back(&t);
-  std::sort(sorted.begin(), sorted.end(), [](const SchedTrial* a, const SchedTrial* b) {
-    if (a->trial_index != b->trial_index) return a->trial_index < b->trial_index;
-    return a->trial_id < b->trial_id;
-  });
-  for (const SchedTrial* t : sorted) levels[t->priority][t->sweep_id].push_back(t);
+  // Priority levels, highest first; per level, one queue per sweep: [next, end) of `pending`.
+  using Queue = std::pair<PendingSet::const_iterator, PendingSet::const_iterator>;
+  std::vector<std::map<int64_t, Queue>> levels;
+  for (auto it = pending.begin(); it != pending.end();) {
+    if (it == pending.begin() || std::prev(it)->priority != it->priority) levels.emplace_back();
+    SchedTrial next_sweep{};  // sorts before every trial of the next sweep at this priority
+    next_sweep.priority = it->priority;
+    next_sweep.sweep_id = it->sweep_id + 1;
+    next_sweep.trial_index = std::numeric_limits<int64_t>::min();
+    next_sweep.trial_id = std::numeric_limits<int64_t>::min();
+    const auto end = pending.lower_bound(next_sweep);
+    levels.back()[it->sweep_id] = {it, end};
+    it = end;
+  }
 
   std::vector<Assignment> out;
   bool reserved_once = false;  // only the first blocked trial reserves, or gangs would block all
@@ -120,7 +126,7 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
     }
     return false;
   };
-  for (auto& [priority, queues] : levels) {
+  for (auto& queues : levels) {
     while (true) {
       // Every slot taken (the common case under load: most calls free a slot or two): what is
       // left cannot be placed, and reservations only matter to placements.
@@ -128,12 +134,11 @@ std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
       // The sweep with the fewest slots in use, then the oldest.
       int64_t best = -1;
       for (auto& [sweep_id, q] : queues) {
-        if (q.empty()) continue;
+        if (q.first == q.second) continue;
         if (best < 0 || in_use[sweep_id] < in_use[best]) best = sweep_id;
       }
       if (best < 0) break;
-      const SchedTrial* t = queues[best].front();
-      queues[best].pop_front();
+      const SchedTrial* t = &*queues[best].first++;
       const int nodes = std::max(1, t->nodes);
       const int per_node = std::max(1, t->slots / nodes);
       if (known_to_fail(per_node, nodes)) continue;

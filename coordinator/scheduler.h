@@ -18,6 +18,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -50,8 +51,23 @@ struct Assignment {
   std::vector<Placement> nodes;  // node_rank order
 };
 
-// running_slots: slots in use per sweep_id (for fairness). pending in any order.
-std::vector<Assignment> schedule(const std::vector<SchedTrial>& pending,
+// The order schedule() takes pending trials in: priority (highest first), then per sweep
+// (sweep_id) in trial_index order, trial_id breaking ties. Within a priority the sweep to
+// take from next is chosen by fairness, so a sweep's trials form one queue.
+struct PendingOrder {
+  bool operator()(const SchedTrial& a, const SchedTrial& b) const {
+    if (a.priority != b.priority) return a.priority > b.priority;
+    if (a.sweep_id != b.sweep_id) return a.sweep_id < b.sweep_id;
+    if (a.trial_index != b.trial_index) return a.trial_index < b.trial_index;
+    return a.trial_id < b.trial_id;
+  }
+};
+using PendingSet = std::set<SchedTrial, PendingOrder>;
+
+// running_slots: slots in use per sweep_id (for fairness). `pending` kept in order by its
+// owner (TrialBook keeps it as trials change state), so that a call costs what it places
+// plus one lookup per queue, not a sort of every pending trial.
+std::vector<Assignment> schedule(const PendingSet& pending,
                                  const std::vector<SchedWorker>& workers,
                                  const std::map<int64_t, int>& running_slots);
 

@@ -239,7 +239,7 @@ void TrialBook::conclude(ActiveTrial& t, proto::TrialOutcome outcome, int exit_c
   store::add_event(env_.store.db(), "attempt_finished", ended + ": " + why, t.sweep_id,
                    t.trial_id, "", t.attempt);
   if (d.retry) {
-    t.state = proto::TRIAL_STATE_PENDING;
+    set_state(t, proto::TRIAL_STATE_PENDING);
     env_.store.set_trial_state(t.trial_id, proto::TRIAL_STATE_PENDING, t.failures,
                                d.count_loss
                                    ? fmt::format("attempt {} {}; retrying ({} losses of {} allowed)",
@@ -252,7 +252,7 @@ void TrialBook::conclude(ActiveTrial& t, proto::TrialOutcome outcome, int exit_c
   const int64_t sweep_id = t.sweep_id;
   env_.store.set_trial_state(t.trial_id, d.trial_state, t.failures,
                              d.trial_state == proto::TRIAL_STATE_SUCCEEDED ? "" : why);
-  trials_.erase(t.trial_id);  // t is gone from here on
+  drop(trials_.find(t.trial_id));  // t is gone from here on
   sweeps_.finish_if_done(sweep_id);
 }
 
@@ -265,7 +265,7 @@ void TrialBook::requeue(ActiveTrial& t, const std::string& reason, Effects& fx) 
     }
   }
   t.run.clear();
-  t.state = proto::TRIAL_STATE_PENDING;
+  set_state(t, proto::TRIAL_STATE_PENDING);
   env_.store.set_trial_state(t.trial_id, proto::TRIAL_STATE_PENDING, t.failures, reason);
 }
 
@@ -283,7 +283,7 @@ void TrialBook::stop(int64_t trial_id, proto::TrialState state, const std::strin
   store::add_event(env_.store.db(), "trial_" + to_string(state), reason, t.sweep_id, t.trial_id, "", t.attempt);
   spdlog::info("trial {} {}: {}", t.trial_id, to_string(state), reason);
   const int64_t sweep_id = t.sweep_id;
-  trials_.erase(it);
+  drop(it);
   sweeps_.finish_if_done(sweep_id);
 }
 
@@ -350,9 +350,59 @@ void TrialBook::attempt_gone(const AttemptKey& key, const std::string& worker_id
 
 // ---- for SweepBook ----
 
-void TrialBook::add(ActiveTrial t) {
+void TrialBook::add(ActiveTrial t) { put(std::move(t)); }
+
+void TrialBook::put(ActiveTrial t) {
+  if (auto old = trials_.find(t.trial_id); old != trials_.end()) drop(old);
   const int64_t id = t.trial_id;
-  trials_[id] = std::move(t);
+  file(trials_.emplace(id, std::move(t)).first->second);
+}
+
+void TrialBook::drop(std::map<int64_t, ActiveTrial>::iterator it) {
+  unfile(it->second);
+  trials_.erase(it);
+}
+
+void TrialBook::set_state(ActiveTrial& t, proto::TrialState state) {
+  unfile(t);
+  t.state = state;
+  file(t);
+}
+
+void TrialBook::file(const ActiveTrial& t) {
+  if (t.state == proto::TRIAL_STATE_PENDING) {
+    pending_.insert({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
+  } else {
+    running_slots_[t.sweep_id] += t.slots;
+  }
+}
+
+void TrialBook::unfile(const ActiveTrial& t) {
+  if (t.state == proto::TRIAL_STATE_PENDING) {
+    pending_.erase({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
+    return;
+  }
+  auto it = running_slots_.find(t.sweep_id);
+  if (it != running_slots_.end() && (it->second -= t.slots) == 0) running_slots_.erase(it);
+}
+
+std::string TrialBook::check_index() const {
+  PendingSet pending;
+  std::map<int64_t, int> running;
+  for (const auto& [id, t] : trials_) {
+    if (t.state == proto::TRIAL_STATE_PENDING) {
+      pending.insert({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
+    } else {
+      running[t.sweep_id] += t.slots;
+    }
+  }
+  for (auto it = running.begin(); it != running.end();) it = it->second == 0 ? running.erase(it) : std::next(it);
+  std::vector<int64_t> have, want;
+  for (const auto& p : pending_) have.push_back(p.trial_id);
+  for (const auto& p : pending) want.push_back(p.trial_id);
+  if (have != want) return fmt::format("pending index holds {} trials, the book {}", have.size(), want.size());
+  if (running != running_slots_) return "running slots per sweep differ from the book's running trials";
+  return "";
 }
 
 void TrialBook::load_sweep(const store::SweepRow& row, int64_t now, bool keep_known) {
@@ -381,7 +431,7 @@ void TrialBook::load_sweep(const store::SweepRow& row, int64_t now, bool keep_kn
       t.recover_worker = tr.worker_id;
       t.assigned_ms = now;
     }
-    trials_[t.trial_id] = std::move(t);
+    put(std::move(t));
   }
 }
 
@@ -448,16 +498,7 @@ void TrialBook::schedule(int64_t now, Effects& fx) {
   const bool any_free = workers_.any_free_slot(now, &cooldown_over_ms_);
   all_slots_busy_ = !any_free;
   if (!any_free) return;
-  std::vector<SchedTrial> pending;
-  std::map<int64_t, int> running;
-  for (const auto& [id, t] : trials_) {
-    if (t.state == proto::TRIAL_STATE_PENDING) {
-      pending.push_back({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
-    } else {
-      running[t.sweep_id] += t.slots;
-    }
-  }
-  if (pending.empty()) return;
+  if (pending_.empty()) return;
   std::vector<SchedWorker> ws = workers_.sched_view(now);
   // A worker that may still run an attempt found running at start gets nothing new until it
   // claims the attempt or the grace ends: its slots are not known yet (an Assign of the
@@ -473,10 +514,10 @@ void TrialBook::schedule(int64_t now, Effects& fx) {
     }
     for (SchedWorker& w : ws) w.accepting = w.accepting && !unsettled.count(w.worker_id);
   }
-  for (const Assignment& a : coordinator::schedule(pending, ws, running)) {
+  for (const Assignment& a : coordinator::schedule(pending_, ws, running_slots_)) {
     ActiveTrial& t = trials_.at(a.trial_id);
     t.attempt += 1;
-    t.state = proto::TRIAL_STATE_RUNNING;
+    set_state(t, proto::TRIAL_STATE_RUNNING);
     t.assigned_ms = now;
     const bool resume = t.checkpoint_step >= 0;
     env_.store.start_attempt(t.trial_id, t.attempt, a.nodes[0].worker_id, resume);

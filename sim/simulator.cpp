@@ -342,8 +342,10 @@ class World {
     }
   }
 
-  // No slot of a worker is held by two running attempts in the coordinator's books.
+  // No slot of a worker is held by two running attempts in the coordinator's books; the
+  // scheduler's index agrees with the trials.
   void check_core() {
+    if (const std::string why = core_->trial_book.check_index(); !why.empty()) violation("trial book index: " + why);
     std::map<std::pair<std::string, int>, int64_t> held;
     const auto& workers = core_->worker_book.all();
     for (const auto& [id, t] : core_->trial_book.all()) {

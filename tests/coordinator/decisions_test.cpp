@@ -58,9 +58,9 @@ TEST(Scheduler, HigherPriorityFirst) {
 
 TEST(Scheduler, FairAcrossSweepsOfEqualPriority) {
   // Sweep 1 submitted first with many trials; sweep 2 must still get half of 4 slots.
-  std::vector<SchedTrial> pending;
-  for (int i = 1; i <= 6; ++i) pending.push_back(trial(i, 1));
-  for (int i = 7; i <= 9; ++i) pending.push_back(trial(i, 2));
+  PendingSet pending;
+  for (int i = 1; i <= 6; ++i) pending.insert(trial(i, 1));
+  for (int i = 7; i <= 9; ++i) pending.insert(trial(i, 2));
   auto out = schedule(pending, {worker("a", 4, {0, 1, 2, 3})}, {});
   ASSERT_EQ(out.size(), 4u);
   int s1 = 0, s2 = 0;
@@ -220,7 +220,7 @@ TEST(Scheduler, AgreesWithTheRuleWrittenTheSlowWay) {
     for (int64_t sweep = 1; sweep <= 3; ++sweep) {
       if (rng() % 2) running[sweep] = static_cast<int>(rng() % 5);
     }
-    const auto fast = schedule(pending, ws, running);
+    const auto fast = schedule(PendingSet(pending.begin(), pending.end()), ws, running);
     const auto slow = schedule_by_scan(pending, ws, running);
     ASSERT_EQ(fast.size(), slow.size()) << "round " << round;
     for (size_t i = 0; i < fast.size(); ++i) {
