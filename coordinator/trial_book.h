@@ -127,10 +127,6 @@ class TrialBook {
   void conclude(ActiveTrial& t, proto::TrialOutcome outcome, int exit_code, const std::string& reason,
                 const std::string& log_tail, Effects& fx);
   void requeue(ActiveTrial& t, const std::string& reason, Effects& fx);
-
-  BookEnv env_;
-  WorkerBook& workers_;
-  SweepBook& sweeps_;
   // Adds `t` to the book / removes it, and its share of the scheduler's index.
   void put(ActiveTrial t);
   void drop(std::map<int64_t, ActiveTrial>::iterator it);
@@ -139,6 +135,9 @@ class TrialBook {
   void file(const ActiveTrial& t);
   void unfile(const ActiveTrial& t);
 
+  BookEnv env_;
+  WorkerBook& workers_;
+  SweepBook& sweeps_;
   std::map<int64_t, ActiveTrial> trials_;  // pending and running trials of running sweeps
   // The scheduler's view of trials_, kept as trials come, go and change state: the pending
   // ones in the order it takes them, and the slots each sweep's running trials hold (so a
