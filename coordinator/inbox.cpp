@@ -44,14 +44,10 @@ std::vector<Inbound> Inbox::take_urgent() {
   for (size_t i = 0; i < queue_.size(); ++i) {
     if (queue_[i].urgent) last_urgent[queue_[i].m.routing_id] = i;
   }
-  std::vector<char> take(queue_.size(), 0);
-  for (size_t i = 0; i < queue_.size(); ++i) {
-    const auto it = last_urgent.find(queue_[i].m.routing_id);
-    take[i] = it != last_urgent.end() && i <= it->second;
-  }
   std::deque<Entry> rest;
   for (size_t i = 0; i < queue_.size(); ++i) {
-    if (take[i]) {
+    const auto it = last_urgent.find(queue_[i].m.routing_id);
+    if (it != last_urgent.end() && i <= it->second) {
       out.push_back(std::move(queue_[i].m));
     } else {
       rest.push_back(std::move(queue_[i]));

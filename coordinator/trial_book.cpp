@@ -22,6 +22,11 @@ std::string join_ints(const std::vector<int>& v) {
   return out;
 }
 
+// A pending trial as the scheduler sees it.
+SchedTrial sched_entry(const ActiveTrial& t) {
+  return {t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority};
+}
+
 }  // namespace
 
 TrialBook::TrialBook(BookEnv env, WorkerBook& workers, SweepBook& sweeps)
@@ -371,7 +376,7 @@ void TrialBook::set_state(ActiveTrial& t, proto::TrialState state) {
 
 void TrialBook::file(const ActiveTrial& t) {
   if (t.state == proto::TRIAL_STATE_PENDING) {
-    pending_.insert({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
+    pending_.insert(sched_entry(t));
   } else {
     running_slots_[t.sweep_id] += t.slots;
   }
@@ -379,7 +384,7 @@ void TrialBook::file(const ActiveTrial& t) {
 
 void TrialBook::unfile(const ActiveTrial& t) {
   if (t.state == proto::TRIAL_STATE_PENDING) {
-    pending_.erase({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
+    pending_.erase(sched_entry(t));
     return;
   }
   auto it = running_slots_.find(t.sweep_id);
@@ -391,16 +396,16 @@ std::string TrialBook::check_index() const {
   std::map<int64_t, int> running;
   for (const auto& [id, t] : trials_) {
     if (t.state == proto::TRIAL_STATE_PENDING) {
-      pending.insert({t.trial_id, t.sweep_id, t.trial_index, t.slots, t.nodes, t.priority});
+      pending.insert(sched_entry(t));
     } else {
       running[t.sweep_id] += t.slots;
     }
   }
   for (auto it = running.begin(); it != running.end();) it = it->second == 0 ? running.erase(it) : std::next(it);
-  std::vector<int64_t> have, want;
-  for (const auto& p : pending_) have.push_back(p.trial_id);
-  for (const auto& p : pending) want.push_back(p.trial_id);
-  if (have != want) return fmt::format("pending index holds {} trials, the book {}", have.size(), want.size());
+  const auto same_trial = [](const SchedTrial& a, const SchedTrial& b) { return a.trial_id == b.trial_id; };
+  if (!std::equal(pending_.begin(), pending_.end(), pending.begin(), pending.end(), same_trial)) {
+    return fmt::format("pending index holds {} trials, the book {}", pending_.size(), pending.size());
+  }
   if (running != running_slots_) return "running slots per sweep differ from the book's running trials";
   return "";
 }
@@ -450,7 +455,7 @@ bool TrialBook::running(int64_t trial_id) const {
 
 int64_t TrialBook::pending_slots() const {
   int64_t n = 0;
-  for (const auto& [id, t] : trials_) n += t.state == proto::TRIAL_STATE_PENDING ? t.slots : 0;
+  for (const SchedTrial& t : pending_) n += t.slots;
   return n;
 }
 
