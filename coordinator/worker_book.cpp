@@ -57,9 +57,10 @@ void WorkerBook::on_hello(const proto::Hello& h, const std::string& user_id, int
   if (auto known = workers_.find(h.worker_id()); known != workers_.end()) {
     bound = known->second.public_key;
   } else {
-    auto q = env_.store.db().prepare("SELECT public_key FROM workers WHERE worker_id = ?");
+    auto& q = env_.store.db().cached("SELECT public_key FROM workers WHERE worker_id = ?");
     q.bind(1, h.worker_id());
     if (q.step()) bound = q.text(0);
+    q.reset();
   }
   if (!bound.empty() && bound != user_id) {
     env_.log_limit.warn("identity taken", now, fmt::format("refused Hello of worker {}: that worker_id is bound to key "
