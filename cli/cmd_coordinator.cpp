@@ -37,6 +37,9 @@ void setup(CLI::App& root) {
   cmd->add_option(flag("liveness"), f->opt.liveness, "Missed heartbeats before a worker is lost")->capture_default_str();
   cmd->add_option(flag("recovery_grace_ms"), f->opt.recovery_grace_ms,
                   "After a restart, how long running trials wait for their worker (0 = 4 x liveness x heartbeat)");
+  cmd->add_option(flag("io_threads"), f->opt.io_threads,
+                  "ZeroMQ I/O threads: they accept workers' connections and run the handshakes")
+      ->capture_default_str();
 #ifdef HYLAB_HAS_DASHBOARD
   f->web.add_to(cmd, "Also serve the read-only web dashboard on HOST:PORT, e.g. 127.0.0.1:8080 (off unless given)");
   f->web.add_work_dir_to(cmd);
@@ -46,6 +49,7 @@ void setup(CLI::App& root) {
     Flags& x = *f;
     if (x.opt.heartbeat_ms < 10) throw hylab::Error("--heartbeat_ms: expected >= 10");
     if (x.opt.liveness < 1) throw hylab::Error("--liveness: expected >= 1");
+    if (x.opt.io_threads < 1 || x.opt.io_threads > 64) throw hylab::Error("--io_threads: expected 1..64");
     x.opt.security.insecure = x.insecure;
     if (x.insecure && bind->count() == 0) x.opt.bind = "tcp://127.0.0.1:5555";
     if (x.opt.security.insecure_any_interface && !x.insecure) {

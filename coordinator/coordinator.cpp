@@ -43,6 +43,7 @@ std::string random_id() {
 CoordinatorOptions with_defaults(CoordinatorOptions o) {
   limit_protobuf_logs();  // what peers send can make libprotobuf log (proto_log.h)
   if (o.recovery_grace_ms <= 0) o.recovery_grace_ms = 4 * o.liveness * o.heartbeat_ms;
+  if (o.io_threads < 1) HYLAB_FAIL("coordinator io_threads = {}: expected at least 1", o.io_threads);
   return o;
 }
 
@@ -74,7 +75,8 @@ void Coordinator::Impl::checkpoint_if_due(bool slot_messages_waiting, int64_t no
 // The sockets of the daemon: the ROUTER every peer talks to and the ZAP handler that checks
 // CurveZMQ keys. Only Coordinator::run touches them.
 struct Coordinator::Net {
-  zmq::context_t ctx{1};
+  explicit Net(int io_threads) : ctx(io_threads) {}
+  zmq::context_t ctx;
   zmq::socket_t router{ctx, zmq::socket_type::router};
   std::optional<zmq::socket_t> zap;
   std::string endpoint;
@@ -341,7 +343,8 @@ std::vector<Outgoing> Coordinator::Impl::step(const std::vector<Inbound>& in, in
 }
 
 Coordinator::Coordinator(CoordinatorOptions options)
-    : impl_(std::make_unique<Impl>(std::move(options), steady_ms())), net_(std::make_unique<Net>()) {
+    : impl_(std::make_unique<Impl>(std::move(options), steady_ms())),
+      net_(std::make_unique<Net>(impl_->opt.io_threads)) {
   net_->bind(impl_->opt, impl_->coordinator_id);
 }
 

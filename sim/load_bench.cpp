@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,10 +23,12 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <unordered_map>
 
 #include <zmq.hpp>
 
 #include "common/check.h"
+#include "common/metrics.h"
 #include "common/run_config.h"
 #include "common/spawn.h"
 #include "coordinator/coordinator.h"
@@ -51,6 +54,8 @@ struct LoadWorker {
   std::unique_ptr<zmq::socket_t> s;
   int64_t free_since = -1;           // ms; -1 while it holds a trial
   bool registering = true;           // free since its Hello (not since a Finished)
+  double hello_unix_s = 0;           // when its first Hello was queued (system clock)
+  int64_t registered_ms = -1;        // its first Assign's latency (from that Hello)
   std::optional<std::pair<int64_t, int64_t>> held;  // (trial_id, attempt)
   int64_t ends_at = 0, next_metric = 0, next_beat = 0, step = 0, seq = 0;
   int64_t sent = 0;                  // messages of every kind
@@ -156,6 +161,7 @@ void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::t
   }
   for (auto& w : sh.ws) {
     w.free_since = ms_since(t0);
+    w.hello_unix_s = unix_time_now();
     hello(w, w.free_since);
   }
   std::vector<zmq::pollitem_t> items;
@@ -184,6 +190,7 @@ void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::t
             sh.latencies.push_back(t - w.free_since);
             sh.freed_at.push_back(w.free_since);
             sh.after_hello.push_back(w.registering);
+            if (w.registering) w.registered_ms = t - w.free_since;
           }
           ++sh.assigns;
           w.held = {env->assign().trial_id(), env->assign().attempt()};
@@ -285,7 +292,7 @@ int default_load_threads() {
   return std::max(1, std::min(8, cores - 1));
 }
 
-nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, int threads) {
+nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, int threads, int io_threads) {
   const fs::path dir(folder);
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -333,7 +340,10 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
 
   // The generator: `threads` threads, each owning an equal share of the workers.
   const int n_threads = std::max(1, std::min(threads > 0 ? threads : default_load_threads(), n_workers));
-  zmq::context_t ctx(std::max(1, n_threads / 2));  // I/O threads for the sockets' TCP work
+  // libzmq I/O threads for the sockets' TCP work: the simulated workers' network stacks,
+  // which must not be what the registration wave waits for.
+  const int n_io = io_threads > 0 ? io_threads : 2 * n_threads;
+  zmq::context_t ctx(n_io);
   ctx.set(zmq::ctxopt::max_sockets, n_workers + 64);  // libzmq's default is 1,023
   std::vector<Shard> shards(static_cast<size_t>(n_threads));
   for (int i = 0; i < n_workers; ++i) {
@@ -371,10 +381,13 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   coord.signal(SIGTERM);
   coord.wait();
   int64_t rows = 0;
+  std::unordered_map<std::string, double> handled_at;  // worker -> its Hello handled (unix s)
   {
     auto d = store::Db::open(db, true);
     auto q = d->prepare("SELECT COUNT(*) FROM metrics");
     if (q.step()) rows = q.int64(0);
+    auto w = d->prepare("SELECT worker_id, first_seen FROM workers");
+    while (w.step()) handled_at[w.text(0)] = w.real(1);
   }
   struct rusage ru1 {};
   ::getrusage(RUSAGE_SELF, &ru1);
@@ -394,6 +407,21 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
     metrics_sent += sh.metrics_sent;
     beats_sent += sh.beats_sent;
     sends_dropped += sh.sends_dropped;
+  }
+  // A registration's latency in two: from the Hello queued on a connecting socket to the
+  // coordinator handling it (connection setup in both processes' I/O threads, then the wait
+  // in the coordinator's inbox), and from there to the Assign arriving (the rest of its
+  // batch, the commit, the send). "Handled" is the workers row's first_seen, written by the
+  // coordinator as it handles the Hello (one host, one system clock).
+  std::vector<int64_t> to_handled, handled_to_assign;
+  for (auto& sh : shards) {
+    for (const auto& w : sh.ws) {
+      const auto it = handled_at.find(w.id);
+      if (w.registered_ms < 0 || it == handled_at.end()) continue;
+      const auto part = static_cast<int64_t>(std::lround((it->second - w.hello_unix_s) * 1000.0));
+      to_handled.push_back(part);
+      handled_to_assign.push_back(w.registered_ms - part);
+    }
   }
   // Workers still waiting for an Assign at the end count with their wait so far: a
   // coordinator that falls behind cannot hide it by never answering.
@@ -441,6 +469,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
           {"p99_ms", percentile(latencies, 0.99)},
           {"after_hello", summary(by_kind[0])},
           {"after_finished", summary(by_kind[1])},
+          {"registration", {{"hello_to_handled", summary(to_handled)},
+                            {"handled_to_assign", summary(handled_to_assign)}}},
           {"over_50ms_by_second_freed", slow_by_second},
           {"coordinator_rss_mib", rss},
           {"coordinator_cpu_s", cpu},
@@ -453,6 +483,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
           {"metric_messages_dropped", sends_dropped},
           {"sqlite_metric_rows_per_s", static_cast<double>(rows) / wall},
           {"generator_threads", n_threads},
+          {"generator_io_threads", n_io},
+          {"coordinator_io_threads", coordinator::CoordinatorOptions{}.io_threads},  // it runs with the defaults
           {"generator_cpu_s", generator_cpu},
           {"generator_lag_p99_ms", lag_p99},
           {"generator_lag_max_ms", lateness.empty() ? 0.0 : static_cast<double>(*std::max_element(lateness.begin(), lateness.end()))},

@@ -10,11 +10,15 @@
 // latency: a worker's slot free -> its Assign arrives; workers still waiting at the end
 // count with their wait so far), after_hello / after_finished ({count, p50_ms, p99_ms,
 // max_ms} of the slots free since their worker registered / since a Finished),
+// registration ({hello_to_handled, handled_to_assign}, the same summaries: a registration's
+// latency split where the coordinator handled the Hello -- connection setup and the inbox
+// before, the batch, commit and send after),
 // over_50ms_by_second_freed (per second of the run, the samples over 50 ms whose slot became
 // free in it), coordinator_rss_mib, coordinator_cpu_s,
 // metric_messages_sent, metric_messages_asked (what a punctual generator sends),
 // metric_messages_dropped (refused by a full socket queue: the coordinator not reading),
-// heartbeats_sent, sqlite_metric_rows_per_s, generator_threads, generator_cpu_s,
+// heartbeats_sent, sqlite_metric_rows_per_s, generator_threads, generator_io_threads,
+// coordinator_io_threads, generator_cpu_s,
 // generator_lag_p99_ms / generator_lag_max_ms (how late its sends went out),
 // generator_kept_up = valid (>= 99% of the batches asked sent, lag p99 <= 100 ms): a row
 // whose generator fell behind measures the generator, not the coordinator}.
@@ -27,7 +31,8 @@
 
 namespace hylab::sim {
 
-nlohmann::json run_load(int workers, int seconds, const std::string& dir, int threads = 0);
+// `io_threads`: the generator's libzmq I/O threads (0 = two per generator thread).
+nlohmann::json run_load(int workers, int seconds, const std::string& dir, int threads = 0, int io_threads = 0);
 
 // min(8, cores - 1), at least 1: the coordinator keeps a core of its own.
 int default_load_threads();

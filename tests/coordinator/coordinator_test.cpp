@@ -435,6 +435,22 @@ TEST_F(CoordinatorTest, AnInsecureCoordinatorBindsOnlyLoopbackUnlessTold) {
   EXPECT_NO_THROW(Coordinator allowed(o));
 }
 
+// libzmq takes 0 I/O threads (inproc only): such a coordinator would bind TCP and never
+// accept a connection.
+TEST_F(CoordinatorTest, RefusesZeroIoThreads) {
+  CoordinatorOptions o = opt_;
+  o.bind = "tcp://127.0.0.1:*";
+  o.io_threads = 0;
+  try {
+    Coordinator refused(o);
+    ADD_FAILURE() << "a coordinator with no I/O thread started";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("io_threads"), std::string::npos) << e.what();
+  }
+  o.io_threads = 1;
+  EXPECT_NO_THROW(Coordinator allowed(o));
+}
+
 TEST_F(CoordinatorTest, ASilentWorkerIsLostAndItsTrialRunsElsewhere) {
   Running c(opt_);
   submit(c.endpoint(), 1, 2);
