@@ -1,4 +1,4 @@
-// `hylab bench load --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N]`: the load generator of
+// `hylab bench load --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N] [--coordinator_io_threads N]`: the load generator of
 // sim/load_bench.h once per worker count, as JSON {commit, date, seconds, load: [...]}.
 #include <unistd.h>
 
@@ -19,6 +19,7 @@ struct Options {
   int seconds = 20;
   int threads = sim::default_load_threads();
   int io_threads = 0;
+  int coordinator_io_threads = 0;
   std::string out;
 };
 
@@ -26,6 +27,9 @@ void run(const Options& o) {
   if (o.threads < 1 || o.threads > 256) throw ConfigError(fmt::format("--threads = {}: expected 1..256", o.threads));
   if (o.io_threads < 0 || o.io_threads > 64) {
     throw ConfigError(fmt::format("--io_threads = {}: expected 0..64", o.io_threads));
+  }
+  if (o.coordinator_io_threads < 0 || o.coordinator_io_threads > 64) {
+    throw ConfigError(fmt::format("--coordinator_io_threads = {}: expected 0..64", o.coordinator_io_threads));
   }
   if (o.seconds < 3) throw ConfigError(fmt::format("--seconds = {}: expected >= 3", o.seconds));
   for (int n : o.workers) {
@@ -39,7 +43,7 @@ void run(const Options& o) {
   doc["load"] = nlohmann::json::array();
   const fs::path dir = fs::temp_directory_path() / ("hylab-load-" + std::to_string(::getpid()));
   for (int n : o.workers) {
-    doc["load"].push_back(sim::run_load(n, o.seconds, dir.string(), o.threads, o.io_threads));
+    doc["load"].push_back(sim::run_load(n, o.seconds, dir.string(), o.threads, o.io_threads, o.coordinator_io_threads));
     std::fprintf(stderr, "%s\n", doc["load"].back().dump().c_str());
   }
   emit_bench_json(doc, o.out);
@@ -62,7 +66,10 @@ void setup(CLI::App& root) {
       ->capture_default_str();
   cmd->add_option(flag("io_threads"), o->io_threads,
                   "The generator's ZeroMQ I/O threads: the simulated workers' network stacks "
-                  "(0 = two per generator thread)")
+                  "(0 = one per two generator threads)")
+      ->capture_default_str();
+  cmd->add_option(flag("coordinator_io_threads"), o->coordinator_io_threads,
+                  "The coordinator's ZeroMQ I/O threads (0 = its default, as `hylab coordinator --io_threads`)")
       ->capture_default_str();
   cmd->add_option(flag("out"), o->out, "Also write the JSON to this file");
   cmd->callback([o] { run(*o); });

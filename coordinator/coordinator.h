@@ -35,11 +35,11 @@ struct CoordinatorOptions {
   // (client_pages.cpp), anything else over it is refused with an error that says so.
   // 0 = the wire limit less 64 KiB for the envelope.
   int64_t max_reply_bytes = 0;
-  // libzmq I/O threads: they accept connections and run the ZMTP (and CurveZMQ) handshakes,
-  // in parallel with the poll loop. When a thousand workers connect at once (a cluster
-  // starting, a coordinator restarting) one thread takes 40-80 ms to let them all in
-  // (docs/RELIABILITY.md, "Load"). Idle ones cost nothing.
-  int io_threads = 4;
+  // libzmq I/O threads: they accept connections, run the ZMTP (and CurveZMQ) handshakes and
+  // move every message, in parallel with the poll loop. More let a thousand workers that
+  // connect at once in sooner (a cluster starting, a coordinator restarting), but cost CPU
+  // per message and lowered the load the coordinator holds (docs/RELIABILITY.md, "Load").
+  int io_threads = 1;
   wire::Security security;
 };
 

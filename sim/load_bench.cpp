@@ -292,7 +292,8 @@ int default_load_threads() {
   return std::max(1, std::min(8, cores - 1));
 }
 
-nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, int threads, int io_threads) {
+nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, int threads, int io_threads,
+                        int coordinator_io_threads) {
   const fs::path dir(folder);
   fs::remove_all(dir);
   fs::create_directories(dir);
@@ -313,6 +314,7 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
       o.bind = "tcp://127.0.0.1:*";
       o.endpoint_file = ep_file;
       o.security.insecure = true;
+      if (coordinator_io_threads > 0) o.io_threads = coordinator_io_threads;
       coordinator::Coordinator c(o);
       c.run(g_stop);
     } catch (const std::exception& e) {
@@ -342,7 +344,7 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   const int n_threads = std::max(1, std::min(threads > 0 ? threads : default_load_threads(), n_workers));
   // libzmq I/O threads for the sockets' TCP work: the simulated workers' network stacks,
   // which must not be what the registration wave waits for.
-  const int n_io = io_threads > 0 ? io_threads : 2 * n_threads;
+  const int n_io = io_threads > 0 ? io_threads : std::max(1, n_threads / 2);
   zmq::context_t ctx(n_io);
   ctx.set(zmq::ctxopt::max_sockets, n_workers + 64);  // libzmq's default is 1,023
   std::vector<Shard> shards(static_cast<size_t>(n_threads));
@@ -484,7 +486,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
           {"sqlite_metric_rows_per_s", static_cast<double>(rows) / wall},
           {"generator_threads", n_threads},
           {"generator_io_threads", n_io},
-          {"coordinator_io_threads", coordinator::CoordinatorOptions{}.io_threads},  // it runs with the defaults
+          {"coordinator_io_threads",
+           coordinator_io_threads > 0 ? coordinator_io_threads : coordinator::CoordinatorOptions{}.io_threads},
           {"generator_cpu_s", generator_cpu},
           {"generator_lag_p99_ms", lag_p99},
           {"generator_lag_max_ms", lateness.empty() ? 0.0 : static_cast<double>(*std::max_element(lateness.begin(), lateness.end()))},

@@ -31,8 +31,10 @@
 
 namespace hylab::sim {
 
-// `io_threads`: the generator's libzmq I/O threads (0 = two per generator thread).
-nlohmann::json run_load(int workers, int seconds, const std::string& dir, int threads = 0, int io_threads = 0);
+// `io_threads`: the generator's libzmq I/O threads (0 = one per two generator threads);
+// `coordinator_io_threads`: the coordinator's (0 = its default, CoordinatorOptions).
+nlohmann::json run_load(int workers, int seconds, const std::string& dir, int threads = 0, int io_threads = 0,
+                        int coordinator_io_threads = 0);
 
 // min(8, cores - 1), at least 1: the coordinator keeps a core of its own.
 int default_load_threads();

@@ -1,5 +1,5 @@
 // hylab_load_bench: `hylab bench load` for builds without the trainer:
-// hylab_load_bench --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N] [--out FILE]. Prints one JSON line per worker
+// hylab_load_bench --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N] [--coordinator_io_threads N] [--out FILE]. Prints one JSON line per worker
 // count on stderr as it goes, the whole JSON on stdout.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
@@ -16,12 +16,16 @@ int main(int argc, char** argv) {
   int seconds = 20;
   int threads = hylab::sim::default_load_threads();
   int io_threads = 0;
+  int coordinator_io_threads = 0;
   std::string out;
   app.add_option("--workers", workers, "Worker counts")->delimiter(',')->capture_default_str();
   app.add_option("--seconds", seconds, "Seconds per worker count")->check(CLI::Range(3, 3600))->capture_default_str();
   app.add_option("--threads", threads, "Generator threads (each owns a share of the workers' sockets)")
       ->check(CLI::Range(1, 256))->capture_default_str();
-  app.add_option("--io_threads", io_threads, "The generator's ZeroMQ I/O threads (0 = two per generator thread)")
+  app.add_option("--io_threads", io_threads, "The generator's ZeroMQ I/O threads (0 = one per two generator threads)")
+      ->check(CLI::Range(0, 64))->capture_default_str();
+  app.add_option("--coordinator_io_threads", coordinator_io_threads,
+                 "The coordinator's ZeroMQ I/O threads (0 = its default)")
       ->check(CLI::Range(0, 64))->capture_default_str();
   app.add_option("--out", out, "Also write the JSON to this file");
   CLI11_PARSE(app, argc, argv);
@@ -35,7 +39,7 @@ int main(int argc, char** argv) {
   int rc = 0;
   try {
     for (int n : workers) {
-      doc["load"].push_back(hylab::sim::run_load(n, seconds, dir, threads, io_threads));
+      doc["load"].push_back(hylab::sim::run_load(n, seconds, dir, threads, io_threads, coordinator_io_threads));
       std::fprintf(stderr, "%s\n", doc["load"].back().dump().c_str());
     }
   } catch (const std::exception& e) {
