@@ -36,9 +36,9 @@ struct CoordinatorOptions {
   // 0 = the wire limit less 64 KiB for the envelope.
   int64_t max_reply_bytes = 0;
   // libzmq I/O threads: they accept connections, run the ZMTP (and CurveZMQ) handshakes and
-  // move every message, in parallel with the poll loop. More let a thousand workers that
-  // connect at once in sooner (a cluster starting, a coordinator restarting), but cost CPU
-  // per message and lowered the load the coordinator holds (docs/RELIABILITY.md, "Load").
+  // move every message, in parallel with the poll loop. Four let a thousand workers that
+  // connect at once in ~15 ms sooner (a cluster starting, a coordinator restarting) but cost
+  // ~15% more CPU per message (docs/RELIABILITY.md, "Load", session 11).
   int io_threads = 1;
   wire::Security security;
 };
