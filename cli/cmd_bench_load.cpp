@@ -1,5 +1,6 @@
-// `hylab bench load --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N] [--coordinator_io_threads N]`: the load generator of
-// sim/load_bench.h once per worker count, as JSON {commit, date, seconds, load: [...]}.
+// `hylab bench load --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N]
+// [--coordinator_io_threads N]`: the load generator of sim/load_bench.h once per worker
+// count, as JSON {commit, date, seconds, load: [...]}.
 #include <unistd.h>
 
 #include <cstdio>

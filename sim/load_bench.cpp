@@ -342,8 +342,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
 
   // The generator: `threads` threads, each owning an equal share of the workers.
   const int n_threads = std::max(1, std::min(threads > 0 ? threads : default_load_threads(), n_workers));
-  // libzmq I/O threads for the sockets' TCP work: the simulated workers' network stacks,
-  // which must not be what the registration wave waits for.
+  // libzmq I/O threads for the sockets' TCP work: the simulated workers' network stacks
+  // (eight instead of two did not shorten the registration wave: docs/RELIABILITY.md).
   const int n_io = io_threads > 0 ? io_threads : std::max(1, n_threads / 2);
   zmq::context_t ctx(n_io);
   ctx.set(zmq::ctxopt::max_sockets, n_workers + 64);  // libzmq's default is 1,023

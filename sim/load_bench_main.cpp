@@ -1,6 +1,7 @@
 // hylab_load_bench: `hylab bench load` for builds without the trainer:
-// hylab_load_bench --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N] [--coordinator_io_threads N] [--out FILE]. Prints one JSON line per worker
-// count on stderr as it goes, the whole JSON on stdout.
+// hylab_load_bench --workers 100,300,1000 [--seconds 20] [--threads N] [--io_threads N]
+// [--coordinator_io_threads N] [--out FILE]. Prints one JSON line per worker count on stderr
+// as it goes, the whole JSON on stdout.
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
