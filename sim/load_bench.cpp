@@ -300,6 +300,8 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
   const std::string db = (dir / "hylab.db").string();
   const std::string ep_file = (dir / "endpoint").string();
   ensure_open_files(n_workers);
+  const int coord_io =
+      coordinator_io_threads > 0 ? coordinator_io_threads : coordinator::CoordinatorOptions{}.io_threads;
   // The coordinator in a child process of its own (forked before this process starts any
   // thread), so its RSS and CPU are its own.
   Process coord = Process::fork_call([&]() -> int {
@@ -314,7 +316,7 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
       o.bind = "tcp://127.0.0.1:*";
       o.endpoint_file = ep_file;
       o.security.insecure = true;
-      if (coordinator_io_threads > 0) o.io_threads = coordinator_io_threads;
+      o.io_threads = coord_io;
       coordinator::Coordinator c(o);
       c.run(g_stop);
     } catch (const std::exception& e) {
@@ -486,8 +488,7 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
           {"sqlite_metric_rows_per_s", static_cast<double>(rows) / wall},
           {"generator_threads", n_threads},
           {"generator_io_threads", n_io},
-          {"coordinator_io_threads",
-           coordinator_io_threads > 0 ? coordinator_io_threads : coordinator::CoordinatorOptions{}.io_threads},
+          {"coordinator_io_threads", coord_io},
           {"generator_cpu_s", generator_cpu},
           {"generator_lag_p99_ms", lag_p99},
           {"generator_lag_max_ms", lateness.empty() ? 0.0 : static_cast<double>(*std::max_element(lateness.begin(), lateness.end()))},
