@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <random>
@@ -54,7 +55,9 @@ struct LoadWorker {
   std::unique_ptr<zmq::socket_t> s;
   int64_t free_since = -1;           // ms; -1 while it holds a trial
   bool registering = true;           // free since its Hello (not since a Finished)
-  double hello_unix_s = 0;           // when its first Hello was queued (system clock)
+  int64_t connect_ms = -1;           // when connect() was called (ms after t0)
+  int64_t connected_ms = -1;         // when its connection came up (the socket turned writable)
+  double hello_unix_s = 0;           // when its first Hello was sent (system clock)
   int64_t registered_ms = -1;        // its first Assign's latency (from that Hello)
   std::optional<std::pair<int64_t, int64_t>> held;  // (trial_id, attempt)
   int64_t ends_at = 0, next_metric = 0, next_beat = 0, step = 0, seq = 0;
@@ -152,20 +155,21 @@ void hello(LoadWorker& w, int64_t now) {
 void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::time_point t0, int64_t end,
            uint64_t seed) {
   std::mt19937_64 rng(seed);
+  // A worker says Hello once its connection is up, as the real one does: its first message
+  // goes out on a connection that completed TCP and the ZMTP handshake. (With `immediate`
+  // the socket is writable only then; the time until then is `registration.connect`.)
   for (auto& w : sh.ws) {
     w.s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
     w.s->set(zmq::sockopt::linger, 0);
     w.s->set(zmq::sockopt::routing_id, w.id);
     w.s->set(zmq::sockopt::sndhwm, 100000);
+    w.s->set(zmq::sockopt::immediate, true);
+    w.next_beat = std::numeric_limits<int64_t>::max();  // none before the Hello
+    w.connect_ms = ms_since(t0);
     w.s->connect(endpoint);
   }
-  for (auto& w : sh.ws) {
-    w.free_since = ms_since(t0);
-    w.hello_unix_s = unix_time_now();
-    hello(w, w.free_since);
-  }
   std::vector<zmq::pollitem_t> items;
-  for (auto& w : sh.ws) items.push_back({w.s->handle(), 0, ZMQ_POLLIN, 0});
+  for (auto& w : sh.ws) items.push_back({w.s->handle(), 0, ZMQ_POLLIN | ZMQ_POLLOUT, 0});
   while (true) {
     int64_t now = ms_since(t0);
     if (now >= end) break;
@@ -177,8 +181,15 @@ void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::t
     }
     wire::poll(items.data(), items.size(), static_cast<int>(std::max<int64_t>(0, next_due - now)));
     for (size_t i = 0; i < sh.ws.size(); ++i) {
-      if (!(items[i].revents & ZMQ_POLLIN)) continue;
       LoadWorker& w = sh.ws[i];
+      if ((items[i].revents & ZMQ_POLLOUT) && w.connected_ms < 0) {
+        w.connected_ms = ms_since(t0);
+        w.free_since = w.connected_ms;
+        w.hello_unix_s = unix_time_now();
+        hello(w, w.free_since);
+        items[i].events = ZMQ_POLLIN;  // writable from here on: no longer worth a wake-up
+      }
+      if (!(items[i].revents & ZMQ_POLLIN)) continue;
       zmq::message_t m;
       while (w.s->recv(m, zmq::recv_flags::dontwait)) {
         std::string err;
@@ -412,32 +423,40 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
     beats_sent += sh.beats_sent;
     sends_dropped += sh.sends_dropped;
   }
-  // A registration's latency in two: from the Hello queued on a connecting socket to the
-  // coordinator handling it (connection setup in both processes' I/O threads, then the wait
-  // in the coordinator's inbox), and from there to the Assign arriving (the rest of its
-  // batch, the commit, the send). "Handled" is the workers row's first_seen, written by the
-  // coordinator as it handles the Hello (one host, one system clock).
-  std::vector<int64_t> to_handled, handled_to_assign;
+  // A registration around its latency: before it, the connection setup (connect() to the
+  // connection up: TCP and the ZMTP handshake in both processes' I/O threads); then the
+  // latency split where the coordinator handled the Hello: the Hello's wait (transit, the
+  // coordinator's inbox) and from there to the Assign arriving (the rest of its batch, the
+  // commit, the send). "Handled" is the workers row's first_seen, written by the coordinator
+  // as it handles the Hello (one host, one system clock). connect_to_assign is the whole
+  // join: a new worker's connect() to its first Assign.
+  std::vector<int64_t> connect, to_handled, handled_to_assign, connect_to_assign;
+  const int64_t now = ms_since(t0);
   for (auto& sh : shards) {
     for (const auto& w : sh.ws) {
+      if (w.connected_ms >= 0) connect.push_back(w.connected_ms - w.connect_ms);
+      if (w.registered_ms < 0) continue;
+      connect_to_assign.push_back(w.connected_ms - w.connect_ms + w.registered_ms);
       const auto it = handled_at.find(w.id);
-      if (w.registered_ms < 0 || it == handled_at.end()) continue;
+      if (it == handled_at.end()) continue;
       const auto part = static_cast<int64_t>(std::lround((it->second - w.hello_unix_s) * 1000.0));
       to_handled.push_back(part);
       handled_to_assign.push_back(w.registered_ms - part);
     }
   }
   // Workers still waiting for an Assign at the end count with their wait so far: a
-  // coordinator that falls behind cannot hide it by never answering.
-  const int64_t now = ms_since(t0);
-  int64_t waiting = 0;
+  // coordinator that falls behind cannot hide it by never answering. A worker whose
+  // connection never came up counts from its connect().
+  int64_t waiting = 0, never_connected = 0;
   for (auto& sh : shards) {
     for (auto& w : sh.ws) {
-      if (!w.held && w.free_since >= 0) {
-        latencies.push_back(now - w.free_since);
-        freed_at.push_back(w.free_since);
+      const int64_t since = w.connected_ms < 0 ? w.connect_ms : w.free_since;
+      if (!w.held && since >= 0) {
+        latencies.push_back(now - since);
+        freed_at.push_back(since);
         after_hello.push_back(w.registering);
         ++waiting;
+        never_connected += w.connected_ms < 0;
       }
     }
   }
@@ -473,8 +492,11 @@ nlohmann::json run_load(int n_workers, int seconds, const std::string& folder, i
           {"p99_ms", percentile(latencies, 0.99)},
           {"after_hello", summary(by_kind[0])},
           {"after_finished", summary(by_kind[1])},
-          {"registration", {{"hello_to_handled", summary(to_handled)},
-                            {"handled_to_assign", summary(handled_to_assign)}}},
+          {"never_connected", never_connected},
+          {"registration", {{"connect", summary(connect)},
+                            {"hello_to_handled", summary(to_handled)},
+                            {"handled_to_assign", summary(handled_to_assign)},
+                            {"connect_to_assign", summary(connect_to_assign)}}},
           {"over_50ms_by_second_freed", slow_by_second},
           {"coordinator_rss_mib", rss},
           {"coordinator_cpu_s", cpu},

@@ -6,13 +6,19 @@
 // every slot busy. The workers are shared out among `threads` generator threads (0 = the
 // default below), each the only user of its workers' sockets.
 //
+// A worker sends its Hello once its connection is up (TCP and the ZMTP handshake done), as
+// the real worker does: the connection setup is measured apart from scheduling.
+//
 // Returns {workers, seconds, assignments, waiting_at_end, p50_ms, p99_ms (scheduling
-// latency: a worker's slot free -> its Assign arrives; workers still waiting at the end
-// count with their wait so far), after_hello / after_finished ({count, p50_ms, p99_ms,
-// max_ms} of the slots free since their worker registered / since a Finished),
-// registration ({hello_to_handled, handled_to_assign}, the same summaries: a registration's
-// latency split where the coordinator handled the Hello -- connection setup and the inbox
-// before, the batch, commit and send after),
+// latency: a worker's slot free -> its Assign arrives; a slot is free from the worker's
+// Hello or its Finished; workers still waiting at the end count with their wait so far,
+// from their connect() if their connection never came up), never_connected,
+// after_hello / after_finished ({count, p50_ms, p99_ms, max_ms} of the slots free since
+// their worker's Hello / since a Finished), registration ({connect: connect() -> the
+// connection up; hello_to_handled, handled_to_assign: a registration's latency split where
+// the coordinator handled the Hello -- transit and the inbox before, the batch, commit and
+// send after; connect_to_assign: the whole join, connect() -> first Assign}, the same
+// summaries),
 // over_50ms_by_second_freed (per second of the run, the samples over 50 ms whose slot became
 // free in it), coordinator_rss_mib, coordinator_cpu_s,
 // metric_messages_sent, metric_messages_asked (what a punctual generator sends),
