@@ -132,6 +132,7 @@ void Coordinator::Impl::load_state(int64_t now) {
   {
     store::Tx tx(store->db());
     worker_book.load();  // workers must register again with this coordinator
+    trial_book.recover_progress();
     sweep_book.finish_all_done();
     tx.commit();
   }

@@ -110,7 +110,10 @@ void TrialBook::on_metrics(const std::string& worker_id, const proto::MetricsBat
     by_attempt[m.attempt() > 0 ? m.attempt() : b.attempt()].push_back(
         MetricPoint{m.step(), m.name(), m.value(), m.wall_time()});
   }
-  for (const auto& [attempt, points] : by_attempt) store::put_metrics(env_.store.db(), b.trial_id(), attempt, points);
+  int64_t newest = -1;
+  for (const auto& [attempt, points] : by_attempt) {
+    newest = std::max(newest, store::insert_metrics(env_.store.db(), b.trial_id(), attempt, points));
+  }
   if (b.checkpoint_step() >= 0) {
     env_.store.set_checkpoint_step(b.trial_id(), b.checkpoint_step());
     if (it != trials_.end()) it->second.checkpoint_step = std::max(it->second.checkpoint_step, b.checkpoint_step());
@@ -138,7 +141,14 @@ void TrialBook::on_metrics(const std::string& worker_id, const proto::MetricsBat
     r.val_bpb_4x = s.val_bpb_4x();
     store::put_summary(env_.store.db(), b.trial_id(), r);
   }
-  env_.store.set_last_seq(b.trial_id(), b.attempt(), b.seq());
+  if (it != trials_.end()) {  // an active trial: written behind (flush_progress)
+    Progress& p = unflushed_[{b.trial_id(), b.attempt()}];
+    p.last_step = std::max(p.last_step, newest);
+    p.last_seq = std::max(p.last_seq, b.seq());
+  } else {  // late records of an attempt that has ended
+    store::raise_last_step(env_.store.db(), b.trial_id(), newest);
+    env_.store.set_last_seq(b.trial_id(), b.attempt(), b.seq());
+  }
   sweeps_.observe_metrics(sweep_id, b);
   fx.to(worker_id, ack);
 }
@@ -227,6 +237,7 @@ void TrialBook::conclude(ActiveTrial& t, proto::TrialOutcome outcome, int exit_c
   // going away): an infrastructure loss.
   if (outcome == proto::TRIAL_OUTCOME_FAILED && exit_code == -9) outcome = proto::TRIAL_OUTCOME_LOST;
   const AttemptDecision d = decide_after_attempt(outcome, t.failures, max_retries, t.losses);
+  flush_progress(t.trial_id);
   env_.store.finish_attempt(t.trial_id, t.attempt, attempt_state(outcome), reason, exit_code, log_tail);
   // The other nodes of a multi-node attempt stop too.
   for (const auto& n : t.run) {
@@ -278,6 +289,7 @@ void TrialBook::stop(int64_t trial_id, proto::TrialState state, const std::strin
   auto it = trials_.find(trial_id);
   if (it == trials_.end()) return;
   ActiveTrial& t = it->second;
+  flush_progress(trial_id);
   if (t.state == proto::TRIAL_STATE_RUNNING) {
     for (const auto& n : t.run) {
       if (workers_.registered(n.worker_id)) fx.cancel(n.worker_id, t.trial_id, t.attempt, reason);
@@ -440,6 +452,30 @@ void TrialBook::load_sweep(const store::SweepRow& row, int64_t now, bool keep_kn
   }
 }
 
+void TrialBook::recover_progress() {
+  for (const auto& [id, t] : trials_) {
+    if (t.state != proto::TRIAL_STATE_RUNNING) continue;
+    store::raise_last_step(env_.store.db(), id, store::newest_metric_step(env_.store.db(), id));
+  }
+}
+
+void TrialBook::flush_progress() {
+  for (const auto& [key, p] : unflushed_) {
+    store::raise_last_step(env_.store.db(), key.first, p.last_step);
+    env_.store.set_last_seq(key.first, key.second, p.last_seq);
+  }
+  unflushed_.clear();
+}
+
+void TrialBook::flush_progress(int64_t trial_id) {
+  auto it = unflushed_.lower_bound({trial_id, 0});
+  while (it != unflushed_.end() && it->first.first == trial_id) {
+    store::raise_last_step(env_.store.db(), trial_id, it->second.last_step);
+    env_.store.set_last_seq(trial_id, it->first.second, it->second.last_seq);
+    it = unflushed_.erase(it);
+  }
+}
+
 std::vector<int64_t> TrialBook::ids_of(int64_t sweep_id) const {
   std::vector<int64_t> ids;
   for (const auto& [id, t] : trials_) {
@@ -473,6 +509,7 @@ std::optional<int64_t> TrialBook::newest_of(int64_t sweep_id, int64_t hint) cons
 // ---- each iteration ----
 
 void TrialBook::tick(int64_t now, Effects& fx) {
+  flush_progress();
   std::vector<int64_t> overdue;  // (conclude may erase from trials_)
   bool waiting = false;          // a deadline not yet reached
   for (auto& [id, t] : trials_) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <array>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -237,6 +238,10 @@ void ensure_schema(Db& db) {
 
 void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points) {
   if (points.empty()) return;
+  raise_last_step(db, trial_id, insert_metrics(db, trial_id, attempt, points));
+}
+
+int64_t insert_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points) {
   auto& ins = db.cached(
       "INSERT INTO metrics(trial_id, name, step, value, wall_time, attempt) VALUES(?,?,?,?,?,?) "
       "ON CONFLICT(trial_id, name, step) DO UPDATE SET value=excluded.value, "
@@ -251,10 +256,32 @@ void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<Me
     ins.bind(6, attempt);
     ins.run();
   }
-  db.cached("UPDATE trials SET last_step = MAX(last_step, ?) WHERE trial_id = ?")
-      .bind(1, max_step)
-      .bind(2, trial_id)
-      .run();
+  return max_step;
+}
+
+void raise_last_step(Db& db, int64_t trial_id, int64_t step) {
+  db.cached("UPDATE trials SET last_step = MAX(last_step, ?) WHERE trial_id = ?").bind(1, step).bind(2, trial_id).run();
+}
+
+int64_t newest_metric_step(Db& db, int64_t trial_id) {
+  // A loose index scan over the primary key (trial_id, name, step): the next name, then that
+  // name's largest step. MAX over the whole trial would read every row of it.
+  auto& first_name = db.cached("SELECT MIN(name) FROM metrics WHERE trial_id = ?");
+  auto& next_name = db.cached("SELECT MIN(name) FROM metrics WHERE trial_id = ? AND name > ?");
+  auto& top = db.cached("SELECT MAX(step) FROM metrics WHERE trial_id = ? AND name = ?");
+  int64_t newest = -1;
+  std::optional<std::string> name;
+  while (true) {
+    Stmt& q = name ? next_name.bind(2, *name) : first_name;
+    q.bind(1, trial_id);
+    const bool found = q.step() && !q.is_null(0);
+    if (found) name = q.text(0);
+    q.reset();
+    if (!found) return newest;
+    top.bind(1, trial_id).bind(2, *name);
+    if (top.step() && !top.is_null(0)) newest = std::max(newest, top.int64(0));
+    top.reset();
+  }
 }
 
 namespace {

@@ -24,12 +24,19 @@ constexpr int kSchemaVersion = 2;
 // Throws hylab::Error if the file has a newer schema version than this build knows.
 void ensure_schema(Db& db);
 
-// Trial states as stored in trials.state / trial_attempts.state: proto::TrialState's words
-// (common/states.h converts).
-// Stores points for (trial_id, attempt). Each (trial_id, name, step) is kept once: a
-// re-emitted step (a resumed attempt, a retransmitted batch) replaces the earlier value.
-// Call inside a Tx for speed when writing many batches.
+// Stores points for (trial_id, attempt) and raises trials.last_step to their newest step.
+// Each (trial_id, name, step) is kept once: a re-emitted step (a resumed attempt, a
+// retransmitted batch) replaces the earlier value. Call inside a Tx for speed when writing
+// many batches.
 void put_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points);
+// put_metrics in two: the metric rows alone (returns their newest step, -1 for none), and
+// trials.last_step = max(last_step, step). The coordinator raises last_step once per
+// heartbeat interval, not per batch: that update rewrites the trial's wide row.
+int64_t insert_metrics(Db& db, int64_t trial_id, int64_t attempt, const std::vector<MetricPoint>& points);
+void raise_last_step(Db& db, int64_t trial_id, int64_t step);
+// The newest step among the trial's stored metrics (-1 for none): two index seeks per metric
+// name, whatever the number of rows.
+int64_t newest_metric_step(Db& db, int64_t trial_id);
 
 // Replaces the trial's row in trial_summary, with the provenance columns taken from
 // s.provenance_json (keys as kProvenanceKeys) and disk_bytes (0 = unknown: NULL).

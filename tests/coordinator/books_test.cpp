@@ -161,6 +161,31 @@ TEST_F(BooksTest, OnlyTheWorkerHoldingTheAttemptMayReportOnIt) {
   EXPECT_EQ(query("SELECT COUNT(*) FROM metrics"), "1");
 }
 
+// A trial's progress columns (trials.last_step, trial_attempts.last_seq) are written behind
+// its metric rows, which are stored with their batch: they reach the database at the next
+// heartbeat tick, from the metric rows after a crash, and when the attempt ends.
+TEST_F(BooksTest, ProgressWrittenBehindReachesTheDatabaseAtTheTickAfterACrashAndAtTheEnd) {
+  submit(1, 0);
+  auto out = step({from("w1", "", hello("w1"))});
+  ASSERT_EQ(count(out, proto::Envelope::kAssign, "w1"), 1);
+  step({from("w1", "", started(1, 1)), from("w1", "", metrics(1, 1, 1, 5))});
+  step({from("w1", "", metrics(1, 1, 2, 9))});
+  EXPECT_EQ(query("SELECT COUNT(*) FROM metrics"), "2");
+  step({}, 1000);  // the heartbeat tick
+  EXPECT_EQ(query("SELECT last_step FROM trials WHERE trial_id = 1"), "9");
+  EXPECT_EQ(query("SELECT last_seq FROM trial_attempts WHERE trial_id = 1 AND attempt = 1"), "2");
+  step({from("w1", "", metrics(1, 1, 3, 12))});
+  core_.reset();  // a crash before the next tick
+  start();
+  EXPECT_EQ(query("SELECT last_step FROM trials WHERE trial_id = 1"), "12");
+  step({from("w1", "", hello("w1", 1, {{1, 1}}))});  // it still runs the attempt
+  out = step({from("w1", "", metrics(1, 1, 4, 15)), from("w1", "", finished(1, 1))});
+  ASSERT_EQ(count(out, proto::Envelope::kFinishedAck, "w1"), 1);
+  EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id = 1"), "succeeded");
+  EXPECT_EQ(query("SELECT last_step FROM trials WHERE trial_id = 1"), "15");
+  EXPECT_EQ(query("SELECT last_seq FROM trial_attempts WHERE trial_id = 1 AND attempt = 1"), "4");
+}
+
 // A second worker with the same identity and another key is refused, also by a coordinator
 // that restarted (the key is in the database); the first keeps its place.
 TEST_F(BooksTest, AWorkerIdentityIsBoundToItsKey) {

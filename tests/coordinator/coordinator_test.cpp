@@ -267,9 +267,11 @@ TEST_F(CoordinatorTest, RunsTrialsStoresEachMetricOnceAndCompletesTheSweep) {
   EXPECT_EQ(query("SELECT COUNT(*) FROM metrics WHERE trial_id=" + id), "7");
   EXPECT_EQ(query("SELECT value FROM metrics WHERE trial_id=" + id + " AND step=4"), "24.0");
   EXPECT_EQ(query("SELECT checkpoint_step FROM trials WHERE trial_id=" + id), "5");
-  EXPECT_EQ(query("SELECT last_seq FROM trial_attempts WHERE trial_id=" + id), "2");
   w.finished(t1, 1, proto::TRIAL_OUTCOME_SUCCEEDED);
   ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
+  // Written behind the metric rows, at the latest with the attempt's end.
+  EXPECT_EQ(query("SELECT last_seq FROM trial_attempts WHERE trial_id=" + id), "2");
+  EXPECT_EQ(query("SELECT last_step FROM trials WHERE trial_id=" + id), "6");
   w.finished(t1, 1, proto::TRIAL_OUTCOME_SUCCEEDED);  // a repeat: acked, nothing changes
   ASSERT_TRUE(w.expect(proto::Envelope::kFinishedAck));
   EXPECT_EQ(query("SELECT state FROM trials WHERE trial_id=" + id), "succeeded");

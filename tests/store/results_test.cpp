@@ -77,6 +77,30 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+// The newest step among a trial's metrics, by a seek per metric name (the coordinator's
+// recovery of trials.last_step after a crash): names whose curves end at different steps,
+// the empty name, another trial's rows next to it, and a trial with none.
+TEST_F(StoreTest, NewestMetricStepLooksAtEveryName) {
+  SweepRow s;
+  s.name = "s";
+  std::vector<NewTrial> ts = {trial("T*2", 16), trial("M*2", 16), trial("T,M", 16)};
+  for (size_t i = 0; i < ts.size(); ++i) ts[i].trial_index = static_cast<int64_t>(i);
+  Tx tx(store_->db());
+  const auto trials = store_->trials_of(store_->create_sweep(s, ts));
+  const int64_t a = trials[0].trial_id, b = trials[1].trial_id, none = trials[2].trial_id;
+  EXPECT_EQ(insert_metrics(store_->db(), a, 1, {{7, "train_loss", 1, 1}, {3, "val_bpb", 1, 1}, {2, "", 1, 1}}), 7);
+  insert_metrics(store_->db(), a, 1, {{11, "", 1, 1}, {9, "zz", 1, 1}});
+  insert_metrics(store_->db(), b, 1, {{50, "train_loss", 1, 1}});
+  EXPECT_EQ(newest_metric_step(store_->db(), a), 11);
+  EXPECT_EQ(newest_metric_step(store_->db(), b), 50);
+  EXPECT_EQ(newest_metric_step(store_->db(), none), -1);
+  // insert_metrics leaves last_step alone; put_metrics raises it.
+  EXPECT_EQ(store_->trial(a).last_step, -1);
+  put_metrics(store_->db(), b, 1, {{4, "lr", 1, 1}});
+  EXPECT_EQ(store_->trial(b).last_step, 4);
+  tx.commit();
+}
+
 TEST_F(StoreTest, CreateSweepNamesRunDirsAndLoadsBack) {
   const int64_t sweep_id = make_sweep();
   auto trials = store_->trials_of(sweep_id);
