@@ -13,7 +13,10 @@
 //   - when there is none of those, or the batch before was such a batch and metrics are
 //     waiting (so that a steady stream of heartbeats cannot starve them), the oldest
 //     `bulk` messages.
-// So a freed slot waits for at most the batch in hand (at most `bulk` messages) and its own.
+// So a freed slot waits for at most the batch in hand and its own. A bulk batch holds at most
+// `bulk` messages; an urgent one every urgent message waiting (with their peers' earlier
+// ones), which in a registration wave can be hundreds (471 in one 16 ms iteration at 1,000
+// workers, session 11).
 #pragma once
 
 #include <cstddef>
