@@ -43,11 +43,12 @@ TEST(LoadBench, RunsMoreWorkersThanLibzmqsDefaultSocketLimit) {
   const int64_t registered = row["after_hello"]["count"].get<int64_t>() - row["waiting_at_end"].get<int64_t>();
   EXPECT_GE(reg["hello_to_handled"]["count"].get<int64_t>(), registered);
   EXPECT_EQ(reg["hello_to_handled"]["count"], reg["handled_to_assign"]["count"]);
-  EXPECT_EQ(reg["connect_to_assign"]["count"].get<int64_t>(), registered);
+  EXPECT_EQ(reg["connect_to_assign"]["count"], reg["hello_to_handled"]["count"]);
   EXPECT_EQ(reg["connect"]["count"].get<int64_t>() + row["never_connected"].get<int64_t>(), 1100);
   EXPECT_LE(row["never_connected"].get<int64_t>(), row["waiting_at_end"].get<int64_t>());
-  // The join contains the registration: connect() comes before the Hello.
-  EXPECT_GE(reg["connect_to_assign"]["max_ms"].get<double>(), reg["handled_to_assign"]["max_ms"].get<double>());
+  // The join contains the registration: connect() comes before the Hello (the split point is
+  // on the system clock, the rest on the steady clock: 1 ms of rounding).
+  EXPECT_GE(reg["connect_to_assign"]["max_ms"].get<double>() + 1, reg["handled_to_assign"]["max_ms"].get<double>());
   EXPECT_GE(reg["hello_to_handled"]["p50_ms"].get<double>(), 0.0);
   EXPECT_GE(reg["handled_to_assign"]["p50_ms"].get<double>(), 0.0);
   EXPECT_LE(reg["hello_to_handled"]["max_ms"].get<double>(), row["after_hello"]["max_ms"].get<double>() + 1);
