@@ -100,24 +100,9 @@ double percentile(std::vector<int64_t> v, double p) {
   return static_cast<double>(v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))]);
 }
 
-// Sweeps of at most 2,000 trials each: one request must stay under the 8 MiB frame limit.
 void submit(const std::string& endpoint, int trials) {
   wire::Client client(endpoint, wire::peer_security(true, "", ""), 120'000);
-  for (int first = 0; first < trials; first += 2000) {
-    proto::ClientRequest req;
-    auto* s = req.mutable_submit_sweep();
-    s->set_name("load");
-    s->set_gpus_per_trial(1);
-    s->set_max_retries(0);
-    for (int i = first; i < std::min(trials, first + 2000); ++i) {
-      RunConfig cfg;
-      cfg.set_seed(i);
-      auto* t = s->add_trials();
-      t->set_trial_index(i);
-      t->set_config_json(config_to_json(resolve_config(cfg), false));
-    }
-    client.call_json(req);
-  }
+  for (const auto& req : bench_sweep_requests("load", trials)) client.call_json(req);
 }
 
 constexpr int64_t kMetricPeriodMs = 100;  // 10 Hz
@@ -297,6 +282,24 @@ void ensure_open_files(int n_workers) {
 }
 
 }  // namespace
+
+std::vector<proto::ClientRequest> bench_sweep_requests(const std::string& name, int trials) {
+  std::vector<proto::ClientRequest> out;
+  for (int first = 0; first < trials; first += 2000) {
+    auto* s = out.emplace_back().mutable_submit_sweep();
+    s->set_name(name);
+    s->set_gpus_per_trial(1);
+    s->set_max_retries(0);
+    for (int i = first; i < std::min(trials, first + 2000); ++i) {
+      RunConfig cfg;
+      cfg.set_seed(i);
+      auto* t = s->add_trials();
+      t->set_trial_index(i);
+      t->set_config_json(config_to_json(resolve_config(cfg), false));
+    }
+  }
+  return out;
+}
 
 int default_load_threads() {
   const int cores = static_cast<int>(std::thread::hardware_concurrency());

@@ -32,10 +32,18 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "proto/wire.pb.h"
+
 namespace hylab::sim {
+
+// The benchmarks' sweep (this one's and the loop bench's): `trials` one-GPU trials of the
+// default config, seeds 0.., no retries, in requests of at most 2,000 trials (one request
+// must stay under the 8 MiB frame limit).
+std::vector<proto::ClientRequest> bench_sweep_requests(const std::string& name, int trials);
 
 // `io_threads`: the generator's libzmq I/O threads (0 = one per two generator threads);
 // `coordinator_io_threads`: the coordinator's (0 = its default, CoordinatorOptions).

@@ -9,8 +9,8 @@
 #include <vector>
 
 #include "common/check.h"
-#include "common/run_config.h"
 #include "coordinator/coordinator_impl.h"
+#include "sim/load_bench.h"
 #include "wire/wire.h"
 
 namespace hylab::sim {
@@ -62,24 +62,13 @@ nlohmann::json run_loop_bench(int workers, int rounds, const std::string& dir) {
   int64_t now = 1'000'000;
   coordinator::Coordinator::Impl core(opt, now);
 
-  // A sweep with a trial for every worker (and some to spare), in requests under the reply
-  // limit as the load bench sends them.
+  // A sweep with a trial for every worker (and some to spare), as the load bench submits it.
   const int trials = workers + 100;
-  for (int first = 0; first < trials; first += 2000) {
+  int64_t request_id = 0;
+  for (const auto& req : bench_sweep_requests("loop", trials)) {
     proto::Envelope env;
-    auto* req = env.mutable_request();
-    req->set_request_id(1 + first);
-    auto* s = req->mutable_submit_sweep();
-    s->set_name("loop");
-    s->set_gpus_per_trial(1);
-    s->set_max_retries(0);
-    for (int i = first; i < std::min(trials, first + 2000); ++i) {
-      RunConfig cfg;
-      cfg.set_seed(i);
-      auto* t = s->add_trials();
-      t->set_trial_index(i);
-      t->set_config_json(config_to_json(resolve_config(cfg), false));
-    }
+    *env.mutable_request() = req;
+    env.mutable_request()->set_request_id(++request_id);
     core.step({Inbound{"client", true, "", wire::encode(env, "client")}}, ++now);
   }
 
