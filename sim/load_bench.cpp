@@ -140,9 +140,10 @@ void hello(LoadWorker& w, int64_t now) {
 void drive(Shard& sh, zmq::context_t& ctx, const std::string& endpoint, Clock::time_point t0, int64_t end,
            uint64_t seed) {
   std::mt19937_64 rng(seed);
-  // A worker says Hello once its connection is up, as the real one does: its first message
-  // goes out on a connection that completed TCP and the ZMTP handshake. (With `immediate`
-  // the socket is writable only then; the time until then is `registration.connect`.)
+  // A worker says Hello once its connection is up (with `immediate` the socket is writable
+  // only when TCP and the ZMTP handshake are done), and its registration is timed from there.
+  // The real worker queues its Hello at connect() and libzmq sends it at the same point; the
+  // time before it, connection setup, is `registration.connect`, not scheduling.
   for (auto& w : sh.ws) {
     w.s = std::make_unique<zmq::socket_t>(ctx, zmq::socket_type::dealer);
     w.s->set(zmq::sockopt::linger, 0);

@@ -6,8 +6,9 @@
 // every slot busy. The workers are shared out among `threads` generator threads (0 = the
 // default below), each the only user of its workers' sockets.
 //
-// A worker sends its Hello once its connection is up (TCP and the ZMTP handshake done), as
-// the real worker does: the connection setup is measured apart from scheduling.
+// A worker sends its Hello once its connection is up (TCP and the ZMTP handshake done), where
+// the real worker's Hello, queued at connect(), leaves too: the connection setup is measured
+// apart from scheduling.
 //
 // Returns {workers, seconds, assignments, waiting_at_end, p50_ms, p99_ms (scheduling
 // latency: a worker's slot free -> its Assign arrives; a slot is free from the worker's
