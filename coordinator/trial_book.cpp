@@ -146,8 +146,7 @@ void TrialBook::on_metrics(const std::string& worker_id, const proto::MetricsBat
     p.last_step = std::max(p.last_step, newest);
     p.last_seq = std::max(p.last_seq, b.seq());
   } else {  // late records of an attempt that has ended
-    store::raise_last_step(env_.store.db(), b.trial_id(), newest);
-    env_.store.set_last_seq(b.trial_id(), b.attempt(), b.seq());
+    write_progress({b.trial_id(), b.attempt()}, Progress{newest, b.seq()});
   }
   sweeps_.observe_metrics(sweep_id, b);
   fx.to(worker_id, ack);
@@ -459,19 +458,20 @@ void TrialBook::recover_progress() {
   }
 }
 
+void TrialBook::write_progress(const AttemptKey& key, const Progress& p) {
+  store::raise_last_step(env_.store.db(), key.first, p.last_step);
+  env_.store.set_last_seq(key.first, key.second, p.last_seq);
+}
+
 void TrialBook::flush_progress() {
-  for (const auto& [key, p] : unflushed_) {
-    store::raise_last_step(env_.store.db(), key.first, p.last_step);
-    env_.store.set_last_seq(key.first, key.second, p.last_seq);
-  }
+  for (const auto& [key, p] : unflushed_) write_progress(key, p);
   unflushed_.clear();
 }
 
 void TrialBook::flush_progress(int64_t trial_id) {
   auto it = unflushed_.lower_bound({trial_id, 0});
   while (it != unflushed_.end() && it->first.first == trial_id) {
-    store::raise_last_step(env_.store.db(), trial_id, it->second.last_step);
-    env_.store.set_last_seq(trial_id, it->first.second, it->second.last_seq);
+    write_progress(it->first, it->second);
     it = unflushed_.erase(it);
   }
 }

@@ -142,9 +142,11 @@ class TrialBook {
   void file(const ActiveTrial& t);
   void unfile(const ActiveTrial& t);
   // Writes the progress held back for every attempt (tick) or for one trial's (its attempt
-  // ends).
+  // ends); write_progress writes one attempt's.
+  struct Progress;
   void flush_progress();
   void flush_progress(int64_t trial_id);
+  void write_progress(const AttemptKey& key, const Progress& p);
 
   BookEnv env_;
   WorkerBook& workers_;
